@@ -1,0 +1,444 @@
+//! Settings: defaults, then an optional `arena.toml`, then `DATABASE_URL` /
+//! `REDIS_URL`, then `ARENA_*` variables, then command-line flags — each
+//! later source overriding the earlier. Passed around explicitly; there is no
+//! global settings object.
+
+use agent_runtime::model_file::{DEFAULT_MODEL, Expected, known_by_file_name};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Everything the `arena` binary can be configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub model: ModelSettings,
+    /// Where Arena keeps its files (models, adapters, exports).
+    pub data_dir: PathBuf,
+    pub log: LogSettings,
+    /// The config file that was read, if any.
+    pub source_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout_s: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Apply pending migrations when `arena serve` starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    /// Prefix of every key and stream name Arena uses, so several instances
+    /// (or parallel tests) can share one Redis.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub path: PathBuf,
+    /// Expected sha256; known for the default model, else none.
+    pub sha256: Option<String>,
+}
+
+impl ModelSettings {
+    /// What the file is held to: the configured sha256, and the size too
+    /// when that sha256 is a model we know.
+    pub fn expected(&self) -> Option<Expected<'_>> {
+        let sha256 = self.sha256.as_deref()?;
+        let size = known_by_file_name(&self.path).filter(|k| k.sha256 == sha256).map(|k| k.size);
+        Some(Expected { sha256, size })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info,sqlx=warn`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// A configuration problem, with the place it comes from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    BadEnv { name: String, value: String, message: String },
+}
+
+/// The file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    database: FileDatabase,
+    #[serde(default)]
+    redis: FileRedis,
+    #[serde(default)]
+    model: FileModel,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    host: Option<String>,
+    port: Option<u16>,
+    shutdown_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    url: Option<String>,
+    max_connections: Option<u32>,
+    migrate_on_start: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRedis {
+    url: Option<String>,
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileModel {
+    path: Option<PathBuf>,
+    sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    filter: Option<String>,
+    format: Option<LogFormat>,
+}
+
+/// The `ARENA_*` variables we read, and what each sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("ARENA_CONFIG", "path of the config file (default: ./arena.toml if it exists)"),
+    ("ARENA_DATA_DIR", "data_dir"),
+    ("ARENA_HOST", "server.host"),
+    ("ARENA_PORT", "server.port"),
+    ("ARENA_SHUTDOWN_TIMEOUT_S", "server.shutdown_timeout_s"),
+    ("ARENA_DATABASE_URL", "database.url (overrides DATABASE_URL)"),
+    ("ARENA_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+    ("ARENA_MIGRATE_ON_START", "database.migrate_on_start"),
+    ("ARENA_REDIS_URL", "redis.url (overrides REDIS_URL)"),
+    ("ARENA_REDIS_PREFIX", "redis.prefix"),
+    ("ARENA_MODEL_PATH", "model.path"),
+    ("ARENA_MODEL_SHA256", "model.sha256 (\"none\" skips the check)"),
+    ("ARENA_LOG", "log.filter"),
+    ("ARENA_LOG_FORMAT", "log.format (text or json)"),
+];
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://arena@127.0.0.1:55432/arena";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:56379";
+
+impl Settings {
+    /// Loads settings from the process environment and the config file it
+    /// names (or `./arena.toml`).
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(config_file, &|name| std::env::var(name).ok())
+    }
+
+    /// Loads settings with `env` standing for the process environment.
+    pub fn load_from(
+        config_file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let (file, source_file) = match config_file
+            .map(Path::to_owned)
+            .or_else(|| env("ARENA_CONFIG").map(PathBuf::from))
+        {
+            Some(path) => (read_file(&path)?, Some(path)),
+            None => {
+                let default = PathBuf::from("arena.toml");
+                if default.exists() { (read_file(&default)?, Some(default)) } else { (FileSettings::default(), None) }
+            }
+        };
+
+        let data_dir = env_path(env, "ARENA_DATA_DIR").or(file.data_dir).unwrap_or_else(|| PathBuf::from(".arena"));
+        let model_path = env_path(env, "ARENA_MODEL_PATH")
+            .or(file.model.path)
+            .unwrap_or_else(|| data_dir.join("models").join(DEFAULT_MODEL.file_name));
+        let model_sha = match env("ARENA_MODEL_SHA256").or(file.model.sha256) {
+            Some(sha) if sha == "none" => None,
+            Some(sha) => Some(parse_sha256(&sha)?),
+            None => known_by_file_name(&model_path).map(|known| known.sha256.to_owned()),
+        };
+
+        let database_url = env("ARENA_DATABASE_URL")
+            .or_else(|| env("DATABASE_URL"))
+            .or(file.database.url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let redis_url = env("ARENA_REDIS_URL")
+            .or_else(|| env("REDIS_URL"))
+            .or(file.redis.url)
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+
+        Ok(Settings {
+            server: ServerSettings {
+                host: env("ARENA_HOST").or(file.server.host).unwrap_or_else(|| "127.0.0.1".to_owned()),
+                port: env_parse(env, "ARENA_PORT")?.or(file.server.port).unwrap_or(8080),
+                shutdown_timeout_s: env_parse(env, "ARENA_SHUTDOWN_TIMEOUT_S")?
+                    .or(file.server.shutdown_timeout_s)
+                    .unwrap_or(30),
+            },
+            database: DatabaseSettings {
+                url: SecretString::from(database_url),
+                max_connections: env_parse(env, "ARENA_DATABASE_MAX_CONNECTIONS")?
+                    .or(file.database.max_connections)
+                    .unwrap_or(10),
+                migrate_on_start: env_parse(env, "ARENA_MIGRATE_ON_START")?
+                    .or(file.database.migrate_on_start)
+                    .unwrap_or(true),
+            },
+            redis: RedisSettings {
+                url: SecretString::from(redis_url),
+                prefix: env("ARENA_REDIS_PREFIX").or(file.redis.prefix).unwrap_or_else(|| "arena:".to_owned()),
+            },
+            model: ModelSettings { path: model_path, sha256: model_sha },
+            data_dir,
+            log: LogSettings {
+                filter: env("ARENA_LOG").or(file.log.filter).unwrap_or_else(|| "info,sqlx=warn".to_owned()),
+                format: match env("ARENA_LOG_FORMAT") {
+                    Some(v) => parse_log_format(&v)?,
+                    None => file.log.format.unwrap_or(LogFormat::Text),
+                },
+            },
+            source_file,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|err| ConfigError::Invalid { path: path.to_owned(), message: describe_toml_error(&text, &err) })
+}
+
+/// `line L, column C: message`, from a toml error's byte span.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", err.message())
+        }
+        None => err.message().to_owned(),
+    }
+}
+
+fn env_path(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    env(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+fn env_parse<T: std::str::FromStr>(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env(name) {
+        None => Ok(None),
+        Some(value) => value.trim().parse().map(Some).map_err(|e: T::Err| ConfigError::BadEnv {
+            name: name.to_owned(),
+            value,
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, ConfigError> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ConfigError::BadEnv {
+            name: "ARENA_LOG_FORMAT".to_owned(),
+            value: value.to_owned(),
+            message: "expected `text` or `json`".to_owned(),
+        }),
+    }
+}
+
+fn parse_sha256(value: &str) -> Result<String, ConfigError> {
+    let lower = value.trim().to_ascii_lowercase();
+    if lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(lower)
+    } else {
+        Err(ConfigError::BadEnv {
+            name: "model.sha256".to_owned(),
+            value: value.to_owned(),
+            message: "expected 64 hex digits".to_owned(),
+        })
+    }
+}
+
+/// A URL with its password replaced by `***`, fit for logs and messages.
+pub fn redact_url(secret: &SecretString) -> String {
+    let raw = secret.expose_secret();
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arena.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_env() {
+        let s = Settings::load_from(Some(Path::new("/dev/null")), &env_of(&[])).unwrap();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.database.url.expose_secret(), DEFAULT_DATABASE_URL);
+        assert_eq!(s.redis.prefix, "arena:");
+        assert_eq!(s.model.path, PathBuf::from(".arena/models").join(DEFAULT_MODEL.file_name));
+        assert_eq!(s.model.sha256.as_deref(), Some(DEFAULT_MODEL.sha256));
+    }
+
+    #[test]
+    fn precedence_is_file_then_standard_urls_then_arena_vars() {
+        let (_dir, path) = write_config(
+            "[server]\nport = 9000\nhost = \"0.0.0.0\"\n[database]\nurl = \"postgres://file/db\"\n[redis]\nurl = \"redis://file\"\nprefix = \"file:\"\n",
+        );
+        // File alone beats defaults.
+        let s = Settings::load_from(Some(&path), &env_of(&[])).unwrap();
+        assert_eq!((s.server.port, s.server.host.as_str()), (9000, "0.0.0.0"));
+        assert_eq!(s.database.url.expose_secret(), "postgres://file/db");
+
+        // DATABASE_URL / REDIS_URL beat the file.
+        let s = Settings::load_from(
+            Some(&path),
+            &env_of(&[("DATABASE_URL", "postgres://std/db"), ("REDIS_URL", "redis://std")]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url.expose_secret(), "postgres://std/db");
+        assert_eq!(s.redis.url.expose_secret(), "redis://std");
+
+        // ARENA_* beat both.
+        let s = Settings::load_from(
+            Some(&path),
+            &env_of(&[
+                ("DATABASE_URL", "postgres://std/db"),
+                ("ARENA_DATABASE_URL", "postgres://arena/db"),
+                ("ARENA_PORT", "9100"),
+                ("ARENA_REDIS_PREFIX", "env:"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url.expose_secret(), "postgres://arena/db");
+        assert_eq!(s.server.port, 9100);
+        assert_eq!(s.server.host, "0.0.0.0", "keys the environment does not set keep the file's value");
+        assert_eq!(s.redis.prefix, "env:");
+    }
+
+    #[test]
+    fn arena_config_names_the_file() {
+        let (_dir, path) = write_config("[server]\nport = 9300\n");
+        let s = Settings::load_from(None, &env_of(&[("ARENA_CONFIG", path.to_str().unwrap())])).unwrap();
+        assert_eq!(s.server.port, 9300);
+        assert_eq!(s.source_file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn model_path_follows_data_dir_unless_set() {
+        let s =
+            Settings::load_from(Some(Path::new("/dev/null")), &env_of(&[("ARENA_DATA_DIR", "/srv/arena")])).unwrap();
+        assert_eq!(s.model.path, Path::new("/srv/arena/models").join(DEFAULT_MODEL.file_name));
+        let s = Settings::load_from(Some(Path::new("/dev/null")), &env_of(&[("ARENA_MODEL_PATH", "/m/other.gguf")]))
+            .unwrap();
+        assert_eq!(s.model.path, Path::new("/m/other.gguf"));
+        assert_eq!(s.model.sha256, None, "an unknown file has no expected checksum");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_line_and_column() {
+        let (_dir, path) = write_config("[server]\nport = 9000\nprot = 1\n");
+        let err = Settings::load_from(Some(&path), &env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 3, column 1"), "{err}");
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_with_line_and_column() {
+        let (_dir, path) = write_config("[server]\nport = \"eighty\"\n");
+        let err = Settings::load_from(Some(&path), &env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 2, column 8"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = Settings::load_from(Some(Path::new("/dev/null")), &env_of(&[("ARENA_PORT", "http")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("environment variable ARENA_PORT=\"http\""), "{err}");
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/arena.toml")), &env_of(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::Unreadable { .. }));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_or_redacted_urls() {
+        let s = Settings::load_from(
+            Some(Path::new("/dev/null")),
+            &env_of(&[("DATABASE_URL", "postgres://arena:hunter2@db/arena"), ("REDIS_URL", "redis://:s3cret@r:6379")]),
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("s3cret"), "{debug}");
+        assert_eq!(redact_url(&s.database.url), "postgres://arena:***@db/arena");
+        assert!(!redact_url(&s.redis.url).contains("s3cret"));
+    }
+}

@@ -1,0 +1,117 @@
+use agent_runtime::model_file::{self, DEFAULT_MODEL};
+use arena_server::cli::{Cli, Command, ModelCommand};
+use arena_server::config::{self, Settings, redact_url};
+use arena_server::startup::{Application, CONNECT_TIMEOUT};
+use arena_server::{db, doctor, telemetry};
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command, &mut settings).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", report(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each cause shown once: our error messages
+/// already embed their direct cause.
+fn report(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            if let Some(host) = args.host {
+                settings.server.host = host;
+            }
+            if let Some(port) = args.port {
+                settings.server.port = port;
+            }
+            if args.no_migrate {
+                settings.database.migrate_on_start = false;
+            }
+            telemetry::init(&settings.log);
+            let app = Application::build(settings.clone()).await?;
+            tracing::info!(address = %format!("http://{}:{}", settings.server.host, app.port()), "listening");
+            app.run_until_stopped().await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            telemetry::init(&settings.log);
+            let url = redact_url(&settings.database.url);
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            let applied = db::migrate(&pool, &url).await?;
+            if applied.is_empty() {
+                println!("{url}: no pending migrations ({} applied)", db::MIGRATOR.iter().count());
+            }
+            for (version, name) in applied {
+                println!("applied {version} {name}");
+            }
+        }
+        Command::Doctor => {
+            let findings = doctor::run(settings).await;
+            print!("{}", doctor::render(&findings));
+            if findings.iter().any(|f| !f.ok) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Model(ModelCommand::Fetch { out }) => {
+            let out = out.unwrap_or_else(|| settings.model.path.clone());
+            let verified = tokio::task::spawn_blocking(move || {
+                model_file::fetch(&DEFAULT_MODEL, &out, |line| eprintln!("{line}"))
+            })
+            .await??;
+            println!("{} sha256 {} ok", verified.path.display(), verified.sha256);
+        }
+        Command::Model(ModelCommand::Verify { model }) => {
+            let mut model_settings = settings.model.clone();
+            if let Some(path) = model {
+                model_settings.sha256 = model_file::known_by_file_name(&path).map(|k| k.sha256.to_owned());
+                model_settings.path = path;
+            }
+            let verified = tokio::task::spawn_blocking(move || {
+                model_file::verify(&model_settings.path, model_settings.expected())
+            })
+            .await??;
+            println!("{} sha256 {} ok", verified.path.display(), verified.sha256);
+        }
+        Command::Config => {
+            match &settings.source_file {
+                Some(path) => println!("config file: {}", path.display()),
+                None => println!("config file: none (./arena.toml does not exist; --config or ARENA_CONFIG names one)"),
+            }
+            println!("precedence: defaults < config file < DATABASE_URL/REDIS_URL < ARENA_* variables < flags\n");
+            println!("server        {}:{}", settings.server.host, settings.server.port);
+            println!("database.url  {}", redact_url(&settings.database.url));
+            println!("redis.url     {}  prefix {:?}", redact_url(&settings.redis.url), settings.redis.prefix);
+            println!("model.path    {}", settings.model.path.display());
+            println!("data_dir      {}\n", settings.data_dir.display());
+            println!("environment variables:");
+            for (name, what) in config::ENV_VARS {
+                println!("  {name:<32} {what}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

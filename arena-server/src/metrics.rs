@@ -1,0 +1,87 @@
+//! Prometheus metrics an operator watches, served at `/metrics`. One registry
+//! per application (not a global), so parallel test apps do not mix figures.
+
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::{HttpResponse, web};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::future::Future;
+use std::time::Instant;
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    pub dependency_up: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("arena".to_owned()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by method, route and status"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["route"],
+        )?;
+        let dependency_up = IntGaugeVec::new(
+            Opts::new("dependency_up", "1 when the last health check reached the dependency"),
+            &["dependency"],
+        )?;
+        let build_info = IntGaugeVec::new(Opts::new("build_info", "The running build; always 1"), &["version"])?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(dependency_up.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics { registry, http_requests, http_duration, dependency_up })
+    }
+
+    /// The registry's contents in the Prometheus text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests.with_label_values(&[method, route, &status.to_string()]).inc();
+        self.http_duration.with_label_values(&[route]).observe(seconds);
+    }
+}
+
+/// Middleware body for `App::wrap_fn`: counts and times every request by its
+/// route pattern (not its raw path, which would explode the label set).
+pub fn track<S>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let start = Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "<unmatched>".to_owned());
+    let method = req.method().as_str().to_owned();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let fut = srv.call(req);
+    async move {
+        let res = fut.await?;
+        if let Some(metrics) = metrics {
+            metrics.observe(&method, &route, res.status().as_u16(), start.elapsed().as_secs_f64());
+        }
+        Ok(res)
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn get(metrics: web::Data<Metrics>) -> HttpResponse {
+    match metrics.render() {
+        Ok(body) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body),
+        Err(err) => {
+            tracing::error!(error = %err, "rendering metrics failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}

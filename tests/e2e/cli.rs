@@ -1,0 +1,185 @@
+//! The `arena` binary: migrate, doctor, serve's start-up errors and graceful
+//! shutdown.
+
+use crate::helpers::{TestEnv, model_path};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const ARENA: &str = env!("CARGO_BIN_EXE_arena");
+
+fn arena(env: &TestEnv, args: &[&str], extra: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(ARENA);
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.vars().into_iter().chain(extra.iter().map(|(k, v)| (*k, v.clone()))) {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn assert_clean_failure(output: &Output, code: i32) {
+    let all = text(output);
+    assert_eq!(output.status.code(), Some(code), "{all}");
+    assert!(!all.contains("panicked") && !all.contains("RUST_BACKTRACE"), "a panic, not a message: {all}");
+}
+
+async fn table_exists(env: &TestEnv, table: &str) -> bool {
+    let pool = env.pool().await;
+    sqlx::query_scalar::<_, bool>("select to_regclass($1) is not null").bind(table).fetch_one(&pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn migrate_applies_every_migration_once() {
+    let env = TestEnv::new().await;
+    assert!(!table_exists(&env, "users").await);
+    let first = arena(&env, &["migrate"], &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("applied"), "{}", text(&first));
+    assert!(table_exists(&env, "users").await);
+    let pool = env.pool().await;
+    let applied: i64 =
+        sqlx::query_scalar("select count(*) from _sqlx_migrations where success").fetch_one(&pool).await.unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
+        .count();
+    assert_eq!(applied as usize, files);
+
+    let second = arena(&env, &["migrate"], &[]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(text(&second).contains("no pending migrations"), "{}", text(&second));
+}
+
+#[tokio::test]
+async fn doctor_reports_a_healthy_setup() {
+    let env = TestEnv::new().await;
+    assert!(arena(&env, &["migrate"], &[]).status.success());
+    let output = arena(&env, &["doctor"], &[]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    for name in ["postgres", "redis", "model", "disk"] {
+        assert!(all.lines().any(|l| l.starts_with("ok") && l.contains(name)), "{name} not ok: {all}");
+    }
+    assert!(all.contains("all checks passed"));
+}
+
+#[tokio::test]
+async fn doctor_names_each_broken_dependency_and_its_fix() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join(agent_runtime::model_file::DEFAULT_MODEL.file_name);
+    let mut bytes = std::fs::read(model_path()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let output = arena(
+        &env,
+        &["doctor"],
+        &[
+            ("REDIS_URL", format!("redis://127.0.0.1:{}", closed_port())),
+            ("ARENA_MODEL_PATH", corrupt.display().to_string()),
+        ],
+    );
+    assert_clean_failure(&output, 1);
+    let all = text(&output);
+    let redis = all.lines().find(|l| l.contains("redis")).unwrap();
+    assert!(redis.starts_with("FAIL"), "{all}");
+    let model = all.lines().find(|l| l.contains(" model ")).unwrap();
+    assert!(model.starts_with("FAIL") && model.contains("sha256"), "{all}");
+    assert!(all.contains("fix: start it with `scripts/up`"), "{all}");
+    assert!(all.contains(&format!("fix: arena model fetch --out {}", corrupt.display())), "{all}");
+    assert!(all.contains("3 check(s) failed"), "{all}");
+    // Pending migrations are a failure of their own, with their fix.
+    assert!(all.lines().any(|l| l.starts_with("FAIL") && l.contains("migration(s) not applied")), "{all}");
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_postgres() {
+    let env = TestEnv::new().await;
+    let url = format!("postgres://arena:sekrit@127.0.0.1:{}/arena", closed_port());
+    let output = arena(&env, &["serve", "--port", "0"], &[("DATABASE_URL", url)]);
+    assert_clean_failure(&output, 1);
+    let all = text(&output);
+    assert!(all.contains("cannot connect to PostgreSQL"), "{all}");
+    assert!(all.contains("fix:"), "{all}");
+    assert!(!all.contains("sekrit"), "the password leaked: {all}");
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_redis() {
+    let env = TestEnv::new().await;
+    let output =
+        arena(&env, &["serve", "--port", "0"], &[("REDIS_URL", format!("redis://127.0.0.1:{}", closed_port()))]);
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("cannot connect to Redis"), "{}", text(&output));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_missing_model_file() {
+    let env = TestEnv::new().await;
+    let missing = "/nonexistent/SmolLM2-135M-Instruct.Q4_1.gguf".to_owned();
+    let output = arena(&env, &["serve", "--port", "0"], &[("ARENA_MODEL_PATH", missing.clone())]);
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains(&format!("arena model fetch --out {missing}")), "{}", text(&output));
+}
+
+#[tokio::test]
+async fn an_invalid_config_file_is_named_with_line_and_column() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("arena.toml");
+    std::fs::write(&path, "[server]\nport = 8080\n[databse]\nurl = \"x\"\n").unwrap();
+    let output = arena(&env, &["doctor"], &[("ARENA_CONFIG", path.display().to_string())]);
+    assert_clean_failure(&output, 2);
+    let all = text(&output);
+    assert!(all.contains(&path.display().to_string()) && all.contains("line 3, column 2"), "{all}");
+
+    let output = arena(&env, &["doctor"], &[("ARENA_CONFIG", "/nonexistent/arena.toml".to_owned())]);
+    assert_clean_failure(&output, 2);
+    assert!(text(&output).contains("cannot read config file /nonexistent/arena.toml"));
+}
+
+#[tokio::test]
+async fn serve_migrates_answers_and_stops_gracefully_on_sigterm() {
+    let env = TestEnv::new().await;
+    let mut cmd = Command::new(ARENA);
+    cmd.args(["serve", "--port", "0"]).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.vars() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.env("ARENA_LOG_FORMAT", "json").stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let address = loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("serve printed no `listening` line");
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if event["fields"]["message"] == "listening" {
+            break event["fields"]["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let health = reqwest::get(format!("{address}/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(table_exists(&env, "users").await, "serve applies migrations at start");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
+}

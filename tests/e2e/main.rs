@@ -1,0 +1,11 @@
+//! End-to-end tests: the real application and the real `arena` binary
+//! against real PostgreSQL and Redis and the real model file. Run them with
+//! `scripts/test`, which starts those services and exports DATABASE_URL,
+//! REDIS_URL and ARENA_MODEL_PATH.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod cli;
+mod health;
+mod helpers;
+mod metrics;
