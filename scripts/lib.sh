@@ -141,9 +141,16 @@ arena_bin() {
     echo "$target/debug/arena"
 }
 
+# `build_arena` builds the binary; `build_arena tests` builds it together with
+# every test target in one invocation, so features unify once and the test
+# run that follows compiles nothing again.
 build_arena() {
-    say "building arena (first build compiles candle and friends: several minutes)"
-    (cd "$ROOT" && cargo build -p arena-server --bin arena)
+    say "building arena (the first build compiles candle and friends: several minutes)"
+    if [ "${1:-}" = tests ]; then
+        (cd "$ROOT" && cargo test --workspace --no-run --quiet)
+    else
+        (cd "$ROOT" && cargo build -p arena-server --bin arena)
+    fi
 }
 
 ensure_model() {

@@ -2,9 +2,20 @@
 //! quantized llama-family forward with per-sequence LoRA adapters, batched
 //! sampling and adapter training.
 //!
-//! The arena server never touches tensors: it talks to this crate through a
-//! request/response interface (a bounded queue with a reply channel per
-//! request). This crate does no networking and knows nothing of PostgreSQL or
-//! Redis.
+//! The arena server never touches tensors: it talks to this crate through
+//! [`engine::Engine`], a bounded queue with a reply channel per request.
+//! This crate does no networking and knows nothing of PostgreSQL or Redis.
 
+pub mod chat;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod lora;
+pub mod model;
 pub mod model_file;
+pub mod quant;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use engine::{Completion, Engine, EngineConfig, Finish, Prompt, Request, Runtime, SubmitError};
+pub use error::{Result, RuntimeError};

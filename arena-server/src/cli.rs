@@ -59,4 +59,69 @@ pub enum ModelCommand {
         #[arg(long, value_name = "PATH")]
         model: Option<PathBuf>,
     },
+    /// Architecture, parameter count, quantization, context length, special
+    /// tokens and the chat template of a GGUF model.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Print the token ids of TEXT as one JSON array (special tokens such as
+    /// <|im_start|> written in the text are parsed).
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        text: String,
+    },
+    /// Generate a completion; prints only the completion on stdout.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A GGUF file (default: the configured model path).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Where to run: cpu (default), or cuda (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Threads for the model's kernels (default: ARENA_THREADS or all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// System prompt (chat mode only).
+    #[arg(long)]
+    pub system: Option<String>,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Use PROMPT as is, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Print timing and token counts to stderr.
+    #[arg(long)]
+    pub verbose: bool,
 }

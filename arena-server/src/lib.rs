@@ -11,5 +11,6 @@ pub mod doctor;
 pub mod health;
 pub mod kv;
 pub mod metrics;
+pub mod model_cli;
 pub mod startup;
 pub mod telemetry;

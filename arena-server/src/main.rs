@@ -2,7 +2,7 @@ use agent_runtime::model_file::{self, DEFAULT_MODEL};
 use arena_server::cli::{Cli, Command, ModelCommand};
 use arena_server::config::{self, Settings, redact_url};
 use arena_server::startup::{Application, CONNECT_TIMEOUT};
-use arena_server::{db, doctor, telemetry};
+use arena_server::{db, doctor, model_cli, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -95,6 +95,12 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             })
             .await??;
             println!("{} sha256 {} ok", verified.path.display(), verified.sha256);
+        }
+        Command::Model(ModelCommand::Info { model }) => model_cli::info(&model, settings)?,
+        Command::Model(ModelCommand::Tokenize { model, text }) => model_cli::tokenize(&model, &text, settings)?,
+        Command::Model(ModelCommand::Generate(args)) => {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || model_cli::generate(args, &settings)).await??;
         }
         Command::Config => {
             match &settings.source_file {

@@ -1,0 +1,381 @@
+//! Generation: requests, completions, and the continuous-batching engine.
+//!
+//! The engine owns the model on its own thread. Requests arrive through a
+//! bounded queue (a full queue is an immediate "over capacity" error, never a
+//! hang); each step runs every active sequence's next tokens in one batched
+//! forward; new requests join between steps and finished ones leave.
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::{Result, RuntimeError};
+use crate::gguf::{Gguf, ModelConfig};
+use crate::lora::{Adapter, AdapterCache, AdapterError, Limits};
+use crate::model::{KvCache, Logits, Model, SeqStep};
+use crate::sampling::{Sampler, SamplingParams, log_prob};
+use crate::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+/// Prompt tokens fed per sequence per step: a long prompt is prefilled in
+/// chunks so it does not stall the sequences decoding beside it.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// What to complete.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Prompt {
+    /// Messages rendered with the model's chat template, ending where the
+    /// assistant's answer begins. Special-token text inside a message is
+    /// removed first, so a message cannot forge roles.
+    Chat(Vec<Message>),
+    /// Text used as is; special tokens written in it are honoured.
+    Raw(String),
+    Tokens(Vec<u32>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Prompt,
+    /// A PEFT adapter directory; none runs the base model.
+    pub adapter: Option<PathBuf>,
+    pub params: SamplingParams,
+    /// Return each generated token's log-probability under the model.
+    pub logprobs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// The model ended its turn.
+    EndOfTurn,
+    /// A stop string appeared.
+    Stop,
+    /// max_new_tokens reached.
+    Length,
+    /// The context window is full.
+    Context,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub logprobs: Option<Vec<f32>>,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    /// Time from joining the batch to the first new token.
+    pub prefill: Duration,
+    pub total: Duration,
+}
+
+/// The model, its tokenizer and template, and the adapter cache.
+pub struct Runtime {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub adapters: AdapterCache,
+    pub path: PathBuf,
+    end_of_turn: Vec<u32>,
+}
+
+impl Runtime {
+    pub fn load(path: &Path, threads: usize) -> Result<Runtime> {
+        let mut gguf = Gguf::open(path)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.token(i)).unwrap_or("").to_owned();
+        let template_src = gguf.string("tokenizer.chat_template").unwrap_or(crate::chat::CHATML).to_owned();
+        let template = ChatTemplate::new(&template_src, &token_text(tokenizer.bos), &token_text(tokenizer.eos))?;
+        let model = Model::from_gguf(&mut gguf, threads)?;
+        let mut end_of_turn: Vec<u32> = tokenizer.eos.into_iter().collect();
+        for name in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>"] {
+            if let Some(id) = tokenizer.id_of(name).filter(|id| tokenizer.is_special(*id)) {
+                end_of_turn.push(id);
+            }
+        }
+        end_of_turn.sort_unstable();
+        end_of_turn.dedup();
+        Ok(Runtime {
+            model,
+            tokenizer,
+            template,
+            adapters: AdapterCache::new(512 << 20, Limits::default()),
+            path: path.to_owned(),
+            end_of_turn,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    /// Removes special-token text (`<|im_start|>` …) from untrusted text.
+    pub fn strip_special(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        loop {
+            let before = out.len();
+            for &id in self.tokenizer.special_ids() {
+                if let Some(tok) = self.tokenizer.token(id).filter(|t| !t.is_empty()) {
+                    out = out.replace(tok, "");
+                }
+            }
+            if out.len() == before {
+                return out;
+            }
+        }
+    }
+
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Tokens(t) => Ok(t.clone()),
+            Prompt::Raw(text) => self.tokenizer.encode(text, true, true),
+            Prompt::Chat(messages) => {
+                let clean: Vec<Message> = messages
+                    .iter()
+                    .map(|m| Message { role: m.role.clone(), content: self.strip_special(&m.content) })
+                    .collect();
+                let text = self.template.render(&clean, true)?;
+                self.tokenizer.encode(&text, false, true)
+            }
+        }
+    }
+
+    pub fn adapter(&self, dir: &Path) -> Result<Arc<Adapter>, AdapterError> {
+        self.adapters.get(dir, &self.model.config)
+    }
+
+    /// Runs one request to completion on the calling thread.
+    pub fn generate(&self, request: Request) -> Result<Completion> {
+        let mut active = vec![self.start(request)?];
+        loop {
+            self.step(&mut active)?;
+            if let Some(done) = active[0].finished.take() {
+                return Ok(done);
+            }
+        }
+    }
+
+    fn start(&self, request: Request) -> Result<Active> {
+        request.params.validate().map_err(RuntimeError::Request)?;
+        let prompt = self.prompt_tokens(&request.prompt)?;
+        if prompt.is_empty() {
+            return Err(RuntimeError::Request("the prompt has no tokens".to_owned()));
+        }
+        if prompt.len() >= self.model.max_positions() {
+            return Err(RuntimeError::Request(format!(
+                "the prompt has {} tokens; the context holds {}",
+                prompt.len(),
+                self.model.max_positions()
+            )));
+        }
+        let adapter = match &request.adapter {
+            Some(dir) => Some(self.adapter(dir)?),
+            None => None,
+        };
+        Ok(Active {
+            cache: self.model.new_cache(),
+            pending: prompt.clone(),
+            prompt_len: prompt.len(),
+            context: prompt,
+            generated: Vec::new(),
+            logprobs: request.logprobs.then(Vec::new),
+            sampler: Sampler::new(request.params),
+            adapter,
+            started: Instant::now(),
+            prefill: None,
+            finished: None,
+        })
+    }
+
+    /// One batched forward over every active sequence; samples a token for
+    /// each sequence whose prompt is fully fed and marks finished ones.
+    fn step(&self, active: &mut [Active]) -> Result<()> {
+        let feeds: Vec<usize> = active.iter().map(|a| a.pending.len().min(PREFILL_CHUNK)).collect();
+        let mut steps: Vec<SeqStep<'_>> = active
+            .iter_mut()
+            .zip(&feeds)
+            .map(|(a, &n)| SeqStep {
+                tokens: &a.pending[..n],
+                cache: &mut a.cache,
+                adapter: a.adapter.as_deref(),
+                logits: Logits::Last,
+            })
+            .collect();
+        let logits = self.model.forward(&mut steps)?;
+        drop(steps);
+        for ((a, &n), mut logits) in active.iter_mut().zip(&feeds).zip(logits) {
+            a.pending.drain(..n);
+            if !a.pending.is_empty() {
+                continue;
+            }
+            if a.prefill.is_none() {
+                a.prefill = Some(a.started.elapsed());
+            }
+            let raw = a.logprobs.is_some().then(|| logits.clone());
+            let token = a.sampler.sample(&mut logits, &a.context);
+            if let (Some(lp), Some(raw)) = (&mut a.logprobs, raw) {
+                lp.push(log_prob(&raw, token));
+            }
+            a.context.push(token);
+            a.finished = self.check_finish(a, token)?;
+            if a.finished.is_none() {
+                a.pending.push(token);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_finish(&self, a: &mut Active, token: u32) -> Result<Option<Completion>> {
+        let params = a.sampler.params();
+        let mut finish = None;
+        if self.end_of_turn.contains(&token) {
+            finish = Some(Finish::EndOfTurn);
+        } else {
+            a.generated.push(token);
+        }
+        let mut text = self.tokenizer.decode(&a.generated, true)?;
+        if finish.is_none()
+            && let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min()
+        {
+            text.truncate(cut);
+            finish = Some(Finish::Stop);
+        }
+        if finish.is_none() && a.generated.len() >= params.max_new_tokens {
+            finish = Some(Finish::Length);
+        }
+        if finish.is_none() && a.context.len() >= self.model.max_positions() {
+            finish = Some(Finish::Context);
+        }
+        Ok(finish.map(|finish| Completion {
+            text,
+            tokens: a.generated.clone(),
+            logprobs: a.logprobs.clone(),
+            finish,
+            prompt_tokens: a.prompt_len,
+            prefill: a.prefill.unwrap_or_default(),
+            total: a.started.elapsed(),
+        }))
+    }
+}
+
+struct Active {
+    cache: KvCache,
+    /// Tokens still to feed: the prompt (in chunks), then the last sampled.
+    pending: Vec<u32>,
+    prompt_len: usize,
+    context: Vec<u32>,
+    generated: Vec<u32>,
+    logprobs: Option<Vec<f32>>,
+    sampler: Sampler,
+    adapter: Option<Arc<Adapter>>,
+    started: Instant,
+    prefill: Option<Duration>,
+    finished: Option<Completion>,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("over capacity: {queued} requests are already waiting; retry later")]
+    OverCapacity { queued: usize },
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Sequences decoded together.
+    pub max_batch: usize,
+    /// Requests that may wait for a slot.
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig { max_batch: 8, queue_capacity: 64 }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Completion>>;
+
+/// A handle to the engine thread; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: SyncSender<(Request, Reply)>,
+    capacity: usize,
+}
+
+impl Engine {
+    pub fn start(runtime: Arc<Runtime>, config: EngineConfig) -> Engine {
+        let (tx, rx) = sync_channel(config.queue_capacity);
+        let max_batch = config.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("arena-engine".to_owned())
+            .spawn(move || run_engine(&runtime, &rx, max_batch))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the engine thread"));
+        Engine { tx, capacity: config.queue_capacity }
+    }
+
+    /// Queues a request; the completion arrives on the returned channel.
+    pub fn submit(&self, request: Request) -> Result<tokio::sync::oneshot::Receiver<Result<Completion>>, SubmitError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send((request, reply)) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::OverCapacity { queued: self.capacity }),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+        }
+    }
+}
+
+fn run_engine(runtime: &Runtime, rx: &Receiver<(Request, Reply)>, max_batch: usize) {
+    let mut active: Vec<Active> = Vec::new();
+    let mut replies: Vec<Reply> = Vec::new();
+    loop {
+        if active.is_empty() {
+            // Idle: block until work arrives (or every handle is dropped).
+            match rx.recv() {
+                Ok(job) => admit(runtime, job, &mut active, &mut replies),
+                Err(_) => return,
+            }
+        }
+        while active.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => admit(runtime, job, &mut active, &mut replies),
+                Err(_) => break,
+            }
+        }
+        if active.is_empty() {
+            continue;
+        }
+        if let Err(err) = runtime.step(&mut active) {
+            // A failed step fails every sequence in it, each with the cause.
+            let message = err.to_string();
+            for reply in replies.drain(..) {
+                let _ = reply.send(Err(RuntimeError::Request(format!("generation failed: {message}"))));
+            }
+            active.clear();
+            continue;
+        }
+        let mut i = 0;
+        while i < active.len() {
+            if let Some(done) = active[i].finished.take() {
+                active.swap_remove(i);
+                let _ = replies.swap_remove(i).send(Ok(done));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn admit(runtime: &Runtime, (request, reply): (Request, Reply), active: &mut Vec<Active>, replies: &mut Vec<Reply>) {
+    match runtime.start(request) {
+        Ok(a) => {
+            active.push(a);
+            replies.push(reply);
+        }
+        Err(err) => {
+            let _ = reply.send(Err(err));
+        }
+    }
+}

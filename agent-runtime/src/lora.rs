@@ -1,0 +1,505 @@
+//! LoRA adapters in the Hugging Face PEFT layout (`adapter_config.json` +
+//! `adapter_model.safetensors`): validated before use, applied unmerged per
+//! sequence, written back in the same layout, and cached by content.
+
+use crate::gguf::ModelConfig;
+use crate::model::{Target, dot};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// What an adapter may be: limits that bound the work and memory a hostile
+/// file can cause.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rank: usize,
+    pub max_file_bytes: u64,
+    pub max_header_bytes: u64,
+    pub max_config_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_rank: 256, max_file_bytes: 1 << 30, max_header_bytes: 1 << 20, max_config_bytes: 1 << 16 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("{path}: tensor `{tensor}` {message}")]
+    Tensor { path: PathBuf, tensor: String, message: String },
+}
+
+/// `adapter_config.json`, the fields we read (PEFT writes many more).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoraConfig {
+    #[serde(default = "lora_type")]
+    pub peft_type: String,
+    pub r: usize,
+    pub lora_alpha: f32,
+    pub target_modules: TargetModules,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default = "no_bias")]
+    pub bias: String,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    #[serde(default)]
+    pub lora_dropout: f32,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    #[serde(default = "causal_lm")]
+    pub task_type: Option<String>,
+}
+
+fn lora_type() -> String {
+    "LORA".to_owned()
+}
+fn no_bias() -> String {
+    "none".to_owned()
+}
+fn causal_lm() -> Option<String> {
+    Some("CAUSAL_LM".to_owned())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    List(Vec<String>),
+    /// A regular expression over module names (PEFT allows it).
+    Pattern(String),
+}
+
+/// One linear layer's low-rank pair: `A` is `[r × in]`, `B` is `[out × r]`.
+#[derive(Clone)]
+pub struct LoraPair {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+pub struct Adapter {
+    /// sha256 of the weights file and the config: the adapter's identity.
+    pub sha256: String,
+    pub rank: usize,
+    pub alpha: f32,
+    /// The factor on `B·A`: `alpha / r`, or `alpha / √r` with rsLoRA.
+    pub scale: f32,
+    pub use_rslora: bool,
+    /// Per layer, per target.
+    layers: Vec<BTreeMap<Target, LoraPair>>,
+    dims: HashMap<Target, (usize, usize)>,
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter").field("sha256", &self.sha256).field("rank", &self.rank).finish()
+    }
+}
+
+/// PEFT's tensor name for a layer's target.
+pub fn tensor_name(layer: usize, target: Target, which: char) -> String {
+    let block = match target {
+        Target::Q | Target::K | Target::V | Target::O => "self_attn",
+        Target::Gate | Target::Up | Target::Down => "mlp",
+    };
+    format!("base_model.model.model.layers.{layer}.{block}.{}.lora_{which}.weight", target.module())
+}
+
+/// `(layer, target, 'A' | 'B')` of a PEFT tensor name.
+fn parse_tensor_name(name: &str) -> Option<(usize, Target, char)> {
+    let rest = name.strip_prefix("base_model.model.model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (block, rest) = rest.split_once('.')?;
+    let (module, rest) = rest.split_once('.')?;
+    let target = Target::from_module(module)?;
+    let expected_block = if matches!(target, Target::Gate | Target::Up | Target::Down) { "mlp" } else { "self_attn" };
+    if block != expected_block {
+        return None;
+    }
+    let which = match rest {
+        "lora_A.weight" | "lora_A.default.weight" => 'A',
+        "lora_B.weight" | "lora_B.default.weight" => 'B',
+        _ => return None,
+    };
+    Some((layer, target, which))
+}
+
+impl Adapter {
+    /// Reads and validates an adapter directory against `model`.
+    pub fn load(dir: &Path, model: &ModelConfig, limits: &Limits) -> Result<Adapter, AdapterError> {
+        let config_path = dir.join(CONFIG_FILE);
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let config_bytes = read_limited(&config_path, limits.max_config_bytes)?;
+        let config: LoraConfig = serde_json::from_slice(&config_bytes).map_err(|e| AdapterError::Config {
+            path: config_path.clone(),
+            message: format!("invalid adapter config: {e}"),
+        })?;
+        let weights = read_limited(&weights_path, limits.max_file_bytes)?;
+        let mut hasher = Sha256::new();
+        hasher.update(&weights);
+        hasher.update(&config_bytes);
+        let sha256 = hex::encode(hasher.finalize());
+        Adapter::from_parts(&config, &config_path, &weights, &weights_path, model, limits, sha256)
+    }
+
+    fn from_parts(
+        config: &LoraConfig,
+        config_path: &Path,
+        weights: &[u8],
+        weights_path: &Path,
+        model: &ModelConfig,
+        limits: &Limits,
+        sha256: String,
+    ) -> Result<Adapter, AdapterError> {
+        let cfg_err = |message: String| AdapterError::Config { path: config_path.to_owned(), message };
+        if config.peft_type != "LORA" {
+            return Err(cfg_err(format!("peft_type is {:?}; only LORA adapters are supported", config.peft_type)));
+        }
+        if config.r == 0 || config.r > limits.max_rank {
+            return Err(cfg_err(format!("rank r = {} is outside 1..={}", config.r, limits.max_rank)));
+        }
+        if !config.lora_alpha.is_finite() || config.lora_alpha <= 0.0 {
+            return Err(cfg_err(format!("lora_alpha = {} must be a positive number", config.lora_alpha)));
+        }
+        if config.bias != "none" {
+            return Err(cfg_err(format!("bias = {:?} is not supported (only \"none\")", config.bias)));
+        }
+        if config.fan_in_fan_out {
+            return Err(cfg_err("fan_in_fan_out = true is not supported".to_owned()));
+        }
+        let targets: Vec<Target> = match &config.target_modules {
+            TargetModules::List(names) => names
+                .iter()
+                .map(|n| {
+                    Target::from_module(n).ok_or_else(|| {
+                        cfg_err(format!("target module {n:?} is not a linear layer of this model (q_proj … down_proj)"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            TargetModules::Pattern(p) => {
+                let re = regex_lite::Regex::new(p).map_err(|e| cfg_err(format!("target_modules regex {p:?}: {e}")))?;
+                Target::ALL.into_iter().filter(|t| re.is_match(t.module())).collect()
+            }
+        };
+
+        // The header length is the first 8 bytes: bound it before parsing.
+        let w_err = |message: String| AdapterError::Weights { path: weights_path.to_owned(), message };
+        if weights.len() < 8 {
+            return Err(w_err(format!("file is {} bytes: truncated (no safetensors header)", weights.len())));
+        }
+        let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap_or([0; 8]));
+        if header_len > limits.max_header_bytes {
+            return Err(w_err(format!(
+                "safetensors header of {header_len} bytes exceeds the limit of {}",
+                limits.max_header_bytes
+            )));
+        }
+        let tensors = safetensors::SafeTensors::deserialize(weights)
+            .map_err(|e| w_err(format!("not a valid safetensors file: {e}")))?;
+
+        // Per layer and target: (A, B) as they are found.
+        type Halves = (Option<Vec<f32>>, Option<Vec<f32>>);
+        let mut pairs: Vec<BTreeMap<Target, Halves>> = vec![BTreeMap::new(); model.n_layers];
+        for (name, view) in tensors.tensors() {
+            let t_err =
+                |message: String| AdapterError::Tensor { path: weights_path.to_owned(), tensor: name.clone(), message };
+            let (layer, target, which) = parse_tensor_name(&name)
+                .ok_or_else(|| t_err("is not a PEFT LoRA tensor name for a llama model".to_owned()))?;
+            if layer >= model.n_layers {
+                return Err(t_err(format!("names layer {layer}, but the model has {} layers", model.n_layers)));
+            }
+            if !targets.contains(&target) {
+                return Err(t_err(format!("targets {} which adapter_config.json does not list", target.module())));
+            }
+            let (out_dim, in_dim) = target.shape(model);
+            let expected = if which == 'A' { [config.r, in_dim] } else { [out_dim, config.r] };
+            if view.shape() != expected {
+                return Err(t_err(format!("has shape {:?}, expected {:?}", view.shape(), expected)));
+            }
+            let values = to_f32(&view).map_err(t_err)?;
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(t_err(format!("holds a non-finite value ({}) at index {i}", values[i])));
+            }
+            let slot = pairs[layer].entry(target).or_default();
+            if which == 'A' {
+                slot.0 = Some(values);
+            } else {
+                slot.1 = Some(values);
+            }
+        }
+        let mut layers = Vec::with_capacity(model.n_layers);
+        let mut any = false;
+        for (li, layer) in pairs.into_iter().enumerate() {
+            let mut out = BTreeMap::new();
+            for (target, slot) in layer {
+                match slot {
+                    (Some(a), Some(b)) => {
+                        out.insert(target, LoraPair { a, b });
+                        any = true;
+                    }
+                    (a, _) => {
+                        let missing = if a.is_none() { 'A' } else { 'B' };
+                        return Err(AdapterError::Tensor {
+                            path: weights_path.to_owned(),
+                            tensor: tensor_name(li, target, missing),
+                            message: "is missing (every lora_A needs its lora_B)".to_owned(),
+                        });
+                    }
+                }
+            }
+            layers.push(out);
+        }
+        if !any {
+            return Err(w_err("holds no LoRA tensors".to_owned()));
+        }
+        let scale = if config.use_rslora {
+            config.lora_alpha / (config.r as f32).sqrt()
+        } else {
+            config.lora_alpha / config.r as f32
+        };
+        Ok(Adapter {
+            sha256,
+            rank: config.r,
+            alpha: config.lora_alpha,
+            scale,
+            use_rslora: config.use_rslora,
+            layers,
+            dims: Target::ALL.into_iter().map(|t| (t, t.shape(model))).collect(),
+        })
+    }
+
+    /// A new adapter from pairs (training, tests); `layers[i][target]`.
+    pub fn from_pairs(
+        model: &ModelConfig,
+        rank: usize,
+        alpha: f32,
+        layers: Vec<BTreeMap<Target, LoraPair>>,
+    ) -> Adapter {
+        let mut hasher = Sha256::new();
+        for (li, layer) in layers.iter().enumerate() {
+            for (t, p) in layer {
+                hasher.update(tensor_name(li, *t, 'A'));
+                p.a.iter().chain(&p.b).for_each(|v| hasher.update(v.to_le_bytes()));
+            }
+        }
+        Adapter {
+            sha256: hex::encode(hasher.finalize()),
+            rank,
+            alpha,
+            scale: alpha / rank as f32,
+            use_rslora: false,
+            layers,
+            dims: Target::ALL.into_iter().map(|t| (t, t.shape(model))).collect(),
+        }
+    }
+
+    pub fn pair(&self, layer: usize, target: Target) -> Option<&LoraPair> {
+        self.layers.get(layer)?.get(&target)
+    }
+
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t: Vec<Target> = self.layers.iter().flat_map(|l| l.keys().copied()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    /// Bytes of weights held.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().flat_map(|l| l.values()).map(|p| 4 * (p.a.len() + p.b.len())).sum()
+    }
+
+    /// Adds `scale · B·(A·x)` for rows `span` of `x` (`[rows × in_dim]`) into
+    /// `out` (`[rows × out_stride]`) at columns `out_offset..`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &self,
+        layer: usize,
+        target: Target,
+        x: &[f32],
+        span: std::ops::Range<usize>,
+        in_dim: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        out_offset: usize,
+    ) {
+        let Some(pair) = self.pair(layer, target) else { return };
+        let (out_dim, _) = self.dims[&target];
+        let mut t = vec![0f32; self.rank];
+        for r in span {
+            let row = &x[r * in_dim..(r + 1) * in_dim];
+            for (j, t) in t.iter_mut().enumerate() {
+                *t = dot(&pair.a[j * in_dim..(j + 1) * in_dim], row) * self.scale;
+            }
+            let dst = &mut out[r * out_stride + out_offset..r * out_stride + out_offset + out_dim];
+            for (n, o) in dst.iter_mut().enumerate() {
+                *o += dot(&pair.b[n * self.rank..(n + 1) * self.rank], &t);
+            }
+        }
+    }
+
+    /// Writes the adapter in the PEFT layout (f32 tensors).
+    pub fn save(&self, dir: &Path, base_model: Option<&str>) -> Result<(), AdapterError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| AdapterError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let targets = self.targets();
+        let config = LoraConfig {
+            peft_type: "LORA".to_owned(),
+            r: self.rank,
+            lora_alpha: self.alpha,
+            target_modules: TargetModules::List(targets.iter().map(|t| t.module().to_owned()).collect()),
+            use_rslora: self.use_rslora,
+            bias: "none".to_owned(),
+            fan_in_fan_out: false,
+            lora_dropout: 0.0,
+            base_model_name_or_path: base_model.map(str::to_owned),
+            task_type: Some("CAUSAL_LM".to_owned()),
+        };
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for (li, layer) in self.layers.iter().enumerate() {
+            for (&target, pair) in layer {
+                let (out_dim, in_dim) = self.dims[&target];
+                tensors.push((tensor_name(li, target, 'A'), f32_bytes(&pair.a), vec![self.rank, in_dim]));
+                tensors.push((tensor_name(li, target, 'B'), f32_bytes(&pair.b), vec![out_dim, self.rank]));
+            }
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, data, shape)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| AdapterError::Weights { path: dir.join(WEIGHTS_FILE), message: e.to_string() })
+            })
+            .collect::<Result<_, _>>()?;
+        let bytes = safetensors::serialize(views, None)
+            .map_err(|e| AdapterError::Weights { path: dir.join(WEIGHTS_FILE), message: e.to_string() })?;
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| AdapterError::Config { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
+        write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        write_atomic(&dir.join(CONFIG_FILE), &json)
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AdapterError> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| AdapterError::Io { path: path.to_owned(), source })
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn to_f32(view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+    let data = view.data();
+    Ok(match view.dtype() {
+        safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        safetensors::Dtype::F16 => {
+            data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        safetensors::Dtype::BF16 => {
+            data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        other => return Err(format!("has dtype {other:?}; expected F32, F16 or BF16")),
+    })
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, AdapterError> {
+    let io = |source| AdapterError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > limit {
+        return Err(AdapterError::Weights {
+            path: path.to_owned(),
+            message: format!("file is {len} bytes, over the limit of {limit}"),
+        });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// Loaded adapters by directory (adapter versions are immutable), least
+/// recently used evicted first, the
+/// total bounded in bytes. A load that fails validation changes nothing.
+pub struct AdapterCache {
+    max_bytes: usize,
+    limits: Limits,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<PathBuf, (Arc<Adapter>, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl AdapterCache {
+    pub fn new(max_bytes: usize, limits: Limits) -> AdapterCache {
+        AdapterCache { max_bytes, limits, inner: Mutex::new(CacheInner::default()) }
+    }
+
+    /// The adapter in `dir`, from the cache or loaded and validated.
+    pub fn get(&self, dir: &Path, model: &ModelConfig) -> Result<Arc<Adapter>, AdapterError> {
+        let key = dir.canonicalize().map_err(|source| AdapterError::Io { path: dir.to_owned(), source })?;
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.clock += 1;
+            let clock = inner.clock;
+            if let Some((adapter, used)) = inner.entries.get_mut(&key) {
+                *used = clock;
+                return Ok(adapter.clone());
+            }
+        }
+        let adapter = Arc::new(Adapter::load(&key, model, &self.limits)?);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.bytes += adapter.bytes();
+        let clock = inner.clock;
+        inner.entries.insert(key.clone(), (adapter.clone(), clock));
+        while inner.bytes > self.max_bytes && inner.entries.len() > 1 {
+            let Some(oldest) = inner
+                .entries
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((evicted, _)) = inner.entries.remove(&oldest) {
+                inner.bytes -= evicted.bytes();
+            }
+        }
+        Ok(adapter)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+}

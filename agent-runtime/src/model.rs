@@ -1,0 +1,565 @@
+//! The llama-family transformer (Llama, SmolLM, TinyLlama, Qwen2) over
+//! quantized weights, for a batch of sequences at once.
+//!
+//! The linear layers see the rows of every sequence in the batch together
+//! (one pass over each weight matrix per step); attention runs per sequence
+//! on its own KV cache; LoRA deltas are added per group of rows that share an
+//! adapter. A sequence's result does not depend on its batch-mates: every
+//! row is computed with the same arithmetic whatever else is in the batch.
+
+use crate::error::{Result, RuntimeError};
+use crate::gguf::{Gguf, ModelConfig};
+use crate::lora::Adapter;
+use crate::quant::{QActs, QKind, QMatrix};
+use candle_core::quantized::GgmlDType;
+use rayon::prelude::*;
+use std::path::Path;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// q, k and v projections stacked: `[q_dim + 2·kv_dim, hidden]`.
+    wqkv: QMatrix,
+    bqkv: Option<Vec<f32>>,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    /// gate and up projections stacked: `[2·ffn, hidden]`.
+    w_gate_up: QMatrix,
+    w_down: QMatrix,
+}
+
+/// Which linear layer an adapter's weights belong to (PEFT module names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+
+    /// The PEFT module name (`q_proj`, …).
+    pub fn module(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    pub fn from_module(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.module() == name)
+    }
+
+    /// `(out_features, in_features)` of the layer in this model.
+    pub fn shape(self, c: &ModelConfig) -> (usize, usize) {
+        let kv = c.n_kv_heads * c.head_dim;
+        match self {
+            Target::Q => (c.n_heads * c.head_dim, c.hidden),
+            Target::K | Target::V => (kv, c.hidden),
+            Target::O => (c.hidden, c.n_heads * c.head_dim),
+            Target::Gate | Target::Up => (c.ffn, c.hidden),
+            Target::Down => (c.hidden, c.ffn),
+        }
+    }
+}
+
+/// One sequence's keys and values, per layer, position-major.
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(config: &ModelConfig) -> KvCache {
+        KvCache { k: vec![Vec::new(); config.n_layers], v: vec![Vec::new(); config.n_layers], len: 0 }
+    }
+
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets positions from `len` on (to re-run a suffix).
+    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            layer.truncate(len * kv_dim);
+        }
+        self.len = self.len.min(len);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+}
+
+/// Which logits a sequence wants from a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's (generation).
+    Last,
+    /// Every new position's (teacher forcing, log-probs of a given text).
+    All,
+}
+
+/// One sequence's part of a batched step.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub adapter: Option<&'a Adapter>,
+    pub logits: Logits,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    embed: QMatrix,
+    output: Option<QMatrix>,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    /// cos and sin per position and frequency: `[positions × head_dim/2]`.
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    /// Interleaved pairs (llama in GGUF) or halves (NeoX style, Qwen2).
+    rope_interleaved: bool,
+    pool: rayon::ThreadPool,
+}
+
+fn load_matrix(gguf: &mut Gguf, name: &str, expect: (usize, usize)) -> Result<QMatrix> {
+    let (dtype, dims, raw) = gguf.raw(name)?;
+    let bad = |problem: String| RuntimeError::Tensor { path: gguf.path.clone(), name: name.to_owned(), problem };
+    if dims != [expect.0, expect.1] {
+        return Err(bad(format!("has shape {dims:?}, expected [{}, {}]", expect.0, expect.1)));
+    }
+    let (rows, cols) = expect;
+    if cols % crate::quant::QK != 0 {
+        return Err(bad(format!("has {cols} columns, not a multiple of {}", crate::quant::QK)));
+    }
+    Ok(match dtype {
+        GgmlDType::Q4_1 => QMatrix::from_q4_1(rows, cols, &raw),
+        GgmlDType::Q4_0 => QMatrix::from_q4_0(rows, cols, &raw),
+        GgmlDType::Q8_0 => QMatrix::from_q8_0(rows, cols, &raw),
+        // Layouts without a kernel of ours: dequantize with candle, keep 8-bit.
+        _ => QMatrix::quantize_q8(rows, cols, &gguf.f32s(name)?),
+    })
+}
+
+fn load_vector(gguf: &mut Gguf, name: &str, len: usize) -> Result<Vec<f32>> {
+    let v = gguf.f32s(name)?;
+    if v.len() != len {
+        return Err(RuntimeError::Tensor {
+            path: gguf.path.clone(),
+            name: name.to_owned(),
+            problem: format!("has {} values, expected {len}", v.len()),
+        });
+    }
+    Ok(v)
+}
+
+/// Stacks matrices, bringing them to one kind (Q8) when they differ.
+fn stack(parts: Vec<QMatrix>) -> QMatrix {
+    if parts.iter().all(|p| p.kind == parts[0].kind) {
+        return QMatrix::concat_rows(parts);
+    }
+    QMatrix::concat_rows(
+        parts
+            .into_iter()
+            .map(|p| if p.kind == QKind::Q8 { p } else { QMatrix::quantize_q8(p.rows, p.cols, &p.dequantize()) })
+            .collect(),
+    )
+}
+
+/// Threads for the model's kernels: `ARENA_THREADS`, else the cores.
+pub fn default_threads() -> usize {
+    std::env::var("ARENA_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+impl Model {
+    pub fn load(path: &Path, threads: usize) -> Result<Model> {
+        let mut gguf = Gguf::open(path)?;
+        Model::from_gguf(&mut gguf, threads)
+    }
+
+    pub fn from_gguf(gguf: &mut Gguf, threads: usize) -> Result<Model> {
+        let c = gguf.config()?;
+        let q_dim = c.n_heads * c.head_dim;
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let name = |t: &str| format!("blk.{i}.{t}");
+            let wq = load_matrix(gguf, &name("attn_q.weight"), (q_dim, c.hidden))?;
+            let wk = load_matrix(gguf, &name("attn_k.weight"), (kv_dim, c.hidden))?;
+            let wv = load_matrix(gguf, &name("attn_v.weight"), (kv_dim, c.hidden))?;
+            let bqkv = if c.qkv_bias {
+                let mut b = load_vector(gguf, &name("attn_q.bias"), q_dim)?;
+                b.extend(load_vector(gguf, &name("attn_k.bias"), kv_dim)?);
+                b.extend(load_vector(gguf, &name("attn_v.bias"), kv_dim)?);
+                Some(b)
+            } else {
+                None
+            };
+            let gate = load_matrix(gguf, &name("ffn_gate.weight"), (c.ffn, c.hidden))?;
+            let up = load_matrix(gguf, &name("ffn_up.weight"), (c.ffn, c.hidden))?;
+            layers.push(Layer {
+                attn_norm: load_vector(gguf, &name("attn_norm.weight"), c.hidden)?,
+                wqkv: stack(vec![wq, wk, wv]),
+                bqkv,
+                wo: load_matrix(gguf, &name("attn_output.weight"), (c.hidden, q_dim))?,
+                ffn_norm: load_vector(gguf, &name("ffn_norm.weight"), c.hidden)?,
+                w_gate_up: stack(vec![gate, up]),
+                w_down: load_matrix(gguf, &name("ffn_down.weight"), (c.hidden, c.ffn))?,
+            });
+        }
+        let embed = load_matrix(gguf, "token_embd.weight", (c.vocab, c.hidden))?;
+        let output =
+            if c.tied_embeddings { None } else { Some(load_matrix(gguf, "output.weight", (c.vocab, c.hidden))?) };
+        let output_norm = load_vector(gguf, "output_norm.weight", c.hidden)?;
+
+        let positions = c.context_length.clamp(1, 1 << 15);
+        let half = c.head_dim / 2;
+        let mut rope_cos = Vec::with_capacity(positions * half);
+        let mut rope_sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for i in 0..half {
+                let freq = 1.0 / f64::from(c.rope_base).powf(2.0 * i as f64 / c.head_dim as f64);
+                let angle = p as f64 * freq;
+                rope_cos.push(angle.cos() as f32);
+                rope_sin.push(angle.sin() as f32);
+            }
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("arena-model-{i}"))
+            .build()
+            .map_err(|e| RuntimeError::Gguf { path: gguf.path.clone(), message: format!("thread pool: {e}") })?;
+        Ok(Model {
+            rope_interleaved: c.architecture != "qwen2",
+            config: c,
+            embed,
+            output,
+            output_norm,
+            layers,
+            rope_cos,
+            rope_sin,
+            pool,
+        })
+    }
+
+    /// Bytes held by the weights.
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize =
+            self.layers.iter().map(|l| l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() + l.w_down.bytes()).sum();
+        layers + self.embed.bytes() + self.output.as_ref().map_or(0, QMatrix::bytes)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.config)
+    }
+
+    /// Positions a sequence may hold.
+    pub fn max_positions(&self) -> usize {
+        self.rope_cos.len() / (self.config.head_dim / 2)
+    }
+
+    /// Runs one step for every sequence in `batch`: appends its tokens to its
+    /// cache and returns its logits (`[vocab]` for [`Logits::Last`],
+    /// `[tokens × vocab]` for [`Logits::All`]).
+    pub fn forward(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.pool.install(|| self.forward_inner(batch))
+    }
+
+    fn forward_inner(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let (hidden, hd) = (c.hidden, c.head_dim);
+        let q_dim = c.n_heads * hd;
+        let kv_dim = c.n_kv_heads * hd;
+        let qkv_dim = q_dim + 2 * kv_dim;
+        // Row ranges of each sequence in the stacked activations.
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut rows = 0;
+        for seq in batch.iter() {
+            if seq.tokens.is_empty() {
+                return Err(RuntimeError::Tokenizer("a sequence in the batch has no tokens".to_owned()));
+            }
+            if seq.cache.len + seq.tokens.len() > self.max_positions() {
+                return Err(RuntimeError::Tokenizer(format!(
+                    "sequence of {} tokens exceeds the context of {} positions",
+                    seq.cache.len + seq.tokens.len(),
+                    self.max_positions()
+                )));
+            }
+            if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(RuntimeError::Tokenizer(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    c.vocab
+                )));
+            }
+            spans.push(rows..rows + seq.tokens.len());
+            rows += seq.tokens.len();
+        }
+
+        let mut x = vec![0f32; rows * hidden];
+        for (seq, span) in batch.iter().zip(&spans) {
+            for (i, &t) in seq.tokens.iter().enumerate() {
+                let r = span.start + i;
+                self.embed.dequantize_row(t as usize, &mut x[r * hidden..(r + 1) * hidden]);
+            }
+        }
+        let mut h = vec![0f32; rows * hidden];
+        let mut acts = QActs::default();
+        let mut qkv = vec![0f32; rows * qkv_dim];
+        let mut attn = vec![0f32; rows * q_dim];
+        let mut proj = vec![0f32; rows * hidden];
+        let mut gate_up = vec![0f32; rows * 2 * c.ffn];
+        let mut ffn_act = vec![0f32; rows * c.ffn];
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h, hidden);
+            acts.quantize(&h, rows, hidden);
+            par_matmul(&layer.wqkv, &acts, &mut qkv, qkv_dim, 0);
+            if let Some(b) = &layer.bqkv {
+                for row in qkv.chunks_exact_mut(qkv_dim) {
+                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            }
+            for (seq, span) in batch.iter().zip(&spans) {
+                if let Some(adapter) = seq.adapter {
+                    adapter.apply(li, Target::Q, &h, span.clone(), hidden, &mut qkv, qkv_dim, 0);
+                    adapter.apply(li, Target::K, &h, span.clone(), hidden, &mut qkv, qkv_dim, q_dim);
+                    adapter.apply(li, Target::V, &h, span.clone(), hidden, &mut qkv, qkv_dim, q_dim + kv_dim);
+                }
+            }
+            for (seq, span) in batch.iter_mut().zip(&spans) {
+                self.attention(
+                    li,
+                    seq.cache,
+                    &mut qkv[span.start * qkv_dim..span.end * qkv_dim],
+                    &mut attn[span.start * q_dim..span.end * q_dim],
+                );
+            }
+            acts.quantize(&attn, rows, q_dim);
+            par_matmul(&layer.wo, &acts, &mut proj, hidden, 0);
+            for (seq, span) in batch.iter().zip(&spans) {
+                if let Some(adapter) = seq.adapter {
+                    adapter.apply(li, Target::O, &attn, span.clone(), q_dim, &mut proj, hidden, 0);
+                }
+            }
+            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+
+            rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h, hidden);
+            acts.quantize(&h, rows, hidden);
+            par_matmul(&layer.w_gate_up, &acts, &mut gate_up, 2 * c.ffn, 0);
+            for (seq, span) in batch.iter().zip(&spans) {
+                if let Some(adapter) = seq.adapter {
+                    adapter.apply(li, Target::Gate, &h, span.clone(), hidden, &mut gate_up, 2 * c.ffn, 0);
+                    adapter.apply(li, Target::Up, &h, span.clone(), hidden, &mut gate_up, 2 * c.ffn, c.ffn);
+                }
+            }
+            for (gu, out) in gate_up.chunks_exact(2 * c.ffn).zip(ffn_act.chunks_exact_mut(c.ffn)) {
+                let (g, u) = gu.split_at(c.ffn);
+                for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            acts.quantize(&ffn_act, rows, c.ffn);
+            par_matmul(&layer.w_down, &acts, &mut proj, hidden, 0);
+            for (seq, span) in batch.iter().zip(&spans) {
+                if let Some(adapter) = seq.adapter {
+                    adapter.apply(li, Target::Down, &ffn_act, span.clone(), c.ffn, &mut proj, hidden, 0);
+                }
+            }
+            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+        }
+        for (seq, span) in batch.iter_mut().zip(&spans) {
+            seq.cache.len += span.len();
+        }
+
+        // Logits only for the rows that want them.
+        let wanted: Vec<usize> = batch
+            .iter()
+            .zip(&spans)
+            .flat_map(|(seq, span)| match seq.logits {
+                Logits::Last => span.end - 1..span.end,
+                Logits::All => span.clone(),
+            })
+            .collect();
+        let mut picked = vec![0f32; wanted.len() * hidden];
+        for (i, &r) in wanted.iter().enumerate() {
+            picked[i * hidden..(i + 1) * hidden].copy_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        }
+        let mut normed = vec![0f32; picked.len()];
+        rms_norm(&picked, &self.output_norm, c.rms_eps, &mut normed, hidden);
+        acts.quantize(&normed, wanted.len(), hidden);
+        let head = self.output.as_ref().unwrap_or(&self.embed);
+        let mut logits = vec![0f32; wanted.len() * c.vocab];
+        par_matmul(head, &acts, &mut logits, c.vocab, 0);
+        let mut out = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        for seq in batch.iter() {
+            let n = if seq.logits == Logits::Last { 1 } else { seq.tokens.len() };
+            out.push(logits[at * c.vocab..(at + n) * c.vocab].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Rotates q and k of the new rows, appends k and v to the cache, and
+    /// writes causal attention over the whole cache into `out`.
+    fn attention(&self, layer: usize, cache: &mut KvCache, qkv: &mut [f32], out: &mut [f32]) {
+        let c = &self.config;
+        let hd = c.head_dim;
+        let q_dim = c.n_heads * hd;
+        let kv_dim = c.n_kv_heads * hd;
+        let qkv_dim = q_dim + 2 * kv_dim;
+        let group = c.n_heads / c.n_kv_heads;
+        let start = cache.len;
+        let new = qkv.len() / qkv_dim;
+        for (i, row) in qkv.chunks_exact_mut(qkv_dim).enumerate() {
+            let pos = start + i;
+            let (q, kv) = row.split_at_mut(q_dim);
+            let (k, v) = kv.split_at_mut(kv_dim);
+            for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                self.rope(head, pos);
+            }
+            cache.k[layer].extend_from_slice(k);
+            cache.v[layer].extend_from_slice(v);
+        }
+        let keys = &cache.k[layer];
+        let values = &cache.v[layer];
+        let scale = 1.0 / (hd as f32).sqrt();
+        let work = |(i, (row, out)): (usize, (&[f32], &mut [f32]))| {
+            let visible = start + i + 1;
+            let mut scores = vec![0f32; visible];
+            for h in 0..c.n_heads {
+                let q = &row[h * hd..(h + 1) * hd];
+                let kvh = h / group;
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let k = &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    *s = dot(q, k) * scale;
+                    max = max.max(*s);
+                }
+                let mut total = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    total += *s;
+                }
+                let o = &mut out[h * hd..(h + 1) * hd];
+                o.fill(0.0);
+                for (j, &s) in scores.iter().enumerate() {
+                    let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    axpy(s / total, v, o);
+                }
+            }
+        };
+        let rows = qkv.chunks_exact(qkv_dim).zip(out.chunks_exact_mut(q_dim)).enumerate();
+        if new * (start + new) > 4096 {
+            rows.collect::<Vec<_>>().into_par_iter().for_each(work);
+        } else {
+            rows.for_each(work);
+        }
+    }
+
+    fn rope(&self, head: &mut [f32], pos: usize) {
+        let half = self.config.head_dim / 2;
+        let cos = &self.rope_cos[pos * half..(pos + 1) * half];
+        let sin = &self.rope_sin[pos * half..(pos + 1) * half];
+        if self.rope_interleaved {
+            for i in 0..half {
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos[i] - b * sin[i];
+                head[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        } else {
+            for i in 0..half {
+                let (a, b) = (head[i], head[i + half]);
+                head[i] = a * cos[i] - b * sin[i];
+                head[i + half] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+}
+
+/// `out[r][offset + n] = x[r] · W[n]` for all rows, split across the pool.
+fn par_matmul(w: &QMatrix, x: &QActs, out: &mut [f32], stride: usize, offset: usize) {
+    let threads = rayon::current_num_threads().max(1);
+    // Few chunks for decode (little work, sync cost matters), more for
+    // prefill so threads balance.
+    let chunks = if x.rows * w.rows * w.cols < 1 << 20 { 1 } else { threads * if x.rows > 8 { 4 } else { 1 } };
+    if chunks == 1 {
+        w.matmul_rows(x, 0..w.rows, out, stride, offset);
+        return;
+    }
+    let per = w.rows.div_ceil(chunks).next_multiple_of(8);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let len = out.len();
+    (0..w.rows.div_ceil(per)).into_par_iter().for_each(|chunk| {
+        let n_range = chunk * per..((chunk + 1) * per).min(w.rows);
+        // SAFETY: every chunk writes only columns offset + n_range of each
+        // row, disjoint from the other chunks' columns; the slice outlives
+        // the parallel loop, which joins before `out` is used again.
+        let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), len) };
+        w.matmul_rows(x, n_range, out, stride, offset);
+    });
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only for disjoint writes inside one parallel loop.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], dim: usize) {
+    for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean = dot(row, row) / dim as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorizes).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+        }
+    }
+    let mut total: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        total += a[i] * b[i];
+    }
+    total
+}
+
+/// `y += a·x`.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}

@@ -1,0 +1,451 @@
+//! Quantized weight matrices and the kernels that multiply them.
+//!
+//! Weights stay 4- or 8-bit in blocks of 32 (GGML's Q4_1 / Q4_0 / Q8_0
+//! layouts, repacked so scales and quants sit in separate aligned arrays).
+//! Activations are quantized per block of 32 to **int16** — not int8 as in
+//! llama.cpp's Q4_1×Q8_1 path, whose activation error is what makes the
+//! 135M model answer nonsense (see shared CANDLE-NOTES). The inner product
+//! is an integer multiply-add (`vpmaddwd`) with one float scale per block.
+//!
+//! One kernel serves every phase: it walks a weight row once and applies it
+//! to up to [`MAX_ROWS_PER_PASS`] activation rows, so a batch of sequences
+//! (or a prompt) reuses each unpacked weight block.
+
+use half::f16;
+
+/// Values per quantization block.
+pub const QK: usize = 32;
+/// Activation rows sharing one pass over the weights.
+pub const MAX_ROWS_PER_PASS: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QKind {
+    /// `w = d·q + m`, q in 0..16 (Q4_0 is stored as this with m = −8d).
+    Q4,
+    /// `w = d·q`, q in −128..128.
+    Q8,
+}
+
+/// A `[rows × cols]` weight matrix (one output per row), quantized by row
+/// in blocks of [`QK`].
+pub struct QMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub kind: QKind,
+    /// Per block: the scale.
+    d: Vec<f32>,
+    /// Per block: the minimum (Q4 only).
+    m: Vec<f32>,
+    /// Q4: 16 bytes per block, low nibbles are values 0..16, high 16..32.
+    /// Q8: 32 signed bytes per block.
+    qs: Vec<u8>,
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+impl QMatrix {
+    fn blocks_per_row(&self) -> usize {
+        self.cols / QK
+    }
+
+    /// From GGML Q4_1 blocks (`d: f16, m: f16, qs: [u8; 16]`).
+    pub fn from_q4_1(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
+        let n = rows * cols / QK;
+        assert_eq!(raw.len(), n * 20, "Q4_1 data size");
+        let mut out = QMatrix::empty(rows, cols, QKind::Q4);
+        for b in raw.chunks_exact(20) {
+            out.d.push(f16_at(b, 0));
+            out.m.push(f16_at(b, 2));
+            out.qs.extend_from_slice(&b[4..20]);
+        }
+        out
+    }
+
+    /// From GGML Q4_0 blocks (`d: f16, qs: [u8; 16]`, `w = d·(q − 8)`).
+    pub fn from_q4_0(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
+        let n = rows * cols / QK;
+        assert_eq!(raw.len(), n * 18, "Q4_0 data size");
+        let mut out = QMatrix::empty(rows, cols, QKind::Q4);
+        for b in raw.chunks_exact(18) {
+            let d = f16_at(b, 0);
+            out.d.push(d);
+            out.m.push(-8.0 * d);
+            out.qs.extend_from_slice(&b[2..18]);
+        }
+        out
+    }
+
+    /// From GGML Q8_0 blocks (`d: f16, qs: [i8; 32]`).
+    pub fn from_q8_0(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
+        let n = rows * cols / QK;
+        assert_eq!(raw.len(), n * 34, "Q8_0 data size");
+        let mut out = QMatrix::empty(rows, cols, QKind::Q8);
+        for b in raw.chunks_exact(34) {
+            out.d.push(f16_at(b, 0));
+            out.qs.extend_from_slice(&b[2..34]);
+        }
+        out
+    }
+
+    /// Quantizes f32 weights (row-major) to Q8: for layouts we have no
+    /// kernel for, and for merged LoRA weights.
+    pub fn quantize_q8(rows: usize, cols: usize, w: &[f32]) -> QMatrix {
+        assert_eq!(w.len(), rows * cols);
+        assert_eq!(cols % QK, 0, "columns must be a multiple of {QK}");
+        let mut out = QMatrix::empty(rows, cols, QKind::Q8);
+        for block in w.chunks_exact(QK) {
+            let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            // Round through f16 as GGML does, so stored scales are exact.
+            let d16 = f16::from_f32(d).to_f32();
+            let inv16 = if d16 > 0.0 { 1.0 / d16 } else { inv };
+            out.d.push(d16);
+            out.qs.extend(block.iter().map(|&v| ((v * inv16).round().clamp(-128.0, 127.0) as i8) as u8));
+        }
+        out
+    }
+
+    fn empty(rows: usize, cols: usize, kind: QKind) -> QMatrix {
+        let n = rows * cols / QK;
+        QMatrix {
+            rows,
+            cols,
+            kind,
+            d: Vec::with_capacity(n),
+            m: Vec::with_capacity(if kind == QKind::Q4 { n } else { 0 }),
+            qs: Vec::with_capacity(n * if kind == QKind::Q4 { 16 } else { 32 }),
+        }
+    }
+
+    /// Stacks matrices with the same column count and kind (fused q/k/v,
+    /// gate/up projections).
+    pub fn concat_rows(parts: Vec<QMatrix>) -> QMatrix {
+        let cols = parts[0].cols;
+        let kind = parts[0].kind;
+        let mut out = QMatrix::empty(parts.iter().map(|p| p.rows).sum(), cols, kind);
+        for p in parts {
+            assert!(p.cols == cols && p.kind == kind, "concat_rows: mismatched parts");
+            out.d.extend(p.d);
+            out.m.extend(p.m);
+            out.qs.extend(p.qs);
+        }
+        out
+    }
+
+    /// One row as f32.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let nb = self.blocks_per_row();
+        for b in 0..nb {
+            let i = row * nb + b;
+            let dst = &mut out[b * QK..(b + 1) * QK];
+            match self.kind {
+                QKind::Q4 => {
+                    let q = &self.qs[i * 16..i * 16 + 16];
+                    for j in 0..16 {
+                        dst[j] = self.d[i] * f32::from(q[j] & 0x0f) + self.m[i];
+                        dst[j + 16] = self.d[i] * f32::from(q[j] >> 4) + self.m[i];
+                    }
+                }
+                QKind::Q8 => {
+                    let q = &self.qs[i * 32..i * 32 + 32];
+                    for j in 0..32 {
+                        dst[j] = self.d[i] * f32::from(q[j] as i8);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+
+    pub fn bytes(&self) -> usize {
+        4 * (self.d.len() + self.m.len()) + self.qs.len()
+    }
+
+    /// `out[r][n] = Σ_k x[r][k] · W[n][k]` for output rows `n_range`, where
+    /// `out` is row-major `[x.rows × out_stride]` and written at column
+    /// `out_offset + n`.
+    pub fn matmul_rows(
+        &self,
+        x: &QActs,
+        n_range: std::ops::Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+        out_offset: usize,
+    ) {
+        assert_eq!(x.cols, self.cols);
+        let mut r0 = 0;
+        while r0 < x.rows {
+            let take = (x.rows - r0).min(MAX_ROWS_PER_PASS);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if has_avx2() {
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    unsafe { avx2::pass(self, x, r0, take, n_range.clone(), out, out_stride, out_offset) };
+                    r0 += take;
+                    continue;
+                }
+            }
+            scalar_pass(self, x, r0, take, n_range.clone(), out, out_stride, out_offset);
+            r0 += take;
+        }
+    }
+}
+
+/// Activations quantized per block of 32 to int16, with per-block scales
+/// and sums (the sums carry the Q4 minimum term).
+#[derive(Default)]
+pub struct QActs {
+    pub rows: usize,
+    pub cols: usize,
+    xq: Vec<i16>,
+    s: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+impl QActs {
+    /// Quantizes `x` (`rows × cols`, row-major), reusing this buffer.
+    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
+        assert_eq!(x.len(), rows * cols);
+        assert_eq!(cols % QK, 0);
+        self.rows = rows;
+        self.cols = cols;
+        self.xq.resize(rows * cols, 0);
+        let nb = rows * cols / QK;
+        self.s.resize(nb, 0.0);
+        self.sum.resize(nb, 0.0);
+        for (b, (src, dst)) in x.chunks_exact(QK).zip(self.xq.chunks_exact_mut(QK)).enumerate() {
+            let amax = src.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            if amax == 0.0 || !amax.is_finite() {
+                dst.fill(0);
+                self.s[b] = if amax.is_finite() { 0.0 } else { f32::NAN };
+                self.sum[b] = self.s[b];
+                continue;
+            }
+            let s = amax / 32767.0;
+            let inv = 32767.0 / amax;
+            let mut total = 0i32;
+            for (q, &v) in dst.iter_mut().zip(src) {
+                *q = (v * inv).round() as i16;
+                total += i32::from(*q);
+            }
+            self.s[b] = s;
+            self.sum[b] = s * total as f32;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scalar_pass(
+    w: &QMatrix,
+    x: &QActs,
+    r0: usize,
+    take: usize,
+    n_range: std::ops::Range<usize>,
+    out: &mut [f32],
+    out_stride: usize,
+    out_offset: usize,
+) {
+    let nb = w.blocks_per_row();
+    for n in n_range {
+        for r in r0..r0 + take {
+            let mut acc = 0f32;
+            for b in 0..nb {
+                let wi = n * nb + b;
+                let xi = r * nb + b;
+                let xq = &x.xq[xi * QK..xi * QK + QK];
+                let mut dot = 0i32;
+                match w.kind {
+                    QKind::Q4 => {
+                        let q = &w.qs[wi * 16..wi * 16 + 16];
+                        for j in 0..16 {
+                            dot += i32::from(q[j] & 0x0f) * i32::from(xq[j]);
+                            dot += i32::from(q[j] >> 4) * i32::from(xq[j + 16]);
+                        }
+                        acc += w.m[wi] * x.sum[xi];
+                    }
+                    QKind::Q8 => {
+                        let q = &w.qs[wi * 32..wi * 32 + 32];
+                        for j in 0..32 {
+                            dot += i32::from(q[j] as i8) * i32::from(xq[j]);
+                        }
+                    }
+                }
+                acc += w.d[wi] * x.s[xi] * dot as f32;
+            }
+            out[r * out_stride + out_offset + n] = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{MAX_ROWS_PER_PASS, QActs, QK, QKind, QMatrix};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// The Q4 or Q8 pass over output rows `n_range` for activation rows
+    /// `r0..r0 + take`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn pass(
+        w: &QMatrix,
+        x: &QActs,
+        r0: usize,
+        take: usize,
+        n_range: std::ops::Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+        out_offset: usize,
+    ) {
+        let nb = w.cols / QK;
+        let mask = _mm_set1_epi8(0x0f);
+        let xq = x.xq.as_ptr();
+        for n in n_range {
+            let mut acc = [_mm256_setzero_ps(); MAX_ROWS_PER_PASS];
+            let mut min_term = [0f32; MAX_ROWS_PER_PASS];
+            for b in 0..nb {
+                let wi = n * nb + b;
+                // SAFETY (all loads below): wi < rows·nb and xi < x.rows·nb,
+                // and each block holds exactly the bytes read.
+                let (w_lo, w_hi) = match w.kind {
+                    QKind::Q4 => {
+                        let q = unsafe { _mm_loadu_si128(w.qs.as_ptr().add(wi * 16) as *const __m128i) };
+                        let lo = _mm_and_si128(q, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask);
+                        (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
+                    }
+                    QKind::Q8 => {
+                        let p = unsafe { w.qs.as_ptr().add(wi * 32) };
+                        let lo = unsafe { _mm_loadu_si128(p as *const __m128i) };
+                        let hi = unsafe { _mm_loadu_si128(p.add(16) as *const __m128i) };
+                        (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi))
+                    }
+                };
+                let d = w.d[wi];
+                for (i, acc) in acc.iter_mut().enumerate().take(take) {
+                    let xi = (r0 + i) * nb + b;
+                    let xp = unsafe { xq.add(xi * QK) };
+                    let x_lo = unsafe { _mm256_loadu_si256(xp as *const __m256i) };
+                    let x_hi = unsafe { _mm256_loadu_si256(xp.add(16) as *const __m256i) };
+                    let dot = _mm256_add_epi32(_mm256_madd_epi16(w_lo, x_lo), _mm256_madd_epi16(w_hi, x_hi));
+                    let scale = _mm256_set1_ps(d * x.s[xi]);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *acc);
+                    if w.kind == QKind::Q4 {
+                        min_term[i] += w.m[wi] * x.sum[xi];
+                    }
+                }
+            }
+            for i in 0..take {
+                out[(r0 + i) * out_stride + out_offset + n] = hsum(acc[i]) + min_term[i];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+        }
+    }
+
+    fn reference(w: &QMatrix, x: &[f32], rows: usize) -> Vec<f32> {
+        let wf = w.dequantize();
+        let mut out = vec![0f32; rows * w.rows];
+        for r in 0..rows {
+            for n in 0..w.rows {
+                out[r * w.rows + n] = (0..w.cols)
+                    .map(|k| f64::from(x[r * w.cols + k]) * f64::from(wf[n * w.cols + k]))
+                    .sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    fn random_q4(rows: usize, cols: usize, next: &mut impl FnMut() -> f32) -> QMatrix {
+        let mut raw = Vec::new();
+        for _ in 0..rows * cols / QK {
+            raw.extend_from_slice(&f16::from_f32(next().abs() * 0.1).to_le_bytes());
+            raw.extend_from_slice(&f16::from_f32(next() * 0.5).to_le_bytes());
+            for _ in 0..16 {
+                raw.push(((next() + 1.0) * 127.9) as u8);
+            }
+        }
+        QMatrix::from_q4_1(rows, cols, &raw)
+    }
+
+    #[test]
+    fn kernels_match_the_dequantized_product() {
+        let mut next = rng(7);
+        let (rows_w, cols) = (37, 96);
+        let q4 = random_q4(rows_w, cols, &mut next);
+        let wf: Vec<f32> = (0..rows_w * cols).map(|_| next()).collect();
+        let q8 = QMatrix::quantize_q8(rows_w, cols, &wf);
+        for w in [&q4, &q8] {
+            for rows in [1, 3, 4, 6, 9] {
+                let x: Vec<f32> = (0..rows * cols).map(|_| next() * 3.0).collect();
+                let mut acts = QActs::default();
+                acts.quantize(&x, rows, cols);
+                let mut out = vec![0f32; rows * rows_w];
+                w.matmul_rows(&acts, 0..rows_w, &mut out, rows_w, 0);
+                let want = reference(w, &x, rows);
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 2e-4 * scale, "{:?} rows={rows} i={i}: {a} vs {b}", w.kind);
+                }
+                let mut scalar = vec![0f32; rows * rows_w];
+                scalar_pass(w, &acts, 0, rows.min(MAX_ROWS_PER_PASS), 0..rows_w, &mut scalar, rows_w, 0);
+                for i in 0..rows.min(MAX_ROWS_PER_PASS) * rows_w {
+                    assert!((scalar[i] - out[i]).abs() <= 1e-5 * scale.max(1.0), "scalar and SIMD paths differ at {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_quantization_round_trips_within_half_a_step() {
+        let mut next = rng(3);
+        let w: Vec<f32> = (0..4 * 64).map(|_| next()).collect();
+        let q = QMatrix::quantize_q8(4, 64, &w);
+        let back = q.dequantize();
+        for (block, (a, b)) in w.chunks(QK).zip(back.chunks(QK)).enumerate() {
+            let step = q.d[block];
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= step * 0.5 + 1e-3 * step, "block {block}: {x} vs {y}");
+            }
+        }
+    }
+}
