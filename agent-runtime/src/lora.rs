@@ -89,6 +89,35 @@ pub struct LoraPair {
     pub b: Vec<f32>,
 }
 
+/// A pair as the kernels read it: `A` as given, `B` transposed to
+/// `[r × out]` so the update is `r` contiguous vector additions.
+struct Stored {
+    a: Vec<f32>,
+    bt: Vec<f32>,
+}
+
+impl Stored {
+    fn new(pair: LoraPair, out_dim: usize, rank: usize) -> Stored {
+        let mut bt = vec![0f32; pair.b.len()];
+        for n in 0..out_dim {
+            for j in 0..rank {
+                bt[j * out_dim + n] = pair.b[n * rank + j];
+            }
+        }
+        Stored { a: pair.a, bt }
+    }
+
+    fn b(&self, out_dim: usize, rank: usize) -> Vec<f32> {
+        let mut b = vec![0f32; self.bt.len()];
+        for n in 0..out_dim {
+            for j in 0..rank {
+                b[n * rank + j] = self.bt[j * out_dim + n];
+            }
+        }
+        b
+    }
+}
+
 pub struct Adapter {
     /// sha256 of the weights file and the config: the adapter's identity.
     pub sha256: String,
@@ -98,7 +127,7 @@ pub struct Adapter {
     pub scale: f32,
     pub use_rslora: bool,
     /// Per layer, per target.
-    layers: Vec<BTreeMap<Target, LoraPair>>,
+    layers: Vec<BTreeMap<Target, Stored>>,
     dims: HashMap<Target, (usize, usize)>,
 }
 
@@ -247,7 +276,7 @@ impl Adapter {
             for (target, slot) in layer {
                 match slot {
                     (Some(a), Some(b)) => {
-                        out.insert(target, LoraPair { a, b });
+                        out.insert(target, Stored::new(LoraPair { a, b }, target.shape(model).0, config.r));
                         any = true;
                     }
                     (a, _) => {
@@ -295,6 +324,10 @@ impl Adapter {
                 p.a.iter().chain(&p.b).for_each(|v| hasher.update(v.to_le_bytes()));
             }
         }
+        let layers = layers
+            .into_iter()
+            .map(|l| l.into_iter().map(|(t, p)| (t, Stored::new(p, t.shape(model).0, rank))).collect())
+            .collect();
         Adapter {
             sha256: hex::encode(hasher.finalize()),
             rank,
@@ -306,8 +339,44 @@ impl Adapter {
         }
     }
 
-    pub fn pair(&self, layer: usize, target: Target) -> Option<&LoraPair> {
-        self.layers.get(layer)?.get(&target)
+    /// An adapter on `targets` of every layer with uniform random A and B in
+    /// ±`a_scale` / ±`b_scale` (benchmarks and tests; B = 0 is PEFT's
+    /// initialisation).
+    pub fn random(
+        model: &ModelConfig,
+        targets: &[Target],
+        rank: usize,
+        seed: u64,
+        a_scale: f32,
+        b_scale: f32,
+    ) -> Adapter {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+        };
+        let layers = (0..model.n_layers)
+            .map(|_| {
+                targets
+                    .iter()
+                    .map(|&t| {
+                        let (out_dim, in_dim) = t.shape(model);
+                        let a = (0..rank * in_dim).map(|_| next() * a_scale).collect();
+                        let b = (0..out_dim * rank).map(|_| next() * b_scale).collect();
+                        (t, LoraPair { a, b })
+                    })
+                    .collect()
+            })
+            .collect();
+        Adapter::from_pairs(model, rank, 2.0 * rank as f32, layers)
+    }
+
+    /// The layer's pair in the PEFT layout (`B` as `[out × r]`).
+    pub fn pair(&self, layer: usize, target: Target) -> Option<LoraPair> {
+        let s = self.layers.get(layer)?.get(&target)?;
+        Some(LoraPair { a: s.a.clone(), b: s.b(self.dims[&target].0, self.rank) })
     }
 
     pub fn targets(&self) -> Vec<Target> {
@@ -319,7 +388,7 @@ impl Adapter {
 
     /// Bytes of weights held.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().flat_map(|l| l.values()).map(|p| 4 * (p.a.len() + p.b.len())).sum()
+        self.layers.iter().flat_map(|l| l.values()).map(|p| 4 * (p.a.len() + p.bt.len())).sum()
     }
 
     /// Adds `scale · B·(A·x)` for rows `span` of `x` (`[rows × in_dim]`) into
@@ -336,7 +405,7 @@ impl Adapter {
         out_stride: usize,
         out_offset: usize,
     ) {
-        let Some(pair) = self.pair(layer, target) else { return };
+        let Some(pair) = self.layers.get(layer).and_then(|l| l.get(&target)) else { return };
         let (out_dim, _) = self.dims[&target];
         let mut t = vec![0f32; self.rank];
         for r in span {
@@ -345,8 +414,8 @@ impl Adapter {
                 *t = dot(&pair.a[j * in_dim..(j + 1) * in_dim], row) * self.scale;
             }
             let dst = &mut out[r * out_stride + out_offset..r * out_stride + out_offset + out_dim];
-            for (n, o) in dst.iter_mut().enumerate() {
-                *o += dot(&pair.b[n * self.rank..(n + 1) * self.rank], &t);
+            for (j, &t) in t.iter().enumerate() {
+                crate::model::axpy(t, &pair.bt[j * out_dim..(j + 1) * out_dim], dst);
             }
         }
     }
@@ -376,7 +445,11 @@ impl Adapter {
             for (&target, pair) in layer {
                 let (out_dim, in_dim) = self.dims[&target];
                 tensors.push((tensor_name(li, target, 'A'), f32_bytes(&pair.a), vec![self.rank, in_dim]));
-                tensors.push((tensor_name(li, target, 'B'), f32_bytes(&pair.b), vec![out_dim, self.rank]));
+                tensors.push((
+                    tensor_name(li, target, 'B'),
+                    f32_bytes(&pair.b(out_dim, self.rank)),
+                    vec![out_dim, self.rank],
+                ));
             }
         }
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors

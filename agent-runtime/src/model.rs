@@ -27,6 +27,12 @@ struct Layer {
     w_down: QMatrix,
 }
 
+/// A sequence feeding at least this many tokens in one step (a prompt
+/// chunk) gets its attention as two GEMMs per head (`Q·Kᵀ`, `P·V`); decode
+/// rows use dot products. The choice depends only on the sequence's own
+/// chunk, so its arithmetic does not depend on its batch-mates.
+pub const GEMM_MIN_ROWS: usize = 32;
+
 /// Which linear layer an adapter's weights belong to (PEFT module names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
@@ -216,14 +222,18 @@ impl Model {
             };
             let gate = load_matrix(gguf, &name("ffn_gate.weight"), (c.ffn, c.hidden))?;
             let up = load_matrix(gguf, &name("ffn_up.weight"), (c.ffn, c.hidden))?;
+            let wqkv = stack(vec![wq, wk, wv]);
+            let wo = load_matrix(gguf, &name("attn_output.weight"), (c.hidden, q_dim))?;
+            let w_gate_up = stack(vec![gate, up]);
+            let w_down = load_matrix(gguf, &name("ffn_down.weight"), (c.hidden, c.ffn))?;
             layers.push(Layer {
                 attn_norm: load_vector(gguf, &name("attn_norm.weight"), c.hidden)?,
-                wqkv: stack(vec![wq, wk, wv]),
+                wqkv,
                 bqkv,
-                wo: load_matrix(gguf, &name("attn_output.weight"), (c.hidden, q_dim))?,
+                wo,
                 ffn_norm: load_vector(gguf, &name("ffn_norm.weight"), c.hidden)?,
-                w_gate_up: stack(vec![gate, up]),
-                w_down: load_matrix(gguf, &name("ffn_down.weight"), (c.hidden, c.ffn))?,
+                w_gate_up,
+                w_down,
             });
         }
         let embed = load_matrix(gguf, "token_embd.weight", (c.vocab, c.hidden))?;
@@ -331,8 +341,7 @@ impl Model {
 
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h, hidden);
-            acts.quantize(&h, rows, hidden);
-            par_matmul(&layer.wqkv, &acts, &mut qkv, qkv_dim, 0);
+            linear(&layer.wqkv, &h, &mut acts, &mut qkv);
             if let Some(b) = &layer.bqkv {
                 for row in qkv.chunks_exact_mut(qkv_dim) {
                     row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
@@ -353,8 +362,7 @@ impl Model {
                     &mut attn[span.start * q_dim..span.end * q_dim],
                 );
             }
-            acts.quantize(&attn, rows, q_dim);
-            par_matmul(&layer.wo, &acts, &mut proj, hidden, 0);
+            linear(&layer.wo, &attn, &mut acts, &mut proj);
             for (seq, span) in batch.iter().zip(&spans) {
                 if let Some(adapter) = seq.adapter {
                     adapter.apply(li, Target::O, &attn, span.clone(), q_dim, &mut proj, hidden, 0);
@@ -363,8 +371,7 @@ impl Model {
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h, hidden);
-            acts.quantize(&h, rows, hidden);
-            par_matmul(&layer.w_gate_up, &acts, &mut gate_up, 2 * c.ffn, 0);
+            linear(&layer.w_gate_up, &h, &mut acts, &mut gate_up);
             for (seq, span) in batch.iter().zip(&spans) {
                 if let Some(adapter) = seq.adapter {
                     adapter.apply(li, Target::Gate, &h, span.clone(), hidden, &mut gate_up, 2 * c.ffn, 0);
@@ -377,8 +384,7 @@ impl Model {
                     *o = g / (1.0 + (-g).exp()) * u;
                 }
             }
-            acts.quantize(&ffn_act, rows, c.ffn);
-            par_matmul(&layer.w_down, &acts, &mut proj, hidden, 0);
+            linear(&layer.w_down, &ffn_act, &mut acts, &mut proj);
             for (seq, span) in batch.iter().zip(&spans) {
                 if let Some(adapter) = seq.adapter {
                     adapter.apply(li, Target::Down, &ffn_act, span.clone(), c.ffn, &mut proj, hidden, 0);
@@ -443,36 +449,95 @@ impl Model {
         let keys = &cache.k[layer];
         let values = &cache.v[layer];
         let scale = 1.0 / (hd as f32).sqrt();
-        let work = |(i, (row, out)): (usize, (&[f32], &mut [f32]))| {
+        if new >= GEMM_MIN_ROWS {
+            // A prompt chunk: per head, S = Q·Kᵀ and O = P·V as GEMMs.
+            let total = start + new;
+            let heads: Vec<(usize, Vec<f32>)> = (0..c.n_heads)
+                .into_par_iter()
+                .map(|h| {
+                    let g = h / group;
+                    let mut scores = vec![0f32; new * total];
+                    // SAFETY: Q rows are qkv_dim apart with the head at
+                    // h·hd; K and V rows kv_dim apart with the group at
+                    // g·hd; `scores` is new × total; all within bounds.
+                    unsafe {
+                        gemm::gemm(
+                            new,
+                            total,
+                            hd,
+                            scores.as_mut_ptr(),
+                            1,
+                            total as isize,
+                            false,
+                            qkv.as_ptr().add(h * hd),
+                            1,
+                            qkv_dim as isize,
+                            keys.as_ptr().add(g * hd),
+                            kv_dim as isize,
+                            1,
+                            0.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for (i, row) in scores.chunks_exact_mut(total).enumerate() {
+                        softmax_prefix(row, start + i + 1);
+                    }
+                    let mut o = vec![0f32; new * hd];
+                    // SAFETY: as above; `o` is new × hd.
+                    unsafe {
+                        gemm::gemm(
+                            new,
+                            hd,
+                            total,
+                            o.as_mut_ptr(),
+                            1,
+                            hd as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            total as isize,
+                            values.as_ptr().add(g * hd),
+                            1,
+                            kv_dim as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    (h, o)
+                })
+                .collect();
+            for (h, o) in heads {
+                for (i, row) in o.chunks_exact(hd).enumerate() {
+                    out[i * q_dim + h * hd..i * q_dim + (h + 1) * hd].copy_from_slice(row);
+                }
+            }
+            return;
+        }
+        let mut scores = Vec::new();
+        for (i, (row, out)) in qkv.chunks_exact(qkv_dim).zip(out.chunks_exact_mut(q_dim)).enumerate() {
             let visible = start + i + 1;
-            let mut scores = vec![0f32; visible];
+            scores.resize(visible, 0.0);
             for h in 0..c.n_heads {
                 let q = &row[h * hd..(h + 1) * hd];
                 let kvh = h / group;
-                let mut max = f32::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
-                    let k = &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    *s = dot(q, k) * scale;
-                    max = max.max(*s);
+                    *s = dot(q, &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]) * scale;
                 }
-                let mut total = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    total += *s;
-                }
+                softmax_prefix(&mut scores, visible);
                 let o = &mut out[h * hd..(h + 1) * hd];
                 o.fill(0.0);
                 for (j, &s) in scores.iter().enumerate() {
-                    let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    axpy(s / total, v, o);
+                    axpy(s, &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd], o);
                 }
             }
-        };
-        let rows = qkv.chunks_exact(qkv_dim).zip(out.chunks_exact_mut(q_dim)).enumerate();
-        if new * (start + new) > 4096 {
-            rows.collect::<Vec<_>>().into_par_iter().for_each(work);
-        } else {
-            rows.for_each(work);
         }
     }
 
@@ -496,12 +561,18 @@ impl Model {
     }
 }
 
+/// `out = input · Wᵀ` through the quantized kernel.
+fn linear(w: &QMatrix, input: &[f32], acts: &mut QActs, out: &mut [f32]) {
+    acts.quantize(input, input.len() / w.cols, w.cols);
+    par_matmul(w, acts, out, w.rows, 0);
+}
+
 /// `out[r][offset + n] = x[r] · W[n]` for all rows, split across the pool.
 fn par_matmul(w: &QMatrix, x: &QActs, out: &mut [f32], stride: usize, offset: usize) {
     let threads = rayon::current_num_threads().max(1);
     // Few chunks for decode (little work, sync cost matters), more for
     // prefill so threads balance.
-    let chunks = if x.rows * w.rows * w.cols < 1 << 20 { 1 } else { threads * if x.rows > 8 { 4 } else { 1 } };
+    let chunks = if x.rows * w.rows * w.cols < 1 << 16 { 1 } else { threads * if x.rows > 8 { 4 } else { 1 } };
     if chunks == 1 {
         w.matmul_rows(x, 0..w.rows, out, stride, offset);
         return;
@@ -529,6 +600,19 @@ impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
+}
+
+/// Softmax over `row[..visible]`; the rest (future positions) becomes 0.
+fn softmax_prefix(row: &mut [f32], visible: usize) {
+    let max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut total = 0f32;
+    for s in &mut row[..visible] {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    let inv = 1.0 / total;
+    row[..visible].iter_mut().for_each(|s| *s *= inv);
+    row[visible..].fill(0.0);
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], dim: usize) {

@@ -17,6 +17,8 @@ use half::f16;
 pub const QK: usize = 32;
 /// Activation rows sharing one pass over the weights.
 pub const MAX_ROWS_PER_PASS: usize = 4;
+/// Weight rows in one cache tile (about 14 KB of Q4 at 576 columns).
+const WEIGHT_ROWS_PER_TILE: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QKind {
@@ -36,6 +38,9 @@ pub struct QMatrix {
     d: Vec<f32>,
     /// Per block: the minimum (Q4 only).
     m: Vec<f32>,
+    /// The minima transposed, `[blocks per row × rows]`: the kernels add
+    /// `Σ_b m·Σx` as contiguous vector updates over a tile of outputs.
+    mt: Vec<f32>,
     /// Q4: 16 bytes per block, low nibbles are values 0..16, high 16..32.
     /// Q8: 32 signed bytes per block.
     qs: Vec<u8>,
@@ -60,7 +65,7 @@ impl QMatrix {
             out.m.push(f16_at(b, 2));
             out.qs.extend_from_slice(&b[4..20]);
         }
-        out
+        out.finish()
     }
 
     /// From GGML Q4_0 blocks (`d: f16, qs: [u8; 16]`, `w = d·(q − 8)`).
@@ -74,7 +79,7 @@ impl QMatrix {
             out.m.push(-8.0 * d);
             out.qs.extend_from_slice(&b[2..18]);
         }
-        out
+        out.finish()
     }
 
     /// From GGML Q8_0 blocks (`d: f16, qs: [i8; 32]`).
@@ -86,7 +91,7 @@ impl QMatrix {
             out.d.push(f16_at(b, 0));
             out.qs.extend_from_slice(&b[2..34]);
         }
-        out
+        out.finish()
     }
 
     /// Quantizes f32 weights (row-major) to Q8: for layouts we have no
@@ -105,7 +110,20 @@ impl QMatrix {
             out.d.push(d16);
             out.qs.extend(block.iter().map(|&v| ((v * inv16).round().clamp(-128.0, 127.0) as i8) as u8));
         }
-        out
+        out.finish()
+    }
+
+    fn finish(mut self) -> QMatrix {
+        let nb = self.blocks_per_row();
+        if self.kind == QKind::Q4 {
+            self.mt = vec![0f32; self.m.len()];
+            for n in 0..self.rows {
+                for b in 0..nb {
+                    self.mt[b * self.rows + n] = self.m[n * nb + b];
+                }
+            }
+        }
+        self
     }
 
     fn empty(rows: usize, cols: usize, kind: QKind) -> QMatrix {
@@ -116,6 +134,7 @@ impl QMatrix {
             kind,
             d: Vec::with_capacity(n),
             m: Vec::with_capacity(if kind == QKind::Q4 { n } else { 0 }),
+            mt: Vec::new(),
             qs: Vec::with_capacity(n * if kind == QKind::Q4 { 16 } else { 32 }),
         }
     }
@@ -132,7 +151,7 @@ impl QMatrix {
             out.m.extend(p.m);
             out.qs.extend(p.qs);
         }
-        out
+        out.finish()
     }
 
     /// One row as f32.
@@ -159,6 +178,32 @@ impl QMatrix {
         }
     }
 
+    /// `out[r][n] += Σ_b m[n][b] · Σx[r][b]` for a tile (Q4 only).
+    fn add_min_term(
+        &self,
+        x: &QActs,
+        rows: std::ops::Range<usize>,
+        n: std::ops::Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+        out_offset: usize,
+    ) {
+        if self.kind != QKind::Q4 {
+            return;
+        }
+        let nb = self.blocks_per_row();
+        for r in rows {
+            let dst = &mut out[r * out_stride + out_offset + n.start..r * out_stride + out_offset + n.end];
+            for b in 0..nb {
+                let sum = x.sum[r * nb + b];
+                let mt = &self.mt[b * self.rows + n.start..b * self.rows + n.end];
+                for (o, &m) in dst.iter_mut().zip(mt) {
+                    *o += sum * m;
+                }
+            }
+        }
+    }
+
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
         for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
@@ -168,7 +213,7 @@ impl QMatrix {
     }
 
     pub fn bytes(&self) -> usize {
-        4 * (self.d.len() + self.m.len()) + self.qs.len()
+        4 * (self.d.len() + self.m.len() + self.mt.len()) + self.qs.len()
     }
 
     /// `out[r][n] = Σ_k x[r][k] · W[n][k]` for output rows `n_range`, where
@@ -183,20 +228,30 @@ impl QMatrix {
         out_offset: usize,
     ) {
         assert_eq!(x.cols, self.cols);
-        let mut r0 = 0;
-        while r0 < x.rows {
-            let take = (x.rows - r0).min(MAX_ROWS_PER_PASS);
-            #[cfg(target_arch = "x86_64")]
-            {
-                if has_avx2() {
-                    // SAFETY: AVX2 and FMA were detected at run time.
-                    unsafe { avx2::pass(self, x, r0, take, n_range.clone(), out, out_stride, out_offset) };
-                    r0 += take;
-                    continue;
+        // Cache blocking: a few weight rows stay in L1 while every activation
+        // row passes over them, so the weights stream from memory once.
+        let mut n0 = n_range.start;
+        while n0 < n_range.end {
+            let n1 = (n0 + WEIGHT_ROWS_PER_TILE).min(n_range.end);
+            let mut r0 = 0;
+            while r0 < x.rows {
+                let take = (x.rows - r0).min(MAX_ROWS_PER_PASS);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if has_avx2() {
+                        assert!(out.len() >= (r0 + take) * out_stride && n1 <= self.rows);
+                        // SAFETY: AVX2 and FMA were detected at run time; the
+                        // assert bounds the rows written and read.
+                        unsafe { avx2::rows(self, x, r0, take, n0..n1, out.as_mut_ptr(), out_stride, out_offset) };
+                        self.add_min_term(x, r0..r0 + take, n0..n1, out, out_stride, out_offset);
+                        r0 += take;
+                        continue;
+                    }
                 }
+                scalar_pass(self, x, r0, take, n0..n1, out, out_stride, out_offset);
+                r0 += take;
             }
-            scalar_pass(self, x, r0, take, n_range.clone(), out, out_stride, out_offset);
-            r0 += take;
+            n0 = n1;
         }
     }
 }
@@ -296,7 +351,7 @@ fn has_avx2() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{MAX_ROWS_PER_PASS, QActs, QK, QKind, QMatrix};
+    use super::{QActs, QK, QKind, QMatrix};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -309,60 +364,128 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// The Q4 or Q8 pass over output rows `n_range` for activation rows
-    /// `r0..r0 + take`.
+    /// The block's 32 weights as two vectors of 16 int16.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn unpack<const Q4: bool>(p: *const u8) -> (__m256i, __m256i) {
+        // SAFETY: the caller passes a pointer to a whole block.
+        unsafe {
+            if Q4 {
+                let q = _mm_loadu_si128(p as *const __m128i);
+                let mask = _mm_set1_epi8(0x0f);
+                let lo = _mm_and_si128(q, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask);
+                (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
+            } else {
+                let lo = _mm_loadu_si128(p as *const __m128i);
+                let hi = _mm_loadu_si128(p.add(16) as *const __m128i);
+                (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi))
+            }
+        }
+    }
+
+    /// Σ over one block of w·x as 8 int32 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block_dot(w: (__m256i, __m256i), x: *const i16) -> __m256i {
+        // SAFETY: the caller passes a pointer to 32 int16.
+        unsafe {
+            let x_lo = _mm256_loadu_si256(x as *const __m256i);
+            let x_hi = _mm256_loadu_si256(x.add(16) as *const __m256i);
+            _mm256_add_epi32(_mm256_madd_epi16(w.0, x_lo), _mm256_madd_epi16(w.1, x_hi))
+        }
+    }
+
+    /// `R` activation rows from `r0` against weight rows `n_range`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `r0 + R <= x.rows`; `n_range` lies
+    /// within `w.rows`; `out` holds `(r0 + R) · out_stride` floats.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn pass(
+    pub(super) unsafe fn pass<const R: usize, const Q4: bool>(
+        w: &QMatrix,
+        x: &QActs,
+        r0: usize,
+        n_range: std::ops::Range<usize>,
+        out: *mut f32,
+        out_stride: usize,
+        out_offset: usize,
+    ) {
+        let nb = w.cols / QK;
+        let block_bytes = if Q4 { 16 } else { 32 };
+        // SAFETY: every pointer below stays inside its array by the
+        // function's contract and the matrix / activation layouts.
+        unsafe {
+            let xq = x.xq.as_ptr().add(r0 * nb * QK);
+            let xs = x.s.as_ptr().add(r0 * nb);
+            for n in n_range {
+                let wq = w.qs.as_ptr().add(n * nb * block_bytes);
+                let wd = w.d.as_ptr().add(n * nb);
+                // Even and odd blocks in separate accumulators: two FMA
+                // chains instead of one. Every row count sums in this same
+                // order, so a row's result does not depend on how many rows
+                // share its pass (batch invariance).
+                let mut even = [_mm256_setzero_ps(); R];
+                let mut odd = [_mm256_setzero_ps(); R];
+                let mut b = 0;
+                while b < nb {
+                    let w0 = unpack::<Q4>(wq.add(b * block_bytes));
+                    let d0 = _mm256_broadcast_ss(&*wd.add(b));
+                    let pair = b + 1 < nb;
+                    let w1 = if pair { unpack::<Q4>(wq.add((b + 1) * block_bytes)) } else { w0 };
+                    let d1 = if pair { _mm256_broadcast_ss(&*wd.add(b + 1)) } else { d0 };
+                    for i in 0..R {
+                        let x0 = xq.add((i * nb + b) * QK);
+                        let s0 = _mm256_mul_ps(d0, _mm256_broadcast_ss(&*xs.add(i * nb + b)));
+                        even[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(w0, x0)), s0, even[i]);
+                        if pair {
+                            let x1 = xq.add((i * nb + b + 1) * QK);
+                            let s1 = _mm256_mul_ps(d1, _mm256_broadcast_ss(&*xs.add(i * nb + b + 1)));
+                            odd[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(w1, x1)), s1, odd[i]);
+                        }
+                    }
+                    b += 2;
+                }
+                let mut acc = even;
+                for (a, o) in acc.iter_mut().zip(odd) {
+                    *a = _mm256_add_ps(*a, o);
+                }
+                // (The Q4 minimum term is added by the caller, per tile.)
+                for (i, acc) in acc.iter().enumerate() {
+                    *out.add((r0 + i) * out_stride + out_offset + n) = hsum(*acc);
+                }
+            }
+        }
+    }
+
+    /// Dispatches `take` (1..=4) rows to the matching specialised pass.
+    ///
+    /// # Safety
+    /// As [`pass`], with `R = take`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn rows(
         w: &QMatrix,
         x: &QActs,
         r0: usize,
         take: usize,
         n_range: std::ops::Range<usize>,
-        out: &mut [f32],
+        out: *mut f32,
         out_stride: usize,
         out_offset: usize,
     ) {
-        let nb = w.cols / QK;
-        let mask = _mm_set1_epi8(0x0f);
-        let xq = x.xq.as_ptr();
-        for n in n_range {
-            let mut acc = [_mm256_setzero_ps(); MAX_ROWS_PER_PASS];
-            let mut min_term = [0f32; MAX_ROWS_PER_PASS];
-            for b in 0..nb {
-                let wi = n * nb + b;
-                // SAFETY (all loads below): wi < rows·nb and xi < x.rows·nb,
-                // and each block holds exactly the bytes read.
-                let (w_lo, w_hi) = match w.kind {
-                    QKind::Q4 => {
-                        let q = unsafe { _mm_loadu_si128(w.qs.as_ptr().add(wi * 16) as *const __m128i) };
-                        let lo = _mm_and_si128(q, mask);
-                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask);
-                        (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
-                    }
-                    QKind::Q8 => {
-                        let p = unsafe { w.qs.as_ptr().add(wi * 32) };
-                        let lo = unsafe { _mm_loadu_si128(p as *const __m128i) };
-                        let hi = unsafe { _mm_loadu_si128(p.add(16) as *const __m128i) };
-                        (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi))
-                    }
-                };
-                let d = w.d[wi];
-                for (i, acc) in acc.iter_mut().enumerate().take(take) {
-                    let xi = (r0 + i) * nb + b;
-                    let xp = unsafe { xq.add(xi * QK) };
-                    let x_lo = unsafe { _mm256_loadu_si256(xp as *const __m256i) };
-                    let x_hi = unsafe { _mm256_loadu_si256(xp.add(16) as *const __m256i) };
-                    let dot = _mm256_add_epi32(_mm256_madd_epi16(w_lo, x_lo), _mm256_madd_epi16(w_hi, x_hi));
-                    let scale = _mm256_set1_ps(d * x.s[xi]);
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *acc);
-                    if w.kind == QKind::Q4 {
-                        min_term[i] += w.m[wi] * x.sum[xi];
-                    }
-                }
-            }
-            for i in 0..take {
-                out[(r0 + i) * out_stride + out_offset + n] = hsum(acc[i]) + min_term[i];
+        // SAFETY: forwarded contract.
+        unsafe {
+            match (take, w.kind == QKind::Q4) {
+                (1, true) => pass::<1, true>(w, x, r0, n_range, out, out_stride, out_offset),
+                (2, true) => pass::<2, true>(w, x, r0, n_range, out, out_stride, out_offset),
+                (3, true) => pass::<3, true>(w, x, r0, n_range, out, out_stride, out_offset),
+                (_, true) => pass::<4, true>(w, x, r0, n_range, out, out_stride, out_offset),
+                (1, false) => pass::<1, false>(w, x, r0, n_range, out, out_stride, out_offset),
+                (2, false) => pass::<2, false>(w, x, r0, n_range, out, out_stride, out_offset),
+                (3, false) => pass::<3, false>(w, x, r0, n_range, out, out_stride, out_offset),
+                (_, false) => pass::<4, false>(w, x, r0, n_range, out, out_stride, out_offset),
             }
         }
     }

@@ -75,6 +75,24 @@ pub enum ModelCommand {
     },
     /// Generate a completion; prints only the completion on stdout.
     Generate(GenerateArgs),
+    /// Benchmark the runtime and, beside it, llama.cpp (llama-cpp-python)
+    /// on the same file, tokens and thread count.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Repetitions per figure (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long, default_value_t = 128)]
+        decode_tokens: usize,
+        /// Skip the llama.cpp side.
+        #[arg(long)]
+        no_llama_cpp: bool,
+        /// Also compute the fp64 reference perplexity (needs the `gguf` and
+        /// numpy Python packages; about a minute).
+        #[arg(long)]
+        reference_ppl: bool,
+    },
 }
 
 #[derive(Debug, Args)]

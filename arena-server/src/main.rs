@@ -102,6 +102,13 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             let settings = settings.clone();
             tokio::task::spawn_blocking(move || model_cli::generate(args, &settings)).await??;
         }
+        Command::Model(ModelCommand::Bench { model, reps, decode_tokens, no_llama_cpp, reference_ppl }) => {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || {
+                model_cli::bench(&model, reps, decode_tokens, !no_llama_cpp, reference_ppl, &settings)
+            })
+            .await??;
+        }
         Command::Config => {
             match &settings.source_file {
                 Some(path) => println!("config file: {}", path.display()),
