@@ -9,7 +9,8 @@ use std::time::Instant;
 fn main() {
     let path = std::env::args().nth(1).unwrap();
     let t = Instant::now();
-    let rt = agent_runtime::Runtime::load(std::path::Path::new(&path), 2).unwrap();
+    let threads = std::env::var("ARENA_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let rt = agent_runtime::Runtime::load(std::path::Path::new(&path), threads).unwrap();
     eprintln!("load {:?}", t.elapsed());
     let ids = rt.tokenizer.encode(agent_runtime::bench::TEXT, false, false).unwrap();
     let ns: Vec<usize> = std::env::args()

@@ -391,6 +391,56 @@ impl Adapter {
         self.layers.iter().flat_map(|l| l.values()).map(|p| 4 * (p.a.len() + p.bt.len())).sum()
     }
 
+    /// `scale · A·x` for each of `rows` of `x` (`[rows × in_dim]`), as
+    /// `[rows.len() × rank]`; empty when the adapter leaves `target` alone.
+    pub fn down(&self, layer: usize, target: Target, x: &[f32], rows: &[usize], in_dim: usize) -> Vec<f32> {
+        let Some(pair) = self.layers.get(layer).and_then(|l| l.get(&target)) else { return Vec::new() };
+        let mut t = vec![0f32; rows.len() * self.rank];
+        for (i, &r) in rows.iter().enumerate() {
+            let row = &x[r * in_dim..(r + 1) * in_dim];
+            for j in 0..self.rank {
+                t[i * self.rank + j] = dot(&pair.a[j * in_dim..(j + 1) * in_dim], row) * self.scale;
+            }
+        }
+        t
+    }
+
+    /// Adds `B·t` (from [`Adapter::down`]) into output columns `cols` of
+    /// each row. The sum runs over the rank in order, the same for any
+    /// split of rows and columns, so results do not depend on batching.
+    ///
+    /// # Safety
+    /// `out` points to a `[rows × out_stride]` buffer that no one else
+    /// writes in these rows and columns meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn up(
+        &self,
+        layer: usize,
+        target: Target,
+        t: &[f32],
+        rows: &[usize],
+        cols: std::ops::Range<usize>,
+        out: *mut f32,
+        out_stride: usize,
+        out_offset: usize,
+    ) {
+        let Some(pair) = self.layers.get(layer).and_then(|l| l.get(&target)) else { return };
+        let (out_dim, _) = self.dims[&target];
+        for (i, &r) in rows.iter().enumerate() {
+            // SAFETY: by the contract, these columns of row r are ours.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(out.add(r * out_stride + out_offset + cols.start), cols.len())
+            };
+            for j in 0..self.rank {
+                crate::model::axpy(
+                    t[i * self.rank + j],
+                    &pair.bt[j * out_dim + cols.start..j * out_dim + cols.end],
+                    dst,
+                );
+            }
+        }
+    }
+
     /// Adds `scale · B·(A·x)` for rows `span` of `x` (`[rows × in_dim]`) into
     /// `out` (`[rows × out_stride]`) at columns `out_offset..`.
     #[allow(clippy::too_many_arguments)]
@@ -405,19 +455,20 @@ impl Adapter {
         out_stride: usize,
         out_offset: usize,
     ) {
-        let Some(pair) = self.layers.get(layer).and_then(|l| l.get(&target)) else { return };
-        let (out_dim, _) = self.dims[&target];
-        let mut t = vec![0f32; self.rank];
-        for r in span {
-            let row = &x[r * in_dim..(r + 1) * in_dim];
-            for (j, t) in t.iter_mut().enumerate() {
-                *t = dot(&pair.a[j * in_dim..(j + 1) * in_dim], row) * self.scale;
-            }
-            let dst = &mut out[r * out_stride + out_offset..r * out_stride + out_offset + out_dim];
-            for (j, &t) in t.iter().enumerate() {
-                crate::model::axpy(t, &pair.bt[j * out_dim..(j + 1) * out_dim], dst);
-            }
+        let rows: Vec<usize> = span.collect();
+        let t = self.down(layer, target, x, &rows, in_dim);
+        if t.is_empty() {
+            return;
         }
+        let out_dim = self.dims[&target].0;
+        assert!(rows.iter().all(|&r| (r + 1) * out_stride <= out.len()) && out_offset + out_dim <= out_stride);
+        // SAFETY: the assert bounds every row written; `out` is borrowed
+        // mutably for the whole call.
+        unsafe { self.up(layer, target, &t, &rows, 0..out_dim, out.as_mut_ptr(), out_stride, out_offset) };
+    }
+
+    pub fn out_dim(&self, target: Target) -> usize {
+        self.dims[&target].0
     }
 
     /// Writes the adapter in the PEFT layout (f32 tensors).

@@ -324,6 +324,17 @@ impl Model {
             rows += seq.tokens.len();
         }
 
+        // Rows grouped by adapter, so each adapter is read once per layer.
+        let mut lora: Vec<(&Adapter, Vec<usize>)> = Vec::new();
+        for (seq, span) in batch.iter().zip(&spans) {
+            if let Some(adapter) = seq.adapter {
+                match lora.iter_mut().find(|(a, _)| a.sha256 == adapter.sha256) {
+                    Some((_, rows)) => rows.extend(span.clone()),
+                    None => lora.push((adapter, span.clone().collect())),
+                }
+            }
+        }
+
         let mut x = vec![0f32; rows * hidden];
         for (seq, span) in batch.iter().zip(&spans) {
             for (i, &t) in seq.tokens.iter().enumerate() {
@@ -347,13 +358,15 @@ impl Model {
                     row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
                 }
             }
-            for (seq, span) in batch.iter().zip(&spans) {
-                if let Some(adapter) = seq.adapter {
-                    adapter.apply(li, Target::Q, &h, span.clone(), hidden, &mut qkv, qkv_dim, 0);
-                    adapter.apply(li, Target::K, &h, span.clone(), hidden, &mut qkv, qkv_dim, q_dim);
-                    adapter.apply(li, Target::V, &h, span.clone(), hidden, &mut qkv, qkv_dim, q_dim + kv_dim);
-                }
-            }
+            apply_lora(
+                &lora,
+                li,
+                &[(Target::Q, 0), (Target::K, q_dim), (Target::V, q_dim + kv_dim)],
+                &h,
+                hidden,
+                &mut qkv,
+                qkv_dim,
+            );
             for (seq, span) in batch.iter_mut().zip(&spans) {
                 self.attention(
                     li,
@@ -363,21 +376,12 @@ impl Model {
                 );
             }
             linear(&layer.wo, &attn, &mut acts, &mut proj);
-            for (seq, span) in batch.iter().zip(&spans) {
-                if let Some(adapter) = seq.adapter {
-                    adapter.apply(li, Target::O, &attn, span.clone(), q_dim, &mut proj, hidden, 0);
-                }
-            }
+            apply_lora(&lora, li, &[(Target::O, 0)], &attn, q_dim, &mut proj, hidden);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h, hidden);
             linear(&layer.w_gate_up, &h, &mut acts, &mut gate_up);
-            for (seq, span) in batch.iter().zip(&spans) {
-                if let Some(adapter) = seq.adapter {
-                    adapter.apply(li, Target::Gate, &h, span.clone(), hidden, &mut gate_up, 2 * c.ffn, 0);
-                    adapter.apply(li, Target::Up, &h, span.clone(), hidden, &mut gate_up, 2 * c.ffn, c.ffn);
-                }
-            }
+            apply_lora(&lora, li, &[(Target::Gate, 0), (Target::Up, c.ffn)], &h, hidden, &mut gate_up, 2 * c.ffn);
             for (gu, out) in gate_up.chunks_exact(2 * c.ffn).zip(ffn_act.chunks_exact_mut(c.ffn)) {
                 let (g, u) = gu.split_at(c.ffn);
                 for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
@@ -385,11 +389,7 @@ impl Model {
                 }
             }
             linear(&layer.w_down, &ffn_act, &mut acts, &mut proj);
-            for (seq, span) in batch.iter().zip(&spans) {
-                if let Some(adapter) = seq.adapter {
-                    adapter.apply(li, Target::Down, &ffn_act, span.clone(), c.ffn, &mut proj, hidden, 0);
-                }
-            }
+            apply_lora(&lora, li, &[(Target::Down, 0)], &ffn_act, c.ffn, &mut proj, hidden);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
         for (seq, span) in batch.iter_mut().zip(&spans) {
@@ -567,12 +567,57 @@ fn linear(w: &QMatrix, input: &[f32], acts: &mut QActs, out: &mut [f32]) {
     par_matmul(w, acts, out, w.rows, 0);
 }
 
+/// Adds every adapter group's LoRA delta for `targets` (each with its
+/// column offset in `out`), split across the pool by (group, target, column
+/// chunk) so distinct adapters and one shared adapter both use every thread.
+#[allow(clippy::too_many_arguments)]
+fn apply_lora(
+    groups: &[(&Adapter, Vec<usize>)],
+    layer: usize,
+    targets: &[(Target, usize)],
+    x: &[f32],
+    in_dim: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if groups.is_empty() {
+        return;
+    }
+    const COLS: usize = 64;
+    let downs: Vec<Vec<Vec<f32>>> = groups
+        .par_iter()
+        .map(|(adapter, rows)| targets.iter().map(|&(t, _)| adapter.down(layer, t, x, rows, in_dim)).collect())
+        .collect();
+    let mut jobs = Vec::new();
+    for (g, (adapter, _)) in groups.iter().enumerate() {
+        for (ti, &(target, offset)) in targets.iter().enumerate() {
+            if downs[g][ti].is_empty() {
+                continue;
+            }
+            let out_dim = adapter.out_dim(target);
+            assert!(offset + out_dim <= out_stride);
+            for c0 in (0..out_dim).step_by(COLS) {
+                jobs.push((g, ti, target, offset, c0..(c0 + COLS).min(out_dim)));
+            }
+        }
+    }
+    assert!(groups.iter().all(|(_, rows)| rows.iter().all(|&r| (r + 1) * out_stride <= out.len())));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    jobs.into_par_iter().for_each(|(g, ti, target, offset, cols)| {
+        let (adapter, rows) = &groups[g];
+        // SAFETY: groups own disjoint rows, targets disjoint column ranges,
+        // and jobs disjoint column chunks within them; the assert above
+        // bounds the rows.
+        unsafe { adapter.up(layer, target, &downs[g][ti], rows, cols, out_ptr.get(), out_stride, offset) };
+    });
+}
+
 /// `out[r][offset + n] = x[r] · W[n]` for all rows, split across the pool.
 fn par_matmul(w: &QMatrix, x: &QActs, out: &mut [f32], stride: usize, offset: usize) {
     let threads = rayon::current_num_threads().max(1);
     // Few chunks for decode (little work, sync cost matters), more for
     // prefill so threads balance.
-    let chunks = if x.rows * w.rows * w.cols < 1 << 16 { 1 } else { threads * if x.rows > 8 { 4 } else { 1 } };
+    let chunks = if x.rows * w.rows * w.cols < 1 << 16 { 1 } else { threads * 4 };
     if chunks == 1 {
         w.matmul_rows(x, 0..w.rows, out, stride, offset);
         return;

@@ -371,11 +371,10 @@ mod avx2 {
         // SAFETY: the caller passes a pointer to a whole block.
         unsafe {
             if Q4 {
-                let q = _mm_loadu_si128(p as *const __m128i);
-                let mask = _mm_set1_epi8(0x0f);
-                let lo = _mm_and_si128(q, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask);
-                (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
+                // Widen the 16 bytes once; each 16-bit lane then holds
+                // both nibbles of one byte.
+                let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
+                (_mm256_and_si256(v, _mm256_set1_epi16(0x0f)), _mm256_srli_epi16::<4>(v))
             } else {
                 let lo = _mm_loadu_si128(p as *const __m128i);
                 let hi = _mm_loadu_si128(p.add(16) as *const __m128i);

@@ -183,3 +183,83 @@ async fn serve_migrates_answers_and_stops_gracefully_on_sigterm() {
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
 }
+
+fn model_cmd(args: &[&str]) -> Output {
+    Command::new(ARENA)
+        .args(args)
+        .env("ARENA_CONFIG", "/dev/null")
+        .env("ARENA_MODEL_PATH", model_path())
+        .env("ARENA_THREADS", "2")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn model_tokenize_prints_one_json_array_with_special_tokens_parsed() {
+    let output = model_cmd(&["model", "tokenize", "--text", "<|im_start|>user\nHi<|im_end|>"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let ids: Vec<u32> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(ids.first(), Some(&1), "<|im_start|> is one special token: {ids:?}");
+    assert_eq!(ids.last(), Some(&2), "<|im_end|> is one special token: {ids:?}");
+    assert!(ids.len() < 8, "{ids:?}");
+}
+
+#[test]
+fn model_info_reads_the_shape_from_the_file() {
+    let output = model_cmd(&["model", "info"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Facts of the shipped file (shared CANDLE-NOTES), read from its metadata.
+    assert_eq!(info["architecture"], "llama");
+    assert_eq!(
+        (info["layers"].as_u64(), info["hidden"].as_u64(), info["vocab"].as_u64()),
+        (Some(30), Some(576), Some(49152))
+    );
+    assert_eq!((info["heads"].as_u64(), info["kv_heads"].as_u64()), (Some(9), Some(3)));
+    assert_eq!(info["tied_embeddings"], true);
+    assert!(info["chat_template"].as_str().unwrap().contains("im_start"));
+    let params = info["parameters"].as_u64().unwrap();
+    assert!((130_000_000..140_000_000).contains(&params), "{params}");
+}
+
+#[test]
+fn model_generate_prints_only_the_completion() {
+    let output = model_cmd(&[
+        "model",
+        "generate",
+        "--prompt",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("Paris"), "{stdout:?}");
+    assert!(!stdout.contains("<|im_start|>") && !stdout.contains("assistant"), "{stdout:?}");
+    // The same seed gives the same text at temperature > 0.
+    let sampled = |seed: &str| {
+        let out =
+            model_cmd(&["model", "generate", "--prompt", "Name a fruit.", "--temperature", "1.0", "--seed", seed]);
+        assert!(out.status.success(), "{}", text(&out));
+        out.stdout
+    };
+    assert_eq!(sampled("5"), sampled("5"));
+}
+
+#[test]
+fn model_commands_refuse_bad_arguments_clearly() {
+    let output = model_cmd(&["model", "generate", "--prompt", "x", "--device", "cuda"]);
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("--features cuda"), "{}", text(&output));
+    let output = model_cmd(&["model", "generate", "--prompt", "x", "--top-p", "0"]);
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("top_p 0 is outside (0, 1]"), "{}", text(&output));
+    let output = model_cmd(&["model", "generate", "--prompt", "x", "--adapter", "/nonexistent/adapter"]);
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("/nonexistent/adapter"), "{}", text(&output));
+    let output = model_cmd(&["model", "info", "--model", "/etc/hostname"]);
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("not a GGUF file"), "{}", text(&output));
+}
