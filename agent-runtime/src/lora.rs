@@ -441,32 +441,6 @@ impl Adapter {
         }
     }
 
-    /// Adds `scale · B·(A·x)` for rows `span` of `x` (`[rows × in_dim]`) into
-    /// `out` (`[rows × out_stride]`) at columns `out_offset..`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn apply(
-        &self,
-        layer: usize,
-        target: Target,
-        x: &[f32],
-        span: std::ops::Range<usize>,
-        in_dim: usize,
-        out: &mut [f32],
-        out_stride: usize,
-        out_offset: usize,
-    ) {
-        let rows: Vec<usize> = span.collect();
-        let t = self.down(layer, target, x, &rows, in_dim);
-        if t.is_empty() {
-            return;
-        }
-        let out_dim = self.dims[&target].0;
-        assert!(rows.iter().all(|&r| (r + 1) * out_stride <= out.len()) && out_offset + out_dim <= out_stride);
-        // SAFETY: the assert bounds every row written; `out` is borrowed
-        // mutably for the whole call.
-        unsafe { self.up(layer, target, &t, &rows, 0..out_dim, out.as_mut_ptr(), out_stride, out_offset) };
-    }
-
     pub fn out_dim(&self, target: Target) -> usize {
         self.dims[&target].0
     }

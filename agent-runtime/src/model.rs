@@ -305,20 +305,17 @@ impl Model {
         let mut rows = 0;
         for seq in batch.iter() {
             if seq.tokens.is_empty() {
-                return Err(RuntimeError::Tokenizer("a sequence in the batch has no tokens".to_owned()));
+                return Err(RuntimeError::Request("a sequence in the batch has no tokens".to_owned()));
             }
             if seq.cache.len + seq.tokens.len() > self.max_positions() {
-                return Err(RuntimeError::Tokenizer(format!(
+                return Err(RuntimeError::Request(format!(
                     "sequence of {} tokens exceeds the context of {} positions",
                     seq.cache.len + seq.tokens.len(),
                     self.max_positions()
                 )));
             }
             if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= c.vocab) {
-                return Err(RuntimeError::Tokenizer(format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    c.vocab
-                )));
+                return Err(RuntimeError::Request(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
             }
             spans.push(rows..rows + seq.tokens.len());
             rows += seq.tokens.len();

@@ -5,11 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use agent_runtime::chat::Message;
-use agent_runtime::lora::{Adapter, LoraPair, tensor_name};
+use agent_runtime::lora::{Adapter, tensor_name};
 use agent_runtime::model::{Logits, SeqStep, Target};
 use agent_runtime::sampling::SamplingParams;
 use agent_runtime::{Engine, EngineConfig, Prompt, Request, Runtime, SubmitError};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,34 +22,9 @@ fn runtime() -> Runtime {
     Runtime::load(&model_path(), 2).unwrap()
 }
 
-fn rng(seed: u64) -> impl FnMut() -> f32 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
-    }
-}
-
 /// An adapter on every linear layer with random A and B of the given scale.
 fn random_adapter(rt: &Runtime, rank: usize, seed: u64, b_scale: f32) -> Adapter {
-    let c = rt.config();
-    let mut next = rng(seed);
-    let layers = (0..c.n_layers)
-        .map(|_| {
-            Target::ALL
-                .into_iter()
-                .map(|t| {
-                    let (out_dim, in_dim) = t.shape(c);
-                    let a = (0..rank * in_dim).map(|_| next() * 0.05).collect();
-                    let b = (0..out_dim * rank).map(|_| next() * b_scale).collect();
-                    (t, LoraPair { a, b })
-                })
-                .collect::<BTreeMap<_, _>>()
-        })
-        .collect();
-    Adapter::from_pairs(c, rank, 2.0 * rank as f32, layers)
+    Adapter::random(rt.config(), &Target::ALL, rank, seed, 0.05, b_scale)
 }
 
 fn logits_for(rt: &Runtime, tokens: &[u32], adapter: Option<&Adapter>) -> Vec<f32> {
@@ -229,17 +203,7 @@ mod malformed_adapters {
     use super::*;
 
     fn good(rt: &Runtime, dir: &Path) {
-        let mut next = rng(5);
-        let c = rt.config();
-        let layers = (0..c.n_layers)
-            .map(|_| {
-                let (out_dim, in_dim) = Target::Q.shape(c);
-                let a = (0..4 * in_dim).map(|_| next()).collect();
-                let b = (0..out_dim * 4).map(|_| next()).collect();
-                BTreeMap::from([(Target::Q, LoraPair { a, b })])
-            })
-            .collect();
-        Adapter::from_pairs(c, 4, 8.0, layers).save(dir, None).unwrap();
+        Adapter::random(rt.config(), &[Target::Q], 4, 5, 1.0, 1.0).save(dir, None).unwrap();
     }
 
     /// A safetensors file holding the given (name, shape, values).
