@@ -154,6 +154,68 @@ impl Runtime {
         }
     }
 
+    /// The next-token logits after each of `prompts`, computed in one batch
+    /// with the base model. The prompts' longest common token prefix is
+    /// prefilled once and its cache copied to every prompt, so scoring many
+    /// prompts that share a long head (a judge comparing answers to one
+    /// question) costs little more than their distinct tails.
+    pub fn next_token_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let Some(shortest) = prompts.iter().map(Vec::len).min() else {
+            return Ok(Vec::new());
+        };
+        if shortest == 0 {
+            return Err(RuntimeError::Request("a prompt has no tokens".to_owned()));
+        }
+        if let Some(long) = prompts.iter().find(|p| p.len() >= self.model.max_positions()) {
+            return Err(RuntimeError::Request(format!(
+                "a prompt has {} tokens; the context holds {}",
+                long.len(),
+                self.model.max_positions()
+            )));
+        }
+        // Every prompt keeps at least its last token to feed on its own.
+        let first = &prompts[0];
+        let mut shared = shortest - 1;
+        for p in &prompts[1..] {
+            shared = shared.min(first.iter().zip(p).take_while(|(a, b)| a == b).count());
+        }
+        let mut base = self.model.new_cache();
+        for chunk in first[..shared].chunks(PREFILL_CHUNK) {
+            let mut step = [SeqStep { tokens: chunk, cache: &mut base, adapter: None, logits: Logits::Last }];
+            self.model.forward(&mut step)?;
+        }
+        let mut caches: Vec<KvCache> = prompts.iter().map(|_| base.clone()).collect();
+        let mut fed = vec![shared; prompts.len()];
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
+        loop {
+            let mut live: Vec<(usize, usize)> = Vec::new();
+            let mut steps: Vec<SeqStep<'_>> = Vec::new();
+            for (i, cache) in caches.iter_mut().enumerate() {
+                if fed[i] < prompts[i].len() {
+                    let end = prompts[i].len().min(fed[i] + PREFILL_CHUNK);
+                    live.push((i, end));
+                    steps.push(SeqStep {
+                        tokens: &prompts[i][fed[i]..end],
+                        cache,
+                        adapter: None,
+                        logits: Logits::Last,
+                    });
+                }
+            }
+            if live.is_empty() {
+                return Ok(out);
+            }
+            let logits = self.model.forward(&mut steps)?;
+            drop(steps);
+            for (&(i, end), logits) in live.iter().zip(logits) {
+                fed[i] = end;
+                if end == prompts[i].len() {
+                    out[i] = logits;
+                }
+            }
+        }
+    }
+
     fn start(&self, request: Request) -> Result<Active> {
         request.params.validate().map_err(RuntimeError::Request)?;
         let prompt = self.prompt_tokens(&request.prompt)?;

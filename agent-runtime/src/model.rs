@@ -79,6 +79,7 @@ impl Target {
 }
 
 /// One sequence's keys and values, per layer, position-major.
+#[derive(Clone)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,

@@ -302,3 +302,25 @@ mod malformed_adapters {
         assert_eq!(rt.adapters.len(), 1);
     }
 }
+
+#[test]
+fn next_token_logits_with_a_shared_prefix_equal_each_prompt_alone() {
+    let rt = runtime();
+    let head = "<|im_start|>user\nWhich is better, answer A or answer B? Think about the question carefully.\n";
+    let prompts: Vec<Vec<u32>> = ["A: Paris\nB: Lyon", "A: Lyon\nB: Paris", "A: a much longer answer here\nB: x"]
+        .iter()
+        .map(|tail| {
+            rt.tokenizer.encode(&format!("{head}{tail}<|im_end|>\n<|im_start|>assistant\n"), false, true).unwrap()
+        })
+        .collect();
+    let batched = rt.next_token_logits(&prompts).unwrap();
+    assert_eq!(batched.len(), 3);
+    for (prompt, got) in prompts.iter().zip(&batched) {
+        let all = logits_for(&rt, prompt, None);
+        let want = &all[all.len() - got.len()..];
+        let worst = want.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-2, "largest logit difference {worst}");
+        assert_eq!(agent_runtime::sampling::argmax(want), agent_runtime::sampling::argmax(got));
+    }
+    assert!(rt.next_token_logits(&[Vec::new()]).is_err(), "an empty prompt is refused");
+}
