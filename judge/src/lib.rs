@@ -1,6 +1,493 @@
 //! The judge: rule verifiers and the AI judge turn a match's outputs into a
 //! ranking, scores, a confidence and preference pairs.
 //!
-//! It uses the model through `agent-runtime`'s request/response interface and
-//! does no networking of its own; the arena server wires it to Redis. Nothing
-//! is implemented yet.
+//! * [`spec`]: the `[[verifiers]]`, `[judge]` and `[pairs]` tables of a Space
+//!   file, checked into a [`JudgeConfig`] (errors carry line and column).
+//! * [`verify`]: regex, length, JSON Schema, reference answer, forbidden strings.
+//! * [`guard`]: built-in hard checks against judge injection, padding and
+//!   copying the prompt.
+//! * [`ai`]: the AI judge, read from next-token probabilities.
+//! * [`Judge::judge`]: one match in, one [`Verdict`] out.
+//! * [`worker::JudgeWorker`]: the request/response interface the arena uses.
+//! * [`calibrate`]: the red-team corpus runner behind `arena judge calibrate`.
+//!
+//! It uses the model through `agent-runtime` and does no networking.
+
+pub mod aggregate;
+pub mod ai;
+pub mod calibrate;
+pub mod guard;
+pub mod spec;
+pub mod text;
+pub mod verify;
+pub mod worker;
+
+pub use ai::JudgeModel;
+pub use spec::{JudgeConfig, JudgeMode, SpecError};
+pub use verify::VerifierResult;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Characters of one candidate the verifiers read; the rest is cut and the
+/// cut recorded in the verdict.
+pub const MAX_CANDIDATE_CHARS: usize = 100_000;
+/// Characters of the prompt (and reference) the judge reads.
+pub const MAX_PROMPT_CHARS: usize = 20_000;
+/// Candidates in one match.
+pub const MAX_CANDIDATES: usize = 16;
+/// Tokens of one candidate the AI judge reads when the length cap defense is
+/// off (calibration only): work stays bounded either way.
+pub const UNCAPPED_CANDIDATE_TOKENS: usize = 1536;
+
+/// One match as the judge sees it (the `arena judge --input` format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchInput {
+    pub prompt: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    pub candidates: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    pub id: String,
+    pub text: String,
+}
+
+/// Which protections run. A Space always runs with all of them; turning
+/// them off one at a time is how `arena judge calibrate` measures each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Defenses {
+    /// Special-token text, role markers and fake delimiters removed before
+    /// the AI judge reads a candidate.
+    pub sanitize: bool,
+    /// Candidates wrapped in nonce delimiters; the judge is told they are data.
+    pub delimit: bool,
+    /// Candidates cut to `judge.max_candidate_tokens` for the AI judge.
+    pub length_cap: bool,
+    /// Each pair judged in both orders; disagreement is a tie.
+    pub both_orders: bool,
+    /// The injection / padding / prompt-copy guards gate.
+    pub guards: bool,
+    /// The Space's hard verifiers gate.
+    pub hard_verifiers: bool,
+}
+
+impl Defenses {
+    pub const ALL: Defenses = Defenses {
+        sanitize: true,
+        delimit: true,
+        length_cap: true,
+        both_orders: true,
+        guards: true,
+        hard_verifiers: true,
+    };
+    pub const NONE: Defenses = Defenses {
+        sanitize: false,
+        delimit: false,
+        length_cap: false,
+        both_orders: false,
+        guards: false,
+        hard_verifiers: false,
+    };
+    pub const NAMES: [&'static str; 6] =
+        ["sanitize", "delimit", "length_cap", "both_orders", "guards", "hard_verifiers"];
+
+    /// All defenses but the named one.
+    pub fn without(name: &str) -> Option<Defenses> {
+        let mut d = Defenses::ALL;
+        match name {
+            "sanitize" => d.sanitize = false,
+            "delimit" => d.delimit = false,
+            "length_cap" => d.length_cap = false,
+            "both_orders" => d.both_orders = false,
+            "guards" => d.guards = false,
+            "hard_verifiers" => d.hard_verifiers = false,
+            _ => return None,
+        }
+        Some(d)
+    }
+}
+
+/// What was cut from a candidate before judging.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Truncation {
+    /// Characters before and after the verifier cap, if it cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chars: Option<(usize, usize)>,
+    /// Tokens before and after the AI judge's cap, if it cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_tokens: Option<(usize, usize)>,
+}
+
+/// One ordered-pair comparison by the AI judge.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    /// P(a better) with `a` shown first.
+    pub p_a_first: f64,
+    /// P(a better) with `a` shown second (None when one order only).
+    pub p_a_second: Option<f64>,
+    /// Both orders agree on the winner.
+    pub consistent: bool,
+    /// The outcome used: P(a better), 0.5 for a tie.
+    pub outcome: f64,
+    /// Probability mass on the verdict tokens (low: the judge model was lost).
+    pub mass: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeReport {
+    pub mode: JudgeMode,
+    pub model_sha256: Option<String>,
+    pub template_sha256: String,
+    pub comparisons: Vec<Comparison>,
+    /// Pointwise: each candidate's expected score in [0, 1] and the mass on
+    /// the score tokens.
+    pub pointwise: BTreeMap<String, (f64, f64)>,
+    /// Each candidate's AI-judge score in [0, 1] (win rate against its tier
+    /// under the Bradley–Terry fit, or the pointwise score).
+    pub scores: BTreeMap<String, f64>,
+}
+
+/// A preference pair: the chosen output beat the rejected one by `margin`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    pub chosen: String,
+    pub rejected: String,
+    /// Difference of rank keys: 1 for passing every hard check the other
+    /// failed, plus the difference of scores in [0, 1].
+    pub margin: f64,
+    /// P(chosen better) as the AI judge saw it with the chosen output shown
+    /// first, and shown second (None where that order was not judged).
+    pub p_chosen_first: Option<f64>,
+    pub p_chosen_second: Option<f64>,
+    /// False when the judge's two orders disagreed.
+    pub consistent: bool,
+    pub chosen_verifiers: Vec<VerifierResult>,
+    pub rejected_verifiers: Vec<VerifierResult>,
+    pub judge_model_sha256: Option<String>,
+    pub judge_template_sha256: String,
+}
+
+/// The judge's answer for one match.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Candidate ids, best first (ties keep input order).
+    pub ranking: Vec<String>,
+    /// Competition ranks: tied candidates share a rank ("1224").
+    pub ranks: BTreeMap<String, usize>,
+    /// Scores in [0, 1]: verifier and judge scores by weight.
+    pub scores: BTreeMap<String, f64>,
+    /// Whether each candidate passed every hard verifier and guard.
+    pub passed_hard: BTreeMap<String, bool>,
+    /// Mean decisiveness over all candidate pairs, in [0, 1]: 1 when a hard
+    /// check separates them, |2p − 1| for the AI judge's debiased outcome p,
+    /// min(1, 2·|score difference|) otherwise. 0 means coin flips.
+    pub confidence: f64,
+    /// Verifier and guard results per candidate.
+    pub verifiers: BTreeMap<String, Vec<VerifierResult>>,
+    pub judge: JudgeReport,
+    pub pairs: Vec<Pair>,
+    /// Candidates that were cut, and how much.
+    pub truncated: BTreeMap<String, Truncation>,
+    pub defenses: Defenses,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    #[error("invalid match: {0}")]
+    Input(String),
+    #[error("judge model: {0}")]
+    Model(String),
+}
+
+/// A Space's judge, ready to rank matches.
+pub struct Judge {
+    pub config: Arc<JudgeConfig>,
+    pub model: Option<Arc<JudgeModel>>,
+    pub defenses: Defenses,
+}
+
+impl Judge {
+    /// `model` is required when the config runs an AI judge.
+    pub fn new(config: Arc<JudgeConfig>, model: Option<Arc<JudgeModel>>) -> Result<Judge, JudgeError> {
+        if config.mode != JudgeMode::None && model.is_none() {
+            return Err(JudgeError::Model("this Space's judge mode needs a judge model".to_owned()));
+        }
+        Ok(Judge { config, model, defenses: Defenses::ALL })
+    }
+
+    pub fn with_defenses(mut self, defenses: Defenses) -> Judge {
+        self.defenses = defenses;
+        self
+    }
+
+    fn check_input(input: &MatchInput) -> Result<(), JudgeError> {
+        let n = input.candidates.len();
+        if n == 0 || n > MAX_CANDIDATES {
+            return Err(JudgeError::Input(format!("{n} candidates; a match has 1..={MAX_CANDIDATES}")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &input.candidates {
+            if c.id.is_empty() || c.id.len() > 128 || c.id.chars().any(char::is_control) {
+                return Err(JudgeError::Input(format!(
+                    "candidate id {:?} must be 1..=128 bytes without control characters",
+                    c.id.chars().take(40).collect::<String>()
+                )));
+            }
+            if !seen.insert(c.id.as_str()) {
+                return Err(JudgeError::Input(format!("candidate id {:?} appears twice", c.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ranks one match.
+    pub fn judge(&self, input: &MatchInput) -> Result<Verdict, JudgeError> {
+        Judge::check_input(input)?;
+        let cfg = &self.config;
+        let d = self.defenses;
+        let n = input.candidates.len();
+        let (prompt, _) = text::cap_chars(&input.prompt, MAX_PROMPT_CHARS);
+        let reference = input.reference.as_deref().map(|r| text::cap_chars(r, MAX_PROMPT_CHARS).0);
+        let folded_prompt = text::fold(&prompt, true);
+        let mut truncated: BTreeMap<String, Truncation> = BTreeMap::new();
+        let capped: Vec<String> = input
+            .candidates
+            .iter()
+            .map(|c| {
+                let (t, cut) = text::cap_chars(&c.text, MAX_CANDIDATE_CHARS);
+                if cut {
+                    truncated.insert(
+                        c.id.clone(),
+                        Truncation { chars: Some((c.text.chars().count(), MAX_CANDIDATE_CHARS)), judge_tokens: None },
+                    );
+                }
+                t
+            })
+            .collect();
+
+        // Verifiers and guards.
+        let counter = self.model.as_ref().map(|m| move |t: &str| m.count_tokens(t));
+        let count_ref: Option<&dyn Fn(&str) -> usize> = counter.as_ref().map(|f| f as &dyn Fn(&str) -> usize);
+        let ctx = verify::Context { prompt: &prompt, reference: reference.as_deref(), count_tokens: count_ref };
+        let mut results: Vec<Vec<VerifierResult>> = Vec::with_capacity(n);
+        let mut gate = vec![true; n];
+        let mut verifier_score = vec![(0.0f64, 0.0f64); n]; // (weighted sum, weight)
+        for (i, out) in capped.iter().enumerate() {
+            let mut list = Vec::new();
+            for v in &cfg.verifiers {
+                let mut r = v.check(out, &ctx);
+                r.hard &= d.hard_verifiers;
+                if r.hard && !r.passed {
+                    gate[i] = false;
+                }
+                if let Some(s) = r.score {
+                    verifier_score[i].0 += v.weight * s;
+                    verifier_score[i].1 += v.weight;
+                }
+                list.push(r);
+            }
+            if d.guards {
+                let folded = text::fold(out, true);
+                for g in &cfg.guards {
+                    let failure = g.check(&folded, &folded_prompt);
+                    if failure.is_some() {
+                        gate[i] = false;
+                    }
+                    list.push(VerifierResult {
+                        name: format!("guard:{}", g.name()),
+                        kind: "guard",
+                        hard: true,
+                        passed: failure.is_none(),
+                        score: None,
+                        reason: failure.unwrap_or_else(|| "passed".to_owned()),
+                    });
+                }
+            }
+            results.push(list);
+        }
+
+        // The AI judge.
+        let mut report = JudgeReport {
+            mode: cfg.mode,
+            model_sha256: self.model.as_ref().map(|m| m.sha256.clone()),
+            template_sha256: ai::template_sha256(),
+            comparisons: Vec::new(),
+            pointwise: BTreeMap::new(),
+            scores: BTreeMap::new(),
+        };
+        let mut judge_score = vec![0.5f64; n];
+        // outcome[i][j]: the debiased P(i better than j) where judged.
+        let mut outcome: Vec<Vec<Option<(f64, bool)>>> = vec![vec![None; n]; n];
+        // P(a better | a shown first) for each ordered pair judged.
+        let mut by_order: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
+        if let (Some(model), true) = (&self.model, cfg.mode != JudgeMode::None) {
+            let judged: Vec<String> = capped
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let clean = if d.sanitize { text::for_judge(t, |s| model.strip_special(s)) } else { t.clone() };
+                    let cap = if d.length_cap { cfg.max_candidate_tokens } else { UNCAPPED_CANDIDATE_TOKENS };
+                    let (cut, before) = model.cap_tokens(&clean, cap);
+                    if before > cap {
+                        truncated
+                            .entry(input.candidates[i].id.clone())
+                            .or_insert(Truncation { chars: None, judge_tokens: None })
+                            .judge_tokens = Some((before, cap));
+                    }
+                    cut
+                })
+                .collect();
+            let question =
+                if d.sanitize { text::for_judge(&prompt, |s| model.strip_special(s)) } else { prompt.clone() };
+            let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
+            let nonce = ai::nonce(&question, &refs);
+            match cfg.mode {
+                JudgeMode::Pairwise => {
+                    // Only candidates on the same side of the hard gate need
+                    // the judge: the gate already orders the others.
+                    let mut orders: Vec<(usize, usize)> = Vec::new();
+                    for i in 0..n {
+                        for j in i + 1..n {
+                            if gate[i] == gate[j] {
+                                orders.push((i, j));
+                                if d.both_orders {
+                                    orders.push((j, i));
+                                }
+                            }
+                        }
+                    }
+                    let pairs: Vec<(&str, &str)> = orders.iter().map(|&(a, b)| (refs[a], refs[b])).collect();
+                    let probs =
+                        model.pairwise(&question, &cfg.rubric, &pairs, &nonce, d.delimit).map_err(JudgeError::Model)?;
+                    by_order = orders.iter().copied().zip(probs).collect();
+                    let mut wins = vec![vec![0.0f64; n]; n];
+                    for (&(i, j), &(p_first, mass)) in &by_order {
+                        if i > j {
+                            continue;
+                        }
+                        let second = by_order.get(&(j, i)).map(|&(p, _)| 1.0 - p);
+                        let consistent = second.is_none_or(|p2| (p_first - 0.5) * (p2 - 0.5) > 0.0);
+                        let o = match second {
+                            Some(p2) if consistent => (p_first + p2) / 2.0,
+                            Some(_) => 0.5,
+                            None => p_first,
+                        };
+                        wins[i][j] = o;
+                        wins[j][i] = 1.0 - o;
+                        outcome[i][j] = Some((o, consistent));
+                        outcome[j][i] = Some((1.0 - o, consistent));
+                        report.comparisons.push(Comparison {
+                            a: input.candidates[i].id.clone(),
+                            b: input.candidates[j].id.clone(),
+                            p_a_first: p_first,
+                            p_a_second: second,
+                            consistent,
+                            outcome: o,
+                            mass,
+                        });
+                    }
+                    for tier in [true, false] {
+                        let members: Vec<usize> = (0..n).filter(|&i| gate[i] == tier).collect();
+                        if members.len() < 2 {
+                            continue;
+                        }
+                        let sub: Vec<Vec<f64>> =
+                            members.iter().map(|&i| members.iter().map(|&j| wins[i][j]).collect()).collect();
+                        let theta = aggregate::bradley_terry(&sub, 0.5);
+                        for (a, &i) in members.iter().enumerate() {
+                            let others = members.len() - 1;
+                            judge_score[i] = (0..members.len())
+                                .filter(|&b| b != a)
+                                .map(|b| aggregate::sigmoid(theta[a] - theta[b]))
+                                .sum::<f64>()
+                                / others as f64;
+                        }
+                    }
+                }
+                JudgeMode::Pointwise => {
+                    let scored = model
+                        .pointwise(&question, &cfg.rubric, &refs, cfg.scale, &nonce, d.delimit)
+                        .map_err(JudgeError::Model)?;
+                    for (i, (s, mass)) in scored.into_iter().enumerate() {
+                        judge_score[i] = s;
+                        report.pointwise.insert(input.candidates[i].id.clone(), (s, mass));
+                    }
+                }
+                JudgeMode::None => {}
+            }
+            for (i, c) in input.candidates.iter().enumerate() {
+                report.scores.insert(c.id.clone(), judge_score[i]);
+            }
+        }
+
+        // Scores, rank keys, ranks.
+        let judge_weight = if cfg.mode == JudgeMode::None { 0.0 } else { cfg.weight };
+        let scores: Vec<f64> = (0..n)
+            .map(|i| {
+                let (sum, weight) = verifier_score[i];
+                let total = weight + judge_weight;
+                if total > 0.0 { (sum + judge_weight * judge_score[i]) / total } else { 0.5 }
+            })
+            .collect();
+        let keys: Vec<f64> = (0..n).map(|i| if gate[i] { 1.0 } else { 0.0 } + scores[i]).collect();
+        let (order, rank) = aggregate::ranks(&keys, 1e-9);
+
+        let mut decisive = Vec::new();
+        for i in 0..n {
+            for j in i + 1..n {
+                decisive.push(if gate[i] != gate[j] {
+                    1.0
+                } else if let Some((o, _)) = outcome[i][j] {
+                    (2.0 * o - 1.0).abs()
+                } else {
+                    (2.0 * (scores[i] - scores[j]).abs()).min(1.0)
+                });
+            }
+        }
+        let confidence = if decisive.is_empty() { 1.0 } else { decisive.iter().sum::<f64>() / decisive.len() as f64 };
+
+        let mut pairs = Vec::new();
+        for &i in &order {
+            for &j in &order {
+                let margin = keys[i] - keys[j];
+                if i == j || margin <= cfg.min_margin {
+                    continue;
+                }
+                pairs.push(Pair {
+                    chosen: input.candidates[i].id.clone(),
+                    rejected: input.candidates[j].id.clone(),
+                    margin,
+                    p_chosen_first: by_order.get(&(i, j)).map(|&(p, _)| p),
+                    p_chosen_second: by_order.get(&(j, i)).map(|&(p, _)| 1.0 - p),
+                    consistent: outcome[i][j].is_none_or(|(_, c)| c),
+                    chosen_verifiers: results[i].clone(),
+                    rejected_verifiers: results[j].clone(),
+                    judge_model_sha256: report.model_sha256.clone(),
+                    judge_template_sha256: report.template_sha256.clone(),
+                });
+            }
+        }
+
+        let ids = |i: usize| input.candidates[i].id.clone();
+        Ok(Verdict {
+            ranking: order.iter().map(|&i| ids(i)).collect(),
+            ranks: (0..n).map(|i| (ids(i), rank[i])).collect(),
+            scores: (0..n).map(|i| (ids(i), scores[i])).collect(),
+            passed_hard: (0..n).map(|i| (ids(i), gate[i])).collect(),
+            confidence,
+            verifiers: (0..n).map(|i| (ids(i), results[i].clone())).collect(),
+            judge: report,
+            pairs,
+            truncated,
+            defenses: d,
+        })
+    }
+}

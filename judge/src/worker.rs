@@ -1,0 +1,77 @@
+//! The judge as a service: a thread that owns the judge models and ranks
+//! matches from a bounded queue, answering each on its own channel. The
+//! arena wires it to its Redis stream; the queue's bound is its
+//! back-pressure (a full queue is an immediate error, never a hang).
+
+use crate::{Judge, JudgeConfig, JudgeError, JudgeModel, MatchInput, Verdict};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+
+struct Job {
+    config: Arc<JudgeConfig>,
+    input: MatchInput,
+    reply: tokio::sync::oneshot::Sender<Result<Verdict, JudgeError>>,
+}
+
+/// Why a match was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("over capacity: the judge queue is full; retry later")]
+    OverCapacity,
+    #[error("the judge worker has stopped")]
+    Stopped,
+}
+
+/// A handle to the judge thread; cheap to clone.
+#[derive(Clone)]
+pub struct JudgeWorker {
+    tx: SyncSender<Job>,
+}
+
+impl JudgeWorker {
+    /// Starts the worker. `default_model` serves Spaces that name no judge
+    /// model; models are loaded on first use and kept.
+    pub fn start(default_model: PathBuf, threads: usize, queue_capacity: usize) -> std::io::Result<JudgeWorker> {
+        let (tx, rx) = sync_channel::<Job>(queue_capacity.max(1));
+        std::thread::Builder::new().name("judge".to_owned()).spawn(move || {
+            let mut models: HashMap<PathBuf, Arc<JudgeModel>> = HashMap::new();
+            for job in rx {
+                let result = (|| {
+                    let model = if job.config.needs_model() {
+                        let path = job.config.model.clone().unwrap_or_else(|| default_model.clone());
+                        let model = match models.get(&path) {
+                            Some(m) => m.clone(),
+                            None => {
+                                let m = Arc::new(JudgeModel::load(&path, threads).map_err(JudgeError::Model)?);
+                                models.insert(path, m.clone());
+                                m
+                            }
+                        };
+                        Some(model)
+                    } else {
+                        None
+                    };
+                    Judge::new(job.config.clone(), model)?.judge(&job.input)
+                })();
+                let _ = job.reply.send(result);
+            }
+        })?;
+        Ok(JudgeWorker { tx })
+    }
+
+    /// Queues one match; the verdict arrives on the returned channel.
+    pub fn submit(
+        &self,
+        config: Arc<JudgeConfig>,
+        input: MatchInput,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Verdict, JudgeError>>, SubmitError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Job { config, input, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::OverCapacity),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+        }
+    }
+}
