@@ -29,6 +29,46 @@ pub enum Command {
     Model(ModelCommand),
     /// Show where settings come from and every environment variable read.
     Config,
+    /// Rank one match with a Space's verifiers and AI judge; prints the
+    /// verdict as JSON. `arena judge calibrate` runs the red-team corpus.
+    Judge(JudgeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct JudgeArgs {
+    #[command(subcommand)]
+    pub command: Option<JudgeCommand>,
+    /// The Space file whose [[verifiers]], [judge] and [pairs] apply.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub space: Option<PathBuf>,
+    /// MATCH.json: {"prompt", "reference"?, "candidates": [{"id", "text"}]}; - reads stdin.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JudgeCommand {
+    /// Run a red-team corpus through the Space's judge with all defenses,
+    /// none, and each one removed; print attack success, agreement with the
+    /// better answer, ties and swap consistency.
+    Calibrate {
+        #[arg(long, value_name = "FILE")]
+        space: PathBuf,
+        /// JSONL cases: {"id", "attack", "prompt", "reference"?, "better", "worse"}.
+        #[arg(long, value_name = "FILE")]
+        cases: PathBuf,
+        /// Use only the first N cases.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 #[derive(Debug, Args)]

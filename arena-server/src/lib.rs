@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod doctor;
 pub mod health;
+pub mod judge_cli;
 pub mod kv;
 pub mod metrics;
 pub mod model_cli;

@@ -1,8 +1,8 @@
 use agent_runtime::model_file::{self, DEFAULT_MODEL};
-use arena_server::cli::{Cli, Command, ModelCommand};
+use arena_server::cli::{Cli, Command, JudgeCommand, ModelCommand};
 use arena_server::config::{self, Settings, redact_url};
 use arena_server::startup::{Application, CONNECT_TIMEOUT};
-use arena_server::{db, doctor, model_cli, telemetry};
+use arena_server::{db, doctor, judge_cli, model_cli, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -108,6 +108,17 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 model_cli::bench(&model, reps, decode_tokens, !no_llama_cpp, reference_ppl, &settings)
             })
             .await??;
+        }
+        Command::Judge(args) => {
+            let settings = settings.clone();
+            let code = tokio::task::spawn_blocking(move || match args.command {
+                Some(JudgeCommand::Calibrate { space, cases, limit, json, model }) => {
+                    judge_cli::calibrate(&space, &cases, limit, json, &model, &settings)
+                }
+                None => judge_cli::judge(args.space.as_deref(), args.input.as_deref(), &args.model, &settings),
+            })
+            .await??;
+            return Ok(code);
         }
         Command::Config => {
             match &settings.source_file {

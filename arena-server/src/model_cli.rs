@@ -11,7 +11,7 @@ use agent_runtime::{Prompt, Request, Runtime};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 
-fn model_path(args: &ModelArgs, settings: &Settings) -> anyhow::Result<PathBuf> {
+pub fn model_path(args: &ModelArgs, settings: &Settings) -> anyhow::Result<PathBuf> {
     match args.device.as_str() {
         "cpu" => {}
         "cuda" => {

@@ -63,8 +63,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             if f == 0.0 {
                 continue;
             }
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+            let (top, rest) = a.split_at_mut(row);
+            for (x, p) in rest[0][col..].iter_mut().zip(&top[col][col..]) {
+                *x -= f * p;
             }
             b[row] -= f * b[col];
         }

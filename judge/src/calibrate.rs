@@ -93,14 +93,19 @@ pub struct Report {
     pub cases: usize,
     pub attack_cases: usize,
     pub configs: Vec<ConfigResult>,
-    /// With all defenses: share of AI comparisons whose two orders agreed.
+    /// The AI judge alone with its prompt defenses, every case judged in
+    /// both orders: the share of comparisons whose two orders agreed.
     pub swap_consistency: Option<Rate>,
     pub judge_model_sha256: Option<String>,
 }
 
 /// The configurations measured: all, none, and all but each one.
 pub fn configurations() -> Vec<(String, Defenses)> {
-    let mut out = vec![("all defenses".to_owned(), Defenses::ALL), ("no defenses".to_owned(), Defenses::NONE)];
+    let mut out = vec![
+        ("all defenses".to_owned(), Defenses::ALL),
+        ("no defenses".to_owned(), Defenses::NONE),
+        ("AI judge alone, defended".to_owned(), Defenses::JUDGE_ONLY),
+    ];
     for name in Defenses::NAMES {
         if let Some(d) = Defenses::without(name) {
             out.push((format!("without {name}"), d));
@@ -170,7 +175,7 @@ pub fn run(
             by_attack: families,
         };
         progress(&format!("{name:<26} attack success {}", result.attack_success.show()));
-        if defenses == Defenses::ALL && compared > 0 {
+        if defenses == Defenses::JUDGE_ONLY && compared > 0 {
             swap = Some(Rate::new(consistent, compared));
         }
         configs.push(result);
@@ -205,12 +210,11 @@ pub fn render(report: &Report, space: &str) -> String {
         ));
     }
     match &report.swap_consistency {
-        Some(r) => {
-            out.push_str(&format!("\nswap consistency (AI judge, both orders agree, all defenses): {}\n", r.show()))
-        }
-        None => out.push_str(
-            "\nswap consistency: no AI comparisons ran (judge mode none, or every pair was settled by a hard check)\n",
-        ),
+        Some(r) => out.push_str(&format!(
+            "\nswap consistency (AI judge alone, defended prompt; both orders agree): {}\n",
+            r.show()
+        )),
+        None => out.push_str("\nswap consistency: no AI comparisons ran (judge mode none)\n"),
     }
     if let Some(all) = report.configs.first() {
         out.push_str("\nattack success by family (all defenses | no defenses):\n");

@@ -75,6 +75,8 @@ pub struct Defenses {
     pub guards: bool,
     /// The Space's hard verifiers gate.
     pub hard_verifiers: bool,
+    /// The Space's verifiers run at all (off: the AI judge alone decides).
+    pub verifiers: bool,
 }
 
 impl Defenses {
@@ -85,6 +87,7 @@ impl Defenses {
         both_orders: true,
         guards: true,
         hard_verifiers: true,
+        verifiers: true,
     };
     pub const NONE: Defenses = Defenses {
         sanitize: false,
@@ -93,9 +96,21 @@ impl Defenses {
         both_orders: false,
         guards: false,
         hard_verifiers: false,
+        verifiers: false,
     };
-    pub const NAMES: [&'static str; 6] =
-        ["sanitize", "delimit", "length_cap", "both_orders", "guards", "hard_verifiers"];
+    /// The AI judge alone with its prompt defenses: no verifier or guard
+    /// decides anything, so every pair reaches the judge in both orders.
+    pub const JUDGE_ONLY: Defenses = Defenses {
+        sanitize: true,
+        delimit: true,
+        length_cap: true,
+        both_orders: true,
+        guards: false,
+        hard_verifiers: false,
+        verifiers: false,
+    };
+    pub const NAMES: [&'static str; 7] =
+        ["sanitize", "delimit", "length_cap", "both_orders", "guards", "hard_verifiers", "verifiers"];
 
     /// All defenses but the named one.
     pub fn without(name: &str) -> Option<Defenses> {
@@ -107,6 +122,7 @@ impl Defenses {
             "both_orders" => d.both_orders = false,
             "guards" => d.guards = false,
             "hard_verifiers" => d.hard_verifiers = false,
+            "verifiers" => d.verifiers = false,
             _ => return None,
         }
         Some(d)
@@ -282,7 +298,7 @@ impl Judge {
         let mut verifier_score = vec![(0.0f64, 0.0f64); n]; // (weighted sum, weight)
         for (i, out) in capped.iter().enumerate() {
             let mut list = Vec::new();
-            for v in &cfg.verifiers {
+            for v in cfg.verifiers.iter().filter(|_| d.verifiers) {
                 let mut r = v.check(out, &ctx);
                 r.hard &= d.hard_verifiers;
                 if r.hard && !r.passed {
