@@ -368,7 +368,8 @@ fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifie
                 {
                     Ok(re) => Some(VerifierKind::Regex { re, must_match }),
                     Err(e) => {
-                        let detail = e.to_string().lines().last().unwrap_or("").trim().to_owned();
+                        let detail =
+                            e.to_string().lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_owned();
                         errors.push(SpecError::new(p.span(), format!("invalid regex: {detail}")));
                         None
                     }
