@@ -32,6 +32,19 @@ pub enum Command {
     /// Rank one match with a Space's verifiers and AI judge; prints the
     /// verdict as JSON. `arena judge calibrate` runs the red-team corpus.
     Judge(JudgeArgs),
+    /// Space files.
+    #[command(subcommand)]
+    Space(SpaceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpaceCommand {
+    /// Check Space files: prints `FILE:LINE:COL: message` for every error
+    /// and exits 1 if any file is invalid.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

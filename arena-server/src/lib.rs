@@ -13,5 +13,6 @@ pub mod judge_cli;
 pub mod kv;
 pub mod metrics;
 pub mod model_cli;
+pub mod space;
 pub mod startup;
 pub mod telemetry;

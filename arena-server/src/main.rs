@@ -1,8 +1,8 @@
 use agent_runtime::model_file::{self, DEFAULT_MODEL};
-use arena_server::cli::{Cli, Command, JudgeCommand, ModelCommand};
+use arena_server::cli::{Cli, Command, JudgeCommand, ModelCommand, SpaceCommand};
 use arena_server::config::{self, Settings, redact_url};
 use arena_server::startup::{Application, CONNECT_TIMEOUT};
-use arena_server::{db, doctor, judge_cli, model_cli, telemetry};
+use arena_server::{db, doctor, judge_cli, model_cli, space, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -119,6 +119,11 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             })
             .await??;
             return Ok(code);
+        }
+        Command::Space(SpaceCommand::Validate { files }) => {
+            if !space::validate(&files) {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Config => {
             match &settings.source_file {

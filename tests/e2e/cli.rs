@@ -336,3 +336,35 @@ fn judge_refuses_a_malformed_match_file() {
     assert_clean_failure(&output, 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a match"), "{}", text(&output));
 }
+
+#[test]
+fn space_validate_accepts_the_examples_and_names_every_error() {
+    let examples: Vec<String> = ["arithmetic", "json-contact", "explain"]
+        .iter()
+        .map(|n| repo_root().join(format!("spaces/{n}.toml")).display().to_string())
+        .collect();
+    let mut args = vec!["space", "validate"];
+    args.extend(examples.iter().map(String::as_str));
+    let output = judge_cmd(&args, &repo_root());
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).matches(": ok").count(), 3, "{}", text(&output));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"bad\"\nagents_per_match = 12\n\n[prompts]\nfile = \"missing.jsonl\"\n\n[payout]\nshares = [0.5, 0.4]\n\n[[verifiers]]\nkind = \"json\"\nschema = \"{not json\"\n",
+    )
+    .unwrap();
+    let output = judge_cmd(&["space", "validate", "bad.toml", examples[0].as_str()], dir.path());
+    assert_clean_failure(&output, 1);
+    let out = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "bad.toml:2:20: agents_per_match 12",
+        "bad.toml:5:8: prompt file",
+        "bad.toml:8:10: payout.shares sum to 0.9",
+        "bad.toml:12:10: schema is not valid JSON",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(out.contains("arithmetic.toml: ok"), "the valid file is still checked: {out}");
+}
