@@ -5,7 +5,7 @@
 //! Parsing collects every error with its span, so a designer sees all of
 //! them at once as `FILE:LINE:COL: message`.
 
-use judge::spec::{JudgeSpec, PairsSpec, SpecError, VerifierSpec};
+use judge::spec::{JudgeSpec, PairsSpec, SpecError, VerifierSpec, int_in};
 use judge::{JudgeConfig, spec::JudgeSections};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -106,17 +106,6 @@ pub struct Space {
     pub license: Option<String>,
     /// The file's text, kept so a version can be stored and hashed as written.
     pub source: String,
-}
-
-fn int_in(v: &Option<Spanned<i64>>, what: &str, lo: i64, hi: i64, default: i64, errors: &mut Vec<SpecError>) -> i64 {
-    match v {
-        None => default,
-        Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
-        Some(n) => {
-            errors.push(SpecError::new(n.span(), format!("{what} {} is outside {lo}..={hi}", n.get_ref())));
-            default
-        }
-    }
 }
 
 fn is_slug(name: &str) -> bool {

@@ -285,7 +285,16 @@ fn positive(v: &Option<Spanned<f64>>, what: &str, default: f64, errors: &mut Vec
     }
 }
 
-fn int_in(v: &Option<Spanned<i64>>, what: &str, lo: i64, hi: i64, default: i64, errors: &mut Vec<SpecError>) -> i64 {
+/// The integer in `v` if it lies in `lo..=hi`; otherwise an error at its
+/// span and `default`.
+pub fn int_in(
+    v: &Option<Spanned<i64>>,
+    what: &str,
+    lo: i64,
+    hi: i64,
+    default: i64,
+    errors: &mut Vec<SpecError>,
+) -> i64 {
     match v {
         None => default,
         Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
