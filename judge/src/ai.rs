@@ -44,6 +44,11 @@ pub const POINTWISE_USER_PLAIN: &str =
 /// sha256 over every template the judge can use: a pair records it so the
 /// data buyer knows which prompt produced the verdict.
 pub fn template_sha256() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(hash_templates).clone()
+}
+
+fn hash_templates() -> String {
     let mut h = Sha256::new();
     for t in [
         PAIRWISE_SYSTEM,
@@ -180,16 +185,11 @@ impl JudgeModel {
         let (system, user) =
             if delimit { (PAIRWISE_SYSTEM, PAIRWISE_USER) } else { (PAIRWISE_SYSTEM_PLAIN, PAIRWISE_USER_PLAIN) };
         let system = system.replace("{nonce}", nonce);
-        let prompts: Vec<Vec<u32>> = pairs
-            .iter()
-            .map(|(a, b)| {
-                // Fill the candidates last, so text in a question or rubric
-                // cannot smuggle a placeholder into an answer.
-                let head = user.replace("{nonce}", nonce).replace("{question}", question).replace("{rubric}", rubric);
-                let filled = fill_ab(&head, a, b);
-                self.encode(&system, &filled)
-            })
-            .collect::<Result<_, _>>()?;
+        // The candidates are filled in last, so text in a question or rubric
+        // cannot smuggle a placeholder into an answer.
+        let head = user.replace("{nonce}", nonce).replace("{question}", question).replace("{rubric}", rubric);
+        let prompts: Vec<Vec<u32>> =
+            pairs.iter().map(|(a, b)| self.encode(&system, &fill_ab(&head, a, b))).collect::<Result<_, _>>()?;
         let groups: [&[u32]; 2] = [&self.a_tokens, &self.b_tokens];
         Ok(self
             .probabilities(&prompts, &groups)?
@@ -216,17 +216,13 @@ impl JudgeModel {
             if delimit { (POINTWISE_SYSTEM, POINTWISE_USER) } else { (POINTWISE_SYSTEM_PLAIN, POINTWISE_USER_PLAIN) };
         let scale_text = scale.to_string();
         let system = system.replace("{nonce}", nonce).replace("{scale}", &scale_text);
-        let prompts: Vec<Vec<u32>> = answers
-            .iter()
-            .map(|a| {
-                let head = user
-                    .replace("{nonce}", nonce)
-                    .replace("{scale}", &scale_text)
-                    .replace("{question}", question)
-                    .replace("{rubric}", rubric);
-                self.encode(&system, &head.replacen("{a}", a, 1))
-            })
-            .collect::<Result<_, _>>()?;
+        let head = user
+            .replace("{nonce}", nonce)
+            .replace("{scale}", &scale_text)
+            .replace("{question}", question)
+            .replace("{rubric}", rubric);
+        let prompts: Vec<Vec<u32>> =
+            answers.iter().map(|a| self.encode(&system, &head.replacen("{a}", a, 1))).collect::<Result<_, _>>()?;
         let groups: Vec<&[u32]> = self.digit_tokens[..scale as usize].iter().map(Vec::as_slice).collect();
         Ok(self
             .probabilities(&prompts, &groups)?
