@@ -35,10 +35,70 @@ pub enum Command {
     /// Space files.
     #[command(subcommand)]
     Space(SpaceCommand),
+    /// Users (making an admin, say).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The credit ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Recompute a Space's chain of settled-match hashes and name the first
+    /// broken link. Exits 1 if the chain is broken.
+    VerifyLog {
+        /// The Space's name.
+        space: String,
+    },
+    /// Create the demo users, publish the example Spaces and enter a few
+    /// agents with different system prompts (idempotent).
+    Seed {
+        /// Folder holding the example Space files.
+        #[arg(long, default_value = "spaces")]
+        spaces: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from ARENA_NEW_PASSWORD, or the
+    /// first line of stdin.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// player, designer, buyer or admin.
+        #[arg(long, default_value = "player")]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Verify that entries sum to zero and every balance equals the sum of
+    /// its entries; print the totals. Exits 1 if the ledger is broken.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue credits to a user from the mint.
+    Grant {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long, default_value = "admin grant")]
+        memo: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SpaceCommand {
+    /// Publish Space files into the database as OWNER (a new version for
+    /// each changed file).
+    Publish {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The designer who owns them.
+        #[arg(long)]
+        owner: String,
+    },
     /// Check Space files: prints `FILE:LINE:COL: message` for every error
     /// and exits 1 if any file is invalid.
     Validate {
@@ -95,6 +155,13 @@ pub struct ServeArgs {
     /// Do not apply pending migrations at start.
     #[arg(long)]
     pub no_migrate: bool,
+    /// Which part to run: all (default), web (API, matchmaker, settlement,
+    /// reconciler), runtime (generation) or judge.
+    #[arg(long, default_value = "all", value_parser = ["all", "web", "runtime", "judge"])]
+    pub role: String,
+    /// Seed the demo users, example Spaces and agents first (`arena seed`).
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Subcommand)]

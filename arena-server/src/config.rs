@@ -18,6 +18,7 @@ pub struct Settings {
     /// Where Arena keeps its files (models, adapters, exports).
     pub data_dir: PathBuf,
     pub log: LogSettings,
+    pub arena: ArenaSettings,
     /// The config file that was read, if any.
     pub source_file: Option<PathBuf>,
 }
@@ -78,6 +79,42 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// The platform's rules and the pipeline's timings (`[arena]` in the file).
+#[derive(Debug, Clone)]
+pub struct ArenaSettings {
+    /// Credits a new user receives from the mint.
+    pub starting_credits: i64,
+    /// How long a login session lives without a new login.
+    pub session_ttl_s: u64,
+    /// Writes (POST/PUT/PATCH/DELETE) one user or token may make per minute.
+    pub writes_per_minute: u32,
+    /// How often the matchmaker looks for new matches.
+    pub matchmaker_interval_ms: u64,
+    /// A stage message delivered this many times goes to the dead-letter stream.
+    pub max_deliveries: u32,
+    /// A message pending this long with a consumer is reclaimed by another.
+    pub reclaim_idle_ms: u64,
+    /// A match whose status has not moved for this long is re-enqueued.
+    pub reconcile_after_s: u64,
+    /// Matches one stage worker takes from its stream at once.
+    pub stage_batch: usize,
+}
+
+impl Default for ArenaSettings {
+    fn default() -> ArenaSettings {
+        ArenaSettings {
+            starting_credits: 1_000,
+            session_ttl_s: 7 * 24 * 3600,
+            writes_per_minute: 120,
+            matchmaker_interval_ms: 500,
+            max_deliveries: 5,
+            reclaim_idle_ms: 60_000,
+            reconcile_after_s: 120,
+            stage_batch: 32,
+        }
+    }
+}
+
 /// A configuration problem, with the place it comes from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -104,6 +141,21 @@ struct FileSettings {
     model: FileModel,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    arena: FileArena,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileArena {
+    starting_credits: Option<i64>,
+    session_ttl_s: Option<u64>,
+    writes_per_minute: Option<u32>,
+    matchmaker_interval_ms: Option<u64>,
+    max_deliveries: Option<u32>,
+    reclaim_idle_ms: Option<u64>,
+    reconcile_after_s: Option<u64>,
+    stage_batch: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +211,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ARENA_MODEL_SHA256", "model.sha256 (\"none\" skips the check)"),
     ("ARENA_LOG", "log.filter"),
     ("ARENA_LOG_FORMAT", "log.format (text or json)"),
+    ("ARENA_STARTING_CREDITS", "arena.starting_credits"),
+    ("ARENA_WRITES_PER_MINUTE", "arena.writes_per_minute"),
 ];
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://arena@127.0.0.1:55432/arena";
@@ -235,6 +289,24 @@ impl Settings {
                     Some(v) => parse_log_format(&v)?,
                     None => file.log.format.unwrap_or(LogFormat::Text),
                 },
+            },
+            arena: {
+                let d = ArenaSettings::default();
+                let a = file.arena;
+                ArenaSettings {
+                    starting_credits: env_parse(env, "ARENA_STARTING_CREDITS")?
+                        .or(a.starting_credits)
+                        .unwrap_or(d.starting_credits),
+                    session_ttl_s: a.session_ttl_s.unwrap_or(d.session_ttl_s),
+                    writes_per_minute: env_parse(env, "ARENA_WRITES_PER_MINUTE")?
+                        .or(a.writes_per_minute)
+                        .unwrap_or(d.writes_per_minute),
+                    matchmaker_interval_ms: a.matchmaker_interval_ms.unwrap_or(d.matchmaker_interval_ms),
+                    max_deliveries: a.max_deliveries.unwrap_or(d.max_deliveries).max(1),
+                    reclaim_idle_ms: a.reclaim_idle_ms.unwrap_or(d.reclaim_idle_ms),
+                    reconcile_after_s: a.reconcile_after_s.unwrap_or(d.reconcile_after_s),
+                    stage_batch: a.stage_batch.unwrap_or(d.stage_batch).clamp(1, 1000),
+                }
             },
             source_file,
         })

@@ -19,6 +19,7 @@ pub enum RedisError {
 /// A cloneable handle: the connection is shared, commands are pipelined.
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
 }
@@ -40,16 +41,31 @@ impl Redis {
             .await
             .map_err(|_| unreachable(timed_out()))?
             .map_err(unreachable)?;
-        let conn = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
+        let conn = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client.clone(), config))
             .await
             .map_err(|_| unreachable(timed_out()))?
             .map_err(unreachable)?;
-        Ok(Redis { conn, prefix: settings.prefix.clone() })
+        Ok(Redis { client, conn, prefix: settings.prefix.clone() })
     }
 
     /// The full name of one of Arena's keys.
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// A dedicated connection for subscriptions (a subscribed connection
+    /// cannot run other commands).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
+        self.client.get_async_pubsub().await
+    }
+
+    /// A connection of its own, for blocking commands (XREADGROUP BLOCK):
+    /// Redis serves one connection's commands in order, so a blocking read
+    /// on the shared connection would hold up every other caller.
+    pub async fn dedicated(&self) -> Result<ConnectionManager, redis::RedisError> {
+        let config =
+            ConnectionManagerConfig::new().set_connection_timeout(Duration::from_secs(5)).set_number_of_retries(2);
+        ConnectionManager::new_with_config(self.client.clone(), config).await
     }
 
     pub fn conn(&self) -> ConnectionManager {

@@ -4,15 +4,29 @@
 //! This crate never touches tensors: model work goes through
 //! `agent-runtime`'s request/response interface.
 
+pub mod adapters;
+pub mod admin_cli;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod doctor;
+pub mod domain;
+pub mod error;
+pub mod events;
 pub mod health;
 pub mod judge_cli;
 pub mod kv;
+pub mod leaderboard;
+pub mod ledger;
+pub mod matchmaking;
 pub mod metrics;
 pub mod model_cli;
+pub mod pipeline;
+pub mod rating;
+pub mod routes;
 pub mod space;
+pub mod space_store;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

@@ -1,8 +1,8 @@
 use agent_runtime::model_file::{self, DEFAULT_MODEL};
-use arena_server::cli::{Cli, Command, JudgeCommand, ModelCommand, SpaceCommand};
+use arena_server::cli::{Cli, Command, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand, UserCommand};
 use arena_server::config::{self, Settings, redact_url};
-use arena_server::startup::{Application, CONNECT_TIMEOUT};
-use arena_server::{db, doctor, judge_cli, model_cli, space, telemetry};
+use arena_server::startup::{Application, CONNECT_TIMEOUT, Options, Roles};
+use arena_server::{admin_cli, db, doctor, judge_cli, model_cli, space, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -52,7 +52,13 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 settings.database.migrate_on_start = false;
             }
             telemetry::init(&settings.log);
-            let app = Application::build(settings.clone()).await?;
+            let roles = Roles::parse(&args.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?}", args.role))?;
+            if args.demo {
+                let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+                db::migrate(&pool, &redact_url(&settings.database.url)).await?;
+                admin_cli::seed(&pool, settings, std::path::Path::new("spaces")).await?;
+            }
+            let app = Application::build_with(settings.clone(), Options { roles, ..Options::default() }).await?;
             tracing::info!(address = %format!("http://{}:{}", settings.server.host, app.port()), "listening");
             app.run_until_stopped().await?;
             tracing::info!("stopped");
@@ -124,6 +130,49 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             if !space::validate(&files) {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Space(SpaceCommand::Publish { files, owner }) => {
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            return admin_cli::publish(&pool, &files, &owner).await;
+        }
+        Command::User(UserCommand::Create { username, role }) => {
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            admin_cli::create_user(&pool, settings, &username, &role).await?;
+        }
+        Command::Ledger(LedgerCommand::Check { json }) => {
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            let report = arena_server::ledger::check(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Ledger(LedgerCommand::Grant { username, amount, memo }) => {
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            admin_cli::grant(&pool, &username, amount, &memo).await?;
+        }
+        Command::VerifyLog { space } => {
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            let report = arena_server::pipeline::settle::verify_log(&pool, &space).await?;
+            match &report.broken {
+                None => {
+                    println!("{}: {} settled matches, chain intact, head {}", report.space, report.checked, report.head)
+                }
+                Some((seq, id, why)) => {
+                    println!("{}: chain BROKEN at record {seq} (match {id}): {why}", report.space);
+                    println!("{} records before it verify", report.checked);
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Seed { spaces } => {
+            let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
+            db::migrate(&pool, &redact_url(&settings.database.url)).await?;
+            admin_cli::seed(&pool, settings, &spaces).await?;
         }
         Command::Config => {
             match &settings.source_file {

@@ -12,6 +12,8 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     pub dependency_up: IntGaugeVec,
+    stage_duration: HistogramVec,
+    stage_matches: IntCounterVec,
 }
 
 impl Metrics {
@@ -35,8 +37,17 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(dependency_up.clone()))?;
+        let stage_duration = HistogramVec::new(
+            HistogramOpts::new("stage_batch_duration_seconds", "Time one pipeline stage spent on one batch")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+            &["stage"],
+        )?;
+        let stage_matches =
+            IntCounterVec::new(Opts::new("stage_matches_total", "Matches each pipeline stage finished"), &["stage"])?;
         registry.register(Box::new(build_info))?;
-        Ok(Metrics { registry, http_requests, http_duration, dependency_up })
+        registry.register(Box::new(stage_duration.clone()))?;
+        registry.register(Box::new(stage_matches.clone()))?;
+        Ok(Metrics { registry, http_requests, http_duration, dependency_up, stage_duration, stage_matches })
     }
 
     /// The registry's contents in the Prometheus text format.
@@ -44,6 +55,12 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// One batch of a pipeline stage.
+    pub fn observe_stage(&self, stage: &str, took: std::time::Duration, matches: usize) {
+        self.stage_duration.with_label_values(&[stage]).observe(took.as_secs_f64());
+        self.stage_matches.with_label_values(&[stage]).inc_by(matches as u64);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -3,14 +3,22 @@
 
 use crate::config::{Settings, redact_url};
 use crate::db::{self, DbError};
+use crate::events::Events;
 use crate::health::{self, ModelState};
 use crate::kv::{Redis, RedisError};
 use crate::metrics::{self, Metrics};
+use crate::pipeline::generate::{EngineGenerator, GenerateStage, Generator};
+use crate::pipeline::judging::JudgeStage;
+use crate::pipeline::settle::SettleStage;
+use crate::pipeline::{self, Pipeline, StageWork};
+use crate::space_store::SpaceCache;
+use crate::state::AppState;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use agent_runtime::model_file::{self, ModelFileError};
 use sqlx::PgPool;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing_actix_web::TracingLogger;
 
@@ -33,17 +41,81 @@ pub enum StartupError {
     Internal(String),
 }
 
+/// The parts one process runs. `arena serve` runs them all; `--role`
+/// picks one, so several machines can share PostgreSQL and Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API, the matchmaker, settlement and the reconciler.
+    pub web: bool,
+    /// The generate stage on the model runtime.
+    pub runtime: bool,
+    /// The judge stage.
+    pub judge: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { web: true, runtime: true, judge: true };
+    pub const NONE: Roles = Roles { web: false, runtime: false, judge: false };
+
+    pub fn parse(name: &str) -> Option<Roles> {
+        match name {
+            "all" => Some(Roles::ALL),
+            "web" => Some(Roles { web: true, ..Roles::NONE }),
+            "runtime" => Some(Roles { runtime: true, ..Roles::NONE }),
+            "judge" => Some(Roles { judge: true, ..Roles::NONE }),
+            _ => None,
+        }
+    }
+}
+
+/// How the application starts.
+#[derive(Clone)]
+pub struct Options {
+    /// Which background workers run. The HTTP API is served only with `web`;
+    /// `/healthz` and `/metrics` always.
+    pub roles: Roles,
+    /// What answers for the agents. None: the real engine on the configured
+    /// model. Tests and benchmarks that are not about the model pass
+    /// `StubGenerator` here.
+    pub generator: Option<Arc<dyn Generator>>,
+    /// Model threads for the runtime and the judge.
+    pub threads: usize,
+    /// Start the roles' background workers. Tests that drive the pipeline
+    /// step by step turn this off and call `start_workers` themselves.
+    pub workers: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            roles: Roles::ALL,
+            generator: None,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers: true,
+        }
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
     pub db: PgPool,
     pub redis: Redis,
+    pub state: AppState,
+    pub pipeline: Pipeline,
+    /// Stops the background workers.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub settings: Settings,
 }
 
 impl Application {
     /// Connects everything and binds the port (0 picks a free one), without
     /// serving yet.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        Application::build_with(settings, Options::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, options: Options) -> Result<Application, StartupError> {
         let db = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
         let redis = Redis::connect(&settings.redis, CONNECT_TIMEOUT).await?;
         let model_settings = settings.model.clone();
@@ -65,26 +137,56 @@ impl Application {
         let listener =
             TcpListener::bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
-        let metrics = web::Data::new(Metrics::new().map_err(|e| StartupError::Internal(e.to_string()))?);
+        let metrics_arc = Arc::new(Metrics::new().map_err(|e| StartupError::Internal(e.to_string()))?);
+        let metrics = web::Data::from(metrics_arc.clone());
+        let base_model = verified.sha256.clone();
         let model = web::Data::new(ModelState { verified });
         let db_data = web::Data::new(db.clone());
         let redis_data = web::Data::new(redis.clone());
+        let events = Events::new();
+        let state = AppState {
+            db: db.clone(),
+            redis: redis.clone(),
+            settings: settings.arena.clone(),
+            base_model,
+            data_dir: settings.data_dir.clone(),
+            events: events.clone(),
+        };
+        let spaces = SpaceCache::new(&settings.data_dir);
+        let mut pipeline = Pipeline::new(db.clone(), redis.clone(), spaces, settings.arena.clone());
+        pipeline.metrics = Some(metrics_arc);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let roles = options.roles;
+        if roles.web {
+            events.relay(redis.clone());
+        }
+        if options.workers {
+            start_workers(&pipeline, &settings, &options, stop_rx)?;
+        }
+        let state_data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .wrap_fn(metrics::track)
                 .wrap(TracingLogger::default())
                 .app_data(db_data.clone())
                 .app_data(redis_data.clone())
                 .app_data(model.clone())
                 .app_data(metrics.clone())
+                .app_data(state_data.clone())
                 .route("/healthz", web::get().to(health::get))
-                .route("/metrics", web::get().to(metrics::get))
+                .route("/metrics", web::get().to(metrics::get));
+            if roles.web { app.configure(crate::routes::configure) } else { app }
         })
         .shutdown_timeout(settings.server.shutdown_timeout_s)
         .listen(listener)
         .map_err(|source| StartupError::Bind { address: format!("port {port}"), source })?
         .run();
-        Ok(Application { port, server, db, redis })
+        Ok(Application { port, server, db, redis, state, pipeline, stop, settings })
+    }
+
+    /// Stops the background workers (the HTTP server stops on its own signal).
+    pub fn stop_workers(&self) {
+        let _ = self.stop.send(true);
     }
 
     pub fn port(&self) -> u16 {
@@ -95,4 +197,42 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Starts the background workers the roles ask for.
+pub fn start_workers(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    options: &Options,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StartupError> {
+    let roles = options.roles;
+    if roles.runtime {
+        let generator: Arc<dyn Generator> = match &options.generator {
+            Some(generator) => generator.clone(),
+            None => {
+                let runtime = agent_runtime::engine::Runtime::load(&settings.model.path, options.threads)
+                    .map_err(|e| StartupError::Internal(format!("cannot load the model for the runtime role: {e}")))?;
+                let engine = agent_runtime::engine::Engine::start(Arc::new(runtime), Default::default());
+                Arc::new(EngineGenerator { engine })
+            }
+        };
+        spawn_stage(pipeline, Arc::new(GenerateStage { generator }), &stop);
+    }
+    if roles.judge {
+        let worker = judge::worker::JudgeWorker::start(settings.model.path.clone(), options.threads, 256)
+            .map_err(|e| StartupError::Internal(format!("cannot start the judge worker: {e}")))?;
+        spawn_stage(pipeline, Arc::new(JudgeStage::new(worker)), &stop);
+    }
+    if roles.web {
+        spawn_stage(pipeline, Arc::new(SettleStage), &stop);
+        tokio::spawn(pipeline::run_matchmaker(pipeline.clone(), stop.clone()));
+        let period = Duration::from_secs((settings.arena.reconcile_after_s / 2).clamp(1, 60));
+        tokio::spawn(pipeline::run_reconciler(pipeline.clone(), period, stop.clone()));
+    }
+    Ok(())
+}
+
+fn spawn_stage(pipeline: &Pipeline, work: Arc<dyn StageWork>, stop: &tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(pipeline::run_worker(pipeline.clone(), work, stop.clone()));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const ARENA: &str = env!("CARGO_BIN_EXE_arena");
 
-fn arena(env: &TestEnv, args: &[&str], extra: &[(&str, String)]) -> Output {
+pub fn arena(env: &TestEnv, args: &[&str], extra: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(ARENA);
     cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env.vars().into_iter().chain(extra.iter().map(|(k, v)| (*k, v.clone()))) {
@@ -18,7 +18,7 @@ fn arena(env: &TestEnv, args: &[&str], extra: &[(&str, String)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 

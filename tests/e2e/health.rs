@@ -52,7 +52,8 @@ async fn healthz_reports_redis_down_and_recovers() {
     assert_eq!(body["checks"]["postgres"]["status"], "up", "only Redis is down: {body}");
 
     proxy.set_up(true);
-    assert!(eventually(15, || async { app.health().await.0 == 200 }).await, "health did not recover");
+    let recovered = eventually(15, || async { app.health().await.0 == 200 }).await;
+    assert!(recovered, "health did not recover: {:?}", app.health().await);
 }
 
 #[tokio::test]

@@ -5,7 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod api;
+mod arena;
 mod cli;
 mod health;
 mod helpers;
+mod ledger;
 mod metrics;
+mod pipeline;

@@ -1,0 +1,237 @@
+//! A Space's leaderboard: the online Weng-Lin rating of every entered agent,
+//! and a Bradley–Terry fit over every pairwise result of its settled matches
+//! with bootstrap 95% intervals (FastChat's method: resample the battles
+//! with replacement, refit, take the 2.5th and 97.5th percentiles). The fit
+//! is recomputed at most once a minute per Space and cached in Redis.
+
+use crate::error::ApiError;
+use crate::rating;
+use crate::state::AppState;
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Bootstrap rounds.
+pub const ROUNDS: usize = 100;
+/// How long a fit is served before it is recomputed.
+pub const REFRESH_S: u64 = 60;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub agent_id: Uuid,
+    pub name: String,
+    pub owner: String,
+    /// Online rating points (40·μ).
+    pub rating: f64,
+    /// Rating points of μ − 3σ: the rating the agent has almost surely earned.
+    pub conservative: f64,
+    pub mu: f64,
+    pub sigma: f64,
+    pub matches: i32,
+    /// Bradley–Terry rating on the Elo scale (1000 = average), with its
+    /// bootstrap 95% interval; None before the agent has a result.
+    pub bt: Option<f64>,
+    pub bt_low: Option<f64>,
+    pub bt_high: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Leaderboard {
+    pub rows: Vec<Row>,
+    /// Pairwise results the fit used.
+    pub battles: usize,
+    pub bootstrap_rounds: usize,
+    pub computed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One pairwise result: a beat b (outcome 1), lost (0) or tied (0.5).
+#[derive(Debug, Clone, Copy)]
+pub struct Battle {
+    pub a: usize,
+    pub b: usize,
+    pub outcome: f64,
+}
+
+/// Bradley–Terry strengths (natural log scale, mean zero) by the MM
+/// algorithm. Every agent also plays one virtual draw against a fixed
+/// average opponent, which keeps an unbeaten agent's strength finite.
+pub fn fit(n: usize, battles: &[Battle]) -> Vec<f64> {
+    let mut wins = vec![0.5f64; n];
+    let mut games: HashMap<(usize, usize), f64> = HashMap::new();
+    for b in battles {
+        wins[b.a] += b.outcome;
+        wins[b.b] += 1.0 - b.outcome;
+        let key = (b.a.min(b.b), b.a.max(b.b));
+        *games.entry(key).or_default() += 1.0;
+    }
+    let mut p = vec![1.0f64; n];
+    for _ in 0..500 {
+        let mut denom = vec![1.0 / (1.0 + 1.0); n];
+        for i in 0..n {
+            denom[i] = 1.0 / (p[i] + 1.0);
+        }
+        for (&(i, j), &g) in &games {
+            let d = g / (p[i] + p[j]);
+            denom[i] += d;
+            denom[j] += d;
+        }
+        let mut change = 0.0f64;
+        for i in 0..n {
+            let next = wins[i] / denom[i];
+            change = change.max((next.ln() - p[i].ln()).abs());
+            p[i] = next;
+        }
+        if change < 1e-9 {
+            break;
+        }
+    }
+    let logs: Vec<f64> = p.iter().map(|x| x.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n.max(1) as f64;
+    logs.iter().map(|x| x - mean).collect()
+}
+
+/// Natural-log strength to the Elo scale.
+pub fn elo(theta: f64) -> f64 {
+    1000.0 + 400.0 / std::f64::consts::LN_10 * theta
+}
+
+/// Point estimates and percentile intervals.
+pub fn bootstrap(n: usize, battles: &[Battle], rounds: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let point = fit(n, battles);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..rounds {
+        let resample: Vec<Battle> = (0..battles.len()).map(|_| battles[rng.random_range(0..battles.len())]).collect();
+        for (i, theta) in fit(n, &resample).into_iter().enumerate() {
+            samples[i].push(theta);
+        }
+    }
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    let low = samples.iter_mut().map(|v| if v.is_empty() { f64::NAN } else { pct(v, 0.025) }).collect();
+    let high = samples.iter_mut().map(|v| if v.is_empty() { f64::NAN } else { pct(v, 0.975) }).collect();
+    (point, low, high)
+}
+
+async fn compute(state: &AppState, space_id: Uuid) -> Result<Leaderboard, ApiError> {
+    let entries: Vec<(Uuid, String, String, f64, f64, i32)> = sqlx::query_as(
+        "select e.agent_id, a.name, u.username, e.mu, e.sigma, e.matches
+         from entries e join agents a on a.id = e.agent_id join users u on u.id = a.owner_id
+         where e.space_id = $1 order by e.mu desc",
+    )
+    .bind(space_id)
+    .fetch_all(&state.db)
+    .await?;
+    let results: Vec<(Uuid, Uuid, i32)> = sqlx::query_as(
+        "select ma.match_id, ma.agent_id, ma.rank from match_agents ma join matches m on m.id = ma.match_id
+         where m.space_id = $1 and m.status = 'settled' order by m.seq, ma.slot",
+    )
+    .bind(space_id)
+    .fetch_all(&state.db)
+    .await?;
+    let index: HashMap<Uuid, usize> = entries.iter().enumerate().map(|(i, e)| (e.0, i)).collect();
+    let mut battles = Vec::new();
+    let mut start = 0;
+    while start < results.len() {
+        let match_id = results[start].0;
+        let end = results[start..].iter().position(|r| r.0 != match_id).map_or(results.len(), |p| start + p);
+        let seats = &results[start..end];
+        for (x, (_, a, ra)) in seats.iter().enumerate() {
+            for (_, b, rb) in &seats[x + 1..] {
+                if let (Some(&ia), Some(&ib)) = (index.get(a), index.get(b)) {
+                    let outcome = match ra.cmp(rb) {
+                        std::cmp::Ordering::Less => 1.0,
+                        std::cmp::Ordering::Greater => 0.0,
+                        std::cmp::Ordering::Equal => 0.5,
+                    };
+                    battles.push(Battle { a: ia, b: ib, outcome });
+                }
+            }
+        }
+        start = end;
+    }
+    let n = entries.len();
+    let played: Vec<bool> = (0..n).map(|i| battles.iter().any(|b| b.a == i || b.b == i)).collect();
+    let (point, low, high) = if battles.is_empty() {
+        (vec![f64::NAN; n], vec![f64::NAN; n], vec![f64::NAN; n])
+    } else {
+        let battles = battles.clone();
+        tokio::task::spawn_blocking(move || bootstrap(n, &battles, ROUNDS, 42)).await.map_err(ApiError::internal)?
+    };
+    let known = |i: usize, v: f64| (played[i] && v.is_finite()).then(|| elo(v).round());
+    let mut rows: Vec<Row> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (agent_id, name, owner, mu, sigma, matches))| Row {
+            agent_id,
+            name,
+            owner,
+            rating: rating::display(mu),
+            conservative: rating::display(mu - 3.0 * sigma),
+            mu,
+            sigma,
+            matches,
+            bt: known(i, point[i]),
+            bt_low: known(i, low[i]),
+            bt_high: known(i, high[i]),
+        })
+        .collect();
+    rows.sort_by(|a, b| b.rating.total_cmp(&a.rating));
+    Ok(Leaderboard { rows, battles: battles.len(), bootstrap_rounds: ROUNDS, computed_at: chrono::Utc::now() })
+}
+
+/// The cached leaderboard, recomputed when older than `REFRESH_S`.
+pub async fn get(state: &AppState, space_id: Uuid) -> Result<Leaderboard, ApiError> {
+    let key = state.redis.key(&format!("leaderboard:{space_id}"));
+    let mut conn = state.redis.conn();
+    let cached: Option<String> = conn.get(&key).await.unwrap_or(None);
+    if let Some(board) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
+        return Ok(board);
+    }
+    let board = compute(state, space_id).await?;
+    if let Ok(text) = serde_json::to_string(&board) {
+        let _: Result<(), _> = conn.set_ex(&key, text, REFRESH_S).await;
+    }
+    Ok(board)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fit_recovers_the_order_of_known_strengths() {
+        // Agent i beats agent j with probability sigmoid(s_i - s_j).
+        let strengths: [f64; 4] = [1.5, 0.5, 0.0, -1.0];
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut battles = Vec::new();
+        for _ in 0..3000 {
+            let a = rng.random_range(0..4);
+            let b = (a + rng.random_range(1..4)) % 4;
+            let p = 1.0 / (1.0 + (strengths[b] - strengths[a]).exp());
+            battles.push(Battle { a, b, outcome: if rng.random::<f64>() < p { 1.0 } else { 0.0 } });
+        }
+        let (point, low, high) = bootstrap(4, &battles, 50, 1);
+        for i in 0..3 {
+            assert!(point[i] > point[i + 1], "{point:?}");
+        }
+        for i in 0..4 {
+            assert!(low[i] <= point[i] && point[i] <= high[i]);
+        }
+        // Differences near the truth (the virtual draws shrink them a little).
+        assert!(((point[0] - point[3]) - 2.5).abs() < 0.3, "{point:?}");
+    }
+
+    #[test]
+    fn an_unbeaten_agent_stays_finite() {
+        let battles: Vec<Battle> = (0..20).map(|_| Battle { a: 0, b: 1, outcome: 1.0 }).collect();
+        let theta = fit(2, &battles);
+        assert!(theta.iter().all(|t| t.is_finite()) && theta[0] > theta[1]);
+    }
+}

@@ -1,0 +1,299 @@
+//! The matchmaker: forms matches for every active Space, rating-aware and
+//! never with two agents of one owner, within the Space's concurrency.
+//! Each match is formed in one transaction (a savepoint inside the Space's
+//! round): the match row, the pinned Space and agent versions, the entry
+//! fees (and sponsor pool) moved into the match's pot, and the outbox row
+//! that hands it to the `generate` stage.
+
+use crate::ledger::{self, LedgerError, Leg};
+use crate::pipeline::{self, Stage};
+use crate::rating;
+use crate::space::Space;
+use crate::space_store::SpaceCache;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use sqlx::PgPool;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// An agent that could play now.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub agent_id: Uuid,
+    pub owner_id: Uuid,
+    pub version: i32,
+    pub mu: f64,
+    pub sigma: f64,
+}
+
+/// Picks groups of `k` agents: each group starts from a random agent and
+/// adds the nearest-rated agents of other owners within `window` rating
+/// points. Agents are used at most once.
+pub fn pick_groups<R: Rng>(
+    candidates: &[Candidate],
+    k: usize,
+    window: f64,
+    max_groups: usize,
+    rng: &mut R,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.shuffle(rng);
+    let mut used = vec![false; candidates.len()];
+    let mut groups = Vec::new();
+    for &anchor in &order {
+        if groups.len() >= max_groups {
+            break;
+        }
+        if used[anchor] {
+            continue;
+        }
+        let a = &candidates[anchor];
+        let mut near: Vec<usize> = (0..candidates.len())
+            .filter(|&i| i != anchor && !used[i])
+            .filter(|&i| (rating::display(candidates[i].mu) - rating::display(a.mu)).abs() <= window)
+            .collect();
+        near.sort_by(|&x, &y| {
+            let dx = (candidates[x].mu - a.mu).abs();
+            let dy = (candidates[y].mu - a.mu).abs();
+            dx.total_cmp(&dy)
+        });
+        let mut group = vec![anchor];
+        let mut owners = vec![a.owner_id];
+        for i in near {
+            if group.len() == k {
+                break;
+            }
+            let c = &candidates[i];
+            // Every member within the window of every other, not just the anchor.
+            let fits =
+                group.iter().all(|&g| (rating::display(candidates[g].mu) - rating::display(c.mu)).abs() <= window);
+            if !owners.contains(&c.owner_id) && fits {
+                group.push(i);
+                owners.push(c.owner_id);
+            }
+        }
+        if group.len() == k {
+            for &g in &group {
+                used[g] = true;
+            }
+            groups.push(group);
+        }
+    }
+    groups
+}
+
+/// One matchmaking round over every active Space; returns the matches formed.
+pub async fn round(pool: &PgPool, spaces: &SpaceCache) -> anyhow::Result<Vec<Uuid>> {
+    let active: Vec<(Uuid, i32, Uuid)> =
+        sqlx::query_as("select id, current_version, owner_id from spaces where active order by slug")
+            .fetch_all(pool)
+            .await?;
+    let mut formed = Vec::new();
+    for (space_id, version, owner) in active {
+        let space = match spaces.get(pool, space_id, version).await {
+            Ok(space) => space,
+            Err(err) => {
+                tracing::error!(%space_id, version, error = %err, "cannot load Space; skipping it");
+                continue;
+            }
+        };
+        match form_for_space(pool, space_id, version, owner, &space).await {
+            Ok(ids) => formed.extend(ids),
+            Err(err) => tracing::warn!(%space_id, error = %err, "matchmaking round failed for a Space"),
+        }
+    }
+    Ok(formed)
+}
+
+/// Forms as many matches as the Space's concurrency and its eligible
+/// agents allow.
+pub async fn form_for_space(
+    pool: &PgPool,
+    space_id: Uuid,
+    version: i32,
+    space_owner: Uuid,
+    space: &Arc<Space>,
+) -> anyhow::Result<Vec<Uuid>> {
+    let mut tx = pool.begin().await?;
+    // One matchmaker per Space at a time, across every instance.
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtextextended($1::text, 7))")
+        .bind(space_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    // Paused since the round began: form nothing.
+    let active: bool =
+        sqlx::query_scalar("select active from spaces where id = $1").bind(space_id).fetch_one(&mut *tx).await?;
+    if !locked || !active {
+        return Ok(Vec::new());
+    }
+    let open: i64 = sqlx::query_scalar(
+        "select count(*) from matches where space_id = $1 and status in ('formed', 'generated', 'judged')",
+    )
+    .bind(space_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let room = (space.matchmaking.max_concurrent_matches as i64 - open).max(0) as usize;
+    if room == 0 {
+        return Ok(Vec::new());
+    }
+    let fee = space.entry_fee;
+    let candidates: Vec<Candidate> = sqlx::query_as(
+        "select e.agent_id, e.owner_id, a.current_version as version, e.mu, e.sigma
+         from entries e
+         join agents a on a.id = e.agent_id
+         join accounts acc on acc.kind = 'user' and acc.user_id = e.owner_id
+         where e.space_id = $1 and e.active and e.open_match is null and acc.balance >= $2",
+    )
+    .bind(space_id)
+    .bind(fee)
+    .fetch_all(&mut *tx)
+    .await?;
+    let k = space.agents_per_match as usize;
+    let groups = {
+        let mut rng = rand::rng();
+        pick_groups(&candidates, k, space.matchmaking.rating_window, room, &mut rng)
+    };
+    let mut formed = Vec::new();
+    for group in groups {
+        let members: Vec<&Candidate> = group.iter().map(|&i| &candidates[i]).collect();
+        let prompt_index = rand::rng().random_range(0..space.prompts.len());
+        let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+        match form_one(&mut sp, space_id, version, space_owner, space, &members, prompt_index).await {
+            Ok(id) => {
+                sp.commit().await?;
+                formed.push(id);
+            }
+            Err(FormError::Skip(why)) => {
+                tracing::debug!(%space_id, why, "match not formed");
+                sp.rollback().await?;
+            }
+            Err(FormError::Db(err)) => return Err(err.into()),
+        }
+    }
+    tx.commit().await?;
+    Ok(formed)
+}
+
+enum FormError {
+    /// This group cannot play now (someone cannot pay, or joined another match).
+    Skip(String),
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for FormError {
+    fn from(err: sqlx::Error) -> FormError {
+        FormError::Db(err)
+    }
+}
+
+async fn form_one(
+    tx: &mut sqlx::PgConnection,
+    space_id: Uuid,
+    version: i32,
+    space_owner: Uuid,
+    space: &Space,
+    members: &[&Candidate],
+    prompt_index: usize,
+) -> Result<Uuid, FormError> {
+    let match_id = Uuid::new_v4();
+    let agent_ids: Vec<Uuid> = members.iter().map(|m| m.agent_id).collect();
+    // Re-check under lock: still entered, still free.
+    let free: i64 = sqlx::query_scalar(
+        "with locked as (select agent_id from entries where space_id = $1 and agent_id = any($2)
+                         and active and open_match is null for update)
+         select count(*) from locked",
+    )
+    .bind(space_id)
+    .bind(&agent_ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    if free as usize != members.len() {
+        return Err(FormError::Skip("an agent left or joined another match".into()));
+    }
+    let prompt = &space.prompts[prompt_index];
+    let fee = space.entry_fee;
+    let sponsor = space.payout.sponsor_pool;
+    let pot = fee * members.len() as i64 + sponsor;
+    sqlx::query(
+        "insert into matches (id, space_id, space_version, status, prompt_index, prompt, reference, pot)
+         values ($1, $2, $3, 'formed', $4, $5, $6, $7)",
+    )
+    .bind(match_id)
+    .bind(space_id)
+    .bind(version)
+    .bind(prompt_index as i32)
+    .bind(&prompt.prompt)
+    .bind(&prompt.reference)
+    .bind(pot)
+    .execute(&mut *tx)
+    .await?;
+    let pot_account = Uuid::new_v4();
+    sqlx::query("insert into accounts (id, kind, match_id) values ($1, 'pot', $2)")
+        .bind(pot_account)
+        .bind(match_id)
+        .execute(&mut *tx)
+        .await?;
+    let owners: Vec<Uuid> = members.iter().map(|m| m.owner_id).collect();
+    let mut legs = Vec::new();
+    if pot > 0 {
+        let accounts: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("select user_id, id from accounts where kind = 'user' and user_id = any($1)")
+                .bind({
+                    let mut all = owners.clone();
+                    all.push(space_owner);
+                    all
+                })
+                .fetch_all(&mut *tx)
+                .await?;
+        let account_of = |user: Uuid| accounts.iter().find(|(u, _)| *u == user).map(|(_, a)| *a);
+        for owner in &owners {
+            let account = account_of(*owner).ok_or_else(|| FormError::Skip("an owner has no account".into()))?;
+            if fee > 0 {
+                legs.push(Leg::new(account, -fee));
+            }
+        }
+        if sponsor > 0 {
+            let account =
+                account_of(space_owner).ok_or_else(|| FormError::Skip("the designer has no account".into()))?;
+            legs.push(Leg::new(account, -sponsor));
+        }
+        legs.push(Leg::new(pot_account, pot));
+    }
+    match ledger::post(&mut *tx, &format!("entry:{match_id}"), "entry_fees", Some(match_id), "entry fees", &legs).await
+    {
+        Ok(_) => {}
+        Err(LedgerError::InsufficientFunds { account, .. }) => {
+            return Err(FormError::Skip(format!("account {account} cannot pay")));
+        }
+        Err(LedgerError::Db(err)) => return Err(FormError::Db(err)),
+        Err(other) => return Err(FormError::Skip(other.to_string())),
+    }
+    let slots: Vec<i16> = (0..members.len() as i16).collect();
+    let versions: Vec<i32> = members.iter().map(|m| m.version).collect();
+    let mus: Vec<f64> = members.iter().map(|m| m.mu).collect();
+    let sigmas: Vec<f64> = members.iter().map(|m| m.sigma).collect();
+    sqlx::query(
+        "insert into match_agents (match_id, slot, agent_id, agent_version, owner_id, entry_fee, mu_before, sigma_before)
+         select $1, m.slot, m.agent, m.version, m.owner, $6, m.mu, m.sigma
+         from unnest($2::smallint[], $3::uuid[], $4::int[], $5::uuid[], $7::float8[], $8::float8[])
+              as m(slot, agent, version, owner, mu, sigma)",
+    )
+    .bind(match_id)
+    .bind(&slots)
+    .bind(&agent_ids)
+    .bind(&versions)
+    .bind(&owners)
+    .bind(fee)
+    .bind(&mus)
+    .bind(&sigmas)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("update entries set open_match = $1 where space_id = $2 and agent_id = any($3)")
+        .bind(match_id)
+        .bind(space_id)
+        .bind(&agent_ids)
+        .execute(&mut *tx)
+        .await?;
+    pipeline::enqueue(&mut *tx, Stage::Generate, match_id).await?;
+    Ok(match_id)
+}
