@@ -32,3 +32,34 @@ pub async fn materialize(pool: &PgPool, data_dir: &Path, sha256: &str) -> anyhow
     .await??;
     Ok(dir)
 }
+
+/// What an upload may be, at most.
+pub const MAX_WEIGHTS_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Validates an adapter with the runtime's own validator (shapes against the
+/// base model, dtype, finite values, known tensor names, size and rank
+/// limits). Returns the adapter's identity (the runtime's sha256 of its
+/// weights and config) and a summary, or a description of what is wrong.
+pub fn validate(
+    config: &[u8],
+    weights: &[u8],
+    model: &agent_runtime::gguf::ModelConfig,
+) -> Result<(String, serde_json::Value), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot stage the upload: {e}"))?;
+    std::fs::write(dir.path().join("adapter_config.json"), config).map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("adapter_model.safetensors"), weights).map_err(|e| e.to_string())?;
+    let limits = agent_runtime::lora::Limits {
+        max_file_bytes: MAX_WEIGHTS_BYTES as u64,
+        max_config_bytes: MAX_CONFIG_BYTES as u64,
+        ..Default::default()
+    };
+    let adapter = agent_runtime::lora::Adapter::load(dir.path(), model, &limits).map_err(|e| {
+        // Name the file the user sent, not our staging path.
+        e.to_string().replace(&dir.path().display().to_string(), "").trim_start_matches('/').to_owned()
+    })?;
+    let targets: Vec<&str> = adapter.targets().iter().map(|t| t.module()).collect();
+    let summary = serde_json::json!({ "sha256": adapter.sha256, "rank": adapter.rank, "alpha": adapter.alpha,
+                                      "targets": targets, "bytes": weights.len() });
+    Ok((adapter.sha256.clone(), summary))
+}

@@ -47,12 +47,38 @@ pub enum Command {
         /// The Space's name.
         space: String,
     },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Create the demo users, publish the example Spaces and enter a few
     /// agents with different system prompts (idempotent).
     Seed {
         /// Folder holding the example Space files.
         #[arg(long, default_value = "spaces")]
         spaces: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Matches per second from formed to settled with a stub generator in
+    /// place of the model (the control plane alone), per-stage latency, and
+    /// pgbench's TPS on the same PostgreSQL. Uses a throwaway database.
+    ControlPlane {
+        /// Stop after this many settled matches.
+        #[arg(long, default_value_t = 3000)]
+        matches: i64,
+        #[arg(long, default_value_t = 4)]
+        spaces: usize,
+        #[arg(long, default_value_t = 4)]
+        agents_per_match: u32,
+        #[arg(long, default_value_t = 64)]
+        players: usize,
+        /// Skip the pgbench comparison.
+        #[arg(long)]
+        no_pgbench: bool,
+        #[arg(long, default_value_t = 10)]
+        pgbench_seconds: u32,
     },
 }
 

@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod admin_cli;
 pub mod auth;
+pub mod bench_cli;
 pub mod cli;
 pub mod config;
 pub mod db;

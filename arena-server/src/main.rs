@@ -1,8 +1,10 @@
 use agent_runtime::model_file::{self, DEFAULT_MODEL};
-use arena_server::cli::{Cli, Command, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand, UserCommand};
+use arena_server::cli::{
+    BenchCommand, Cli, Command, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand, UserCommand,
+};
 use arena_server::config::{self, Settings, redact_url};
 use arena_server::startup::{Application, CONNECT_TIMEOUT, Options, Roles};
-use arena_server::{admin_cli, db, doctor, judge_cli, model_cli, space, telemetry};
+use arena_server::{admin_cli, bench_cli, db, doctor, judge_cli, model_cli, space, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -168,6 +170,24 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                     return Ok(ExitCode::FAILURE);
                 }
             }
+        }
+        Command::Bench(BenchCommand::ControlPlane {
+            matches,
+            spaces,
+            agents_per_match,
+            players,
+            no_pgbench,
+            pgbench_seconds,
+        }) => {
+            let args = bench_cli::BenchArgs {
+                matches,
+                spaces,
+                agents_per_match,
+                players,
+                pgbench: !no_pgbench,
+                pgbench_seconds,
+            };
+            bench_cli::control_plane(settings, args).await?;
         }
         Command::Seed { spaces } => {
             let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;

@@ -88,21 +88,24 @@ pub async fn round(pool: &PgPool, spaces: &SpaceCache) -> anyhow::Result<Vec<Uui
         sqlx::query_as("select id, current_version, owner_id from spaces where active order by slug")
             .fetch_all(pool)
             .await?;
-    let mut formed = Vec::new();
-    for (space_id, version, owner) in active {
+    // Spaces are independent: form their matches concurrently.
+    let rounds = active.into_iter().map(|(space_id, version, owner)| async move {
         let space = match spaces.get(pool, space_id, version).await {
             Ok(space) => space,
             Err(err) => {
                 tracing::error!(%space_id, version, error = %err, "cannot load Space; skipping it");
-                continue;
+                return Vec::new();
             }
         };
         match form_for_space(pool, space_id, version, owner, &space).await {
-            Ok(ids) => formed.extend(ids),
-            Err(err) => tracing::warn!(%space_id, error = %err, "matchmaking round failed for a Space"),
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(%space_id, error = %err, "matchmaking round failed for a Space");
+                Vec::new()
+            }
         }
-    }
-    Ok(formed)
+    });
+    Ok(futures_util::future::join_all(rounds).await.into_iter().flatten().collect())
 }
 
 /// Forms as many matches as the Space's concurrency and its eligible
@@ -114,23 +117,42 @@ pub async fn form_for_space(
     space_owner: Uuid,
     space: &Arc<Space>,
 ) -> anyhow::Result<Vec<Uuid>> {
-    let mut tx = pool.begin().await?;
-    // One matchmaker per Space at a time, across every instance.
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtextextended($1::text, 7))")
+    let mut conn = pool.acquire().await?;
+    // One matchmaker per Space at a time, across every instance; a session
+    // lock, released below (or by the session's end if this process dies).
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1::text, 7))")
         .bind(space_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let formed = form_locked(&mut conn, space_id, version, space_owner, space).await;
+    sqlx::query("select pg_advisory_unlock(hashtextextended($1::text, 7))").bind(space_id).execute(&mut *conn).await?;
+    formed
+}
+
+/// Forms the Space's matches, each in a transaction of its own, so a match
+/// is visible to the pipeline as soon as it is formed and no transaction
+/// holds more than one match's locks.
+async fn form_locked(
+    conn: &mut sqlx::PgConnection,
+    space_id: Uuid,
+    version: i32,
+    space_owner: Uuid,
+    space: &Arc<Space>,
+) -> anyhow::Result<Vec<Uuid>> {
     // Paused since the round began: form nothing.
     let active: bool =
-        sqlx::query_scalar("select active from spaces where id = $1").bind(space_id).fetch_one(&mut *tx).await?;
-    if !locked || !active {
+        sqlx::query_scalar("select active from spaces where id = $1").bind(space_id).fetch_one(&mut *conn).await?;
+    if !active {
         return Ok(Vec::new());
     }
     let open: i64 = sqlx::query_scalar(
         "select count(*) from matches where space_id = $1 and status in ('formed', 'generated', 'judged')",
     )
     .bind(space_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let room = (space.matchmaking.max_concurrent_matches as i64 - open).max(0) as usize;
     if room == 0 {
@@ -146,7 +168,7 @@ pub async fn form_for_space(
     )
     .bind(space_id)
     .bind(fee)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let k = space.agents_per_match as usize;
     let groups = {
@@ -157,20 +179,19 @@ pub async fn form_for_space(
     for group in groups {
         let members: Vec<&Candidate> = group.iter().map(|&i| &candidates[i]).collect();
         let prompt_index = rand::rng().random_range(0..space.prompts.len());
-        let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
-        match form_one(&mut sp, space_id, version, space_owner, space, &members, prompt_index).await {
+        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+        match form_one(&mut tx, space_id, version, space_owner, space, &members, prompt_index).await {
             Ok(id) => {
-                sp.commit().await?;
+                tx.commit().await?;
                 formed.push(id);
             }
             Err(FormError::Skip(why)) => {
                 tracing::debug!(%space_id, why, "match not formed");
-                sp.rollback().await?;
+                tx.rollback().await?;
             }
             Err(FormError::Db(err)) => return Err(err.into()),
         }
     }
-    tx.commit().await?;
     Ok(formed)
 }
 
@@ -215,8 +236,8 @@ async fn form_one(
     let sponsor = space.payout.sponsor_pool;
     let pot = fee * members.len() as i64 + sponsor;
     sqlx::query(
-        "insert into matches (id, space_id, space_version, status, prompt_index, prompt, reference, pot)
-         values ($1, $2, $3, 'formed', $4, $5, $6, $7)",
+        "insert into matches (id, space_id, space_version, status, prompt_index, prompt, reference, pot, created_at)
+         values ($1, $2, $3, 'formed', $4, $5, $6, $7, clock_timestamp())",
     )
     .bind(match_id)
     .bind(space_id)
@@ -296,4 +317,68 @@ async fn form_one(
         .await?;
     pipeline::enqueue(&mut *tx, Stage::Generate, match_id).await?;
     Ok(match_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn candidates(rng: &mut StdRng, n: usize, owners: usize, spread: f64) -> Vec<Candidate> {
+        let owner_ids: Vec<Uuid> = (0..owners).map(|_| Uuid::new_v4()).collect();
+        (0..n)
+            .map(|_| Candidate {
+                agent_id: Uuid::new_v4(),
+                owner_id: owner_ids[rng.random_range(0..owners)],
+                version: 1,
+                mu: 25.0 + rng.random_range(-spread..=spread),
+                sigma: 8.3,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_respect_owners_size_window_and_use_each_agent_once() {
+        for seed in 0..200 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let n = rng.random_range(0..40);
+            let owners = rng.random_range(1..12);
+            let k = rng.random_range(2..=8);
+            let window = rng.random_range(50.0..800.0);
+            let pool = candidates(&mut rng, n, owners, 15.0);
+            let groups = pick_groups(&pool, k, window, 100, &mut rng);
+            let mut seen = std::collections::HashSet::new();
+            for group in &groups {
+                assert_eq!(group.len(), k, "seed {seed}");
+                let owners: std::collections::HashSet<Uuid> = group.iter().map(|&i| pool[i].owner_id).collect();
+                assert_eq!(owners.len(), k, "seed {seed}: two agents of one owner");
+                for &a in group {
+                    assert!(seen.insert(a), "seed {seed}: an agent in two matches");
+                    for &b in group {
+                        let gap = (rating::display(pool[a].mu) - rating::display(pool[b].mu)).abs();
+                        assert!(gap <= window, "seed {seed}: gap {gap} > window {window}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wide_window_and_many_owners_forms_every_possible_match() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let pool: Vec<Candidate> = (0..12)
+            .map(|i| Candidate {
+                agent_id: Uuid::new_v4(),
+                owner_id: Uuid::from_u128(i),
+                version: 1,
+                mu: 25.0,
+                sigma: 8.3,
+            })
+            .collect();
+        assert_eq!(pick_groups(&pool, 4, 1e9, 100, &mut rng).len(), 3);
+        assert_eq!(pick_groups(&pool, 4, 1e9, 2, &mut rng).len(), 2, "at most the room left");
+        let one_owner: Vec<Candidate> = pool.iter().map(|c| Candidate { owner_id: Uuid::nil(), ..c.clone() }).collect();
+        assert!(pick_groups(&one_owner, 2, 1e9, 100, &mut rng).is_empty());
+    }
 }

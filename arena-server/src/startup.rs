@@ -144,6 +144,11 @@ impl Application {
         let db_data = web::Data::new(db.clone());
         let redis_data = web::Data::new(redis.clone());
         let events = Events::new();
+        let model_path = settings.model.path.clone();
+        let model_config = tokio::task::spawn_blocking(move || agent_runtime::gguf::Gguf::open(&model_path)?.config())
+            .await
+            .map_err(|e| StartupError::Internal(e.to_string()))?
+            .map_err(|e| StartupError::Internal(format!("cannot read the model's configuration: {e}")))?;
         let state = AppState {
             db: db.clone(),
             redis: redis.clone(),
@@ -151,6 +156,7 @@ impl Application {
             base_model,
             data_dir: settings.data_dir.clone(),
             events: events.clone(),
+            model_config: Some(Arc::new(model_config)),
         };
         let spaces = SpaceCache::new(&settings.data_dir);
         let mut pipeline = Pipeline::new(db.clone(), redis.clone(), spaces, settings.arena.clone());

@@ -17,4 +17,7 @@ pub struct AppState {
     /// Where Spaces' files and adapters are unpacked for the workers.
     pub data_dir: PathBuf,
     pub events: Events,
+    /// The base model's shapes, read from the GGUF header: adapters are
+    /// checked against them.
+    pub model_config: Option<std::sync::Arc<agent_runtime::gguf::ModelConfig>>,
 }

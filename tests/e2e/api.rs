@@ -312,3 +312,63 @@ async fn the_openapi_document_lists_every_route() {
     let html = page.text().await.unwrap();
     assert!(html.contains("openapi.json") && !html.contains("http://") && !html.contains("https://"), "no CDN");
 }
+
+#[tokio::test]
+async fn adapters_are_validated_before_they_are_stored() {
+    use agent_runtime::lora::Adapter;
+    use agent_runtime::model::Target;
+    let arena = Arena::new().await;
+    let ada = arena.user("ada", "player").await;
+    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Adapter::random(&model, &[Target::Q, Target::V], 4, 7, 0.01, 0.01).save(dir.path(), None).unwrap();
+    let config = std::fs::read(dir.path().join("adapter_config.json")).unwrap();
+    let weights = std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap();
+    let upload = |config: Vec<u8>, weights: Vec<u8>| {
+        let form = reqwest::multipart::Form::new()
+            .part("config", reqwest::multipart::Part::bytes(config).file_name("adapter_config.json"))
+            .part("weights", reqwest::multipart::Part::bytes(weights).file_name("adapter_model.safetensors"));
+        ada.client.post(arena.url("/adapters")).multipart(form).send()
+    };
+    let r = upload(config.clone(), weights.clone()).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["rank"], 4);
+    let sha = body["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(
+        upload(config.clone(), weights.clone()).await.unwrap().status(),
+        200,
+        "the same adapter again is no new row"
+    );
+
+    // Hostile uploads: each refused with the reason, nothing stored.
+    let truncated = weights[..weights.len() / 2].to_vec();
+    let huge_rank = String::from_utf8(config.clone())
+        .unwrap()
+        .replace("\"r\": 4", "\"r\": 10000")
+        .replace("\"r\":4", "\"r\":10000");
+    let mut nan = weights.clone();
+    let n = nan.len();
+    nan[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    for (what, c, w) in [
+        ("truncated", config.clone(), truncated),
+        ("rank", huge_rank.into_bytes(), weights.clone()),
+        ("nan", config.clone(), nan),
+    ] {
+        let r = upload(c, w).await.unwrap();
+        assert_eq!(r.status(), 422, "{what}");
+        let err: serde_json::Value = r.json().await.unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().starts_with("adapter refused:"), "{what}: {err}");
+    }
+    let form = reqwest::multipart::Form::new().part("config", reqwest::multipart::Part::bytes(config.clone()));
+    let r = ada.client.post(arena.url("/adapters")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 422, "a missing field");
+    let stored: i64 = sqlx::query_scalar("select count(*) from adapters").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(stored, 1);
+
+    // An agent version can name it; the pipeline unpacks it for the runtime.
+    let (status, agent) = ada.post("/agents", json!({"name": "tuned", "adapter_sha256": sha})).await;
+    assert_eq!(status, 201, "{agent}");
+    let dir = arena_server::adapters::materialize(&arena.db, &arena.settings.data_dir, &sha).await.unwrap();
+    assert_eq!(std::fs::read(dir.join("adapter_model.safetensors")).unwrap(), weights);
+}

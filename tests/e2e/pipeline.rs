@@ -264,7 +264,29 @@ async fn a_match_on_the_real_model() {
     arena.publish(&designer, &quick_space("quick", 2, 1), json!({})).await;
     let a = arena.user("ada", "player").await;
     let b = arena.user("bob", "player").await;
-    a.agent("careful", "quick").await;
+    // One agent runs with an uploaded adapter: the runtime loads it per sequence.
+    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
+        .save(dir.path(), None)
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("config", reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_config.json")).unwrap()))
+        .part(
+            "weights",
+            reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap()),
+        );
+    let uploaded: serde_json::Value =
+        a.client.post(arena.url("/adapters")).multipart(form).send().await.unwrap().json().await.unwrap();
+    let (status, agent) = a
+        .post(
+            "/agents",
+            json!({"name": "careful", "adapter_sha256": uploaded["sha256"], "sampling": {"temperature": 0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let id = agent["id"].as_str().unwrap();
+    assert_eq!(a.post(&format!("/agents/{id}/entries"), json!({"space": "quick"})).await.0, 201);
     b.agent("terse", "quick").await;
     arena.start(Roles::ALL, None);
     arena.wait_settled(1, 300).await;

@@ -225,7 +225,7 @@ impl StageWork for GenerateStage {
             .execute(&mut *tx)
             .await?;
             let moved: Vec<Uuid> = sqlx::query_scalar(
-                "update matches set status = 'generated', updated_at = now()
+                "update matches set status = 'generated', updated_at = now(), generated_at = clock_timestamp()
                  where id = any($1) and status = 'formed' returning id",
             )
             .bind(&ok_matches)

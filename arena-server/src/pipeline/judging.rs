@@ -114,7 +114,7 @@ impl StageWork for JudgeStage {
             .execute(&mut *tx)
             .await?;
             let moved: Vec<Uuid> = sqlx::query_scalar(
-                "update matches set status = 'judged', updated_at = now()
+                "update matches set status = 'judged', updated_at = now(), judged_at = clock_timestamp()
                  where id = any($1) and status = 'generated' returning id",
             )
             .bind(&vid)

@@ -7,6 +7,7 @@ use super::{Pipeline, Stage, StageWork};
 use crate::events::{Event, Events};
 use crate::ledger::{self, Leg};
 use crate::rating;
+use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use skillratings::weng_lin::WengLinRating;
@@ -59,35 +60,44 @@ impl StageWork for SettleStage {
         matches: &'a [Uuid],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Uuid>>> + Send + 'a>> {
         Box::pin(async move {
+            // A transaction per match, several at once: a transaction holds
+            // one match's locks only, so settlements never deadlock each
+            // other or the matchmaker; matches of one Space still queue on
+            // the Space's chain row.
+            let results: Vec<(Uuid, anyhow::Result<Option<Event>>)> =
+                futures_util::stream::iter(matches.iter().copied())
+                    .map(|id| async move {
+                        let result = async {
+                            let mut tx = p.db.begin().await?;
+                            let outcome = settle_one(p, &mut tx, id).await?;
+                            tx.commit().await?;
+                            Ok(outcome)
+                        }
+                        .await;
+                        (id, result)
+                    })
+                    .buffer_unordered(SETTLE_CONCURRENCY)
+                    .collect()
+                    .await;
             let mut done = Vec::new();
-            let mut settled = Vec::new();
-            // One transaction for the batch, a savepoint per match: a match
-            // that fails rolls back alone and is retried later.
-            let mut tx = p.db.begin().await?;
-            for &id in matches {
-                let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
-                match settle_one(p, &mut sp, id).await {
+            for (id, result) in results {
+                match result {
                     Ok(outcome) => {
-                        sp.commit().await?;
                         done.push(id);
                         if let Some(event) = outcome {
-                            settled.push(event);
+                            Events::publish(&p.redis, &event).await;
                         }
                     }
-                    Err(err) => {
-                        sp.rollback().await?;
-                        tracing::warn!(match_id = %id, error = ?err, "settlement failed; will retry");
-                    }
+                    Err(err) => tracing::warn!(match_id = %id, error = ?err, "settlement failed; will retry"),
                 }
-            }
-            tx.commit().await?;
-            for event in settled {
-                Events::publish(&p.redis, &event).await;
             }
             Ok(done)
         })
     }
 }
+
+/// Matches settled at once by one settle worker.
+pub const SETTLE_CONCURRENCY: usize = 6;
 
 #[derive(sqlx::FromRow)]
 struct Seat {
@@ -100,32 +110,19 @@ struct Seat {
 
 /// Settles one match; None when it was not waiting for settlement.
 async fn settle_one(p: &Pipeline, conn: &mut PgConnection, match_id: Uuid) -> anyhow::Result<Option<Event>> {
-    let head: Option<(Uuid, i32, i64, String, String)> = sqlx::query_as(
-        "select s.id, m.space_version, m.pot, m.status, s.slug from matches m join spaces s on s.id = m.space_id
-         where m.id = $1",
+    let head: Option<(Uuid, i32, i64, String, String, serde_json::Value)> = sqlx::query_as(
+        "select s.id, m.space_version, m.pot, m.status, s.slug, v.verdict
+         from matches m join spaces s on s.id = m.space_id join verdicts v on v.match_id = m.id
+         where m.id = $1 for update of m",
     )
     .bind(match_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((space_id, version, pot, _, slug)) = head else { return Ok(None) };
-    // The Space row orders its settlements (the chain); then the match.
-    let (seq, chain_head): (i64, String) =
-        sqlx::query_as("select chain_seq, chain_head from spaces where id = $1 for update")
-            .bind(space_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let status: String = sqlx::query_scalar("select status from matches where id = $1 for update")
-        .bind(match_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let Some((space_id, version, pot, status, slug, verdict)) = head else { return Ok(None) };
     if status != "judged" {
         return Ok(None);
     }
     let space = p.spaces.get(&p.db, space_id, version).await?;
-    let verdict: serde_json::Value = sqlx::query_scalar("select verdict from verdicts where match_id = $1")
-        .bind(match_id)
-        .fetch_one(&mut *conn)
-        .await?;
     let seats: Vec<Seat> = sqlx::query_as(
         "select ma.slot, ma.agent_id, ma.owner_id, e.mu, e.sigma
          from match_agents ma join entries e on e.agent_id = ma.agent_id and e.space_id = $2
@@ -144,29 +141,6 @@ async fn settle_one(p: &Pipeline, conn: &mut PgConnection, match_id: Uuid) -> an
         seats.iter().map(|s| WengLinRating { rating: s.mu, uncertainty: s.sigma }).collect();
     let after = rating::update(&before, &ranks);
     let (payouts, house) = split(pot, space.payout.house_cut, &space.payout.shares, &ranks);
-
-    // Money: the pot to the winners and the house.
-    let pot_account: Uuid = sqlx::query_scalar("select id from accounts where kind = 'pot' and match_id = $1")
-        .bind(match_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let owners: Vec<Uuid> = seats.iter().map(|s| s.owner_id).collect();
-    let accounts: Vec<(Uuid, Uuid)> =
-        sqlx::query_as("select user_id, id from accounts where kind = 'user' and user_id = any($1)")
-            .bind(&owners)
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut legs = vec![Leg::new(pot_account, -pot), Leg::new(ledger::HOUSE, house)];
-    for (seat, payout) in seats.iter().zip(&payouts) {
-        let account = accounts
-            .iter()
-            .find(|(u, _)| *u == seat.owner_id)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| anyhow::anyhow!("owner {} has no account", seat.owner_id))?;
-        legs.push(Leg::new(account, *payout));
-    }
-    legs.retain(|l| l.amount != 0);
-    ledger::post(&mut *conn, &format!("payout:{match_id}"), "payout", Some(match_id), "match payout", &legs).await?;
 
     // Ratings and results.
     let slots: Vec<i16> = seats.iter().map(|s| s.slot).collect();
@@ -202,34 +176,53 @@ async fn settle_one(p: &Pipeline, conn: &mut PgConnection, match_id: Uuid) -> an
     .await?;
 
     // Preference pairs, as the judge built them (already above the margin).
-    if let Some(pairs) = verdict["pairs"].as_array() {
-        for pair in pairs {
-            let slot = |key: &str| pair[key].as_str().and_then(|s| s.parse::<i16>().ok());
-            let (Some(chosen), Some(rejected)) = (slot("chosen"), slot("rejected")) else { continue };
-            sqlx::query(
-                "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict do nothing",
-            )
-            .bind(Uuid::new_v4())
-            .bind(match_id)
-            .bind(space_id)
-            .bind(chosen)
-            .bind(rejected)
-            .bind(pair["margin"].as_f64().unwrap_or(0.0))
-            .bind(pair["consistent"].as_bool().unwrap_or(false))
-            .bind(&space.license)
-            .bind(pair)
-            .execute(&mut *conn)
-            .await?;
-        }
+    let (mut chosen, mut rejected, mut margins, mut consistent, mut details) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for pair in verdict["pairs"].as_array().into_iter().flatten() {
+        let slot = |key: &str| pair[key].as_str().and_then(|s| s.parse::<i16>().ok());
+        let (Some(c), Some(r)) = (slot("chosen"), slot("rejected")) else { continue };
+        chosen.push(c);
+        rejected.push(r);
+        margins.push(pair["margin"].as_f64().unwrap_or(0.0));
+        consistent.push(pair["consistent"].as_bool().unwrap_or(false));
+        details.push(pair.clone());
+    }
+    if !chosen.is_empty() {
+        let ids: Vec<Uuid> = chosen.iter().map(|_| Uuid::new_v4()).collect();
+        sqlx::query(
+            "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
+             select p.id, $2, $3, p.chosen, p.rejected, p.margin, p.consistent, $4, p.detail
+             from unnest($1::uuid[], $5::smallint[], $6::smallint[], $7::float8[], $8::bool[], $9::jsonb[])
+                  as p(id, chosen, rejected, margin, consistent, detail)
+             on conflict do nothing",
+        )
+        .bind(&ids)
+        .bind(match_id)
+        .bind(space_id)
+        .bind(&space.license)
+        .bind(&chosen)
+        .bind(&rejected)
+        .bind(&margins)
+        .bind(&consistent)
+        .bind(&details)
+        .execute(&mut *conn)
+        .await?;
     }
 
-    // The chain.
+    // The chain: the Space's row orders its settlements. Taken late, so the
+    // row is held for as short a time as possible, and as NO KEY UPDATE: the
+    // pairs inserted above hold KEY SHARE on it (their foreign key), which a
+    // FOR UPDATE here would deadlock against another settlement's.
+    let (seq, chain_head): (i64, String) =
+        sqlx::query_as("select chain_seq, chain_head from spaces where id = $1 for no key update")
+            .bind(space_id)
+            .fetch_one(&mut *conn)
+            .await?;
     let seq = seq + 1;
     let record = record(&mut *conn, match_id, seq, &chain_head).await?;
     let hash = chain_hash(&chain_head, &record);
     sqlx::query(
-        "update matches set status = 'settled', seq = $2, prev_hash = $3, record_hash = $4, settled_at = now(),
+        "update matches set status = 'settled', seq = $2, prev_hash = $3, record_hash = $4, settled_at = clock_timestamp(),
                 updated_at = now() where id = $1",
     )
     .bind(match_id)
@@ -244,6 +237,33 @@ async fn settle_one(p: &Pipeline, conn: &mut PgConnection, match_id: Uuid) -> an
         .bind(&hash)
         .execute(&mut *conn)
         .await?;
+    // Money last: the house account is every settlement's hot row.
+    let owners: Vec<Uuid> = seats.iter().map(|s| s.owner_id).collect();
+    let rows: Vec<(Option<Uuid>, Uuid)> = sqlx::query_as(
+        "select user_id, id from accounts where (kind = 'user' and user_id = any($1)) or (kind = 'pot' and match_id = $2)",
+    )
+    .bind(&owners)
+    .bind(match_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let pot_account = rows
+        .iter()
+        .find(|(user, _)| user.is_none())
+        .map(|(_, id)| *id)
+        .ok_or_else(|| anyhow::anyhow!("match {match_id} has no pot"))?;
+    let accounts: Vec<(Uuid, Uuid)> = rows.iter().filter_map(|(user, id)| user.map(|u| (u, *id))).collect();
+    let mut legs = vec![Leg::new(pot_account, -pot), Leg::new(ledger::HOUSE, house)];
+    for (seat, payout) in seats.iter().zip(&payouts) {
+        let account = accounts
+            .iter()
+            .find(|(u, _)| *u == seat.owner_id)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| anyhow::anyhow!("owner {} has no account", seat.owner_id))?;
+        legs.push(Leg::new(account, *payout));
+    }
+    legs.retain(|l| l.amount != 0);
+    ledger::post(&mut *conn, &format!("payout:{match_id}"), "payout", Some(match_id), "match payout", &legs).await?;
+
     let detail = serde_json::json!({
         "ranking": verdict["ranking"],
         "payouts": slots.iter().zip(&payouts).map(|(s, p)| (s.to_string(), *p)).collect::<BTreeMap<_, _>>(),
@@ -251,53 +271,37 @@ async fn settle_one(p: &Pipeline, conn: &mut PgConnection, match_id: Uuid) -> an
     Ok(Some(Event { match_id, space: slug, status: "settled".into(), detail: Some(detail) }))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-struct RecordSeat {
-    slot: i16,
-    agent_id: Uuid,
-    agent_version: i32,
-    owner_id: Uuid,
-    entry_fee: i64,
-    mu_before: f64,
-    sigma_before: f64,
-    mu_after: Option<f64>,
-    sigma_after: Option<f64>,
-    rank: Option<i32>,
-    payout: Option<i64>,
-    output_sha256: Option<String>,
-}
-
 /// The canonical record of a settled match, rebuilt from the stored rows:
 /// who played which version, what each wrote (hashed), the verdict (hashed),
 /// ranks, rating changes, payouts and pairs.
 pub async fn record(conn: &mut PgConnection, match_id: Uuid, seq: i64, prev_hash: &str) -> anyhow::Result<String> {
-    let (space_id, space_version, prompt, reference, pot): (Uuid, i32, String, Option<String>, i64) =
-        sqlx::query_as("select space_id, space_version, prompt, reference, pot from matches where id = $1")
-            .bind(match_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let seats: Vec<RecordSeat> = sqlx::query_as(
-        "select ma.slot, ma.agent_id, ma.agent_version, ma.owner_id, ma.entry_fee, ma.mu_before, ma.sigma_before,
-                ma.mu_after, ma.sigma_after, ma.rank, ma.payout,
-                encode(sha256(convert_to(o.text, 'UTF8')), 'hex') as output_sha256
-         from match_agents ma left join outputs o on o.match_id = ma.match_id and o.slot = ma.slot
-         where ma.match_id = $1 order by ma.slot",
+    let (space_id, space_version, prompt, reference, pot, seats, verdict_sha256, pairs): (
+        Uuid,
+        i32,
+        String,
+        Option<String>,
+        i64,
+        serde_json::Value,
+        Option<String>,
+        serde_json::Value,
+    ) = sqlx::query_as(
+        "select m.space_id, m.space_version, m.prompt, m.reference, m.pot,
+                (select coalesce(json_agg(json_build_array(ma.slot, ma.agent_id, ma.agent_version, ma.owner_id,
+                        ma.entry_fee, ma.mu_before::text, ma.sigma_before::text, ma.mu_after::text, ma.sigma_after::text,
+                        ma.rank, ma.payout, encode(sha256(convert_to(o.text, 'UTF8')), 'hex')) order by ma.slot), '[]')
+                 from match_agents ma left join outputs o on o.match_id = ma.match_id and o.slot = ma.slot
+                 where ma.match_id = m.id),
+                (select encode(sha256(convert_to(v.verdict::text, 'UTF8')), 'hex') from verdicts v where v.match_id = m.id),
+                (select coalesce(json_agg(json_build_array(p.chosen_slot, p.rejected_slot, p.margin::text)
+                        order by p.chosen_slot, p.rejected_slot), '[]')
+                 from pairs p where p.match_id = m.id)
+         from matches m where m.id = $1",
     )
     .bind(match_id)
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let verdict_sha256: Option<String> = sqlx::query_scalar(
-        "select encode(sha256(convert_to(verdict::text, 'UTF8')), 'hex') from verdicts where match_id = $1",
-    )
-    .bind(match_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let pairs: Vec<(i16, i16, f64)> = sqlx::query_as(
-        "select chosen_slot, rejected_slot, margin from pairs where match_id = $1 order by chosen_slot, rejected_slot",
-    )
-    .bind(match_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    // Floats travel as PostgreSQL's text (shortest round-trip form), so the
+    // record reads the same however it is rebuilt.
     let record = serde_json::json!({
         "match": match_id, "space": space_id, "space_version": space_version, "seq": seq, "prev": prev_hash,
         "prompt": prompt, "reference": reference, "pot": pot, "seats": seats,

@@ -2,6 +2,7 @@
 //! list of routes: `configure` mounts it and `openapi` describes it, so the
 //! document cannot drift from what is served.
 
+pub mod adapters;
 pub mod agents;
 pub mod matches;
 pub mod spaces;
@@ -115,6 +116,14 @@ pub const API: &[ApiRoute] = &[
         "Preference pairs as JSON Lines in TRL's format (?after, ?limit, ?min_margin)",
         None
     ),
+    route!(
+        post,
+        "/adapters",
+        adapters::upload,
+        Scope("play"),
+        "Upload a PEFT adapter (multipart fields `config` and `weights`); validated against the base model",
+        None
+    ),
     route!(get, "/agents", agents::mine, Scope("read"), "The caller's agents with their versions", None),
     route!(
         post,
@@ -163,6 +172,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(crate::error::json_config())
         .app_data(crate::error::query_config())
         .app_data(crate::error::path_config())
+        .app_data(adapters::form_config())
         .route("/openapi.json", web::get().to(openapi_json));
     for r in API {
         scope = scope.route(r.path, (r.route)());
