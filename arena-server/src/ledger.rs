@@ -120,6 +120,94 @@ pub async fn post(
     Ok(Posted::New(id))
 }
 
+/// One balanced transaction for `post_many`.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    pub idempotency_key: String,
+    pub kind: &'static str,
+    pub match_id: Option<Uuid>,
+    pub memo: String,
+    pub legs: Vec<Leg>,
+}
+
+/// Posts many transactions in three statements, within `conn`'s
+/// transaction: every account any of them touches is locked at once in id
+/// order (so batches never deadlock each other), each account's balance
+/// moves once, and every entry records the running balance after it. A
+/// posting whose key was already used posts nothing. On error the caller
+/// must roll back.
+pub async fn post_many(conn: &mut PgConnection, postings: &[Posting]) -> Result<Vec<Posted>, LedgerError> {
+    for posting in postings {
+        let sum: i64 = posting.legs.iter().map(|l| l.amount).sum();
+        if sum != 0 {
+            return Err(LedgerError::Unbalanced(sum));
+        }
+    }
+    let ids: Vec<Uuid> = postings.iter().map(|_| Uuid::new_v4()).collect();
+    let keys: Vec<&str> = postings.iter().map(|p| p.idempotency_key.as_str()).collect();
+    let kinds: Vec<&str> = postings.iter().map(|p| p.kind).collect();
+    let matches: Vec<Option<Uuid>> = postings.iter().map(|p| p.match_id).collect();
+    let memos: Vec<&str> = postings.iter().map(|p| p.memo.as_str()).collect();
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "insert into ledger_transactions (id, idempotency_key, kind, match_id, memo)
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])
+         on conflict (idempotency_key) do nothing returning id",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&kinds)
+    .bind(&matches)
+    .bind(&memos)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut tx_col, mut account_col, mut amount_col) = (Vec::new(), Vec::new(), Vec::new());
+    let mut totals: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for (posting, id) in postings.iter().zip(&ids) {
+        if !fresh.contains(id) {
+            continue;
+        }
+        for leg in posting.legs.iter().filter(|l| l.amount != 0) {
+            tx_col.push(*id);
+            account_col.push(leg.account);
+            amount_col.push(leg.amount);
+            *totals.entry(leg.account).or_default() += leg.amount;
+        }
+    }
+    if !totals.is_empty() {
+        let accounts: Vec<Uuid> = totals.keys().copied().collect();
+        let locked: Vec<(Uuid, i64, String)> =
+            sqlx::query_as("select id, balance, kind from accounts where id = any($1) order by id for update")
+                .bind(&accounts)
+                .fetch_all(&mut *conn)
+                .await?;
+        for (account, total) in &totals {
+            let Some((_, balance, kind)) = locked.iter().find(|(id, _, _)| id == account) else {
+                return Err(LedgerError::NoAccount(*account));
+            };
+            if kind != "mint" && balance + total < 0 {
+                return Err(LedgerError::InsufficientFunds { account: *account, balance: *balance, needed: -total });
+            }
+        }
+        sqlx::query(
+            "with legs as (select *, row_number() over () as ord
+                           from unnest($1::uuid[], $2::uuid[], $3::bigint[]) as l(tx, account, amount)),
+                  totals as (select account, sum(amount)::bigint as total from legs group by account),
+                  moved as (update accounts a set balance = a.balance + t.total from totals t
+                            where a.id = t.account returning a.id, a.balance as after, t.total)
+             insert into ledger_entries (transaction_id, account_id, amount, balance_after)
+             select l.tx, l.account, l.amount,
+                    m.after - m.total + sum(l.amount) over (partition by l.account order by l.ord)
+             from legs l join moved m on m.id = l.account order by l.ord",
+        )
+        .bind(&tx_col)
+        .bind(&account_col)
+        .bind(&amount_col)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(ids.iter().map(|id| if fresh.contains(id) { Posted::New(*id) } else { Posted::Duplicate }).collect())
+}
+
 /// Posts in a transaction of its own.
 pub async fn transfer(
     pool: &PgPool,

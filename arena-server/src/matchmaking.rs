@@ -13,6 +13,7 @@ use crate::space_store::SpaceCache;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -24,6 +25,9 @@ pub struct Candidate {
     pub version: i32,
     pub mu: f64,
     pub sigma: f64,
+    /// The owner's account and its balance when the round began.
+    pub account: Uuid,
+    pub balance: i64,
 }
 
 /// Picks groups of `k` agents: each group starts from a random agent and
@@ -160,7 +164,7 @@ async fn form_locked(
     }
     let fee = space.entry_fee;
     let candidates: Vec<Candidate> = sqlx::query_as(
-        "select e.agent_id, e.owner_id, a.current_version as version, e.mu, e.sigma
+        "select e.agent_id, e.owner_id, a.current_version as version, e.mu, e.sigma, acc.id as account, acc.balance
          from entries e
          join agents a on a.id = e.agent_id
          join accounts acc on acc.kind = 'user' and acc.user_id = e.owner_id
@@ -175,10 +179,41 @@ async fn form_locked(
         let mut rng = rand::rng();
         pick_groups(&candidates, k, space.matchmaking.rating_window, room, &mut rng)
     };
+    // Drop groups an owner could not pay for as well as the ones before.
+    let mut left: HashMap<Uuid, i64> = candidates.iter().map(|c| (c.owner_id, c.balance)).collect();
+    let groups: Vec<Vec<&Candidate>> = groups
+        .into_iter()
+        .map(|g| g.into_iter().map(|i| &candidates[i]).collect::<Vec<_>>())
+        .filter(|members| {
+            let ok = members.iter().all(|m| left.get(&m.owner_id).is_some_and(|b| *b >= fee));
+            if ok {
+                for m in members {
+                    *left.entry(m.owner_id).or_default() -= fee;
+                }
+            }
+            ok
+        })
+        .collect();
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prompts: Vec<usize> = groups.iter().map(|_| rand::rng().random_range(0..space.prompts.len())).collect();
+    // Every match of the round in one transaction; if anything changed since
+    // the candidates were read, each match on its own.
+    let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+    match form_many(&mut tx, space_id, version, space_owner, space, &groups, &prompts).await {
+        Ok(ids) => {
+            tx.commit().await?;
+            return Ok(ids);
+        }
+        Err(FormError::Skip(why)) => {
+            tracing::debug!(%space_id, why, "batch formation fell back to one match at a time");
+            tx.rollback().await?;
+        }
+        Err(FormError::Db(err)) => return Err(err.into()),
+    }
     let mut formed = Vec::new();
-    for group in groups {
-        let members: Vec<&Candidate> = group.iter().map(|&i| &candidates[i]).collect();
-        let prompt_index = rand::rng().random_range(0..space.prompts.len());
+    for (members, prompt_index) in groups.into_iter().zip(prompts) {
         let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
         match form_one(&mut tx, space_id, version, space_owner, space, &members, prompt_index).await {
             Ok(id) => {
@@ -205,6 +240,140 @@ impl From<sqlx::Error> for FormError {
     fn from(err: sqlx::Error) -> FormError {
         FormError::Db(err)
     }
+}
+
+/// Forms every group as a match in the caller's transaction, set-wise: the
+/// agents' entries are locked, the matches, pots and seats inserted, all
+/// fees moved by one ledger batch (accounts locked in id order), and the
+/// matches handed to the generate stage.
+async fn form_many(
+    tx: &mut sqlx::PgConnection,
+    space_id: Uuid,
+    version: i32,
+    space_owner: Uuid,
+    space: &Space,
+    groups: &[Vec<&Candidate>],
+    prompts: &[usize],
+) -> Result<Vec<Uuid>, FormError> {
+    let agents: Vec<Uuid> = groups.iter().flatten().map(|m| m.agent_id).collect();
+    let free: i64 = sqlx::query_scalar(
+        "with locked as (select agent_id from entries where space_id = $1 and agent_id = any($2)
+                         and active and open_match is null order by agent_id for update)
+         select count(*) from locked",
+    )
+    .bind(space_id)
+    .bind(&agents)
+    .fetch_one(&mut *tx)
+    .await?;
+    if free as usize != agents.len() {
+        return Err(FormError::Skip("an agent left or joined another match".into()));
+    }
+    let fee = space.entry_fee;
+    let sponsor = space.payout.sponsor_pool;
+    let designer_account = if sponsor > 0 {
+        Some(
+            sqlx::query_scalar::<_, Uuid>("select id from accounts where kind = 'user' and user_id = $1")
+                .bind(space_owner)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| FormError::Skip("the designer has no account".into()))?,
+        )
+    } else {
+        None
+    };
+    let ids: Vec<Uuid> = groups.iter().map(|_| Uuid::new_v4()).collect();
+    let pot_accounts: Vec<Uuid> = groups.iter().map(|_| Uuid::new_v4()).collect();
+    let pots: Vec<i64> = groups.iter().map(|g| fee * g.len() as i64 + sponsor).collect();
+    let prompt_text: Vec<&str> = prompts.iter().map(|&i| space.prompts[i].prompt.as_str()).collect();
+    let references: Vec<Option<&str>> = prompts.iter().map(|&i| space.prompts[i].reference.as_deref()).collect();
+    let indexes: Vec<i32> = prompts.iter().map(|&i| i as i32).collect();
+    sqlx::query(
+        "insert into matches (id, space_id, space_version, status, prompt_index, prompt, reference, pot, created_at)
+         select m.id, $2, $3, 'formed', m.idx, m.prompt, m.reference, m.pot, clock_timestamp()
+         from unnest($1::uuid[], $4::int[], $5::text[], $6::text[], $7::bigint[]) as m(id, idx, prompt, reference, pot)",
+    )
+    .bind(&ids)
+    .bind(space_id)
+    .bind(version)
+    .bind(&indexes)
+    .bind(&prompt_text)
+    .bind(&references)
+    .bind(&pots)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into accounts (id, kind, match_id) select a, 'pot', m from unnest($1::uuid[], $2::uuid[]) as x(a, m)",
+    )
+    .bind(&pot_accounts)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    let postings: Vec<ledger::Posting> = groups
+        .iter()
+        .zip(&ids)
+        .zip(&pot_accounts)
+        .zip(&pots)
+        .filter(|(_, pot)| **pot > 0)
+        .map(|(((members, id), pot_account), pot)| {
+            let mut legs: Vec<Leg> = members.iter().filter(|_| fee > 0).map(|m| Leg::new(m.account, -fee)).collect();
+            if let Some(designer) = designer_account {
+                legs.push(Leg::new(designer, -sponsor));
+            }
+            legs.push(Leg::new(*pot_account, *pot));
+            ledger::Posting {
+                idempotency_key: format!("entry:{id}"),
+                kind: "entry_fees",
+                match_id: Some(*id),
+                memo: "entry fees".to_owned(),
+                legs,
+            }
+        })
+        .collect();
+    match ledger::post_many(&mut *tx, &postings).await {
+        Ok(_) => {}
+        Err(LedgerError::Db(err)) => return Err(FormError::Db(err)),
+        Err(other) => return Err(FormError::Skip(other.to_string())),
+    }
+    let (mut s_match, mut s_slot, mut s_agent, mut s_version, mut s_owner, mut s_mu, mut s_sigma) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (members, id) in groups.iter().zip(&ids) {
+        for (slot, m) in members.iter().enumerate() {
+            s_match.push(*id);
+            s_slot.push(slot as i16);
+            s_agent.push(m.agent_id);
+            s_version.push(m.version);
+            s_owner.push(m.owner_id);
+            s_mu.push(m.mu);
+            s_sigma.push(m.sigma);
+        }
+    }
+    sqlx::query(
+        "insert into match_agents (match_id, slot, agent_id, agent_version, owner_id, entry_fee, mu_before, sigma_before)
+         select m.match_id, m.slot, m.agent, m.version, m.owner, $8, m.mu, m.sigma
+         from unnest($1::uuid[], $2::smallint[], $3::uuid[], $4::int[], $5::uuid[], $6::float8[], $7::float8[])
+              as m(match_id, slot, agent, version, owner, mu, sigma)",
+    )
+    .bind(&s_match)
+    .bind(&s_slot)
+    .bind(&s_agent)
+    .bind(&s_version)
+    .bind(&s_owner)
+    .bind(&s_mu)
+    .bind(&s_sigma)
+    .bind(fee)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update entries e set open_match = u.match_id from unnest($2::uuid[], $3::uuid[]) as u(agent, match_id)
+         where e.space_id = $1 and e.agent_id = u.agent",
+    )
+    .bind(space_id)
+    .bind(&s_agent)
+    .bind(&s_match)
+    .execute(&mut *tx)
+    .await?;
+    pipeline::enqueue_many(&mut *tx, Stage::Generate, &ids).await?;
+    Ok(ids)
 }
 
 async fn form_one(
@@ -334,6 +503,8 @@ mod tests {
                 version: 1,
                 mu: 25.0 + rng.random_range(-spread..=spread),
                 sigma: 8.3,
+                account: Uuid::new_v4(),
+                balance: 100,
             })
             .collect()
     }
@@ -374,6 +545,8 @@ mod tests {
                 version: 1,
                 mu: 25.0,
                 sigma: 8.3,
+                account: Uuid::new_v4(),
+                balance: 100,
             })
             .collect();
         assert_eq!(pick_groups(&pool, 4, 1e9, 100, &mut rng).len(), 3);

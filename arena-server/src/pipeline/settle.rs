@@ -1,6 +1,7 @@
-//! The settle stage: in one transaction per match, the rating updates, the
-//! payout of the pot, the preference pairs, the match status, and the hash
-//! of the match record chained to the Space's previous settled match.
+//! The settle stage: in one transaction (per Space's share of a batch), the
+//! rating updates, the payout of each pot, the preference pairs, the match
+//! status, and the hash of each match record chained to the Space's
+//! previous settled match.
 //! `verify_log` recomputes that chain from the stored rows.
 
 use super::{Pipeline, Stage, StageWork};
@@ -60,35 +61,55 @@ impl StageWork for SettleStage {
         matches: &'a [Uuid],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Vec<Uuid>>> + Send + 'a>> {
         Box::pin(async move {
-            // A transaction per match, several at once: a transaction holds
-            // one match's locks only, so settlements never deadlock each
-            // other or the matchmaker; matches of one Space still queue on
-            // the Space's chain row.
-            let results: Vec<(Uuid, anyhow::Result<Option<Event>>)> =
-                futures_util::stream::iter(matches.iter().copied())
-                    .map(|id| async move {
-                        let result = async {
-                            let mut tx = p.db.begin().await?;
-                            let outcome = settle_one(p, &mut tx, id).await?;
-                            tx.commit().await?;
-                            Ok(outcome)
-                        }
-                        .await;
-                        (id, result)
+            let waiting: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "select id, space_id from matches where id = any($1) and status = 'judged' order by space_id, id",
+            )
+            .bind(matches)
+            .fetch_all(&p.db)
+            .await?;
+            // Everything not waiting for settlement is already done.
+            let mut done: Vec<Uuid> =
+                matches.iter().filter(|m| !waiting.iter().any(|(id, _)| id == *m)).copied().collect();
+            let mut by_space: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+            for (id, space) in waiting {
+                by_space.entry(space).or_default().push(id);
+            }
+            // One transaction per Space's share of the batch, the Spaces at
+            // once. A match that cannot be settled is retried alone.
+            let results: Vec<(Vec<Uuid>, anyhow::Result<Vec<Event>>)> =
+                futures_util::stream::iter(by_space.into_values())
+                    .map(|ids| async move {
+                        let result = settle_batch(p, &ids).await;
+                        (ids, result)
                     })
                     .buffer_unordered(SETTLE_CONCURRENCY)
                     .collect()
                     .await;
-            let mut done = Vec::new();
-            for (id, result) in results {
+            for (ids, result) in results {
                 match result {
-                    Ok(outcome) => {
-                        done.push(id);
-                        if let Some(event) = outcome {
+                    Ok(events) => {
+                        done.extend(ids);
+                        for event in events {
                             Events::publish(&p.redis, &event).await;
                         }
                     }
-                    Err(err) => tracing::warn!(match_id = %id, error = ?err, "settlement failed; will retry"),
+                    Err(err) if ids.len() > 1 => {
+                        tracing::warn!(error = ?err, matches = ids.len(), "batch settlement failed; settling one by one");
+                        for id in ids {
+                            match settle_batch(p, &[id]).await {
+                                Ok(events) => {
+                                    done.push(id);
+                                    for event in events {
+                                        Events::publish(&p.redis, &event).await;
+                                    }
+                                }
+                                Err(err) => {
+                                    tracing::warn!(match_id = %id, error = ?err, "settlement failed; will retry")
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(matches = ?ids, error = ?err, "settlement failed; will retry"),
                 }
             }
             Ok(done)
@@ -96,218 +117,286 @@ impl StageWork for SettleStage {
     }
 }
 
-/// Matches settled at once by one settle worker.
-pub const SETTLE_CONCURRENCY: usize = 6;
+/// Spaces settled at once by one settle worker.
+pub const SETTLE_CONCURRENCY: usize = 4;
+
+#[derive(sqlx::FromRow)]
+struct Head {
+    id: Uuid,
+    space_id: Uuid,
+    space_version: i32,
+    pot: i64,
+    slug: String,
+    verdict: serde_json::Value,
+}
 
 #[derive(sqlx::FromRow)]
 struct Seat {
+    match_id: Uuid,
     slot: i16,
     agent_id: Uuid,
-    owner_id: Uuid,
+    account: Uuid,
     mu: f64,
     sigma: f64,
 }
 
-/// Settles one match; None when it was not waiting for settlement.
-async fn settle_one(p: &Pipeline, conn: &mut PgConnection, match_id: Uuid) -> anyhow::Result<Option<Event>> {
-    let head: Option<(Uuid, i32, i64, String, String, serde_json::Value)> = sqlx::query_as(
-        "select s.id, m.space_version, m.pot, m.status, s.slug, v.verdict
+/// Settles matches of one Space in one transaction. Locks are taken in one
+/// order everywhere (match rows, the agents' entries, the Space's chain
+/// row, then every account at once in id order), so concurrent batches and
+/// the matchmaker never deadlock.
+async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> {
+    let mut tx = p.db.begin().await?;
+    let heads: Vec<Head> = sqlx::query_as(
+        "select m.id, m.space_id, m.space_version, m.pot, s.slug, v.verdict
          from matches m join spaces s on s.id = m.space_id join verdicts v on v.match_id = m.id
-         where m.id = $1 for update of m",
+         where m.id = any($1) and m.status = 'judged' order by m.id for update of m",
     )
-    .bind(match_id)
-    .fetch_optional(&mut *conn)
+    .bind(ids)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some((space_id, version, pot, status, slug, verdict)) = head else { return Ok(None) };
-    if status != "judged" {
-        return Ok(None);
+    if heads.is_empty() {
+        return Ok(Vec::new());
     }
-    let space = p.spaces.get(&p.db, space_id, version).await?;
+    let live: Vec<Uuid> = heads.iter().map(|h| h.id).collect();
+    let space_id = heads[0].space_id;
+    anyhow::ensure!(heads.iter().all(|h| h.space_id == space_id), "a settle batch spans Spaces");
     let seats: Vec<Seat> = sqlx::query_as(
-        "select ma.slot, ma.agent_id, ma.owner_id, e.mu, e.sigma
-         from match_agents ma join entries e on e.agent_id = ma.agent_id and e.space_id = $2
-         where ma.match_id = $1 order by ma.slot for update of e",
+        "select ma.match_id, ma.slot, ma.agent_id, acc.id as account, e.mu, e.sigma
+         from match_agents ma
+         join entries e on e.agent_id = ma.agent_id and e.space_id = $2
+         join accounts acc on acc.kind = 'user' and acc.user_id = ma.owner_id
+         where ma.match_id = any($1) order by ma.match_id, ma.slot for update of e",
     )
-    .bind(match_id)
+    .bind(&live)
     .bind(space_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *tx)
     .await?;
-    let ranks: Vec<usize> = seats
-        .iter()
-        .map(|s| verdict["ranks"][s.slot.to_string()].as_u64().map(|r| r as usize))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| anyhow::anyhow!("the verdict does not rank every slot"))?;
-    let before: Vec<WengLinRating> =
-        seats.iter().map(|s| WengLinRating { rating: s.mu, uncertainty: s.sigma }).collect();
-    let after = rating::update(&before, &ranks);
-    let (payouts, house) = split(pot, space.payout.house_cut, &space.payout.shares, &ranks);
+    let pots: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("select match_id, id from accounts where kind = 'pot' and match_id = any($1)")
+            .bind(&live)
+            .fetch_all(&mut *tx)
+            .await?;
 
-    // Ratings and results.
-    let slots: Vec<i16> = seats.iter().map(|s| s.slot).collect();
-    let agent_ids: Vec<Uuid> = seats.iter().map(|s| s.agent_id).collect();
-    let mus: Vec<f64> = after.iter().map(|r| r.rating).collect();
-    let sigmas: Vec<f64> = after.iter().map(|r| r.uncertainty).collect();
-    let rank_col: Vec<i32> = ranks.iter().map(|&r| r as i32).collect();
+    // Per match: ratings, payouts, pairs, postings.
+    let (mut u_match, mut u_slot, mut u_mu, mut u_sigma, mut u_rank, mut u_payout, mut u_agent) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (
+        mut p_id,
+        mut p_match,
+        mut p_chosen,
+        mut p_rejected,
+        mut p_margin,
+        mut p_consistent,
+        mut p_license,
+        mut p_detail,
+    ) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut postings = Vec::new();
+    let mut details = BTreeMap::new();
+    for head in &heads {
+        let space = p.spaces.get(&p.db, head.space_id, head.space_version).await?;
+        let mine: Vec<&Seat> = seats.iter().filter(|s| s.match_id == head.id).collect();
+        let ranks: Vec<usize> = mine
+            .iter()
+            .map(|s| head.verdict["ranks"][s.slot.to_string()].as_u64().map(|r| r as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| anyhow::anyhow!("match {}: the verdict does not rank every slot", head.id))?;
+        let before: Vec<WengLinRating> =
+            mine.iter().map(|s| WengLinRating { rating: s.mu, uncertainty: s.sigma }).collect();
+        let after = rating::update(&before, &ranks);
+        let (payouts, house) = split(head.pot, space.payout.house_cut, &space.payout.shares, &ranks);
+        for (((seat, r), rank), payout) in mine.iter().zip(&after).zip(&ranks).zip(&payouts) {
+            u_match.push(head.id);
+            u_slot.push(seat.slot);
+            u_agent.push(seat.agent_id);
+            u_mu.push(r.rating);
+            u_sigma.push(r.uncertainty);
+            u_rank.push(*rank as i32);
+            u_payout.push(*payout);
+        }
+        for pair in head.verdict["pairs"].as_array().into_iter().flatten() {
+            let slot = |key: &str| pair[key].as_str().and_then(|s| s.parse::<i16>().ok());
+            let (Some(c), Some(r)) = (slot("chosen"), slot("rejected")) else { continue };
+            p_id.push(Uuid::new_v4());
+            p_match.push(head.id);
+            p_chosen.push(c);
+            p_rejected.push(r);
+            p_margin.push(pair["margin"].as_f64().unwrap_or(0.0));
+            p_consistent.push(pair["consistent"].as_bool().unwrap_or(false));
+            p_license.push(space.license.clone());
+            p_detail.push(pair.clone());
+        }
+        let pot_account = pots
+            .iter()
+            .find(|(m, _)| *m == head.id)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| anyhow::anyhow!("match {} has no pot", head.id))?;
+        let mut legs = vec![Leg::new(pot_account, -head.pot), Leg::new(ledger::HOUSE, house)];
+        legs.extend(mine.iter().zip(&payouts).map(|(seat, payout)| Leg::new(seat.account, *payout)));
+        legs.retain(|l| l.amount != 0);
+        postings.push(ledger::Posting {
+            idempotency_key: format!("payout:{}", head.id),
+            kind: "payout",
+            match_id: Some(head.id),
+            memo: "match payout".to_owned(),
+            legs,
+        });
+        details.insert(
+            head.id,
+            serde_json::json!({
+                "ranking": head.verdict["ranking"],
+                "payouts": mine.iter().zip(&payouts).map(|(s, p)| (s.slot.to_string(), *p)).collect::<BTreeMap<_, _>>(),
+            }),
+        );
+    }
     sqlx::query(
         "update match_agents ma set mu_after = u.mu, sigma_after = u.sigma, rank = u.rank, payout = u.payout
-         from unnest($2::smallint[], $3::float8[], $4::float8[], $5::int[], $6::bigint[]) as u(slot, mu, sigma, rank, payout)
-         where ma.match_id = $1 and ma.slot = u.slot",
+         from unnest($1::uuid[], $2::smallint[], $3::float8[], $4::float8[], $5::int[], $6::bigint[])
+              as u(match_id, slot, mu, sigma, rank, payout)
+         where ma.match_id = u.match_id and ma.slot = u.slot",
     )
-    .bind(match_id)
-    .bind(&slots)
-    .bind(&mus)
-    .bind(&sigmas)
-    .bind(&rank_col)
-    .bind(&payouts)
-    .execute(&mut *conn)
+    .bind(&u_match)
+    .bind(&u_slot)
+    .bind(&u_mu)
+    .bind(&u_sigma)
+    .bind(&u_rank)
+    .bind(&u_payout)
+    .execute(&mut *tx)
     .await?;
     sqlx::query(
         "update entries e set mu = u.mu, sigma = u.sigma, matches = e.matches + 1,
-                open_match = case when e.open_match = $2 then null else e.open_match end
-         from unnest($3::uuid[], $4::float8[], $5::float8[]) as u(agent, mu, sigma)
+                open_match = case when e.open_match = u.match_id then null else e.open_match end
+         from unnest($2::uuid[], $3::float8[], $4::float8[], $5::uuid[]) as u(agent, mu, sigma, match_id)
          where e.space_id = $1 and e.agent_id = u.agent",
     )
     .bind(space_id)
-    .bind(match_id)
-    .bind(&agent_ids)
-    .bind(&mus)
-    .bind(&sigmas)
-    .execute(&mut *conn)
+    .bind(&u_agent)
+    .bind(&u_mu)
+    .bind(&u_sigma)
+    .bind(&u_match)
+    .execute(&mut *tx)
     .await?;
-
-    // Preference pairs, as the judge built them (already above the margin).
-    let (mut chosen, mut rejected, mut margins, mut consistent, mut details) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for pair in verdict["pairs"].as_array().into_iter().flatten() {
-        let slot = |key: &str| pair[key].as_str().and_then(|s| s.parse::<i16>().ok());
-        let (Some(c), Some(r)) = (slot("chosen"), slot("rejected")) else { continue };
-        chosen.push(c);
-        rejected.push(r);
-        margins.push(pair["margin"].as_f64().unwrap_or(0.0));
-        consistent.push(pair["consistent"].as_bool().unwrap_or(false));
-        details.push(pair.clone());
-    }
-    if !chosen.is_empty() {
-        let ids: Vec<Uuid> = chosen.iter().map(|_| Uuid::new_v4()).collect();
+    if !p_id.is_empty() {
         sqlx::query(
             "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
-             select p.id, $2, $3, p.chosen, p.rejected, p.margin, p.consistent, $4, p.detail
-             from unnest($1::uuid[], $5::smallint[], $6::smallint[], $7::float8[], $8::bool[], $9::jsonb[])
-                  as p(id, chosen, rejected, margin, consistent, detail)
+             select p.id, p.match_id, $1, p.chosen, p.rejected, p.margin, p.consistent, p.license, p.detail
+             from unnest($2::uuid[], $3::uuid[], $4::smallint[], $5::smallint[], $6::float8[], $7::bool[], $8::text[], $9::jsonb[])
+                  as p(id, match_id, chosen, rejected, margin, consistent, license, detail)
              on conflict do nothing",
         )
-        .bind(&ids)
-        .bind(match_id)
         .bind(space_id)
-        .bind(&space.license)
-        .bind(&chosen)
-        .bind(&rejected)
-        .bind(&margins)
-        .bind(&consistent)
-        .bind(&details)
-        .execute(&mut *conn)
+        .bind(&p_id)
+        .bind(&p_match)
+        .bind(&p_chosen)
+        .bind(&p_rejected)
+        .bind(&p_margin)
+        .bind(&p_consistent)
+        .bind(&p_license)
+        .bind(&p_detail)
+        .execute(&mut *tx)
         .await?;
     }
 
-    // The chain: the Space's row orders its settlements. Taken late, so the
-    // row is held for as short a time as possible, and as NO KEY UPDATE: the
-    // pairs inserted above hold KEY SHARE on it (their foreign key), which a
-    // FOR UPDATE here would deadlock against another settlement's.
-    let (seq, chain_head): (i64, String) =
+    // The chain: the Space's row orders its settlements. NO KEY UPDATE, not
+    // FOR UPDATE: the pairs above hold KEY SHARE on it through their foreign
+    // key, which FOR UPDATE would deadlock against another batch's.
+    let (mut seq, mut head_hash): (i64, String) =
         sqlx::query_as("select chain_seq, chain_head from spaces where id = $1 for no key update")
             .bind(space_id)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *tx)
             .await?;
-    let seq = seq + 1;
-    let record = record(&mut *conn, match_id, seq, &chain_head).await?;
-    let hash = chain_hash(&chain_head, &record);
+    let parts = record_parts(&mut tx, &live).await?;
+    let (mut c_id, mut c_seq, mut c_prev, mut c_hash) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for id in &live {
+        seq += 1;
+        let record = compose(parts.get(id).ok_or_else(|| anyhow::anyhow!("no record for {id}"))?, seq, &head_hash);
+        let hash = chain_hash(&head_hash, &record);
+        c_id.push(*id);
+        c_seq.push(seq);
+        c_prev.push(head_hash.clone());
+        c_hash.push(hash.clone());
+        head_hash = hash;
+    }
     sqlx::query(
-        "update matches set status = 'settled', seq = $2, prev_hash = $3, record_hash = $4, settled_at = clock_timestamp(),
-                updated_at = now() where id = $1",
+        "update matches m set status = 'settled', seq = c.seq, prev_hash = c.prev, record_hash = c.hash,
+                settled_at = clock_timestamp(), updated_at = now()
+         from unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[]) as c(id, seq, prev, hash)
+         where m.id = c.id",
     )
-    .bind(match_id)
-    .bind(seq)
-    .bind(&chain_head)
-    .bind(&hash)
-    .execute(&mut *conn)
+    .bind(&c_id)
+    .bind(&c_seq)
+    .bind(&c_prev)
+    .bind(&c_hash)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("update spaces set chain_seq = $2, chain_head = $3 where id = $1")
         .bind(space_id)
         .bind(seq)
-        .bind(&hash)
-        .execute(&mut *conn)
+        .bind(&head_hash)
+        .execute(&mut *tx)
         .await?;
-    // Money last: the house account is every settlement's hot row.
-    let owners: Vec<Uuid> = seats.iter().map(|s| s.owner_id).collect();
-    let rows: Vec<(Option<Uuid>, Uuid)> = sqlx::query_as(
-        "select user_id, id from accounts where (kind = 'user' and user_id = any($1)) or (kind = 'pot' and match_id = $2)",
-    )
-    .bind(&owners)
-    .bind(match_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let pot_account = rows
-        .iter()
-        .find(|(user, _)| user.is_none())
-        .map(|(_, id)| *id)
-        .ok_or_else(|| anyhow::anyhow!("match {match_id} has no pot"))?;
-    let accounts: Vec<(Uuid, Uuid)> = rows.iter().filter_map(|(user, id)| user.map(|u| (u, *id))).collect();
-    let mut legs = vec![Leg::new(pot_account, -pot), Leg::new(ledger::HOUSE, house)];
-    for (seat, payout) in seats.iter().zip(&payouts) {
-        let account = accounts
-            .iter()
-            .find(|(u, _)| *u == seat.owner_id)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| anyhow::anyhow!("owner {} has no account", seat.owner_id))?;
-        legs.push(Leg::new(account, *payout));
-    }
-    legs.retain(|l| l.amount != 0);
-    ledger::post(&mut *conn, &format!("payout:{match_id}"), "payout", Some(match_id), "match payout", &legs).await?;
 
-    let detail = serde_json::json!({
-        "ranking": verdict["ranking"],
-        "payouts": slots.iter().zip(&payouts).map(|(s, p)| (s.to_string(), *p)).collect::<BTreeMap<_, _>>(),
-    });
-    Ok(Some(Event { match_id, space: slug, status: "settled".into(), detail: Some(detail) }))
+    // Money last: every account at once, in id order.
+    ledger::post_many(&mut tx, &postings).await?;
+    tx.commit().await?;
+    Ok(heads
+        .iter()
+        .map(|h| Event {
+            match_id: h.id,
+            space: h.slug.clone(),
+            status: "settled".into(),
+            detail: details.remove(&h.id),
+        })
+        .collect())
 }
 
-/// The canonical record of a settled match, rebuilt from the stored rows:
-/// who played which version, what each wrote (hashed), the verdict (hashed),
-/// ranks, rating changes, payouts and pairs.
-pub async fn record(conn: &mut PgConnection, match_id: Uuid, seq: i64, prev_hash: &str) -> anyhow::Result<String> {
-    let (space_id, space_version, prompt, reference, pot, seats, verdict_sha256, pairs): (
-        Uuid,
-        i32,
-        String,
-        Option<String>,
-        i64,
-        serde_json::Value,
-        Option<String>,
-        serde_json::Value,
-    ) = sqlx::query_as(
-        "select m.space_id, m.space_version, m.prompt, m.reference, m.pot,
+/// The stored facts of a settled match that its record covers.
+#[derive(sqlx::FromRow)]
+pub struct RecordParts {
+    id: Uuid,
+    space_id: Uuid,
+    space_version: i32,
+    prompt: String,
+    reference: Option<String>,
+    pot: i64,
+    seats: serde_json::Value,
+    verdict_sha256: Option<String>,
+    pairs: serde_json::Value,
+}
+
+/// Reads the record parts of many matches in one query: who played which
+/// version, what each wrote (hashed), the verdict (hashed), ranks, rating
+/// changes, payouts and pairs. Floats travel as PostgreSQL's text (its
+/// shortest round-trip form), so a record reads the same however it is
+/// rebuilt.
+pub async fn record_parts(conn: &mut PgConnection, ids: &[Uuid]) -> anyhow::Result<BTreeMap<Uuid, RecordParts>> {
+    let rows: Vec<RecordParts> = sqlx::query_as(
+        "select m.id, m.space_id, m.space_version, m.prompt, m.reference, m.pot,
                 (select coalesce(json_agg(json_build_array(ma.slot, ma.agent_id, ma.agent_version, ma.owner_id,
                         ma.entry_fee, ma.mu_before::text, ma.sigma_before::text, ma.mu_after::text, ma.sigma_after::text,
                         ma.rank, ma.payout, encode(sha256(convert_to(o.text, 'UTF8')), 'hex')) order by ma.slot), '[]')
                  from match_agents ma left join outputs o on o.match_id = ma.match_id and o.slot = ma.slot
-                 where ma.match_id = m.id),
-                (select encode(sha256(convert_to(v.verdict::text, 'UTF8')), 'hex') from verdicts v where v.match_id = m.id),
+                 where ma.match_id = m.id) as seats,
+                (select encode(sha256(convert_to(v.verdict::text, 'UTF8')), 'hex') from verdicts v
+                 where v.match_id = m.id) as verdict_sha256,
                 (select coalesce(json_agg(json_build_array(p.chosen_slot, p.rejected_slot, p.margin::text)
                         order by p.chosen_slot, p.rejected_slot), '[]')
-                 from pairs p where p.match_id = m.id)
-         from matches m where m.id = $1",
+                 from pairs p where p.match_id = m.id) as pairs
+         from matches m where m.id = any($1)",
     )
-    .bind(match_id)
-    .fetch_one(&mut *conn)
+    .bind(ids)
+    .fetch_all(&mut *conn)
     .await?;
-    // Floats travel as PostgreSQL's text (shortest round-trip form), so the
-    // record reads the same however it is rebuilt.
-    let record = serde_json::json!({
-        "match": match_id, "space": space_id, "space_version": space_version, "seq": seq, "prev": prev_hash,
-        "prompt": prompt, "reference": reference, "pot": pot, "seats": seats,
-        "verdict_sha256": verdict_sha256, "pairs": pairs,
-    });
-    Ok(record.to_string())
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+}
+
+/// The canonical record text of a match at position `seq` after `prev`.
+pub fn compose(parts: &RecordParts, seq: i64, prev: &str) -> String {
+    serde_json::json!({
+        "match": parts.id, "space": parts.space_id, "space_version": parts.space_version, "seq": seq, "prev": prev,
+        "prompt": parts.prompt, "reference": parts.reference, "pot": parts.pot, "seats": parts.seats,
+        "verdict_sha256": parts.verdict_sha256, "pairs": parts.pairs,
+    })
+    .to_string()
 }
 
 pub fn chain_hash(prev: &str, record: &str) -> String {
@@ -350,7 +439,9 @@ pub async fn verify_log(pool: &sqlx::PgPool, slug: &str) -> anyhow::Result<Chain
         } else if prev_hash.as_deref() != Some(prev.as_str()) {
             Some("its previous-hash does not match the record before it".to_owned())
         } else {
-            let record = record(&mut conn, id, expected_seq, &prev).await?;
+            let parts = record_parts(&mut conn, &[id]).await?;
+            let record =
+                compose(parts.get(&id).ok_or_else(|| anyhow::anyhow!("match {id} vanished"))?, expected_seq, &prev);
             let hash = chain_hash(&prev, &record);
             if record_hash.as_deref() != Some(hash.as_str()) {
                 Some("the stored record no longer hashes to its recorded hash (outputs, verdict, ratings, payouts or pairs changed)".to_owned())
