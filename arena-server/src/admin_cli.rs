@@ -49,6 +49,11 @@ pub async fn create_user(pool: &PgPool, settings: &Settings, username: &str, rol
 
 pub async fn publish(pool: &PgPool, files: &[PathBuf], owner: &str) -> anyhow::Result<ExitCode> {
     let caller = caller_for(pool, owner).await?;
+    anyhow::ensure!(
+        caller.has_scope(crate::domain::Scope::Design),
+        "{owner} is a {}: only designers and admins own Spaces",
+        caller.role.as_str()
+    );
     let mut failed = false;
     for file in files {
         let result = match space_store::read_from_disk(file) {

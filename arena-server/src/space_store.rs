@@ -205,7 +205,7 @@ pub fn read_from_disk(path: &Path) -> Result<(String, BTreeMap<String, String>),
     }
     if let Some(verifiers) = value.get("verifiers").and_then(|v| v.as_array()) {
         for v in verifiers {
-            if let Some(schema) = v.get("schema").and_then(|s| s.as_str()) {
+            if let Some(schema) = v.get("schema_file").and_then(|s| s.as_str()) {
                 names.push(schema.to_owned());
             }
         }

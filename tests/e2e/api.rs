@@ -59,6 +59,7 @@ async fn register_login_and_logout() {
     assert_eq!(second.get(arena.url("/me")).send().await.unwrap().status(), 401);
     assert_eq!(ada.get("/me").await.0, 200);
     assert_eq!(anon.get(arena.url("/me")).send().await.unwrap().status(), 401);
+    arena.ledger_ok().await;
 }
 
 #[tokio::test]
@@ -98,6 +99,7 @@ async fn api_tokens_are_scoped_shown_once_and_revocable() {
 
     assert_eq!(ada.delete(&format!("/tokens/{id}")).await.0, 204);
     assert_eq!(bare.get(arena.url("/me")).bearer_auth(&secret).send().await.unwrap().status(), 401);
+    arena.ledger_ok().await;
 }
 
 #[tokio::test]
@@ -150,6 +152,7 @@ async fn spaces_are_versioned_and_bad_ones_change_nothing() {
 
     let (status, paused) = designer.patch("/spaces/quick", json!({"active": false})).await;
     assert_eq!((status, paused["active"].as_bool()), (200, Some(false)));
+    arena.ledger_ok().await;
 }
 
 #[tokio::test]
@@ -194,6 +197,7 @@ async fn agents_have_immutable_versions_and_private_settings() {
     let seen: serde_json::Value =
         anon.get(arena.url(&format!("/agents/{id}"))).send().await.unwrap().json().await.unwrap();
     assert!(seen.get("versions").is_none());
+    arena.ledger_ok().await;
 }
 
 /// Every write on a resource owned by one user, tried by every other kind
@@ -250,6 +254,7 @@ async fn authorization_matrix_refuses_every_cross_owner_write() {
     assert_eq!(before, snapshot(arena.db.clone()).await, "refused writes changed nothing");
     // The owner can do each of them.
     assert_eq!(owner.post(&format!("/agents/{agent}/versions"), json!({"note": "mine"})).await.0, 201);
+    arena.ledger_ok().await;
 }
 
 #[tokio::test]
@@ -273,6 +278,7 @@ async fn writes_are_rate_limited_per_caller() {
     // Someone else is not limited by ada's writes.
     let bob = arena.user("bob", "player").await;
     assert_eq!(bob.post("/agents", json!({"name": "b"})).await.0, 201);
+    arena.ledger_ok().await;
 }
 
 #[tokio::test]
@@ -311,6 +317,7 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("openapi.json") && !html.contains("http://") && !html.contains("https://"), "no CDN");
+    arena.ledger_ok().await;
 }
 
 #[tokio::test]
@@ -371,4 +378,5 @@ async fn adapters_are_validated_before_they_are_stored() {
     assert_eq!(status, 201, "{agent}");
     let dir = arena_server::adapters::materialize(&arena.db, &arena.settings.data_dir, &sha).await.unwrap();
     assert_eq!(std::fs::read(dir.join("adapter_model.safetensors")).unwrap(), weights);
+    arena.ledger_ok().await;
 }

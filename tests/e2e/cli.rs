@@ -368,3 +368,42 @@ fn space_validate_accepts_the_examples_and_names_every_error() {
     }
     assert!(out.contains("arithmetic.toml: ok"), "the valid file is still checked: {out}");
 }
+
+#[tokio::test]
+async fn seed_publishes_the_example_spaces_with_their_files_and_is_idempotent() {
+    let env = TestEnv::new().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let spaces = root.join("spaces");
+    let spaces = spaces.to_str().unwrap();
+    for _ in 0..2 {
+        let out = arena(&env, &["seed", "--spaces", spaces], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let pool = env.pool().await;
+    let versions: Vec<(String, i32, i64)> = sqlx::query_as(
+        "select s.slug, v.version, (select count(*) from jsonb_object_keys(v.files)) from spaces s
+         join space_versions v on v.space_id = s.id order by s.slug",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        versions,
+        vec![("arithmetic".into(), 1, 1), ("explain".into(), 1, 0), ("json-contact".into(), 1, 1)],
+        "one version each, prompt file and schema stored with them"
+    );
+    let entries: i64 = sqlx::query_scalar("select count(*) from entries").fetch_one(&pool).await.unwrap();
+    assert_eq!(entries, 12, "four demo agents in three Spaces");
+    // Publishing a changed file makes version 2; the CLI reports errors per file.
+    let dir = tempfile::tempdir().unwrap();
+    let edited = dir.path().join("explain.toml");
+    std::fs::write(
+        &edited,
+        std::fs::read_to_string(root.join("spaces/explain.toml")).unwrap().replace("entry_fee = ", "entry_fee = 1"),
+    )
+    .unwrap();
+    let out = arena(&env, &["space", "publish", edited.to_str().unwrap(), "--owner", "designer"], &[]);
+    assert!(text(&out).contains("published explain version 2"), "{}", text(&out));
+    let out = arena(&env, &["space", "publish", edited.to_str().unwrap(), "--owner", "alice"], &[]);
+    assert_eq!(out.status.code(), Some(1), "a player cannot publish: {}", text(&out));
+}
