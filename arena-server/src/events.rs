@@ -53,6 +53,25 @@ impl Events {
         }
     }
 
+    /// Publishes many events in one round trip.
+    pub async fn publish_many(redis: &Redis, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let channel = redis.key("events");
+        for event in events {
+            if let Ok(payload) = serde_json::to_string(event) {
+                pipe.cmd("PUBLISH").arg(&channel).arg(payload).ignore();
+            }
+        }
+        let mut conn = redis.conn();
+        let sent: Result<(), _> = pipe.query_async(&mut conn).await;
+        if let Err(err) = sent {
+            tracing::debug!(error = %err, "events not published");
+        }
+    }
+
     /// Relays the Redis channel into the local broadcast until the process
     /// ends, resubscribing after a lost connection.
     pub fn relay(&self, redis: Redis) {

@@ -233,11 +233,14 @@ impl StageWork for GenerateStage {
             .await?;
             super::enqueue_many(&mut tx, Stage::Judge, &moved).await?;
             tx.commit().await?;
-            for id in &moved {
-                let space = seats.iter().find(|s| s.match_id == *id).map(|s| s.slug.clone()).unwrap_or_default();
-                Events::publish(&p.redis, &Event { match_id: *id, space, status: "generated".into(), detail: None })
-                    .await;
-            }
+            let events: Vec<Event> = moved
+                .iter()
+                .map(|id| {
+                    let space = seats.iter().find(|s| s.match_id == *id).map(|s| s.slug.clone()).unwrap_or_default();
+                    Event { match_id: *id, space, status: "generated".into(), detail: None }
+                })
+                .collect();
+            Events::publish_many(&p.redis, &events).await;
             done.extend(ok_matches);
             Ok(done)
         })

@@ -91,11 +91,12 @@ impl StageWork for JudgeStage {
                 };
                 pending.push((m, rx));
             }
-            let mut verdicts: Vec<(Uuid, serde_json::Value)> = Vec::new();
+            let mut verdicts: Vec<(Uuid, String)> = Vec::new();
             let mut failed: Vec<(Uuid, String)> = Vec::new();
             for (m, rx) in pending {
                 match rx.await {
-                    Ok(Ok(verdict)) => verdicts.push((m.id, serde_json::to_value(&verdict)?)),
+                    // Straight to JSON text: PostgreSQL parses it once.
+                    Ok(Ok(verdict)) => verdicts.push((m.id, serde_json::to_string(&verdict)?)),
                     // The match itself cannot be judged (e.g. an agent gave
                     // no output): fail it and refund, retrying is pointless.
                     Ok(Err(JudgeError::Input(why))) => failed.push((m.id, format!("judge refused the match: {why}"))),
@@ -104,9 +105,9 @@ impl StageWork for JudgeStage {
                 }
             }
             let mut tx = p.db.begin().await?;
-            let (vid, vjson): (Vec<Uuid>, Vec<serde_json::Value>) = verdicts.iter().cloned().unzip();
+            let (vid, vjson): (Vec<Uuid>, Vec<String>) = verdicts.into_iter().unzip();
             sqlx::query(
-                "insert into verdicts (match_id, verdict) select * from unnest($1::uuid[], $2::jsonb[])
+                "insert into verdicts (match_id, verdict) select id, v::jsonb from unnest($1::uuid[], $2::text[]) as x(id, v)
                  on conflict (match_id) do nothing",
             )
             .bind(&vid)
@@ -128,10 +129,14 @@ impl StageWork for JudgeStage {
                 }
             }
             tx.commit().await?;
-            for id in &moved {
-                let space = open.iter().find(|o| o.id == *id).map(|o| o.slug.clone()).unwrap_or_default();
-                Events::publish(&p.redis, &Event { match_id: *id, space, status: "judged".into(), detail: None }).await;
-            }
+            let events: Vec<Event> = moved
+                .iter()
+                .map(|id| {
+                    let space = open.iter().find(|o| o.id == *id).map(|o| o.slug.clone()).unwrap_or_default();
+                    Event { match_id: *id, space, status: "judged".into(), detail: None }
+                })
+                .collect();
+            Events::publish_many(&p.redis, &events).await;
             for (id, space) in failed_slugs {
                 Events::publish(&p.redis, &Event { match_id: id, space, status: "failed".into(), detail: None }).await;
             }

@@ -483,23 +483,18 @@ pub async fn run_matchmaker(p: Pipeline, mut stop: tokio::sync::watch::Receiver<
                 if let Err(err) = flush_outbox(&p.db, &p.redis).await {
                     tracing::warn!(error = %err, "outbox relay failed");
                 }
-                for id in &formed {
-                    let slug: Option<String> = sqlx::query_scalar(
-                        "select s.slug from matches m join spaces s on s.id = m.space_id where m.id = $1",
-                    )
-                    .bind(id)
-                    .fetch_optional(&p.db)
-                    .await
-                    .ok()
-                    .flatten();
-                    if let Some(space) = slug {
-                        Events::publish(
-                            &p.redis,
-                            &Event { match_id: *id, space, status: "formed".into(), detail: None },
-                        )
-                        .await;
-                    }
-                }
+                let slugs: Vec<(Uuid, String)> = sqlx::query_as(
+                    "select m.id, s.slug from matches m join spaces s on s.id = m.space_id where m.id = any($1)",
+                )
+                .bind(&formed)
+                .fetch_all(&p.db)
+                .await
+                .unwrap_or_default();
+                let events: Vec<Event> = slugs
+                    .into_iter()
+                    .map(|(match_id, space)| Event { match_id, space, status: "formed".into(), detail: None })
+                    .collect();
+                Events::publish_many(&p.redis, &events).await;
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "matchmaking round failed"),

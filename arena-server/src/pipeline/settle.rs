@@ -89,9 +89,7 @@ impl StageWork for SettleStage {
                 match result {
                     Ok(events) => {
                         done.extend(ids);
-                        for event in events {
-                            Events::publish(&p.redis, &event).await;
-                        }
+                        Events::publish_many(&p.redis, &events).await;
                     }
                     Err(err) if ids.len() > 1 => {
                         tracing::warn!(error = ?err, matches = ids.len(), "batch settlement failed; settling one by one");
@@ -127,7 +125,9 @@ struct Head {
     space_version: i32,
     pot: i64,
     slug: String,
-    verdict: serde_json::Value,
+    /// The verdict's `ranks` and `ranking` only: the rest stays in PostgreSQL.
+    ranks: serde_json::Value,
+    ranking: serde_json::Value,
 }
 
 #[derive(sqlx::FromRow)]
@@ -147,7 +147,8 @@ struct Seat {
 async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> {
     let mut tx = p.db.begin().await?;
     let heads: Vec<Head> = sqlx::query_as(
-        "select m.id, m.space_id, m.space_version, m.pot, s.slug, v.verdict
+        "select m.id, m.space_id, m.space_version, m.pot, s.slug, v.verdict->'ranks' as ranks,
+                v.verdict->'ranking' as ranking
          from matches m join spaces s on s.id = m.space_id join verdicts v on v.match_id = m.id
          where m.id = any($1) and m.status = 'judged' order by m.id for update of m",
     )
@@ -180,16 +181,6 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
     // Per match: ratings, payouts, pairs, postings.
     let (mut u_match, mut u_slot, mut u_mu, mut u_sigma, mut u_rank, mut u_payout, mut u_agent) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (
-        mut p_id,
-        mut p_match,
-        mut p_chosen,
-        mut p_rejected,
-        mut p_margin,
-        mut p_consistent,
-        mut p_license,
-        mut p_detail,
-    ) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut postings = Vec::new();
     let mut details = BTreeMap::new();
     for head in &heads {
@@ -197,7 +188,7 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
         let mine: Vec<&Seat> = seats.iter().filter(|s| s.match_id == head.id).collect();
         let ranks: Vec<usize> = mine
             .iter()
-            .map(|s| head.verdict["ranks"][s.slot.to_string()].as_u64().map(|r| r as usize))
+            .map(|s| head.ranks[s.slot.to_string()].as_u64().map(|r| r as usize))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| anyhow::anyhow!("match {}: the verdict does not rank every slot", head.id))?;
         let before: Vec<WengLinRating> =
@@ -212,18 +203,6 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
             u_sigma.push(r.uncertainty);
             u_rank.push(*rank as i32);
             u_payout.push(*payout);
-        }
-        for pair in head.verdict["pairs"].as_array().into_iter().flatten() {
-            let slot = |key: &str| pair[key].as_str().and_then(|s| s.parse::<i16>().ok());
-            let (Some(c), Some(r)) = (slot("chosen"), slot("rejected")) else { continue };
-            p_id.push(Uuid::new_v4());
-            p_match.push(head.id);
-            p_chosen.push(c);
-            p_rejected.push(r);
-            p_margin.push(pair["margin"].as_f64().unwrap_or(0.0));
-            p_consistent.push(pair["consistent"].as_bool().unwrap_or(false));
-            p_license.push(space.license.clone());
-            p_detail.push(pair.clone());
         }
         let pot_account = pots
             .iter()
@@ -243,7 +222,7 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
         details.insert(
             head.id,
             serde_json::json!({
-                "ranking": head.verdict["ranking"],
+                "ranking": head.ranking,
                 "payouts": mine.iter().zip(&payouts).map(|(s, p)| (s.slot.to_string(), *p)).collect::<BTreeMap<_, _>>(),
             }),
         );
@@ -275,26 +254,32 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
     .bind(&u_match)
     .execute(&mut *tx)
     .await?;
-    if !p_id.is_empty() {
-        sqlx::query(
-            "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
-             select p.id, p.match_id, $1, p.chosen, p.rejected, p.margin, p.consistent, p.license, p.detail
-             from unnest($2::uuid[], $3::uuid[], $4::smallint[], $5::smallint[], $6::float8[], $7::bool[], $8::text[], $9::jsonb[])
-                  as p(id, match_id, chosen, rejected, margin, consistent, license, detail)
-             on conflict do nothing",
-        )
-        .bind(space_id)
-        .bind(&p_id)
-        .bind(&p_match)
-        .bind(&p_chosen)
-        .bind(&p_rejected)
-        .bind(&p_margin)
-        .bind(&p_consistent)
-        .bind(&p_license)
-        .bind(&p_detail)
-        .execute(&mut *tx)
-        .await?;
+    // Preference pairs straight from the stored verdicts (the judge kept
+    // only those above the Space's margin); the license is the Space's.
+    let space = p.spaces.get(&p.db, heads[0].space_id, heads[0].space_version).await?;
+    let mut licenses = Vec::with_capacity(heads.len());
+    for h in &heads {
+        licenses.push(if h.space_version == heads[0].space_version {
+            space.license.clone()
+        } else {
+            p.spaces.get(&p.db, h.space_id, h.space_version).await?.license.clone()
+        });
     }
+    sqlx::query(
+        "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
+         select gen_random_uuid(), v.match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
+                (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), l.license, p
+         from unnest($2::uuid[], $3::text[]) as l(match_id, license)
+         join verdicts v on v.match_id = l.match_id
+         cross join lateral jsonb_array_elements(v.verdict->'pairs') as p
+         where (p->>'chosen') ~ '^[0-9]+$' and (p->>'rejected') ~ '^[0-9]+$'
+         on conflict do nothing",
+    )
+    .bind(space_id)
+    .bind(&live)
+    .bind(&licenses)
+    .execute(&mut *tx)
+    .await?;
 
     // The chain: the Space's row orders its settlements. NO KEY UPDATE, not
     // FOR UPDATE: the pairs above hold KEY SHARE on it through their foreign
