@@ -255,7 +255,8 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
     .execute(&mut *tx)
     .await?;
     // Preference pairs straight from the stored verdicts (the judge kept
-    // only those above the Space's margin); the license is the Space's.
+    // only those above the Space's margin); the license is the Space's. The
+    // verifier results stay in the verdict, not copied into every pair.
     let space = p.spaces.get(&p.db, heads[0].space_id, heads[0].space_version).await?;
     let mut licenses = Vec::with_capacity(heads.len());
     for h in &heads {
@@ -268,7 +269,8 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
     sqlx::query(
         "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
          select gen_random_uuid(), v.match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
-                (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), l.license, p
+                (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), l.license,
+                p - 'chosen_verifiers' - 'rejected_verifiers'
          from unnest($2::uuid[], $3::text[]) as l(match_id, license)
          join verdicts v on v.match_id = l.match_id
          cross join lateral jsonb_array_elements(v.verdict->'pairs') as p
