@@ -26,6 +26,7 @@ pub struct BenchArgs {
     pub players: usize,
     pub pgbench: bool,
     pub pgbench_seconds: u32,
+    pub matchmaker_interval_ms: u64,
 }
 
 fn bench_space(name: &str, k: u32) -> String {
@@ -119,7 +120,7 @@ async fn run(settings: &Settings, args: &BenchArgs, db_name: &str, id: &str) -> 
     settings.server.port = 0;
     settings.server.host = "127.0.0.1".into();
     settings.arena.starting_credits = 1_000_000_000;
-    settings.arena.matchmaker_interval_ms = 10;
+    settings.arena.matchmaker_interval_ms = args.matchmaker_interval_ms;
     settings.arena.stage_batch = 64;
     settings.data_dir = std::env::temp_dir().join(format!("arena-bench-{id}"));
     let options = Options { roles: Roles::ALL, workers: false, generator: Some(Arc::new(StubGenerator)), threads: 1 };

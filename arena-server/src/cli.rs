@@ -79,6 +79,9 @@ pub enum BenchCommand {
         no_pgbench: bool,
         #[arg(long, default_value_t = 10)]
         pgbench_seconds: u32,
+        /// How often the matchmaker runs a round.
+        #[arg(long, default_value_t = 10)]
+        matchmaker_interval_ms: u64,
     },
 }
 

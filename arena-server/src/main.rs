@@ -178,6 +178,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             players,
             no_pgbench,
             pgbench_seconds,
+            matchmaker_interval_ms,
         }) => {
             let args = bench_cli::BenchArgs {
                 matches,
@@ -186,6 +187,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 players,
                 pgbench: !no_pgbench,
                 pgbench_seconds,
+                matchmaker_interval_ms,
             };
             bench_cli::control_plane(settings, args).await?;
         }
