@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod lora;
 pub mod model;
 pub mod model_file;
+pub mod pairs;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
