@@ -224,14 +224,7 @@ impl StageWork for GenerateStage {
             .bind(&tokens)
             .execute(&mut *tx)
             .await?;
-            let moved: Vec<Uuid> = sqlx::query_scalar(
-                "update matches set status = 'generated', updated_at = now(), generated_at = clock_timestamp()
-                 where id = any($1) and status = 'formed' returning id",
-            )
-            .bind(&ok_matches)
-            .fetch_all(&mut *tx)
-            .await?;
-            super::enqueue_many(&mut tx, Stage::Judge, &moved).await?;
+            let moved = super::advance(&mut tx, Stage::Generate, &ok_matches).await?;
             tx.commit().await?;
             let events: Vec<Event> = moved
                 .iter()

@@ -114,14 +114,7 @@ impl StageWork for JudgeStage {
             .bind(&vjson)
             .execute(&mut *tx)
             .await?;
-            let moved: Vec<Uuid> = sqlx::query_scalar(
-                "update matches set status = 'judged', updated_at = now(), judged_at = clock_timestamp()
-                 where id = any($1) and status = 'generated' returning id",
-            )
-            .bind(&vid)
-            .fetch_all(&mut *tx)
-            .await?;
-            super::enqueue_many(&mut tx, Stage::Settle, &moved).await?;
+            let moved = super::advance(&mut tx, Stage::Judge, &vid).await?;
             let mut failed_slugs = Vec::new();
             for (id, why) in &failed {
                 if let Some(slug) = super::fail_match(&mut tx, *id, why).await? {

@@ -100,6 +100,29 @@ impl Pipeline {
     }
 }
 
+/// Moves matches `stage` finished from its input status to the next one,
+/// stamps the time, and writes the hand-over to the following stage, in the
+/// caller's transaction. Returns the matches it moved: one already past the
+/// stage (a redelivery) is left alone. Settlement has its own bookkeeping.
+pub async fn advance(conn: &mut PgConnection, stage: Stage, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let (sql, next) = match stage {
+        Stage::Generate => (
+            "update matches set status = 'generated', updated_at = now(), generated_at = clock_timestamp()
+             where id = any($1) and status = 'formed' returning id",
+            Stage::Judge,
+        ),
+        Stage::Judge => (
+            "update matches set status = 'judged', updated_at = now(), judged_at = clock_timestamp()
+             where id = any($1) and status = 'generated' returning id",
+            Stage::Settle,
+        ),
+        Stage::Settle => return Ok(Vec::new()),
+    };
+    let moved: Vec<Uuid> = sqlx::query_scalar(sql).bind(ids).fetch_all(&mut *conn).await?;
+    enqueue_many(conn, next, &moved).await?;
+    Ok(moved)
+}
+
 /// Writes the hand-over to `stage` in the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, stage: Stage, match_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("insert into outbox (stream, match_id) values ($1, $2)")
