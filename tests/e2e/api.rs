@@ -380,3 +380,24 @@ async fn adapters_are_validated_before_they_are_stored() {
     assert_eq!(std::fs::read(dir.join("adapter_model.safetensors")).unwrap(), weights);
     arena.ledger_ok().await;
 }
+
+#[tokio::test]
+async fn a_space_with_a_megabyte_prompt_file_publishes() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    let source = quick_space("big", 2, 2);
+    let inline_start = source.find("[prompts]").unwrap();
+    let inline_end = source.find("[payout]").unwrap();
+    let source = format!("{}[prompts]\nfile = \"prompts.jsonl\"\n\n{}", &source[..inline_start], &source[inline_end..]);
+    let prompts: String = (0..20_000)
+        .map(|i| {
+            format!("{{\"prompt\": \"What is {i} + {i}? Answer with the number.\", \"reference\": \"{}\"}}\n", 2 * i)
+        })
+        .collect();
+    assert!(prompts.len() > 1_000_000);
+    let (status, body) = designer.post("/spaces", json!({"source": source, "files": {"prompts.jsonl": prompts}})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, err) = designer.post("/spaces", json!({"source": 7})).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (422, Some("body")));
+    arena.ledger_ok().await;
+}

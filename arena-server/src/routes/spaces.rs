@@ -28,13 +28,30 @@ pub struct Publish {
 }
 
 /// POST /api/v1/spaces — a new Space, or a new version of one's own.
-#[tracing::instrument(skip(state, body, caller), fields(user = %caller.username))]
+/// The body may carry a Space's files (prompt files run to megabytes), so
+/// it is read here with the Space limit rather than the API's 256 KiB.
+#[tracing::instrument(skip(state, payload, caller), fields(user = %caller.username))]
 pub async fn publish(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<Publish>,
+    mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    use futures_util::StreamExt;
     caller.write(&state, Scope::Design).await?;
+    let limit = space_store::MAX_FILES_BYTES + 1024 * 1024;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::Payload(format!(
+                "a Space and its files are at most {} bytes",
+                space_store::MAX_FILES_BYTES
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body: Publish =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("body", format!("malformed JSON body: {e}")))?;
     let published = space_store::publish(&state.db, &caller, &body.source, &body.files).await?;
     let status = if published.created { actix_web::http::StatusCode::CREATED } else { actix_web::http::StatusCode::OK };
     Ok(HttpResponse::build(status).json(published))
