@@ -14,6 +14,10 @@ pub struct Metrics {
     pub dependency_up: IntGaugeVec,
     stage_duration: HistogramVec,
     stage_matches: IntCounterVec,
+    /// Matches by unsettled status (formed, generated, judged).
+    pub open_matches: IntGaugeVec,
+    /// Messages delivered but not acknowledged, per stage stream.
+    pub stream_pending: IntGaugeVec,
 }
 
 impl Metrics {
@@ -47,7 +51,24 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(stage_duration.clone()))?;
         registry.register(Box::new(stage_matches.clone()))?;
-        Ok(Metrics { registry, http_requests, http_duration, dependency_up, stage_duration, stage_matches })
+        let open_matches =
+            IntGaugeVec::new(Opts::new("open_matches", "Matches waiting in each unsettled status"), &["status"])?;
+        let stream_pending = IntGaugeVec::new(
+            Opts::new("stream_pending", "Stage messages delivered and not yet acknowledged"),
+            &["stage"],
+        )?;
+        registry.register(Box::new(open_matches.clone()))?;
+        registry.register(Box::new(stream_pending.clone()))?;
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            dependency_up,
+            stage_duration,
+            stage_matches,
+            open_matches,
+            stream_pending,
+        })
     }
 
     /// The registry's contents in the Prometheus text format.

@@ -235,6 +235,7 @@ pub fn start_workers(
         tokio::spawn(pipeline::run_matchmaker(pipeline.clone(), stop.clone()));
         let period = Duration::from_secs((settings.arena.reconcile_after_s / 2).clamp(1, 60));
         tokio::spawn(pipeline::run_reconciler(pipeline.clone(), period, stop.clone()));
+        tokio::spawn(pipeline::run_gauges(pipeline.clone(), Duration::from_secs(5), stop.clone()));
     }
     Ok(())
 }

@@ -93,6 +93,16 @@ async fn matches_go_from_formed_to_settled() {
     assert!(first["prompt"].is_string() && first["chosen"].as_str().unwrap().contains("The answer is"));
     assert_eq!(first["license"], "CC-BY-4.0");
     assert_eq!(players[1].get("/spaces/quick/pairs").await.0, 403, "players do not export");
+
+    // What an operator watches.
+    let metrics = arena.client().get(format!("{}/metrics", arena.address)).send().await.unwrap().text().await.unwrap();
+    for series in [
+        "arena_stage_matches_total{stage=\"settle\"}",
+        "arena_open_matches{status=\"formed\"}",
+        "arena_stream_pending{stage=\"judge\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
 }
 
 #[tokio::test]

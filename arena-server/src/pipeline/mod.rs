@@ -497,6 +497,37 @@ pub async fn run_reconciler(p: Pipeline, period: Duration, mut stop: tokio::sync
     }
 }
 
+/// Refreshes the queue gauges (open matches by status, pending messages per
+/// stream) every `period` until `stop` fires.
+pub async fn run_gauges(p: Pipeline, period: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(metrics) = p.metrics.clone() else { return };
+    loop {
+        let open: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "select status, count(*) from matches where status in ('formed', 'generated', 'judged') group by status",
+        )
+        .fetch_all(&p.db)
+        .await;
+        if let Ok(open) = open {
+            for status in ["formed", "generated", "judged"] {
+                let n = open.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                metrics.open_matches.with_label_values(&[status]).set(n);
+            }
+        }
+        let mut conn = p.redis.conn();
+        for stage in Stage::ALL {
+            let summary: redis::RedisResult<(i64, redis::Value, redis::Value, redis::Value)> =
+                redis::cmd("XPENDING").arg(stage.stream(&p.redis)).arg(stage.name()).query_async(&mut conn).await;
+            if let Ok((pending, _, _, _)) = summary {
+                metrics.stream_pending.with_label_values(&[stage.name()]).set(pending);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
 /// Runs the matchmaker every `matchmaker_interval_ms` until `stop` fires.
 pub async fn run_matchmaker(p: Pipeline, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_millis(p.settings.matchmaker_interval_ms.max(10));
