@@ -286,6 +286,34 @@ impl Caller {
     }
 }
 
+/// Counts one attempt of `who` in the current minute; refuses beyond `limit`.
+pub async fn count_attempt(state: &AppState, who: &str, limit: u32) -> Result<(), ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let window = now / 60;
+    let key = state.redis.key(&format!("ratelimit:{who}:{window}"));
+    let mut conn = state.redis.conn();
+    let (count,): (u32,) = redis::pipe()
+        .atomic()
+        .incr(&key, 1)
+        .ignore()
+        .expire(&key, 120)
+        .ignore()
+        .get(&key)
+        .query_async(&mut conn)
+        .await?;
+    if count > limit {
+        return Err(ApiError::RateLimited { limit, retry_after_s: (60 - now % 60) as u64 });
+    }
+    Ok(())
+}
+
+/// Sign-in attempts per username per minute: argon2 makes each guess slow,
+/// this makes guessing one account's password hopeless.
+pub const LOGINS_PER_MINUTE: u32 = 10;
+/// Registrations per client address per minute: each new account is minted
+/// starting credits.
+pub const REGISTRATIONS_PER_MINUTE: u32 = 20;
+
 async fn identify(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let value = header.to_str().map_err(|_| ApiError::Unauthenticated)?;

@@ -263,6 +263,7 @@ async fn writes_are_rate_limited_per_caller() {
     let mut settings = crate::arena::quick_settings(&env);
     settings.arena.writes_per_minute = 3;
     let arena = Arena::with_settings(env, settings).await;
+    crate::arena::start_of_a_minute().await;
     let ada = arena.user("ada", "player").await;
     let mut codes = Vec::new();
     for i in 0..5 {
@@ -399,5 +400,53 @@ async fn a_space_with_a_megabyte_prompt_file_publishes() {
     assert_eq!(status, 201, "{body}");
     let (status, err) = designer.post("/spaces", json!({"source": 7})).await;
     assert_eq!((status, err["error"]["field"].as_str()), (422, Some("body")));
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn password_guessing_and_mass_registration_are_limited() {
+    let arena = Arena::new().await;
+    crate::arena::start_of_a_minute().await;
+    arena.user("ada", "player").await; // one login used
+    let anon = arena.client();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = anon
+            .post(arena.url("/sessions"))
+            .json(&json!({"username": "ADA", "password": "guess guess guess"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses[..9].iter().all(|&s| s == 401), "{statuses:?}");
+    assert_eq!(statuses[9], 429, "the 11th attempt on one username in a minute is refused: {statuses:?}");
+    // Even the right password waits out the minute.
+    let r = anon
+        .post(arena.url("/sessions"))
+        .json(&json!({"username": "ada", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+
+    let mut created = 1;
+    for i in 0..25 {
+        let r = anon
+            .post(arena.url("/users"))
+            .json(&json!({"username": format!("farm{i}"), "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            created += 1;
+        } else {
+            assert_eq!(r.status(), 429);
+        }
+    }
+    assert_eq!(created, arena_server::auth::REGISTRATIONS_PER_MINUTE, "registrations per address per minute");
+    let users: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(users, created as i64);
     arena.ledger_ok().await;
 }

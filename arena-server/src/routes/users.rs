@@ -25,7 +25,13 @@ fn default_role() -> String {
 
 /// POST /api/v1/users — anyone may register as player, designer or buyer.
 #[tracing::instrument(skip(state, body), fields(username = %body.username))]
-pub async fn register(state: web::Data<AppState>, body: web::Json<Register>) -> Result<HttpResponse, ApiError> {
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Register>,
+) -> Result<HttpResponse, ApiError> {
+    let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    auth::count_attempt(&state, &format!("register:{client}"), auth::REGISTRATIONS_PER_MINUTE).await?;
     let username = Username::parse(&body.username)?;
     let password = Password::parse(&body.password)?;
     let role = Role::parse(&body.role)?;
@@ -46,6 +52,8 @@ pub struct Login {
 /// POST /api/v1/sessions — sets the session cookie.
 #[tracing::instrument(skip(state, body), fields(username = %body.username))]
 pub async fn login(state: web::Data<AppState>, body: web::Json<Login>) -> Result<HttpResponse, ApiError> {
+    let who = format!("login:{}", body.username.to_lowercase());
+    auth::count_attempt(&state, &who, auth::LOGINS_PER_MINUTE).await?;
     let user = auth::authenticate(&state.db, &body.username, &body.password).await?;
     let secret = auth::start_session(&state, &user).await?;
     let cookie = Cookie::build(SESSION_COOKIE, secret)
