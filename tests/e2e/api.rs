@@ -179,6 +179,7 @@ async fn agents_have_immutable_versions_and_private_settings() {
         (json!({"name": "x", "sampling": {"bogus": 1}}), "body"),
         (json!({"name": "x", "adapter_sha256": "ab"}), "adapter_sha256"),
         (json!({"name": "x", "system_prompt": "\u{1b}[2J"}), "system_prompt"),
+        (json!({"name": "x", "base_model": "llama-70b"}), "base_model"),
     ] {
         let (status, err) = ada.post("/agents", body.clone()).await;
         assert_eq!((status, err["error"]["field"].as_str()), (422, Some(field)), "{body} → {err}");

@@ -72,6 +72,10 @@ pub struct NewAgent {
     sampling: AgentSampling,
     #[serde(default)]
     adapter_sha256: Option<String>,
+    /// The base model's sha256; the server's model when absent. A server
+    /// runs one base model, so any other value is refused.
+    #[serde(default)]
+    base_model: Option<String>,
 }
 
 async fn check_adapter(conn: &mut PgConnection, sha: &Option<String>) -> Result<(), ApiError> {
@@ -96,6 +100,14 @@ pub async fn create(
     let name = AgentName::parse(&body.name)?;
     let system_prompt = parse_system_prompt(&body.system_prompt)?;
     body.sampling.check()?;
+    if let Some(base) = &body.base_model
+        && !base.eq_ignore_ascii_case(&state.base_model)
+    {
+        return Err(ApiError::invalid(
+            "base_model",
+            format!("this server runs one base model, sha256 {}; {base:?} is not it", state.base_model),
+        ));
+    }
     let mut tx = state.db.begin().await?;
     check_adapter(&mut tx, &body.adapter_sha256).await?;
     let id = Uuid::new_v4();

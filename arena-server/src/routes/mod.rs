@@ -132,7 +132,7 @@ pub const API: &[ApiRoute] = &[
         Scope("play"),
         "Create an agent (version 1)",
         Some(
-            r#"{"name": "calc", "system_prompt": "…", "sampling": {"temperature": 0.7, "top_p": 0.95, "seed": 1}, "adapter_sha256": null}"#
+            r#"{"name": "calc", "system_prompt": "…", "sampling": {"temperature": 0.7, "top_p": 0.95, "seed": 1}, "adapter_sha256": null, "base_model": null}"#
         )
     ),
     route!(get, "/agents/{id}", agents::get, Public, "An agent; versions only for its owner", None),
