@@ -216,6 +216,52 @@ impl Runtime {
         }
     }
 
+    /// The log-probability of each token of `completion` after `prompt`
+    /// (teacher-forced), under the model with `adapter` (or the base model):
+    /// what DPO's reference pass and an evaluation of a given answer need.
+    /// The sum is the completion's log-likelihood.
+    pub fn completion_logprobs(
+        &self,
+        prompt: &[u32],
+        completion: &[u32],
+        adapter: Option<&Adapter>,
+    ) -> Result<Vec<f32>> {
+        if prompt.is_empty() {
+            return Err(RuntimeError::Request("the prompt has no tokens".to_owned()));
+        }
+        if completion.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total = prompt.len() + completion.len();
+        if total > self.model.max_positions() {
+            return Err(RuntimeError::Request(format!(
+                "prompt and completion have {total} tokens; the context holds {}",
+                self.model.max_positions()
+            )));
+        }
+        let vocab = self.config().vocab;
+        let mut cache = self.model.new_cache();
+        // Everything before the prompt's last token only fills the cache;
+        // from there on every position's logits score the next token.
+        for chunk in prompt[..prompt.len() - 1].chunks(PREFILL_CHUNK) {
+            self.model.forward(&mut [SeqStep { tokens: chunk, cache: &mut cache, adapter, logits: Logits::Last }])?;
+        }
+        let scored: Vec<u32> = std::iter::once(prompt[prompt.len() - 1])
+            .chain(completion[..completion.len() - 1].iter().copied())
+            .collect();
+        let mut out = Vec::with_capacity(completion.len());
+        for (c, chunk) in scored.chunks(PREFILL_CHUNK).enumerate() {
+            let logits = self
+                .model
+                .forward(&mut [SeqStep { tokens: chunk, cache: &mut cache, adapter, logits: Logits::All }])?
+                .remove(0);
+            for (i, row) in logits.chunks(vocab).enumerate() {
+                out.push(log_prob(row, completion[c * PREFILL_CHUNK + i]));
+            }
+        }
+        Ok(out)
+    }
+
     fn start(&self, request: Request) -> Result<Active> {
         request.params.validate().map_err(RuntimeError::Request)?;
         let prompt = self.prompt_tokens(&request.prompt)?;
