@@ -50,7 +50,6 @@ impl Arena {
         let address = format!("http://127.0.0.1:{}", app.port());
         let (db, pipeline, redis) = (app.db.clone(), app.pipeline.clone(), app.redis.clone());
         let (stop, _) = tokio::sync::watch::channel(false);
-        app.state.events.relay(redis.clone());
         tokio::spawn(app.run_until_stopped());
         Arena { address, env, db, pipeline, settings, redis, stop }
     }
