@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod dpo;
 pub mod engine;
 pub mod error;
 pub mod gguf;
