@@ -265,24 +265,7 @@ impl Caller {
             Via::Session => format!("user:{}", self.user_id),
             Via::Token { id, .. } => format!("token:{id}"),
         };
-        let now = chrono::Utc::now().timestamp();
-        let window = now / 60;
-        let key = state.redis.key(&format!("ratelimit:{who}:{window}"));
-        let mut conn = state.redis.conn();
-        let (count,): (u32,) = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .ignore()
-            .expire(&key, 120)
-            .ignore()
-            .get(&key)
-            .query_async(&mut conn)
-            .await?;
-        let limit = state.settings.writes_per_minute;
-        if count > limit {
-            return Err(ApiError::RateLimited { limit, retry_after_s: (60 - now % 60) as u64 });
-        }
-        Ok(())
+        count_attempt(state, &who, state.settings.writes_per_minute).await
     }
 }
 
@@ -292,15 +275,8 @@ pub async fn count_attempt(state: &AppState, who: &str, limit: u32) -> Result<()
     let window = now / 60;
     let key = state.redis.key(&format!("ratelimit:{who}:{window}"));
     let mut conn = state.redis.conn();
-    let (count,): (u32,) = redis::pipe()
-        .atomic()
-        .incr(&key, 1)
-        .ignore()
-        .expire(&key, 120)
-        .ignore()
-        .get(&key)
-        .query_async(&mut conn)
-        .await?;
+    let (count,): (u32,) =
+        redis::pipe().atomic().incr(&key, 1).expire(&key, 120).ignore().query_async(&mut conn).await?;
     if count > limit {
         return Err(ApiError::RateLimited { limit, retry_after_s: (60 - now % 60) as u64 });
     }

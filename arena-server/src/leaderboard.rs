@@ -70,10 +70,8 @@ pub fn fit(n: usize, battles: &[Battle]) -> Vec<f64> {
     }
     let mut p = vec![1.0f64; n];
     for _ in 0..500 {
-        let mut denom = vec![1.0 / (1.0 + 1.0); n];
-        for i in 0..n {
-            denom[i] = 1.0 / (p[i] + 1.0);
-        }
+        // The virtual draw against an opponent of strength 1.
+        let mut denom: Vec<f64> = p.iter().map(|pi| 1.0 / (pi + 1.0)).collect();
         for (&(i, j), &g) in &games {
             let d = g / (p[i] + p[j]);
             denom[i] += d;

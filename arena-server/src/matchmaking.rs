@@ -215,10 +215,10 @@ async fn form_locked(
     let mut formed = Vec::new();
     for (members, prompt_index) in groups.into_iter().zip(prompts) {
         let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
-        match form_one(&mut tx, space_id, version, space_owner, space, &members, prompt_index).await {
-            Ok(id) => {
+        match form_many(&mut tx, space_id, version, space_owner, space, &[members], &[prompt_index]).await {
+            Ok(ids) => {
                 tx.commit().await?;
-                formed.push(id);
+                formed.extend(ids);
             }
             Err(FormError::Skip(why)) => {
                 tracing::debug!(%space_id, why, "match not formed");
@@ -374,118 +374,6 @@ async fn form_many(
     .await?;
     pipeline::enqueue_many(&mut *tx, Stage::Generate, &ids).await?;
     Ok(ids)
-}
-
-async fn form_one(
-    tx: &mut sqlx::PgConnection,
-    space_id: Uuid,
-    version: i32,
-    space_owner: Uuid,
-    space: &Space,
-    members: &[&Candidate],
-    prompt_index: usize,
-) -> Result<Uuid, FormError> {
-    let match_id = Uuid::new_v4();
-    let agent_ids: Vec<Uuid> = members.iter().map(|m| m.agent_id).collect();
-    // Re-check under lock: still entered, still free.
-    let free: i64 = sqlx::query_scalar(
-        "with locked as (select agent_id from entries where space_id = $1 and agent_id = any($2)
-                         and active and open_match is null for update)
-         select count(*) from locked",
-    )
-    .bind(space_id)
-    .bind(&agent_ids)
-    .fetch_one(&mut *tx)
-    .await?;
-    if free as usize != members.len() {
-        return Err(FormError::Skip("an agent left or joined another match".into()));
-    }
-    let prompt = &space.prompts[prompt_index];
-    let fee = space.entry_fee;
-    let sponsor = space.payout.sponsor_pool;
-    let pot = fee * members.len() as i64 + sponsor;
-    sqlx::query(
-        "insert into matches (id, space_id, space_version, status, prompt_index, prompt, reference, pot, created_at)
-         values ($1, $2, $3, 'formed', $4, $5, $6, $7, clock_timestamp())",
-    )
-    .bind(match_id)
-    .bind(space_id)
-    .bind(version)
-    .bind(prompt_index as i32)
-    .bind(&prompt.prompt)
-    .bind(&prompt.reference)
-    .bind(pot)
-    .execute(&mut *tx)
-    .await?;
-    let pot_account = Uuid::new_v4();
-    sqlx::query("insert into accounts (id, kind, match_id) values ($1, 'pot', $2)")
-        .bind(pot_account)
-        .bind(match_id)
-        .execute(&mut *tx)
-        .await?;
-    let owners: Vec<Uuid> = members.iter().map(|m| m.owner_id).collect();
-    let mut legs = Vec::new();
-    if pot > 0 {
-        let accounts: Vec<(Uuid, Uuid)> =
-            sqlx::query_as("select user_id, id from accounts where kind = 'user' and user_id = any($1)")
-                .bind({
-                    let mut all = owners.clone();
-                    all.push(space_owner);
-                    all
-                })
-                .fetch_all(&mut *tx)
-                .await?;
-        let account_of = |user: Uuid| accounts.iter().find(|(u, _)| *u == user).map(|(_, a)| *a);
-        for owner in &owners {
-            let account = account_of(*owner).ok_or_else(|| FormError::Skip("an owner has no account".into()))?;
-            if fee > 0 {
-                legs.push(Leg::new(account, -fee));
-            }
-        }
-        if sponsor > 0 {
-            let account =
-                account_of(space_owner).ok_or_else(|| FormError::Skip("the designer has no account".into()))?;
-            legs.push(Leg::new(account, -sponsor));
-        }
-        legs.push(Leg::new(pot_account, pot));
-    }
-    match ledger::post(&mut *tx, &format!("entry:{match_id}"), "entry_fees", Some(match_id), "entry fees", &legs).await
-    {
-        Ok(_) => {}
-        Err(LedgerError::InsufficientFunds { account, .. }) => {
-            return Err(FormError::Skip(format!("account {account} cannot pay")));
-        }
-        Err(LedgerError::Db(err)) => return Err(FormError::Db(err)),
-        Err(other) => return Err(FormError::Skip(other.to_string())),
-    }
-    let slots: Vec<i16> = (0..members.len() as i16).collect();
-    let versions: Vec<i32> = members.iter().map(|m| m.version).collect();
-    let mus: Vec<f64> = members.iter().map(|m| m.mu).collect();
-    let sigmas: Vec<f64> = members.iter().map(|m| m.sigma).collect();
-    sqlx::query(
-        "insert into match_agents (match_id, slot, agent_id, agent_version, owner_id, entry_fee, mu_before, sigma_before)
-         select $1, m.slot, m.agent, m.version, m.owner, $6, m.mu, m.sigma
-         from unnest($2::smallint[], $3::uuid[], $4::int[], $5::uuid[], $7::float8[], $8::float8[])
-              as m(slot, agent, version, owner, mu, sigma)",
-    )
-    .bind(match_id)
-    .bind(&slots)
-    .bind(&agent_ids)
-    .bind(&versions)
-    .bind(&owners)
-    .bind(fee)
-    .bind(&mus)
-    .bind(&sigmas)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("update entries set open_match = $1 where space_id = $2 and agent_id = any($3)")
-        .bind(match_id)
-        .bind(space_id)
-        .bind(&agent_ids)
-        .execute(&mut *tx)
-        .await?;
-    pipeline::enqueue(&mut *tx, Stage::Generate, match_id).await?;
-    Ok(match_id)
 }
 
 #[cfg(test)]

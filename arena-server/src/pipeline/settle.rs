@@ -183,8 +183,10 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut postings = Vec::new();
     let mut details = BTreeMap::new();
+    let mut licenses = Vec::with_capacity(heads.len());
     for head in &heads {
         let space = p.spaces.get(&p.db, head.space_id, head.space_version).await?;
+        licenses.push(space.license.clone());
         let mine: Vec<&Seat> = seats.iter().filter(|s| s.match_id == head.id).collect();
         let ranks: Vec<usize> = mine
             .iter()
@@ -257,15 +259,6 @@ async fn settle_batch(p: &Pipeline, ids: &[Uuid]) -> anyhow::Result<Vec<Event>> 
     // Preference pairs straight from the stored verdicts (the judge kept
     // only those above the Space's margin); the license is the Space's. The
     // verifier results stay in the verdict, not copied into every pair.
-    let space = p.spaces.get(&p.db, heads[0].space_id, heads[0].space_version).await?;
-    let mut licenses = Vec::with_capacity(heads.len());
-    for h in &heads {
-        licenses.push(if h.space_version == heads[0].space_version {
-            space.license.clone()
-        } else {
-            p.spaces.get(&p.db, h.space_id, h.space_version).await?.license.clone()
-        });
-    }
     sqlx::query(
         "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
          select gen_random_uuid(), v.match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
