@@ -19,6 +19,7 @@ pub mod pairs;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 
 pub use engine::{Completion, Engine, EngineConfig, Finish, Prompt, Request, Runtime, SubmitError};
 pub use error::{Result, RuntimeError};

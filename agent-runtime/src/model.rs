@@ -15,16 +15,16 @@ use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 use std::path::Path;
 
-struct Layer {
-    attn_norm: Vec<f32>,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
     /// q, k and v projections stacked: `[q_dim + 2·kv_dim, hidden]`.
-    wqkv: QMatrix,
-    bqkv: Option<Vec<f32>>,
-    wo: QMatrix,
-    ffn_norm: Vec<f32>,
+    pub(crate) wqkv: QMatrix,
+    pub(crate) bqkv: Option<Vec<f32>>,
+    pub(crate) wo: QMatrix,
+    pub(crate) ffn_norm: Vec<f32>,
     /// gate and up projections stacked: `[2·ffn, hidden]`.
-    w_gate_up: QMatrix,
-    w_down: QMatrix,
+    pub(crate) w_gate_up: QMatrix,
+    pub(crate) w_down: QMatrix,
 }
 
 /// A sequence feeding at least this many tokens in one step (a prompt
@@ -132,15 +132,15 @@ pub struct SeqStep<'a> {
 
 pub struct Model {
     pub config: ModelConfig,
-    embed: QMatrix,
-    output: Option<QMatrix>,
-    output_norm: Vec<f32>,
-    layers: Vec<Layer>,
+    pub(crate) embed: QMatrix,
+    pub(crate) output: Option<QMatrix>,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) layers: Vec<Layer>,
     /// cos and sin per position and frequency: `[positions × head_dim/2]`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
     /// Interleaved pairs (llama in GGUF) or halves (NeoX style, Qwen2).
-    rope_interleaved: bool,
+    pub(crate) rope_interleaved: bool,
     pool: rayon::ThreadPool,
 }
 
@@ -646,7 +646,7 @@ impl SendPtr {
 }
 
 /// Softmax over `row[..visible]`; the rest (future positions) becomes 0.
-fn softmax_prefix(row: &mut [f32], visible: usize) {
+pub(crate) fn softmax_prefix(row: &mut [f32], visible: usize) {
     let max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut total = 0f32;
     for s in &mut row[..visible] {

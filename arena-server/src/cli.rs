@@ -50,6 +50,10 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Train LoRA adapters on preference pairs (DPO or SFT) and replay a
+    /// run from its manifest.
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// Create the demo users, publish the example Spaces and enter a few
     /// agents with different system prompts (idempotent).
     Seed {
@@ -57,6 +61,90 @@ pub enum Command {
         #[arg(long, default_value = "spaces")]
         spaces: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// DPO on a LoRA adapter over the frozen base model. PAIRS is JSON
+    /// Lines in TRL's preference format ({"prompt", "chosen", "rejected"},
+    /// optional "system"). Writes the adapter (PEFT layout), metrics.jsonl
+    /// and manifest.json into --out.
+    Dpo(TrainArgs),
+    /// Supervised fine-tuning on the chosen answers of PAIRS (same files,
+    /// same outputs).
+    Sft(TrainArgs),
+    /// Replay the run a manifest records and check that it gives the same
+    /// adapter. Exits 1 naming the first difference.
+    Verify {
+        /// A manifest.json written by `arena train dpo|sft`.
+        manifest: PathBuf,
+        /// The base model (default: the path the manifest records).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// The pairs file (default: the path the manifest records).
+        #[arg(long, value_name = "PATH")]
+        pairs: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Preference pairs, JSON Lines.
+    #[arg(long, value_name = "PAIRS.jsonl")]
+    pub pairs: PathBuf,
+    /// The parent adapter to continue from (its rank, alpha and targets are
+    /// kept); without it a new adapter starts from PEFT's initialisation.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Optimizer steps (default: --epochs passes over the pairs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// DPO's β.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub alpha: f32,
+    /// Comma-separated PEFT module names.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    pub targets: Vec<String>,
+    #[arg(long = "lr", default_value_t = 5e-5)]
+    pub learning_rate: f64,
+    /// constant, linear or cosine (after warm-up).
+    #[arg(long, default_value = "linear")]
+    pub schedule: String,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Pairs per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Prompt plus answer, in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_prompt_length: usize,
+    /// dense: base weights dequantized once (fast); quantized: kept 4-bit
+    /// and dequantized a layer at a time (QLoRA's memory shape).
+    #[arg(long, default_value = "dense")]
+    pub storage: String,
 }
 
 #[derive(Debug, Subcommand)]

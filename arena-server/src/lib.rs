@@ -31,3 +31,4 @@ pub mod space_store;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod train_cli;

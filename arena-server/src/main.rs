@@ -1,10 +1,11 @@
 use agent_runtime::model_file::{self, DEFAULT_MODEL};
+use agent_runtime::train::Objective;
 use arena_server::cli::{
-    BenchCommand, Cli, Command, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand, UserCommand,
+    BenchCommand, Cli, Command, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand, TrainCommand, UserCommand,
 };
 use arena_server::config::{self, Settings, redact_url};
 use arena_server::startup::{Application, CONNECT_TIMEOUT, Options, Roles};
-use arena_server::{admin_cli, bench_cli, db, doctor, judge_cli, model_cli, space, telemetry};
+use arena_server::{admin_cli, bench_cli, db, doctor, judge_cli, model_cli, space, telemetry, train_cli};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -190,6 +191,13 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 matchmaker_interval_ms,
             };
             bench_cli::control_plane(settings, args).await?;
+        }
+        Command::Train(TrainCommand::Dpo(args)) => train_cli::train(&args, Objective::Dpo, settings)?,
+        Command::Train(TrainCommand::Sft(args)) => train_cli::train(&args, Objective::Sft, settings)?,
+        Command::Train(TrainCommand::Verify { manifest, model, pairs }) => {
+            if !train_cli::verify(&manifest, model.as_deref(), pairs.as_deref())? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Seed { spaces } => {
             let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;

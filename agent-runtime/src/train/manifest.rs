@@ -1,0 +1,312 @@
+//! A training run from files to files, and its manifest: what went in (the
+//! base model's and parent adapter's sha256, every pair's id and sha256,
+//! every setting and the seed, the code version) and what came out (the
+//! adapter's sha256). [`verify`] replays a manifest and checks the result.
+
+use super::{Example, Run, StepMetrics, TrainConfig, TrainError, Trained};
+use crate::engine::Runtime;
+use crate::lora::{Adapter, Limits};
+use crate::pairs::{PairsLimits, PreferencePair};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the trainer's arithmetic changes, so a manifest names
+/// the code that can replay it.
+pub const TRAINER_REVISION: u32 = 1;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRef {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PairRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub line: usize,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PairsRef {
+    pub path: PathBuf,
+    pub count: usize,
+    pub items: Vec<PairRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    /// The adapter's identity as the runtime computes it (weights file and
+    /// config together).
+    pub adapter_sha256: String,
+    /// sha256 of `adapter_model.safetensors` alone.
+    pub weights_sha256: String,
+    pub steps: usize,
+    pub final_loss: f64,
+    pub final_reward_accuracy: f64,
+    pub trainable_parameters: usize,
+    pub reference_seconds: f64,
+    pub train_seconds: f64,
+    pub pair_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub code_version: String,
+    pub base_model: FileRef,
+    pub parent_adapter: Option<FileRef>,
+    pub pairs: PairsRef,
+    pub config: TrainConfig,
+    pub result: Outcome,
+}
+
+pub fn code_version() -> String {
+    format!("agent-runtime {} trainer-revision {TRAINER_REVISION}", env!("CARGO_PKG_VERSION"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_owned(), source }
+}
+
+fn file_sha256(path: &Path) -> Result<String, TrainError> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    crate::model_file::sha256_reader(std::io::BufReader::new(file)).map_err(io_err(path))
+}
+
+/// Where a run reads from and writes to.
+pub struct RunFiles<'a> {
+    pub model: &'a Path,
+    pub pairs: &'a Path,
+    pub parent: Option<&'a Path>,
+    pub out: &'a Path,
+}
+
+/// The inputs, checked and prepared.
+struct Inputs {
+    model_sha256: String,
+    parent: Option<(Adapter, String)>,
+    pairs: Vec<PreferencePair>,
+    examples: Vec<Example>,
+}
+
+fn inputs(runtime: &Runtime, files: &RunFiles<'_>, cfg: &TrainConfig) -> Result<Inputs, TrainError> {
+    cfg.validate()?;
+    let model_sha256 = file_sha256(files.model)?;
+    let parent = match files.parent {
+        Some(dir) => {
+            let adapter = Adapter::load(dir, runtime.config(), &Limits::default())?;
+            let sha = adapter.sha256.clone();
+            Some((adapter, sha))
+        }
+        None => None,
+    };
+    let pairs = crate::pairs::load(files.pairs, &PairsLimits::default())?;
+    let examples = pairs.iter().map(|p| super::prepare(runtime, p, cfg)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Inputs { model_sha256, parent, pairs, examples })
+}
+
+fn train_inputs(
+    runtime: &Runtime,
+    inputs: &Inputs,
+    cfg: &TrainConfig,
+    progress: &mut (dyn FnMut(&StepMetrics) + Send),
+) -> Result<Trained, TrainError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .thread_name(|i| format!("arena-train-{i}"))
+        .build()
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        let base = super::Base::new(&runtime.model, cfg.storage, cfg.threads);
+        let parent = match &inputs.parent {
+            Some((adapter, _)) => Some(super::from_adapter(adapter, runtime.config())?),
+            None => None,
+        };
+        Run { base: &base, cfg, examples: &inputs.examples, parent: parent.as_ref() }.train(progress)
+    })
+}
+
+/// Trains on `files.pairs` and writes the adapter (PEFT layout), the
+/// per-step metrics and the manifest into `files.out`.
+pub fn train_to_dir(
+    runtime: &Runtime,
+    files: &RunFiles<'_>,
+    cfg: &TrainConfig,
+    progress: &mut (dyn FnMut(&StepMetrics) + Send),
+) -> Result<Manifest, TrainError> {
+    let inputs = inputs(runtime, files, cfg)?;
+    let trained = train_inputs(runtime, &inputs, cfg, progress)?;
+    let out = files.out;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let adapter = trained.adapter(runtime);
+    adapter.save(out, runtime.config().name.as_deref())?;
+    // Read back through the validator: the identity the runtime will see.
+    let saved = Adapter::load(out, runtime.config(), &Limits::default())?;
+    let metrics_path = out.join(METRICS_FILE);
+    let mut metrics = std::fs::File::create(&metrics_path).map_err(io_err(&metrics_path))?;
+    for m in &trained.metrics {
+        let line = serde_json::to_string(m).map_err(|e| TrainError::Config(e.to_string()))?;
+        writeln!(metrics, "{line}").map_err(io_err(&metrics_path))?;
+    }
+    let last = trained.metrics.last();
+    let manifest = Manifest {
+        format: 1,
+        code_version: code_version(),
+        base_model: FileRef { path: files.model.to_owned(), sha256: inputs.model_sha256.clone() },
+        parent_adapter: files
+            .parent
+            .zip(inputs.parent.as_ref())
+            .map(|(path, (_, sha))| FileRef { path: path.to_owned(), sha256: sha.clone() }),
+        pairs: PairsRef {
+            path: files.pairs.to_owned(),
+            count: inputs.pairs.len(),
+            items: inputs
+                .pairs
+                .iter()
+                .map(|p| PairRef { id: p.id.clone(), line: p.line, sha256: p.sha256() })
+                .collect(),
+        },
+        config: cfg.clone(),
+        result: Outcome {
+            adapter_sha256: saved.sha256.clone(),
+            weights_sha256: file_sha256(&out.join(crate::lora::WEIGHTS_FILE))?,
+            steps: trained.metrics.len(),
+            final_loss: last.map_or(f64::NAN, |m| m.loss),
+            final_reward_accuracy: last.map_or(f64::NAN, |m| m.reward_accuracy),
+            trainable_parameters: trained.lora.parameters(),
+            reference_seconds: trained.reference_seconds,
+            train_seconds: trained.train_seconds,
+            pair_tokens: trained.pair_tokens,
+        },
+    };
+    let manifest_path = out.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(&manifest_path, json).map_err(io_err(&manifest_path))?;
+    Ok(manifest)
+}
+
+/// Reads a manifest file.
+pub fn read(path: &Path) -> Result<Manifest, TrainError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TrainError::Manifest { path: path.to_owned(), message: format!("not a training manifest: {e}") })
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub adapter_sha256: String,
+    pub steps: usize,
+    pub train_seconds: f64,
+}
+
+/// Replays the run `manifest_path` records and checks that every input
+/// still has its recorded hash and that the replay gives the recorded
+/// adapter. `model` and `pairs` override the recorded paths (the files must
+/// still match the recorded hashes). The first difference is the error.
+pub fn verify(
+    runtime: &Runtime,
+    manifest_path: &Path,
+    model: Option<&Path>,
+    pairs: Option<&Path>,
+    progress: &mut (dyn FnMut(&StepMetrics) + Send),
+) -> Result<Verified, TrainError> {
+    let m = read(manifest_path)?;
+    let fail = |message: String| TrainError::Manifest { path: manifest_path.to_owned(), message };
+    if m.format != 1 {
+        return Err(fail(format!("format {} is not one this version reads (1)", m.format)));
+    }
+    if m.code_version != code_version() {
+        return Err(fail(format!(
+            "recorded by `{}`; this is `{}`, whose arithmetic may differ",
+            m.code_version,
+            code_version()
+        )));
+    }
+    let files = RunFiles {
+        model: model.unwrap_or(&m.base_model.path),
+        pairs: pairs.unwrap_or(&m.pairs.path),
+        parent: m.parent_adapter.as_ref().map(|p| p.path.as_path()),
+        out: manifest_path.parent().unwrap_or(Path::new(".")),
+    };
+    let inputs = inputs(runtime, &files, &m.config)?;
+    if inputs.model_sha256 != m.base_model.sha256 {
+        return Err(fail(format!(
+            "base model {} has sha256 {}, the manifest records {}",
+            files.model.display(),
+            inputs.model_sha256,
+            m.base_model.sha256
+        )));
+    }
+    if let (Some(recorded), Some((_, sha))) = (&m.parent_adapter, &inputs.parent)
+        && &recorded.sha256 != sha
+    {
+        return Err(fail(format!(
+            "parent adapter {} has sha256 {sha}, the manifest records {}",
+            recorded.path.display(),
+            recorded.sha256
+        )));
+    }
+    if inputs.pairs.len() != m.pairs.count || m.pairs.items.len() != m.pairs.count {
+        return Err(fail(format!(
+            "{} holds {} pairs, the manifest records {}",
+            files.pairs.display(),
+            inputs.pairs.len(),
+            m.pairs.count
+        )));
+    }
+    for (i, (pair, rec)) in inputs.pairs.iter().zip(&m.pairs.items).enumerate() {
+        if pair.sha256() != rec.sha256 || pair.id != rec.id {
+            return Err(fail(format!(
+                "pair {} (line {}{}) differs from the one the manifest records",
+                i + 1,
+                pair.line,
+                pair.id.as_ref().map(|id| format!(", id {id}")).unwrap_or_default()
+            )));
+        }
+    }
+    // The adapter next to the manifest, when present, must be the result.
+    let beside = files.out.join(crate::lora::WEIGHTS_FILE);
+    if beside.exists() {
+        let adapter = Adapter::load(files.out, runtime.config(), &Limits::default())?;
+        if adapter.sha256 != m.result.adapter_sha256 {
+            return Err(fail(format!(
+                "the adapter in {} has sha256 {}, the manifest records {}",
+                files.out.display(),
+                adapter.sha256,
+                m.result.adapter_sha256
+            )));
+        }
+    }
+    let trained = train_inputs(runtime, &inputs, &m.config, progress)?;
+    let replay = replay_dir()?;
+    let adapter = trained.adapter(runtime);
+    adapter.save(&replay, runtime.config().name.as_deref())?;
+    let replayed = Adapter::load(&replay, runtime.config(), &Limits::default());
+    let _ = std::fs::remove_dir_all(&replay);
+    let replayed = replayed?;
+    if replayed.sha256 != m.result.adapter_sha256 {
+        return Err(fail(format!(
+            "the replay gave adapter sha256 {}, the manifest records {} (different machine or thread count?)",
+            replayed.sha256, m.result.adapter_sha256
+        )));
+    }
+    Ok(Verified { adapter_sha256: replayed.sha256, steps: trained.metrics.len(), train_seconds: trained.train_seconds })
+}
+
+/// A fresh directory for the replay's adapter.
+fn replay_dir() -> Result<PathBuf, TrainError> {
+    let mut h = Sha256::new();
+    h.update(format!("{:?}{:?}", std::time::SystemTime::now(), std::process::id()));
+    let dir = std::env::temp_dir().join(format!("arena-verify-{}", &hex::encode(h.finalize())[..16]));
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    Ok(dir)
+}
