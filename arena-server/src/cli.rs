@@ -85,6 +85,29 @@ pub enum TrainCommand {
         #[arg(long, value_name = "PATH")]
         pairs: Option<PathBuf>,
     },
+    /// DPO throughput (pair tokens per second, seconds per optimizer step)
+    /// and peak memory, ours and TRL's DPOTrainer + PEFT beside it on the
+    /// same model, pairs, batch and thread count.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Timed optimizer steps (after one warm-up step), each side.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Pairs per step.
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        /// A pairs file (default: generated pairs of about 256 tokens per
+        /// prompt + answer).
+        #[arg(long, value_name = "PATH")]
+        pairs: Option<PathBuf>,
+        /// The Python with torch, trl, peft, transformers and gguf.
+        #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
+        python: PathBuf,
+        /// Skip the TRL side.
+        #[arg(long)]
+        no_trl: bool,
+    },
 }
 
 #[derive(Debug, Args)]

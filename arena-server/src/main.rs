@@ -199,6 +199,10 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Train(TrainCommand::Bench { model, steps, batch_size, pairs, python, no_trl }) => {
+            let args = train_cli::BenchArgs { steps, batch_size, pairs, python, trl: !no_trl };
+            train_cli::bench(&model, &args, settings)?;
+        }
         Command::Seed { spaces } => {
             let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
             db::migrate(&pool, &redact_url(&settings.database.url)).await?;

@@ -191,8 +191,11 @@ pub struct StepMetrics {
     pub learning_rate: f64,
     /// Before clipping.
     pub grad_norm: f64,
-    /// Tokens through the forward and backward this step.
+    /// Rows through the forward and backward this step (a pair's prompt
+    /// counts once).
     pub tokens: usize,
+    /// Prompt + chosen + rejected tokens of this step's pairs.
+    pub pair_tokens: usize,
     pub seconds: f64,
 }
 
@@ -202,14 +205,6 @@ pub struct Example {
     pub prompt: Vec<u32>,
     pub chosen: Vec<u32>,
     pub rejected: Vec<u32>,
-}
-
-impl Example {
-    fn seq(&self, answer: &[u32]) -> Seq {
-        let mut tokens = self.prompt.clone();
-        tokens.extend(answer);
-        Seq { tokens, scored_from: self.prompt.len() }
-    }
 }
 
 /// Tokenizes a pair as the arena plays it: the chat template over the
@@ -347,6 +342,20 @@ impl AdamW {
     }
 }
 
+/// A batch of examples' answers, each pair's prompt computed once: with
+/// `both`, chosen then rejected per example (sequences 2k and 2k+1),
+/// otherwise the chosen answers alone.
+fn answers_batch(examples: &[&Example], both: bool) -> net::Batch {
+    let groups: Vec<(&[u32], Vec<&[u32]>)> = examples
+        .iter()
+        .map(|e| {
+            let answers = if both { vec![&e.chosen[..], &e.rejected[..]] } else { vec![&e.chosen[..]] };
+            (&e.prompt[..], answers)
+        })
+        .collect();
+    net::Batch::shared(&groups)
+}
+
 /// The sequence log-likelihoods of `seqs` under `lora` (or the base).
 pub fn sequence_logprobs(base: &Base<'_>, lora: Option<&LoraWeights>, seqs: &[Seq]) -> Vec<f64> {
     let batch = net::Batch::new(seqs);
@@ -389,9 +398,10 @@ impl Run<'_, '_> {
         let mut reference = vec![(0f64, 0f64); self.examples.len()];
         if dpo {
             for (chunk_i, chunk) in self.examples.chunks(self.cfg.batch_size).enumerate() {
-                let seqs: Vec<Seq> = chunk.iter().flat_map(|e| [e.seq(&e.chosen), e.seq(&e.rejected)]).collect();
-                let lp = sequence_logprobs(self.base, self.parent, &seqs);
-                for (i, pair) in lp.chunks(2).enumerate() {
+                let picked: Vec<&Example> = chunk.iter().collect();
+                let batch = answers_batch(&picked, true);
+                let (logp, _) = self.base.forward(self.parent, &batch, false);
+                for (i, pair) in batch.per_seq(&logp).chunks(2).enumerate() {
                     reference[chunk_i * self.cfg.batch_size + i] = (pair[0], pair[1]);
                 }
             }
@@ -419,31 +429,14 @@ impl Run<'_, '_> {
             let mut grads = lora.zeros_like();
             let mut sums = [0f64; 4];
             let mut tokens = 0usize;
+            let step_pair_tokens_before = pair_tokens;
             for _ in 0..self.cfg.grad_accum {
                 let picked: Vec<usize> = (0..self.cfg.batch_size).map(|_| draw(&mut rng)).collect();
                 let accum = self.cfg.grad_accum as f64;
-                let seqs: Vec<Seq> = if dpo {
-                    picked
-                        .iter()
-                        .flat_map(|&i| {
-                            [
-                                self.examples[i].seq(&self.examples[i].chosen),
-                                self.examples[i].seq(&self.examples[i].rejected),
-                            ]
-                        })
-                        .collect()
-                } else {
-                    picked.iter().map(|&i| self.examples[i].seq(&self.examples[i].chosen)).collect()
-                };
-                tokens += seqs.iter().map(|s| s.tokens.len()).sum::<usize>();
-                pair_tokens += picked
-                    .iter()
-                    .map(|&i| {
-                        let e = &self.examples[i];
-                        e.prompt.len() + e.chosen.len() + e.rejected.len()
-                    })
-                    .sum::<usize>();
-                let batch = net::Batch::new(&seqs);
+                let chosen: Vec<&Example> = picked.iter().map(|&i| &self.examples[i]).collect();
+                let batch = answers_batch(&chosen, dpo);
+                tokens += batch.rows();
+                pair_tokens += chosen.iter().map(|e| e.prompt.len() + e.chosen.len() + e.rejected.len()).sum::<usize>();
                 let (logp, saved) = self.base.forward(Some(&lora), &batch, true);
                 let per_seq = batch.per_seq(&logp);
                 let g_seq: Vec<f64> = if dpo {
@@ -463,7 +456,7 @@ impl Run<'_, '_> {
                 } else {
                     let n = batch.scored_tokens().max(1) as f64;
                     sums[0] += -per_seq.iter().sum::<f64>() / n / accum;
-                    vec![-1.0 / n / accum; seqs.len()]
+                    vec![-1.0 / n / accum; picked.len()]
                 };
                 let g_rows = batch.spread(&g_seq);
                 // saved is Some: keep was true.
@@ -489,6 +482,7 @@ impl Run<'_, '_> {
                 learning_rate: lr,
                 grad_norm: norm,
                 tokens,
+                pair_tokens: pair_tokens - step_pair_tokens_before,
                 seconds: step_started.elapsed().as_secs_f64(),
             };
             progress(&m);

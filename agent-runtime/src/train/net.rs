@@ -372,25 +372,69 @@ pub struct Seq {
     pub scored_from: usize,
 }
 
-/// Sequences stacked row by row.
+/// A run of rows that attends causally to itself and, when it has one, to
+/// all of a prefix span (the shared prompt of a pair's two answers).
+#[derive(Debug, Clone)]
+struct Span {
+    rows: Range<usize>,
+    prefix: Option<Range<usize>>,
+}
+
+/// Sequences stacked row by row, without padding.
 pub(crate) struct Batch {
     tokens: Vec<u32>,
     pos: Vec<usize>,
-    spans: Vec<Range<usize>>,
+    spans: Vec<Span>,
     /// (row whose logits score, the token scored, sequence).
     scored: Vec<(usize, u32, usize)>,
+    sequences: usize,
 }
 
 impl Batch {
+    fn empty() -> Batch {
+        Batch { tokens: Vec::new(), pos: Vec::new(), spans: Vec::new(), scored: Vec::new(), sequences: 0 }
+    }
+
     pub(crate) fn new(seqs: &[Seq]) -> Batch {
-        let mut b = Batch { tokens: Vec::new(), pos: Vec::new(), spans: Vec::new(), scored: Vec::new() };
+        let mut b = Batch::empty();
         for (s, seq) in seqs.iter().enumerate() {
             let start = b.tokens.len();
             b.tokens.extend(&seq.tokens);
             b.pos.extend(0..seq.tokens.len());
-            b.spans.push(start..b.tokens.len());
+            b.spans.push(Span { rows: start..b.tokens.len(), prefix: None });
             for p in seq.scored_from.max(1)..seq.tokens.len() {
                 b.scored.push((start + p - 1, seq.tokens[p], s));
+            }
+        }
+        b.sequences = seqs.len();
+        b
+    }
+
+    /// Groups of answers that share a prompt: the prompt's rows are
+    /// computed once and every answer attends to them, as if each answer
+    /// were its own sequence after the prompt. Every answer token is
+    /// scored; sequences are numbered answer by answer.
+    pub(crate) fn shared(groups: &[(&[u32], Vec<&[u32]>)]) -> Batch {
+        let mut b = Batch::empty();
+        for (prompt, answers) in groups {
+            assert!(!prompt.is_empty(), "a shared prompt has tokens");
+            let p_start = b.tokens.len();
+            b.tokens.extend(*prompt);
+            b.pos.extend(0..prompt.len());
+            let prefix = p_start..b.tokens.len();
+            b.spans.push(Span { rows: prefix.clone(), prefix: None });
+            for answer in answers {
+                let start = b.tokens.len();
+                b.tokens.extend(*answer);
+                b.pos.extend(prompt.len()..prompt.len() + answer.len());
+                if !answer.is_empty() {
+                    b.spans.push(Span { rows: start..b.tokens.len(), prefix: Some(prefix.clone()) });
+                }
+                for (i, &tok) in answer.iter().enumerate() {
+                    let row = if i == 0 { prefix.end - 1 } else { start + i - 1 };
+                    b.scored.push((row, tok, b.sequences));
+                }
+                b.sequences += 1;
             }
         }
         b
@@ -406,7 +450,7 @@ impl Batch {
 
     /// Sums per-row values into per-sequence totals.
     pub(crate) fn per_seq(&self, values: &[f32]) -> Vec<f64> {
-        let mut out = vec![0f64; self.spans.len()];
+        let mut out = vec![0f64; self.sequences];
         for (&(_, _, s), &v) in self.scored.iter().zip(values) {
             out[s] += f64::from(v);
         }
@@ -417,6 +461,17 @@ impl Batch {
     pub(crate) fn spread(&self, per_seq: &[f64]) -> Vec<f32> {
         self.scored.iter().map(|&(_, _, s)| per_seq[s] as f32).collect()
     }
+}
+
+/// `cols` columns from `offset` of the rows of `prefix` then `rows`, packed
+/// `[rows × cols]` (a span's keys or values, its prefix's first).
+fn gather(src: &[f32], stride: usize, offset: usize, cols: usize, span: &Span) -> Vec<f32> {
+    let prefix = span.prefix.clone().unwrap_or(0..0);
+    let mut out = Vec::with_capacity((prefix.len() + span.rows.len()) * cols);
+    for r in prefix.chain(span.rows.clone()) {
+        out.extend_from_slice(&src[r * stride + offset..r * stride + offset + cols]);
+    }
+    out
 }
 
 /// What the backward needs from one layer's forward.
@@ -658,7 +713,8 @@ impl Base<'_> {
         (logp, saved)
     }
 
-    /// Causal attention of every sequence over itself (q and k roped).
+    /// Causal attention of every span over its prefix and itself (q and k
+    /// roped).
     fn attention(&self, batch: &Batch, qkv: &[f32]) -> Vec<f32> {
         let c = &self.config;
         let hd = c.head_dim;
@@ -668,32 +724,38 @@ impl Base<'_> {
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let jobs: Vec<(usize, usize)> =
-            (0..batch.spans.len()).flat_map(|s| (0..c.n_heads).map(move |h| (s, h))).collect();
+            (0..batch.spans.len()).flat_map(|s| (0..c.n_kv_heads).map(move |g| (s, g))).collect();
+        // Per job: the outputs of the group's heads side by side,
+        // `[len × group·hd]`.
         let outs: Vec<Vec<f32>> = jobs
             .par_iter()
-            .map(|&(s, h)| {
+            .map(|&(s, g)| {
                 let span = &batch.spans[s];
-                let len = span.len();
-                let base = span.start * qkv_dim;
-                let g = h / group;
-                let q = View { d: &qkv[base + h * hd..], rs: qkv_dim, cs: 1 };
-                let k = View { d: &qkv[base + q_dim + g * hd..], rs: qkv_dim, cs: 1 };
-                let v = View { d: &qkv[base + q_dim + kv_dim + g * hd..], rs: qkv_dim, cs: 1 };
-                let mut p = vec![0f32; len * len];
-                mm(len, len, hd, &mut p, len, false, q, k.t(), scale, 1);
-                for (i, row) in p.chunks_exact_mut(len).enumerate() {
-                    softmax_prefix(row, i + 1);
+                let len = span.rows.len();
+                let seen = span.prefix.as_ref().map_or(0, Range::len);
+                let total = seen + len;
+                let k = gather(qkv, qkv_dim, q_dim + g * hd, hd, span);
+                let v = gather(qkv, qkv_dim, q_dim + kv_dim + g * hd, hd, span);
+                let mut p = vec![0f32; len * total];
+                let mut o = vec![0f32; len * group * hd];
+                for j in 0..group {
+                    let h = g * group + j;
+                    let q = View { d: &qkv[span.rows.start * qkv_dim + h * hd..], rs: qkv_dim, cs: 1 };
+                    mm(len, total, hd, &mut p, total, false, q, rows(&k, hd).t(), scale, 1);
+                    for (i, row) in p.chunks_exact_mut(total).enumerate() {
+                        softmax_prefix(row, seen + i + 1);
+                    }
+                    mm(len, hd, total, &mut o[j * hd..], group * hd, false, rows(&p, total), rows(&v, hd), 1.0, 1);
                 }
-                let mut o = vec![0f32; len * hd];
-                mm(len, hd, len, &mut o, hd, false, rows(&p, len), v, 1.0, 1);
                 o
             })
             .collect();
         let mut attn = vec![0f32; batch.rows() * q_dim];
-        for (&(s, h), o) in jobs.iter().zip(outs) {
-            let start = batch.spans[s].start;
-            for (i, row) in o.chunks_exact(hd).enumerate() {
-                attn[(start + i) * q_dim + h * hd..(start + i) * q_dim + (h + 1) * hd].copy_from_slice(row);
+        for (&(s, g), o) in jobs.iter().zip(outs) {
+            let start = batch.spans[s].rows.start;
+            for (i, row) in o.chunks_exact(group * hd).enumerate() {
+                let at = (start + i) * q_dim + g * group * hd;
+                attn[at..at + group * hd].copy_from_slice(row);
             }
         }
         attn
@@ -712,51 +774,60 @@ impl Base<'_> {
         let jobs: Vec<(usize, usize)> =
             (0..batch.spans.len()).flat_map(|s| (0..c.n_kv_heads).map(move |g| (s, g))).collect();
         // Per job: dQ of the group's heads side by side `[len × group·hd]`,
-        // then dK and dV `[len × hd]`.
+        // then dK and dV over the prefix's rows and the span's.
         let outs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = jobs
             .par_iter()
             .map(|&(s, g)| {
                 let span = &batch.spans[s];
-                let len = span.len();
-                let base = span.start * qkv_dim;
-                let k = View { d: &qkv[base + q_dim + g * hd..], rs: qkv_dim, cs: 1 };
-                let v = View { d: &qkv[base + q_dim + kv_dim + g * hd..], rs: qkv_dim, cs: 1 };
+                let len = span.rows.len();
+                let seen = span.prefix.as_ref().map_or(0, Range::len);
+                let total = seen + len;
+                let k = gather(qkv, qkv_dim, q_dim + g * hd, hd, span);
+                let v = gather(qkv, qkv_dim, q_dim + kv_dim + g * hd, hd, span);
                 let mut dq = vec![0f32; len * group * hd];
-                let mut dk = vec![0f32; len * hd];
-                let mut dv = vec![0f32; len * hd];
-                let mut p = vec![0f32; len * len];
-                let mut dp = vec![0f32; len * len];
+                let mut dk = vec![0f32; total * hd];
+                let mut dv = vec![0f32; total * hd];
+                let mut p = vec![0f32; len * total];
+                let mut dp = vec![0f32; len * total];
                 for j in 0..group {
                     let h = g * group + j;
-                    let q = View { d: &qkv[base + h * hd..], rs: qkv_dim, cs: 1 };
-                    let d_o = View { d: &d_attn[span.start * q_dim + h * hd..], rs: q_dim, cs: 1 };
-                    mm(len, len, hd, &mut p, len, false, q, k.t(), scale, 1);
-                    for (i, row) in p.chunks_exact_mut(len).enumerate() {
-                        softmax_prefix(row, i + 1);
+                    let q = View { d: &qkv[span.rows.start * qkv_dim + h * hd..], rs: qkv_dim, cs: 1 };
+                    let d_o = View { d: &d_attn[span.rows.start * q_dim + h * hd..], rs: q_dim, cs: 1 };
+                    mm(len, total, hd, &mut p, total, false, q, rows(&k, hd).t(), scale, 1);
+                    for (i, row) in p.chunks_exact_mut(total).enumerate() {
+                        softmax_prefix(row, seen + i + 1);
                     }
-                    mm(len, len, hd, &mut dp, len, false, d_o, v.t(), 1.0, 1);
-                    mm(len, hd, len, &mut dv, hd, true, rows(&p, len).t(), d_o, 1.0, 1);
-                    for (i, (prow, dprow)) in p.chunks_exact(len).zip(dp.chunks_exact_mut(len)).enumerate() {
-                        let dot: f32 = prow[..=i].iter().zip(&dprow[..=i]).map(|(a, b)| a * b).sum();
-                        for (d, &pv) in dprow[..=i].iter_mut().zip(&prow[..=i]) {
+                    mm(len, total, hd, &mut dp, total, false, d_o, rows(&v, hd).t(), 1.0, 1);
+                    mm(total, hd, len, &mut dv, hd, true, rows(&p, total).t(), d_o, 1.0, 1);
+                    for (i, (prow, dprow)) in p.chunks_exact(total).zip(dp.chunks_exact_mut(total)).enumerate() {
+                        let visible = seen + i + 1;
+                        let dot: f32 = prow[..visible].iter().zip(&dprow[..visible]).map(|(a, b)| a * b).sum();
+                        for (d, &pv) in dprow[..visible].iter_mut().zip(&prow[..visible]) {
                             *d = pv * (*d - dot);
                         }
-                        dprow[i + 1..].fill(0.0);
+                        dprow[visible..].fill(0.0);
                     }
-                    mm(len, hd, len, &mut dq[j * hd..], group * hd, false, rows(&dp, len), k, scale, 1);
-                    mm(len, hd, len, &mut dk, hd, true, rows(&dp, len).t(), q, scale, 1);
+                    mm(len, hd, total, &mut dq[j * hd..], group * hd, false, rows(&dp, total), rows(&k, hd), scale, 1);
+                    mm(total, hd, len, &mut dk, hd, true, rows(&dp, total).t(), q, scale, 1);
                 }
                 (dq, dk, dv)
             })
             .collect();
         let mut d_qkv = vec![0f32; batch.rows() * qkv_dim];
         for (&(s, g), (dq, dk, dv)) in jobs.iter().zip(outs) {
-            let start = batch.spans[s].start;
-            for i in 0..batch.spans[s].len() {
-                let row = &mut d_qkv[(start + i) * qkv_dim..(start + i + 1) * qkv_dim];
-                row[g * group * hd..(g + 1) * group * hd].copy_from_slice(&dq[i * group * hd..(i + 1) * group * hd]);
-                row[q_dim + g * hd..q_dim + (g + 1) * hd].copy_from_slice(&dk[i * hd..(i + 1) * hd]);
-                row[q_dim + kv_dim + g * hd..q_dim + kv_dim + (g + 1) * hd].copy_from_slice(&dv[i * hd..(i + 1) * hd]);
+            let span = &batch.spans[s];
+            for (i, r) in span.rows.clone().enumerate() {
+                let at = r * qkv_dim + g * group * hd;
+                d_qkv[at..at + group * hd].copy_from_slice(&dq[i * group * hd..(i + 1) * group * hd]);
+            }
+            // Keys and values of a prefix collect from every span that sees it.
+            let prefix = span.prefix.clone().unwrap_or(0..0);
+            for (i, r) in prefix.chain(span.rows.clone()).enumerate() {
+                let row = &mut d_qkv[r * qkv_dim..(r + 1) * qkv_dim];
+                let k = &mut row[q_dim + g * hd..q_dim + (g + 1) * hd];
+                k.iter_mut().zip(&dk[i * hd..(i + 1) * hd]).for_each(|(a, b)| *a += b);
+                let v = &mut row[q_dim + kv_dim + g * hd..q_dim + kv_dim + (g + 1) * hd];
+                v.iter_mut().zip(&dv[i * hd..(i + 1) * hd]).for_each(|(a, b)| *a += b);
             }
         }
         d_qkv
@@ -992,6 +1063,47 @@ mod tests {
         }
         for (a, b) in together.iter().zip(&alone) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_shared_prompt_scores_like_separate_sequences() {
+        let c = tiny("llama");
+        let base = Base::random(c.clone(), 5, 1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut lora = LoraWeights::init(&c, &Target::ALL, 4, 8.0, &mut rng);
+        for b in &mut lora.b {
+            b.iter_mut().for_each(|v| *v = rng.random_range(-0.2..0.2));
+        }
+        let prompts: [Vec<u32>; 2] = [vec![1, 4, 9, 16, 25], vec![2, 3]];
+        let answers: [[Vec<u32>; 2]; 2] = [[vec![7, 8, 9], vec![30, 31]], [vec![11], vec![12, 13, 14, 15]]];
+        let groups: Vec<(&[u32], Vec<&[u32]>)> =
+            prompts.iter().zip(&answers).map(|(p, a)| (&p[..], a.iter().map(|x| &x[..]).collect())).collect();
+        let shared = Batch::shared(&groups);
+        let separate: Vec<Seq> = prompts
+            .iter()
+            .zip(&answers)
+            .flat_map(|(p, a)| {
+                a.iter().map(move |x| Seq { tokens: [p.clone(), x.clone()].concat(), scored_from: p.len() })
+            })
+            .collect();
+        let plain = Batch::new(&separate);
+        let (a, saved_a) = base.forward(Some(&lora), &shared, true);
+        let (b, saved_b) = base.forward(Some(&lora), &plain, true);
+        let (sa, sb) = (shared.per_seq(&a), plain.per_seq(&b));
+        for (x, y) in sa.iter().zip(&sb) {
+            assert!((x - y).abs() < 1e-4, "{sa:?} vs {sb:?}");
+        }
+        // The same per-sequence gradient gives the same factor gradients.
+        let g_seq = [0.5, -1.0, 0.25, 2.0];
+        let mut ga = lora.zeros_like();
+        let mut gb = lora.zeros_like();
+        base.backward(&lora, &shared, saved_a.unwrap(), &shared.spread(&g_seq), &mut ga);
+        base.backward(&lora, &plain, saved_b.unwrap(), &plain.spread(&g_seq), &mut gb);
+        for (x, y) in ga.tensors().zip(gb.tensors()) {
+            for (x, y) in x.iter().zip(y) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
         }
     }
 
