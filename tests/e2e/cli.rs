@@ -407,3 +407,63 @@ async fn seed_publishes_the_example_spaces_with_their_files_and_is_idempotent() 
     let out = arena(&env, &["space", "publish", edited.to_str().unwrap(), "--owner", "alice"], &[]);
     assert_eq!(out.status.code(), Some(1), "a player cannot publish: {}", text(&out));
 }
+
+#[test]
+fn train_dpo_writes_an_adapter_the_runtime_plays_and_verify_replays_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let lines = [
+        r#"{"id": "a", "prompt": "What is 2 + 3?", "chosen": "5", "rejected": "6"}"#,
+        r#"{"id": "b", "prompt": "What is 4 + 4?", "chosen": "8", "rejected": "9", "system": "Answer with a number."}"#,
+    ];
+    std::fs::write(&pairs, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("adapter");
+    let (p, o) = (pairs.to_str().unwrap(), out.to_str().unwrap());
+    let train = ["train", "dpo", "--pairs", p, "--out", o, "--steps", "2", "--batch-size", "2", "--rank", "4"];
+    let output = judge_cmd(
+        &[&train[..], &["--targets", "q_proj,v_proj", "--max-length", "64", "--max-prompt-length", "48"]].concat(),
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["steps"], 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("step 2/2"), "progress is shown");
+    for file in ["adapter_model.safetensors", "adapter_config.json", "manifest.json", "metrics.jsonl"] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
+
+    // The runtime plays it.
+    let output = judge_cmd(
+        &["model", "generate", "--prompt", "What is 2 + 3?", "--max-tokens", "4", "--adapter", o],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+
+    let manifest = out.join("manifest.json");
+    let output = judge_cmd(&["train", "verify", manifest.to_str().unwrap()], dir.path());
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("verified"), "{}", text(&output));
+
+    // One changed pair: exit 1, naming it.
+    std::fs::write(&pairs, lines.join("\n").replace("\"chosen\": \"8\"", "\"chosen\": \"eight\"") + "\n").unwrap();
+    let output = judge_cmd(&["train", "verify", manifest.to_str().unwrap()], dir.path());
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("pair 2 (line 2, id b) differs"), "{}", text(&output));
+
+    // A bad pairs file: the line is named and nothing is written.
+    std::fs::write(&pairs, format!("{}\n{{\"prompt\": \"p\", \"chosen\": \"x\"}}\n", lines[0])).unwrap();
+    let fresh = dir.path().join("fresh");
+    let output =
+        judge_cmd(&["train", "dpo", "--pairs", p, "--out", fresh.to_str().unwrap(), "--steps", "1"], dir.path());
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("pairs.jsonl:2: missing field `rejected`"), "{}", text(&output));
+    assert!(!fresh.exists());
+    let output =
+        judge_cmd(&["train", "dpo", "--pairs", p, "--out", fresh.to_str().unwrap(), "--targets", "qproj"], dir.path());
+    assert_clean_failure(&output, 1);
+    assert!(text(&output).contains("unknown target module `qproj`"), "{}", text(&output));
+}
