@@ -54,12 +54,64 @@ pub enum Command {
     /// run from its manifest.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Experiments on the closed loop.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
     /// Create the demo users, publish the example Spaces and enter a few
     /// agents with different system prompts (idempotent).
     Seed {
         /// Folder holding the example Space files.
         #[arg(long, default_value = "spaces")]
         spaces: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Compete → judge → DPO cycles on one machine without the server:
+    /// reports per generation the held-out pass rate (the Space's hard
+    /// verifiers) and the win rate against the base model (the Space's
+    /// judge), with 95% intervals. Writes report.md, generations.jsonl and
+    /// every generation's pairs and adapter (with its manifest) into --out.
+    Loop {
+        /// The Space (its prompts with reference answers, verifiers, judge).
+        #[arg(long)]
+        space: PathBuf,
+        #[arg(long, default_value = "runs/experiment")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        generations: usize,
+        /// Held-out prompts (never trained on).
+        #[arg(long, default_value_t = 60)]
+        eval_prompts: usize,
+        /// Training prompts drawn per generation.
+        #[arg(long, default_value_t = 48)]
+        train_prompts: usize,
+        /// Sampled answers per training prompt (one match).
+        #[arg(long, default_value_t = 4)]
+        samples: usize,
+        #[arg(long, default_value_t = 0.9)]
+        temperature: f32,
+        /// Optimizer steps per generation (default: --epochs over its pairs).
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        #[arg(long = "lr", default_value_t = 2e-4)]
+        learning_rate: f64,
+        #[arg(long, default_value_t = 0.1)]
+        beta: f64,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Threads (default: ARENA_THREADS or all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Rank the training matches by the Space's verifiers alone (no AI
+        /// judge calls); the held-out win rate still uses the whole judge.
+        #[arg(long)]
+        verifiers_only: bool,
     },
 }
 

@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod experiment_cli;
 pub mod health;
 pub mod judge_cli;
 pub mod kv;

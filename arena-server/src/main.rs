@@ -1,11 +1,14 @@
 use agent_runtime::model_file::{self, DEFAULT_MODEL};
 use agent_runtime::train::Objective;
 use arena_server::cli::{
-    BenchCommand, Cli, Command, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand, TrainCommand, UserCommand,
+    BenchCommand, Cli, Command, ExperimentCommand, JudgeCommand, LedgerCommand, ModelCommand, SpaceCommand,
+    TrainCommand, UserCommand,
 };
 use arena_server::config::{self, Settings, redact_url};
 use arena_server::startup::{Application, CONNECT_TIMEOUT, Options, Roles};
-use arena_server::{admin_cli, bench_cli, db, doctor, judge_cli, model_cli, space, telemetry, train_cli};
+use arena_server::{
+    admin_cli, bench_cli, db, doctor, experiment_cli, judge_cli, model_cli, space, telemetry, train_cli,
+};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -202,6 +205,42 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::Train(TrainCommand::Bench { model, steps, batch_size, pairs, python, no_trl }) => {
             let args = train_cli::BenchArgs { steps, batch_size, pairs, python, trl: !no_trl };
             train_cli::bench(&model, &args, settings)?;
+        }
+        Command::Experiment(ExperimentCommand::Loop {
+            space,
+            out,
+            generations,
+            eval_prompts,
+            train_prompts,
+            samples,
+            temperature,
+            steps,
+            epochs,
+            learning_rate,
+            beta,
+            rank,
+            seed,
+            threads,
+            verifiers_only,
+        }) => {
+            let args = experiment_cli::LoopArgs {
+                space,
+                out,
+                generations,
+                eval_prompts,
+                train_prompts,
+                samples,
+                temperature,
+                steps,
+                epochs,
+                learning_rate,
+                beta,
+                rank,
+                seed,
+                threads: threads.unwrap_or_else(agent_runtime::model::default_threads),
+                verifiers_only,
+            };
+            experiment_cli::run(args, settings).await?;
         }
         Command::Seed { spaces } => {
             let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
