@@ -188,6 +188,22 @@ fn stack(parts: Vec<QMatrix>) -> QMatrix {
     )
 }
 
+/// cos and sin of every position's rotary angles, `[positions × head_dim/2]`.
+pub(crate) fn rope_tables(c: &ModelConfig, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = c.head_dim / 2;
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for i in 0..half {
+            let freq = 1.0 / f64::from(c.rope_base).powf(2.0 * i as f64 / c.head_dim as f64);
+            let angle = p as f64 * freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
 /// Threads for the model's kernels: `ARENA_THREADS`, else the cores.
 pub fn default_threads() -> usize {
     std::env::var("ARENA_THREADS")
@@ -242,18 +258,7 @@ impl Model {
             if c.tied_embeddings { None } else { Some(load_matrix(gguf, "output.weight", (c.vocab, c.hidden))?) };
         let output_norm = load_vector(gguf, "output_norm.weight", c.hidden)?;
 
-        let positions = c.context_length.clamp(1, 1 << 15);
-        let half = c.head_dim / 2;
-        let mut rope_cos = Vec::with_capacity(positions * half);
-        let mut rope_sin = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            for i in 0..half {
-                let freq = 1.0 / f64::from(c.rope_base).powf(2.0 * i as f64 / c.head_dim as f64);
-                let angle = p as f64 * freq;
-                rope_cos.push(angle.cos() as f32);
-                rope_sin.push(angle.sin() as f32);
-            }
-        }
+        let (rope_cos, rope_sin) = rope_tables(&c, c.context_length.clamp(1, 1 << 15));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("arena-model-{i}"))

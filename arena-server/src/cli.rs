@@ -73,46 +73,49 @@ pub enum ExperimentCommand {
     /// verifiers) and the win rate against the base model (the Space's
     /// judge), with 95% intervals. Writes report.md, generations.jsonl and
     /// every generation's pairs and adapter (with its manifest) into --out.
-    Loop {
-        /// The Space (its prompts with reference answers, verifiers, judge).
-        #[arg(long)]
-        space: PathBuf,
-        #[arg(long, default_value = "runs/experiment")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        generations: usize,
-        /// Held-out prompts (never trained on).
-        #[arg(long, default_value_t = 60)]
-        eval_prompts: usize,
-        /// Training prompts drawn per generation.
-        #[arg(long, default_value_t = 48)]
-        train_prompts: usize,
-        /// Sampled answers per training prompt (one match).
-        #[arg(long, default_value_t = 4)]
-        samples: usize,
-        #[arg(long, default_value_t = 0.9)]
-        temperature: f32,
-        /// Optimizer steps per generation (default: --epochs over its pairs).
-        #[arg(long)]
-        steps: Option<usize>,
-        #[arg(long, default_value_t = 2)]
-        epochs: usize,
-        #[arg(long = "lr", default_value_t = 2e-4)]
-        learning_rate: f64,
-        #[arg(long, default_value_t = 0.1)]
-        beta: f64,
-        #[arg(long, default_value_t = 16)]
-        rank: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Threads (default: ARENA_THREADS or all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Rank the training matches by the Space's verifiers alone (no AI
-        /// judge calls); the held-out win rate still uses the whole judge.
-        #[arg(long)]
-        verifiers_only: bool,
-    },
+    Loop(LoopArgs),
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct LoopArgs {
+    /// The Space (its prompts with reference answers, verifiers, judge).
+    #[arg(long)]
+    pub space: PathBuf,
+    #[arg(long, default_value = "runs/experiment")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub generations: usize,
+    /// Held-out prompts (never trained on).
+    #[arg(long, default_value_t = 60)]
+    pub eval_prompts: usize,
+    /// Training prompts drawn per generation.
+    #[arg(long, default_value_t = 48)]
+    pub train_prompts: usize,
+    /// Sampled answers per training prompt (one match).
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0.9)]
+    pub temperature: f32,
+    /// Optimizer steps per generation (default: --epochs over its pairs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    #[arg(long = "lr", default_value_t = 2e-4)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads (default: ARENA_THREADS or all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rank the training matches by the Space's verifiers alone (no AI
+    /// judge calls); the held-out win rate still uses the whole judge.
+    #[arg(long)]
+    pub verifiers_only: bool,
 }
 
 #[derive(Debug, Subcommand)]

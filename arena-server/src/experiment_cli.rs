@@ -10,6 +10,7 @@
 //! adapter by DPO with the current one as parent and reference, and the
 //! next generation plays.
 
+use crate::cli::LoopArgs;
 use crate::config::Settings;
 use crate::model_cli::model_path;
 use crate::space::{PromptItem, Space};
@@ -28,29 +29,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The experiment's settings (`arena experiment loop --help`).
-#[derive(Debug, Clone, Serialize)]
-pub struct LoopArgs {
-    pub space: PathBuf,
-    pub out: PathBuf,
-    pub generations: usize,
-    pub eval_prompts: usize,
-    pub train_prompts: usize,
-    pub samples: usize,
-    pub temperature: f32,
-    pub steps: Option<usize>,
-    pub epochs: usize,
-    pub learning_rate: f64,
-    pub beta: f64,
-    pub rank: usize,
-    pub seed: u64,
-    pub threads: usize,
-    /// Rank the training matches by the Space's verifiers alone (no AI
-    /// judge calls: much faster; the held-out win rate still uses the
-    /// Space's whole judge).
-    pub verifiers_only: bool,
-}
 
 #[derive(Debug, Clone, Serialize)]
 struct Generation {
@@ -93,6 +71,7 @@ async fn answer(
 }
 
 pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
+    let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
     let space = Space::load(&args.space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     if space.prompts.len() < args.eval_prompts + 2 {
         bail!(
@@ -119,7 +98,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         let file = std::fs::File::open(&model).with_context(|| format!("opening {}", model.display()))?;
         agent_runtime::model_file::sha256_reader(std::io::BufReader::new(file))?
     };
-    let runtime = Arc::new(Runtime::load(&model, args.threads)?);
+    let runtime = Arc::new(Runtime::load(&model, threads)?);
     let judge_model = if space.judge.needs_model() {
         Some(Arc::new(JudgeModel::new(runtime.clone(), model_sha).map_err(anyhow::Error::msg)?))
     } else {
@@ -261,7 +240,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             max_length: 256,
             max_prompt_length: 128,
             seed: args.seed.wrapping_add(g as u64),
-            threads: args.threads,
+            threads,
             ..TrainConfig::default()
         };
         let out = gen_dir.join("adapter");

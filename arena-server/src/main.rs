@@ -206,42 +206,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             let args = train_cli::BenchArgs { steps, batch_size, pairs, python, trl: !no_trl };
             train_cli::bench(&model, &args, settings)?;
         }
-        Command::Experiment(ExperimentCommand::Loop {
-            space,
-            out,
-            generations,
-            eval_prompts,
-            train_prompts,
-            samples,
-            temperature,
-            steps,
-            epochs,
-            learning_rate,
-            beta,
-            rank,
-            seed,
-            threads,
-            verifiers_only,
-        }) => {
-            let args = experiment_cli::LoopArgs {
-                space,
-                out,
-                generations,
-                eval_prompts,
-                train_prompts,
-                samples,
-                temperature,
-                steps,
-                epochs,
-                learning_rate,
-                beta,
-                rank,
-                seed,
-                threads: threads.unwrap_or_else(agent_runtime::model::default_threads),
-                verifiers_only,
-            };
-            experiment_cli::run(args, settings).await?;
-        }
+        Command::Experiment(ExperimentCommand::Loop(args)) => experiment_cli::run(args, settings).await?,
         Command::Seed { spaces } => {
             let pool = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
             db::migrate(&pool, &redact_url(&settings.database.url)).await?;

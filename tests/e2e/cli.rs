@@ -467,3 +467,50 @@ fn train_dpo_writes_an_adapter_the_runtime_plays_and_verify_replays_it() {
     assert_clean_failure(&output, 1);
     assert!(text(&output).contains("unknown target module `qproj`"), "{}", text(&output));
 }
+
+#[test]
+fn the_experiment_loop_runs_generations_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let space = repo_root().join("spaces/arithmetic.toml");
+    let output = judge_cmd(
+        &[
+            "experiment",
+            "loop",
+            "--space",
+            space.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--generations",
+            "1",
+            "--eval-prompts",
+            "3",
+            "--train-prompts",
+            "3",
+            "--samples",
+            "3",
+            "--steps",
+            "1",
+            "--verifiers-only",
+        ],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("generations.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "generation 0 (the base) and generation 1");
+    assert_eq!(lines[0]["pass"]["total"], 3);
+    assert!(lines[0]["win_vs_base"].is_null(), "the base does not play itself");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| generation | pass rate"), "{report}");
+    assert!(out.join("gen1/pairs.jsonl").exists());
+    // When the samples disagreed, generation 1 is a trained adapter with
+    // its manifest, and it played the base on every held-out prompt.
+    if lines[0]["pairs"].as_u64().unwrap() > 0 {
+        assert!(out.join("gen1/adapter/manifest.json").exists());
+        assert_eq!(lines[1]["win_vs_base"]["total"], 6);
+    }
+}

@@ -14,7 +14,7 @@
 //! the dequantized matrix is the same f32 values either way.
 
 use crate::gguf::ModelConfig;
-use crate::model::{Model, Target, softmax_prefix};
+use crate::model::{Model, Target, rope_tables, softmax_prefix};
 use crate::quant::QMatrix;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -177,21 +177,6 @@ pub struct Base<'m> {
     rope_sin: Vec<f32>,
     interleaved: bool,
     threads: usize,
-}
-
-fn rope_tables(c: &ModelConfig, positions: usize) -> (Vec<f32>, Vec<f32>) {
-    let half = c.head_dim / 2;
-    let mut cos = Vec::with_capacity(positions * half);
-    let mut sin = Vec::with_capacity(positions * half);
-    for p in 0..positions {
-        for i in 0..half {
-            let freq = 1.0 / f64::from(c.rope_base).powf(2.0 * i as f64 / c.head_dim as f64);
-            let angle = p as f64 * freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    (cos, sin)
 }
 
 impl<'m> Base<'m> {
