@@ -8,7 +8,6 @@ use crate::engine::Runtime;
 use crate::lora::{Adapter, Limits};
 use crate::pairs::{PairsLimits, PreferencePair};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -146,10 +145,7 @@ pub fn train_to_dir(
     let trained = train_inputs(runtime, &inputs, cfg, progress)?;
     let out = files.out;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let adapter = trained.adapter(runtime);
-    adapter.save(out, runtime.config().name.as_deref())?;
-    // Read back through the validator: the identity the runtime will see.
-    let saved = Adapter::load(out, runtime.config(), &Limits::default())?;
+    let saved = save(runtime, &trained, out)?;
     let metrics_path = out.join(METRICS_FILE);
     let mut metrics = std::fs::File::create(&metrics_path).map_err(io_err(&metrics_path))?;
     for m in &trained.metrics {
@@ -191,6 +187,13 @@ pub fn train_to_dir(
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| TrainError::Config(e.to_string()))?;
     std::fs::write(&manifest_path, json).map_err(io_err(&manifest_path))?;
     Ok(manifest)
+}
+
+/// Writes the trained adapter into `dir` and reads it back through the
+/// validator: the identity the runtime will see.
+fn save(runtime: &Runtime, trained: &Trained, dir: &Path) -> Result<Adapter, TrainError> {
+    trained.adapter(runtime).save(dir, runtime.config().name.as_deref())?;
+    Ok(Adapter::load(dir, runtime.config(), &Limits::default())?)
 }
 
 /// Reads a manifest file.
@@ -287,12 +290,8 @@ pub fn verify(
         }
     }
     let trained = train_inputs(runtime, &inputs, &m.config, progress)?;
-    let replay = replay_dir()?;
-    let adapter = trained.adapter(runtime);
-    adapter.save(&replay, runtime.config().name.as_deref())?;
-    let replayed = Adapter::load(&replay, runtime.config(), &Limits::default());
-    let _ = std::fs::remove_dir_all(&replay);
-    let replayed = replayed?;
+    let replay = tempfile::tempdir().map_err(io_err(&std::env::temp_dir()))?;
+    let replayed = save(runtime, &trained, replay.path())?;
     if replayed.sha256 != m.result.adapter_sha256 {
         return Err(fail(format!(
             "the replay gave adapter sha256 {}, the manifest records {} (different machine or thread count?)",
@@ -300,13 +299,4 @@ pub fn verify(
         )));
     }
     Ok(Verified { adapter_sha256: replayed.sha256, steps: trained.metrics.len(), train_seconds: trained.train_seconds })
-}
-
-/// A fresh directory for the replay's adapter.
-fn replay_dir() -> Result<PathBuf, TrainError> {
-    let mut h = Sha256::new();
-    h.update(format!("{:?}{:?}", std::time::SystemTime::now(), std::process::id()));
-    let dir = std::env::temp_dir().join(format!("arena-verify-{}", &hex::encode(h.finalize())[..16]));
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    Ok(dir)
 }

@@ -16,6 +16,7 @@
 use crate::gguf::ModelConfig;
 use crate::model::{Model, Target, rope_tables, softmax_prefix};
 use crate::quant::QMatrix;
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -216,12 +217,12 @@ impl<'m> Base<'m> {
 
     /// A small model with random weights (gradient checks).
     pub fn random(config: ModelConfig, seed: u64, threads: usize) -> Base<'static> {
-        let mut rng = Lcg(seed);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let c = config;
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.n_kv_heads * c.head_dim;
         let mut mat = |rows: usize, cols: usize, scale: f32| -> Vec<f32> {
-            (0..rows * cols).map(|_| rng.uniform() * scale / (cols as f32).sqrt()).collect()
+            (0..rows * cols).map(|_| rng.random_range(-1.0f32..1.0) * scale / (cols as f32).sqrt()).collect()
         };
         let layers = (0..c.n_layers)
             .map(|_| BaseLayer {
@@ -273,15 +274,6 @@ impl<'m> Base<'m> {
             head[ia] = a * cos[i] - b * s;
             head[ib] = a * s + b * cos[i];
         }
-    }
-}
-
-/// A tiny deterministic generator for test weights.
-struct Lcg(u64);
-impl Lcg {
-    fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
@@ -457,6 +449,16 @@ fn gather(src: &[f32], stride: usize, offset: usize, cols: usize, span: &Span) -
         out.extend_from_slice(&src[r * stride + offset..r * stride + offset + cols]);
     }
     out
+}
+
+/// One head's attention probabilities for a span: `p = softmax(scale·Q·Kᵀ)`
+/// over the prefix and the span's rows up to each query, `[len × total]`.
+fn attention_probs(q: View<'_>, k: &[f32], hd: usize, len: usize, seen: usize, scale: f32, p: &mut [f32]) {
+    let total = seen + len;
+    mm(len, total, hd, p, total, false, q, rows(k, hd).t(), scale, 1);
+    for (i, row) in p.chunks_exact_mut(total).enumerate() {
+        softmax_prefix(row, seen + i + 1);
+    }
 }
 
 /// What the backward needs from one layer's forward.
@@ -726,10 +728,7 @@ impl Base<'_> {
                 for j in 0..group {
                     let h = g * group + j;
                     let q = View { d: &qkv[span.rows.start * qkv_dim + h * hd..], rs: qkv_dim, cs: 1 };
-                    mm(len, total, hd, &mut p, total, false, q, rows(&k, hd).t(), scale, 1);
-                    for (i, row) in p.chunks_exact_mut(total).enumerate() {
-                        softmax_prefix(row, seen + i + 1);
-                    }
+                    attention_probs(q, &k, hd, len, seen, scale, &mut p);
                     mm(len, hd, total, &mut o[j * hd..], group * hd, false, rows(&p, total), rows(&v, hd), 1.0, 1);
                 }
                 o
@@ -778,10 +777,7 @@ impl Base<'_> {
                     let h = g * group + j;
                     let q = View { d: &qkv[span.rows.start * qkv_dim + h * hd..], rs: qkv_dim, cs: 1 };
                     let d_o = View { d: &d_attn[span.rows.start * q_dim + h * hd..], rs: q_dim, cs: 1 };
-                    mm(len, total, hd, &mut p, total, false, q, rows(&k, hd).t(), scale, 1);
-                    for (i, row) in p.chunks_exact_mut(total).enumerate() {
-                        softmax_prefix(row, seen + i + 1);
-                    }
+                    attention_probs(q, &k, hd, len, seen, scale, &mut p);
                     mm(len, total, hd, &mut dp, total, false, d_o, rows(&v, hd).t(), 1.0, 1);
                     mm(total, hd, len, &mut dv, hd, true, rows(&p, total).t(), d_o, 1.0, 1);
                     for (i, (prow, dprow)) in p.chunks_exact(total).zip(dp.chunks_exact_mut(total)).enumerate() {
@@ -935,7 +931,6 @@ impl Base<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
 
     fn tiny(architecture: &str) -> ModelConfig {
         ModelConfig {
