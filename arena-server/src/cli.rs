@@ -351,8 +351,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_migrate: bool,
     /// Which part to run: all (default), web (API, matchmaker, settlement,
-    /// reconciler), runtime (generation) or judge.
-    #[arg(long, default_value = "all", value_parser = ["all", "web", "runtime", "judge"])]
+    /// reconciler, training policies), runtime (generation), judge, or
+    /// trainer (training jobs and their promotion gates).
+    #[arg(long, default_value = "all", value_parser = ["all", "web", "runtime", "judge", "trainer"])]
     pub role: String,
     /// Seed the demo users, example Spaces and agents first (`arena seed`).
     #[arg(long)]

@@ -33,3 +33,4 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod train_cli;
+pub mod training;

@@ -197,7 +197,9 @@ async fn form_locked(
     if groups.is_empty() {
         return Ok(Vec::new());
     }
-    let prompts: Vec<usize> = groups.iter().map(|_| rand::rng().random_range(0..space.prompts.len())).collect();
+    // Held-out prompts are for promotion gates, never for matches.
+    let pool = &space.match_prompts;
+    let prompts: Vec<usize> = groups.iter().map(|_| pool[rand::rng().random_range(0..pool.len())]).collect();
     // Every match of the round in one transaction; if anything changed since
     // the candidates were read, each match on its own.
     let mut tx = sqlx::Acquire::begin(&mut *conn).await?;

@@ -32,6 +32,13 @@ struct SpaceFile {
     verifiers: Vec<Spanned<VerifierSpec>>,
     judge: Option<Spanned<JudgeSpec>>,
     pairs: Option<Spanned<PairsSpec>>,
+    training: Option<Spanned<TrainingFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingFile {
+    holdout: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +98,18 @@ pub struct Matchmaking {
     pub max_concurrent_matches: u32,
 }
 
+/// What the Space keeps for training.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Training {
+    /// Share of the prompts held out of matches, for promotion gates:
+    /// a trained version plays its parent on these, never on prompts it
+    /// may have trained on.
+    pub holdout: f64,
+}
+
+/// The default share of held-out prompts.
+pub const DEFAULT_HOLDOUT: f64 = 0.1;
+
 /// A checked Space.
 #[derive(Debug, Clone)]
 pub struct Space {
@@ -104,6 +123,12 @@ pub struct Space {
     pub matchmaking: Matchmaking,
     pub judge: JudgeConfig,
     pub license: Option<String>,
+    pub training: Training,
+    /// Indices of the prompts held out for promotion gates (see
+    /// [`held_out`]); matches never use them.
+    pub held_out: Vec<usize>,
+    /// Indices of the prompts matches draw from: all the others.
+    pub match_prompts: Vec<usize>,
     /// The file's text, kept so a version can be stored and hashed as written.
     pub source: String,
 }
@@ -210,6 +235,23 @@ impl Space {
             }
         };
 
+        let training = match &file.training {
+            None => Training { holdout: DEFAULT_HOLDOUT },
+            Some(t) => match &t.get_ref().holdout {
+                None => Training { holdout: DEFAULT_HOLDOUT },
+                Some(h) if h.get_ref().is_finite() && (0.0..=0.5).contains(h.get_ref()) => {
+                    Training { holdout: *h.get_ref() }
+                }
+                Some(h) => {
+                    errors
+                        .push(SpecError::new(h.span(), format!("training.holdout {} is outside 0..=0.5", h.get_ref())));
+                    Training { holdout: DEFAULT_HOLDOUT }
+                }
+            },
+        };
+        let held = held_out(&prompts, training.holdout);
+        let match_prompts: Vec<usize> = (0..prompts.len()).filter(|i| !held.contains(i)).collect();
+
         let sections = JudgeSections { verifiers: file.verifiers, judge: file.judge, pairs: file.pairs };
         let license = sections.pairs.as_ref().and_then(|p| p.get_ref().license.clone());
         let judge = match JudgeConfig::from_sections(&sections, base) {
@@ -231,6 +273,9 @@ impl Space {
                 matchmaking,
                 judge,
                 license,
+                training,
+                held_out: held,
+                match_prompts,
                 source: text.to_owned(),
             }),
             _ => {
@@ -239,6 +284,22 @@ impl Space {
             }
         }
     }
+}
+
+/// The prompts held out of matches: `round(n × share)` of them, those
+/// whose text hashes lowest, so the choice is stable when prompts are added
+/// or reordered and anyone can recompute it. Sorted by index.
+pub fn held_out(prompts: &[PromptItem], share: f64) -> Vec<usize> {
+    use sha2::{Digest, Sha256};
+    let k = (prompts.len() as f64 * share).round() as usize;
+    // At least one prompt stays for matches.
+    let k = k.min(prompts.len().saturating_sub(1));
+    let mut keyed: Vec<([u8; 32], usize)> =
+        prompts.iter().enumerate().map(|(i, p)| (Sha256::digest(p.prompt.as_bytes()).into(), i)).collect();
+    keyed.sort();
+    let mut picked: Vec<usize> = keyed[..k].iter().map(|(_, i)| *i).collect();
+    picked.sort_unstable();
+    picked
 }
 
 fn load_prompts(p: &Spanned<PromptsFile>, base: &Path, errors: &mut Vec<SpecError>) -> Vec<PromptItem> {

@@ -51,11 +51,13 @@ pub struct Roles {
     pub runtime: bool,
     /// The judge stage.
     pub judge: bool,
+    /// Training jobs (DPO and the promotion gate).
+    pub trainer: bool,
 }
 
 impl Roles {
-    pub const ALL: Roles = Roles { web: true, runtime: true, judge: true };
-    pub const NONE: Roles = Roles { web: false, runtime: false, judge: false };
+    pub const ALL: Roles = Roles { web: true, runtime: true, judge: true, trainer: true };
+    pub const NONE: Roles = Roles { web: false, runtime: false, judge: false, trainer: false };
 
     pub fn parse(name: &str) -> Option<Roles> {
         match name {
@@ -63,6 +65,7 @@ impl Roles {
             "web" => Some(Roles { web: true, ..Roles::NONE }),
             "runtime" => Some(Roles { runtime: true, ..Roles::NONE }),
             "judge" => Some(Roles { judge: true, ..Roles::NONE }),
+            "trainer" => Some(Roles { trainer: true, ..Roles::NONE }),
             _ => None,
         }
     }
@@ -230,12 +233,19 @@ pub fn start_workers(
             .map_err(|e| StartupError::Internal(format!("cannot start the judge worker: {e}")))?;
         spawn_stage(pipeline, Arc::new(JudgeStage::new(worker)), &stop);
     }
+    if roles.trainer {
+        // The model loads on the first job.
+        let trainer = Arc::new(crate::training::worker::Trainer::new(settings.model.path.clone(), options.threads));
+        tokio::spawn(crate::training::worker::run(pipeline.clone(), trainer, stop.clone()));
+    }
     if roles.web {
         spawn_stage(pipeline, Arc::new(SettleStage), &stop);
         tokio::spawn(pipeline::run_matchmaker(pipeline.clone(), stop.clone()));
         let period = Duration::from_secs((settings.arena.reconcile_after_s / 2).clamp(1, 60));
         tokio::spawn(pipeline::run_reconciler(pipeline.clone(), period, stop.clone()));
         tokio::spawn(pipeline::run_gauges(pipeline.clone(), Duration::from_secs(5), stop.clone()));
+        let every = Duration::from_millis(settings.arena.matchmaker_interval_ms.clamp(50, 10_000) * 20);
+        tokio::spawn(crate::training::run_policies(pipeline.clone(), every, stop.clone()));
     }
     Ok(())
 }

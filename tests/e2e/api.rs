@@ -222,7 +222,8 @@ async fn authorization_matrix_refuses_every_cross_owner_write() {
         let q = "select (select count(*) from agent_versions) || '/' || (select string_agg(current_version::text, ',' order by id) from agents)
                  || '/' || (select count(*) from entries where active) || '/' || (select count(*) from space_versions)
                  || '/' || (select count(*) from api_tokens where revoked_at is null)
-                 || '/' || (select string_agg(active::text, ',' order by id) from spaces)";
+                 || '/' || (select string_agg(active::text, ',' order by id) from spaces)
+                 || '/' || (select count(*) from training_policies) || '/' || (select count(*) from training_jobs)";
         sqlx::query_scalar::<_, String>(q).fetch_one(&db).await.unwrap()
     };
     let before = snapshot(arena.db.clone()).await;
@@ -234,12 +235,15 @@ async fn authorization_matrix_refuses_every_cross_owner_write() {
         ("DELETE", format!("/tokens/{token_id}"), json!(null)),
         ("PATCH", "/spaces/quick".to_owned(), json!({"active": false})),
         ("POST", "/spaces".to_owned(), json!({"source": quick_space("quick", 3, 2)})),
+        ("PUT", format!("/agents/{agent}/training/quick"), json!({"mode": "every", "every_pairs": 1})),
+        ("POST", format!("/agents/{agent}/training-jobs"), json!({"space": "quick"})),
     ];
     for caller in [&other_player, &other_designer, &buyer, &anon] {
         for (method, path, body) in &writes {
             let (status, answer) = match *method {
                 "POST" => caller.post(path, body.clone()).await,
                 "PATCH" => caller.patch(path, body.clone()).await,
+                "PUT" => caller.put(path, body.clone()).await,
                 _ => caller.delete(path).await,
             };
             assert!([401, 403, 404].contains(&status), "{} {method} {path} → {status} {answer}", caller.name);
@@ -247,6 +251,8 @@ async fn authorization_matrix_refuses_every_cross_owner_write() {
         // Private reads.
         let (_, seen) = caller.get(&format!("/agents/{agent}")).await;
         assert!(seen.get("versions").is_none(), "{} read private versions", caller.name);
+        let (status, _) = caller.get(&format!("/agents/{agent}/training")).await;
+        assert!([401, 403, 404].contains(&status), "{} read the agent's training: {status}", caller.name);
         let (status, _) = caller.get("/spaces/quick/pairs").await;
         if caller.name != "bea" {
             assert!([401, 403].contains(&status), "{} exported pairs: {status}", caller.name);
@@ -307,6 +313,7 @@ async fn the_openapi_document_lists_every_route() {
             "get" => anon.get(url),
             "post" => anon.post(url).json(&json!({})),
             "patch" => anon.patch(url).json(&json!({})),
+            "put" => anon.put(url).json(&json!({})),
             _ => anon.delete(url),
         }
         .send()

@@ -191,6 +191,9 @@ impl User {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         answer(self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap()).await
     }
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        answer(self.client.put(format!("{}{path}", self.base)).json(&body).send().await.unwrap()).await
+    }
     pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
         answer(self.client.patch(format!("{}{path}", self.base)).json(&body).send().await.unwrap()).await
     }

@@ -13,3 +13,4 @@ mod helpers;
 mod ledger;
 mod metrics;
 mod pipeline;
+mod training;

@@ -125,7 +125,7 @@ pub async fn advance(conn: &mut PgConnection, stage: Stage, ids: &[Uuid]) -> Res
 
 /// Writes the hand-over to `stage` in the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, stage: Stage, match_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into outbox (stream, match_id) values ($1, $2)")
+    sqlx::query("insert into outbox (stream, subject) values ($1, $2)")
         .bind(stage.name())
         .bind(match_id)
         .execute(conn)
@@ -135,7 +135,7 @@ pub async fn enqueue(conn: &mut PgConnection, stage: Stage, match_id: Uuid) -> R
 
 /// The same for many matches.
 pub async fn enqueue_many(conn: &mut PgConnection, stage: Stage, matches: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into outbox (stream, match_id) select $1, unnest($2::uuid[])")
+    sqlx::query("insert into outbox (stream, subject) select $1, unnest($2::uuid[])")
         .bind(stage.name())
         .bind(matches)
         .execute(conn)
@@ -151,7 +151,7 @@ pub async fn flush_outbox(pool: &PgPool, redis: &Redis) -> anyhow::Result<usize>
         let mut tx = pool.begin().await?;
         let rows: Vec<(String, Uuid)> = sqlx::query_as(
             "delete from outbox where id in (select id from outbox order by id limit 500 for update skip locked)
-             returning stream, match_id",
+             returning stream, subject",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -159,9 +159,13 @@ pub async fn flush_outbox(pool: &PgPool, redis: &Redis) -> anyhow::Result<usize>
             return Ok(total);
         }
         let mut pipe = redis::pipe();
-        for (stream, match_id) in &rows {
+        for (stream, subject) in &rows {
+            if stream == crate::training::STREAM {
+                pipe.xadd(crate::training::stream(redis), "*", &[("job", subject.to_string())]).ignore();
+                continue;
+            }
             let Some(stage) = Stage::parse(stream) else { continue };
-            pipe.xadd(stage.stream(redis), "*", &[("match", match_id.to_string())]).ignore();
+            pipe.xadd(stage.stream(redis), "*", &[("match", subject.to_string())]).ignore();
         }
         let mut conn = redis.conn();
         let _: () = pipe.query_async(&mut conn).await?;
@@ -457,6 +461,7 @@ pub async fn run_worker(
 /// and relays any outbox rows left behind. Returns how many it re-enqueued.
 pub async fn reconcile(p: &Pipeline) -> anyhow::Result<usize> {
     flush_outbox(&p.db, &p.redis).await?;
+    crate::training::reconcile(p).await?;
     let stalled: Vec<(Uuid, String)> = sqlx::query_as(
         "update matches set updated_at = now()
          where id in (select id from matches where status in ('formed', 'generated', 'judged')

@@ -234,7 +234,12 @@ pub async fn new_version(
     if body.note.chars().count() > 500 {
         return Err(ApiError::invalid("note", "a note is at most 500 characters"));
     }
-    let version = current + 1;
+    // Versions a training job recorded but did not promote may lie above
+    // the current one.
+    let version: i32 = sqlx::query_scalar("select max(version) + 1 from agent_versions where agent_id = $1")
+        .bind(agent)
+        .fetch_one(&mut *tx)
+        .await?;
     insert_version(
         &mut tx,
         agent,

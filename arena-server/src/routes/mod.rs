@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod agents;
 pub mod matches;
 pub mod spaces;
+pub mod training;
 pub mod users;
 
 use actix_web::{HttpResponse, Route, web};
@@ -161,6 +162,38 @@ pub const API: &[ApiRoute] = &[
         Some(r#"{"space": "arithmetic"}"#)
     ),
     route!(delete, "/agents/{id}/entries/{space}", agents::withdraw, Scope("play"), "Withdraw from a Space", None),
+    route!(
+        get,
+        "/agents/{id}/training",
+        training::overview,
+        Scope("read"),
+        "The agent's training policies and jobs (owner only)",
+        None
+    ),
+    route!(
+        put,
+        "/agents/{id}/training/{space}",
+        training::set_policy,
+        Scope("play"),
+        "Set the agent's training policy in a Space: by hand, or a job every N new pairs it took part in",
+        Some(r#"{"mode": "every", "every_pairs": 64, "settings": {"learning_rate": 0.0001, "epochs": 2}}"#)
+    ),
+    route!(
+        post,
+        "/agents/{id}/training-jobs",
+        training::start,
+        Scope("play"),
+        "Train the agent now on its pairs in a Space; the new version is promoted only if it beats its parent",
+        Some(r#"{"space": "arithmetic", "settings": {"steps": 20}}"#)
+    ),
+    route!(
+        get,
+        "/training-jobs/{id}",
+        training::get,
+        Scope("read"),
+        "A training job: status, progress, per-step metrics, the gate's games and decision, the manifest",
+        None
+    ),
     route!(get, "/matches", matches::list, Public, "Matches, newest first (?space, ?status, ?limit)", None),
     route!(get, "/matches/{id}", matches::get, Public, "One match: seats, outputs, verdict, payouts", None),
     route!(get, "/events", matches::events, Public, "Server-Sent Events of match progress (?space, ?match)", None),

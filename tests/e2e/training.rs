@@ -1,0 +1,281 @@
+//! Training in the arena on real PostgreSQL, Redis and the real model:
+//! jobs made by hand and by policy, trained, gated against the parent on
+//! held-out prompts, recorded with lineage, promoted only on a clear win;
+//! a trainer that dies is replaced.
+
+use crate::arena::{Arena, User};
+use arena_server::startup::Roles;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// An arithmetic Space with 20 prompts, a quarter held out for gates.
+fn training_space(name: &str) -> String {
+    let prompts: Vec<String> = (1..=20)
+        .map(|i| format!("  {{ prompt = \"What is {i} + {}?\", reference = \"{}\" }},", i * 3, i + i * 3))
+        .collect();
+    format!(
+        r#"name = "{name}"
+description = "Sums, for training tests"
+agents_per_match = 2
+max_new_tokens = 8
+entry_fee = 1
+
+[prompts]
+inline = [
+{}
+]
+
+[matchmaking]
+rating_window = 10000
+max_concurrent_matches = 4
+
+[[verifiers]]
+name = "correct"
+kind = "answer"
+mode = "numeric"
+hard = true
+
+[judge]
+mode = "none"
+
+[pairs]
+min_margin = 0.1
+
+[training]
+holdout = 0.25
+"#,
+        prompts.join("\n")
+    )
+}
+
+/// Tiny settings: a real run, in seconds.
+fn tiny() -> Value {
+    json!({"steps": 2, "batch_size": 2, "max_length": 64, "max_prompt_length": 48, "rank": 4, "alpha": 8,
+           "target_modules": ["q_proj", "v_proj"], "min_pairs": 4, "max_pairs": 8, "gate_prompts": 4,
+           "learning_rate": 0.001})
+}
+
+/// Two players with an agent each in `space`, and settled matches (stub
+/// generator: the even slot answers right) until `pairs` pairs exist.
+async fn with_pairs(arena: &Arena, space: &str, pairs: i64) -> (User, String, User) {
+    let designer = arena.user("dana", "designer").await;
+    arena.publish(&designer, &training_space(space), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let agent = ada.agent("learner", space).await;
+    let bob = arena.user("bob", "player").await;
+    bob.agent("rival", space).await;
+    arena.start(Roles { web: true, runtime: true, judge: true, ..Roles::NONE }, None);
+    let made = crate::helpers::eventually(60, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from pairs").fetch_one(&arena.db).await.unwrap() >= pairs
+    })
+    .await;
+    assert!(made, "no pairs: {:?}", arena.status_counts().await);
+    arena.pause_all().await;
+    arena.wait_settled(1, 60).await;
+    (ada, agent, bob)
+}
+
+async fn wait_finished(user: &User, job: &str, seconds: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let (status, body) = user.get(&format!("/training-jobs/{job}")).await;
+        assert_eq!(status, 200, "{body}");
+        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap()) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job still {} after {seconds} s", body["status"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_training_job_trains_gates_and_records_a_version_with_its_lineage() {
+    let arena = Arena::new().await;
+    let (ada, agent, bob) = with_pairs(&arena, "sums", 12).await;
+
+    // Matches never play a held-out prompt.
+    let space = arena_server::space::Space::parse(&training_space("sums"), std::path::Path::new(".")).unwrap();
+    assert_eq!(space.held_out.len(), 5);
+    let used: Vec<i32> =
+        sqlx::query_scalar("select distinct prompt_index from matches").fetch_all(&arena.db).await.unwrap();
+    assert!(used.iter().all(|i| !space.held_out.contains(&(*i as usize))), "{used:?} vs {:?}", space.held_out);
+
+    // Bad requests name what is wrong and change nothing.
+    let jobs = format!("/agents/{agent}/training-jobs");
+    let (status, body) = ada.post(&jobs, json!({"space": "sums", "settings": {"gate_prompts": 1}})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("settings.gate_prompts")), "{body}");
+    let (status, body) = ada.post(&jobs, json!({"space": "sums", "settings": {"bogus": 1}})).await;
+    assert!(status == 422 && body["error"]["message"].as_str().unwrap().contains("bogus"), "{body}");
+    let (status, body) =
+        ada.post(&jobs, json!({"space": "sums", "settings": {"min_pairs": 4000, "max_pairs": 4000}})).await;
+    assert!(status == 422 && body["error"]["message"].as_str().unwrap().contains("usable pairs"), "{body}");
+    let (status, body) = ada.post(&jobs, json!({"space": "nope"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("space")), "{body}");
+    assert_eq!(bob.post(&jobs, json!({"space": "sums", "settings": tiny()})).await.0, 403);
+    let none: i64 = sqlx::query_scalar("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(none, 0);
+
+    let (status, job) = ada.post(&jobs, json!({"space": "sums", "settings": tiny()})).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["parent_version"], 1);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, body) = ada.post(&jobs, json!({"space": "sums", "settings": tiny()})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "one open job per agent");
+    assert_eq!(bob.get(&format!("/training-jobs/{id}")).await.0, 404, "another player's job is not confirmed");
+
+    arena.start(Roles { trainer: true, ..Roles::NONE }, None);
+    let job = wait_finished(&ada, &id, 300).await;
+    assert_ne!(job["status"], "failed", "{job}");
+    eprintln!("gate: {}", serde_json::to_string_pretty(&job["gate"]).unwrap());
+
+    // Progress and curves: one row per optimizer step.
+    assert_eq!(job["progress"]["step"], 2);
+    assert_eq!(job["progress"]["steps"], 2);
+    let metrics = job["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2);
+    assert!(metrics.iter().all(|m| m["loss"].as_f64().unwrap().is_finite()));
+    assert!((metrics[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "DPO starts at ln 2");
+    // The manifest names the pairs it trained on and the adapter it made.
+    let manifest = &job["manifest"];
+    assert_eq!(manifest["pairs"]["count"], job["pairs"]);
+    assert_eq!(manifest["result"]["adapter_sha256"], job["adapter_sha256"]);
+    let pinned: Vec<uuid::Uuid> = sqlx::query_scalar("select unnest(pair_ids) from training_jobs where id = $1")
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .fetch_all(&arena.db)
+        .await
+        .unwrap();
+    for item in manifest["pairs"]["items"].as_array().unwrap() {
+        let pair = uuid::Uuid::parse_str(item["id"].as_str().unwrap()).unwrap();
+        assert!(pinned.contains(&pair), "trained on a pair the job did not pin");
+    }
+
+    // The gate: every game played and counted; the decision follows the interval.
+    let gate = &job["gate"];
+    let games = gate["games"].as_array().unwrap();
+    assert_eq!(games.len(), 4);
+    assert_eq!(gate["wins"].as_u64().unwrap() + gate["losses"].as_u64().unwrap() + gate["ties"].as_u64().unwrap(), 4);
+    assert!(games.iter().any(|g| g["new_first"] == true) && games.iter().any(|g| g["new_first"] == false));
+    assert!(games.iter().all(|g| space.held_out.contains(&(g["prompt_index"].as_u64().unwrap() as usize))));
+    let low = gate["win_rate"]["low"].as_f64().unwrap();
+    let promoted = job["status"] == "promoted";
+    assert_eq!(promoted, low > 0.5, "{gate}");
+    assert_eq!(gate["promoted"], promoted);
+
+    // The new version exists either way, with its lineage; current only if promoted.
+    let (_, agent_body) = ada.get(&format!("/agents/{agent}")).await;
+    let new_version = job["new_version"].as_i64().unwrap();
+    assert_eq!(new_version, 2);
+    let version = agent_body["versions"].as_array().unwrap().iter().find(|v| v["version"] == new_version).unwrap();
+    assert_eq!(version["parent_version"], 1);
+    assert_eq!(version["training_job_id"], id.as_str());
+    assert_eq!(version["adapter_sha256"], job["adapter_sha256"]);
+    assert_eq!(agent_body["current_version"], if promoted { 2 } else { 1 });
+    // Either way the owner can move between them, and a hand-made version
+    // numbers after the trained one.
+    let (status, back) = ada.post(&format!("/agents/{agent}/rollback"), json!({"version": 2})).await;
+    assert_eq!((status, &back["current_version"]), (200, &json!(2)));
+    let (status, back) = ada.post(&format!("/agents/{agent}/rollback"), json!({"version": 1})).await;
+    assert_eq!((status, &back["current_version"]), (200, &json!(1)));
+    let (status, next) = ada.post(&format!("/agents/{agent}/versions"), json!({"note": "by hand"})).await;
+    assert_eq!((status, &next["current_version"]), (201, &json!(3)), "{next}");
+
+    // The trained adapter is stored like an upload and plays in the runtime.
+    let sha = job["adapter_sha256"].as_str().unwrap();
+    let dir = arena_server::adapters::materialize(&arena.db, &arena.settings.data_dir, sha).await.unwrap();
+    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+    let loaded = agent_runtime::lora::Adapter::load(&dir, &model, &Default::default()).unwrap();
+    assert_eq!(loaded.sha256, sha);
+
+    let (status, overview) = ada.get(&format!("/agents/{agent}/training")).await;
+    assert_eq!(status, 200);
+    assert_eq!(overview["jobs"][0]["id"], id.as_str());
+    assert!(overview["jobs"][0]["gate"]["games"].is_null(), "the list keeps the decision, not the games");
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_policy_makes_a_job_once_the_agent_has_taken_part_in_enough_new_pairs() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    arena.publish(&designer, &training_space("sums"), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let agent = ada.agent("learner", "sums").await;
+    let bob = arena.user("bob", "player").await;
+    bob.agent("rival", "sums").await;
+
+    let policy = format!("/agents/{agent}/training/sums");
+    let (status, body) = ada.put(&policy, json!({"mode": "sometimes"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("mode")), "{body}");
+    let (status, body) = ada.put(&policy, json!({"mode": "every"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("every_pairs")), "{body}");
+    assert_eq!(bob.put(&policy, json!({"mode": "manual"})).await.0, 403);
+    let mut settings = tiny();
+    settings["min_pairs"] = json!(6);
+    let (status, body) = ada.put(&policy, json!({"mode": "every", "every_pairs": 6, "settings": settings})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // No trainer runs: the job waits, queued, and no second one is made.
+    arena.start(Roles { web: true, runtime: true, judge: true, ..Roles::NONE }, None);
+    let made = crate::helpers::eventually(60, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap() > 0
+    })
+    .await;
+    assert!(made, "the policy made no job; matches: {:?}", arena.status_counts().await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let jobs: Vec<(String, String, i32)> =
+        sqlx::query_as("select trigger, status, cardinality(pair_ids) from training_jobs")
+            .fetch_all(&arena.db)
+            .await
+            .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let (trigger, status, pairs) = &jobs[0];
+    assert_eq!((trigger.as_str(), status.as_str()), ("policy", "queued"));
+    assert!(*pairs >= 6 && *pairs <= 8, "{pairs} pairs");
+    let (_, overview) = ada.get(&format!("/agents/{agent}/training")).await;
+    assert_eq!(overview["policies"][0]["mode"], "every");
+    assert_eq!(overview["jobs"][0]["trigger"], "policy");
+    arena.pause_all().await;
+    arena.wait_settled(1, 60).await;
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_attempts() {
+    let arena = Arena::new().await;
+    let (ada, agent, _) = with_pairs(&arena, "sums", 6).await;
+    let (status, job) =
+        ada.post(&format!("/agents/{agent}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
+    assert_eq!(status, 202, "{job}");
+    let id = uuid::Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
+    // A trainer claimed it twice before and died each time: its heartbeat is old.
+    sqlx::query(
+        "update training_jobs set status = 'training', worker = 'dead', attempts = 3,
+                heartbeat_at = now() - interval '1 hour' where id = $1",
+    )
+    .bind(id)
+    .execute(&arena.db)
+    .await
+    .unwrap();
+    let offered = arena_server::training::reconcile(&arena.pipeline).await.unwrap();
+    assert_eq!(offered, 1);
+    // A fresh heartbeat is not offered twice.
+    assert_eq!(arena_server::training::reconcile(&arena.pipeline).await.unwrap(), 0);
+    sqlx::query("update training_jobs set heartbeat_at = now() - interval '1 hour' where id = $1")
+        .bind(id)
+        .execute(&arena.db)
+        .await
+        .unwrap();
+    arena.start(Roles { trainer: true, ..Roles::NONE }, None);
+    let job = wait_finished(&ada, &id.to_string(), 60).await;
+    assert_eq!(job["status"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("stopped 3 times"), "{job}");
+    assert_eq!(job["attempts"], 4);
+    let (_, agent_body) = ada.get(&format!("/agents/{agent}")).await;
+    assert_eq!(agent_body["current_version"], 1);
+    assert_eq!(agent_body["versions"].as_array().unwrap().len(), 1, "a failed job makes no version");
+    // The agent may train again.
+    let (status, _) =
+        ada.post(&format!("/agents/{agent}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
+    assert_eq!(status, 202);
+}
