@@ -105,6 +105,9 @@ pub struct LoopArgs {
     pub learning_rate: f64,
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
+    /// Adds this times the chosen answers' mean token NLL to DPO (RPO).
+    #[arg(long, default_value_t = 0.0)]
+    pub rpo_alpha: f64,
     #[arg(long, default_value_t = 16)]
     pub rank: usize,
     #[arg(long, default_value_t = 0)]
@@ -189,6 +192,10 @@ pub struct TrainArgs {
     /// DPO's β.
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
+    /// DPO plus this times the chosen answers' mean token NLL (RPO; TRL's
+    /// rpo_alpha). 0: plain DPO.
+    #[arg(long, default_value_t = 0.0)]
+    pub rpo_alpha: f64,
     #[arg(long, default_value_t = 16)]
     pub rank: usize,
     #[arg(long, default_value_t = 32.0)]

@@ -233,6 +233,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         let cfg = TrainConfig {
             learning_rate: args.learning_rate,
             beta: args.beta,
+            rpo_alpha: args.rpo_alpha,
             rank: args.rank,
             alpha: 2.0 * args.rank as f32,
             steps: args.steps,
@@ -262,13 +263,14 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
 
     let mut md = String::new();
     md.push_str(&format!(
-        "Space `{}`, {} held-out prompts, {} training prompts × {} samples per generation (ranked by {}), DPO β {} lr {} r {}, seed {}\n\n",
+        "Space `{}`, {} held-out prompts, {} training prompts × {} samples per generation (ranked by {}), DPO β {} RPO α {} lr {} r {}, seed {}\n\n",
         space.name,
         args.eval_prompts,
         args.train_prompts,
         args.samples,
         if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
         args.beta,
+        args.rpo_alpha,
         args.learning_rate,
         args.rank,
         args.seed

@@ -27,6 +27,7 @@ fn config(args: &TrainArgs, objective: Objective) -> anyhow::Result<TrainConfig>
     let cfg = TrainConfig {
         objective,
         beta: args.beta,
+        rpo_alpha: args.rpo_alpha,
         rank: args.rank,
         alpha: args.alpha,
         target_modules: args.targets.clone(),

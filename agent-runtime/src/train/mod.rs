@@ -51,6 +51,9 @@ pub struct TrainConfig {
     pub objective: Objective,
     /// DPO's β: how far the policy may move from the reference.
     pub beta: f64,
+    /// DPO only: adds this times the chosen answers' mean token NLL to the
+    /// loss (RPO, Pang et al. 2024; TRL's `rpo_alpha`). 0 is plain DPO.
+    pub rpo_alpha: f64,
     /// LoRA rank and alpha for a new adapter (a parent adapter's own are
     /// kept when training continues from it).
     pub rank: usize,
@@ -86,6 +89,7 @@ impl Default for TrainConfig {
         TrainConfig {
             objective: Objective::Dpo,
             beta: 0.1,
+            rpo_alpha: 0.0,
             rank: 16,
             alpha: 32.0,
             target_modules: Target::ALL.iter().map(|t| t.module().to_owned()).collect(),
@@ -113,6 +117,9 @@ impl TrainConfig {
         let bad = |m: String| Err(TrainError::Config(m));
         if !(self.beta > 0.0 && self.beta.is_finite()) {
             return bad(format!("beta must be a positive number, not {}", self.beta));
+        }
+        if !(self.rpo_alpha >= 0.0 && self.rpo_alpha <= 100.0) {
+            return bad(format!("rpo_alpha must be in [0, 100], not {}", self.rpo_alpha));
         }
         if !(1..=256).contains(&self.rank) {
             return bad(format!("rank must be 1..=256, not {}", self.rank));
@@ -188,6 +195,10 @@ pub struct StepMetrics {
     pub chosen_reward: f64,
     pub rejected_reward: f64,
     pub reward_margin: f64,
+    /// Mean token negative log-likelihood of the chosen answers (DPO; with
+    /// `rpo_alpha` it is part of `loss`).
+    #[serde(default)]
+    pub chosen_nll: f64,
     pub learning_rate: f64,
     /// Before clipping.
     pub grad_norm: f64,
@@ -427,7 +438,7 @@ impl Run<'_, '_> {
         for step in 0..total {
             let step_started = Instant::now();
             let mut grads = lora.zeros_like();
-            let mut sums = [0f64; 4];
+            let mut sums = [0f64; 5];
             let mut tokens = 0usize;
             let step_pair_tokens_before = pair_tokens;
             for _ in 0..self.cfg.grad_accum {
@@ -446,13 +457,20 @@ impl Run<'_, '_> {
                         .map(|(k, &i)| (per_seq[2 * k], per_seq[2 * k + 1], reference[i].0, reference[i].1))
                         .collect();
                     let (mean, each) = dpo::batch(&quads, self.cfg.beta);
-                    sums[0] += mean.loss / accum;
+                    // The chosen answers' NLL, averaged over their tokens
+                    // in the micro-batch (as TRL's cross-entropy does).
+                    let chosen_tokens = chosen.iter().map(|e| e.chosen.len()).sum::<usize>().max(1) as f64;
+                    let nll = -quads.iter().map(|q| q.0).sum::<f64>() / chosen_tokens;
+                    let rpo = self.cfg.rpo_alpha;
+                    sums[0] += (mean.loss + rpo * nll) / accum;
                     sums[1] += mean.accuracy / accum;
                     sums[2] += mean.chosen_reward / accum;
                     sums[3] += mean.rejected_reward / accum;
-                    // Ascent on logp for the loss's descent: the backward
-                    // takes ∂loss/∂logp.
-                    each.iter().flat_map(|t| [t.grad_chosen / accum, t.grad_rejected / accum]).collect()
+                    sums[4] += nll / accum;
+                    // The backward takes ∂loss/∂logp per sequence.
+                    each.iter()
+                        .flat_map(|t| [(t.grad_chosen - rpo / chosen_tokens) / accum, t.grad_rejected / accum])
+                        .collect()
                 } else {
                     let n = batch.scored_tokens().max(1) as f64;
                     sums[0] += -per_seq.iter().sum::<f64>() / n / accum;
@@ -479,6 +497,7 @@ impl Run<'_, '_> {
                 chosen_reward: sums[2],
                 rejected_reward: sums[3],
                 reward_margin: sums[2] - sums[3],
+                chosen_nll: sums[4],
                 learning_rate: lr,
                 grad_norm: norm,
                 tokens,

@@ -54,6 +54,7 @@ pub fn stale_after_s(p: &Pipeline) -> u64 {
 pub struct JobSettings {
     pub objective: Objective,
     pub beta: f64,
+    pub rpo_alpha: f64,
     pub rank: usize,
     pub alpha: f32,
     pub target_modules: Vec<String>,
@@ -83,6 +84,7 @@ impl Default for JobSettings {
         JobSettings {
             objective: t.objective,
             beta: t.beta,
+            rpo_alpha: t.rpo_alpha,
             rank: t.rank,
             alpha: t.alpha,
             target_modules: t.target_modules,
@@ -112,6 +114,7 @@ impl JobSettings {
         TrainConfig {
             objective: self.objective,
             beta: self.beta,
+            rpo_alpha: self.rpo_alpha,
             rank: self.rank,
             alpha: self.alpha,
             target_modules: self.target_modules.clone(),
