@@ -279,3 +279,107 @@ async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_atte
         ada.post(&format!("/agents/{agent}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
     assert_eq!(status, 202);
 }
+
+#[tokio::test]
+async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() {
+    use arena_server::training::worker::{Game, Outcome, record};
+    use judge::calibrate::Rate;
+    let arena = Arena::new().await;
+    let (ada, agent, _) = with_pairs(&arena, "sums", 6).await;
+    // An uploaded adapter stands for the trained one.
+    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
+        .save(dir.path(), None)
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("config", reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_config.json")).unwrap()))
+        .part(
+            "weights",
+            reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap()),
+        );
+    let uploaded: Value =
+        ada.client.post(arena.url("/adapters")).multipart(form).send().await.unwrap().json().await.unwrap();
+    let sha = uploaded["sha256"].as_str().unwrap().to_owned();
+
+    let mut trainer = arena.pipeline.clone();
+    trainer.consumer = "trainer-under-test".into();
+    // A job made through the API, then brought to its gate as a trainer would.
+    let gated = || async {
+        let (status, job) =
+            ada.post(&format!("/agents/{agent}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
+        assert_eq!(status, 202, "{job}");
+        let id = uuid::Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
+        sqlx::query("update training_jobs set status = 'gating', worker = $2, adapter_sha256 = $3 where id = $1")
+            .bind(id)
+            .bind("trainer-under-test")
+            .bind(&sha)
+            .execute(&arena.db)
+            .await
+            .unwrap();
+        id
+    };
+    let games = |wins: usize, losses: usize, ties: usize| -> Vec<Game> {
+        let outcomes = [(Outcome::Win, wins), (Outcome::Loss, losses), (Outcome::Tie, ties)];
+        outcomes
+            .iter()
+            .flat_map(|&(o, n)| std::iter::repeat_n(o, n))
+            .enumerate()
+            .map(|(i, outcome)| Game {
+                prompt_index: i,
+                new_first: i % 2 == 0,
+                outcome,
+                new: "n".into(),
+                parent: "p".into(),
+            })
+            .collect()
+    };
+    let current = || async { ada.get(&format!("/agents/{agent}")).await.1["current_version"].as_i64().unwrap() };
+
+    // A clear win: promoted.
+    assert!(Rate::new(12, 14).low > 0.5);
+    let job = gated().await;
+    assert_eq!(record(&trainer, job, games(12, 2, 2)).await.unwrap(), "promoted");
+    assert_eq!(current().await, 2);
+    let (_, body) = ada.get(&format!("/training-jobs/{job}")).await;
+    assert_eq!((body["status"].as_str(), body["new_version"].as_i64()), (Some("promoted"), Some(2)));
+    assert_eq!(body["gate"]["win_rate"]["hits"], 12);
+    assert_eq!(body["gate"]["ties"], 2);
+
+    // More wins than losses, but the interval reaches below 50%: recorded, not promoted.
+    assert!(Rate::new(9, 16).low < 0.5);
+    let job = gated().await;
+    assert_eq!(record(&trainer, job, games(9, 7, 0)).await.unwrap(), "rejected");
+    assert_eq!(current().await, 2);
+    let (_, agent_body) = ada.get(&format!("/agents/{agent}")).await;
+    let v3 = agent_body["versions"].as_array().unwrap().iter().find(|v| v["version"] == 3).unwrap().clone();
+    assert_eq!(
+        (v3["parent_version"].as_i64(), v3["training_job_id"].as_str()),
+        (Some(2), Some(job.to_string().as_str()))
+    );
+    // Only ties: nothing decisive, nothing promoted.
+    let job = gated().await;
+    assert_eq!(record(&trainer, job, games(0, 0, 8)).await.unwrap(), "rejected");
+
+    // The player moved on while the job ran: a clear win is not forced on them.
+    let job = gated().await;
+    let (status, hand) = ada.post(&format!("/agents/{agent}/versions"), json!({"note": "by hand"})).await;
+    assert_eq!(status, 201, "{hand}");
+    let by_hand = hand["current_version"].as_i64().unwrap();
+    assert_eq!(record(&trainer, job, games(12, 2, 2)).await.unwrap(), "rejected");
+    assert_eq!(current().await, by_hand);
+    let (_, body) = ada.get(&format!("/training-jobs/{job}")).await;
+    assert!(body["gate"]["reason"].as_str().unwrap().contains("moved"), "{body}");
+
+    // A trainer that does not hold the job records nothing.
+    let job = gated().await;
+    let mut stranger = trainer.clone();
+    stranger.consumer = "someone-else".into();
+    let versions_before: i64 =
+        sqlx::query_scalar("select count(*) from agent_versions").fetch_one(&arena.db).await.unwrap();
+    assert!(record(&stranger, job, games(12, 2, 2)).await.is_err());
+    let versions_after: i64 =
+        sqlx::query_scalar("select count(*) from agent_versions").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(versions_before, versions_after);
+    arena.ledger_ok().await;
+}

@@ -201,6 +201,7 @@ pub async fn run(p: Pipeline, trainer: Arc<Trainer>, mut stop: tokio::sync::watc
                 // takes the job over once it goes stale.
                 _ = stop.changed() => None,
             };
+            let _ = std::fs::remove_dir_all(work_dir(&p, id));
             match outcome {
                 Some(Ok(status)) => tracing::info!(%id, status, "training job finished"),
                 Some(Err(err)) => {
@@ -214,15 +215,26 @@ pub async fn run(p: Pipeline, trainer: Arc<Trainer>, mut stop: tokio::sync::watc
     tracing::info!("trainer stopped");
 }
 
-/// One game of the gate.
-#[derive(Debug, Serialize)]
-struct Game {
-    prompt_index: usize,
+/// How one game of the gate went for the new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Win,
+    Tie,
+    Loss,
+}
+
+/// One game of the gate: the new version and its parent on one held-out
+/// prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Game {
+    pub prompt_index: usize,
     /// Whether the new version's answer was listed first.
-    new_first: bool,
-    outcome: &'static str,
-    new: String,
-    parent: String,
+    pub new_first: bool,
+    pub outcome: Outcome,
+    /// The answers, cut to 400 characters.
+    pub new: String,
+    pub parent: String,
 }
 
 /// The gate's record, stored on the job.
@@ -248,15 +260,14 @@ fn clip(text: &str) -> String {
 /// Trains, gates and records; returns the job's final status.
 async fn run_job(p: &Pipeline, trainer: &Trainer, job: Claimed) -> anyhow::Result<&'static str> {
     let settings: JobSettings = serde_json::from_value(job.settings.clone()).context("the job's settings")?;
-    let (base_model, system_prompt, sampling, parent_adapter): (String, String, serde_json::Value, Option<String>) =
-        sqlx::query_as(
-            "select base_model, system_prompt, sampling, adapter_sha256 from agent_versions
+    let (system_prompt, sampling, parent_adapter): (String, serde_json::Value, Option<String>) = sqlx::query_as(
+        "select system_prompt, sampling, adapter_sha256 from agent_versions
              where agent_id = $1 and version = $2",
-        )
-        .bind(job.agent_id)
-        .bind(job.parent_version)
-        .fetch_one(&p.db)
-        .await?;
+    )
+    .bind(job.agent_id)
+    .bind(job.parent_version)
+    .fetch_one(&p.db)
+    .await?;
     let sampling: AgentSampling = serde_json::from_value(sampling)?;
     let space = p.spaces.get(&p.db, job.space_id, job.space_version).await?;
     let pairs: Vec<(Uuid, String, String, String)> = sqlx::query_as(
@@ -273,7 +284,7 @@ async fn run_job(p: &Pipeline, trainer: &Trainer, job: Claimed) -> anyhow::Resul
     // Inputs on disk, as `arena train dpo` reads them: the manifest then
     // names every pair by its arena id.
     let data_dir = p.spaces.data_dir();
-    let work = data_dir.join("training").join(job.id.to_string());
+    let work = work_dir(p, job.id);
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
@@ -426,95 +437,106 @@ async fn run_job(p: &Pipeline, trainer: &Trainer, job: Claimed) -> anyhow::Resul
                 candidates,
             })?;
             let outcome = match verdict.ranks["new"].cmp(&verdict.ranks["parent"]) {
-                std::cmp::Ordering::Less => "win",
-                std::cmp::Ordering::Equal => "tie",
-                std::cmp::Ordering::Greater => "loss",
+                std::cmp::Ordering::Less => Outcome::Win,
+                std::cmp::Ordering::Equal => Outcome::Tie,
+                std::cmp::Ordering::Greater => Outcome::Loss,
             };
             games.push(Game { prompt_index: index, new_first, outcome, new: clip(&new), parent: clip(&parent) });
         }
         Ok(games)
     })
     .await??;
-    let count = |o: &str| games.iter().filter(|g| g.outcome == o).count();
-    let (wins, losses, ties) = (count("win"), count("loss"), count("tie"));
+    record(p, job.id, games).await
+}
+
+/// Where a job's inputs and adapter are written while it runs.
+fn work_dir(p: &Pipeline, job: Uuid) -> PathBuf {
+    p.spaces.data_dir().join("training").join(job.to_string())
+}
+
+/// Records a gated job (status `gating`, held by this trainer): decides
+/// from its games, writes the new version with its lineage (the parent's
+/// system prompt and sampling, the job's adapter), makes it current only
+/// if it passed and the agent still plays the parent, and ends the job.
+/// Returns the job's final status.
+pub async fn record(p: &Pipeline, job_id: Uuid, games: Vec<Game>) -> anyhow::Result<&'static str> {
+    let count = |o: Outcome| games.iter().filter(|g| g.outcome == o).count();
+    let (wins, losses, ties) = (count(Outcome::Win), count(Outcome::Loss), count(Outcome::Tie));
     let win_rate = Rate::new(wins, wins + losses);
     let passed = wins + losses > 0 && win_rate.low > 0.5;
 
-    // Record the version; promote it only if it passed and the agent still
-    // plays the parent.
     let mut db = p.db.begin().await?;
+    let job: Option<(Uuid, i32, Option<String>, i32)> = sqlx::query_as(
+        "select agent_id, parent_version, adapter_sha256, cardinality(pair_ids) from training_jobs
+         where id = $1 and worker = $2 and status = 'gating' for update",
+    )
+    .bind(job_id)
+    .bind(&p.consumer)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some((agent, parent, Some(sha), pairs)) = job else {
+        anyhow::bail!("the job is not gating under this trainer (another trainer took it over?)");
+    };
+    let (base_model, system_prompt, sampling): (String, String, serde_json::Value) = sqlx::query_as(
+        "select base_model, system_prompt, sampling from agent_versions where agent_id = $1 and version = $2",
+    )
+    .bind(agent)
+    .bind(parent)
+    .fetch_one(&mut *db)
+    .await?;
+    let sampling: AgentSampling = serde_json::from_value(sampling)?;
     let current: i32 = sqlx::query_scalar("select current_version from agents where id = $1 for update")
-        .bind(job.agent_id)
+        .bind(agent)
         .fetch_one(&mut *db)
         .await?;
     let version: i32 = sqlx::query_scalar("select max(version) + 1 from agent_versions where agent_id = $1")
-        .bind(job.agent_id)
+        .bind(agent)
         .fetch_one(&mut *db)
         .await?;
-    let promoted = passed && current == job.parent_version;
+    let promoted = passed && current == parent;
+    let interval = format!("[{:.1}%, {:.1}%]", win_rate.low * 100.0, win_rate.high * 100.0);
     let reason = if promoted {
-        format!(
-            "promoted: the win rate's 95% interval [{:.1}%, {:.1}%] lies above 50%",
-            win_rate.low * 100.0,
-            win_rate.high * 100.0
-        )
+        format!("promoted: the win rate's 95% interval {interval} lies above 50%")
     } else if passed {
         format!(
-            "passed the gate but not promoted: the agent's current version moved from v{} to v{current} meanwhile",
-            job.parent_version
+            "passed the gate but not promoted: the agent's current version moved from v{parent} to v{current} meanwhile"
         )
     } else {
-        format!(
-            "not promoted: the win rate's 95% interval [{:.1}%, {:.1}%] does not lie above 50%",
-            win_rate.low * 100.0,
-            win_rate.high * 100.0
-        )
+        format!("not promoted: the win rate's 95% interval {interval} does not lie above 50%")
     };
     let note = format!(
-        "trained by job {} on {} pairs from v{}; gate {wins} wins, {losses} losses, {ties} ties; {reason}",
-        job.id,
-        pairs.len(),
-        job.parent_version
+        "trained by job {job_id} on {pairs} pairs from v{parent}; gate {wins} wins, {losses} losses, {ties} ties; {reason}"
     );
     insert_version(
         &mut db,
-        job.agent_id,
+        agent,
         version,
         &base_model,
         &system_prompt,
         &sampling,
-        &Some(sha.clone()),
-        Some(job.parent_version),
-        Some(job.id),
+        &Some(sha),
+        Some(parent),
+        Some(job_id),
         &note.chars().take(500).collect::<String>(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("recording the new version: {e}"))?;
     if promoted {
         sqlx::query("update agents set current_version = $2 where id = $1")
-            .bind(job.agent_id)
+            .bind(agent)
             .bind(version)
             .execute(&mut *db)
             .await?;
     }
     let status = if promoted { "promoted" } else { "rejected" };
-    let gate = Gate { prompts: prompts.len(), wins, losses, ties, win_rate, passed, promoted, reason, games };
-    let done = sqlx::query(
-        "update training_jobs set status = $3, gate = $4, new_version = $5, finished_at = now()
-         where id = $1 and worker = $2 and status = 'gating'",
-    )
-    .bind(job.id)
-    .bind(&p.consumer)
-    .bind(status)
-    .bind(serde_json::to_value(&gate)?)
-    .bind(version)
-    .execute(&mut *db)
-    .await?;
-    if done.rows_affected() != 1 {
-        db.rollback().await?;
-        anyhow::bail!("another trainer took the job over");
-    }
+    let gate = Gate { prompts: games.len(), wins, losses, ties, win_rate, passed, promoted, reason, games };
+    sqlx::query("update training_jobs set status = $2, gate = $3, new_version = $4, finished_at = now() where id = $1")
+        .bind(job_id)
+        .bind(status)
+        .bind(serde_json::to_value(&gate)?)
+        .bind(version)
+        .execute(&mut *db)
+        .await?;
     db.commit().await?;
-    let _ = std::fs::remove_dir_all(&work);
     Ok(status)
 }
