@@ -191,6 +191,22 @@ impl User {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         answer(self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap()).await
     }
+    /// Uploads a small random PEFT adapter (rank 4 on q_proj); the upload's
+    /// answer, with its `sha256`.
+    pub async fn upload_random_adapter(&self) -> Value {
+        let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
+            .save(dir.path(), None)
+            .unwrap();
+        let file = |name: &str| reqwest::multipart::Part::bytes(std::fs::read(dir.path().join(name)).unwrap());
+        let form = reqwest::multipart::Form::new()
+            .part("config", file("adapter_config.json"))
+            .part("weights", file("adapter_model.safetensors"));
+        let response = self.client.post(format!("{}/adapters", self.base)).multipart(form).send().await.unwrap();
+        assert!(response.status().is_success(), "upload: {}", response.status());
+        response.json().await.unwrap()
+    }
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         answer(self.client.put(format!("{}{path}", self.base)).json(&body).send().await.unwrap()).await
     }

@@ -275,19 +275,7 @@ async fn a_match_on_the_real_model() {
     let a = arena.user("ada", "player").await;
     let b = arena.user("bob", "player").await;
     // One agent runs with an uploaded adapter: the runtime loads it per sequence.
-    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
-        .save(dir.path(), None)
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .part("config", reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_config.json")).unwrap()))
-        .part(
-            "weights",
-            reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap()),
-        );
-    let uploaded: serde_json::Value =
-        a.client.post(arena.url("/adapters")).multipart(form).send().await.unwrap().json().await.unwrap();
+    let uploaded = a.upload_random_adapter().await;
     let (status, agent) = a
         .post(
             "/agents",

@@ -287,19 +287,7 @@ async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() 
     let arena = Arena::new().await;
     let (ada, agent, _) = with_pairs(&arena, "sums", 6).await;
     // An uploaded adapter stands for the trained one.
-    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
-        .save(dir.path(), None)
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .part("config", reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_config.json")).unwrap()))
-        .part(
-            "weights",
-            reqwest::multipart::Part::bytes(std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap()),
-        );
-    let uploaded: Value =
-        ada.client.post(arena.url("/adapters")).multipart(form).send().await.unwrap().json().await.unwrap();
+    let uploaded = ada.upload_random_adapter().await;
     let sha = uploaded["sha256"].as_str().unwrap().to_owned();
 
     let mut trainer = arena.pipeline.clone();
