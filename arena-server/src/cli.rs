@@ -88,6 +88,17 @@ pub struct LoopArgs {
     /// Held-out prompts (never trained on).
     #[arg(long, default_value_t = 60)]
     pub eval_prompts: usize,
+    /// Held-out prompts of a promotion gate, apart from the evaluation
+    /// ones: a new adapter replaces the current one only if it passes at
+    /// least as many of them. 0: every new adapter is kept.
+    #[arg(long, default_value_t = 0)]
+    pub gate_prompts: usize,
+    /// Train each generation on every pair made so far (the newest
+    /// --max-pairs), not just its own.
+    #[arg(long)]
+    pub carry_pairs: bool,
+    #[arg(long, default_value_t = 512)]
+    pub max_pairs: usize,
     /// Training prompts drawn per generation.
     #[arg(long, default_value_t = 48)]
     pub train_prompts: usize,

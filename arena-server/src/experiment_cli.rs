@@ -38,7 +38,12 @@ struct Generation {
     /// Against the base model's answers, ties counted as half a win.
     win_vs_base: Option<Rate>,
     ties_vs_base: usize,
+    /// Pairs made this generation, and the pairs its adapter trained on.
     pairs: usize,
+    trained_on: usize,
+    /// With a gate: the candidate's and the current adapter's gate passes,
+    /// and whether the candidate was kept.
+    gate: Option<(usize, usize, bool)>,
     train_seconds: f64,
     elapsed_seconds: f64,
 }
@@ -73,12 +78,13 @@ async fn answer(
 pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
     let space = Space::load(&args.space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
-    if space.prompts.len() < args.eval_prompts + 2 {
+    if space.prompts.len() < args.eval_prompts + args.gate_prompts + 2 {
         bail!(
-            "{} has {} prompts; --eval-prompts {} leaves too few to train on",
+            "{} has {} prompts; --eval-prompts {} and --gate-prompts {} leave too few to train on",
             args.space.display(),
             space.prompts.len(),
-            args.eval_prompts
+            args.eval_prompts,
+            args.gate_prompts
         );
     }
     if args.samples < 2 {
@@ -92,7 +98,9 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut order: Vec<usize> = (0..space.prompts.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
     let eval: Vec<&PromptItem> = order[..args.eval_prompts].iter().map(|&i| &space.prompts[i]).collect();
-    let train_pool: Vec<&PromptItem> = order[args.eval_prompts..].iter().map(|&i| &space.prompts[i]).collect();
+    let held = args.eval_prompts + args.gate_prompts;
+    let gate: Vec<&PromptItem> = order[args.eval_prompts..held].iter().map(|&i| &space.prompts[i]).collect();
+    let train_pool: Vec<&PromptItem> = order[held..].iter().map(|&i| &space.prompts[i]).collect();
 
     let model_sha = {
         let file = std::fs::File::open(&model).with_context(|| format!("opening {}", model.display()))?;
@@ -118,6 +126,23 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let greedy: Vec<(&PromptItem, SamplingParams)> =
         eval.iter().map(|&p| (p, SamplingParams::greedy(max_new))).collect();
     let base_answers = answer(&engine, None, &greedy).await?;
+    let gate_greedy: Vec<(&PromptItem, SamplingParams)> =
+        gate.iter().map(|&p| (p, SamplingParams::greedy(max_new))).collect();
+    // Hard-verifier passes of an adapter on the gate prompts.
+    let gate_passes = |answers: Vec<String>| -> anyhow::Result<usize> {
+        let mut passed = 0;
+        for (item, text) in gate.iter().zip(answers) {
+            let verdict = judge.judge(&MatchInput {
+                prompt: item.prompt.clone(),
+                reference: item.reference.clone(),
+                candidates: vec![Candidate { id: "agent".into(), text }],
+            })?;
+            passed += usize::from(verdict.passed_hard["agent"]);
+        }
+        Ok(passed)
+    };
+    let mut current_gate = if gate.is_empty() { 0 } else { gate_passes(answer(&engine, None, &gate_greedy).await?)? };
+    let mut carried: Vec<String> = Vec::new();
     let mut report: Vec<Generation> = Vec::new();
     let mut adapter: Option<PathBuf> = None;
     let table_path = args.out.join("generations.jsonl");
@@ -155,6 +180,8 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             win_vs_base: adapter.is_some().then(|| Rate::new(2 * wins + ties, 2 * n)),
             ties_vs_base: ties,
             pairs: 0,
+            trained_on: 0,
+            gate: None,
             train_seconds: 0.0,
             elapsed_seconds: started.elapsed().as_secs_f64(),
         };
@@ -193,9 +220,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         let outputs = answer(&engine, adapter.as_deref(), &sampled).await?;
         let gen_dir = args.out.join(format!("gen{}", g + 1));
         std::fs::create_dir_all(&gen_dir)?;
-        let pairs_path = gen_dir.join("pairs.jsonl");
-        let mut pairs_file = std::fs::File::create(&pairs_path)?;
-        let mut pairs = 0usize;
+        let mut made: Vec<String> = Vec::new();
         for (i, item) in picked.iter().enumerate() {
             let texts = &outputs[i * args.samples..(i + 1) * args.samples];
             let candidates: Vec<Candidate> =
@@ -216,12 +241,22 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
                     "id": format!("g{}-p{i}-{}-{}", g + 1, pair.chosen, pair.rejected),
                     "prompt": item.prompt, "chosen": chosen, "rejected": rejected, "margin": pair.margin,
                 });
-                writeln!(pairs_file, "{line}")?;
-                pairs += 1;
+                made.push(line.to_string());
             }
         }
-        drop(pairs_file);
-        generation.pairs = pairs;
+        std::fs::write(gen_dir.join("pairs.jsonl"), made.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        generation.pairs = made.len();
+        let train_lines: Vec<String> = if args.carry_pairs {
+            carried.extend(made);
+            let from = carried.len().saturating_sub(args.max_pairs);
+            carried[from..].to_vec()
+        } else {
+            made.into_iter().take(args.max_pairs).collect()
+        };
+        let pairs = train_lines.len();
+        generation.trained_on = pairs;
+        let pairs_path = gen_dir.join("train-pairs.jsonl");
+        std::fs::write(&pairs_path, train_lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
         if pairs == 0 {
             eprintln!("generation {g}: the judge found no preference among the samples; the agent stays");
             writeln!(table, "{}", serde_json::to_string(&generation)?)?;
@@ -256,9 +291,30 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
                 m.steps, m.loss, m.reward_accuracy, generation.train_seconds
             );
         }
+        // The gate: keep the candidate only if it passes at least as many
+        // gate prompts as the current adapter.
+        let keep = if gate.is_empty() {
+            true
+        } else {
+            let passes = gate_passes(answer(&engine, Some(&out), &gate_greedy).await?)?;
+            let keep = passes >= current_gate;
+            eprintln!(
+                "generation {g}: gate {passes}/{} vs current {current_gate}/{}: {}",
+                gate.len(),
+                gate.len(),
+                if keep { "kept" } else { "discarded" }
+            );
+            generation.gate = Some((passes, current_gate, keep));
+            if keep {
+                current_gate = passes;
+            }
+            keep
+        };
         writeln!(table, "{}", serde_json::to_string(&generation)?)?;
         report.push(generation);
-        adapter = Some(out);
+        if keep {
+            adapter = Some(out);
+        }
     }
 
     let mut md = String::new();
@@ -275,15 +331,34 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         args.rank,
         args.seed
     ));
-    md.push_str("| generation | pass rate [95% CI] | win rate vs base [95% CI] | pairs trained on next | elapsed |\n");
-    md.push_str("| --- | --- | --- | --- | --- |\n");
+    md.push_str(&format!(
+        "{} gate prompts; pairs {}\n\n",
+        args.gate_prompts,
+        if args.carry_pairs {
+            format!("carried across generations (newest {})", args.max_pairs)
+        } else {
+            "of each generation only".to_owned()
+        }
+    ));
+    md.push_str(
+        "| generation | pass rate [95% CI] | win rate vs base [95% CI] | pairs made / trained on | next adapter at the gate | elapsed |\n",
+    );
+    md.push_str("| --- | --- | --- | --- | --- | --- |\n");
     for r in &report {
+        let last = r.generation == args.generations;
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} s |\n",
+            "| {} | {} | {} | {} | {} | {:.0} s |\n",
             r.generation,
             r.pass.show(),
             r.win_vs_base.as_ref().map_or("—".to_owned(), Rate::show),
-            if r.generation == args.generations { "—".to_owned() } else { r.pairs.to_string() },
+            if last { "—".to_owned() } else { format!("{} / {}", r.pairs, r.trained_on) },
+            match r.gate {
+                Some((new, cur, kept)) =>
+                    format!("{} ({new} vs {cur} of {})", if kept { "kept" } else { "discarded" }, args.gate_prompts),
+                None if last => "—".to_owned(),
+                None if r.trained_on == 0 => "nothing to train on".to_owned(),
+                None => "kept (no gate)".to_owned(),
+            },
             r.elapsed_seconds
         ));
     }

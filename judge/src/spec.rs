@@ -473,8 +473,12 @@ fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifie
             let mode = match s.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
                 None | Some(("exact", _)) => AnswerMode::Exact,
                 Some(("numeric", _)) => AnswerMode::Numeric,
+                Some(("contains", _)) => AnswerMode::Contains,
                 Some((other, span)) => {
-                    errors.push(SpecError::new(span, format!("mode {other:?} is not \"exact\" or \"numeric\"")));
+                    errors.push(SpecError::new(
+                        span,
+                        format!("mode {other:?} is not \"exact\", \"numeric\" or \"contains\""),
+                    ));
                     AnswerMode::Exact
                 }
             };

@@ -19,6 +19,9 @@ pub enum AnswerMode {
     Exact,
     /// The picked number equals the reference number within tolerance.
     Numeric,
+    /// The output contains the reference, both normalised as for `Exact`
+    /// (a fact that must be carried over, e.g. an e-mail address).
+    Contains,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +203,19 @@ impl Verifier {
                                 "equals the reference".to_owned()
                             } else {
                                 format!("{:?} is not the reference", clip(&got, 60))
+                            },
+                        )
+                    }
+                    AnswerMode::Contains => {
+                        let want = normalize_answer(reference);
+                        let ok = !want.is_empty() && fold(output, true).contains(&want);
+                        (
+                            ok,
+                            None,
+                            if ok {
+                                "contains the reference".to_owned()
+                            } else {
+                                format!("does not contain {:?}", clip(&want, 60))
                             },
                         )
                     }
@@ -412,6 +428,14 @@ mod tests {
         assert!(v.check("  Paris. ", &ctx(Some("paris"))).passed);
         assert!(v.check("New   York", &ctx(Some("new york"))).passed);
         assert!(!v.check("Lyon", &ctx(Some("Paris"))).passed);
+    }
+
+    #[test]
+    fn contains_finds_the_reference_anywhere_in_any_case() {
+        let v = answer(AnswerMode::Contains, Pick::Last);
+        assert!(v.check(r#"{"email": "Lena@Mail.test"}"#, &ctx(Some("lena@mail.test"))).passed);
+        assert!(!v.check(r#"{"email": "lena@mail.tes"}"#, &ctx(Some("lena@mail.test"))).passed);
+        assert!(!v.check("anything", &ctx(Some(" "))).passed, "an empty reference is contained nowhere");
     }
 
     #[test]

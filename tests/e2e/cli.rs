@@ -339,7 +339,7 @@ fn judge_refuses_a_malformed_match_file() {
 
 #[test]
 fn space_validate_accepts_the_examples_and_names_every_error() {
-    let examples: Vec<String> = ["arithmetic", "json-contact", "explain"]
+    let examples: Vec<String> = ["arithmetic", "json-contact", "explain", "contact-cards"]
         .iter()
         .map(|n| repo_root().join(format!("spaces/{n}.toml")).display().to_string())
         .collect();
@@ -347,7 +347,7 @@ fn space_validate_accepts_the_examples_and_names_every_error() {
     args.extend(examples.iter().map(String::as_str));
     let output = judge_cmd(&args, &repo_root());
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).matches(": ok").count(), 3, "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).matches(": ok").count(), 4, "{}", text(&output));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
