@@ -80,6 +80,9 @@ pub struct VerifierSpec {
     pub schema: Option<Spanned<toml::Value>>,
     /// A JSON Schema file, relative to the Space file.
     pub schema_file: Option<Spanned<String>>,
+    /// `"whole"` (default: the output is the JSON, or one fenced block) or
+    /// `"first"` (the first JSON value in it, prose around allowed).
+    pub extract: Option<Spanned<String>>,
     // answer
     /// `"exact"` or `"numeric"`.
     pub mode: Option<Spanned<String>>,
@@ -310,7 +313,7 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "regex" => &["pattern", "must", "case_insensitive"],
         "length" => &["unit", "min", "max"],
-        "json" => &["schema", "schema_file"],
+        "json" => &["schema", "schema_file", "extract"],
         "answer" => &["mode", "pick", "tolerance", "allow_fractions", "allow_percent"],
         "forbidden" => &["strings", "case_insensitive"],
         _ => &[],
@@ -329,7 +332,7 @@ fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifie
         )]);
     }
     // Keys that belong to another kind are a mistake worth naming.
-    let present: [(&str, Option<Range<usize>>); 14] = [
+    let present: [(&str, Option<Range<usize>>); 15] = [
         ("pattern", s.pattern.as_ref().map(Spanned::span)),
         ("must", s.must.as_ref().map(Spanned::span)),
         ("case_insensitive", s.case_insensitive.map(|_| table.clone())),
@@ -338,6 +341,7 @@ fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifie
         ("max", s.max.as_ref().map(Spanned::span)),
         ("schema", s.schema.as_ref().map(Spanned::span)),
         ("schema_file", s.schema_file.as_ref().map(Spanned::span)),
+        ("extract", s.extract.as_ref().map(Spanned::span)),
         ("mode", s.mode.as_ref().map(Spanned::span)),
         ("pick", s.pick.as_ref().map(Spanned::span)),
         ("tolerance", s.tolerance.as_ref().map(Spanned::span)),
@@ -461,7 +465,20 @@ fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifie
             match schema {
                 None => None,
                 Some((json, span)) => match crate::verify::compile_schema(&json) {
-                    Ok(validator) => Some(VerifierKind::Json { validator: std::sync::Arc::new(validator) }),
+                    Ok(validator) => {
+                        let first = match s.extract.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+                            None | Some(("whole", _)) => false,
+                            Some(("first", _)) => true,
+                            Some((other, span)) => {
+                                errors.push(SpecError::new(
+                                    span,
+                                    format!("extract {other:?} is not \"whole\" or \"first\""),
+                                ));
+                                false
+                            }
+                        };
+                        Some(VerifierKind::Json { validator: std::sync::Arc::new(validator), first })
+                    }
                     Err(message) => {
                         errors.push(SpecError::new(span, format!("invalid JSON Schema: {message}")));
                         None

@@ -45,6 +45,9 @@ pub enum VerifierKind {
     },
     Json {
         validator: Arc<jsonschema::Validator>,
+        /// Take the first JSON value in the output (prose around allowed)
+        /// instead of requiring the whole output to be JSON.
+        first: bool,
     },
     Answer {
         mode: AnswerMode,
@@ -162,24 +165,26 @@ impl Verifier {
                 };
                 (!low && !high, None, format!("{n} {what}; allowed {bounds}"))
             }
-            VerifierKind::Json { validator } => match extract_json(&canonical(output)) {
-                Err(e) => (false, None, format!("not JSON: {e}")),
-                Ok(value) => {
-                    let errors: Vec<String> = validator
-                        .iter_errors(&value)
-                        .take(3)
-                        .map(|e| {
-                            let at = e.instance_path().to_string();
-                            format!("{} {}", if at.is_empty() { "(root)".to_owned() } else { at }, e)
-                        })
-                        .collect();
-                    if errors.is_empty() {
-                        (true, None, "valid JSON that fits the schema".to_owned())
-                    } else {
-                        (false, None, format!("JSON does not fit the schema: {}", errors.join("; ")))
+            VerifierKind::Json { validator, first } => {
+                match if *first { first_json(&canonical(output)) } else { extract_json(&canonical(output)) } {
+                    Err(e) => (false, None, format!("not JSON: {e}")),
+                    Ok(value) => {
+                        let errors: Vec<String> = validator
+                            .iter_errors(&value)
+                            .take(3)
+                            .map(|e| {
+                                let at = e.instance_path().to_string();
+                                format!("{} {}", if at.is_empty() { "(root)".to_owned() } else { at }, e)
+                            })
+                            .collect();
+                        if errors.is_empty() {
+                            (true, None, "valid JSON that fits the schema".to_owned())
+                        } else {
+                            (false, None, format!("JSON does not fit the schema: {}", errors.join("; ")))
+                        }
                     }
                 }
-            },
+            }
             VerifierKind::Answer { mode, pick, tolerance, allow_fractions, allow_percent } => match ctx.reference {
                 None => {
                     return VerifierResult {
@@ -297,6 +302,33 @@ pub fn extract_json(text: &str) -> Result<serde_json::Value, String> {
         t
     };
     serde_json::from_str(body).map_err(|e| e.to_string())
+}
+
+/// The first JSON object or array in an output: the body of its first
+/// fenced code block if that parses, otherwise the first value that parses
+/// from a `{` or `[`; text before and after is ignored.
+pub fn first_json(text: &str) -> Result<serde_json::Value, String> {
+    if let Ok(value) = extract_json(text) {
+        return Ok(value);
+    }
+    if let Some(start) = text.find("```") {
+        let rest = text[start + 3..].trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+        if let Some(end) = rest.find("```")
+            && let Ok(value) = serde_json::from_str(rest[..end].trim())
+        {
+            return Ok(value);
+        }
+    }
+    let mut last_error = "no JSON object or array in the output".to_owned();
+    for (at, _) in text.match_indices(['{', '[']).take(64) {
+        let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(value)) => return Ok(value),
+            Some(Err(e)) => last_error = e.to_string(),
+            None => {}
+        }
+    }
+    Err(last_error)
 }
 
 /// Lowercase, whitespace collapsed, surrounding quotes and final punctuation
@@ -446,13 +478,22 @@ mod tests {
             name: "json".into(),
             hard: true,
             weight: 1.0,
-            kind: VerifierKind::Json { validator: Arc::new(compile_schema(&schema).unwrap()) },
+            kind: VerifierKind::Json { validator: Arc::new(compile_schema(&schema).unwrap()), first: false },
         };
         assert!(v.check("{\"name\": \"Ada\", \"age\": 36}", &ctx(None)).passed);
         assert!(v.check("```json\n{\"name\": \"Ada\"}\n```", &ctx(None)).passed);
         let bad = v.check("{\"name\": \"Ada\", \"age\": \"old\"}", &ctx(None));
         assert!(!bad.passed && bad.reason.contains("/age"), "{}", bad.reason);
         assert!(v.check("name: Ada", &ctx(None)).reason.starts_with("not JSON"));
+    }
+
+    #[test]
+    fn first_json_takes_the_first_value_and_ignores_the_prose_around_it() {
+        assert_eq!(first_json("Here: {\"a\": 1}\nThat is all.").unwrap(), serde_json::json!({"a": 1}));
+        assert_eq!(first_json("```json\n[1, 2]\n```\nexplained").unwrap(), serde_json::json!([1, 2]));
+        assert_eq!(first_json("{broken {\"b\": 2} {\"c\": 3}").unwrap(), serde_json::json!({"b": 2}));
+        assert!(first_json("no json here").is_err());
+        assert!(extract_json("Here: {\"a\": 1}").is_err(), "whole-output extraction stays strict");
     }
 
     #[test]
