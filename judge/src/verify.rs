@@ -305,8 +305,9 @@ pub fn extract_json(text: &str) -> Result<serde_json::Value, String> {
 }
 
 /// The first JSON object or array in an output: the body of its first
-/// fenced code block if that parses, otherwise the first value that parses
-/// from a `{` or `[`; text before and after is ignored.
+/// fenced code block if that parses, otherwise the value that starts at the
+/// first `{` or `[` (it must parse there: an object buried after broken
+/// JSON does not count); text before and after is ignored.
 pub fn first_json(text: &str) -> Result<serde_json::Value, String> {
     if let Ok(value) = extract_json(text) {
         return Ok(value);
@@ -319,16 +320,12 @@ pub fn first_json(text: &str) -> Result<serde_json::Value, String> {
             return Ok(value);
         }
     }
-    let mut last_error = "no JSON object or array in the output".to_owned();
-    for (at, _) in text.match_indices(['{', '[']).take(64) {
-        let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<serde_json::Value>();
-        match values.next() {
-            Some(Ok(value)) => return Ok(value),
-            Some(Err(e)) => last_error = e.to_string(),
-            None => {}
-        }
+    let at = text.find(['{', '[']).ok_or("no JSON object or array in the output")?;
+    match serde_json::Deserializer::from_str(&text[at..]).into_iter::<serde_json::Value>().next() {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("no JSON object or array in the output".to_owned()),
     }
-    Err(last_error)
 }
 
 /// Lowercase, whitespace collapsed, surrounding quotes and final punctuation
@@ -491,7 +488,8 @@ mod tests {
     fn first_json_takes_the_first_value_and_ignores_the_prose_around_it() {
         assert_eq!(first_json("Here: {\"a\": 1}\nThat is all.").unwrap(), serde_json::json!({"a": 1}));
         assert_eq!(first_json("```json\n[1, 2]\n```\nexplained").unwrap(), serde_json::json!([1, 2]));
-        assert_eq!(first_json("{broken {\"b\": 2} {\"c\": 3}").unwrap(), serde_json::json!({"b": 2}));
+        assert!(first_json("{broken {\"b\": 2}").is_err(), "no digging for an object inside broken JSON");
+        assert_eq!(first_json("{\"b\": 2} {\"c\": 3}").unwrap(), serde_json::json!({"b": 2}));
         assert!(first_json("no json here").is_err());
         assert!(extract_json("Here: {\"a\": 1}").is_err(), "whole-output extraction stays strict");
     }
