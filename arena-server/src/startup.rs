@@ -165,6 +165,7 @@ impl Application {
         let mut pipeline = Pipeline::new(db.clone(), redis.clone(), spaces, settings.arena.clone());
         pipeline.metrics = Some(metrics_arc);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(redis.clone().watchdog(Duration::from_secs(5), stop_rx.clone()));
         let roles = options.roles;
         if roles.web {
             events.relay(redis.clone());
