@@ -491,6 +491,9 @@ fn the_experiment_loop_runs_generations_and_reports_them() {
             "3",
             "--steps",
             "1",
+            "--gate-prompts",
+            "2",
+            "--carry-pairs",
             "--verifiers-only",
         ],
         dir.path(),
@@ -507,10 +510,20 @@ fn the_experiment_loop_runs_generations_and_reports_them() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| generation | pass rate"), "{report}");
     assert!(out.join("gen1/pairs.jsonl").exists());
-    // When the samples disagreed, generation 1 is a trained adapter with
-    // its manifest, and it played the base on every held-out prompt.
+    // When the samples disagreed, a candidate adapter was trained (with its
+    // manifest) on every pair so far and met the gate; if the gate kept it,
+    // generation 1 is that adapter and played the base on every held-out
+    // prompt, otherwise generation 1 is still the base.
     if lines[0]["pairs"].as_u64().unwrap() > 0 {
         assert!(out.join("gen1/adapter/manifest.json").exists());
-        assert_eq!(lines[1]["win_vs_base"]["total"], 6);
+        assert_eq!(lines[0]["trained_on"], lines[0]["pairs"]);
+        let gate = lines[0]["gate"].as_array().expect("the gate's record");
+        let (new, current, kept) = (gate[0].as_u64().unwrap(), gate[1].as_u64().unwrap(), gate[2].as_bool().unwrap());
+        assert_eq!(kept, new >= current);
+        if kept {
+            assert_eq!(lines[1]["win_vs_base"]["total"], 6);
+        } else {
+            assert!(lines[1]["win_vs_base"].is_null());
+        }
     }
 }
