@@ -213,7 +213,7 @@ impl Verifier {
                     }
                     AnswerMode::Contains => {
                         let want = normalize_answer(reference);
-                        let ok = !want.is_empty() && fold(output, true).contains(&want);
+                        let ok = !want.is_empty() && contains_whole(&fold(output, true), &want);
                         (
                             ok,
                             None,
@@ -302,6 +302,27 @@ pub fn extract_json(text: &str) -> Result<serde_json::Value, String> {
         t
     };
     serde_json::from_str(body).map_err(|e| e.to_string())
+}
+
+/// Whether `needle` occurs in `text` as a whole token: the characters
+/// around it do not continue it (a letter or digit, or one of `.-_@+`
+/// followed by a letter or digit), so `a@b.test` is not found in
+/// `a@b.test.com` or `xa@b.test`, but is in `"a@b.test".`.
+fn contains_whole(text: &str, needle: &str) -> bool {
+    let joins = |c: char| c.is_alphanumeric();
+    let glue = |c: char| matches!(c, '.' | '-' | '_' | '@' | '+');
+    text.match_indices(needle).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let mut after = text[at + needle.len()..].chars();
+        let (a1, a2) = (after.next(), after.next());
+        let clean_before = !before.is_some_and(|c| joins(c) || glue(c) && needle.starts_with(joins));
+        let clean_after = match (a1, a2) {
+            (Some(c), _) if joins(c) => false,
+            (Some(c), Some(d)) if glue(c) && joins(d) => false,
+            _ => true,
+        };
+        clean_before && clean_after
+    })
 }
 
 /// The first JSON object or array in an output: the body of its first
@@ -464,6 +485,10 @@ mod tests {
         let v = answer(AnswerMode::Contains, Pick::Last);
         assert!(v.check(r#"{"email": "Lena@Mail.test"}"#, &ctx(Some("lena@mail.test"))).passed);
         assert!(!v.check(r#"{"email": "lena@mail.tes"}"#, &ctx(Some("lena@mail.test"))).passed);
+        // A longer token that merely starts or ends with the reference is not it.
+        assert!(!v.check(r#"{"email": "lena@mail.test.com"}"#, &ctx(Some("lena@mail.test"))).passed);
+        assert!(!v.check(r#"{"email": "xlena@mail.test"}"#, &ctx(Some("lena@mail.test"))).passed);
+        assert!(v.check("Write to lena@mail.test.", &ctx(Some("lena@mail.test"))).passed);
         assert!(!v.check("anything", &ctx(Some(" "))).passed, "an empty reference is contained nowhere");
     }
 
