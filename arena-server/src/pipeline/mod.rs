@@ -177,12 +177,39 @@ pub async fn flush_outbox(pool: &PgPool, redis: &Redis) -> anyhow::Result<usize>
 /// Creates the stage's stream and group if missing (after a Redis restart
 /// or flush they are gone).
 pub async fn ensure_group(redis: &Redis, stage: Stage) -> redis::RedisResult<()> {
+    create_group(redis, &stage.stream(redis), stage.name()).await
+}
+
+/// Creates `stream` and its consumer `group` if missing; one that exists
+/// already is fine.
+pub async fn create_group(redis: &Redis, stream: &str, group: &str) -> redis::RedisResult<()> {
     let mut conn = redis.conn();
-    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stage.stream(redis), stage.name(), "0").await;
+    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, group, "0").await;
     match created {
         Ok(()) => Ok(()),
         Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+/// A connection of its own for blocking stream reads, retried every second
+/// until it opens; None if `stop` fires first.
+pub async fn stream_reader(
+    redis: &Redis,
+    who: &str,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<redis::aio::ConnectionManager> {
+    loop {
+        match redis.dedicated().await {
+            Ok(conn) => return Some(conn),
+            Err(err) => {
+                tracing::warn!(worker = who, error = %err, "cannot open a stream connection; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return None,
+                }
+            }
+        }
     }
 }
 
@@ -382,18 +409,7 @@ pub async fn run_worker(
     if let Err(err) = ensure_group(&p.redis, stage).await {
         tracing::warn!(stage = stage.name(), error = %err, "cannot create the consumer group yet");
     }
-    let mut reader = loop {
-        match p.redis.dedicated().await {
-            Ok(conn) => break conn,
-            Err(err) => {
-                tracing::warn!(stage = stage.name(), error = %err, "cannot open a stream connection; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }
-    };
+    let Some(mut reader) = stream_reader(&p.redis, stage.name(), &mut stop).await else { return };
     let mut last_reclaim = Instant::now();
     let reclaim_every = Duration::from_millis((p.settings.reclaim_idle_ms / 2).clamp(100, 10_000));
     tracing::info!(stage = stage.name(), consumer = %p.consumer, "stage worker started");

@@ -63,13 +63,7 @@ impl Trainer {
 
 /// Creates the stream and the trainers' group if missing.
 pub async fn ensure_group(redis: &Redis) -> redis::RedisResult<()> {
-    let mut conn = redis.conn();
-    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream(redis), GROUP, "0").await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
-        Err(err) => Err(err),
-    }
+    crate::pipeline::create_group(redis, &stream(redis), GROUP).await
 }
 
 /// A job this trainer claimed.
@@ -142,18 +136,7 @@ pub async fn run(p: Pipeline, trainer: Arc<Trainer>, mut stop: tokio::sync::watc
     if let Err(err) = ensure_group(&p.redis).await {
         tracing::warn!(error = %err, "cannot create the trainers' group yet");
     }
-    let mut reader = loop {
-        match p.redis.dedicated().await {
-            Ok(conn) => break conn,
-            Err(err) => {
-                tracing::warn!(error = %err, "trainer cannot open a stream connection; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }
-    };
+    let Some(mut reader) = crate::pipeline::stream_reader(&p.redis, "trainer", &mut stop).await else { return };
     tracing::info!(consumer = %p.consumer, "trainer started");
     let key = stream(&p.redis);
     let keys = [key.as_str()];
