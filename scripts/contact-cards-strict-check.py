@@ -13,7 +13,7 @@ adapter=sys.argv[1] if len(sys.argv)>1 else None
 strict=loose=0
 for n,c,e in combos:
     p=f'Write the contact card as JSON with the keys "name", "email" and "city" for: {n} lives in {c}; email {e}.'
-    cmd=["target/release/arena","model","generate","--prompt",p,"--max-tokens","64","--temperature","0"]
+    cmd=["target/release/arena","model","generate","--prompt",p,"--max-tokens","64","--temperature","0","--repetition-penalty","1"]
     if adapter: cmd+=["--adapter",adapter]
     out=subprocess.run(cmd,capture_output=True,text=True).stdout
     t=out.strip()

@@ -15,7 +15,9 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// 1.0 keeps every token.
     pub top_p: f32,
-    /// 1.0 is none; >1 makes tokens already in the context less likely.
+    /// 1.0 is none (the default, as in llama.cpp and transformers); >1
+    /// makes tokens already in the context less likely — the prompt's
+    /// tokens included, so it also works against copying from the prompt.
     pub repetition_penalty: f32,
     /// How many of the last tokens the penalty looks at.
     pub repetition_window: usize,
@@ -31,7 +33,7 @@ impl Default for SamplingParams {
             temperature: 0.7,
             top_k: 40,
             top_p: 0.95,
-            repetition_penalty: 1.1,
+            repetition_penalty: 1.0,
             repetition_window: 64,
             max_new_tokens: 128,
             stop: Vec::new(),

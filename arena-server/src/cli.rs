@@ -107,6 +107,15 @@ pub struct LoopArgs {
     pub samples: usize,
     #[arg(long, default_value_t = 0.9)]
     pub temperature: f32,
+    /// Repetition penalty of the training samples. 1 (none) by default, as
+    /// in the greedy evaluation: the penalty also counts the prompt's
+    /// tokens, so it works against copying from the prompt (an e-mail
+    /// address, a number) — the very thing many Spaces check.
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// `dpo` (the judge's pairs) or `sft` (their chosen answers, each once).
+    #[arg(long, default_value = "dpo", value_parser = ["dpo", "sft"])]
+    pub objective: String,
     /// Optimizer steps per generation (default: --epochs over its pairs).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -463,7 +472,8 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
-    #[arg(long, default_value_t = 1.1)]
+    /// 1 is none; >1 penalises tokens of the last 64 (the prompt's too).
+    #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -7,8 +7,8 @@
 //! model's (both orders) for a win rate. Then it answers training prompts
 //! several times with sampling, each prompt's answers meet as one match
 //! judged by the Space's judge, the judge's preference pairs train the next
-//! adapter by DPO with the current one as parent and reference, and the
-//! next generation plays.
+//! adapter by DPO (or SFT on their chosen answers) with the current one as
+//! parent and reference, and the next generation plays.
 
 use crate::cli::LoopArgs;
 use crate::config::Settings;
@@ -18,7 +18,7 @@ use agent_runtime::chat::Message;
 use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
 use agent_runtime::sampling::SamplingParams;
 use agent_runtime::train::manifest::{self, RunFiles};
-use agent_runtime::train::{StepMetrics, TrainConfig};
+use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
 use anyhow::{Context, bail};
 use judge::calibrate::Rate;
 use judge::{Candidate, Judge, JudgeModel, MatchInput};
@@ -50,6 +50,20 @@ struct Generation {
 
 fn chat(prompt: &str) -> Prompt {
     Prompt::Chat(vec![Message::user(prompt.to_owned())])
+}
+
+/// SFT learns each chosen answer once: a winner beat several losers, so it
+/// heads several pairs, and repeating it would weigh prompts by their number
+/// of losers.
+fn distinct_chosen(lines: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    lines
+        .into_iter()
+        .filter(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            seen.insert((v["prompt"].to_string(), v["chosen"].to_string()))
+        })
+        .collect()
 }
 
 /// Answers for every (prompt, seed), batched on the engine.
@@ -90,6 +104,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     if args.samples < 2 {
         bail!("--samples must be at least 2 (a match needs two answers)");
     }
+    let sft = args.objective == "sft";
     let model = model_path(&crate::cli::ModelArgs { model: None, device: "cpu".into(), threads: None }, settings)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let started = Instant::now();
@@ -209,6 +224,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
                     let seed = args.seed ^ ((g as u64) << 40) ^ ((i as u64) << 8) ^ k as u64;
                     let params = SamplingParams {
                         temperature: args.temperature,
+                        repetition_penalty: args.repetition_penalty,
                         max_new_tokens: max_new,
                         seed,
                         ..SamplingParams::default()
@@ -253,6 +269,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         } else {
             made.into_iter().take(args.max_pairs).collect()
         };
+        let train_lines = if sft { distinct_chosen(train_lines) } else { train_lines };
         let pairs = train_lines.len();
         generation.trained_on = pairs;
         let pairs_path = gen_dir.join("train-pairs.jsonl");
@@ -264,8 +281,9 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             continue;
         }
 
-        // Learn: DPO from the current adapter (parent and reference).
+        // Learn: DPO (or SFT) from the current adapter (parent and reference).
         let cfg = TrainConfig {
+            objective: if sft { Objective::Sft } else { Objective::Dpo },
             learning_rate: args.learning_rate,
             beta: args.beta,
             rpo_alpha: args.rpo_alpha,
@@ -319,16 +337,19 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
 
     let mut md = String::new();
     md.push_str(&format!(
-        "Space `{}`, {} held-out prompts, {} training prompts × {} samples per generation (ranked by {}), DPO β {} RPO α {} lr {} r {}, seed {}\n\n",
+        "Space `{}`, {} held-out prompts, {} training prompts × {} samples per generation (ranked by {}), {} β {} RPO α {} lr {} r {}, T {} repetition penalty {}, seed {}\n\n",
         space.name,
         args.eval_prompts,
         args.train_prompts,
         args.samples,
         if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
+        args.objective.to_uppercase(),
         args.beta,
         args.rpo_alpha,
         args.learning_rate,
         args.rank,
+        args.temperature,
+        args.repetition_penalty,
         args.seed
     ));
     md.push_str(&format!(
