@@ -387,3 +387,24 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     println!("{md}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_chosen;
+
+    #[test]
+    fn sft_keeps_each_prompts_winner_once() {
+        let line = |prompt: &str, chosen: &str, rejected: &str| {
+            serde_json::json!({"prompt": prompt, "chosen": chosen, "rejected": rejected}).to_string()
+        };
+        let lines = vec![
+            line("p1", "a", "x"),
+            line("p1", "a", "y"),
+            line("p1", "b", "y"),
+            line("p2", "a", "z"),
+            line("p2", "a", "x"),
+        ];
+        let kept = distinct_chosen(lines.clone());
+        assert_eq!(kept, vec![lines[0].clone(), lines[2].clone(), lines[3].clone()]);
+    }
+}
