@@ -32,6 +32,10 @@ pub(crate) struct Layer {
 /// rows use dot products. The choice depends only on the sequence's own
 /// chunk, so its arithmetic does not depend on its batch-mates.
 pub const GEMM_MIN_ROWS: usize = 32;
+/// A decoding sequence splits its attention heads over the pool from this
+/// many cached positions on (below, the pool's wake-up costs more than the
+/// heads take).
+const SPLIT_HEADS_MIN_POSITIONS: usize = 64;
 
 /// Which linear layer an adapter's weights belong to (PEFT module names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -370,13 +374,22 @@ impl Model {
                 &mut qkv,
                 qkv_dim,
             );
+            // Attention per sequence (each has its own cache), the
+            // sequences of a batch in parallel; one sequence splits its heads.
+            let mut jobs = Vec::with_capacity(batch.len());
+            let (mut qkv_rest, mut attn_rest) = (&mut qkv[..], &mut attn[..]);
             for (seq, span) in batch.iter_mut().zip(&spans) {
-                self.attention(
-                    li,
-                    seq.cache,
-                    &mut qkv[span.start * qkv_dim..span.end * qkv_dim],
-                    &mut attn[span.start * q_dim..span.end * q_dim],
-                );
+                let (q, rest) = std::mem::take(&mut qkv_rest).split_at_mut(span.len() * qkv_dim);
+                qkv_rest = rest;
+                let (a, rest) = std::mem::take(&mut attn_rest).split_at_mut(span.len() * q_dim);
+                attn_rest = rest;
+                jobs.push((&mut *seq.cache, q, a));
+            }
+            if jobs.len() == 1 {
+                let (cache, q, a) = jobs.pop().expect("one job");
+                self.attention(li, cache, q, a, true);
+            } else {
+                jobs.into_par_iter().for_each(|(cache, q, a)| self.attention(li, cache, q, a, false));
             }
             linear(&layer.wo, &attn, &mut acts, &mut proj);
             apply_lora(&lora, li, &[(Target::O, 0)], &attn, q_dim, &mut proj, hidden);
@@ -429,8 +442,10 @@ impl Model {
     }
 
     /// Rotates q and k of the new rows, appends k and v to the cache, and
-    /// writes causal attention over the whole cache into `out`.
-    fn attention(&self, layer: usize, cache: &mut KvCache, qkv: &mut [f32], out: &mut [f32]) {
+    /// writes causal attention over the whole cache into `out`. With
+    /// `split_heads`, one new row over a long cache spreads its heads over
+    /// the pool.
+    fn attention(&self, layer: usize, cache: &mut KvCache, qkv: &mut [f32], out: &mut [f32], split_heads: bool) {
         let c = &self.config;
         let hd = c.head_dim;
         let q_dim = c.n_heads * hd;
@@ -522,6 +537,23 @@ impl Model {
                     out[i * q_dim + h * hd..i * q_dim + (h + 1) * hd].copy_from_slice(row);
                 }
             }
+            return;
+        }
+        if split_heads && new == 1 && start + 1 >= SPLIT_HEADS_MIN_POSITIONS {
+            let visible = start + 1;
+            let q_row = &qkv[..q_dim];
+            out.par_chunks_mut(hd).enumerate().for_each(|(h, o)| {
+                let q = &q_row[h * hd..(h + 1) * hd];
+                let kvh = h / group;
+                let mut scores: Vec<f32> = (0..visible)
+                    .map(|j| dot(q, &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]) * scale)
+                    .collect();
+                softmax_prefix(&mut scores, visible);
+                o.fill(0.0);
+                for (j, &s) in scores.iter().enumerate() {
+                    axpy(s, &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd], o);
+                }
+            });
             return;
         }
         let mut scores = Vec::new();

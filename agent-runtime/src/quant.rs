@@ -7,6 +7,11 @@
 //! 135M model answer nonsense (see shared CANDLE-NOTES). The inner product
 //! is an integer multiply-add (`vpmaddwd`) with one float scale per block.
 //!
+//! Scales and minima stay f16 as in the file, so a block costs the kernels
+//! 20 bytes of memory traffic, as in GGML: one-sequence decode streams every
+//! weight once per token and is bound by memory bandwidth (with f32 scales
+//! and minima, 24 bytes per block, it ran 0.82× llama.cpp's speed).
+//!
 //! One kernel serves every phase: it walks a weight row once and applies it
 //! to up to [`MAX_ROWS_PER_PASS`] activation rows, so a batch of sequences
 //! (or a prompt) reuses each unpacked weight block.
@@ -35,19 +40,18 @@ pub struct QMatrix {
     pub cols: usize,
     pub kind: QKind,
     /// Per block: the scale.
-    d: Vec<f32>,
-    /// Per block: the minimum (Q4 only).
-    m: Vec<f32>,
-    /// The minima transposed, `[blocks per row × rows]`: the kernels add
-    /// `Σ_b m·Σx` as contiguous vector updates over a tile of outputs.
-    mt: Vec<f32>,
+    d: Vec<f16>,
+    /// Q4 only: the blocks' minima transposed, `[blocks per row × rows]`:
+    /// the kernels add `Σ_b m·Σx` as contiguous vector updates over a tile
+    /// of outputs.
+    mt: Vec<f16>,
     /// Q4: 16 bytes per block, low nibbles are values 0..16, high 16..32.
     /// Q8: 32 signed bytes per block.
     qs: Vec<u8>,
 }
 
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+fn f16_at(bytes: &[u8], at: usize) -> f16 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
 impl QMatrix {
@@ -60,12 +64,13 @@ impl QMatrix {
         let n = rows * cols / QK;
         assert_eq!(raw.len(), n * 20, "Q4_1 data size");
         let mut out = QMatrix::empty(rows, cols, QKind::Q4);
+        let mut m = Vec::with_capacity(n);
         for b in raw.chunks_exact(20) {
             out.d.push(f16_at(b, 0));
-            out.m.push(f16_at(b, 2));
+            m.push(f16_at(b, 2));
             out.qs.extend_from_slice(&b[4..20]);
         }
-        out.finish()
+        out.finish(m)
     }
 
     /// From GGML Q4_0 blocks (`d: f16, qs: [u8; 16]`, `w = d·(q − 8)`).
@@ -73,13 +78,16 @@ impl QMatrix {
         let n = rows * cols / QK;
         assert_eq!(raw.len(), n * 18, "Q4_0 data size");
         let mut out = QMatrix::empty(rows, cols, QKind::Q4);
+        let mut m = Vec::with_capacity(n);
         for b in raw.chunks_exact(18) {
             let d = f16_at(b, 0);
             out.d.push(d);
-            out.m.push(-8.0 * d);
+            // Exact: −8 only moves the exponent (and |d| ≤ 65504/8 in any
+            // sane file; a larger one saturates, as GGML's own would).
+            m.push(f16::from_f32(-8.0 * d.to_f32()));
             out.qs.extend_from_slice(&b[2..18]);
         }
-        out.finish()
+        out.finish(m)
     }
 
     /// From GGML Q8_0 blocks (`d: f16, qs: [i8; 32]`).
@@ -91,7 +99,7 @@ impl QMatrix {
             out.d.push(f16_at(b, 0));
             out.qs.extend_from_slice(&b[2..34]);
         }
-        out.finish()
+        out.finish(Vec::new())
     }
 
     /// Quantizes f32 weights (row-major) to Q8: for layouts we have no
@@ -105,25 +113,32 @@ impl QMatrix {
             let d = amax / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
             // Round through f16 as GGML does, so stored scales are exact.
-            let d16 = f16::from_f32(d).to_f32();
-            let inv16 = if d16 > 0.0 { 1.0 / d16 } else { inv };
+            let d16 = f16::from_f32(d);
+            let inv16 = if d16.to_f32() > 0.0 { 1.0 / d16.to_f32() } else { inv };
             out.d.push(d16);
             out.qs.extend(block.iter().map(|&v| ((v * inv16).round().clamp(-128.0, 127.0) as i8) as u8));
         }
-        out.finish()
+        out.finish(Vec::new())
     }
 
-    fn finish(mut self) -> QMatrix {
+    /// Stores the Q4 minima `m` (row-major, one per block) transposed.
+    fn finish(mut self, m: Vec<f16>) -> QMatrix {
         let nb = self.blocks_per_row();
         if self.kind == QKind::Q4 {
-            self.mt = vec![0f32; self.m.len()];
+            assert_eq!(m.len(), self.rows * nb, "one minimum per block");
+            self.mt = vec![f16::ZERO; m.len()];
             for n in 0..self.rows {
                 for b in 0..nb {
-                    self.mt[b * self.rows + n] = self.m[n * nb + b];
+                    self.mt[b * self.rows + n] = m[n * nb + b];
                 }
             }
         }
         self
+    }
+
+    /// The minimum of block `b` of row `n` (Q4).
+    fn min(&self, n: usize, b: usize) -> f32 {
+        self.mt[b * self.rows + n].to_f32()
     }
 
     fn empty(rows: usize, cols: usize, kind: QKind) -> QMatrix {
@@ -133,7 +148,6 @@ impl QMatrix {
             cols,
             kind,
             d: Vec::with_capacity(n),
-            m: Vec::with_capacity(if kind == QKind::Q4 { n } else { 0 }),
             mt: Vec::new(),
             qs: Vec::with_capacity(n * if kind == QKind::Q4 { 16 } else { 32 }),
         }
@@ -145,13 +159,17 @@ impl QMatrix {
         let cols = parts[0].cols;
         let kind = parts[0].kind;
         let mut out = QMatrix::empty(parts.iter().map(|p| p.rows).sum(), cols, kind);
+        let mut m = Vec::new();
         for p in parts {
             assert!(p.cols == cols && p.kind == kind, "concat_rows: mismatched parts");
+            if kind == QKind::Q4 {
+                let nb = p.blocks_per_row();
+                m.extend((0..p.rows).flat_map(|n| (0..nb).map(move |b| (n, b))).map(|(n, b)| p.mt[b * p.rows + n]));
+            }
             out.d.extend(p.d);
-            out.m.extend(p.m);
             out.qs.extend(p.qs);
         }
-        out.finish()
+        out.finish(m)
     }
 
     /// One row as f32.
@@ -160,18 +178,20 @@ impl QMatrix {
         for b in 0..nb {
             let i = row * nb + b;
             let dst = &mut out[b * QK..(b + 1) * QK];
+            let d = self.d[i].to_f32();
             match self.kind {
                 QKind::Q4 => {
+                    let m = self.min(row, b);
                     let q = &self.qs[i * 16..i * 16 + 16];
                     for j in 0..16 {
-                        dst[j] = self.d[i] * f32::from(q[j] & 0x0f) + self.m[i];
-                        dst[j + 16] = self.d[i] * f32::from(q[j] >> 4) + self.m[i];
+                        dst[j] = d * f32::from(q[j] & 0x0f) + m;
+                        dst[j + 16] = d * f32::from(q[j] >> 4) + m;
                     }
                 }
                 QKind::Q8 => {
                     let q = &self.qs[i * 32..i * 32 + 32];
                     for j in 0..32 {
-                        dst[j] = self.d[i] * f32::from(q[j] as i8);
+                        dst[j] = d * f32::from(q[j] as i8);
                     }
                 }
             }
@@ -194,11 +214,21 @@ impl QMatrix {
         let nb = self.blocks_per_row();
         for r in rows {
             let dst = &mut out[r * out_stride + out_offset + n.start..r * out_stride + out_offset + n.end];
-            for b in 0..nb {
-                let sum = x.sum[r * nb + b];
+            let sums = &x.sum[r * nb..(r + 1) * nb];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if has_avx2() {
+                    // SAFETY: AVX2, FMA and F16C were detected; `n` lies
+                    // within the rows, so every block's slice of the
+                    // transposed minima is in bounds.
+                    unsafe { avx2::min_term(&self.mt, self.rows, n.start, sums, dst) };
+                    continue;
+                }
+            }
+            for (b, &sum) in sums.iter().enumerate() {
                 let mt = &self.mt[b * self.rows + n.start..b * self.rows + n.end];
                 for (o, &m) in dst.iter_mut().zip(mt) {
-                    *o += sum * m;
+                    *o += sum * m.to_f32();
                 }
             }
         }
@@ -213,7 +243,7 @@ impl QMatrix {
     }
 
     pub fn bytes(&self) -> usize {
-        4 * (self.d.len() + self.m.len() + self.mt.len()) + self.qs.len()
+        2 * (self.d.len() + self.mt.len()) + self.qs.len()
     }
 
     /// `out[r][n] = Σ_k x[r][k] · W[n][k]` for output rows `n_range`, where
@@ -326,7 +356,7 @@ fn scalar_pass(
                             dot += i32::from(q[j] & 0x0f) * i32::from(xq[j]);
                             dot += i32::from(q[j] >> 4) * i32::from(xq[j + 16]);
                         }
-                        acc += w.m[wi] * x.sum[xi];
+                        acc += w.min(n, b) * x.sum[xi];
                     }
                     QKind::Q8 => {
                         let q = &w.qs[wi * 32..wi * 32 + 32];
@@ -335,7 +365,7 @@ fn scalar_pass(
                         }
                     }
                 }
-                acc += w.d[wi] * x.s[xi] * dot as f32;
+                acc += w.d[wi].to_f32() * x.s[xi] * dot as f32;
             }
             out[r * out_stride + out_offset + n] = acc;
         }
@@ -346,15 +376,69 @@ fn scalar_pass(
 fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{QActs, QK, QKind, QMatrix};
+    use half::f16;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
+    /// One f16 scale, widened and broadcast to every lane.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn splat_f16(p: *const f16) -> __m256 {
+        // SAFETY: the caller passes a pointer to one f16.
+        unsafe {
+            let bits = i32::from((*p).to_bits());
+            _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+        }
+    }
+
+    /// `dst[j] += Σ_b sums[b] · mt[b·rows + n0 + j]`: the Q4 minimum term of
+    /// one activation row over a tile of outputs, summed in registers (8
+    /// outputs at a time) and added once.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available; `n0 + dst.len() <= rows` and
+    /// `mt.len() >= sums.len() · rows`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn min_term(mt: &[f16], rows: usize, n0: usize, sums: &[f32], dst: &mut [f32]) {
+        let n = dst.len();
+        let mut j = 0;
+        // SAFETY: every load stays within block b's `rows` minima by the
+        // contract, every store within `dst`.
+        unsafe {
+            while j + 16 <= n {
+                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for (b, &sum) in sums.iter().enumerate() {
+                    let p = mt.as_ptr().add(b * rows + n0 + j);
+                    let s = _mm256_set1_ps(sum);
+                    a0 = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), a0);
+                    a1 = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i)), a1);
+                }
+                let o = dst.as_mut_ptr().add(j);
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), a0));
+                _mm256_storeu_ps(o.add(8), _mm256_add_ps(_mm256_loadu_ps(o.add(8)), a1));
+                j += 16;
+            }
+        }
+        // The rest exactly as one vector lane computes it (fused, in block
+        // order, added once), so an output's value does not depend on where
+        // the tile boundaries fall (batch invariance).
+        for (k, o) in dst.iter_mut().enumerate().skip(j) {
+            let mut acc = 0f32;
+            for (b, &sum) in sums.iter().enumerate() {
+                acc = sum.mul_add(mt[b * rows + n0 + k].to_f32(), acc);
+            }
+            *o += acc;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps::<1>(v);
@@ -365,7 +449,7 @@ mod avx2 {
     }
 
     /// The block's 32 weights as two vectors of 16 int16.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unpack<const Q4: bool>(p: *const u8) -> (__m256i, __m256i) {
         // SAFETY: the caller passes a pointer to a whole block.
@@ -384,7 +468,7 @@ mod avx2 {
     }
 
     /// Σ over one block of w·x as 8 int32 lanes.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn block_dot(w: (__m256i, __m256i), x: *const i16) -> __m256i {
         // SAFETY: the caller passes a pointer to 32 int16.
@@ -400,7 +484,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA are available; `r0 + R <= x.rows`; `n_range` lies
     /// within `w.rows`; `out` holds `(r0 + R) · out_stride` floats.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn pass<const R: usize, const Q4: bool>(
         w: &QMatrix,
@@ -430,10 +514,10 @@ mod avx2 {
                 let mut b = 0;
                 while b < nb {
                     let w0 = unpack::<Q4>(wq.add(b * block_bytes));
-                    let d0 = _mm256_broadcast_ss(&*wd.add(b));
+                    let d0 = splat_f16(wd.add(b));
                     let pair = b + 1 < nb;
                     let w1 = if pair { unpack::<Q4>(wq.add((b + 1) * block_bytes)) } else { w0 };
-                    let d1 = if pair { _mm256_broadcast_ss(&*wd.add(b + 1)) } else { d0 };
+                    let d1 = if pair { splat_f16(wd.add(b + 1)) } else { d0 };
                     for i in 0..R {
                         let x0 = xq.add((i * nb + b) * QK);
                         let s0 = _mm256_mul_ps(d0, _mm256_broadcast_ss(&*xs.add(i * nb + b)));
@@ -462,7 +546,7 @@ mod avx2 {
     ///
     /// # Safety
     /// As [`pass`], with `R = take`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn rows(
         w: &QMatrix,
@@ -564,7 +648,7 @@ mod tests {
         let q = QMatrix::quantize_q8(4, 64, &w);
         let back = q.dequantize();
         for (block, (a, b)) in w.chunks(QK).zip(back.chunks(QK)).enumerate() {
-            let step = q.d[block];
+            let step = q.d[block].to_f32();
             for (x, y) in a.iter().zip(b) {
                 assert!((x - y).abs() <= step * 0.5 + 1e-3 * step, "block {block}: {x} vs {y}");
             }

@@ -117,6 +117,10 @@ fn stop_strings_cut_the_text() {
     assert!(!out.text.contains("Paris") && !out.text.is_empty(), "{:?}", out.text);
 }
 
+const LONG_SYSTEM: &str = "You are a careful assistant for a small library in a quiet town. You answer \
+    questions from visitors about books, opening hours, events and the history of the town. Keep every \
+    answer short, friendly and correct, and say so plainly when you do not know something.";
+
 /// 8 sequences of different lengths with 8 different rank-16 adapters on
 /// every linear layer: greedy tokens alone equal those in the mixed batch.
 #[test]
@@ -139,8 +143,14 @@ fn a_sequence_does_not_depend_on_its_batch_mates() {
         .map(|(i, p)| {
             let adapter_dir = dir.path().join(format!("a{i}"));
             random_adapter(&rt, 16, 100 + i as u64, 0.02).save(&adapter_dir, None).unwrap();
+            // Every other prompt runs past 64 cached positions, where a
+            // sequence alone splits its attention heads over the pool.
+            let mut messages = vec![Message::user(*p)];
+            if i % 2 == 0 {
+                messages.insert(0, Message::system(LONG_SYSTEM));
+            }
             Request {
-                prompt: Prompt::Chat(vec![Message::user(*p)]),
+                prompt: Prompt::Chat(messages),
                 adapter: Some(adapter_dir),
                 params: SamplingParams::greedy(12),
                 logprobs: true,
@@ -148,6 +158,7 @@ fn a_sequence_does_not_depend_on_its_batch_mates() {
         })
         .collect();
     let alone: Vec<_> = requests.iter().map(|r| rt.generate(r.clone()).unwrap()).collect();
+    assert!(alone[0].prompt_tokens > 64, "the long prompts are long: {}", alone[0].prompt_tokens);
     let engine = Engine::start(rt.clone(), EngineConfig { max_batch: 8, queue_capacity: 16 });
     let receivers: Vec<_> = requests.iter().map(|r| engine.submit(r.clone()).unwrap()).collect();
     for (i, rx) in receivers.into_iter().enumerate() {
