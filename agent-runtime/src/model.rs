@@ -385,8 +385,7 @@ impl Model {
                 attn_rest = rest;
                 jobs.push((&mut *seq.cache, q, a));
             }
-            if jobs.len() == 1 {
-                let (cache, q, a) = jobs.pop().expect("one job");
+            if let [(cache, q, a)] = &mut jobs[..] {
                 self.attention(li, cache, q, a, true);
             } else {
                 jobs.into_par_iter().for_each(|(cache, q, a)| self.attention(li, cache, q, a, false));

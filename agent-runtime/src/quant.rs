@@ -412,6 +412,24 @@ mod avx2 {
         // SAFETY: every load stays within block b's `rows` minima by the
         // contract, every store within `dst`.
         unsafe {
+            // Four chains, then two: one chain waits on its fused
+            // multiply-add's latency every block.
+            while j + 32 <= n {
+                let mut a = [_mm256_setzero_ps(); 4];
+                for (b, &sum) in sums.iter().enumerate() {
+                    let p = mt.as_ptr().add(b * rows + n0 + j);
+                    let s = _mm256_set1_ps(sum);
+                    for (c, a) in a.iter_mut().enumerate() {
+                        let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * c) as *const __m128i));
+                        *a = _mm256_fmadd_ps(s, m, *a);
+                    }
+                }
+                let o = dst.as_mut_ptr().add(j);
+                for (c, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(o.add(8 * c), _mm256_add_ps(_mm256_loadu_ps(o.add(8 * c)), *a));
+                }
+                j += 32;
+            }
             while j + 16 <= n {
                 let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                 for (b, &sum) in sums.iter().enumerate() {
