@@ -3,7 +3,8 @@
 //! sequence, written back in the same layout, and cached by content.
 
 use crate::gguf::ModelConfig;
-use crate::model::{Target, dot};
+use crate::model::{Target, dot_f16};
+use half::f16;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -89,11 +90,15 @@ pub struct LoraPair {
     pub b: Vec<f32>,
 }
 
-/// A pair as the kernels read it: `A` as given, `B` transposed to
-/// `[r × out]` so the update is `r` contiguous vector additions.
+/// A pair as given (f32: what `pair` and `save` return, bit for bit), and
+/// as the kernels read it: f16, `B` transposed to `[r × out]` so the update
+/// is `r` contiguous vector additions. Every step of a batch with distinct
+/// adapters streams each one's weights; f16 halves that traffic.
 struct Stored {
     a: Vec<f32>,
     bt: Vec<f32>,
+    a16: Vec<f16>,
+    bt16: Vec<f16>,
 }
 
 impl Stored {
@@ -104,7 +109,9 @@ impl Stored {
                 bt[j * out_dim + n] = pair.b[n * rank + j];
             }
         }
-        Stored { a: pair.a, bt }
+        let a16 = pair.a.iter().map(|&v| f16::from_f32(v)).collect();
+        let bt16 = bt.iter().map(|&v| f16::from_f32(v)).collect();
+        Stored { a: pair.a, bt, a16, bt16 }
     }
 
     fn b(&self, out_dim: usize, rank: usize) -> Vec<f32> {
@@ -388,7 +395,11 @@ impl Adapter {
 
     /// Bytes of weights held.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().flat_map(|l| l.values()).map(|p| 4 * (p.a.len() + p.bt.len())).sum()
+        self.layers
+            .iter()
+            .flat_map(|l| l.values())
+            .map(|p| 4 * (p.a.len() + p.bt.len()) + 2 * (p.a16.len() + p.bt16.len()))
+            .sum()
     }
 
     /// `scale · A·x` for each of `rows` of `x` (`[rows × in_dim]`), as
@@ -399,7 +410,7 @@ impl Adapter {
         for (i, &r) in rows.iter().enumerate() {
             let row = &x[r * in_dim..(r + 1) * in_dim];
             for j in 0..self.rank {
-                t[i * self.rank + j] = dot(&pair.a[j * in_dim..(j + 1) * in_dim], row) * self.scale;
+                t[i * self.rank + j] = dot_f16(&pair.a16[j * in_dim..(j + 1) * in_dim], row) * self.scale;
             }
         }
         t
@@ -432,9 +443,9 @@ impl Adapter {
                 std::slice::from_raw_parts_mut(out.add(r * out_stride + out_offset + cols.start), cols.len())
             };
             for j in 0..self.rank {
-                crate::model::axpy(
+                crate::model::axpy_f16(
                     t[i * self.rank + j],
-                    &pair.bt[j * out_dim + cols.start..j * out_dim + cols.end],
+                    &pair.bt16[j * out_dim + cols.start..j * out_dim + cols.end],
                     dst,
                 );
             }

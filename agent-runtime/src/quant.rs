@@ -372,8 +372,9 @@ fn scalar_pass(
     }
 }
 
+/// AVX2, FMA and F16C, detected once.
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
