@@ -783,107 +783,72 @@ mod simd {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
-    /// # Safety
-    /// AVX2, FMA and F16C are available.
+    /// Eight f32 from `p`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut i = 0;
-        // SAFETY: every load reads 8 values below `n`.
-        let mut total = unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            while i + 32 <= n {
-                for (k, acc) in acc.iter_mut().enumerate() {
-                    let at = i + 8 * k;
-                    *acc = _mm256_fmadd_ps(load_f16(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *acc);
+    #[inline]
+    unsafe fn load_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller passes a pointer to 8 f32.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    /// `dot` and `axpy` for one element type of the first operand (`$load`
+    /// reads 8 of them as f32, `$get` widens one).
+    macro_rules! kernels {
+        ($dot:ident, $axpy:ident, $t:ty, $load:ident, $get:expr) => {
+            /// # Safety
+            /// AVX2, FMA and F16C are available.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $dot(a: &[$t], b: &[f32]) -> f32 {
+                let n = a.len().min(b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut i = 0;
+                // SAFETY: every load reads 8 values below `n`.
+                let mut total = unsafe {
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    while i + 32 <= n {
+                        for (k, acc) in acc.iter_mut().enumerate() {
+                            let at = i + 8 * k;
+                            *acc = _mm256_fmadd_ps($load(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *acc);
+                        }
+                        i += 32;
+                    }
+                    while i + 8 <= n {
+                        acc[0] = _mm256_fmadd_ps($load(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+                        i += 8;
+                    }
+                    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
+                };
+                for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+                    total = ($get)(*x).mul_add(*y, total);
                 }
-                i += 32;
+                total
             }
-            while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(load_f16(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
-                i += 8;
-            }
-            let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
-        };
-        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-            total = x.to_f32().mul_add(*y, total);
-        }
-        total
-    }
 
-    /// # Safety
-    /// AVX2, FMA and F16C are available.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-        let mut i = 0;
-        // SAFETY: every load and store touches 8 values below `n`.
-        unsafe {
-            let av = _mm256_set1_ps(a);
-            while i + 8 <= n {
-                _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(av, load_f16(px.add(i)), _mm256_loadu_ps(py.add(i))));
-                i += 8;
-            }
-        }
-        for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
-            *y = a.mul_add(x.to_f32(), *y);
-        }
-    }
-
-    /// # Safety
-    /// AVX2 and FMA are available.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut i = 0;
-        // SAFETY: every load reads 8 floats below `n`.
-        let mut total = unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            while i + 32 <= n {
-                for (k, acc) in acc.iter_mut().enumerate() {
-                    let at = i + 8 * k;
-                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *acc);
+            /// # Safety
+            /// AVX2, FMA and F16C are available.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $axpy(a: f32, x: &[$t], y: &mut [f32]) {
+                let n = x.len().min(y.len());
+                let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+                let mut i = 0;
+                // SAFETY: every load and store touches 8 values below `n`.
+                unsafe {
+                    let av = _mm256_set1_ps(a);
+                    while i + 8 <= n {
+                        _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(av, $load(px.add(i)), _mm256_loadu_ps(py.add(i))));
+                        i += 8;
+                    }
                 }
-                i += 32;
+                for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
+                    *y = a.mul_add(($get)(*x), *y);
+                }
             }
-            while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
-                i += 8;
-            }
-            let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
         };
-        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-            total = x.mul_add(*y, total);
-        }
-        total
     }
 
-    /// # Safety
-    /// AVX2 and FMA are available.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-        let mut i = 0;
-        // SAFETY: every load and store touches 8 floats below `n`.
-        unsafe {
-            let av = _mm256_set1_ps(a);
-            while i + 8 <= n {
-                _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))));
-                i += 8;
-            }
-        }
-        for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
-            *y = a.mul_add(*x, *y);
-        }
-    }
+    kernels!(dot, axpy, f32, load_f32, |v: f32| v);
+    kernels!(dot_f16, axpy_f16, f16, load_f16, |v: f16| v.to_f32());
 }
