@@ -269,7 +269,7 @@ async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_atte
     arena.start(Roles { trainer: true, ..Roles::NONE }, None);
     let job = wait_finished(&ada, &id.to_string(), 60).await;
     assert_eq!(job["status"], "failed");
-    assert!(job["error"].as_str().unwrap().contains("stopped 3 times"), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("tried 3 times"), "{job}");
     assert_eq!(job["attempts"], 4);
     let (_, agent_body) = ada.get(&format!("/agents/{agent}")).await;
     assert_eq!(agent_body["current_version"], 1);

@@ -14,7 +14,9 @@
 //! end of the 95% interval of its win rate (decisive games) is above 50%
 //! and the agent's current version is still the parent. A trainer that dies
 //! leaves a stale heartbeat; the reconciler puts the job back on the stream
-//! and another trainer claims it (at most `MAX_ATTEMPTS` times).
+//! and another trainer claims it (at most `MAX_ATTEMPTS` times). A job that
+//! hits a transient error (PostgreSQL or Redis unreachable, a serialization
+//! failure) is put back in the queue the same way instead of failing.
 
 pub mod worker;
 

@@ -111,6 +111,55 @@ async fn fail(p: &Pipeline, id: Uuid, why: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Puts a job this trainer holds back in the queue after a transient
+/// error; the reconciler offers it again (the claim counts the attempt).
+async fn release(p: &Pipeline, id: Uuid, why: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "update training_jobs set status = 'queued', worker = null, heartbeat_at = now(), error = $3
+         where id = $1 and worker = $2 and status in ('training', 'gating')",
+    )
+    .bind(id)
+    .bind(&p.consumer)
+    .bind(format!("will retry after: {why}"))
+    .execute(&p.db)
+    .await?;
+    Ok(())
+}
+
+/// Whether an error is the infrastructure's, not the job's: a lost or
+/// refused connection to PostgreSQL or Redis, a pool timeout, a
+/// serialization failure or deadlock, a server shutting down. Such a job is
+/// tried again; any other error fails it.
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    err.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+            return match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+                // 08: connection exception; 40: transaction rollback
+                // (serialization failure, deadlock); 57P0x: shutdown.
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("40") || c.starts_with("57P0")),
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<redis::RedisError>() {
+            return e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal();
+        }
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::TimedOut
+            )
+        })
+    })
+}
+
 /// Runs `work`, refreshing the job's heartbeat meanwhile.
 async fn beating<T>(p: &Pipeline, id: Uuid, work: impl std::future::Future<Output = T>) -> T {
     let mut beat = tokio::time::interval(Duration::from_secs(HEARTBEAT_S));
@@ -173,7 +222,10 @@ pub async fn run(p: Pipeline, trainer: Arc<Trainer>, mut stop: tokio::sync::watc
             };
             let id = claimed.id;
             if claimed.attempts > MAX_ATTEMPTS {
-                let why = format!("the trainer stopped {} times while running this job", claimed.attempts - 1);
+                let why = format!(
+                    "tried {} times; each attempt's trainer stopped or hit a transient error",
+                    claimed.attempts - 1
+                );
                 let _ = fail(&p, id, &why).await;
                 continue;
             }
@@ -187,6 +239,11 @@ pub async fn run(p: Pipeline, trainer: Arc<Trainer>, mut stop: tokio::sync::watc
             let _ = std::fs::remove_dir_all(work_dir(&p, id));
             match outcome {
                 Some(Ok(status)) => tracing::info!(%id, status, "training job finished"),
+                Some(Err(err)) if is_transient(&err) => {
+                    tracing::warn!(%id, error = ?err, "training job hit a transient error; it goes back in the queue");
+                    // If even this fails, the stale heartbeat brings the job back.
+                    let _ = release(&p, id, &format!("{err:#}")).await;
+                }
                 Some(Err(err)) => {
                     tracing::warn!(%id, error = ?err, "training job failed");
                     let _ = fail(&p, id, &format!("{err:#}")).await;
@@ -522,4 +579,27 @@ pub async fn record(p: &Pipeline, job_id: Uuid, games: Vec<Game>) -> anyhow::Res
         .await?;
     db.commit().await?;
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+    use anyhow::Context;
+
+    fn wrapped<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+        Err::<(), E>(e).context("storing the adapter").context("training job").unwrap_err()
+    }
+
+    #[test]
+    fn lost_connections_are_transient_and_the_jobs_own_errors_are_not() {
+        let io = |kind| std::io::Error::new(kind, "x");
+        assert!(is_transient(&wrapped(sqlx::Error::PoolTimedOut)));
+        assert!(is_transient(&wrapped(sqlx::Error::Io(io(std::io::ErrorKind::ConnectionReset)))));
+        assert!(is_transient(&wrapped(redis::RedisError::from(io(std::io::ErrorKind::ConnectionRefused)))));
+        assert!(is_transient(&wrapped(io(std::io::ErrorKind::BrokenPipe))));
+
+        assert!(!is_transient(&wrapped(sqlx::Error::RowNotFound)));
+        assert!(!is_transient(&wrapped(io(std::io::ErrorKind::NotFound))));
+        assert!(!is_transient(&anyhow::anyhow!("pairs.jsonl:3: missing field `chosen`")));
+    }
 }
