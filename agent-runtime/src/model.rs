@@ -656,7 +656,9 @@ fn par_matmul(w: &QMatrix, x: &QActs, out: &mut [f32], stride: usize, offset: us
         w.matmul_rows(x, 0..w.rows, out, stride, offset);
         return;
     }
-    let per = w.rows.div_ceil(chunks).next_multiple_of(8);
+    // Whole tiles of 32 rows, so tiles line up with the groups the Q4
+    // minima are stored in.
+    let per = w.rows.div_ceil(chunks).next_multiple_of(32);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let len = out.len();
     (0..w.rows.div_ceil(per)).into_par_iter().for_each(|chunk| {

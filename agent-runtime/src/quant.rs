@@ -24,6 +24,8 @@ pub const QK: usize = 32;
 pub const MAX_ROWS_PER_PASS: usize = 4;
 /// Weight rows in one cache tile (about 14 KB of Q4 at 576 columns).
 const WEIGHT_ROWS_PER_TILE: usize = 32;
+/// Rows whose minima are stored together (see `QMatrix::mt`).
+const MIN_GROUP: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QKind {
@@ -41,9 +43,11 @@ pub struct QMatrix {
     pub kind: QKind,
     /// Per block: the scale.
     d: Vec<f16>,
-    /// Q4 only: the blocks' minima transposed, `[blocks per row × rows]`:
-    /// the kernels add `Σ_b m·Σx` as contiguous vector updates over a tile
-    /// of outputs.
+    /// Q4 only: the blocks' minima by groups of [`MIN_GROUP`] rows: group
+    /// `g` holds `[blocks per row × MIN_GROUP]`, so a tile's minima are one
+    /// contiguous run (transposed across the whole matrix, each block's
+    /// minima were a page-sized stride apart and every block missed the
+    /// cache).
     mt: Vec<f16>,
     /// Q4: 16 bytes per block, low nibbles are values 0..16, high 16..32.
     /// Q8: 32 signed bytes per block.
@@ -126,19 +130,25 @@ impl QMatrix {
         let nb = self.blocks_per_row();
         if self.kind == QKind::Q4 {
             assert_eq!(m.len(), self.rows * nb, "one minimum per block");
-            self.mt = vec![f16::ZERO; m.len()];
+            self.mt = vec![f16::ZERO; self.rows.next_multiple_of(MIN_GROUP) * nb];
             for n in 0..self.rows {
                 for b in 0..nb {
-                    self.mt[b * self.rows + n] = m[n * nb + b];
+                    let at = self.min_at(n, b);
+                    self.mt[at] = m[n * nb + b];
                 }
             }
         }
         self
     }
 
+    /// Where the minimum of block `b` of row `n` sits in `mt`.
+    fn min_at(&self, n: usize, b: usize) -> usize {
+        (n / MIN_GROUP) * self.blocks_per_row() * MIN_GROUP + b * MIN_GROUP + n % MIN_GROUP
+    }
+
     /// The minimum of block `b` of row `n` (Q4).
     fn min(&self, n: usize, b: usize) -> f32 {
-        self.mt[b * self.rows + n].to_f32()
+        self.mt[self.min_at(n, b)].to_f32()
     }
 
     fn empty(rows: usize, cols: usize, kind: QKind) -> QMatrix {
@@ -164,7 +174,7 @@ impl QMatrix {
             assert!(p.cols == cols && p.kind == kind, "concat_rows: mismatched parts");
             if kind == QKind::Q4 {
                 let nb = p.blocks_per_row();
-                m.extend((0..p.rows).flat_map(|n| (0..nb).map(move |b| (n, b))).map(|(n, b)| p.mt[b * p.rows + n]));
+                m.extend((0..p.rows).flat_map(|n| (0..nb).map(move |b| (n, b))).map(|(n, b)| p.mt[p.min_at(n, b)]));
             }
             out.d.extend(p.d);
             out.qs.extend(p.qs);
@@ -218,18 +228,23 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             {
                 if has_avx2() {
-                    // SAFETY: AVX2, FMA and F16C were detected; `n` lies
-                    // within the rows, so every block's slice of the
-                    // transposed minima is in bounds.
-                    unsafe { avx2::min_term(&self.mt, self.rows, n.start, sums, dst) };
+                    // The tile in runs that stay within one group of minima.
+                    let mut k = 0;
+                    while k < dst.len() {
+                        let row = n.start + k;
+                        let len = (MIN_GROUP - row % MIN_GROUP).min(dst.len() - k);
+                        let base = self.min_at(row, 0);
+                        // SAFETY: AVX2, FMA and F16C were detected; the run
+                        // lies within one group, whose nb·MIN_GROUP minima
+                        // start at `base - row % MIN_GROUP`.
+                        unsafe { avx2::min_term(&self.mt, base, sums, &mut dst[k..k + len]) };
+                        k += len;
+                    }
                     continue;
                 }
             }
-            for (b, &sum) in sums.iter().enumerate() {
-                let mt = &self.mt[b * self.rows + n.start..b * self.rows + n.end];
-                for (o, &m) in dst.iter_mut().zip(mt) {
-                    *o += sum * m.to_f32();
-                }
+            for (j, o) in dst.iter_mut().enumerate() {
+                *o += sums.iter().enumerate().map(|(b, &sum)| sum * self.min(n.start + j, b)).sum::<f32>();
             }
         }
     }
@@ -399,26 +414,28 @@ mod avx2 {
         }
     }
 
-    /// `dst[j] += Σ_b sums[b] · mt[b·rows + n0 + j]`: the Q4 minimum term of
-    /// one activation row over a tile of outputs, summed in registers (8
-    /// outputs at a time) and added once.
+    /// `dst[j] += Σ_b sums[b] · mt[base + b·MIN_GROUP + j]`: the Q4 minimum
+    /// term of one activation row over a run of outputs within one group,
+    /// summed in registers (8 outputs at a time) and added once.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C are available; `n0 + dst.len() <= rows` and
-    /// `mt.len() >= sums.len() · rows`.
+    /// AVX2, FMA and F16C are available; `base + (sums.len() − 1)·MIN_GROUP
+    /// + dst.len() <= mt.len()`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn min_term(mt: &[f16], rows: usize, n0: usize, sums: &[f32], dst: &mut [f32]) {
+    pub(super) unsafe fn min_term(mt: &[f16], base: usize, sums: &[f32], dst: &mut [f32]) {
+        const G: usize = super::MIN_GROUP;
         let n = dst.len();
         let mut j = 0;
-        // SAFETY: every load stays within block b's `rows` minima by the
-        // contract, every store within `dst`.
+        assert!(sums.is_empty() || base + (sums.len() - 1) * G + n <= mt.len());
+        // SAFETY: every load stays within the bound asserted above, every
+        // store within `dst`.
         unsafe {
             // Four chains, then two: one chain waits on its fused
             // multiply-add's latency every block.
             while j + 32 <= n {
                 let mut a = [_mm256_setzero_ps(); 4];
                 for (b, &sum) in sums.iter().enumerate() {
-                    let p = mt.as_ptr().add(b * rows + n0 + j);
+                    let p = mt.as_ptr().add(base + b * G + j);
                     let s = _mm256_set1_ps(sum);
                     for (c, a) in a.iter_mut().enumerate() {
                         let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * c) as *const __m128i));
@@ -434,7 +451,7 @@ mod avx2 {
             while j + 16 <= n {
                 let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                 for (b, &sum) in sums.iter().enumerate() {
-                    let p = mt.as_ptr().add(b * rows + n0 + j);
+                    let p = mt.as_ptr().add(base + b * G + j);
                     let s = _mm256_set1_ps(sum);
                     a0 = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), a0);
                     a1 = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i)), a1);
@@ -444,6 +461,16 @@ mod avx2 {
                 _mm256_storeu_ps(o.add(8), _mm256_add_ps(_mm256_loadu_ps(o.add(8)), a1));
                 j += 16;
             }
+            while j + 8 <= n {
+                let mut a0 = _mm256_setzero_ps();
+                for (b, &sum) in sums.iter().enumerate() {
+                    let p = mt.as_ptr().add(base + b * G + j);
+                    a0 = _mm256_fmadd_ps(_mm256_set1_ps(sum), _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), a0);
+                }
+                let o = dst.as_mut_ptr().add(j);
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), a0));
+                j += 8;
+            }
         }
         // The rest exactly as one vector lane computes it (fused, in block
         // order, added once), so an output's value does not depend on where
@@ -451,7 +478,7 @@ mod avx2 {
         for (k, o) in dst.iter_mut().enumerate().skip(j) {
             let mut acc = 0f32;
             for (b, &sum) in sums.iter().enumerate() {
-                acc = sum.mul_add(mt[b * rows + n0 + k].to_f32(), acc);
+                acc = sum.mul_add(mt[base + b * G + k].to_f32(), acc);
             }
             *o += acc;
         }
@@ -646,6 +673,12 @@ mod tests {
                 acts.quantize(&x, rows, cols);
                 let mut out = vec![0f32; rows * rows_w];
                 w.matmul_rows(&acts, 0..rows_w, &mut out, rows_w, 0);
+                // Split at a row that is not a tile or group boundary: the
+                // same bits (an output never depends on how rows are split).
+                let mut split = vec![0f32; rows * rows_w];
+                w.matmul_rows(&acts, 0..8, &mut split, rows_w, 0);
+                w.matmul_rows(&acts, 8..rows_w, &mut split, rows_w, 0);
+                assert_eq!(split, out, "{:?} rows={rows}: a split changed the result", w.kind);
                 let want = reference(w, &x, rows);
                 let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 for (i, (a, b)) in out.iter().zip(&want).enumerate() {
