@@ -90,15 +90,25 @@ pub struct LoraPair {
     pub b: Vec<f32>,
 }
 
+/// Output columns whose `B` factors are stored together (see `Stored`).
+pub const UP_COLS: usize = 64;
+
 /// A pair as given (f32: what `pair` and `save` return, bit for bit), and
-/// as the kernels read it: f16, `B` transposed to `[r × out]` so the update
-/// is `r` contiguous vector additions. Every step of a batch with distinct
-/// adapters streams each one's weights; f16 halves that traffic.
+/// as the kernels read it: f16, `B` transposed and cut into blocks of
+/// [`UP_COLS`] output columns, each `[r × UP_COLS]`, so the update of one
+/// block reads one contiguous run (rows of the whole transposed `B` lay a
+/// page apart). Every step of a batch with distinct adapters streams each
+/// one's weights; f16 halves that traffic.
 struct Stored {
     a: Vec<f32>,
     bt: Vec<f32>,
     a16: Vec<f16>,
     bt16: Vec<f16>,
+}
+
+/// Where `Bᵀ[j][n]` sits in the blocked f16 copy.
+fn up_at(rank: usize, j: usize, n: usize) -> usize {
+    (n / UP_COLS) * rank * UP_COLS + j * UP_COLS + n % UP_COLS
 }
 
 impl Stored {
@@ -110,7 +120,12 @@ impl Stored {
             }
         }
         let a16 = pair.a.iter().map(|&v| f16::from_f32(v)).collect();
-        let bt16 = bt.iter().map(|&v| f16::from_f32(v)).collect();
+        let mut bt16 = vec![f16::ZERO; out_dim.next_multiple_of(UP_COLS) * rank];
+        for j in 0..rank {
+            for n in 0..out_dim {
+                bt16[up_at(rank, j, n)] = f16::from_f32(bt[j * out_dim + n]);
+            }
+        }
         Stored { a: pair.a, bt, a16, bt16 }
     }
 
@@ -437,17 +452,20 @@ impl Adapter {
     ) {
         let Some(pair) = self.layers.get(layer).and_then(|l| l.get(&target)) else { return };
         let (out_dim, _) = self.dims[&target];
+        let cols = cols.start..cols.end.min(out_dim);
         for (i, &r) in rows.iter().enumerate() {
-            // SAFETY: by the contract, these columns of row r are ours.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(out.add(r * out_stride + out_offset + cols.start), cols.len())
-            };
-            for j in 0..self.rank {
-                crate::model::axpy_f16(
-                    t[i * self.rank + j],
-                    &pair.bt16[j * out_dim + cols.start..j * out_dim + cols.end],
-                    dst,
-                );
+            // Block by block of the blocked Bᵀ.
+            let mut c = cols.start;
+            while c < cols.end {
+                let end = (c - c % UP_COLS + UP_COLS).min(cols.end);
+                // SAFETY: by the contract, these columns of row r are ours.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out.add(r * out_stride + out_offset + c), end - c) };
+                for j in 0..self.rank {
+                    let at = up_at(self.rank, j, c);
+                    crate::model::axpy_f16(t[i * self.rank + j], &pair.bt16[at..at + (end - c)], dst);
+                }
+                c = end;
             }
         }
     }

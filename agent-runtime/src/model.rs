@@ -617,7 +617,8 @@ fn apply_lora(
     if groups.is_empty() {
         return;
     }
-    const COLS: usize = 64;
+    // Whole blocks of the adapters' blocked Bᵀ.
+    const COLS: usize = crate::lora::UP_COLS;
     let downs: Vec<Vec<Vec<f32>>> = groups
         .par_iter()
         .map(|(adapter, rows)| targets.iter().map(|&(t, _)| adapter.down(layer, t, x, rows, in_dim)).collect())

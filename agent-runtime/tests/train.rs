@@ -82,6 +82,34 @@ fn the_trainers_forward_agrees_with_the_runtimes() {
     assert!(diff < 0.1 * runtime_sum.abs() + 1.0, "trainer {trainer} vs runtime {runtime_sum}");
 }
 
+/// The runtime's LoRA path (f16 factors, blocked for its kernels) applies
+/// an adapter as the trainer's f32 forward does — and the adapter moves the
+/// answer's likelihood by far more than the two forwards differ.
+#[test]
+fn the_runtime_applies_an_adapter_as_the_trainer_does() {
+    use agent_runtime::lora::Adapter;
+    use agent_runtime::model::Target;
+    let rt = runtime();
+    let adapter = Adapter::random(rt.config(), &Target::ALL, 8, 11, 0.1, 0.1);
+    let lora = agent_runtime::train::from_adapter(&adapter, rt.config()).unwrap();
+    let base = Base::new(&rt.model, Storage::Dense, 2);
+    let prompt = rt
+        .prompt_tokens(&agent_runtime::Prompt::Chat(vec![Message::user("Name three colours of the rainbow.")]))
+        .unwrap();
+    let answer = rt.tokenizer.encode("Red, orange and yellow are three of them.", false, false).unwrap();
+    let sum = |v: Vec<f32>| v.iter().map(|&x| f64::from(x)).sum::<f64>();
+    let without = sum(rt.completion_logprobs(&prompt, &answer, None).unwrap());
+    let with = sum(rt.completion_logprobs(&prompt, &answer, Some(&adapter)).unwrap());
+    let mut tokens = prompt.clone();
+    tokens.extend(&answer);
+    let trainer = sequence_logprobs(&base, Some(&lora), &[Seq { tokens, scored_from: prompt.len() }])[0];
+    eprintln!("log-likelihood: runtime {without:.3} without the adapter, {with:.3} with it; trainer {trainer:.3}");
+    let shift = (with - without).abs();
+    let diff = (with - trainer).abs();
+    assert!(shift > 2.0, "the adapter should move the answer's likelihood: {without} → {with}");
+    assert!(diff < 0.1 * shift, "runtime {with} vs trainer {trainer} (the adapter moved it by {shift})");
+}
+
 #[test]
 fn quantized_storage_gives_the_same_numbers_as_dense() {
     let rt = runtime();
