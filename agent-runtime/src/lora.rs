@@ -459,8 +459,7 @@ impl Adapter {
             while c < cols.end {
                 let end = (c - c % UP_COLS + UP_COLS).min(cols.end);
                 // SAFETY: by the contract, these columns of row r are ours.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(out.add(r * out_stride + out_offset + c), end - c) };
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.add(r * out_stride + out_offset + c), end - c) };
                 for j in 0..self.rank {
                     let at = up_at(self.rank, j, c);
                     crate::model::axpy_f16(t[i * self.rank + j], &pair.bt16[at..at + (end - c)], dst);

@@ -543,34 +543,25 @@ impl Model {
             let q_row = &qkv[..q_dim];
             out.par_chunks_mut(hd).enumerate().for_each(|(h, o)| {
                 let q = &q_row[h * hd..(h + 1) * hd];
-                let kvh = h / group;
-                let mut scores: Vec<f32> = (0..visible)
-                    .map(|j| dot(q, &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]) * scale)
-                    .collect();
-                softmax_prefix(&mut scores, visible);
-                o.fill(0.0);
-                for (j, &s) in scores.iter().enumerate() {
-                    axpy(s, &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd], o);
-                }
+                head_attention(q, keys, values, (h / group) * hd, kv_dim, scale, &mut vec![0.0; visible], o);
             });
             return;
         }
         let mut scores = Vec::new();
         for (i, (row, out)) in qkv.chunks_exact(qkv_dim).zip(out.chunks_exact_mut(q_dim)).enumerate() {
-            let visible = start + i + 1;
-            scores.resize(visible, 0.0);
+            scores.resize(start + i + 1, 0.0);
             for h in 0..c.n_heads {
                 let q = &row[h * hd..(h + 1) * hd];
-                let kvh = h / group;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot(q, &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]) * scale;
-                }
-                softmax_prefix(&mut scores, visible);
-                let o = &mut out[h * hd..(h + 1) * hd];
-                o.fill(0.0);
-                for (j, &s) in scores.iter().enumerate() {
-                    axpy(s, &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd], o);
-                }
+                head_attention(
+                    q,
+                    keys,
+                    values,
+                    (h / group) * hd,
+                    kv_dim,
+                    scale,
+                    &mut scores,
+                    &mut out[h * hd..(h + 1) * hd],
+                );
             }
         }
     }
@@ -681,6 +672,32 @@ unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+/// One head of one decode row: `out = softmax(q·Kᵀ·scale)·V` over the
+/// first `scores.len()` cached positions, K and V read at column `at` of
+/// rows `kv_dim` apart.
+#[allow(clippy::too_many_arguments)]
+fn head_attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    at: usize,
+    kv_dim: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &keys[j * kv_dim + at..j * kv_dim + at + hd]) * scale;
+    }
+    let visible = scores.len();
+    softmax_prefix(scores, visible);
+    out.fill(0.0);
+    for (j, &s) in scores.iter().enumerate() {
+        axpy(s, &values[j * kv_dim + at..j * kv_dim + at + hd], out);
     }
 }
 
@@ -819,10 +836,10 @@ mod simd {
                         acc[0] = _mm256_fmadd_ps($load(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
                         i += 8;
                     }
-                    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
+                    crate::quant::avx2::hsum(_mm256_add_ps(
+                        _mm256_add_ps(acc[0], acc[1]),
+                        _mm256_add_ps(acc[2], acc[3]),
+                    ))
                 };
                 for (x, y) in a[i..n].iter().zip(&b[i..n]) {
                     total = ($get)(*x).mul_add(*y, total);

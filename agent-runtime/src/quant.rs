@@ -402,7 +402,7 @@ pub(crate) fn has_avx2() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{QActs, QK, QKind, QMatrix};
     use half::f16;
     use std::arch::x86_64::*;
@@ -433,46 +433,20 @@ mod avx2 {
         assert!(sums.is_empty() || base + (sums.len() - 1) * G + n <= mt.len());
         // SAFETY: every load stays within the bound asserted above, every
         // store within `dst`.
+        // SAFETY: as above; each call covers `8·C` outputs from `j`.
         unsafe {
-            // Four chains, then two: one chain waits on its fused
+            // Four chains, then two, then one: one chain waits on its fused
             // multiply-add's latency every block.
             while j + 32 <= n {
-                let mut a = [_mm256_setzero_ps(); 4];
-                for (b, &sum) in sums.iter().enumerate() {
-                    let p = mt.as_ptr().add(base + b * G + j);
-                    let s = _mm256_set1_ps(sum);
-                    for (c, a) in a.iter_mut().enumerate() {
-                        let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * c) as *const __m128i));
-                        *a = _mm256_fmadd_ps(s, m, *a);
-                    }
-                }
-                let o = dst.as_mut_ptr().add(j);
-                for (c, a) in a.iter().enumerate() {
-                    _mm256_storeu_ps(o.add(8 * c), _mm256_add_ps(_mm256_loadu_ps(o.add(8 * c)), *a));
-                }
+                chains::<4>(mt, base, sums, dst, j);
                 j += 32;
             }
             while j + 16 <= n {
-                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                for (b, &sum) in sums.iter().enumerate() {
-                    let p = mt.as_ptr().add(base + b * G + j);
-                    let s = _mm256_set1_ps(sum);
-                    a0 = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), a0);
-                    a1 = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i)), a1);
-                }
-                let o = dst.as_mut_ptr().add(j);
-                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), a0));
-                _mm256_storeu_ps(o.add(8), _mm256_add_ps(_mm256_loadu_ps(o.add(8)), a1));
+                chains::<2>(mt, base, sums, dst, j);
                 j += 16;
             }
             while j + 8 <= n {
-                let mut a0 = _mm256_setzero_ps();
-                for (b, &sum) in sums.iter().enumerate() {
-                    let p = mt.as_ptr().add(base + b * G + j);
-                    a0 = _mm256_fmadd_ps(_mm256_set1_ps(sum), _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), a0);
-                }
-                let o = dst.as_mut_ptr().add(j);
-                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), a0));
+                chains::<1>(mt, base, sums, dst, j);
                 j += 8;
             }
         }
@@ -488,8 +462,34 @@ mod avx2 {
         }
     }
 
+    /// [`min_term`] for outputs `j..j + 8·C`, in `C` independent chains.
+    ///
+    /// # Safety
+    /// As [`min_term`], with `j + 8·C <= dst.len()`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
+    #[inline]
+    unsafe fn chains<const C: usize>(mt: &[f16], base: usize, sums: &[f32], dst: &mut [f32], j: usize) {
+        const G: usize = super::MIN_GROUP;
+        // SAFETY: by the contract.
+        unsafe {
+            let mut a = [_mm256_setzero_ps(); C];
+            for (b, &sum) in sums.iter().enumerate() {
+                let p = mt.as_ptr().add(base + b * G + j);
+                let s = _mm256_set1_ps(sum);
+                for (c, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(s, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * c) as *const __m128i)), *a);
+                }
+            }
+            let o = dst.as_mut_ptr().add(j);
+            for (c, a) in a.iter().enumerate() {
+                _mm256_storeu_ps(o.add(8 * c), _mm256_add_ps(_mm256_loadu_ps(o.add(8 * c)), *a));
+            }
+        }
+    }
+
+    /// The sum of a vector's eight lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps::<1>(v);
         let s = _mm_add_ps(lo, hi);
