@@ -138,9 +138,9 @@ pub fn is_transient(err: &anyhow::Error) -> bool {
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
                 // 08: connection exception; 40: transaction rollback
                 // (serialization failure, deadlock); 57P0x: shutdown.
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("40") || c.starts_with("57P0")),
+                sqlx::Error::Database(db) => {
+                    db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("40") || c.starts_with("57P0"))
+                }
                 _ => false,
             };
         }
