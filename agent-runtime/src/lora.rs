@@ -100,8 +100,9 @@ pub const UP_COLS: usize = 64;
 /// page apart). Every step of a batch with distinct adapters streams each
 /// one's weights; f16 halves that traffic.
 struct Stored {
+    /// `A` `[r × in]` and `B` `[out × r]`, f32, as given.
     a: Vec<f32>,
-    bt: Vec<f32>,
+    b: Vec<f32>,
     a16: Vec<f16>,
     bt16: Vec<f16>,
 }
@@ -113,30 +114,14 @@ fn up_at(rank: usize, j: usize, n: usize) -> usize {
 
 impl Stored {
     fn new(pair: LoraPair, out_dim: usize, rank: usize) -> Stored {
-        let mut bt = vec![0f32; pair.b.len()];
-        for n in 0..out_dim {
-            for j in 0..rank {
-                bt[j * out_dim + n] = pair.b[n * rank + j];
-            }
-        }
         let a16 = pair.a.iter().map(|&v| f16::from_f32(v)).collect();
         let mut bt16 = vec![f16::ZERO; out_dim.next_multiple_of(UP_COLS) * rank];
-        for j in 0..rank {
-            for n in 0..out_dim {
-                bt16[up_at(rank, j, n)] = f16::from_f32(bt[j * out_dim + n]);
-            }
-        }
-        Stored { a: pair.a, bt, a16, bt16 }
-    }
-
-    fn b(&self, out_dim: usize, rank: usize) -> Vec<f32> {
-        let mut b = vec![0f32; self.bt.len()];
         for n in 0..out_dim {
             for j in 0..rank {
-                b[n * rank + j] = self.bt[j * out_dim + n];
+                bt16[up_at(rank, j, n)] = f16::from_f32(pair.b[n * rank + j]);
             }
         }
-        b
+        Stored { a: pair.a, b: pair.b, a16, bt16 }
     }
 }
 
@@ -398,7 +383,7 @@ impl Adapter {
     /// The layer's pair in the PEFT layout (`B` as `[out × r]`).
     pub fn pair(&self, layer: usize, target: Target) -> Option<LoraPair> {
         let s = self.layers.get(layer)?.get(&target)?;
-        Some(LoraPair { a: s.a.clone(), b: s.b(self.dims[&target].0, self.rank) })
+        Some(LoraPair { a: s.a.clone(), b: s.b.clone() })
     }
 
     pub fn targets(&self) -> Vec<Target> {
@@ -413,7 +398,7 @@ impl Adapter {
         self.layers
             .iter()
             .flat_map(|l| l.values())
-            .map(|p| 4 * (p.a.len() + p.bt.len()) + 2 * (p.a16.len() + p.bt16.len()))
+            .map(|p| 4 * (p.a.len() + p.b.len()) + 2 * (p.a16.len() + p.bt16.len()))
             .sum()
     }
 
@@ -498,11 +483,7 @@ impl Adapter {
             for (&target, pair) in layer {
                 let (out_dim, in_dim) = self.dims[&target];
                 tensors.push((tensor_name(li, target, 'A'), f32_bytes(&pair.a), vec![self.rank, in_dim]));
-                tensors.push((
-                    tensor_name(li, target, 'B'),
-                    f32_bytes(&pair.b(out_dim, self.rank)),
-                    vec![out_dim, self.rank],
-                ));
+                tensors.push((tensor_name(li, target, 'B'), f32_bytes(&pair.b), vec![out_dim, self.rank]));
             }
         }
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
