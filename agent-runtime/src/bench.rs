@@ -65,7 +65,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Greedy decode of `steps` tokens for every prompt at once, end-of-turn
 /// ignored; returns the seconds the decode steps took.
-fn batched_decode(
+pub fn batched_decode(
     rt: &Runtime,
     prompts: &[Vec<u32>],
     adapters: &[Option<&Adapter>],

@@ -9,7 +9,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::gguf::{Gguf, ModelConfig};
-use crate::lora::Adapter;
+use crate::lora::{Adapter, TILE_ROWS};
 use crate::quant::{QActs, QKind, QMatrix};
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
@@ -350,7 +350,7 @@ impl Model {
             }
         }
         let mut h = vec![0f32; rows * hidden];
-        let mut acts = QActs::default();
+        let mut scratch = Scratch::default();
         let mut qkv = vec![0f32; rows * qkv_dim];
         let mut attn = vec![0f32; rows * q_dim];
         let mut proj = vec![0f32; rows * hidden];
@@ -359,21 +359,8 @@ impl Model {
 
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h, hidden);
-            linear(&layer.wqkv, &h, &mut acts, &mut qkv);
-            if let Some(b) = &layer.bqkv {
-                for row in qkv.chunks_exact_mut(qkv_dim) {
-                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                }
-            }
-            apply_lora(
-                &lora,
-                li,
-                &[(Target::Q, 0), (Target::K, q_dim), (Target::V, q_dim + kv_dim)],
-                &h,
-                hidden,
-                &mut qkv,
-                qkv_dim,
-            );
+            let qkv_targets = [(Target::Q, 0), (Target::K, q_dim), (Target::V, q_dim + kv_dim)];
+            linear(&layer.wqkv, &h, &mut scratch, &mut qkv, layer.bqkv.as_deref(), Lora::new(&lora, li, &qkv_targets));
             // Attention per sequence (each has its own cache), the
             // sequences of a batch in parallel; one sequence splits its heads.
             let mut jobs = Vec::with_capacity(batch.len());
@@ -390,21 +377,19 @@ impl Model {
             } else {
                 jobs.into_par_iter().for_each(|(cache, q, a)| self.attention(li, cache, q, a, false));
             }
-            linear(&layer.wo, &attn, &mut acts, &mut proj);
-            apply_lora(&lora, li, &[(Target::O, 0)], &attn, q_dim, &mut proj, hidden);
+            linear(&layer.wo, &attn, &mut scratch, &mut proj, None, Lora::new(&lora, li, &[(Target::O, 0)]));
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h, hidden);
-            linear(&layer.w_gate_up, &h, &mut acts, &mut gate_up);
-            apply_lora(&lora, li, &[(Target::Gate, 0), (Target::Up, c.ffn)], &h, hidden, &mut gate_up, 2 * c.ffn);
+            let gate_up_targets = [(Target::Gate, 0), (Target::Up, c.ffn)];
+            linear(&layer.w_gate_up, &h, &mut scratch, &mut gate_up, None, Lora::new(&lora, li, &gate_up_targets));
             for (gu, out) in gate_up.chunks_exact(2 * c.ffn).zip(ffn_act.chunks_exact_mut(c.ffn)) {
                 let (g, u) = gu.split_at(c.ffn);
                 for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
                     *o = g / (1.0 + (-g).exp()) * u;
                 }
             }
-            linear(&layer.w_down, &ffn_act, &mut acts, &mut proj);
-            apply_lora(&lora, li, &[(Target::Down, 0)], &ffn_act, c.ffn, &mut proj, hidden);
+            linear(&layer.w_down, &ffn_act, &mut scratch, &mut proj, None, Lora::new(&lora, li, &[(Target::Down, 0)]));
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
         for (seq, span) in batch.iter_mut().zip(&spans) {
@@ -426,10 +411,10 @@ impl Model {
         }
         let mut normed = vec![0f32; picked.len()];
         rms_norm(&picked, &self.output_norm, c.rms_eps, &mut normed, hidden);
-        acts.quantize(&normed, wanted.len(), hidden);
+        scratch.acts.quantize(&normed, wanted.len(), hidden);
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0f32; wanted.len() * c.vocab];
-        par_matmul(head, &acts, &mut logits, c.vocab, 0);
+        par_matmul(head, &scratch.acts, &mut logits, |_, _| {}, 0, |_| {});
         let mut out = Vec::with_capacity(batch.len());
         let mut at = 0;
         for seq in batch.iter() {
@@ -586,81 +571,141 @@ impl Model {
     }
 }
 
-/// `out = input · Wᵀ` through the quantized kernel.
-fn linear(w: &QMatrix, input: &[f32], acts: &mut QActs, out: &mut [f32]) {
-    acts.quantize(input, input.len() / w.cols, w.cols);
-    par_matmul(w, acts, out, w.rows, 0);
+/// Buffers [`linear`] reuses from layer to layer.
+#[derive(Default)]
+struct Scratch {
+    /// The quantized input.
+    acts: QActs,
+    /// The LoRA deltas, `[rows × outputs]`.
+    delta: Vec<f32>,
 }
 
-/// Adds every adapter group's LoRA delta for `targets` (each with its
-/// column offset in `out`), split across the pool by (group, target, column
-/// chunk) so distinct adapters and one shared adapter both use every thread.
-#[allow(clippy::too_many_arguments)]
-fn apply_lora(
-    groups: &[(&Adapter, Vec<usize>)],
+/// The LoRA side of one linear layer: the adapter groups (each adapter
+/// with the batch rows it serves), the layer, and the targets the fused
+/// weight carries, each with its first output column.
+struct Lora<'a> {
+    groups: &'a [(&'a Adapter, Vec<usize>)],
     layer: usize,
-    targets: &[(Target, usize)],
-    x: &[f32],
-    in_dim: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    if groups.is_empty() {
-        return;
+    targets: &'a [(Target, usize)],
+}
+
+impl<'a> Lora<'a> {
+    fn new(groups: &'a [(&'a Adapter, Vec<usize>)], layer: usize, targets: &'a [(Target, usize)]) -> Lora<'a> {
+        Lora { groups, layer, targets }
     }
-    // Whole blocks of the adapters' blocked Bᵀ.
-    const COLS: usize = crate::lora::UP_COLS;
-    let downs: Vec<Vec<Vec<f32>>> = groups
-        .par_iter()
-        .map(|(adapter, rows)| targets.iter().map(|&(t, _)| adapter.down(layer, t, x, rows, in_dim)).collect())
-        .collect();
-    let mut jobs = Vec::new();
-    for (g, (adapter, _)) in groups.iter().enumerate() {
-        for (ti, &(target, offset)) in targets.iter().enumerate() {
-            if downs[g][ti].is_empty() {
-                continue;
-            }
-            let out_dim = adapter.out_dim(target);
-            assert!(offset + out_dim <= out_stride);
-            for c0 in (0..out_dim).step_by(COLS) {
-                jobs.push((g, ti, target, offset, c0..(c0 + COLS).min(out_dim)));
-            }
+}
+
+/// `out = input · Wᵀ (+ bias) + Σ LoRA deltas`, in two parallel regions
+/// when adapters are present: the quantized product by chunks of output
+/// columns, then per adapter group and tile of rows the down-projection
+/// `t = scale·A·x` and `out += B·t` for every target, so one task reads
+/// each adapter's factors for this layer once, start to end.
+fn linear(w: &QMatrix, input: &[f32], scratch: &mut Scratch, out: &mut [f32], bias: Option<&[f32]>, lora: Lora<'_>) {
+    let rows = input.len() / w.cols;
+    scratch.acts.quantize(input, rows, w.cols);
+    let acts = &scratch.acts;
+    let Lora { groups, layer, targets } = lora;
+    let stride = w.rows;
+    for (adapter, g) in groups {
+        assert!(g.iter().all(|&r| r < rows));
+        for &(target, offset) in targets {
+            assert!(offset + adapter.out_dim(target) <= w.rows);
         }
     }
-    assert!(groups.iter().all(|(_, rows)| rows.iter().all(|&r| (r + 1) * out_stride <= out.len())));
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    jobs.into_par_iter().for_each(|(g, ti, target, offset, cols)| {
-        let (adapter, rows) = &groups[g];
-        // SAFETY: groups own disjoint rows, targets disjoint column ranges,
-        // and jobs disjoint column chunks within them; the assert above
-        // bounds the rows.
-        unsafe { adapter.up(layer, target, &downs[g][ti], rows, cols, out_ptr.get(), out_stride, offset) };
-    });
+    let finish_chunk = |n_range: std::ops::Range<usize>, out: *mut f32| {
+        if let Some(b) = bias {
+            for r in 0..rows {
+                for n in n_range.clone() {
+                    // SAFETY: this chunk owns columns `n_range` of every row.
+                    unsafe { *out.add(r * stride + n) += b[n] };
+                }
+            }
+        }
+    };
+    let mut jobs = Vec::new();
+    for (adapter, g) in groups {
+        for tile in g.chunks(TILE_ROWS) {
+            jobs.push((*adapter, tile));
+        }
+    }
+    if jobs.is_empty() {
+        par_matmul(w, acts, out, finish_chunk, 0, |_| {});
+        return;
+    }
+    // The deltas, beside `out`: the LoRA tasks run while the quantized
+    // product is still being written.
+    let delta = &mut scratch.delta;
+    delta.clear();
+    delta.resize(rows * stride, 0.0);
+    let delta_ptr = SendPtr(delta.as_mut_ptr());
+    let job = |i: usize| {
+        let (adapter, tile): (&Adapter, &[usize]) = jobs[i];
+        let mut t = vec![0f32; tile.len() * adapter.rank];
+        for &(target, offset) in targets {
+            if adapter.covers(layer, target) {
+                adapter.down(layer, target, acts, tile, &mut t);
+                // SAFETY: groups own disjoint rows, a job a tile of one
+                // group's rows; the asserts above bound rows and columns.
+                unsafe {
+                    adapter.up(layer, target, &t, tile, 0..adapter.out_dim(target), delta_ptr.get(), stride, offset)
+                };
+            }
+        }
+    };
+    par_matmul(w, acts, out, finish_chunk, jobs.len(), job);
+    // Zero where no adapter writes, so whole rows add.
+    for (_, g) in groups {
+        for &r in g {
+            let (o, d) = (&mut out[r * stride..(r + 1) * stride], &delta[r * stride..(r + 1) * stride]);
+            o.iter_mut().zip(d).for_each(|(o, d)| *o += d);
+        }
+    }
 }
 
-/// `out[r][offset + n] = x[r] · W[n]` for all rows, split across the pool.
-fn par_matmul(w: &QMatrix, x: &QActs, out: &mut [f32], stride: usize, offset: usize) {
+/// `out[r][n] = x[r] · W[n]` for all rows, split across the pool by chunks
+/// of output columns (`out` is `[x.rows × w.rows]`); `finish(chunk, out)`
+/// then completes each chunk's columns in the same task. `side(i)` for
+/// `i < side_jobs` runs in the same parallel region, listed after the
+/// chunks: the pool's first split then gives one thread the product and
+/// the other the side jobs (memory-bound LoRA work beside arithmetic-bound
+/// matmul), which measured a few percent faster than side jobs first.
+fn par_matmul(
+    w: &QMatrix,
+    x: &QActs,
+    out: &mut [f32],
+    finish: impl Fn(std::ops::Range<usize>, *mut f32) + Sync,
+    side_jobs: usize,
+    side: impl Fn(usize) + Sync,
+) {
     let threads = rayon::current_num_threads().max(1);
+    assert!(out.len() >= x.rows * w.rows);
     // Few chunks for decode (little work, sync cost matters), more for
     // prefill so threads balance.
     let chunks = if x.rows * w.rows * w.cols < 1 << 16 { 1 } else { threads * 4 };
-    if chunks == 1 {
-        w.matmul_rows(x, 0..w.rows, out, stride, offset);
-        return;
-    }
     // Whole tiles of 32 rows, so tiles line up with the groups the Q4
     // minima are stored in.
     let per = w.rows.div_ceil(chunks).next_multiple_of(32);
+    let chunks = w.rows.div_ceil(per);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let len = out.len();
-    (0..w.rows.div_ceil(per)).into_par_iter().for_each(|chunk| {
+    let job = |i: usize| {
+        if i >= chunks {
+            return side(i - chunks);
+        }
+        let chunk = i;
         let n_range = chunk * per..((chunk + 1) * per).min(w.rows);
-        // SAFETY: every chunk writes only columns offset + n_range of each
-        // row, disjoint from the other chunks' columns; the slice outlives
-        // the parallel loop, which joins before `out` is used again.
+        // SAFETY: every chunk writes only columns n_range of each row,
+        // disjoint from the other chunks' columns; the slice outlives the
+        // parallel loop, which joins before `out` is used again.
         let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), len) };
-        w.matmul_rows(x, n_range, out, stride, offset);
-    });
+        w.matmul_rows(x, n_range.clone(), out, w.rows, 0);
+        finish(n_range, out_ptr.get());
+    };
+    if side_jobs + chunks == 1 {
+        job(0);
+    } else {
+        (0..side_jobs + chunks).into_par_iter().for_each(job);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -764,111 +809,59 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `Σ a·b` with `a` in f16 (LoRA factors).
-pub fn dot_f16(a: &[half::f16], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::quant::has_avx2() {
-            // SAFETY: the features were detected at run time.
-            return unsafe { simd::dot_f16(a, b) };
-        }
-    }
-    a.iter().zip(b).fold(0f32, |acc, (&a, &b)| a.to_f32().mul_add(b, acc))
-}
-
-/// `y += a·x` with `x` in f16, fused per element like [`axpy`].
-pub fn axpy_f16(a: f32, x: &[half::f16], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::quant::has_avx2() {
-            // SAFETY: the features were detected at run time.
-            unsafe { simd::axpy_f16(a, x, y) };
-            return;
-        }
-    }
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(x.to_f32(), *y);
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use half::f16;
     use std::arch::x86_64::*;
 
+    /// # Safety
+    /// AVX2, FMA and F16C are available.
     #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn load_f16(p: *const f16) -> __m256 {
-        // SAFETY: the caller passes a pointer to 8 f16.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-    }
-
-    /// Eight f32 from `p`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn load_f32(p: *const f32) -> __m256 {
-        // SAFETY: the caller passes a pointer to 8 f32.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-
-    /// `dot` and `axpy` for one element type of the first operand (`$load`
-    /// reads 8 of them as f32, `$get` widens one).
-    macro_rules! kernels {
-        ($dot:ident, $axpy:ident, $t:ty, $load:ident, $get:expr) => {
-            /// # Safety
-            /// AVX2, FMA and F16C are available.
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn $dot(a: &[$t], b: &[f32]) -> f32 {
-                let n = a.len().min(b.len());
-                let (pa, pb) = (a.as_ptr(), b.as_ptr());
-                let mut i = 0;
-                // SAFETY: every load reads 8 values below `n`.
-                let mut total = unsafe {
-                    let mut acc = [_mm256_setzero_ps(); 4];
-                    while i + 32 <= n {
-                        for (k, acc) in acc.iter_mut().enumerate() {
-                            let at = i + 8 * k;
-                            *acc = _mm256_fmadd_ps($load(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *acc);
-                        }
-                        i += 32;
-                    }
-                    while i + 8 <= n {
-                        acc[0] = _mm256_fmadd_ps($load(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
-                        i += 8;
-                    }
-                    crate::quant::avx2::hsum(_mm256_add_ps(
-                        _mm256_add_ps(acc[0], acc[1]),
-                        _mm256_add_ps(acc[2], acc[3]),
-                    ))
-                };
-                for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-                    total = ($get)(*x).mul_add(*y, total);
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0;
+        // SAFETY: every load reads 8 values below `n`.
+        let mut total = unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            while i + 32 <= n {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let at = i + 8 * k;
+                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *acc);
                 }
-                total
+                i += 32;
             }
-
-            /// # Safety
-            /// AVX2, FMA and F16C are available.
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn $axpy(a: f32, x: &[$t], y: &mut [f32]) {
-                let n = x.len().min(y.len());
-                let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-                let mut i = 0;
-                // SAFETY: every load and store touches 8 values below `n`.
-                unsafe {
-                    let av = _mm256_set1_ps(a);
-                    while i + 8 <= n {
-                        _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(av, $load(px.add(i)), _mm256_loadu_ps(py.add(i))));
-                        i += 8;
-                    }
-                }
-                for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
-                    *y = a.mul_add(($get)(*x), *y);
-                }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+                i += 8;
             }
+            crate::quant::avx2::hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])))
         };
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            total = x.mul_add(*y, total);
+        }
+        total
     }
 
-    kernels!(dot, axpy, f32, load_f32, |v: f32| v);
-    kernels!(dot_f16, axpy_f16, f16, load_f16, |v: f16| v.to_f32());
+    /// # Safety
+    /// AVX2, FMA and F16C are available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        // SAFETY: every load and store touches 8 values below `n`.
+        unsafe {
+            let av = _mm256_set1_ps(a);
+            while i + 8 <= n {
+                _mm256_storeu_ps(
+                    py.add(i),
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))),
+                );
+                i += 8;
+            }
+        }
+        for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
+            *y = a.mul_add(*x, *y);
+        }
+    }
 }

@@ -348,6 +348,24 @@ impl QActs {
     }
 }
 
+impl QActs {
+    /// Rows `rows` of `self`, in that order, into `out` (reusing it).
+    pub fn gather(&self, rows: &[usize], out: &mut QActs) {
+        let nb = self.cols / QK;
+        out.rows = rows.len();
+        out.cols = self.cols;
+        out.xq.clear();
+        out.s.clear();
+        out.sum.clear();
+        for &r in rows {
+            assert!(r < self.rows, "row {r} of {}", self.rows);
+            out.xq.extend_from_slice(&self.xq[r * self.cols..(r + 1) * self.cols]);
+            out.s.extend_from_slice(&self.s[r * nb..(r + 1) * nb]);
+            out.sum.extend_from_slice(&self.sum[r * nb..(r + 1) * nb]);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn scalar_pass(
     w: &QMatrix,

@@ -86,6 +86,50 @@ fn the_trainers_forward_agrees_with_the_runtimes() {
 /// an adapter as the trainer's f32 forward does — and the adapter moves the
 /// answer's likelihood by far more than the two forwards differ.
 #[test]
+fn the_unmerged_adapter_equals_merged_weights() {
+    use agent_runtime::lora::Adapter;
+    use agent_runtime::model::Target;
+    let rt = runtime();
+    let adapter = Adapter::random(rt.config(), &Target::ALL, 16, 12, 0.1, 0.1);
+    // The reference: every weight dequantized to f32 and W + (alpha/r)·B·A
+    // added in f32, run with no LoRA at all.
+    let mut merged = Base::new(&rt.model, Storage::Dense, 2);
+    merged.merge(&adapter).unwrap();
+    let plain = Base::new(&rt.model, Storage::Dense, 2);
+    let prompt = rt
+        .prompt_tokens(&agent_runtime::Prompt::Chat(vec![Message::user("Describe a lighthouse in one sentence.")]))
+        .unwrap();
+    let answer = rt.tokenizer.encode("A tall white tower whose light guides ships at night.", false, false).unwrap();
+    // Per answer token, as log-probabilities.
+    let reference = |base: &Base<'_>| -> Vec<f64> {
+        let seqs: Vec<Seq> = (0..answer.len())
+            .map(|k| {
+                let mut tokens = prompt.clone();
+                tokens.extend(&answer[..=k]);
+                Seq { scored_from: tokens.len() - 1, tokens }
+            })
+            .collect();
+        sequence_logprobs(base, None, &seqs)
+    };
+    let want = reference(&merged);
+    let without = reference(&plain);
+    let got: Vec<f64> =
+        rt.completion_logprobs(&prompt, &answer, Some(&adapter)).unwrap().iter().map(|&v| f64::from(v)).collect();
+    let base_only: Vec<f64> =
+        rt.completion_logprobs(&prompt, &answer, None).unwrap().iter().map(|&v| f64::from(v)).collect();
+    let largest = |a: &[f64], b: &[f64]| a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    let moved = largest(&want, &without);
+    let diff = largest(&got, &want);
+    let base_diff = largest(&base_only, &without);
+    eprintln!(
+        "per-token log-prob, largest difference: unmerged runtime vs merged f32 {diff:.4} \
+         (the base alone: {base_diff:.4}); the adapter moves a token by up to {moved:.3}"
+    );
+    assert!(moved > 1.0, "the adapter should move the answer's tokens: {moved}");
+    assert!(diff < 0.05 * moved, "unmerged {got:?} vs merged {want:?}");
+}
+
+#[test]
 fn the_runtime_applies_an_adapter_as_the_trainer_does() {
     use agent_runtime::lora::Adapter;
     use agent_runtime::model::Target;

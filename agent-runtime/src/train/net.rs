@@ -251,6 +251,34 @@ impl<'m> Base<'m> {
     }
 
     /// Bytes the frozen weights take here.
+    /// Adds `adapter` into the weights (`W + scale·B·A` for every layer it
+    /// covers), so a forward without LoRA computes what the adapter
+    /// computes unmerged. Needs [`Storage::Dense`].
+    pub fn merge(&mut self, adapter: &crate::lora::Adapter) -> Result<(), crate::train::TrainError> {
+        let c = &self.config;
+        for (li, l) in self.layers.iter_mut().enumerate() {
+            let fused: [(&mut Frozen<'m>, &[Target]); 4] = [
+                (&mut l.wqkv, &[Target::Q, Target::K, Target::V]),
+                (&mut l.wo, &[Target::O]),
+                (&mut l.w_gate_up, &[Target::Gate, Target::Up]),
+                (&mut l.w_down, &[Target::Down]),
+            ];
+            for (frozen, targets) in fused {
+                let Frozen::Dense(w) = frozen else {
+                    return Err(crate::train::TrainError::Config("merging an adapter needs dense storage".into()));
+                };
+                // The fused weight stacks its targets' rows in this order.
+                let mut row = 0;
+                for &t in targets {
+                    let (out_dim, in_dim) = t.shape(c);
+                    adapter.merge_into(li, t, &mut w[row * in_dim..(row + out_dim) * in_dim]);
+                    row += out_dim;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn weight_bytes(&self) -> usize {
         let layers: usize =
             self.layers.iter().map(|l| l.wqkv.bytes() + l.wo.bytes() + l.w_gate_up.bytes() + l.w_down.bytes()).sum();
