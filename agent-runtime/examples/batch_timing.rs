@@ -4,7 +4,8 @@
 //!
 //!     cargo run --release --example batch_timing -p agent-runtime -- MODEL.gguf [STEPS] [REPS] [MODES]
 //!
-//! MODES is a comma list of `distinct`, `shared`, `none` (default all).
+//! MODES is a comma list of `distinct`, `shared`, `none` (8 sequences)
+//! and `one` (one sequence, no adapter); default the first three.
 #![allow(clippy::unwrap_used)] // a profiling tool: a bad argument may panic
 
 use agent_runtime::bench::{batched_decode, inputs};
@@ -31,9 +32,11 @@ fn main() {
                 "distinct" => adapters.iter().map(Some).collect(),
                 "shared" => vec![Some(&adapters[0]); 8],
                 "none" => vec![None; 8],
+                "one" => vec![None],
                 other => panic!("unknown mode {other}"),
             };
-            runs.push(8.0 * steps as f64 / batched_decode(&rt, &prompts, &chosen, steps).unwrap());
+            let n = chosen.len();
+            runs.push(n as f64 * steps as f64 / batched_decode(&rt, &prompts[..n], &chosen, steps).unwrap());
         }
     }
     // Each repetition's ratio to the first mode: neighbours in time, so

@@ -6,6 +6,7 @@ use crate::engine::Runtime;
 use crate::lora::Adapter;
 use crate::model::{KvCache, Logits, SeqStep, Target};
 use crate::sampling::{argmax, log_prob};
+use crate::train::{Base, Seq, Storage, sequence_logprobs};
 use std::time::Instant;
 
 /// A fixed English text the prompts and the perplexity come from.
@@ -54,7 +55,17 @@ pub struct Figures {
     pub batch8_distinct_adapters_tok_s: f64,
     pub batch8_shared_adapter_tok_s: f64,
     pub batch8_no_adapter_tok_s: f64,
+    /// Speed of the distinct-adapter batch over the shared-adapter one:
+    /// the median of the repetitions' ratios.
+    pub distinct_vs_shared: f64,
     pub ppl: f64,
+    /// The same text through the f32 forward of the dequantized weights.
+    pub f32_ppl: f64,
+    /// With the first benchmark adapter (rank 16, all linear layers),
+    /// applied unmerged by the runtime.
+    pub adapter_ppl: f64,
+    /// With that adapter merged into the dequantized weights in f32.
+    pub f32_adapter_ppl: f64,
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -124,31 +135,62 @@ pub fn run(
     let c = rt.config();
     let adapters: Vec<Adapter> = (0..8).map(|i| Adapter::random(c, &Target::ALL, 16, 1000 + i, 0.02, 0.02)).collect();
     let prompts = &inputs.decode_prompts[..8];
-    let mut batch8 = |label: &str, chosen: Vec<Option<&Adapter>>| -> crate::Result<f64> {
-        log(label);
-        let times = (0..reps)
-            .map(|_| batched_decode(rt, prompts, &chosen, decode_tokens))
-            .collect::<crate::Result<Vec<_>>>()?;
-        Ok(8.0 * decode_tokens as f64 / median(times))
-    };
-    let batch8_distinct_adapters_tok_s =
-        batch8("decode, 8 sequences, 8 distinct adapters", adapters.iter().map(Some).collect())?;
-    let batch8_shared_adapter_tok_s = batch8("decode, 8 sequences, 1 shared adapter", vec![Some(&adapters[0]); 8])?;
-    let batch8_no_adapter_tok_s = batch8("decode, 8 sequences, no adapter", vec![None; 8])?;
+    // The three batches take turns within each repetition, so a change in
+    // the machine's speed (a neighbour on a shared host) hits all three
+    // alike; the distinct-vs-shared figure is the median of each turn's
+    // ratio.
+    log("decode, 8 sequences: 8 distinct adapters, 1 shared adapter, none (in turns)");
+    let distinct: Vec<Option<&Adapter>> = adapters.iter().map(Some).collect();
+    let shared = vec![Some(&adapters[0]); 8];
+    let none = vec![None; 8];
+    let mut turns: [Vec<f64>; 3] = Default::default();
+    for _ in 0..reps {
+        for (chosen, times) in [&distinct, &shared, &none].into_iter().zip(turns.iter_mut()) {
+            times.push(batched_decode(rt, prompts, chosen, decode_tokens)?);
+        }
+    }
+    let tok_s = |times: &[f64]| 8.0 * decode_tokens as f64 / median(times.to_vec());
+    let batch8_distinct_adapters_tok_s = tok_s(&turns[0]);
+    let batch8_shared_adapter_tok_s = tok_s(&turns[1]);
+    let batch8_no_adapter_tok_s = tok_s(&turns[2]);
+    let distinct_vs_shared = median(turns[1].iter().zip(&turns[0]).map(|(s, d)| s / d).collect());
 
     log("perplexity");
-    let mut cache = rt.model.new_cache();
-    let logits = rt.model.forward(&mut [SeqStep {
-        tokens: &inputs.ppl,
-        cache: &mut cache,
-        adapter: None,
-        logits: Logits::All,
-    }])?;
-    let vocab = c.vocab;
-    let nll: f64 = (0..inputs.ppl.len() - 1)
-        .map(|i| -f64::from(log_prob(&logits[0][i * vocab..(i + 1) * vocab], inputs.ppl[i + 1])))
-        .sum();
-    let ppl = (nll / (inputs.ppl.len() - 1) as f64).exp();
+    let ppl_with = |adapter: Option<&Adapter>| -> crate::Result<f64> {
+        let mut cache = rt.model.new_cache();
+        let logits = rt.model.forward(&mut [SeqStep {
+            tokens: &inputs.ppl,
+            cache: &mut cache,
+            adapter,
+            logits: Logits::All,
+        }])?;
+        let vocab = c.vocab;
+        let nll: f64 = (0..inputs.ppl.len() - 1)
+            .map(|i| -f64::from(log_prob(&logits[0][i * vocab..(i + 1) * vocab], inputs.ppl[i + 1])))
+            .sum();
+        Ok((nll / (inputs.ppl.len() - 1) as f64).exp())
+    };
+    let ppl = ppl_with(None)?;
+    // The adapter layouts' cost in accuracy: the first benchmark adapter
+    // applied unmerged by the runtime, against the f32 forward of the
+    // dequantized weights with the adapter merged in f32, and that forward
+    // without it.
+    log("perplexity with an adapter, and the f32 references");
+    let adapter_ppl = ppl_with(Some(&adapters[0]))?;
+    // The runtime's peak, before the f32 references allocate theirs.
+    let peak_rss_bytes = peak_rss();
+    let threads = rayon::current_num_threads();
+    let f32_ppl = |adapter: Option<&Adapter>| -> crate::Result<f64> {
+        let mut base = Base::new(&rt.model, Storage::Dense, threads);
+        if let Some(adapter) = adapter {
+            base.merge(adapter).map_err(|e| crate::RuntimeError::Request(e.to_string()))?;
+        }
+        let seq = Seq { tokens: inputs.ppl.clone(), scored_from: 1 };
+        let lp = sequence_logprobs(&base, None, &[seq])[0];
+        Ok((-lp / (inputs.ppl.len() - 1) as f64).exp())
+    };
+    let f32_ppl_plain = f32_ppl(None)?;
+    let f32_adapter_ppl = f32_ppl(Some(&adapters[0]))?;
 
     Ok(Figures {
         prefill_tok_s,
@@ -156,8 +198,12 @@ pub fn run(
         batch8_distinct_adapters_tok_s,
         batch8_shared_adapter_tok_s,
         batch8_no_adapter_tok_s,
+        distinct_vs_shared,
         ppl,
-        peak_rss_bytes: peak_rss(),
+        f32_ppl: f32_ppl_plain,
+        adapter_ppl,
+        f32_adapter_ppl,
+        peak_rss_bytes,
     })
 }
 

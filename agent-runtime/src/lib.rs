@@ -16,6 +16,7 @@ pub mod lora;
 pub mod model;
 pub mod model_file;
 pub mod pairs;
+pub mod pool;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;

@@ -192,7 +192,7 @@ pub fn bench(
     row("  same batch, no adapters", ours.batch8_no_adapter_tok_s, their("batch8_decode_tok_s"), "");
     println!(
         "8 distinct adapters vs 1 shared: {:+.1}% (target: at most 10% slower)",
-        (ours.batch8_distinct_adapters_tok_s / ours.batch8_shared_adapter_tok_s - 1.0) * 100.0
+        (ours.distinct_vs_shared - 1.0) * 100.0
     );
     if let Some(rss) = ours.peak_rss_bytes {
         println!("peak RSS, arena process: {:.0} MiB", rss as f64 / (1u64 << 20) as f64);
@@ -202,8 +202,12 @@ pub fn bench(
     if let Some(p) = their("ppl") {
         println!("  llama.cpp  Q4_1 weights, int8 activations    {p:8.3}");
     }
+    println!("  f32        dequantized weights (trainer)     {:8.3}", ours.f32_ppl);
     if let Some(p) = their("reference_ppl") {
         println!("  reference  dequantized weights, fp64          {p:8.3}");
     }
+    println!("  with the first rank-16 adapter of the batch above:");
+    println!("  arena      unmerged, A Q8, B f16             {:8.3}", ours.adapter_ppl);
+    println!("  f32        merged W + (alpha/r)·B·A          {:8.3}", ours.f32_adapter_ppl);
     Ok(())
 }
