@@ -33,6 +33,35 @@ pub(crate) struct Layer {
 /// rows use dot products. The choice depends only on the sequence's own
 /// chunk, so its arithmetic does not depend on its batch-mates.
 pub const GEMM_MIN_ROWS: usize = 32;
+/// Which threads run a step's parallel loops: decode steps (at most
+/// [`DECODE_ROWS`] rows) use our spin-then-sleep [`Pool`]; prompt steps
+/// use rayon, whose split of long, arithmetic-bound loops measured ~8%
+/// faster at 256-token prefill (where the pool gained nothing: its wake-up
+/// savings matter for ~150 short loops per decode step, not for long ones).
+#[derive(Clone, Copy)]
+enum Par<'a> {
+    Pool(&'a Pool),
+    /// Inside the model's rayon pool.
+    Rayon(usize),
+}
+
+impl Par<'_> {
+    fn threads(self) -> usize {
+        match self {
+            Par::Pool(p) => p.threads(),
+            Par::Rayon(n) => n,
+        }
+    }
+
+    fn run(self, jobs: usize, body: &(dyn Fn(usize) + Sync)) {
+        match self {
+            Par::Pool(p) => p.run(jobs, body),
+            Par::Rayon(_) if jobs == 1 => body(0),
+            Par::Rayon(_) => (0..jobs).into_par_iter().for_each(body),
+        }
+    }
+}
+
 /// Batches of at most this many rows (decode steps) split a matmul into one
 /// chunk per thread.
 const DECODE_ROWS: usize = 16;
@@ -150,9 +179,9 @@ pub struct Model {
     rope_sin: Vec<f32>,
     /// Interleaved pairs (llama in GGUF) or halves (NeoX style, Qwen2).
     pub(crate) rope_interleaved: bool,
-    /// The decode path's loops (matmuls, attention of decoding rows).
+    /// Decode steps' parallel loops.
     workers: Pool,
-    /// Prompt chunks' attention GEMMs (rayon's parallel iterators).
+    /// Prompt steps' parallel loops.
     pool: rayon::ThreadPool,
 }
 
@@ -312,10 +341,15 @@ impl Model {
     /// cache and returns its logits (`[vocab]` for [`Logits::Last`],
     /// `[tokens × vocab]` for [`Logits::All`]).
     pub fn forward(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
-        self.forward_inner(batch)
+        let rows: usize = batch.iter().map(|s| s.tokens.len()).sum();
+        if rows <= DECODE_ROWS {
+            self.forward_inner(batch, Par::Pool(&self.workers))
+        } else {
+            self.pool.install(|| self.forward_inner(batch, Par::Rayon(self.pool.current_num_threads())))
+        }
     }
 
-    fn forward_inner(&self, batch: &mut [SeqStep<'_>]) -> Result<Vec<Vec<f32>>> {
+    fn forward_inner(&self, batch: &mut [SeqStep<'_>], par: Par<'_>) -> Result<Vec<Vec<f32>>> {
         let c = &self.config;
         let (hidden, hd) = (c.hidden, c.head_dim);
         let q_dim = c.n_heads * hd;
@@ -372,7 +406,7 @@ impl Model {
             rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h, hidden);
             let qkv_targets = [(Target::Q, 0), (Target::K, q_dim), (Target::V, q_dim + kv_dim)];
             linear(
-                &self.workers,
+                par,
                 &layer.wqkv,
                 &h,
                 &mut scratch,
@@ -392,40 +426,22 @@ impl Model {
                 jobs.push((&mut *seq.cache, q, a));
             }
             if let [(cache, q, a)] = &mut jobs[..] {
-                self.attention(li, cache, q, a, true);
-            } else if spans.iter().any(|s| s.len() >= GEMM_MIN_ROWS) {
-                self.pool
-                    .install(|| jobs.into_par_iter().for_each(|(cache, q, a)| self.attention(li, cache, q, a, false)));
+                self.attention(par, li, cache, q, a, true);
             } else {
+                // A sequence's own loops (a prompt chunk's heads) run inline.
                 let jobs: Vec<std::sync::Mutex<_>> = jobs.into_iter().map(std::sync::Mutex::new).collect();
-                self.workers.run(jobs.len(), &|i| {
+                par.run(jobs.len(), &|i| {
                     let mut job = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
                     let (cache, q, a) = &mut *job;
-                    self.attention(li, cache, q, a, false);
+                    self.attention(par, li, cache, q, a, false);
                 });
             }
-            linear(
-                &self.workers,
-                &layer.wo,
-                &attn,
-                &mut scratch,
-                &mut proj,
-                None,
-                Lora::new(&lora, li, &[(Target::O, 0)]),
-            );
+            linear(par, &layer.wo, &attn, &mut scratch, &mut proj, None, Lora::new(&lora, li, &[(Target::O, 0)]));
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h, hidden);
             let gate_up_targets = [(Target::Gate, 0), (Target::Up, c.ffn)];
-            linear(
-                &self.workers,
-                &layer.w_gate_up,
-                &h,
-                &mut scratch,
-                &mut gate_up,
-                None,
-                Lora::new(&lora, li, &gate_up_targets),
-            );
+            linear(par, &layer.w_gate_up, &h, &mut scratch, &mut gate_up, None, Lora::new(&lora, li, &gate_up_targets));
             for (gu, out) in gate_up.chunks_exact(2 * c.ffn).zip(ffn_act.chunks_exact_mut(c.ffn)) {
                 let (g, u) = gu.split_at(c.ffn);
                 for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
@@ -433,7 +449,7 @@ impl Model {
                 }
             }
             linear(
-                &self.workers,
+                par,
                 &layer.w_down,
                 &ffn_act,
                 &mut scratch,
@@ -465,7 +481,7 @@ impl Model {
         scratch.acts.quantize(&normed, wanted.len(), hidden);
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0f32; wanted.len() * c.vocab];
-        par_matmul(&self.workers, head, &scratch.acts, &mut logits, |_, _| {}, 0, |_| {});
+        par_matmul(par, head, &scratch.acts, &mut logits, |_, _| {}, 0, |_| {});
         let mut out = Vec::with_capacity(batch.len());
         let mut at = 0;
         for seq in batch.iter() {
@@ -480,7 +496,16 @@ impl Model {
     /// writes causal attention over the whole cache into `out`. With
     /// `split_heads`, one new row over a long cache spreads its heads over
     /// the pool.
-    fn attention(&self, layer: usize, cache: &mut KvCache, qkv: &mut [f32], out: &mut [f32], split_heads: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        par: Par<'_>,
+        layer: usize,
+        cache: &mut KvCache,
+        qkv: &mut [f32],
+        out: &mut [f32],
+        split_heads: bool,
+    ) {
         let c = &self.config;
         let hd = c.head_dim;
         let q_dim = c.n_heads * hd;
@@ -505,71 +530,70 @@ impl Model {
         if new >= GEMM_MIN_ROWS {
             // A prompt chunk: per head, S = Q·Kᵀ and O = P·V as GEMMs.
             let total = start + new;
-            let heads: Vec<(usize, Vec<f32>)> = self.pool.install(|| {
-                (0..c.n_heads)
-                    .into_par_iter()
-                    .map(|h| {
-                        let g = h / group;
-                        let mut scores = vec![0f32; new * total];
-                        // SAFETY: Q rows are qkv_dim apart with the head at
-                        // h·hd; K and V rows kv_dim apart with the group at
-                        // g·hd; `scores` is new × total; all within bounds.
-                        unsafe {
-                            gemm::gemm(
-                                new,
-                                total,
-                                hd,
-                                scores.as_mut_ptr(),
-                                1,
-                                total as isize,
-                                false,
-                                qkv.as_ptr().add(h * hd),
-                                1,
-                                qkv_dim as isize,
-                                keys.as_ptr().add(g * hd),
-                                kv_dim as isize,
-                                1,
-                                0.0,
-                                scale,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                        for (i, row) in scores.chunks_exact_mut(total).enumerate() {
-                            softmax_prefix(row, start + i + 1);
-                        }
-                        let mut o = vec![0f32; new * hd];
-                        // SAFETY: as above; `o` is new × hd.
-                        unsafe {
-                            gemm::gemm(
-                                new,
-                                hd,
-                                total,
-                                o.as_mut_ptr(),
-                                1,
-                                hd as isize,
-                                false,
-                                scores.as_ptr(),
-                                1,
-                                total as isize,
-                                values.as_ptr().add(g * hd),
-                                1,
-                                kv_dim as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                        (h, o)
-                    })
-                    .collect()
+            let heads: Vec<std::sync::Mutex<Vec<f32>>> = (0..c.n_heads).map(|_| Default::default()).collect();
+            par.run(c.n_heads, &|h| {
+                *heads[h].lock().unwrap_or_else(|e| e.into_inner()) = {
+                    let g = h / group;
+                    let mut scores = vec![0f32; new * total];
+                    // SAFETY: Q rows are qkv_dim apart with the head at
+                    // h·hd; K and V rows kv_dim apart with the group at
+                    // g·hd; `scores` is new × total; all within bounds.
+                    unsafe {
+                        gemm::gemm(
+                            new,
+                            total,
+                            hd,
+                            scores.as_mut_ptr(),
+                            1,
+                            total as isize,
+                            false,
+                            qkv.as_ptr().add(h * hd),
+                            1,
+                            qkv_dim as isize,
+                            keys.as_ptr().add(g * hd),
+                            kv_dim as isize,
+                            1,
+                            0.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for (i, row) in scores.chunks_exact_mut(total).enumerate() {
+                        softmax_prefix(row, start + i + 1);
+                    }
+                    let mut o = vec![0f32; new * hd];
+                    // SAFETY: as above; `o` is new × hd.
+                    unsafe {
+                        gemm::gemm(
+                            new,
+                            hd,
+                            total,
+                            o.as_mut_ptr(),
+                            1,
+                            hd as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            total as isize,
+                            values.as_ptr().add(g * hd),
+                            1,
+                            kv_dim as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    o
+                };
             });
-            for (h, o) in heads {
+            for (h, o) in heads.into_iter().enumerate() {
+                let o = o.into_inner().unwrap_or_else(|e| e.into_inner());
                 for (i, row) in o.chunks_exact(hd).enumerate() {
                     out[i * q_dim + h * hd..i * q_dim + (h + 1) * hd].copy_from_slice(row);
                 }
@@ -581,7 +605,7 @@ impl Model {
             let q_row = &qkv[..q_dim];
             assert_eq!(out.len(), c.n_heads * hd);
             let out_ptr = SendPtr(out.as_mut_ptr());
-            self.workers.run(c.n_heads, &|h| {
+            par.run(c.n_heads, &|h| {
                 let q = &q_row[h * hd..(h + 1) * hd];
                 // SAFETY: head h writes only its own hd values of `out`,
                 // within bounds by the assert; the loop joins before `out`
@@ -660,7 +684,7 @@ impl<'a> Lora<'a> {
 /// `t = scale·A·x` and `out += B·t` for every target, so one task reads
 /// each adapter's factors for this layer once, start to end.
 fn linear(
-    pool: &Pool,
+    par: Par<'_>,
     w: &QMatrix,
     input: &[f32],
     scratch: &mut Scratch,
@@ -696,7 +720,7 @@ fn linear(
         }
     }
     if jobs.is_empty() {
-        par_matmul(pool, w, acts, out, finish_chunk, 0, |_| {});
+        par_matmul(par, w, acts, out, finish_chunk, 0, |_| {});
         return;
     }
     // The deltas, beside `out`: the LoRA tasks run while the quantized
@@ -719,7 +743,7 @@ fn linear(
             }
         }
     };
-    par_matmul(pool, w, acts, out, finish_chunk, jobs.len(), job);
+    par_matmul(par, w, acts, out, finish_chunk, jobs.len(), job);
     // Zero where no adapter writes, so whole rows add.
     for (_, g) in groups {
         for &r in g {
@@ -732,12 +756,12 @@ fn linear(
 /// `out[r][n] = x[r] · W[n]` for all rows, split across the pool by chunks
 /// of output columns (`out` is `[x.rows × w.rows]`); `finish(chunk, out)`
 /// then completes each chunk's columns in the same task. `side(i)` for
-/// `i < side_jobs` runs in the same parallel region, listed after the
-/// chunks: the pool's first split then gives one thread the product and
-/// the other the side jobs (memory-bound LoRA work beside arithmetic-bound
-/// matmul), which measured a few percent faster than side jobs first.
+/// `i < side_jobs` runs in the same loop, listed after the chunks: the
+/// threads take the product's chunks first, and whoever finishes early
+/// takes the side jobs (memory-bound LoRA work beside the arithmetic-bound
+/// product; listed first, they measured a few percent slower).
 fn par_matmul(
-    pool: &Pool,
+    par: Par<'_>,
     w: &QMatrix,
     x: &QActs,
     out: &mut [f32],
@@ -745,7 +769,7 @@ fn par_matmul(
     side_jobs: usize,
     side: impl Fn(usize) + Sync,
 ) {
-    let threads = pool.threads();
+    let threads = par.threads();
     assert!(out.len() >= x.rows * w.rows);
     // Decode rows: one chunk per thread; each thread then streams one long
     // run of the weights, which measured 5-15% faster than four chunks per
@@ -768,7 +792,12 @@ fn par_matmul(
         if i >= chunks {
             return side(i - chunks);
         }
-        let chunk = i;
+        // Threads claim jobs in turn; job i takes chunk i / threads of the
+        // (i mod threads)-th run of chunks, so chunks that run at the same
+        // time lie far apart: neighbouring chunks share the cache lines at
+        // their border in every row of `out`, and two threads writing them
+        // at once made prompt steps ~10% slower.
+        let chunk = if chunks % threads == 0 { (i % threads) * (chunks / threads) + i / threads } else { i };
         let n_range = chunk * per..((chunk + 1) * per).min(w.rows);
         // SAFETY: every chunk writes only columns n_range of each row,
         // disjoint from the other chunks' columns; the slice outlives the
@@ -777,7 +806,7 @@ fn par_matmul(
         w.matmul_rows(x, n_range.clone(), out, w.rows, 0);
         finish(n_range, out_ptr.get());
     };
-    pool.run(side_jobs + chunks, &job);
+    par.run(side_jobs + chunks, &job);
 }
 
 #[derive(Clone, Copy)]
