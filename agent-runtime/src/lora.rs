@@ -430,6 +430,16 @@ impl Adapter {
         }
     }
 
+    /// The memory [`Adapter::down`] and [`Adapter::up`] read for `target`
+    /// in `layer`, pushed on `out` (nothing when the adapter leaves it
+    /// alone), for a caller to prefetch.
+    pub fn factor_bytes<'a>(&'a self, layer: usize, target: Target, out: &mut Vec<&'a [u8]>) {
+        if let Some(pair) = self.layers.get(layer).and_then(|l| l.get(&target)) {
+            pair.aq.bytes_of(out);
+            out.push(crate::quant::as_bytes(&pair.bt16));
+        }
+    }
+
     /// Whether the adapter changes `target` in `layer`.
     pub fn covers(&self, layer: usize, target: Target) -> bool {
         self.layers.get(layer).is_some_and(|l| l.contains_key(&target))

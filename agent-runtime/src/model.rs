@@ -15,6 +15,7 @@ use crate::quant::{QActs, QKind, QMatrix};
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(crate) struct Layer {
     pub(crate) attn_norm: Vec<f32>,
@@ -481,7 +482,7 @@ impl Model {
         scratch.acts.quantize(&normed, wanted.len(), hidden);
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0f32; wanted.len() * c.vocab];
-        par_matmul(par, head, &scratch.acts, &mut logits, |_, _| {}, 0, |_| {});
+        par_matmul(par, head, &scratch.acts, &mut logits, |_, _| {}, &[], |_| {});
         let mut out = Vec::with_capacity(batch.len());
         let mut at = 0;
         for seq in batch.iter() {
@@ -678,11 +679,13 @@ impl<'a> Lora<'a> {
     }
 }
 
-/// `out = input · Wᵀ (+ bias) + Σ LoRA deltas`, in two parallel regions
-/// when adapters are present: the quantized product by chunks of output
-/// columns, then per adapter group and tile of rows the down-projection
-/// `t = scale·A·x` and `out += B·t` for every target, so one task reads
-/// each adapter's factors for this layer once, start to end.
+/// `out = input · Wᵀ (+ bias) + Σ LoRA deltas`, in one parallel region:
+/// the quantized product by chunks of output columns, and between its
+/// tiles one LoRA job per adapter group and tile of rows (the
+/// down-projection `t = scale·A·x` and `delta += B·t` for every target,
+/// so one job reads each adapter's factors for this layer once, start to
+/// end), whose factors the chunk prefetches while it multiplies (see
+/// [`par_matmul`]).
 fn linear(
     par: Par<'_>,
     w: &QMatrix,
@@ -720,7 +723,7 @@ fn linear(
         }
     }
     if jobs.is_empty() {
-        par_matmul(par, w, acts, out, finish_chunk, 0, |_| {});
+        par_matmul(par, w, acts, out, finish_chunk, &[], |_| {});
         return;
     }
     // The deltas, beside `out`: the LoRA tasks run while the quantized
@@ -743,7 +746,18 @@ fn linear(
             }
         }
     };
-    par_matmul(par, w, acts, out, finish_chunk, jobs.len(), job);
+    // What each job reads, for the thread to fetch while it multiplies.
+    let reads: Vec<Vec<&[u8]>> = jobs
+        .iter()
+        .map(|(adapter, _)| {
+            let mut runs = Vec::new();
+            for &(target, _) in targets {
+                adapter.factor_bytes(layer, target, &mut runs);
+            }
+            runs
+        })
+        .collect();
+    par_matmul(par, w, acts, out, finish_chunk, &reads, job);
     // Zero where no adapter writes, so whole rows add.
     for (_, g) in groups {
         for &r in g {
@@ -755,18 +769,21 @@ fn linear(
 
 /// `out[r][n] = x[r] · W[n]` for all rows, split across the pool by chunks
 /// of output columns (`out` is `[x.rows × w.rows]`); `finish(chunk, out)`
-/// then completes each chunk's columns in the same task. `side(i)` for
-/// `i < side_jobs` runs in the same loop, listed after the chunks: the
-/// threads take the product's chunks first, and whoever finishes early
-/// takes the side jobs (memory-bound LoRA work beside the arithmetic-bound
-/// product; listed first, they measured a few percent slower).
+/// then completes each chunk's columns in the same task.
+///
+/// `side(j)` for each `j < side_reads.len()` runs inside the chunks' tasks
+/// (side job `j` in chunk task `j mod chunks`), between tiles of the
+/// product: while a task multiplies the tiles before a side job, it
+/// prefetches the memory `side_reads[j]` names, so that job's reads (a
+/// batch of distinct adapters streams each one's LoRA factors once per
+/// step) overlap the product's arithmetic instead of stalling after it.
 fn par_matmul(
     par: Par<'_>,
     w: &QMatrix,
     x: &QActs,
     out: &mut [f32],
     finish: impl Fn(std::ops::Range<usize>, *mut f32) + Sync,
-    side_jobs: usize,
+    side_reads: &[Vec<&[u8]>],
     side: impl Fn(usize) + Sync,
 ) {
     let threads = par.threads();
@@ -784,14 +801,13 @@ fn par_matmul(
     };
     // Whole tiles of 32 rows, so tiles line up with the groups the Q4
     // minima are stored in.
-    let per = w.rows.div_ceil(chunks).next_multiple_of(32);
+    let per = w.rows.div_ceil(chunks).next_multiple_of(TILE);
     let chunks = w.rows.div_ceil(per);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let len = out.len();
+    let taken: Vec<AtomicBool> = side_reads.iter().map(|_| AtomicBool::new(false)).collect();
+    let claim = |j: usize| !taken[j].swap(true, Ordering::Relaxed);
     let job = |i: usize| {
-        if i >= chunks {
-            return side(i - chunks);
-        }
         // Threads claim jobs in turn; job i takes chunk i / threads of the
         // (i mod threads)-th run of chunks, so chunks that run at the same
         // time lie far apart: neighbouring chunks share the cache lines at
@@ -803,11 +819,43 @@ fn par_matmul(
         // disjoint from the other chunks' columns; the slice outlives the
         // parallel loop, which joins before `out` is used again.
         let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), len) };
-        w.matmul_rows(x, n_range.clone(), out, w.rows, 0);
-        finish(n_range, out_ptr.get());
+        let mine: Vec<usize> = (i..side_reads.len()).step_by(chunks).collect();
+        if mine.is_empty() {
+            w.matmul_rows(x, n_range.clone(), out, w.rows, 0);
+        } else {
+            // Side job m's reads are fetched during tiles
+            // [m·tiles/k, (m+1)·tiles/k), a few lines per weight row and
+            // pass, and it runs after them.
+            let tiles = n_range.len().div_ceil(TILE);
+            let k = mine.len();
+            let passes = x.rows.div_ceil(crate::quant::MAX_ROWS_PER_PASS);
+            for (m, &j) in mine.iter().enumerate() {
+                let n0 = (n_range.start + m * tiles / k * TILE).min(n_range.end);
+                let n1 = (n_range.start + (m + 1) * tiles / k * TILE).min(n_range.end);
+                let reads = &side_reads[j];
+                let per_step = crate::quant::lines(reads).div_ceil(((n1 - n0) * passes).max(1));
+                let mut feed = crate::quant::Feed::new(reads, per_step);
+                w.matmul_rows_feeding(x, n0..n1, out, w.rows, 0, &mut feed);
+                if claim(j) {
+                    feed.rest();
+                    side(j);
+                }
+            }
+        }
+        finish(n_range.clone(), out_ptr.get());
+        // Side jobs another task has not reached yet, from the last: a
+        // thread that runs late leaves its share to one that ran early.
+        for j in (0..side_reads.len()).rev() {
+            if claim(j) {
+                side(j);
+            }
+        }
     };
-    par.run(side_jobs + chunks, &job);
+    par.run(chunks, &job);
 }
+
+/// Output rows of a matmul tile (see [`par_matmul`]).
+const TILE: usize = 32;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);

@@ -24,6 +24,12 @@ pub const QK: usize = 32;
 pub const MAX_ROWS_PER_PASS: usize = 4;
 /// Weight rows in one cache tile (about 14 KB of Q4 at 576 columns).
 const WEIGHT_ROWS_PER_TILE: usize = 32;
+/// Q8 weight rows the kernel asks for ahead of the one it multiplies (a
+/// LoRA `A` of a batch of distinct adapters is read from memory in short
+/// runs, which the hardware prefetcher picks up too late: its
+/// down-projections measured 1.9 → 1.45 ms per step on one thread,
+/// `examples/lora_timing.rs`).
+const AHEAD: usize = 4;
 /// Rows whose minima are stored together (see `QMatrix::mt`).
 const MIN_GROUP: usize = 32;
 
@@ -261,6 +267,16 @@ impl QMatrix {
         2 * (self.d.len() + self.mt.len()) + self.qs.len()
     }
 
+    /// The arrays the kernels read, pushed on `out` (for a caller to
+    /// prefetch).
+    pub fn bytes_of<'a>(&'a self, out: &mut Vec<&'a [u8]>) {
+        out.push(as_bytes(&self.d));
+        if !self.mt.is_empty() {
+            out.push(as_bytes(&self.mt));
+        }
+        out.push(&self.qs);
+    }
+
     /// `out[r][n] = Σ_k x[r][k] · W[n][k]` for output rows `n_range`, where
     /// `out` is row-major `[x.rows × out_stride]` and written at column
     /// `out_offset + n`.
@@ -271,6 +287,20 @@ impl QMatrix {
         out: &mut [f32],
         out_stride: usize,
         out_offset: usize,
+    ) {
+        self.matmul_rows_feeding(x, n_range, out, out_stride, out_offset, &mut Feed::default());
+    }
+
+    /// [`QMatrix::matmul_rows`], stepping `feed` once per weight row and
+    /// pass, so its prefetches spread over the product's arithmetic.
+    pub(crate) fn matmul_rows_feeding(
+        &self,
+        x: &QActs,
+        n_range: std::ops::Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+        out_offset: usize,
+        feed: &mut Feed<'_>,
     ) {
         assert_eq!(x.cols, self.cols);
         // Cache blocking: a few weight rows stay in L1 while every activation
@@ -287,13 +317,16 @@ impl QMatrix {
                         assert!(out.len() >= (r0 + take) * out_stride && n1 <= self.rows);
                         // SAFETY: AVX2 and FMA were detected at run time; the
                         // assert bounds the rows written and read.
-                        unsafe { avx2::rows(self, x, r0, take, n0..n1, out.as_mut_ptr(), out_stride, out_offset) };
+                        unsafe {
+                            avx2::rows(self, x, r0, take, n0..n1, out.as_mut_ptr(), out_stride, out_offset, feed)
+                        };
                         self.add_min_term(x, r0..r0 + take, n0..n1, out, out_stride, out_offset);
                         r0 += take;
                         continue;
                     }
                 }
                 scalar_pass(self, x, r0, take, n0..n1, out, out_stride, out_offset);
+                (n0..n1).for_each(|_| feed.step());
                 r0 += take;
             }
             n0 = n1;
@@ -363,6 +396,70 @@ impl QActs {
             out.s.extend_from_slice(&self.s[r * nb..(r + 1) * nb]);
             out.sum.extend_from_slice(&self.sum[r * nb..(r + 1) * nb]);
         }
+    }
+}
+
+/// The bytes of a slice of plain numbers.
+pub(crate) fn as_bytes(v: &[f16]) -> &[u8] {
+    // SAFETY: f16 is two plain bytes with no padding; u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, 2 * v.len()) }
+}
+
+/// Cache lines in `runs`, each run counted from its own start.
+pub(crate) fn lines(runs: &[&[u8]]) -> usize {
+    runs.iter().map(|r| r.len().div_ceil(64)).sum()
+}
+
+/// A cursor over byte runs that asks the CPU to load them into its L2
+/// cache, a few lines per [`Feed::step`]: a kernel steps it as it works,
+/// so memory another task reads next arrives while this one computes.
+/// (Prefetches are hints: nothing happens where the CPU has none.)
+#[derive(Default)]
+pub(crate) struct Feed<'a> {
+    runs: &'a [&'a [u8]],
+    run: usize,
+    at: usize,
+    per_step: usize,
+}
+
+impl<'a> Feed<'a> {
+    pub(crate) fn new(runs: &'a [&'a [u8]], per_step: usize) -> Feed<'a> {
+        Feed { runs, run: 0, at: 0, per_step }
+    }
+
+    /// Prefetches the next `per_step` lines.
+    #[inline]
+    pub(crate) fn step(&mut self) {
+        for _ in 0..self.per_step {
+            if !self.next() {
+                self.per_step = 0;
+                return;
+            }
+        }
+    }
+
+    /// Prefetches every line not yet asked for.
+    pub(crate) fn rest(&mut self) {
+        while self.next() {}
+    }
+
+    fn next(&mut self) -> bool {
+        while let Some(run) = self.runs.get(self.run) {
+            if self.at < run.len() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a prefetch reads nothing and faults on nothing;
+                // the address lies within the run.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    _mm_prefetch::<_MM_HINT_T1>(run.as_ptr().add(self.at) as *const i8)
+                };
+                self.at += 64;
+                return true;
+            }
+            self.run += 1;
+            self.at = 0;
+        }
+        false
     }
 }
 
@@ -562,6 +659,7 @@ pub(crate) mod avx2 {
         out: *mut f32,
         out_stride: usize,
         out_offset: usize,
+        feed: &mut super::Feed<'_>,
     ) {
         let nb = w.cols / QK;
         let block_bytes = if Q4 { 16 } else { 32 };
@@ -570,9 +668,28 @@ pub(crate) mod avx2 {
         unsafe {
             let xq = x.xq.as_ptr().add(r0 * nb * QK);
             let xs = x.s.as_ptr().add(r0 * nb);
+            let end = n_range.end;
+            // Q8: rows `AHEAD` on from the one multiplied (see `AHEAD`).
+            let row_bytes = nb * block_bytes;
+            let ask = |n: usize| {
+                let p = w.qs.as_ptr().add(n * row_bytes) as *const i8;
+                for at in (0..row_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(at));
+                }
+                let d = w.d.as_ptr().add(n * nb);
+                _mm_prefetch::<_MM_HINT_T0>(d as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(d.add(nb - 1) as *const i8);
+            };
+            if !Q4 {
+                (n_range.start..end.min(n_range.start + super::AHEAD)).for_each(ask);
+            }
             for n in n_range {
+                feed.step();
                 let wq = w.qs.as_ptr().add(n * nb * block_bytes);
                 let wd = w.d.as_ptr().add(n * nb);
+                if !Q4 && n + super::AHEAD < end {
+                    ask(n + super::AHEAD);
+                }
                 // Even and odd blocks in separate accumulators: two FMA
                 // chains instead of one. Every row count sums in this same
                 // order, so a row's result does not depend on how many rows
@@ -625,18 +742,19 @@ pub(crate) mod avx2 {
         out: *mut f32,
         out_stride: usize,
         out_offset: usize,
+        feed: &mut super::Feed<'_>,
     ) {
         // SAFETY: forwarded contract.
         unsafe {
             match (take, w.kind == QKind::Q4) {
-                (1, true) => pass::<1, true>(w, x, r0, n_range, out, out_stride, out_offset),
-                (2, true) => pass::<2, true>(w, x, r0, n_range, out, out_stride, out_offset),
-                (3, true) => pass::<3, true>(w, x, r0, n_range, out, out_stride, out_offset),
-                (_, true) => pass::<4, true>(w, x, r0, n_range, out, out_stride, out_offset),
-                (1, false) => pass::<1, false>(w, x, r0, n_range, out, out_stride, out_offset),
-                (2, false) => pass::<2, false>(w, x, r0, n_range, out, out_stride, out_offset),
-                (3, false) => pass::<3, false>(w, x, r0, n_range, out, out_stride, out_offset),
-                (_, false) => pass::<4, false>(w, x, r0, n_range, out, out_stride, out_offset),
+                (1, true) => pass::<1, true>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (2, true) => pass::<2, true>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (3, true) => pass::<3, true>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (_, true) => pass::<4, true>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (1, false) => pass::<1, false>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (2, false) => pass::<2, false>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (3, false) => pass::<3, false>(w, x, r0, n_range, out, out_stride, out_offset, feed),
+                (_, false) => pass::<4, false>(w, x, r0, n_range, out, out_stride, out_offset, feed),
             }
         }
     }
