@@ -69,9 +69,11 @@ pub struct Figures {
     pub peak_rss_bytes: Option<u64>,
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n.is_multiple_of(2) { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] }
 }
 
 /// Greedy decode of `steps` tokens for every prompt at once, end-of-turn
@@ -138,15 +140,21 @@ pub fn run(
     // The three batches take turns within each repetition, so a change in
     // the machine's speed (a neighbour on a shared host) hits all three
     // alike; the distinct-vs-shared figure is the median of each turn's
-    // ratio.
+    // ratio. Each repetition starts one batch further on, so no batch
+    // always runs first (the batch run right after the adapter-free one
+    // measured a few percent slower in three orderings, whichever it was).
     log("decode, 8 sequences: 8 distinct adapters, 1 shared adapter, none (in turns)");
     let distinct: Vec<Option<&Adapter>> = adapters.iter().map(Some).collect();
     let shared = vec![Some(&adapters[0]); 8];
     let none = vec![None; 8];
     let mut turns: [Vec<f64>; 3] = Default::default();
-    for _ in 0..reps {
-        for (chosen, times) in [&distinct, &shared, &none].into_iter().zip(turns.iter_mut()) {
-            times.push(batched_decode(rt, prompts, chosen, decode_tokens)?);
+    let batches = [&distinct, &shared, &none];
+    // Twice the repetitions: the ratio of two figures a few percent apart
+    // needs more turns than one figure does on a noisy host.
+    for rep in 0..2 * reps {
+        for k in 0..batches.len() {
+            let b = (rep + k) % batches.len();
+            turns[b].push(batched_decode(rt, prompts, batches[b], decode_tokens)?);
         }
     }
     let tok_s = |times: &[f64]| 8.0 * decode_tokens as f64 / median(times.to_vec());
@@ -213,4 +221,13 @@ pub fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_takes_the_middle_and_averages_an_even_pair() {
+        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
 }

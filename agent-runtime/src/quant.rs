@@ -430,36 +430,38 @@ impl<'a> Feed<'a> {
     /// Prefetches the next `per_step` lines.
     #[inline]
     pub(crate) fn step(&mut self) {
-        for _ in 0..self.per_step {
-            if !self.next() {
+        let mut left = self.per_step;
+        while left > 0 {
+            let Some(run) = self.runs.get(self.run) else {
                 self.per_step = 0;
                 return;
+            };
+            let end = run.len().min(self.at + 64 * left);
+            let mut at = self.at;
+            while at < end {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a prefetch reads nothing and faults on nothing;
+                // the address lies within the run.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    _mm_prefetch::<_MM_HINT_T1>(run.as_ptr().add(at) as *const i8)
+                };
+                at += 64;
+            }
+            left -= (at - self.at) / 64;
+            if at >= run.len() {
+                self.run += 1;
+                self.at = 0;
+            } else {
+                self.at = at;
             }
         }
     }
 
     /// Prefetches every line not yet asked for.
     pub(crate) fn rest(&mut self) {
-        while self.next() {}
-    }
-
-    fn next(&mut self) -> bool {
-        while let Some(run) = self.runs.get(self.run) {
-            if self.at < run.len() {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: a prefetch reads nothing and faults on nothing;
-                // the address lies within the run.
-                unsafe {
-                    use std::arch::x86_64::*;
-                    _mm_prefetch::<_MM_HINT_T1>(run.as_ptr().add(self.at) as *const i8)
-                };
-                self.at += 64;
-                return true;
-            }
-            self.run += 1;
-            self.at = 0;
-        }
-        false
+        self.per_step = usize::MAX / 128;
+        self.step();
     }
 }
 
