@@ -2,6 +2,9 @@
 //! (`perf record` around it):
 //!
 //!     cargo run --example forward_timing -p agent-runtime -- MODEL.gguf 1,8,64,256 10
+//!
+//! With `ARENA_ADAPTER=r` set, every pass applies a random rank-`r`
+//! adapter on all linear layers.
 #![allow(clippy::unwrap_used)] // a profiling tool: a bad argument may panic
 
 use agent_runtime::model::{Logits, SeqStep};
@@ -13,6 +16,10 @@ fn main() {
     let rt = agent_runtime::Runtime::load(std::path::Path::new(&path), threads).unwrap();
     eprintln!("load {:?}", t.elapsed());
     let ids = rt.tokenizer.encode(agent_runtime::bench::TEXT, false, false).unwrap();
+    let adapter = std::env::var("ARENA_ADAPTER").ok().map(|r| {
+        let targets = agent_runtime::model::Target::ALL;
+        agent_runtime::lora::Adapter::random(rt.config(), &targets, r.parse().unwrap(), 7, 0.02, 0.02)
+    });
     let ns: Vec<usize> = std::env::args()
         .nth(2)
         .map(|a| a.split(",").map(|x| x.parse().unwrap()).collect())
@@ -24,7 +31,12 @@ fn main() {
             let mut cache = rt.model.new_cache();
             let t = Instant::now();
             rt.model
-                .forward(&mut [SeqStep { tokens: &ids[..n], cache: &mut cache, adapter: None, logits: Logits::Last }])
+                .forward(&mut [SeqStep {
+                    tokens: &ids[..n],
+                    cache: &mut cache,
+                    adapter: adapter.as_ref(),
+                    logits: Logits::Last,
+                }])
                 .unwrap();
             best = best.min(t.elapsed().as_secs_f64());
         }

@@ -716,10 +716,22 @@ fn linear(
             }
         }
     };
+    // One job per adapter group and tile of its rows, each with what it
+    // reads for the thread to fetch while it multiplies: an adapter's
+    // factors with its first tile only (its other tiles find them in
+    // cache).
     let mut jobs = Vec::new();
+    let mut reads: Vec<Vec<&[u8]>> = Vec::new();
     for (adapter, g) in groups {
-        for tile in g.chunks(TILE_ROWS) {
+        for (k, tile) in g.chunks(TILE_ROWS).enumerate() {
             jobs.push((*adapter, tile));
+            let mut runs = Vec::new();
+            if k == 0 {
+                for &(target, _) in targets {
+                    adapter.factor_bytes(layer, target, &mut runs);
+                }
+            }
+            reads.push(runs);
         }
     }
     if jobs.is_empty() {
@@ -746,17 +758,6 @@ fn linear(
             }
         }
     };
-    // What each job reads, for the thread to fetch while it multiplies.
-    let reads: Vec<Vec<&[u8]>> = jobs
-        .iter()
-        .map(|(adapter, _)| {
-            let mut runs = Vec::new();
-            for &(target, _) in targets {
-                adapter.factor_bytes(layer, target, &mut runs);
-            }
-            runs
-        })
-        .collect();
     par_matmul(par, w, acts, out, finish_chunk, &reads, job);
     // Zero where no adapter writes, so whole rows add.
     for (_, g) in groups {
