@@ -443,7 +443,8 @@ pub struct ModelArgs {
     /// A GGUF file (default: the configured model path).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Where to run: cpu (default), or cuda (needs a build with --features cuda).
+    /// Where to run: cpu (the default, and so far the only backend; cuda
+    /// is refused with an error that says so).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Threads for the model's kernels (default: ARENA_THREADS or all cores).

@@ -15,7 +15,7 @@ pub fn model_path(args: &ModelArgs, settings: &Settings) -> anyhow::Result<PathB
     match args.device.as_str() {
         "cpu" => {}
         "cuda" => {
-            bail!("--device cuda needs a build with `--features cuda` (and the CUDA toolkit); this build is CPU-only")
+            bail!("--device cuda: the runtime has no CUDA backend yet (its kernels are CPU-only); use --device cpu")
         }
         other => bail!("unknown --device {other:?}: expected cpu or cuda"),
     }
