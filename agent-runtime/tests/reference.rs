@@ -145,3 +145,96 @@ fn greedy_continuations_agree_until_the_reference_is_unsure() {
         assert!(same >= close.max(sure), "prompt {g}: ours {ours:?}, reference {:?}", case.continuation);
     }
 }
+
+#[derive(Deserialize)]
+struct TinyModels {
+    models: Vec<TinyModel>,
+}
+
+#[derive(Deserialize)]
+struct TinyModel {
+    file: String,
+    sha256: String,
+    ids: Vec<u32>,
+    /// llama.cpp's token ids for a few strings.
+    tokenizer: Vec<TokenCase>,
+    /// The float64 forward's logits at every position.
+    logits: Vec<Vec<f64>>,
+    llama_cpp_max_diff: f64,
+}
+
+/// Two other llama-family layouts than the default model's, as tiny random
+/// GGUF files made by `tests/reference/make_tiny_models.py` (which checked
+/// that llama.cpp reads them as its float64 forward does): Llama with
+/// grouped-query attention, an untied Q8_0 output, Q4_0 weights and Llama
+/// 3's rope base; Qwen2 with q/k/v biases, NeoX rope, tied embeddings and
+/// Q4_1 weights. Token ids equal llama.cpp's; the prompt path (all ids at
+/// once) and the decode path (the last ten one at a time) both agree with
+/// the reference.
+#[test]
+fn tiny_models_of_other_layouts_agree_with_the_fp64_forward() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let reference: TinyModels =
+        serde_json::from_slice(&std::fs::read(dir.join("tiny_models_reference.json")).unwrap()).unwrap();
+    assert_eq!(reference.models.len(), 2);
+    for m in &reference.models {
+        let path = dir.join(&m.file);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)), m.sha256, "{} changed", m.file);
+        let rt = Runtime::load(&path, 2).unwrap();
+        for case in &m.tokenizer {
+            assert_eq!(rt.tokenizer.encode(&case.text, false, true).unwrap(), case.ids, "{}: {:?}", m.file, case.text);
+        }
+        let vocab = rt.config().vocab;
+        assert_eq!(vocab, m.logits[0].len());
+        let n = m.ids.len();
+        // All at once, then the first n - 10 as a prompt and the rest one by one.
+        let mut cache = rt.model.new_cache();
+        let all = rt
+            .model
+            .forward(&mut [SeqStep { tokens: &m.ids, cache: &mut cache, adapter: None, logits: Logits::All }])
+            .unwrap()
+            .remove(0);
+        let mut stepped = Vec::new();
+        let mut cache = rt.model.new_cache();
+        let split = n - 10;
+        stepped.extend(
+            rt.model
+                .forward(&mut [SeqStep {
+                    tokens: &m.ids[..split],
+                    cache: &mut cache,
+                    adapter: None,
+                    logits: Logits::All,
+                }])
+                .unwrap()
+                .remove(0),
+        );
+        for id in &m.ids[split..] {
+            let step = [*id];
+            let mut batch = [SeqStep { tokens: &step, cache: &mut cache, adapter: None, logits: Logits::Last }];
+            stepped.extend(rt.model.forward(&mut batch).unwrap().remove(0));
+        }
+        let scale = m.logits.iter().flatten().fold(0f64, |a, v| a.max(v.abs()));
+        for (path_name, ours) in [("prompt", &all), ("decode", &stepped)] {
+            let (mut max_diff, mut disagree) = (0f64, Vec::new());
+            for (i, row_ref) in m.logits.iter().enumerate() {
+                let row = &ours[i * vocab..(i + 1) * vocab];
+                for (a, b) in row.iter().zip(row_ref) {
+                    max_diff = max_diff.max((f64::from(*a) - b).abs());
+                }
+                let mut sorted = row_ref.clone();
+                sorted.sort_by(f64::total_cmp);
+                let best = row_ref.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+                if sorted[vocab - 1] - sorted[vocab - 2] > 0.01 * scale && argmax(row) as usize != best {
+                    disagree.push(i);
+                }
+            }
+            eprintln!(
+                "{} ({path_name}): largest logit difference {max_diff:.4} of max |logit| {scale:.2} (llama.cpp: {:.4})",
+                m.file, m.llama_cpp_max_diff
+            );
+            assert!(disagree.is_empty(), "{} ({path_name}): top-1 differs at {disagree:?}", m.file);
+            assert!(max_diff < 0.01 * scale, "{} ({path_name}): logits differ by {max_diff}", m.file);
+        }
+    }
+}

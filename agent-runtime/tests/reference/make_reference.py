@@ -78,6 +78,8 @@ class Reference:
         self.n_kv = self.field(f"{arch}.attention.head_count_kv")
         self.eps = self.field(f"{arch}.attention.layer_norm_rms_epsilon")
         self.base = self.field(f"{arch}.rope.freq_base")
+        # llama GGUFs rotate interleaved pairs; Qwen2 rotates halves (NeoX).
+        self.neox = arch == "qwen2"
 
     def field(self, key):
         f = self.fields[key]
@@ -93,16 +95,21 @@ class Reference:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * w
 
     def rope(self, x, positions):
-        # x: [T, heads, hd]; GGUF llama weights use interleaved pairs.
+        # x: [T, heads, hd]; pairs (a, b) rotate by position · freq.
         hd = x.shape[-1]
         freqs = 1.0 / self.base ** (np.arange(0, hd, 2) / hd)
         ang = positions[:, None] * freqs[None, :]
         cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-        a, b = x[..., 0::2], x[..., 1::2]
+        first, second = (slice(0, hd // 2), slice(hd // 2, hd)) if self.neox else (slice(0, hd, 2), slice(1, hd, 2))
+        a, b = x[..., first], x[..., second]
         out = np.empty_like(x)
-        out[..., 0::2] = a * cos - b * sin
-        out[..., 1::2] = a * sin + b * cos
+        out[..., first] = a * cos - b * sin
+        out[..., second] = a * sin + b * cos
         return out
+
+    def proj(self, h, name):
+        y = h @ self.w(name + ".weight").T
+        return y + self.t[name + ".bias"] if name + ".bias" in self.t else y
 
     def logits(self, ids):
         T = len(ids)
@@ -112,9 +119,9 @@ class Reference:
         for i in range(self.n_layers):
             p = f"blk.{i}."
             h = self.rms(x, self.w(p + "attn_norm.weight"))
-            q = (h @ self.w(p + "attn_q.weight").T).reshape(T, self.n_heads, -1)
-            k = (h @ self.w(p + "attn_k.weight").T).reshape(T, self.n_kv, -1)
-            v = (h @ self.w(p + "attn_v.weight").T).reshape(T, self.n_kv, -1)
+            q = self.proj(h, p + "attn_q").reshape(T, self.n_heads, -1)
+            k = self.proj(h, p + "attn_k").reshape(T, self.n_kv, -1)
+            v = self.proj(h, p + "attn_v").reshape(T, self.n_kv, -1)
             q, k = self.rope(q, pos), self.rope(k, pos)
             group = self.n_heads // self.n_kv
             k = np.repeat(k, group, axis=1)
