@@ -168,7 +168,8 @@ struct TinyModel {
 /// that llama.cpp reads them as its float64 forward does): Llama with
 /// grouped-query attention, an untied Q8_0 output, Q4_0 weights and Llama
 /// 3's rope base; Qwen2 with q/k/v biases, NeoX rope, tied embeddings and
-/// Q4_1 weights. Token ids equal llama.cpp's; the prompt path (all ids at
+/// Q4_1 weights; Llama with a SentencePiece vocabulary (TinyLlama's kind)
+/// and Q8_0 weights. Token ids equal llama.cpp's; the prompt path (all ids at
 /// once) and the decode path (the last ten one at a time) both agree with
 /// the reference.
 #[test]
@@ -176,7 +177,7 @@ fn tiny_models_of_other_layouts_agree_with_the_fp64_forward() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let reference: TinyModels =
         serde_json::from_slice(&std::fs::read(dir.join("tiny_models_reference.json")).unwrap()).unwrap();
-    assert_eq!(reference.models.len(), 2);
+    assert_eq!(reference.models.len(), 3);
     for m in &reference.models {
         let path = dir.join(&m.file);
         let bytes = std::fs::read(&path).unwrap();

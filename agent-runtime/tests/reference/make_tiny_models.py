@@ -9,10 +9,14 @@ default model's, and the references the runtime's tests compare them to.
   2 KV heads), an output matrix of its own (untied), Q4_0 weights, a Q8_0
   output, rope base 500000 (Llama 3's);
 * `tiny-qwen2.gguf`: architecture qwen2, biases on q/k/v, NeoX rope, tied
-  embeddings, Q4_1 weights, rope base 1000000 (Qwen2's).
+  embeddings, Q4_1 weights, rope base 1000000 (Qwen2's);
+* `tiny-llama-spm.gguf`: architecture llama with a SentencePiece vocabulary
+  (TinyLlama's and Llama 2's kind: byte fallback, scored pieces, BOS added),
+  full multi-head attention, Q8_0 weights.
 
-Both carry a byte-level BPE vocabulary of 256 byte tokens, four merges and
-three control tokens; llama.cpp's token ids for a few strings are kept. For a fixed run of token ids the script writes each
+The first two carry a byte-level BPE vocabulary of 256 byte tokens, four
+merges and three control tokens; llama.cpp's token ids for a few strings
+are kept for each model. For a fixed run of token ids the script writes each
 model's logits at every position from the float64 NumPy forward of
 `make_reference.py` (the weights as stored, dequantized by `gguf`), and
 checks that llama.cpp (llama-cpp-python) reads the file the same way: its
@@ -35,9 +39,11 @@ from make_reference import Reference  # noqa: E402
 HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2
 IDS_LEN = 40
 # Tokenized by llama.cpp too, special tokens parsed: the pre-tokenizers
-# (default, qwen2) split digits, spaces and other scripts differently.
+# (default, qwen2) split digits, spaces and other scripts differently, and
+# SentencePiece falls back to byte tokens for characters it lacks.
 TEXTS = [
     "Hello the world in 2024!",
+    "the world, hello world.",
     "  the\tthe\n\nthe  ",
     "数字 123456 and émoji 🤖 inthe",
     "<|im_start|>user\nhi there<|im_end|>\n",
@@ -57,20 +63,39 @@ def bytes_to_unicode():
     return [chr(c) for _, c in sorted(zip(bs, cs))]
 
 
-def vocab():
-    tokens = bytes_to_unicode()
-    merges = ["Ġ t", "h e", "Ġt he", "i n"]
-    tokens += ["Ġt", "he", "Ġthe", "in"]
-    types = [1] * len(tokens)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokens += specials
-    types += [3] * len(specials)
-    return tokens, types, merges
+def vocab(kind):
+    """(tokens, types, merges, scores, bos, eos) of a byte-level BPE
+    (`gpt2`) or a SentencePiece (`llama`, with byte fallback) vocabulary."""
+    if kind == "gpt2":
+        tokens = bytes_to_unicode()
+        merges = ["Ġ t", "h e", "Ġt he", "i n"]
+        tokens += ["Ġt", "he", "Ġthe", "in"]
+        types = [1] * len(tokens)
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        tokens += specials
+        types += [3] * len(specials)
+        return tokens, types, merges, None, len(tokens) - 3, len(tokens) - 3
+    # SentencePiece: unknown, BOS, EOS, the 256 byte tokens, then pieces
+    # (single characters and merges; a higher score merges first).
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    chars = list("▁abcdefghijklmnopqrstuvwxyzHTW0123456789,.!?")
+    merged = ["he", "▁t", "▁the", "in", "▁in", "▁w", "or", "▁wor", "ld", "▁world", "ll", "llo"]
+    for i, piece in enumerate(chars):
+        tokens.append(piece)
+        types.append(1)
+        scores.append(-100.0 - i)
+    for i, piece in enumerate(merged):
+        tokens.append(piece)
+        types.append(1)
+        scores.append(-1.0 - i)
+    return tokens, types, None, scores, 1, 2
 
 
-def write_model(path, arch, weight_type, head_type, tied, bias, rope_base, pre, seed):
+def write_model(path, arch, weight_type, head_type, tied, bias, rope_base, pre, seed, tokenizer="gpt2", kv_heads=KV_HEADS):
     rng = np.random.default_rng(seed)
-    tokens, types, merges = vocab()
+    tokens, types, merges, scores, bos, eos = vocab(tokenizer)
     n_vocab = len(tokens)
     w = gguf.GGUFWriter(path, arch)
     w.add_name(f"tiny {arch} (random weights, for tests)")
@@ -79,17 +104,21 @@ def write_model(path, arch, weight_type, head_type, tied, bias, rope_base, pre, 
     w.add_block_count(LAYERS)
     w.add_feed_forward_length(FFN)
     w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
+    w.add_head_count_kv(kv_heads)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(rope_base)
-    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_model(tokenizer)
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(n_vocab - 3)
-    w.add_eos_token_id(n_vocab - 3)
-    w.add_add_bos_token(False)
+    if merges is not None:
+        w.add_token_merges(merges)
+    if scores is not None:
+        w.add_token_scores(scores)
+        w.add_unk_token_id(0)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_add_bos_token(tokenizer == "llama")
 
     def matrix(name, rows, cols, std, qtype):
         x = (rng.standard_normal((rows, cols)) * std).astype(np.float32)
@@ -104,12 +133,12 @@ def write_model(path, arch, weight_type, head_type, tied, bias, rope_base, pre, 
         p = f"blk.{i}."
         vector(p + "attn_norm.weight", HIDDEN, 1.0, 0.1)
         matrix(p + "attn_q.weight", HEADS * hd, HIDDEN, 0.25, weight_type)
-        matrix(p + "attn_k.weight", KV_HEADS * hd, HIDDEN, 0.25, weight_type)
-        matrix(p + "attn_v.weight", KV_HEADS * hd, HIDDEN, 0.15, weight_type)
+        matrix(p + "attn_k.weight", kv_heads * hd, HIDDEN, 0.25, weight_type)
+        matrix(p + "attn_v.weight", kv_heads * hd, HIDDEN, 0.15, weight_type)
         if bias:
             vector(p + "attn_q.bias", HEADS * hd, 0.0, 0.3)
-            vector(p + "attn_k.bias", KV_HEADS * hd, 0.0, 0.3)
-            vector(p + "attn_v.bias", KV_HEADS * hd, 0.0, 0.3)
+            vector(p + "attn_k.bias", kv_heads * hd, 0.0, 0.3)
+            vector(p + "attn_v.bias", kv_heads * hd, 0.0, 0.3)
         matrix(p + "attn_output.weight", HIDDEN, HEADS * hd, 0.15, weight_type)
         vector(p + "ffn_norm.weight", HIDDEN, 1.0, 0.1)
         matrix(p + "ffn_gate.weight", FFN, HIDDEN, 0.15, weight_type)
@@ -129,6 +158,8 @@ MODELS = [
          rope_base=500000.0, pre="default", seed=1),
     dict(file="tiny-qwen2.gguf", arch="qwen2", weight_type=Q.Q4_1, head_type=None, tied=True, bias=True,
          rope_base=1000000.0, pre="qwen2", seed=2),
+    dict(file="tiny-llama-spm.gguf", arch="llama", weight_type=Q.Q8_0, head_type=Q.Q8_0, tied=False, bias=False,
+         rope_base=10000.0, pre="default", seed=3, tokenizer="llama", kv_heads=HEADS),
 ]
 
 
@@ -141,7 +172,7 @@ def main():
         path = os.path.join(out_dir, m["file"])
         spec = {k: v for k, v in m.items() if k != "file"}
         write_model(path, **spec)
-        n_vocab = len(vocab()[0])
+        n_vocab = len(vocab(m.get("tokenizer", "gpt2"))[0])
         ids = [int(i) for i in np.random.default_rng(7).integers(0, n_vocab, IDS_LEN)]
         ref = Reference(path).logits(ids)
         llm = Llama(model_path=path, n_ctx=64, logits_all=True, n_threads=2, verbose=False)
