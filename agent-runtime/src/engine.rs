@@ -68,6 +68,15 @@ pub struct Completion {
     pub total: Duration,
 }
 
+/// Where generation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// This crate's own kernels (the default).
+    Cpu,
+    /// The GPU of this ordinal (cargo feature `cuda`; see [`crate::cuda`]).
+    Cuda(usize),
+}
+
 /// The model, its tokenizer and template, and the adapter cache.
 pub struct Runtime {
     pub model: Model,
@@ -76,9 +85,39 @@ pub struct Runtime {
     pub adapters: AdapterCache,
     pub path: PathBuf,
     end_of_turn: Vec<u32>,
+    /// With [`Backend::Cuda`], the GPU copy that generation runs on (the CPU
+    /// model still serves scoring and training).
+    #[cfg(feature = "cuda")]
+    cuda: Option<crate::cuda::CudaModel>,
 }
 
 impl Runtime {
+    /// Loads `path` to generate on `backend`.
+    pub fn load_on(path: &Path, threads: usize, backend: Backend) -> Result<Runtime> {
+        match backend {
+            Backend::Cpu => Runtime::load(path, threads),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(ordinal) => {
+                let mut rt = Runtime::load(path, threads)?;
+                rt.cuda = Some(crate::cuda::CudaModel::load(path, ordinal)?);
+                Ok(rt)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Backend::Cuda(_) => Err(RuntimeError::Request(
+                "this build has no CUDA backend: build with `--features cuda` (scripts/cuda-build)".to_owned(),
+            )),
+        }
+    }
+
+    /// Where generation runs.
+    pub fn backend(&self) -> Backend {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            return Backend::Cuda(0);
+        }
+        Backend::Cpu
+    }
+
     pub fn load(path: &Path, threads: usize) -> Result<Runtime> {
         let mut gguf = Gguf::open(path)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -101,6 +140,8 @@ impl Runtime {
             adapters: AdapterCache::new(512 << 20, Limits::default()),
             path: path.to_owned(),
             end_of_turn,
+            #[cfg(feature = "cuda")]
+            cuda: None,
         })
     }
 
@@ -276,10 +317,17 @@ impl Runtime {
             )));
         }
         let adapter = match &request.adapter {
+            Some(_) if self.backend() != Backend::Cpu => {
+                return Err(RuntimeError::Request(
+                    "LoRA adapters run on the CPU backend only so far; this runtime generates on CUDA".to_owned(),
+                ));
+            }
             Some(dir) => Some(self.adapter(dir)?),
             None => None,
         };
         Ok(Active {
+            #[cfg(feature = "cuda")]
+            gpu: self.cuda.as_ref().map(|c| c.new_seq()),
             cache: self.model.new_cache(),
             pending: prompt.clone(),
             prompt_len: prompt.len(),
@@ -298,6 +346,18 @@ impl Runtime {
     /// each sequence whose prompt is fully fed and marks finished ones.
     fn step(&self, active: &mut [Active]) -> Result<()> {
         let feeds: Vec<usize> = active.iter().map(|a| a.pending.len().min(PREFILL_CHUNK)).collect();
+        #[cfg(feature = "cuda")]
+        if let Some(cuda) = &self.cuda {
+            // One forward per sequence, each on its own KV cache.
+            let mut logits = Vec::with_capacity(active.len());
+            for (a, &n) in active.iter_mut().zip(&feeds) {
+                let Some(gpu) = a.gpu.as_mut() else {
+                    return Err(RuntimeError::Request("a sequence started off the GPU".to_owned()));
+                };
+                logits.push(gpu.forward(&a.pending[..n], cuda.device())?);
+            }
+            return self.after_step(active, &feeds, logits);
+        }
         let mut steps: Vec<SeqStep<'_>> = active
             .iter_mut()
             .zip(&feeds)
@@ -310,7 +370,13 @@ impl Runtime {
             .collect();
         let logits = self.model.forward(&mut steps)?;
         drop(steps);
-        for ((a, &n), mut logits) in active.iter_mut().zip(&feeds).zip(logits) {
+        self.after_step(active, &feeds, logits)
+    }
+
+    /// Samples after a step's forward (`logits[i]` after the `feeds[i]`
+    /// tokens fed to `active[i]`) and marks finished sequences.
+    fn after_step(&self, active: &mut [Active], feeds: &[usize], logits: Vec<Vec<f32>>) -> Result<()> {
+        for ((a, &n), mut logits) in active.iter_mut().zip(feeds).zip(logits) {
             a.pending.drain(..n);
             if !a.pending.is_empty() {
                 continue;
@@ -367,6 +433,9 @@ impl Runtime {
 
 struct Active {
     cache: KvCache,
+    /// The sequence's state on the GPU, when the runtime generates there.
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::cuda::CudaSeq>,
     /// Tokens still to feed: the prompt (in chunks), then the last sampled.
     pending: Vec<u32>,
     prompt_len: usize,

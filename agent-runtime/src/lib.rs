@@ -8,6 +8,8 @@
 
 pub mod bench;
 pub mod chat;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dpo;
 pub mod engine;
 pub mod error;
@@ -22,5 +24,5 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod train;
 
-pub use engine::{Completion, Engine, EngineConfig, Finish, Prompt, Request, Runtime, SubmitError};
+pub use engine::{Backend, Completion, Engine, EngineConfig, Finish, Prompt, Request, Runtime, SubmitError};
 pub use error::{Result, RuntimeError};

@@ -374,3 +374,14 @@ fn teacher_forced_logprobs_match_the_ones_generation_reports() {
     let too_long = vec![1u32; rt.model.max_positions()];
     assert!(rt.completion_logprobs(&too_long, &[1], None).is_err());
 }
+
+/// Without the `cuda` feature, asking for the GPU is a clear error, and the
+/// CPU runtime says it generates on the CPU.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_cpu_build_refuses_cuda_clearly() {
+    use agent_runtime::Backend;
+    let err = Runtime::load_on(&model_path(), 2, Backend::Cuda(0)).err().expect("a CPU build loaded onto CUDA");
+    assert!(err.to_string().contains("no CUDA backend"), "{err}");
+    assert_eq!(Runtime::load_on(&model_path(), 2, Backend::Cpu).unwrap().backend(), Backend::Cpu);
+}

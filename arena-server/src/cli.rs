@@ -443,8 +443,8 @@ pub struct ModelArgs {
     /// A GGUF file (default: the configured model path).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Where to run: cpu (the default, and so far the only backend; cuda
-    /// is refused with an error that says so).
+    /// Where to run: cpu (the default), or cuda for `model generate` in a
+    /// build with `--features cuda` (scripts/cuda-build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Threads for the model's kernels (default: ARENA_THREADS or all cores).

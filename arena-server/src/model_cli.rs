@@ -7,19 +7,32 @@ use agent_runtime::chat::Message;
 use agent_runtime::gguf::Gguf;
 use agent_runtime::model::default_threads;
 use agent_runtime::sampling::SamplingParams;
-use agent_runtime::{Prompt, Request, Runtime};
+use agent_runtime::{Backend, Prompt, Request, Runtime};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 
-pub fn model_path(args: &ModelArgs, settings: &Settings) -> anyhow::Result<PathBuf> {
+/// The backend `--device` names.
+fn backend(args: &ModelArgs) -> anyhow::Result<Backend> {
     match args.device.as_str() {
-        "cpu" => {}
-        "cuda" => {
-            bail!("--device cuda: the runtime has no CUDA backend yet (its kernels are CPU-only); use --device cpu")
-        }
+        "cpu" => Ok(Backend::Cpu),
+        "cuda" if cfg!(feature = "cuda") => Ok(Backend::Cuda(0)),
+        "cuda" => bail!(
+            "--device cuda: this build has no CUDA backend (build with `--features cuda`: see scripts/cuda-build); use --device cpu"
+        ),
         other => bail!("unknown --device {other:?}: expected cpu or cuda"),
     }
-    Ok(args.model.clone().unwrap_or_else(|| settings.model.path.clone()))
+}
+
+/// The model file, for a command that runs on the CPU.
+pub fn model_path(args: &ModelArgs, settings: &Settings) -> anyhow::Result<PathBuf> {
+    if backend(args)? != Backend::Cpu {
+        bail!("--device cuda: only `arena model generate` runs on CUDA so far");
+    }
+    Ok(model_file(args, settings))
+}
+
+fn model_file(args: &ModelArgs, settings: &Settings) -> PathBuf {
+    args.model.clone().unwrap_or_else(|| settings.model.path.clone())
 }
 
 pub fn info(args: &ModelArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -70,7 +83,8 @@ pub fn tokenize(args: &ModelArgs, text: &str, settings: &Settings) -> anyhow::Re
 }
 
 pub fn generate(args: GenerateArgs, settings: &Settings) -> anyhow::Result<()> {
-    let path = model_path(&args.model, settings)?;
+    let backend = backend(&args.model)?;
+    let path = model_file(&args.model, settings);
     let params = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -95,7 +109,7 @@ pub fn generate(args: GenerateArgs, settings: &Settings) -> anyhow::Result<()> {
         messages.push(Message::user(args.prompt));
         Prompt::Chat(messages)
     };
-    let runtime = Runtime::load(&path, args.model.threads.unwrap_or_else(default_threads))
+    let runtime = Runtime::load_on(&path, args.model.threads.unwrap_or_else(default_threads), backend)
         .with_context(|| format!("loading {}", path.display()))?;
     let completion = runtime.generate(Request { prompt, adapter: args.adapter, params, logprobs: false })?;
     println!("{}", completion.text);

@@ -107,6 +107,7 @@ def write_model(path, arch, weight_type, head_type, tied, bias, rope_base, pre, 
     w.add_head_count_kv(kv_heads)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(rope_base)
+    w.add_rope_dimension_count(HIDDEN // HEADS)
     w.add_tokenizer_model(tokenizer)
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
