@@ -5,6 +5,7 @@
 //! hang); each step runs every active sequence's next tokens in one batched
 //! forward; new requests join between steps and finished ones leave.
 
+use crate::candle_backend::{CandleModel, CandleSeq};
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{Result, RuntimeError};
 use crate::gguf::{Gguf, ModelConfig};
@@ -87,8 +88,8 @@ pub struct Runtime {
     end_of_turn: Vec<u32>,
     /// With [`Backend::Cuda`], the GPU copy that generation runs on (the CPU
     /// model still serves scoring and training).
-    #[cfg(feature = "cuda")]
-    cuda: Option<crate::cuda::CudaModel>,
+    gpu: Option<CandleModel>,
+    backend: Backend,
 }
 
 impl Runtime {
@@ -96,26 +97,33 @@ impl Runtime {
     pub fn load_on(path: &Path, threads: usize, backend: Backend) -> Result<Runtime> {
         match backend {
             Backend::Cpu => Runtime::load(path, threads),
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(ordinal) => {
-                let mut rt = Runtime::load(path, threads)?;
-                rt.cuda = Some(crate::cuda::CudaModel::load(path, ordinal)?);
-                Ok(rt)
-            }
-            #[cfg(not(feature = "cuda"))]
-            Backend::Cuda(_) => Err(RuntimeError::Request(
+            Backend::Cuda(_) if !cfg!(feature = "cuda") => Err(RuntimeError::Request(
                 "this build has no CUDA backend: build with `--features cuda` (scripts/cuda-build)".to_owned(),
             )),
+            Backend::Cuda(ordinal) => {
+                let device = candle_core::Device::new_cuda(ordinal)?;
+                Runtime::load_with(path, threads, Some(device))
+            }
         }
+    }
+
+    /// Loads `path` to generate with the candle forward on `device`
+    /// ([`crate::candle_backend`]; on candle's CPU device, for tests).
+    pub fn load_with(path: &Path, threads: usize, device: Option<candle_core::Device>) -> Result<Runtime> {
+        let mut rt = Runtime::load(path, threads)?;
+        if let Some(device) = device {
+            rt.gpu = Some(CandleModel::load(&mut Gguf::open(path)?, device)?);
+            rt.backend = match rt.gpu.as_ref().map(|g| g.device().location()) {
+                Some(candle_core::DeviceLocation::Cuda { gpu_id }) => Backend::Cuda(gpu_id),
+                _ => Backend::Cpu,
+            };
+        }
+        Ok(rt)
     }
 
     /// Where generation runs.
     pub fn backend(&self) -> Backend {
-        #[cfg(feature = "cuda")]
-        if self.cuda.is_some() {
-            return Backend::Cuda(0);
-        }
-        Backend::Cpu
+        self.backend
     }
 
     pub fn load(path: &Path, threads: usize) -> Result<Runtime> {
@@ -140,8 +148,8 @@ impl Runtime {
             adapters: AdapterCache::new(512 << 20, Limits::default()),
             path: path.to_owned(),
             end_of_turn,
-            #[cfg(feature = "cuda")]
-            cuda: None,
+            gpu: None,
+            backend: Backend::Cpu,
         })
     }
 
@@ -317,17 +325,15 @@ impl Runtime {
             )));
         }
         let adapter = match &request.adapter {
-            Some(_) if self.backend() != Backend::Cpu => {
-                return Err(RuntimeError::Request(
-                    "LoRA adapters run on the CPU backend only so far; this runtime generates on CUDA".to_owned(),
-                ));
-            }
             Some(dir) => Some(self.adapter(dir)?),
             None => None,
         };
+        let gpu = match &self.gpu {
+            Some(model) => Some(model.new_seq(adapter.as_deref())?),
+            None => None,
+        };
         Ok(Active {
-            #[cfg(feature = "cuda")]
-            gpu: self.cuda.as_ref().map(|c| c.new_seq()),
+            gpu,
             cache: self.model.new_cache(),
             pending: prompt.clone(),
             prompt_len: prompt.len(),
@@ -346,15 +352,14 @@ impl Runtime {
     /// each sequence whose prompt is fully fed and marks finished ones.
     fn step(&self, active: &mut [Active]) -> Result<()> {
         let feeds: Vec<usize> = active.iter().map(|a| a.pending.len().min(PREFILL_CHUNK)).collect();
-        #[cfg(feature = "cuda")]
-        if let Some(cuda) = &self.cuda {
+        if let Some(model) = &self.gpu {
             // One forward per sequence, each on its own KV cache.
             let mut logits = Vec::with_capacity(active.len());
             for (a, &n) in active.iter_mut().zip(&feeds) {
-                let Some(gpu) = a.gpu.as_mut() else {
+                let Some(seq) = a.gpu.as_mut() else {
                     return Err(RuntimeError::Request("a sequence started off the GPU".to_owned()));
                 };
-                logits.push(gpu.forward(&a.pending[..n], cuda.device())?);
+                logits.push(model.forward(seq, &a.pending[..n])?);
             }
             return self.after_step(active, &feeds, logits);
         }
@@ -434,8 +439,7 @@ impl Runtime {
 struct Active {
     cache: KvCache,
     /// The sequence's state on the GPU, when the runtime generates there.
-    #[cfg(feature = "cuda")]
-    gpu: Option<crate::cuda::CudaSeq>,
+    gpu: Option<CandleSeq>,
     /// Tokens still to feed: the prompt (in chunks), then the last sampled.
     pending: Vec<u32>,
     prompt_len: usize,

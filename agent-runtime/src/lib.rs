@@ -7,9 +7,8 @@
 //! This crate does no networking and knows nothing of PostgreSQL or Redis.
 
 pub mod bench;
+pub mod candle_backend;
 pub mod chat;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 pub mod dpo;
 pub mod engine;
 pub mod error;

@@ -216,6 +216,26 @@ fn tiny_models_of_other_layouts_agree_with_the_fp64_forward() {
             stepped.extend(rt.model.forward(&mut batch).unwrap().remove(0));
         }
         let scale = m.logits.iter().flatten().fold(0f64, |a, v| a.max(v.abs()));
+        // The candle forward (the CUDA backend's), on candle's CPU device:
+        // the prompt, then the last ten one at a time, logits after each.
+        let candle = agent_runtime::candle_backend::CandleModel::load(
+            &mut agent_runtime::gguf::Gguf::open(&path).unwrap(),
+            candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let mut seq = candle.new_seq(None).unwrap();
+        let mut candle_diff = 0f64;
+        let mut check = |logits: Vec<f32>, i: usize| {
+            for (a, b) in logits.iter().zip(&m.logits[i]) {
+                candle_diff = candle_diff.max((f64::from(*a) - b).abs());
+            }
+        };
+        check(candle.forward(&mut seq, &m.ids[..split]).unwrap(), split - 1);
+        for i in split..n {
+            check(candle.forward(&mut seq, &m.ids[i..i + 1]).unwrap(), i);
+        }
+        eprintln!("{} (candle forward): largest logit difference {candle_diff:.4}", m.file);
+        assert!(candle_diff < 0.001 * scale, "{}: the candle forward differs by {candle_diff}", m.file);
         for (path_name, ours) in [("prompt", &all), ("decode", &stepped)] {
             let (mut max_diff, mut disagree) = (0f64, Vec::new());
             for (i, row_ref) in m.logits.iter().enumerate() {

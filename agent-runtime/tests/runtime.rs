@@ -385,3 +385,59 @@ fn a_cpu_build_refuses_cuda_clearly() {
     assert!(err.to_string().contains("no CUDA backend"), "{err}");
     assert_eq!(Runtime::load_on(&model_path(), 2, Backend::Cpu).unwrap().backend(), Backend::Cpu);
 }
+
+/// The candle forward (what the CUDA backend runs), here on candle's CPU
+/// device, against this crate's kernels: the logits after a prompt and
+/// after each of a few decode steps, with and without an adapter; and
+/// greedy generation through the engine with the candle forward gives the
+/// same text.
+#[test]
+fn the_candle_forward_agrees_with_the_runtime() {
+    use agent_runtime::candle_backend::CandleModel;
+    let rt = runtime();
+    let model =
+        CandleModel::load(&mut agent_runtime::gguf::Gguf::open(&model_path()).unwrap(), candle_core::Device::Cpu)
+            .unwrap();
+    let adapter = random_adapter(&rt, 8, 11, 0.05);
+    let prompt =
+        rt.tokenizer.encode("The capital of France is Paris, and the capital of Italy is", false, false).unwrap();
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let mut worst = 0f32;
+    for adapter in [None, Some(&adapter)] {
+        let mut seq = model.new_seq(adapter).unwrap();
+        let mut cache = rt.model.new_cache();
+        let mut feed = prompt.clone();
+        for _ in 0..4 {
+            let ours = model.forward(&mut seq, &feed).unwrap();
+            let mut steps = [SeqStep { tokens: &feed, cache: &mut cache, adapter, logits: Logits::Last }];
+            let theirs = rt.model.forward(&mut steps).unwrap().remove(0);
+            worst = worst.max(max_diff(&ours, &theirs));
+            feed = vec![agent_runtime::sampling::argmax(&theirs)];
+        }
+    }
+    // How far the adapter moves the prompt's last logits, for scale.
+    let with = logits_for(&rt, &prompt, Some(&adapter));
+    let without = logits_for(&rt, &prompt, None);
+    let n = prompt.len() - 1;
+    let vocab = rt.config().vocab;
+    let shift = max_diff(&with[n * vocab..], &without[n * vocab..]);
+    eprintln!(
+        "largest logit difference, candle forward vs runtime: {worst:.4}; the adapter moves a logit by up to {shift:.3}"
+    );
+    assert!(worst < 0.05 * shift && worst < 0.1, "candle forward differs by {worst} (adapter effect {shift})");
+
+    let cpu_text = rt.generate(Request {
+        prompt: Prompt::Chat(vec![Message::user("What is the capital of France?")]),
+        adapter: None,
+        params: SamplingParams::greedy(12),
+        logprobs: false,
+    });
+    let candle_rt = Runtime::load_with(&model_path(), 2, Some(candle_core::Device::Cpu)).unwrap();
+    let candle_text = candle_rt.generate(Request {
+        prompt: Prompt::Chat(vec![Message::user("What is the capital of France?")]),
+        adapter: None,
+        params: SamplingParams::greedy(12),
+        logprobs: false,
+    });
+    assert_eq!(candle_text.unwrap().tokens, cpu_text.unwrap().tokens);
+}
