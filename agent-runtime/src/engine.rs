@@ -74,7 +74,8 @@ pub struct Completion {
 pub enum Backend {
     /// This crate's own kernels (the default).
     Cpu,
-    /// The GPU of this ordinal (cargo feature `cuda`; see [`crate::cuda`]).
+    /// The GPU of this ordinal (cargo feature `cuda`; the forward is
+    /// [`crate::candle_backend`]).
     Cuda(usize),
 }
 
@@ -89,7 +90,6 @@ pub struct Runtime {
     /// With [`Backend::Cuda`], the GPU copy that generation runs on (the CPU
     /// model still serves scoring and training).
     gpu: Option<CandleModel>,
-    backend: Backend,
 }
 
 impl Runtime {
@@ -113,17 +113,16 @@ impl Runtime {
         let mut rt = Runtime::load(path, threads)?;
         if let Some(device) = device {
             rt.gpu = Some(CandleModel::load(&mut Gguf::open(path)?, device)?);
-            rt.backend = match rt.gpu.as_ref().map(|g| g.device().location()) {
-                Some(candle_core::DeviceLocation::Cuda { gpu_id }) => Backend::Cuda(gpu_id),
-                _ => Backend::Cpu,
-            };
         }
         Ok(rt)
     }
 
     /// Where generation runs.
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.gpu.as_ref().map(|g| g.device().location()) {
+            Some(candle_core::DeviceLocation::Cuda { gpu_id }) => Backend::Cuda(gpu_id),
+            _ => Backend::Cpu,
+        }
     }
 
     pub fn load(path: &Path, threads: usize) -> Result<Runtime> {
@@ -149,7 +148,6 @@ impl Runtime {
             path: path.to_owned(),
             end_of_turn,
             gpu: None,
-            backend: Backend::Cpu,
         })
     }
 

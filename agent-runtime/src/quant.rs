@@ -399,7 +399,7 @@ impl QActs {
     }
 }
 
-/// The bytes of a slice of plain numbers.
+/// The bytes of an f16 slice.
 pub(crate) fn as_bytes(v: &[f16]) -> &[u8] {
     // SAFETY: f16 is two plain bytes with no padding; u8 has alignment 1.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, 2 * v.len()) }
@@ -687,7 +687,7 @@ pub(crate) mod avx2 {
             }
             for n in n_range {
                 feed.step();
-                let wq = w.qs.as_ptr().add(n * nb * block_bytes);
+                let wq = w.qs.as_ptr().add(n * row_bytes);
                 let wd = w.d.as_ptr().add(n * nb);
                 if !Q4 && n + super::AHEAD < end {
                     ask(n + super::AHEAD);
