@@ -141,16 +141,14 @@ arena_bin() {
     echo "$target/debug/arena"
 }
 
-# `build_arena` builds the binary; `build_arena tests` builds it together with
-# every test target in one invocation, so features unify once and the test
-# run that follows compiles nothing again.
+# `build_arena` builds the binary together with every test target in one
+# invocation, for `scripts/up` and `scripts/test` alike: cargo unifies the
+# features of shared dependencies per invocation (the tests' dev-dependencies
+# turn on more of them), so building the binary alone would compile nearly
+# every crate a second time, and the other script would rebuild it all.
 build_arena() {
     say "building arena (the first build compiles candle and friends: several minutes)"
-    if [ "${1:-}" = tests ]; then
-        (cd "$ROOT" && cargo test --workspace --no-run --quiet)
-    else
-        (cd "$ROOT" && cargo build -p arena-server --bin arena)
-    fi
+    (cd "$ROOT" && cargo test --workspace --no-run --quiet)
 }
 
 ensure_model() {

@@ -1,36 +1,32 @@
-//! The Arena server: configuration, the HTTP application (API, pages,
-//! health and metrics), and the `arena` command line's subcommands.
+//! The Arena server: the HTTP application (API, pages, health and metrics),
+//! the background work (matchmaker, pipeline stages, trainer), and the
+//! `arena` command line.
+//!
+//! Rooms, lowest first; a room imports only rooms below it (the
+//! `layering` test checks this on every build of the tests):
+//!
+//! | room | holds | imports |
+//! | --- | --- | --- |
+//! | `domain` | ids, statuses, parsed input, Space files, rules (pairing, payouts, ratings, record hash, gate) | nothing of the crate |
+//! | `store` | all SQL: one file per aggregate, named row structs | `domain` |
+//! | `queue` | Redis: the connection, streams, live events | `domain` |
+//! | `context` | the one `Context` handlers and workers share, metrics registry | `domain`, `store`, `queue` |
+//! | `work` | stages, matchmaker, relay, reconciler, trainer, policies on one stream runner | the above |
+//! | `http` | route table, handlers, auth, `ApiError`, health, metrics | the above and `work` |
+//! | `app` | `Application`: settings, telemetry, composition of the roles | everything but `cli` |
+//! | `cli` | clap types and one file per command | everything |
 //!
 //! This crate never touches tensors: model work goes through
 //! `agent-runtime`'s request/response interface.
 
-pub mod adapters;
-pub mod admin_cli;
-pub mod auth;
-pub mod bench_cli;
+pub mod app;
 pub mod cli;
-pub mod config;
-pub mod db;
-pub mod doctor;
+pub mod context;
 pub mod domain;
-pub mod error;
-pub mod events;
-pub mod experiment_cli;
-pub mod health;
-pub mod judge_cli;
-pub mod kv;
-pub mod leaderboard;
-pub mod ledger;
-pub mod matchmaking;
-pub mod metrics;
-pub mod model_cli;
-pub mod pipeline;
-pub mod rating;
-pub mod routes;
-pub mod space;
-pub mod space_store;
-pub mod startup;
-pub mod state;
-pub mod telemetry;
-pub mod train_cli;
-pub mod training;
+pub mod http;
+pub mod queue;
+pub mod store;
+pub mod work;
+
+#[cfg(test)]
+mod layering;

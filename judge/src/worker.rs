@@ -15,26 +15,23 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Verdict, JudgeError>>,
 }
 
-/// Why a match was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("over capacity: the judge queue is full; retry later")]
-    OverCapacity,
-    #[error("the judge worker has stopped")]
-    Stopped,
-}
+/// Why a match was not accepted: the same refusal as the runtime's engine
+/// gives (a full queue, or a stopped worker).
+pub use agent_runtime::SubmitError;
 
 /// A handle to the judge thread; cheap to clone.
 #[derive(Clone)]
 pub struct JudgeWorker {
     tx: SyncSender<Job>,
+    capacity: usize,
 }
 
 impl JudgeWorker {
     /// Starts the worker. `default_model` serves Spaces that name no judge
     /// model; models are loaded on first use and kept.
     pub fn start(default_model: PathBuf, threads: usize, queue_capacity: usize) -> std::io::Result<JudgeWorker> {
-        let (tx, rx) = sync_channel::<Job>(queue_capacity.max(1));
+        let capacity = queue_capacity.max(1);
+        let (tx, rx) = sync_channel::<Job>(capacity);
         std::thread::Builder::new().name("judge".to_owned()).spawn(move || {
             let mut models: HashMap<PathBuf, Arc<JudgeModel>> = HashMap::new();
             for job in rx {
@@ -58,7 +55,7 @@ impl JudgeWorker {
                 let _ = job.reply.send(result);
             }
         })?;
-        Ok(JudgeWorker { tx })
+        Ok(JudgeWorker { tx, capacity })
     }
 
     /// Queues one match; the verdict arrives on the returned channel.
@@ -70,7 +67,7 @@ impl JudgeWorker {
         let (reply, rx) = tokio::sync::oneshot::channel();
         match self.tx.try_send(Job { config, input, reply }) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(SubmitError::OverCapacity),
+            Err(TrySendError::Full(_)) => Err(SubmitError::OverCapacity { queued: self.capacity }),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
         }
     }

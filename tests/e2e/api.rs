@@ -295,12 +295,12 @@ async fn the_openapi_document_lists_every_route() {
     let anon = arena.client();
     let doc: serde_json::Value = anon.get(arena.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
-    for route in arena_server::routes::API {
+    for route in arena_server::http::API {
         let path = format!("/api/v1{}", route.path);
         assert!(doc["paths"][&path][route.method].is_object(), "{} {path} missing", route.method);
     }
     // Every documented route is mounted: none answers the catch-all 404.
-    for route in arena_server::routes::API {
+    for route in arena_server::http::API {
         let path = route
             .path
             .replace("{id}", &uuid::Uuid::nil().to_string())
@@ -385,7 +385,7 @@ async fn adapters_are_validated_before_they_are_stored() {
     // An agent version can name it; the pipeline unpacks it for the runtime.
     let (status, agent) = ada.post("/agents", json!({"name": "tuned", "adapter_sha256": sha})).await;
     assert_eq!(status, 201, "{agent}");
-    let dir = arena_server::adapters::materialize(&arena.db, &arena.settings.data_dir, &sha).await.unwrap();
+    let dir = arena_server::store::adapters::materialize(&arena.db, &arena.settings.data_dir, &sha).await.unwrap();
     assert_eq!(std::fs::read(dir.join("adapter_model.safetensors")).unwrap(), weights);
     arena.ledger_ok().await;
 }
@@ -453,7 +453,7 @@ async fn password_guessing_and_mass_registration_are_limited() {
             assert_eq!(r.status(), 429);
         }
     }
-    assert_eq!(created, arena_server::auth::REGISTRATIONS_PER_MINUTE, "registrations per address per minute");
+    assert_eq!(created, arena_server::http::auth::REGISTRATIONS_PER_MINUTE, "registrations per address per minute");
     let users: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&arena.db).await.unwrap();
     assert_eq!(users, created as i64);
     arena.ledger_ok().await;

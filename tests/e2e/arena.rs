@@ -5,20 +5,25 @@
 #![allow(dead_code)]
 
 use crate::helpers::TestEnv;
-use arena_server::config::Settings;
-use arena_server::pipeline::generate::{Generator, StubGenerator};
-use arena_server::startup::{Application, Options, Roles};
+use arena_server::app::config::Settings;
+use arena_server::app::{Application, Options, Roles};
+use arena_server::context::Context;
+use arena_server::work::generate::Generator;
+use arena_server::work::test_double::StubGenerator;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The one harness: a fresh database and Redis prefix (`TestEnv`), the
+/// real application on a free port, and clients that speak its API.
 pub struct Arena {
     pub address: String,
     pub env: TestEnv,
     pub db: sqlx::PgPool,
-    pub pipeline: arena_server::pipeline::Pipeline,
+    /// The application's context (its pool, Redis, settings, consumer name).
+    pub ctx: Context,
     pub settings: Settings,
-    pub redis: arena_server::kv::Redis,
+    pub redis: arena_server::queue::Redis,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -43,15 +48,34 @@ impl Arena {
         Arena::with_settings(env, settings).await
     }
 
+    /// The API with `settings`; no pipeline workers until `start` is called.
     pub async fn with_settings(env: TestEnv, settings: Settings) -> Arena {
         let options = Options { roles: Roles::ALL, workers: false, threads: 2, generator: None };
+        Arena::build(env, settings, options).await
+    }
+
+    /// The whole application as `arena serve` runs it: every role and its
+    /// workers, on the real engine.
+    pub async fn serving(env: TestEnv, settings: Settings) -> Arena {
+        Arena::build(env, settings, Options::default()).await
+    }
+
+    /// The real application with the default settings of `env`, serving.
+    pub async fn serving_defaults() -> Arena {
+        let env = TestEnv::new().await;
+        let settings = env.settings();
+        Arena::serving(env, settings).await
+    }
+
+    async fn build(env: TestEnv, settings: Settings, options: Options) -> Arena {
         let app =
             Application::build_with(settings.clone(), options).await.unwrap_or_else(|e| panic!("app failed: {e}"));
         let address = format!("http://127.0.0.1:{}", app.port());
-        let (db, pipeline, redis) = (app.db.clone(), app.pipeline.clone(), app.redis.clone());
+        let ctx = app.ctx.clone();
+        let (db, redis) = (ctx.db.clone(), ctx.redis.clone());
         let (stop, _) = tokio::sync::watch::channel(false);
         tokio::spawn(app.run_until_stopped());
-        Arena { address, env, db, pipeline, settings, redis, stop }
+        Arena { address, env, db, ctx, settings, redis, stop }
     }
 
     /// Starts workers for `roles` with `generator` (the stub unless given),
@@ -59,15 +83,27 @@ impl Arena {
     pub fn start(&self, roles: Roles, generator: Option<Arc<dyn Generator>>) {
         let generator = generator.or_else(|| Some(Arc::new(StubGenerator) as Arc<dyn Generator>));
         let options = Options { roles, workers: true, threads: 2, generator };
-        let mut pipeline = self.pipeline.clone();
-        pipeline.consumer = format!("test-{}", uuid::Uuid::new_v4().simple());
-        arena_server::startup::start_workers(&pipeline, &self.settings, &options, self.stop.subscribe()).unwrap();
+        let mut ctx = self.ctx.clone();
+        ctx.consumer = format!("test-{}", uuid::Uuid::new_v4().simple());
+        arena_server::app::start_workers(&ctx, &self.settings, &options, self.stop.subscribe()).unwrap();
     }
 
     /// Stops every worker started so far (a "kill").
     pub fn stop_workers(&mut self) {
         let _ = self.stop.send(true);
         self.stop = tokio::sync::watch::channel(false).0;
+    }
+
+    /// A GET outside the API (`/healthz`, `/metrics`, pages).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("{}{path}", self.address)).await.unwrap()
+    }
+
+    /// `/healthz`: its status and body.
+    pub async fn health(&self) -> (u16, Value) {
+        let response = self.get("/healthz").await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
     }
 
     pub fn client(&self) -> reqwest::Client {
@@ -143,7 +179,7 @@ impl Arena {
     }
 
     pub async fn ledger_ok(&self) {
-        let report = arena_server::ledger::check(&self.db).await.unwrap();
+        let report = arena_server::store::ledger::check(&self.db).await.unwrap();
         assert!(report.ok(), "{}", report.render());
     }
 
@@ -276,7 +312,7 @@ license = "CC-BY-4.0"
     )
 }
 
-use arena_server::pipeline::generate::{GenJob, GenOutput};
+use arena_server::work::generate::{GenJob, GenOutput};
 use futures_util::future::BoxFuture;
 
 /// Test double: a generator that never answers, like a worker process that

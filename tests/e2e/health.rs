@@ -1,11 +1,12 @@
 //! `/healthz` with each dependency up and down.
 
-use crate::helpers::{Proxy, TestEnv, eventually, host_port, spawn_app, spawn_app_with, via_proxy};
+use crate::arena::Arena;
+use crate::helpers::{Proxy, TestEnv, eventually, host_port, via_proxy};
 use secrecy::SecretString;
 
 #[tokio::test]
 async fn healthz_reports_every_dependency_up() {
-    let app = spawn_app().await;
+    let app = Arena::serving_defaults().await;
     let (status, body) = app.health().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok");
@@ -21,7 +22,7 @@ async fn healthz_reports_postgres_down_and_recovers() {
     let proxy = Proxy::start(host_port(&env.db_url)).await;
     let mut settings = env.settings();
     settings.database.url = SecretString::from(via_proxy(&env.db_url, &proxy));
-    let app = spawn_app_with(env, settings).await;
+    let app = Arena::serving(env, settings).await;
     assert_eq!(app.health().await.0, 200);
 
     proxy.set_up(false);
@@ -42,7 +43,7 @@ async fn healthz_reports_redis_down_and_recovers() {
     let proxy = Proxy::start(host_port(&env.redis_url)).await;
     let mut settings = env.settings();
     settings.redis.url = SecretString::from(via_proxy(&env.redis_url, &proxy));
-    let app = spawn_app_with(env, settings).await;
+    let app = Arena::serving(env, settings).await;
     assert_eq!(app.health().await.0, 200);
 
     proxy.set_up(false);
@@ -64,7 +65,7 @@ async fn healthz_reports_a_model_file_that_disappeared() {
     std::fs::copy(crate::helpers::model_path(), &copy).unwrap();
     let mut settings = env.settings();
     settings.model.path = copy.clone();
-    let app = spawn_app_with(env, settings).await;
+    let app = Arena::serving(env, settings).await;
     assert_eq!(app.health().await.0, 200);
 
     std::fs::remove_file(&copy).unwrap();

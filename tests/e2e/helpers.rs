@@ -1,11 +1,10 @@
-//! The test harness: a fresh, migrated database and a Redis key prefix per
-//! test; the real application on port 0; a TCP proxy that can cut a
-//! dependency off to see how the app behaves when it goes down.
+//! The test environment under the harness (`arena::Arena`): a fresh,
+//! migrated database and a Redis key prefix per test, and a TCP proxy that
+//! can cut a dependency off to see how the app behaves when it goes down.
 
 #![allow(dead_code)]
 
-use arena_server::config::Settings;
-use arena_server::startup::Application;
+use arena_server::app::config::Settings;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,38 +96,6 @@ impl Drop for TestEnv {
             .args(["-qc", &format!("drop database if exists \"{}\" with (force)", self.db_name)])
             .output();
     }
-}
-
-pub struct TestApp {
-    pub address: String,
-    pub client: reqwest::Client,
-    pub env: TestEnv,
-}
-
-impl TestApp {
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
-    }
-
-    pub async fn health(&self) -> (u16, serde_json::Value) {
-        let response = self.get("/healthz").await;
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-}
-
-/// The real application, migrated and serving on a free port.
-pub async fn spawn_app() -> TestApp {
-    let env = TestEnv::new().await;
-    let settings = env.settings();
-    spawn_app_with(env, settings).await
-}
-
-pub async fn spawn_app_with(env: TestEnv, settings: Settings) -> TestApp {
-    let app = Application::build(settings).await.unwrap_or_else(|e| panic!("app failed to start: {e}"));
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), env }
 }
 
 /// A TCP proxy in front of a real server, which a test can cut (every open

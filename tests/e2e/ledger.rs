@@ -2,7 +2,7 @@
 //! append-only entries, and the conservation check.
 
 use crate::arena::Arena;
-use arena_server::ledger::{self, HOUSE, LedgerError, Leg, Posted};
+use arena_server::store::ledger::{self, HOUSE, LedgerError, Leg, Posted};
 
 async fn account_of(arena: &Arena, user: &str) -> uuid::Uuid {
     sqlx::query_scalar("select a.id from accounts a join users u on u.id = a.user_id where u.username = $1")

@@ -1,6 +1,6 @@
 //! `/metrics` in the Prometheus text format.
 
-use crate::helpers::spawn_app;
+use crate::arena::Arena;
 
 fn sample(body: &str, prefix: &str) -> Option<f64> {
     body.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
@@ -8,7 +8,7 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_dependency_state() {
-    let app = spawn_app().await;
+    let app = Arena::serving_defaults().await;
     for _ in 0..3 {
         assert_eq!(app.health().await.0, 200);
     }

@@ -3,7 +3,9 @@
 //! deliveries, a flushed Redis, a poison match).
 
 use crate::arena::{Arena, FailingGenerator, HangingGenerator, SlowGenerator, quick_space};
-use arena_server::startup::Roles;
+use arena_server::app::Roles;
+use arena_server::domain::{Stage, Topic};
+use arena_server::queue::streams;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ async fn matches_go_from_formed_to_settled() {
     // One owner with two agents: they must never meet.
     players[0].agent("twin", "quick").await;
     let buyer = arena.user("bea", "buyer").await;
-    let issued_before = arena_server::ledger::check(&arena.db).await.unwrap().issued;
+    let issued_before = arena_server::store::ledger::check(&arena.db).await.unwrap().issued;
 
     let mut events = arena.client().get(arena.url("/events?space=quick")).send().await.unwrap().bytes_stream();
     arena.start(Roles::ALL, None);
@@ -52,7 +54,7 @@ async fn matches_go_from_formed_to_settled() {
         assert!(*paid <= *pot && *paid >= pot - pot / 10 - 1, "pot {pot}, paid {paid}");
         assert!(*spread > 0, "the stub's right answer (even slot) beats its wrong one");
     }
-    let report = arena_server::ledger::check(&arena.db).await.unwrap();
+    let report = arena_server::store::ledger::check(&arena.db).await.unwrap();
     assert_eq!(report.issued, issued_before, "settlement moves credits, never creates them");
     assert!(report.house > 0 && report.in_pots == 0, "{}", report.render());
 
@@ -171,11 +173,11 @@ async fn every_message_delivered_twice_changes_nothing() {
     let before = arena.fingerprint().await;
     let ids: Vec<uuid::Uuid> = sqlx::query_scalar("select id from matches").fetch_all(&arena.db).await.unwrap();
     let mut conn = arena.redis.conn();
-    for stage in arena_server::pipeline::Stage::ALL {
+    for stage in Stage::ALL {
         for id in &ids {
             for _ in 0..2 {
                 let _: String = redis::cmd("XADD")
-                    .arg(stage.stream(&arena.redis))
+                    .arg(streams::stream_key(&arena.redis, Topic::Stage(stage)))
                     .arg("*")
                     .arg("match")
                     .arg(id.to_string())
@@ -191,9 +193,13 @@ async fn every_message_delivered_twice_changes_nothing() {
         async move {
             let mut conn = redis.conn();
             let mut all = true;
-            for stage in arena_server::pipeline::Stage::ALL {
-                let groups: Vec<redis::Value> =
-                    redis::cmd("XINFO").arg("GROUPS").arg(stage.stream(&redis)).query_async(&mut conn).await.unwrap();
+            for stage in Stage::ALL {
+                let groups: Vec<redis::Value> = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(streams::stream_key(&redis, Topic::Stage(stage)))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
                 let text = format!("{groups:?}").to_lowercase();
                 all &= text.contains("\"pending\"'), int(0)") && text.contains("\"lag\"'), int(0)");
             }
@@ -249,8 +255,7 @@ async fn a_poison_match_is_dead_lettered_and_refunded() {
         sqlx::query_as("select error from matches where status = 'failed' limit 1").fetch_one(&arena.db).await.unwrap();
     assert!(error.contains("generate stage") && error.contains("delivered"), "{error}");
     let mut conn = arena.redis.conn();
-    let dead: i64 =
-        redis::cmd("XLEN").arg(arena_server::pipeline::dead_stream(&arena.redis)).query_async(&mut conn).await.unwrap();
+    let dead: i64 = redis::cmd("XLEN").arg(streams::dead_stream(&arena.redis)).query_async(&mut conn).await.unwrap();
     assert!(dead >= 1);
     // Wait for the in-flight ones to fail too, then every fee is back.
     let all_failed = crate::helpers::eventually(20, || async {

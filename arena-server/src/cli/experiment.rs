@@ -1,0 +1,411 @@
+//! `arena experiment loop`: the closed loop on one machine, without the
+//! server — compete, judge, DPO, repeat — measured on held-out prompts.
+//!
+//! Each generation: the current agent (the base model, then its adapters)
+//! answers every held-out prompt greedily; the Space's hard verifiers decide
+//! the pass rate, and the Space's judge compares the answer with the base
+//! model's (both orders) for a win rate. Then it answers training prompts
+//! several times with sampling, each prompt's answers meet as one match
+//! judged by the Space's judge, the judge's preference pairs train the next
+//! adapter by DPO (or SFT on their chosen answers) with the current one as
+//! parent and reference, and the next generation plays.
+
+use super::args::{DeviceArg, LoopArgs, ModelArgs, ObjectiveArg};
+use super::model::model_path;
+use super::space::load_space;
+use crate::app::config::Settings;
+use crate::domain::space::PromptItem;
+use agent_runtime::chat::Message;
+use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
+use agent_runtime::sampling::SamplingParams;
+use agent_runtime::train::manifest::{self, RunFiles};
+use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
+use anyhow::{Context, bail};
+use judge::calibrate::Rate;
+use judge::{Candidate, Judge, JudgeModel, MatchInput};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+struct Generation {
+    generation: usize,
+    adapter: Option<PathBuf>,
+    pass: Rate,
+    /// Against the base model's answers, ties counted as half a win.
+    win_vs_base: Option<Rate>,
+    ties_vs_base: usize,
+    /// Pairs made this generation, and the pairs its adapter trained on.
+    pairs: usize,
+    trained_on: usize,
+    /// With a gate: the candidate's and the current adapter's gate passes,
+    /// and whether the candidate was kept.
+    gate: Option<(usize, usize, bool)>,
+    train_seconds: f64,
+    elapsed_seconds: f64,
+}
+
+fn chat(prompt: &str) -> Prompt {
+    Prompt::Chat(vec![Message::user(prompt.to_owned())])
+}
+
+/// SFT learns each chosen answer once: a winner beat several losers, so it
+/// heads several pairs, and repeating it would weigh prompts by their number
+/// of losers.
+fn distinct_chosen(lines: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    lines
+        .into_iter()
+        .filter(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            seen.insert((v["prompt"].to_string(), v["chosen"].to_string()))
+        })
+        .collect()
+}
+
+/// Answers for every (prompt, seed), batched on the engine.
+async fn answer(
+    engine: &Engine,
+    adapter: Option<&Path>,
+    prompts: &[(&PromptItem, SamplingParams)],
+) -> anyhow::Result<Vec<String>> {
+    let mut waiting = Vec::with_capacity(prompts.len());
+    for (item, params) in prompts {
+        let request = Request {
+            prompt: chat(&item.prompt),
+            adapter: adapter.map(Path::to_path_buf),
+            params: params.clone(),
+            logprobs: false,
+        };
+        waiting.push(engine.submit(request).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let mut out = Vec::with_capacity(waiting.len());
+    for rx in waiting {
+        out.push(rx.await.context("the engine stopped")??.text);
+    }
+    Ok(out)
+}
+
+pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
+    let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
+    let space = load_space(&args.space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    if space.prompts.len() < args.eval_prompts + args.gate_prompts + 2 {
+        bail!(
+            "{} has {} prompts; --eval-prompts {} and --gate-prompts {} leave too few to train on",
+            args.space.display(),
+            space.prompts.len(),
+            args.eval_prompts,
+            args.gate_prompts
+        );
+    }
+    if args.samples < 2 {
+        bail!("--samples must be at least 2 (a match needs two answers)");
+    }
+    let sft = args.objective == ObjectiveArg::Sft;
+    let model = model_path(&ModelArgs { model: None, device: DeviceArg::Cpu, threads: None }, settings)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let started = Instant::now();
+
+    // Held-out prompts first, the rest for training, by a seeded shuffle.
+    let mut order: Vec<usize> = (0..space.prompts.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
+    let eval: Vec<&PromptItem> = order[..args.eval_prompts].iter().map(|&i| &space.prompts[i]).collect();
+    let held = args.eval_prompts + args.gate_prompts;
+    let gate: Vec<&PromptItem> = order[args.eval_prompts..held].iter().map(|&i| &space.prompts[i]).collect();
+    let train_pool: Vec<&PromptItem> = order[held..].iter().map(|&i| &space.prompts[i]).collect();
+
+    let model_sha = {
+        let file = std::fs::File::open(&model).with_context(|| format!("opening {}", model.display()))?;
+        agent_runtime::model_file::sha256_reader(std::io::BufReader::new(file))?
+    };
+    let runtime = Arc::new(Runtime::load(&model, threads)?);
+    let judge_model = if space.judge.needs_model() {
+        Some(Arc::new(JudgeModel::new(runtime.clone(), model_sha).map_err(anyhow::Error::msg)?))
+    } else {
+        None
+    };
+    let judge = Judge::new(Arc::new(space.judge.clone()), judge_model)?;
+    let compete_judge = if args.verifiers_only {
+        let mut cfg = space.judge.clone();
+        cfg.mode = judge::JudgeMode::None;
+        Judge::new(Arc::new(cfg), None)?
+    } else {
+        Judge::new(judge.config.clone(), judge.model.clone())?
+    };
+    let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 16, queue_capacity: 1 << 16 });
+    let max_new = space.max_new_tokens as usize;
+
+    let greedy: Vec<(&PromptItem, SamplingParams)> =
+        eval.iter().map(|&p| (p, SamplingParams::greedy(max_new))).collect();
+    let base_answers = answer(&engine, None, &greedy).await?;
+    let gate_greedy: Vec<(&PromptItem, SamplingParams)> =
+        gate.iter().map(|&p| (p, SamplingParams::greedy(max_new))).collect();
+    // Hard-verifier passes of an adapter on the gate prompts.
+    let gate_passes = |answers: Vec<String>| -> anyhow::Result<usize> {
+        let mut passed = 0;
+        for (item, text) in gate.iter().zip(answers) {
+            let verdict = judge.judge(&MatchInput {
+                prompt: item.prompt.clone(),
+                reference: item.reference.clone(),
+                candidates: vec![Candidate { id: "agent".into(), text }],
+            })?;
+            passed += usize::from(verdict.passed_hard["agent"]);
+        }
+        Ok(passed)
+    };
+    let mut current_gate = if gate.is_empty() { 0 } else { gate_passes(answer(&engine, None, &gate_greedy).await?)? };
+    let mut carried: Vec<String> = Vec::new();
+    let mut report: Vec<Generation> = Vec::new();
+    let mut adapter: Option<PathBuf> = None;
+    let table_path = args.out.join("generations.jsonl");
+    let mut table = std::fs::File::create(&table_path)?;
+    for g in 0..=args.generations {
+        // Evaluate.
+        let answers =
+            if adapter.is_none() { base_answers.clone() } else { answer(&engine, adapter.as_deref(), &greedy).await? };
+        let (mut passed, mut wins, mut ties) = (0usize, 0usize, 0usize);
+        for (i, item) in eval.iter().enumerate() {
+            let mut candidates = vec![Candidate { id: "agent".into(), text: answers[i].clone() }];
+            if adapter.is_some() {
+                candidates.push(Candidate { id: "base".into(), text: base_answers[i].clone() });
+            }
+            let verdict = judge.judge(&MatchInput {
+                prompt: item.prompt.clone(),
+                reference: item.reference.clone(),
+                candidates,
+            })?;
+            passed += usize::from(verdict.passed_hard["agent"]);
+            if adapter.is_some() {
+                match verdict.ranks["agent"].cmp(&verdict.ranks["base"]) {
+                    std::cmp::Ordering::Less => wins += 1,
+                    std::cmp::Ordering::Equal => ties += 1,
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+        }
+        let n = eval.len();
+        let mut generation = Generation {
+            generation: g,
+            adapter: adapter.clone(),
+            pass: Rate::new(passed, n),
+            // Ties count half: (2·wins + ties) half-wins out of 2n.
+            win_vs_base: adapter.is_some().then(|| Rate::new(2 * wins + ties, 2 * n)),
+            ties_vs_base: ties,
+            pairs: 0,
+            trained_on: 0,
+            gate: None,
+            train_seconds: 0.0,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "generation {g}: pass {} · win vs base {} · {:.0} s",
+            generation.pass.show(),
+            generation.win_vs_base.as_ref().map_or("-".to_owned(), Rate::show),
+            generation.elapsed_seconds
+        );
+        if g == args.generations {
+            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            break;
+        }
+
+        // Compete: each training prompt's sampled answers are one match.
+        let mut picked = train_pool.clone();
+        picked.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(1000 + g as u64)));
+        picked.truncate(args.train_prompts);
+        let sampled: Vec<(&PromptItem, SamplingParams)> = picked
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &p)| {
+                (0..args.samples).map(move |k| {
+                    let seed = args.seed ^ ((g as u64) << 40) ^ ((i as u64) << 8) ^ k as u64;
+                    let params = SamplingParams {
+                        temperature: args.temperature,
+                        repetition_penalty: args.repetition_penalty,
+                        max_new_tokens: max_new,
+                        seed,
+                        ..SamplingParams::default()
+                    };
+                    (p, params)
+                })
+            })
+            .collect();
+        let outputs = answer(&engine, adapter.as_deref(), &sampled).await?;
+        let gen_dir = args.out.join(format!("gen{}", g + 1));
+        std::fs::create_dir_all(&gen_dir)?;
+        let mut made: Vec<String> = Vec::new();
+        for (i, item) in picked.iter().enumerate() {
+            let texts = &outputs[i * args.samples..(i + 1) * args.samples];
+            let candidates: Vec<Candidate> =
+                texts.iter().enumerate().map(|(k, t)| Candidate { id: format!("s{k}"), text: t.clone() }).collect();
+            let verdict = compete_judge.judge(&MatchInput {
+                prompt: item.prompt.clone(),
+                reference: item.reference.clone(),
+                candidates: candidates.clone(),
+            })?;
+            for pair in &verdict.pairs {
+                let text =
+                    |id: &str| candidates.iter().find(|c| c.id == id).map(|c| c.text.clone()).unwrap_or_default();
+                let (chosen, rejected) = (text(&pair.chosen), text(&pair.rejected));
+                if chosen.trim().is_empty() || rejected.trim().is_empty() || chosen == rejected {
+                    continue;
+                }
+                let line = serde_json::json!({
+                    "id": format!("g{}-p{i}-{}-{}", g + 1, pair.chosen, pair.rejected),
+                    "prompt": item.prompt, "chosen": chosen, "rejected": rejected, "margin": pair.margin,
+                });
+                made.push(line.to_string());
+            }
+        }
+        std::fs::write(gen_dir.join("pairs.jsonl"), made.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        generation.pairs = made.len();
+        let train_lines: Vec<String> = if args.carry_pairs {
+            carried.extend(made);
+            let from = carried.len().saturating_sub(args.max_pairs);
+            carried[from..].to_vec()
+        } else {
+            made.into_iter().take(args.max_pairs).collect()
+        };
+        let train_lines = if sft { distinct_chosen(train_lines) } else { train_lines };
+        let pairs = train_lines.len();
+        generation.trained_on = pairs;
+        let pairs_path = gen_dir.join("train-pairs.jsonl");
+        std::fs::write(&pairs_path, train_lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        if pairs == 0 {
+            eprintln!("generation {g}: the judge found no preference among the samples; the agent stays");
+            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            continue;
+        }
+
+        // Learn: DPO (or SFT) from the current adapter (parent and reference).
+        let cfg = TrainConfig {
+            objective: if sft { Objective::Sft } else { Objective::Dpo },
+            learning_rate: args.learning_rate,
+            beta: args.beta,
+            rpo_alpha: args.rpo_alpha,
+            rank: args.rank,
+            alpha: 2.0 * args.rank as f32,
+            steps: args.steps,
+            epochs: args.epochs,
+            max_length: 256,
+            max_prompt_length: 128,
+            seed: args.seed.wrapping_add(g as u64),
+            threads,
+            ..TrainConfig::default()
+        };
+        let out = gen_dir.join("adapter");
+        let files = RunFiles { model: &model, pairs: &pairs_path, parent: adapter.as_deref(), out: &out };
+        let train_started = Instant::now();
+        let mut last: Option<StepMetrics> = None;
+        manifest::train_to_dir(&runtime, &files, &cfg, &mut |m: &StepMetrics| last = Some(m.clone()))?;
+        generation.train_seconds = train_started.elapsed().as_secs_f64();
+        if let Some(m) = last {
+            eprintln!(
+                "generation {g}: {pairs} pairs, {} steps, loss {:.3}, reward accuracy {:.2} ({:.0} s)",
+                m.steps, m.loss, m.reward_accuracy, generation.train_seconds
+            );
+        }
+        // The gate: keep the candidate only if it passes at least as many
+        // gate prompts as the current adapter.
+        let keep = if gate.is_empty() {
+            true
+        } else {
+            let passes = gate_passes(answer(&engine, Some(&out), &gate_greedy).await?)?;
+            let keep = passes >= current_gate;
+            eprintln!(
+                "generation {g}: gate {passes}/{} vs current {current_gate}/{}: {}",
+                gate.len(),
+                gate.len(),
+                if keep { "kept" } else { "discarded" }
+            );
+            generation.gate = Some((passes, current_gate, keep));
+            if keep {
+                current_gate = passes;
+            }
+            keep
+        };
+        writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+        report.push(generation);
+        if keep {
+            adapter = Some(out);
+        }
+    }
+
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Space `{}`, {} held-out prompts, {} training prompts × {} samples per generation (ranked by {}), {} β {} RPO α {} lr {} r {}, T {} repetition penalty {}, seed {}\n\n",
+        space.name,
+        args.eval_prompts,
+        args.train_prompts,
+        args.samples,
+        if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
+        if sft { "SFT" } else { "DPO" },
+        args.beta,
+        args.rpo_alpha,
+        args.learning_rate,
+        args.rank,
+        args.temperature,
+        args.repetition_penalty,
+        args.seed
+    ));
+    md.push_str(&format!(
+        "{} gate prompts; pairs {}\n\n",
+        args.gate_prompts,
+        if args.carry_pairs {
+            format!("carried across generations (newest {})", args.max_pairs)
+        } else {
+            "of each generation only".to_owned()
+        }
+    ));
+    md.push_str(
+        "| generation | pass rate [95% CI] | win rate vs base [95% CI] | pairs made / trained on | next adapter at the gate | elapsed |\n",
+    );
+    md.push_str("| --- | --- | --- | --- | --- | --- |\n");
+    for r in &report {
+        let last = r.generation == args.generations;
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.0} s |\n",
+            r.generation,
+            r.pass.show(),
+            r.win_vs_base.as_ref().map_or("—".to_owned(), Rate::show),
+            if last { "—".to_owned() } else { format!("{} / {}", r.pairs, r.trained_on) },
+            match r.gate {
+                Some((new, cur, kept)) =>
+                    format!("{} ({new} vs {cur} of {})", if kept { "kept" } else { "discarded" }, args.gate_prompts),
+                None if last => "—".to_owned(),
+                None if r.trained_on == 0 => "nothing to train on".to_owned(),
+                None => "kept (no gate)".to_owned(),
+            },
+            r.elapsed_seconds
+        ));
+    }
+    std::fs::write(args.out.join("report.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_chosen;
+
+    #[test]
+    fn sft_keeps_each_prompts_winner_once() {
+        let line = |prompt: &str, chosen: &str, rejected: &str| {
+            serde_json::json!({"prompt": prompt, "chosen": chosen, "rejected": rejected}).to_string()
+        };
+        let lines = vec![
+            line("p1", "a", "x"),
+            line("p1", "a", "y"),
+            line("p1", "b", "y"),
+            line("p2", "a", "z"),
+            line("p2", "a", "x"),
+        ];
+        let kept = distinct_chosen(lines.clone());
+        assert_eq!(kept, vec![lines[0].clone(), lines[2].clone(), lines[3].clone()]);
+    }
+}

@@ -1,0 +1,91 @@
+//! `arena seed` (and `arena serve --demo`): demo users, the example Spaces
+//! and a few agents entered in each, idempotently.
+
+use super::space::publish_file;
+use crate::app::config::Settings;
+use crate::domain::agent::AgentSampling;
+use crate::domain::user::{Password, Role, Username};
+use crate::domain::{AgentId, rating};
+use crate::store::agents::{self, NewAgentVersion};
+use crate::store::spaces::Publisher;
+use crate::store::users;
+use sqlx::PgPool;
+use std::path::Path;
+
+/// The demo's password for every demo user; printed by `arena seed`.
+pub const DEMO_PASSWORD: &str = "arena-demo-password";
+
+/// The demo's players and their agents: (user, agent name, system prompt, temperature).
+const DEMO_AGENTS: &[(&str, &str, &str, f32)] = &[
+    (
+        "alice",
+        "careful",
+        "You are a careful assistant. Work the problem out briefly, then state the final answer plainly.",
+        0.3,
+    ),
+    ("bob", "terse", "Answer with as few words as possible. Give only the answer.", 0.7),
+    ("carol", "friendly", "You are a friendly, helpful assistant.", 0.9),
+    ("dave", "expert", "You are an expert. Be precise and correct; never guess.", 0.2),
+];
+
+/// Demo users, the example Spaces and agents entered in each (idempotent).
+pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyhow::Result<()> {
+    let base_model = match &settings.model.sha256 {
+        Some(sha) => sha.clone(),
+        None => {
+            let path = settings.model.path.clone();
+            tokio::task::spawn_blocking(move || agent_runtime::model_file::verify(&path, None)).await??.sha256
+        }
+    };
+    let ensure_user = |name: &'static str, role: Role| async move {
+        if let Some(user) = users::by_username(pool, name).await? {
+            return Ok::<_, anyhow::Error>(user);
+        }
+        let username = Username::parse(name)?;
+        let password = Password::parse(DEMO_PASSWORD)?;
+        Ok(users::create_user(pool, &username, password, role, settings.arena.starting_credits).await?)
+    };
+    let designer = ensure_user("designer", Role::Designer).await?;
+    ensure_user("buyer", Role::Buyer).await?;
+    let by = Publisher { user: designer.id, admin: false };
+    let mut slugs = Vec::new();
+    for name in ["arithmetic.toml", "json-contact.toml", "explain.toml"] {
+        slugs.push(publish_file(pool, by, &spaces_dir.join(name)).await?.slug);
+    }
+    for (user, agent, prompt, temperature) in DEMO_AGENTS {
+        let player = ensure_user(user, Role::Player).await?;
+        let agent_id = match agents::by_owner_and_name(pool, player.id, agent).await? {
+            Some(id) => id,
+            None => {
+                let id = AgentId::new();
+                let mut tx = pool.begin().await?;
+                agents::insert_agent(&mut tx, id, player.id, agent).await?;
+                let sampling = AgentSampling { temperature: *temperature, seed: 1, ..AgentSampling::default() };
+                NewAgentVersion {
+                    agent: id,
+                    version: 1,
+                    base_model: &base_model,
+                    system_prompt: prompt,
+                    sampling: &sampling,
+                    adapter_sha256: None,
+                    parent: None,
+                    training_job: None,
+                    note: "demo",
+                }
+                .insert(&mut tx)
+                .await?;
+                tx.commit().await?;
+                id
+            }
+        };
+        let initial = rating::initial();
+        for slug in &slugs {
+            agents::enter_if_new(pool, agent_id, player.id, slug, initial.rating, initial.uncertainty).await?;
+        }
+    }
+    println!(
+        "demo seeded: Spaces {}; players alice, bob, carol, dave; designer; buyer (password {DEMO_PASSWORD:?})",
+        slugs.join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `arena space validate | publish`: Space files from the command line.
+
+use crate::domain::space::Space;
+use crate::store::spaces::{self, Publisher};
+use crate::store::users;
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Reads and checks a Space file; errors are rendered `FILE:LINE:COL: message`.
+pub fn load_space(path: &Path) -> Result<Space, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("{}: cannot read the Space file: {e}", path.display())])?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let file = path.display().to_string();
+    Space::parse(&text, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
+}
+
+/// `arena space validate`: every file checked, every error printed.
+/// Returns whether all were valid.
+pub fn validate(files: &[PathBuf]) -> bool {
+    let mut ok = true;
+    for path in files {
+        match load_space(path) {
+            Ok(space) => println!(
+                "{}: ok — {} ({} prompts, {} agents per match, {} verifiers, judge {})",
+                path.display(),
+                space.name,
+                space.prompts.len(),
+                space.agents_per_match,
+                space.judge.verifiers.len(),
+                format!("{:?}", space.judge.mode).to_lowercase()
+            ),
+            Err(errors) => {
+                ok = false;
+                for e in errors {
+                    println!("{e}");
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// Reads a Space file from disk with the files it names (prompt file,
+/// schemas), ready to publish.
+pub fn read_from_disk(path: &Path) -> Result<(String, BTreeMap<String, String>), String> {
+    let source = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let value: toml::Value = toml::from_str(&source).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut names = Vec::new();
+    if let Some(file) = value.get("prompts").and_then(|p| p.get("file")).and_then(|f| f.as_str()) {
+        names.push(file.to_owned());
+    }
+    if let Some(verifiers) = value.get("verifiers").and_then(|v| v.as_array()) {
+        for v in verifiers {
+            if let Some(schema) = v.get("schema_file").and_then(|s| s.as_str()) {
+                names.push(schema.to_owned());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    for name in names {
+        let text = std::fs::read_to_string(base.join(&name)).map_err(|e| format!("{}: {name}: {e}", path.display()))?;
+        files.insert(name, text);
+    }
+    Ok((source, files))
+}
+
+/// Who may publish as `owner`: a designer or an admin.
+pub async fn publisher(pool: &PgPool, owner: &str) -> anyhow::Result<Publisher> {
+    let user = users::by_username(pool, owner).await?.ok_or_else(|| anyhow::anyhow!("no user {owner:?}"))?;
+    let role = user.role.0;
+    anyhow::ensure!(
+        role.scopes().contains(&crate::domain::user::Scope::Design),
+        "{owner} is a {}: only designers and admins own Spaces",
+        role.as_str()
+    );
+    Ok(Publisher { user: user.id, admin: role == crate::domain::user::Role::Admin })
+}
+
+/// `arena space publish`: each file and the files it names, as `owner`.
+pub async fn publish(pool: &PgPool, files: &[PathBuf], owner: &str) -> anyhow::Result<ExitCode> {
+    let by = publisher(pool, owner).await?;
+    let mut failed = false;
+    for file in files {
+        let result = match read_from_disk(file) {
+            Ok((source, extra)) => spaces::publish(pool, by, &source, &extra).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(p) if p.created => println!("{}: published {} version {}", file.display(), p.slug, p.version),
+            Ok(p) => println!("{}: {} version {} unchanged", file.display(), p.slug, p.version),
+            Err(e) => {
+                failed = true;
+                eprintln!("{}: {e}", file.display());
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Publishes one Space file (and the files it names) as `by`.
+pub async fn publish_file(pool: &PgPool, by: Publisher, path: &Path) -> anyhow::Result<spaces::Published> {
+    let (source, files): (String, BTreeMap<String, String>) = read_from_disk(path).map_err(|e| anyhow::anyhow!(e))?;
+    spaces::publish(pool, by, &source, &files).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

@@ -1,0 +1,39 @@
+//! `arena user create`.
+
+use super::args::UserRole;
+use crate::app::config::Settings;
+use crate::domain::user::{Password, Role, Username};
+use crate::store::users;
+use sqlx::PgPool;
+use std::io::BufRead;
+
+impl From<UserRole> for Role {
+    fn from(role: UserRole) -> Role {
+        match role {
+            UserRole::Player => Role::Player,
+            UserRole::Designer => Role::Designer,
+            UserRole::Buyer => Role::Buyer,
+            UserRole::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Creates a user; the password comes from ARENA_NEW_PASSWORD, or the
+/// first line of stdin.
+pub async fn create(pool: &PgPool, settings: &Settings, username: &str, role: UserRole) -> anyhow::Result<()> {
+    let username = Username::parse(username)?;
+    let role = Role::from(role);
+    let password = match std::env::var("ARENA_NEW_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            eprintln!("password (one line on stdin):");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let password = Password::parse(&password)?;
+    let user = users::create_user(pool, &username, password, role, settings.arena.starting_credits).await?;
+    println!("created {} ({}) {}", user.username, role.as_str(), user.id);
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! Space files: the whole TOML format (the arena's keys here, the judge's
+//! `[[verifiers]]` / `[judge]` / `[pairs]` checked by the `judge` crate).
+//! The prompt file and schemas a Space names are read from the folder the
+//! caller passes (the store unpacks a version's stored files there).
+//!
+//! Parsing collects every error with its span, so a designer sees all of
+//! them at once as `FILE:LINE:COL: message`.
+
+use judge::spec::{JudgeSpec, PairsSpec, SpecError, VerifierSpec, int_in};
+use judge::{JudgeConfig, spec::JudgeSections};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Prompts a Space may hold.
+pub const MAX_PROMPTS: usize = 100_000;
+/// Characters of one prompt.
+pub const MAX_PROMPT_CHARS: usize = 8_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpaceFile {
+    name: Spanned<String>,
+    description: Option<String>,
+    agents_per_match: Option<Spanned<i64>>,
+    max_new_tokens: Option<Spanned<i64>>,
+    entry_fee: Option<Spanned<i64>>,
+    prompts: Option<Spanned<PromptsFile>>,
+    payout: Option<Spanned<PayoutFile>>,
+    matchmaking: Option<Spanned<MatchmakingFile>>,
+    #[serde(default)]
+    verifiers: Vec<Spanned<VerifierSpec>>,
+    judge: Option<Spanned<JudgeSpec>>,
+    pairs: Option<Spanned<PairsSpec>>,
+    training: Option<Spanned<TrainingFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingFile {
+    holdout: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptsFile {
+    inline: Option<Spanned<Vec<InlinePrompt>>>,
+    file: Option<Spanned<String>>,
+    template: Option<Spanned<String>>,
+    reference_template: Option<Spanned<String>>,
+    variables: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InlinePrompt {
+    Text(String),
+    WithReference { prompt: String, reference: Option<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutFile {
+    shares: Spanned<Vec<f64>>,
+    house_cut: Option<Spanned<f64>>,
+    sponsor_pool: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchmakingFile {
+    rating_window: Option<Spanned<f64>>,
+    max_concurrent_matches: Option<Spanned<i64>>,
+}
+
+/// One prompt with its optional reference answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PromptItem {
+    pub prompt: String,
+    pub reference: Option<String>,
+}
+
+/// How the pot is paid out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Payout {
+    /// Share of the pot (after the house cut) by rank; sums to 1.
+    pub shares: Vec<f64>,
+    /// Share of the pot kept by the house, in [0, 0.5].
+    pub house_cut: f64,
+    /// Credits the Space adds to each match's pot.
+    pub sponsor_pool: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Matchmaking {
+    /// Largest rating gap (in rating points) between agents of one match.
+    pub rating_window: f64,
+    pub max_concurrent_matches: u32,
+}
+
+/// What the Space keeps for training.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Training {
+    /// Share of the prompts held out of matches, for promotion gates:
+    /// a trained version plays its parent on these, never on prompts it
+    /// may have trained on.
+    pub holdout: f64,
+}
+
+/// The default share of held-out prompts.
+pub const DEFAULT_HOLDOUT: f64 = 0.1;
+
+/// A checked Space.
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub name: String,
+    pub description: String,
+    pub agents_per_match: u32,
+    pub max_new_tokens: u32,
+    pub entry_fee: i64,
+    pub prompts: Vec<PromptItem>,
+    pub payout: Payout,
+    pub matchmaking: Matchmaking,
+    pub judge: JudgeConfig,
+    pub license: Option<String>,
+    pub training: Training,
+    /// Indices of the prompts held out for promotion gates (see
+    /// [`held_out`]); matches never use them.
+    pub held_out: Vec<usize>,
+    /// Indices of the prompts matches draw from: all the others.
+    pub match_prompts: Vec<usize>,
+    /// The file's text, kept so a version can be stored and hashed as written.
+    pub source: String,
+}
+
+fn is_slug(name: &str) -> bool {
+    (2..=40).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl Space {
+    /// Checks a Space file's text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Space, Vec<SpecError>> {
+        let file: SpaceFile = toml::from_str(text)
+            .map_err(|e| vec![SpecError::new(e.span().unwrap_or(0..0), e.message().trim().to_owned())])?;
+        let mut errors = Vec::new();
+        if !is_slug(file.name.get_ref()) {
+            errors.push(SpecError::new(
+                file.name.span(),
+                format!("name {:?} must be 2-40 characters of a-z, 0-9 and inner -", file.name.get_ref()),
+            ));
+        }
+        let agents_per_match = int_in(&file.agents_per_match, "agents_per_match", 2, 8, 2, &mut errors) as u32;
+        let max_new_tokens = int_in(&file.max_new_tokens, "max_new_tokens", 1, 2048, 128, &mut errors) as u32;
+        let entry_fee = int_in(&file.entry_fee, "entry_fee", 0, 1_000_000, 0, &mut errors);
+
+        let prompts = match &file.prompts {
+            None => {
+                errors.push(SpecError::new(0..0, "missing [prompts]: give `inline`, `file` or `template`"));
+                Vec::new()
+            }
+            Some(p) => load_prompts(p, base, &mut errors),
+        };
+
+        let payout = match &file.payout {
+            None => Payout { shares: vec![1.0], house_cut: 0.0, sponsor_pool: 0 },
+            Some(p) => {
+                let s = p.get_ref();
+                let shares = s.shares.get_ref().clone();
+                let sum: f64 = shares.iter().sum();
+                if shares.is_empty() || shares.len() > agents_per_match as usize {
+                    errors.push(SpecError::new(
+                        s.shares.span(),
+                        format!(
+                            "payout.shares has {} entries; give 1..={agents_per_match} (one per paid rank)",
+                            shares.len()
+                        ),
+                    ));
+                } else if shares.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                    errors.push(SpecError::new(s.shares.span(), "payout.shares must be non-negative numbers"));
+                } else if (sum - 1.0).abs() > 1e-9 {
+                    errors.push(SpecError::new(
+                        s.shares.span(),
+                        format!("payout.shares sum to {}, not 1", (sum * 1e6).round() / 1e6),
+                    ));
+                } else if shares.windows(2).any(|w| w[0] < w[1]) {
+                    errors.push(SpecError::new(s.shares.span(), "payout.shares must not increase with rank"));
+                }
+                let house_cut = match &s.house_cut {
+                    None => 0.0,
+                    Some(h) if h.get_ref().is_finite() && (0.0..=0.5).contains(h.get_ref()) => *h.get_ref(),
+                    Some(h) => {
+                        errors.push(SpecError::new(
+                            h.span(),
+                            format!("payout.house_cut {} is outside 0..=0.5", h.get_ref()),
+                        ));
+                        0.0
+                    }
+                };
+                let sponsor_pool = int_in(&s.sponsor_pool, "payout.sponsor_pool", 0, 1_000_000, 0, &mut errors);
+                Payout { shares, house_cut, sponsor_pool }
+            }
+        };
+
+        let matchmaking = match &file.matchmaking {
+            None => Matchmaking { rating_window: 400.0, max_concurrent_matches: 4 },
+            Some(m) => {
+                let m = m.get_ref();
+                let rating_window = match &m.rating_window {
+                    None => 400.0,
+                    Some(w) if w.get_ref().is_finite() && *w.get_ref() > 0.0 => *w.get_ref(),
+                    Some(w) => {
+                        errors.push(SpecError::new(
+                            w.span(),
+                            format!("matchmaking.rating_window {} must be > 0", w.get_ref()),
+                        ));
+                        400.0
+                    }
+                };
+                let max_concurrent_matches =
+                    int_in(&m.max_concurrent_matches, "matchmaking.max_concurrent_matches", 1, 1000, 4, &mut errors)
+                        as u32;
+                Matchmaking { rating_window, max_concurrent_matches }
+            }
+        };
+
+        let training = match &file.training {
+            None => Training { holdout: DEFAULT_HOLDOUT },
+            Some(t) => match &t.get_ref().holdout {
+                None => Training { holdout: DEFAULT_HOLDOUT },
+                Some(h) if h.get_ref().is_finite() && (0.0..=0.5).contains(h.get_ref()) => {
+                    Training { holdout: *h.get_ref() }
+                }
+                Some(h) => {
+                    errors
+                        .push(SpecError::new(h.span(), format!("training.holdout {} is outside 0..=0.5", h.get_ref())));
+                    Training { holdout: DEFAULT_HOLDOUT }
+                }
+            },
+        };
+        let held = held_out(&prompts, training.holdout);
+        let match_prompts: Vec<usize> = (0..prompts.len()).filter(|i| !held.contains(i)).collect();
+
+        let sections = JudgeSections { verifiers: file.verifiers, judge: file.judge, pairs: file.pairs };
+        let license = sections.pairs.as_ref().and_then(|p| p.get_ref().license.clone());
+        let judge = match JudgeConfig::from_sections(&sections, base) {
+            Ok(j) => Some(j),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        match judge {
+            Some(judge) if errors.is_empty() => Ok(Space {
+                name: file.name.into_inner(),
+                description: file.description.unwrap_or_default(),
+                agents_per_match,
+                max_new_tokens,
+                entry_fee,
+                prompts,
+                payout,
+                matchmaking,
+                judge,
+                license,
+                training,
+                held_out: held,
+                match_prompts,
+                source: text.to_owned(),
+            }),
+            _ => {
+                errors.sort_by_key(|e| e.span.start);
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// The prompts held out of matches: `round(n × share)` of them, those
+/// whose text hashes lowest, so the choice is stable when prompts are added
+/// or reordered and anyone can recompute it. Sorted by index.
+pub fn held_out(prompts: &[PromptItem], share: f64) -> Vec<usize> {
+    use sha2::{Digest, Sha256};
+    let k = (prompts.len() as f64 * share).round() as usize;
+    // At least one prompt stays for matches.
+    let k = k.min(prompts.len().saturating_sub(1));
+    let mut keyed: Vec<([u8; 32], usize)> =
+        prompts.iter().enumerate().map(|(i, p)| (Sha256::digest(p.prompt.as_bytes()).into(), i)).collect();
+    keyed.sort();
+    let mut picked: Vec<usize> = keyed[..k].iter().map(|(_, i)| *i).collect();
+    picked.sort_unstable();
+    picked
+}
+
+fn load_prompts(p: &Spanned<PromptsFile>, base: &Path, errors: &mut Vec<SpecError>) -> Vec<PromptItem> {
+    let s = p.get_ref();
+    let given = [s.inline.is_some(), s.file.is_some(), s.template.is_some()].iter().filter(|&&g| g).count();
+    if given != 1 {
+        errors.push(SpecError::new(p.span(), "[prompts] needs exactly one of `inline`, `file`, `template`"));
+        return Vec::new();
+    }
+    if s.template.is_none() && (s.variables.is_some() || s.reference_template.is_some()) {
+        errors.push(SpecError::new(p.span(), "`variables` and `reference_template` go with `template`"));
+    }
+    let mut items = Vec::new();
+    if let Some(inline) = &s.inline {
+        for item in inline.get_ref() {
+            items.push(match item {
+                InlinePrompt::Text(t) => PromptItem { prompt: t.clone(), reference: None },
+                InlinePrompt::WithReference { prompt, reference } => {
+                    PromptItem { prompt: prompt.clone(), reference: reference.clone() }
+                }
+            });
+        }
+        check_items(&items, inline.span(), errors);
+    }
+    if let Some(file) = &s.file {
+        let path: PathBuf = base.join(file.get_ref());
+        match std::fs::read_to_string(&path) {
+            Err(e) => errors.push(SpecError::new(file.span(), format!("prompt file {}: {e}", path.display()))),
+            Ok(text) => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Line {
+                    prompt: String,
+                    reference: Option<String>,
+                }
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<Line>(line) {
+                        Ok(l) => items.push(PromptItem { prompt: l.prompt, reference: l.reference }),
+                        Err(e) => {
+                            errors.push(SpecError::new(file.span(), format!("{}:{}: {e}", path.display(), n + 1)));
+                            break;
+                        }
+                    }
+                }
+                check_items(&items, file.span(), errors);
+            }
+        }
+    }
+    if let Some(template) = &s.template {
+        let vars = s.variables.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default();
+        let names = placeholders(template.get_ref());
+        for name in &names {
+            if !vars.contains_key(name) {
+                errors.push(SpecError::new(
+                    template.span(),
+                    format!("template uses {{{name}}}, which has no values in [prompts.variables]"),
+                ));
+            }
+        }
+        if let Some(r) = &s.reference_template {
+            for name in placeholders(r.get_ref()) {
+                if !vars.contains_key(&name) {
+                    errors.push(SpecError::new(
+                        r.span(),
+                        format!("reference_template uses {{{name}}}, which has no values"),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = &s.variables
+            && let Some((name, _)) = v.get_ref().iter().find(|(_, values)| values.is_empty())
+        {
+            errors.push(SpecError::new(v.span(), format!("variable {name} has no values")));
+        }
+        let count: usize = names.iter().map(|n| vars.get(n).map_or(0, Vec::len)).product();
+        if count > MAX_PROMPTS {
+            errors.push(SpecError::new(
+                template.span(),
+                format!("the template makes {count} prompts; at most {MAX_PROMPTS}"),
+            ));
+        } else if errors.is_empty() {
+            // Every combination of the variables the template uses, in order.
+            let mut combos: Vec<BTreeMap<&str, &str>> = vec![BTreeMap::new()];
+            for name in &names {
+                let values = &vars[name];
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        values.iter().map(move |v| {
+                            let mut c = c.clone();
+                            c.insert(name.as_str(), v.as_str());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            for combo in combos {
+                items.push(PromptItem {
+                    prompt: fill(template.get_ref(), &combo),
+                    reference: s.reference_template.as_ref().map(|r| fill(r.get_ref(), &combo)),
+                });
+            }
+            check_items(&items, template.span(), errors);
+        }
+    }
+    items
+}
+
+fn check_items(items: &[PromptItem], span: std::ops::Range<usize>, errors: &mut Vec<SpecError>) {
+    if items.is_empty() {
+        errors.push(SpecError::new(span, "the Space has no prompts"));
+    } else if items.len() > MAX_PROMPTS {
+        errors.push(SpecError::new(span, format!("{} prompts; at most {MAX_PROMPTS}", items.len())));
+    } else if let Some((i, p)) = items
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.prompt.trim().is_empty() || p.prompt.chars().count() > MAX_PROMPT_CHARS)
+    {
+        errors.push(SpecError::new(
+            span,
+            format!(
+                "prompt {} is empty or longer than {MAX_PROMPT_CHARS} characters ({} chars)",
+                i + 1,
+                p.prompt.chars().count()
+            ),
+        ));
+    }
+}
+
+/// `{name}` placeholders in order of first use.
+fn placeholders(template: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                if !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !out.iter().any(|n| n == name)
+                {
+                    out.push(name.to_owned());
+                }
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn fill(template: &str, values: &BTreeMap<&str, &str>) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "arith"
+agents_per_match = 4
+entry_fee = 10
+
+[prompts]
+template = "What is {a} + {b}?"
+variables = { a = ["1", "2"], b = ["3", "4", "5"] }
+
+[payout]
+shares = [0.6, 0.3, 0.1]
+house_cut = 0.05
+
+[[verifiers]]
+kind = "length"
+max = 10
+"#;
+
+    fn errors(text: &str) -> Vec<(usize, String)> {
+        match Space::parse(text, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs.iter().map(|e| (e.line_col(text).0, e.message.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_template_expands_every_combination() {
+        let space = Space::parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(space.prompts.len(), 6);
+        assert_eq!(space.prompts[0].prompt, "What is 1 + 3?");
+        assert_eq!(space.prompts[5].prompt, "What is 2 + 5?");
+        assert_eq!(space.payout.shares, vec![0.6, 0.3, 0.1]);
+    }
+
+    #[test]
+    fn shares_must_sum_to_one_and_fit_the_match() {
+        let bad = GOOD.replace("[0.6, 0.3, 0.1]", "[0.6, 0.3]");
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|(l, m)| *l == 11 && m.contains("sum to 0.9")), "{errs:?}");
+        let bad = GOOD.replace("[0.6, 0.3, 0.1]", "[0.2, 0.2, 0.2, 0.2, 0.2]");
+        assert!(errors(&bad).iter().any(|(_, m)| m.contains("give 1..=4")));
+    }
+
+    #[test]
+    fn every_error_is_named_with_its_line() {
+        let bad = GOOD
+            .replace("name = \"arith\"", "name = \"Arith Space\"")
+            .replace("agents_per_match = 4", "agents_per_match = 9")
+            .replace("max = 10", "max = 10\npattern = \"(\"")
+            .replace("{a} + {b}", "{a} + {c}");
+        let errs = errors(&bad);
+        let lines: Vec<usize> = errs.iter().map(|e| e.0).collect();
+        for line in [2, 3, 7, 17] {
+            assert!(lines.contains(&line), "no error on line {line}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_prompt_file_is_an_error() {
+        let bad = GOOD.replace(
+            "template = \"What is {a} + {b}?\"\nvariables = { a = [\"1\", \"2\"], b = [\"3\", \"4\", \"5\"] }",
+            "file = \"no-such-file.jsonl\"",
+        );
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|(l, m)| *l == 7 && m.contains("no-such-file.jsonl")), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let errs = errors(&format!("{GOOD}\ncolour = \"blue\"\n"));
+        assert!(errs[0].1.contains("colour"), "{errs:?}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Who is calling: login sessions held in Redis (a new session id at every
+//! login), API tokens for scripts (random, shown once, stored as a hash,
+//! scoped, revocable), and the per-caller write limit. `Caller` is the
+//! extractor handlers take; users and tokens are stored by `store::users`.
+
+use super::error::ApiError;
+use crate::context::Context;
+use crate::domain::user::{Role, Scope};
+use crate::domain::{TokenId, UserId};
+use crate::store::spaces::Publisher;
+use crate::store::users::{self, User};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use rand::RngCore;
+use redis::AsyncCommands;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub const SESSION_COOKIE: &str = "arena_session";
+const TOKEN_PREFIX: &str = "arena_";
+
+/// A random secret: 32 bytes as hex.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Checks a username and password; the user on success.
+pub async fn authenticate(state: &Context, username: &str, password: &str) -> Result<User, ApiError> {
+    users::authenticate(&state.db, username, password).await?.ok_or(ApiError::BadCredentials)
+}
+
+/// Starts a session; returns the cookie value. Any session id the client
+/// brought is not reused.
+pub async fn start_session(state: &Context, user: &User) -> Result<String, ApiError> {
+    let secret = random_secret();
+    let mut conn = state.redis.conn();
+    let key = state.redis.key(&format!("session:{}", sha256_hex(&secret)));
+    let _: () = conn.set_ex(key, user.id.to_string(), state.settings.session_ttl_s).await?;
+    Ok(secret)
+}
+
+pub async fn end_session(state: &Context, secret: &str) -> Result<(), ApiError> {
+    let mut conn = state.redis.conn();
+    let _: () = conn.del(state.redis.key(&format!("session:{}", sha256_hex(secret)))).await?;
+    Ok(())
+}
+
+/// A new API token: the secret is returned here and never again.
+#[derive(Debug, Serialize)]
+pub struct NewToken {
+    pub id: TokenId,
+    pub name: String,
+    pub token: String,
+    pub scopes: Vec<Scope>,
+}
+
+pub async fn create_token(state: &Context, user: &Caller, name: &str, scopes: &[Scope]) -> Result<NewToken, ApiError> {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name", "a token name is 1–64 characters without control characters"));
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::invalid("scopes", "give the token at least one scope"));
+    }
+    for scope in scopes {
+        if !user.has_scope(*scope) {
+            return Err(ApiError::invalid(
+                "scopes",
+                format!("scope {:?} is beyond what you hold ({})", scope.as_str(), user.role.as_str()),
+            ));
+        }
+    }
+    let token = format!("{TOKEN_PREFIX}{}", random_secret());
+    let id = TokenId::new();
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    users::insert_token(&state.db, id, user.user_id, name, &sha256_hex(&token), &scopes).await?;
+    Ok(NewToken { id, name: name.to_owned(), token, scopes })
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Session,
+    Token { id: TokenId, scopes: Vec<Scope> },
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub username: String,
+    pub role: Role,
+    pub via: Via,
+}
+
+impl Caller {
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.role.scopes().contains(&scope)
+            && match &self.via {
+                Via::Session => true,
+                Via::Token { scopes, .. } => scopes.contains(&scope),
+            }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin && self.has_scope(Scope::Admin)
+    }
+
+    /// Who publishes a Space as this caller.
+    pub fn publisher(&self) -> Publisher {
+        Publisher { user: self.user_id, admin: self.is_admin() }
+    }
+
+    /// Refuses unless the caller holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else if self.role.scopes().contains(&scope) {
+            Err(ApiError::Forbidden(format!("this token lacks the {:?} scope", scope.as_str())))
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "a {} cannot do this (needs the {:?} scope)",
+                self.role.as_str(),
+                scope.as_str()
+            )))
+        }
+    }
+
+    /// Checks the scope and counts one write against the caller's limit.
+    pub async fn write(&self, state: &Context, scope: Scope) -> Result<(), ApiError> {
+        self.require(scope)?;
+        let who = match &self.via {
+            Via::Session => format!("user:{}", self.user_id),
+            Via::Token { id, .. } => format!("token:{id}"),
+        };
+        count_attempt(state, &who, state.settings.writes_per_minute).await
+    }
+}
+
+/// Counts one attempt of `who` in the current minute; refuses beyond `limit`.
+pub async fn count_attempt(state: &Context, who: &str, limit: u32) -> Result<(), ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let window = now / 60;
+    let key = state.redis.key(&format!("ratelimit:{who}:{window}"));
+    let mut conn = state.redis.conn();
+    let (count,): (u32,) =
+        redis::pipe().atomic().incr(&key, 1).expire(&key, 120).ignore().query_async(&mut conn).await?;
+    if count > limit {
+        return Err(ApiError::RateLimited { limit, retry_after_s: (60 - now % 60) as u64 });
+    }
+    Ok(())
+}
+
+/// Sign-in attempts per username per minute: argon2 makes each guess slow,
+/// this makes guessing one account's password hopeless.
+pub const LOGINS_PER_MINUTE: u32 = 10;
+/// Registrations per client address per minute: each new account is minted
+/// starting credits.
+pub const REGISTRATIONS_PER_MINUTE: u32 = 20;
+
+async fn identify(req: &HttpRequest, state: &Context) -> Result<Caller, ApiError> {
+    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let value = header.to_str().map_err(|_| ApiError::Unauthenticated)?;
+        let token = value.strip_prefix("Bearer ").ok_or(ApiError::Unauthenticated)?.trim();
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Err(ApiError::Unauthenticated);
+        }
+        let holder = users::use_token(&state.db, &sha256_hex(token)).await?.ok_or(ApiError::Unauthenticated)?;
+        let user = users::by_id(&state.db, holder.user_id).await?.ok_or(ApiError::Unauthenticated)?;
+        let scopes = holder.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
+        return Ok(Caller {
+            user_id: holder.user_id,
+            username: user.username,
+            role: user.role.0,
+            via: Via::Token { id: holder.id, scopes },
+        });
+    }
+    let cookie = req.cookie(SESSION_COOKIE).ok_or(ApiError::Unauthenticated)?;
+    let mut conn = state.redis.conn();
+    let key = state.redis.key(&format!("session:{}", sha256_hex(cookie.value())));
+    let user_id: Option<String> = conn.get(&key).await?;
+    let user_id = user_id.and_then(|u| u.parse::<UserId>().ok()).ok_or(ApiError::Unauthenticated)?;
+    let user = users::by_id(&state.db, user_id).await?.ok_or(ApiError::Unauthenticated)?;
+    Ok(Caller { user_id, username: user.username, role: user.role.0, via: Via::Session })
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<Context>>()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the Context is missing")))?
+                .clone();
+            identify(&req, &state).await
+        })
+    }
+}
+
+/// A caller when there is one; reading public data does not need one.
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequest for MaybeCaller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<MaybeCaller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let has_credentials =
+            req.headers().contains_key(actix_web::http::header::AUTHORIZATION) || req.cookie(SESSION_COOKIE).is_some();
+        let fut = Caller::from_request(req, payload);
+        Box::pin(async move {
+            if !has_credentials {
+                return Ok(MaybeCaller(None));
+            }
+            // Credentials that do not check out are an error, not anonymity.
+            fut.await.map(|c| MaybeCaller(Some(c)))
+        })
+    }
+}

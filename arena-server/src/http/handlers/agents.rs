@@ -1,0 +1,277 @@
+//! Agents: a base model, a system prompt, sampling settings and an optional
+//! adapter, in immutable versions; entering one into a Space.
+//! An agent's versions (system prompt, settings, adapter) are private to its
+//! owner; its name, owner and ratings are public.
+
+use crate::context::Context;
+use crate::domain::AgentId;
+use crate::domain::agent::{AgentName, AgentSampling, parse_note, parse_system_prompt};
+use crate::domain::rating;
+use crate::domain::user::Scope;
+use crate::http::auth::{Caller, MaybeCaller};
+use crate::http::error::ApiError;
+use crate::store::agents::{self, NewAgentVersion};
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use sqlx::PgConnection;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    name: String,
+    #[serde(default)]
+    system_prompt: String,
+    #[serde(default)]
+    sampling: AgentSampling,
+    #[serde(default)]
+    adapter_sha256: Option<String>,
+    /// The base model's sha256; the server's model when absent. A server
+    /// runs one base model, so any other value is refused.
+    #[serde(default)]
+    base_model: Option<String>,
+}
+
+async fn check_adapter(conn: &mut PgConnection, sha: &Option<String>) -> Result<(), ApiError> {
+    if let Some(sha) = sha {
+        if !agents::adapter_known(conn, sha).await? {
+            return Err(ApiError::invalid("adapter_sha256", format!("no uploaded adapter has sha256 {sha}")));
+        }
+    }
+    Ok(())
+}
+
+/// POST /api/v1/agents — an agent with its first version.
+#[tracing::instrument(skip(state, body, caller), fields(user = %caller.username))]
+pub async fn create(
+    state: web::Data<Context>,
+    caller: Caller,
+    body: web::Json<NewAgent>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Play).await?;
+    let name = AgentName::parse(&body.name)?;
+    let system_prompt = parse_system_prompt(&body.system_prompt)?;
+    body.sampling.check()?;
+    if let Some(base) = &body.base_model
+        && !base.eq_ignore_ascii_case(&state.base_model)
+    {
+        return Err(ApiError::invalid(
+            "base_model",
+            format!("this server runs one base model, sha256 {}; {base:?} is not it", state.base_model),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    check_adapter(&mut tx, &body.adapter_sha256).await?;
+    let id = AgentId::new();
+    agents::insert_agent(&mut tx, id, caller.user_id, name.as_str()).await?;
+    NewAgentVersion {
+        agent: id,
+        version: 1,
+        base_model: &state.base_model,
+        system_prompt: &system_prompt,
+        sampling: &body.sampling,
+        adapter_sha256: body.adapter_sha256.as_deref(),
+        parent: None,
+        training_job: None,
+        note: "",
+    }
+    .insert(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, id, Some(&caller)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVersion {
+    #[serde(default)]
+    system_prompt: Option<String>,
+    #[serde(default)]
+    sampling: Option<AgentSampling>,
+    /// Some(None) removes the adapter; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    adapter_sha256: Option<Option<String>>,
+    #[serde(default)]
+    note: String,
+}
+
+/// Tells a present `null` (Some(None)) from an absent key (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// The agent's owner (or an admin) or a 404: another user's agent is not
+/// theirs to touch, and its existence is not confirmed to them.
+async fn owned(conn: &mut PgConnection, caller: &Caller, agent: AgentId) -> Result<i32, ApiError> {
+    match agents::lock(conn, agent).await? {
+        Some(head) if head.owner_id == caller.user_id || caller.is_admin() => Ok(head.current_version),
+        Some(_) => Err(ApiError::Forbidden("this agent belongs to another player".into())),
+        None => Err(ApiError::NotFound("agent".into())),
+    }
+}
+
+/// POST /api/v1/agents/{id}/versions — a new version from the current one.
+pub async fn new_version(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<AgentId>,
+    body: web::Json<NewVersion>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Play).await?;
+    let agent = path.into_inner();
+    let mut tx = state.db.begin().await?;
+    let current = owned(&mut tx, &caller, agent).await?;
+    let was =
+        agents::version_config(&mut tx, agent, current).await?.ok_or_else(|| ApiError::NotFound("version".into()))?;
+    let system_prompt = match &body.system_prompt {
+        Some(p) => parse_system_prompt(p)?,
+        None => was.system_prompt,
+    };
+    let sampling = match &body.sampling {
+        Some(s) => {
+            s.check()?;
+            s.clone()
+        }
+        None => was.sampling,
+    };
+    let adapter = body.adapter_sha256.clone().unwrap_or(was.adapter_sha256);
+    check_adapter(&mut tx, &adapter).await?;
+    let note = parse_note(&body.note)?;
+    // Versions a training job recorded but did not promote may lie above
+    // the current one.
+    let version = agents::next_version(&mut tx, agent).await?;
+    NewAgentVersion {
+        agent,
+        version,
+        base_model: &state.base_model,
+        system_prompt: &system_prompt,
+        sampling: &sampling,
+        adapter_sha256: adapter.as_deref(),
+        parent: Some(current),
+        training_job: None,
+        note: &note,
+    }
+    .insert(&mut tx)
+    .await?;
+    agents::set_current(&mut tx, agent, version).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    version: i32,
+}
+
+/// POST /api/v1/agents/{id}/rollback — makes an earlier version current.
+pub async fn rollback(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<AgentId>,
+    body: web::Json<Rollback>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Play).await?;
+    let agent = path.into_inner();
+    let mut tx = state.db.begin().await?;
+    owned(&mut tx, &caller, agent).await?;
+    if !agents::version_exists(&mut tx, agent, body.version).await? {
+        return Err(ApiError::invalid("version", format!("the agent has no version {}", body.version)));
+    }
+    agents::set_current(&mut tx, agent, body.version).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+/// An agent as `viewer` may see it: versions only for its owner and admins.
+pub async fn agent_json(
+    state: &Context,
+    agent: AgentId,
+    viewer: Option<&Caller>,
+) -> Result<serde_json::Value, ApiError> {
+    let row = agents::agent(&state.db, agent).await?.ok_or_else(|| ApiError::NotFound("agent".into()))?;
+    let entries: Vec<_> = agents::entries(&state.db, agent)
+        .await?
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({"space": e.space, "active": e.active, "mu": e.mu, "sigma": e.sigma,
+                               "rating": rating::display(e.mu), "matches": e.matches})
+        })
+        .collect();
+    let mut value = serde_json::json!({
+        "id": row.id, "name": row.name, "owner": row.owner, "current_version": row.current_version,
+        "created_at": row.created_at, "entries": entries,
+    });
+    if viewer.is_some_and(|v| v.user_id == row.owner_id || v.is_admin()) {
+        value["versions"] =
+            serde_json::to_value(agents::versions(&state.db, agent).await?).map_err(ApiError::internal)?;
+    }
+    Ok(value)
+}
+
+/// GET /api/v1/agents/{id}
+pub async fn get(
+    state: web::Data<Context>,
+    caller: MaybeCaller,
+    path: web::Path<AgentId>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(agent_json(&state, path.into_inner(), caller.0.as_ref()).await?))
+}
+
+/// GET /api/v1/agents — the caller's agents.
+pub async fn mine(state: web::Data<Context>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let ids = agents::of_owner(&state.db, caller.user_id).await?;
+    let mut list = Vec::with_capacity(ids.len());
+    for id in ids {
+        list.push(agent_json(&state, id, Some(&caller)).await?);
+    }
+    Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enter {
+    space: String,
+}
+
+/// POST /api/v1/agents/{id}/entries — enter (or re-enter) a Space.
+pub async fn enter(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<AgentId>,
+    body: web::Json<Enter>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Play).await?;
+    let agent = path.into_inner();
+    let mut tx = state.db.begin().await?;
+    owned(&mut tx, &caller, agent).await?;
+    let space = agents::space_for_entry(&mut tx, &body.space).await?;
+    let space = space.ok_or_else(|| ApiError::invalid("space", format!("no Space {:?}", body.space)))?;
+    let (space_id, active) = (space.id, space.active);
+    if !active {
+        return Err(ApiError::invalid("space", format!("the Space {:?} is paused", body.space)));
+    }
+    let initial = rating::initial();
+    let owner = agents::owner(&mut tx, agent).await?.ok_or_else(|| ApiError::NotFound("agent".into()))?;
+    agents::enter(&mut tx, agent, space_id, owner, initial.rating, initial.uncertainty).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+/// DELETE /api/v1/agents/{id}/entries/{space} — withdraw from a Space; a
+/// match already formed still finishes.
+pub async fn withdraw(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<(AgentId, String)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Play).await?;
+    let (agent, space) = path.into_inner();
+    let mut tx = state.db.begin().await?;
+    owned(&mut tx, &caller, agent).await?;
+    if !agents::withdraw(&mut tx, agent, &space).await? {
+        return Err(ApiError::NotFound(format!("entry in Space {space:?}")));
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,8 @@
+//! The JSON API's handlers, one file per resource.
+
+pub mod adapters;
+pub mod agents;
+pub mod matches;
+pub mod spaces;
+pub mod training;
+pub mod users;

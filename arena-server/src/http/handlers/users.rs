@@ -1,0 +1,162 @@
+//! Accounts and sign-in: registration, sessions, API tokens, credits.
+
+use crate::context::Context;
+use crate::domain::TokenId;
+use crate::domain::user::{Password, Role, Scope, Username};
+use crate::http::auth::{self, Caller, SESSION_COOKIE};
+use crate::http::error::ApiError;
+use crate::store::{ledger, users};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    username: String,
+    password: String,
+    #[serde(default = "default_role")]
+    role: String,
+}
+
+fn default_role() -> String {
+    "player".to_owned()
+}
+
+/// POST /api/v1/users — anyone may register as player, designer or buyer.
+#[tracing::instrument(skip(state, body), fields(username = %body.username))]
+pub async fn register(
+    state: web::Data<Context>,
+    req: HttpRequest,
+    body: web::Json<Register>,
+) -> Result<HttpResponse, ApiError> {
+    let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    auth::count_attempt(&state, &format!("register:{client}"), auth::REGISTRATIONS_PER_MINUTE).await?;
+    let username = Username::parse(&body.username)?;
+    let password = Password::parse(&body.password)?;
+    let role = Role::parse(&body.role)?;
+    if role == Role::Admin {
+        return Err(ApiError::invalid("role", "admins are made with `arena user create --role admin`"));
+    }
+    let user = users::create_user(&state.db, &username, password, role, state.settings.starting_credits).await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+/// POST /api/v1/sessions — sets the session cookie.
+#[tracing::instrument(skip(state, body), fields(username = %body.username))]
+pub async fn login(state: web::Data<Context>, body: web::Json<Login>) -> Result<HttpResponse, ApiError> {
+    let who = format!("login:{}", body.username.to_lowercase());
+    auth::count_attempt(&state, &who, auth::LOGINS_PER_MINUTE).await?;
+    let user = auth::authenticate(&state, &body.username, &body.password).await?;
+    let secret = auth::start_session(&state, &user).await?;
+    let cookie = Cookie::build(SESSION_COOKIE, secret)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(state.settings.session_ttl_s as i64))
+        .finish();
+    Ok(HttpResponse::Ok().cookie(cookie).json(user))
+}
+
+/// DELETE /api/v1/sessions — ends the current session.
+pub async fn logout(state: web::Data<Context>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+        auth::end_session(&state, cookie.value()).await?;
+    }
+    let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").finish();
+    gone.make_removal();
+    Ok(HttpResponse::NoContent().cookie(gone).finish())
+}
+
+/// GET /api/v1/me
+pub async fn me(state: web::Data<Context>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let mut conn = state.db.acquire().await?;
+    let account = ledger::user_account(&mut conn, caller.user_id).await?;
+    drop(conn);
+    let balance = ledger::balance(&state.db, account).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": caller.user_id,
+        "username": caller.username,
+        "role": caller.role,
+        "via": caller.via,
+        "balance": balance,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+/// GET /api/v1/me/ledger — the caller's entries, newest first.
+pub async fn statement(
+    state: web::Data<Context>,
+    caller: Caller,
+    query: web::Query<StatementQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit is 1..=500"));
+    }
+    let mut conn = state.db.acquire().await?;
+    let account = ledger::user_account(&mut conn, caller.user_id).await?;
+    drop(conn);
+    let balance = ledger::balance(&state.db, account).await?;
+    let lines = ledger::statement(&state.db, account, limit, query.before).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "balance": balance, "entries": lines })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    name: String,
+    scopes: Vec<String>,
+}
+
+/// POST /api/v1/tokens — the secret is in this answer only.
+pub async fn create_token(
+    state: web::Data<Context>,
+    caller: Caller,
+    body: web::Json<NewToken>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Read).await?;
+    if caller.via != auth::Via::Session {
+        return Err(ApiError::Forbidden("tokens are made from a signed-in session, not with another token".into()));
+    }
+    let scopes = body.scopes.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let token = auth::create_token(&state, &caller, &body.name, &scopes).await?;
+    Ok(HttpResponse::Created().json(token))
+}
+
+/// GET /api/v1/tokens — the caller's tokens, without secrets.
+pub async fn list_tokens(state: web::Data<Context>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Read)?;
+    let tokens = users::tokens(&state.db, caller.user_id).await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// DELETE /api/v1/tokens/{id} — revokes; the token stops working at once.
+pub async fn revoke_token(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<TokenId>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Read).await?;
+    if !users::revoke_token(&state.db, caller.user_id, path.into_inner()).await? {
+        return Err(ApiError::NotFound("token".into()));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,278 @@
+//! HTTP: the JSON API under `/api/v1` and its OpenAPI document, auth
+//! extractors and rate limits, `ApiError`, `/healthz` and `/metrics` (the
+//! pages will live here too). `API` is the one list of routes: `configure`
+//! mounts it and `openapi` describes it, so the document cannot drift from
+//! what is served. Handlers call the store and the work rooms; they add no
+//! rules of their own.
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+pub mod health;
+pub mod leaderboard;
+pub mod metrics;
+
+use actix_web::{HttpResponse, Route, web};
+use handlers::{adapters, agents, matches, spaces, training, users};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Signed in (session cookie or token) with this scope.
+    Scope(&'static str),
+}
+
+pub struct ApiRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    /// The JSON body's fields, for the document.
+    pub body: Option<&'static str>,
+    route: fn() -> Route,
+}
+
+use Access::{Public, Scope};
+
+macro_rules! route {
+    ($method:ident, $path:literal, $handler:path, $access:expr, $summary:literal, $body:expr) => {
+        ApiRoute {
+            method: stringify!($method),
+            path: $path,
+            summary: $summary,
+            access: $access,
+            body: $body,
+            route: || web::$method().to($handler),
+        }
+    };
+}
+
+pub const API: &[ApiRoute] = &[
+    route!(
+        post,
+        "/users",
+        users::register,
+        Public,
+        "Register (role player, designer or buyer); starting credits are granted",
+        Some(r#"{"username": "ada", "password": "at least 10 chars", "role": "player"}"#)
+    ),
+    route!(
+        post,
+        "/sessions",
+        users::login,
+        Public,
+        "Sign in; sets the session cookie (a new session id each time)",
+        Some(r#"{"username": "ada", "password": "…"}"#)
+    ),
+    route!(delete, "/sessions", users::logout, Public, "Sign out", None),
+    route!(get, "/me", users::me, Scope("read"), "The caller, their role and balance", None),
+    route!(
+        get,
+        "/me/ledger",
+        users::statement,
+        Scope("read"),
+        "The caller's ledger entries, newest first (?limit, ?before)",
+        None
+    ),
+    route!(
+        post,
+        "/tokens",
+        users::create_token,
+        Scope("read"),
+        "Create an API token (from a session); the secret is shown once",
+        Some(r#"{"name": "ci", "scopes": ["read", "play"]}"#)
+    ),
+    route!(get, "/tokens", users::list_tokens, Scope("read"), "The caller's tokens, without secrets", None),
+    route!(delete, "/tokens/{id}", users::revoke_token, Scope("read"), "Revoke a token", None),
+    route!(get, "/spaces", spaces::list, Public, "Every Space", None),
+    route!(
+        post,
+        "/spaces",
+        spaces::publish,
+        Scope("design"),
+        "Publish a Space, or a new version of one's own",
+        Some(r#"{"source": "name = \"…\" …", "files": {"prompts/x.jsonl": "…"}}"#)
+    ),
+    route!(get, "/spaces/{slug}", spaces::get, Public, "One Space with its current TOML", None),
+    route!(
+        patch,
+        "/spaces/{slug}",
+        spaces::patch,
+        Scope("design"),
+        "Pause or resume a Space",
+        Some(r#"{"active": false}"#)
+    ),
+    route!(get, "/spaces/{slug}/versions", spaces::versions, Public, "A Space's versions", None),
+    route!(get, "/spaces/{slug}/versions/{version}", spaces::version, Public, "One version's TOML and files", None),
+    route!(
+        get,
+        "/spaces/{slug}/leaderboard",
+        spaces::leaderboard,
+        Public,
+        "Online ratings and a Bradley–Terry fit with bootstrap 95% intervals",
+        None
+    ),
+    route!(
+        get,
+        "/spaces/{slug}/pairs",
+        spaces::pairs,
+        Scope("export"),
+        "Preference pairs as JSON Lines in TRL's format (?after, ?limit, ?min_margin)",
+        None
+    ),
+    route!(
+        post,
+        "/adapters",
+        adapters::upload,
+        Scope("play"),
+        "Upload a PEFT adapter (multipart fields `config` and `weights`); validated against the base model",
+        None
+    ),
+    route!(get, "/agents", agents::mine, Scope("read"), "The caller's agents with their versions", None),
+    route!(
+        post,
+        "/agents",
+        agents::create,
+        Scope("play"),
+        "Create an agent (version 1)",
+        Some(
+            r#"{"name": "calc", "system_prompt": "…", "sampling": {"temperature": 0.7, "top_p": 0.95, "seed": 1}, "adapter_sha256": null, "base_model": null}"#
+        )
+    ),
+    route!(get, "/agents/{id}", agents::get, Public, "An agent; versions only for its owner", None),
+    route!(
+        post,
+        "/agents/{id}/versions",
+        agents::new_version,
+        Scope("play"),
+        "A new version from the current one",
+        Some(r#"{"system_prompt": "…", "sampling": {…}, "adapter_sha256": "…", "note": "…"}"#)
+    ),
+    route!(
+        post,
+        "/agents/{id}/rollback",
+        agents::rollback,
+        Scope("play"),
+        "Make an earlier version current",
+        Some(r#"{"version": 1}"#)
+    ),
+    route!(
+        post,
+        "/agents/{id}/entries",
+        agents::enter,
+        Scope("play"),
+        "Enter a Space",
+        Some(r#"{"space": "arithmetic"}"#)
+    ),
+    route!(delete, "/agents/{id}/entries/{space}", agents::withdraw, Scope("play"), "Withdraw from a Space", None),
+    route!(
+        get,
+        "/agents/{id}/training",
+        training::overview,
+        Scope("read"),
+        "The agent's training policies and jobs (owner only)",
+        None
+    ),
+    route!(
+        put,
+        "/agents/{id}/training/{space}",
+        training::set_policy,
+        Scope("play"),
+        "Set the agent's training policy in a Space: by hand, or a job every N new pairs it took part in",
+        Some(r#"{"mode": "every", "every_pairs": 64, "settings": {"learning_rate": 0.0001, "epochs": 2}}"#)
+    ),
+    route!(
+        post,
+        "/agents/{id}/training-jobs",
+        training::start,
+        Scope("play"),
+        "Train the agent now on its pairs in a Space; the new version is promoted only if it beats its parent",
+        Some(r#"{"space": "arithmetic", "settings": {"steps": 20}}"#)
+    ),
+    route!(
+        get,
+        "/training-jobs/{id}",
+        training::get,
+        Scope("read"),
+        "A training job: status, progress, per-step metrics, the gate's games and decision, the manifest",
+        None
+    ),
+    route!(get, "/matches", matches::list, Public, "Matches, newest first (?space, ?status, ?limit)", None),
+    route!(get, "/matches/{id}", matches::get, Public, "One match: seats, outputs, verdict, payouts", None),
+    route!(get, "/events", matches::events, Public, "Server-Sent Events of match progress (?space, ?match)", None),
+];
+
+/// Mounts the API (under `/api/v1`) and its documents.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut scope = web::scope("/api/v1")
+        .app_data(error::json_config())
+        .app_data(error::query_config())
+        .app_data(error::path_config())
+        .app_data(adapters::form_config())
+        .route("/openapi.json", web::get().to(openapi_json));
+    for r in API {
+        scope = scope.route(r.path, (r.route)());
+    }
+    scope = scope
+        .default_service(web::to(|| async { Err::<HttpResponse, _>(error::ApiError::NotFound("API route".into())) }));
+    cfg.service(scope).route("/api/docs", web::get().to(docs_page));
+}
+
+/// The OpenAPI 3.1 document for `API`.
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for r in API {
+        let params: Vec<serde_json::Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = serde_json::json!({
+            "summary": r.summary,
+            "parameters": params,
+            "responses": {
+                "200": {"description": "success"},
+                "4XX": {"description": "an error: {\"error\": {\"code\", \"message\", \"field\"?}}",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if let Access::Scope(scope) = r.access {
+            op["security"] = serde_json::json!([{"session": [scope]}, {"token": [scope]}]);
+            op["x-scope"] = serde_json::json!(scope);
+        }
+        if let Some(example) = r.body {
+            op["requestBody"] = serde_json::json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
+            });
+        }
+        let path = format!("/api/v1{}", r.path);
+        let entry = paths.entry(path).or_insert_with(|| serde_json::json!({}));
+        entry[r.method] = op;
+    }
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Arena API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Spaces, agents, matches, ledger and preference pairs. Errors carry a stable `code`: invalid_input, unauthenticated, bad_credentials, forbidden, not_found, conflict, insufficient_funds, rate_limited, over_capacity, bad_payload, internal."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": auth::SESSION_COOKIE},
+                "token": {"type": "http", "scheme": "bearer"},
+            },
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}}},
+        },
+    })
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(openapi())
+}
+
+/// A small, self-contained page that renders the OpenAPI document (no CDN).
+async fn docs_page() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("../../../web/static/api-docs.html"))
+}

@@ -1,0 +1,346 @@
+//! Spaces in the database: publishing a Space (a new version on every
+//! change), and loading a pinned version for the workers. A version keeps
+//! its TOML and the files it names, so any machine can rebuild it.
+
+use super::StoreError;
+use crate::domain::space::Space;
+use crate::domain::{MatchStatus, SpaceId, UserId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Files one Space version may carry, and their total size.
+pub const MAX_FILES: usize = 16;
+pub const MAX_FILES_BYTES: usize = 20 * 1024 * 1024;
+
+/// Who publishes: a designer, or an admin (who may also publish over
+/// another designer's Space and name a judge model file on the server).
+#[derive(Debug, Clone, Copy)]
+pub struct Publisher {
+    pub user: UserId,
+    pub admin: bool,
+}
+
+/// A Space as the API shows it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct SpaceRow {
+    pub id: SpaceId,
+    pub slug: String,
+    pub owner: String,
+    pub active: bool,
+    pub current_version: i32,
+    pub description: String,
+    pub agents_per_match: i32,
+    pub entry_fee: i64,
+    pub entries: i64,
+    pub matches_settled: i64,
+}
+
+/// What publishing did.
+#[derive(Debug, Serialize)]
+pub struct Published {
+    pub id: SpaceId,
+    pub slug: String,
+    pub version: i32,
+    pub sha256: String,
+    /// False when the content equals the current version (nothing changed).
+    pub created: bool,
+}
+
+fn check_file_name(name: &str) -> Result<(), StoreError> {
+    let path = Path::new(name);
+    let plain = !name.is_empty()
+        && name.len() <= 200
+        && path.components().all(|c| matches!(c, Component::Normal(_)))
+        && !name.contains('\\');
+    if !plain {
+        return Err(StoreError::invalid("files", format!("file name {name:?} must be a relative path without '..'")));
+    }
+    Ok(())
+}
+
+/// The content hash of a version: the TOML and every file, in name order.
+pub fn content_sha256(source: &str, files: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"space.toml\0");
+    h.update((source.len() as u64).to_le_bytes());
+    h.update(source.as_bytes());
+    for (name, text) in files {
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Writes a version's files under `dir` and parses it there.
+fn materialize(dir: &Path, source: &str, files: &BTreeMap<String, String>) -> Result<Space, Vec<String>> {
+    let io = |e: std::io::Error| vec![format!("cannot unpack the Space's files in {}: {e}", dir.display())];
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for (name, text) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, text).map_err(io)?;
+    }
+    let path = dir.join("space.toml");
+    std::fs::write(&path, source).map_err(io)?;
+    Space::parse(source, dir).map_err(|errs| errs.iter().map(|e| e.render("space.toml", source)).collect())
+}
+
+/// Checks a Space's TOML and files; the parsed Space, or every error.
+pub fn check(source: &str, files: &BTreeMap<String, String>) -> Result<Space, StoreError> {
+    if files.len() > MAX_FILES {
+        return Err(StoreError::invalid("files", format!("at most {MAX_FILES} files")));
+    }
+    let bytes: usize = source.len() + files.values().map(String::len).sum::<usize>();
+    if bytes > MAX_FILES_BYTES {
+        return Err(StoreError::invalid("files", format!("the Space and its files exceed {MAX_FILES_BYTES} bytes")));
+    }
+    for name in files.keys() {
+        check_file_name(name)?;
+    }
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Internal(e.into()))?;
+    materialize(dir.path(), source, files).map_err(|errs| StoreError::invalid("source", errs.join("\n")))
+}
+
+/// Publishes a Space: a new Space owned by the caller, or a new version of
+/// the caller's Space of that name. Identical content makes no version.
+pub async fn publish(
+    pool: &PgPool,
+    by: Publisher,
+    source: &str,
+    files: &BTreeMap<String, String>,
+) -> Result<Published, StoreError> {
+    let space = check(source, files)?;
+    if space.judge.model.is_some() && !by.admin {
+        return Err(StoreError::invalid(
+            "source",
+            "judge.model names a file on the server: only an admin may publish a Space that sets it",
+        ));
+    }
+    let sha = content_sha256(source, files);
+    let files_json = serde_json::to_value(files).map_err(|e| StoreError::Internal(e.into()))?;
+    let mut tx = pool.begin().await?;
+    let existing: Option<(SpaceId, UserId, i32)> =
+        sqlx::query_as("select id, owner_id, current_version from spaces where slug = $1 for update")
+            .bind(&space.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let published = match existing {
+        None => {
+            let id = SpaceId::new();
+            sqlx::query("insert into spaces (id, slug, owner_id, current_version) values ($1, $2, $3, 1)")
+                .bind(id)
+                .bind(&space.name)
+                .bind(by.user)
+                .execute(&mut *tx)
+                .await?;
+            insert_space_version(&mut tx, id, 1, &space, &files_json, &sha, by.user).await?;
+            Published { id, slug: space.name.clone(), version: 1, sha256: sha, created: true }
+        }
+        Some((id, owner, current)) => {
+            if owner != by.user && !by.admin {
+                return Err(StoreError::Forbidden(format!("the Space {:?} belongs to another designer", space.name)));
+            }
+            let current_sha: String =
+                sqlx::query_scalar("select sha256 from space_versions where space_id = $1 and version = $2")
+                    .bind(id)
+                    .bind(current)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if current_sha == sha {
+                Published { id, slug: space.name.clone(), version: current, sha256: sha, created: false }
+            } else {
+                let version = current + 1;
+                insert_space_version(&mut tx, id, version, &space, &files_json, &sha, by.user).await?;
+                sqlx::query("update spaces set current_version = $2 where id = $1")
+                    .bind(id)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                Published { id, slug: space.name.clone(), version, sha256: sha, created: true }
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(published)
+}
+
+async fn insert_space_version(
+    tx: &mut sqlx::PgConnection,
+    space_id: SpaceId,
+    version: i32,
+    space: &Space,
+    files: &serde_json::Value,
+    sha: &str,
+    by: UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into space_versions
+           (space_id, version, source, files, sha256, created_by, description, agents_per_match, entry_fee)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(space_id)
+    .bind(version)
+    .bind(&space.source)
+    .bind(files)
+    .bind(sha)
+    .bind(by)
+    .bind(&space.description)
+    .bind(space.agents_per_match as i32)
+    .bind(space.entry_fee)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Parsed Space versions by (space, version); versions never change, so an
+/// entry never goes stale.
+#[derive(Clone, Default)]
+pub struct SpaceCache {
+    inner: Arc<Mutex<HashMap<(SpaceId, i32), Arc<Space>>>>,
+    dir: PathBuf,
+}
+
+impl SpaceCache {
+    pub fn new(data_dir: &Path) -> SpaceCache {
+        SpaceCache { inner: Arc::default(), dir: data_dir.join("spaces") }
+    }
+
+    /// The data directory this cache unpacks into.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.parent().map(Path::to_owned).unwrap_or_default()
+    }
+
+    pub async fn get(&self, pool: &PgPool, space_id: SpaceId, version: i32) -> anyhow::Result<Arc<Space>> {
+        if let Some(space) =
+            self.inner.lock().map_err(|_| anyhow::anyhow!("space cache poisoned"))?.get(&(space_id, version))
+        {
+            return Ok(space.clone());
+        }
+        let (source, files): (String, serde_json::Value) =
+            sqlx::query_as("select source, files from space_versions where space_id = $1 and version = $2")
+                .bind(space_id)
+                .bind(version)
+                .fetch_one(pool)
+                .await?;
+        let files: BTreeMap<String, String> = serde_json::from_value(files)?;
+        let dir = self.dir.join(space_id.to_string()).join(version.to_string());
+        let space = tokio::task::spawn_blocking(move || materialize(&dir, &source, &files))
+            .await?
+            .map_err(|errs| anyhow::anyhow!("stored Space version no longer parses: {}", errs.join("; ")))?;
+        let space = Arc::new(space);
+        self.inner
+            .lock()
+            .map_err(|_| anyhow::anyhow!("space cache poisoned"))?
+            .insert((space_id, version), space.clone());
+        Ok(space)
+    }
+}
+
+/// Every Space, newest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<SpaceRow>, sqlx::Error> {
+    sqlx::query_as(SPACE_ROW_SELECT).bind(None::<String>).bind(MatchStatus::Settled).fetch_all(pool).await
+}
+
+pub async fn by_slug(pool: &PgPool, slug: &str) -> Result<Option<SpaceRow>, sqlx::Error> {
+    sqlx::query_as(SPACE_ROW_SELECT).bind(Some(slug)).bind(MatchStatus::Settled).fetch_optional(pool).await
+}
+
+const SPACE_ROW_SELECT: &str = "
+    select s.id, s.slug, u.username as owner, s.active, s.current_version, v.description, v.agents_per_match,
+           v.entry_fee,
+           (select count(*) from entries e where e.space_id = s.id and e.active) as entries,
+           (select count(*) from matches m where m.space_id = s.id and m.status = $2) as matches_settled
+    from spaces s join users u on u.id = s.owner_id
+    join space_versions v on v.space_id = s.id and v.version = s.current_version
+    where $1::text is null or s.slug = $1
+    order by s.created_at desc";
+
+/// A Space's id and its designer.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct SpaceOwner {
+    pub id: SpaceId,
+    pub owner_id: UserId,
+}
+
+/// A Space's id and owner by slug.
+pub async fn id_and_owner(pool: &PgPool, slug: &str) -> Result<Option<SpaceOwner>, sqlx::Error> {
+    sqlx::query_as("select id, owner_id from spaces where slug = $1").bind(slug).fetch_optional(pool).await
+}
+
+/// A version's TOML.
+pub async fn source(pool: &PgPool, space: SpaceId, version: i32) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("select source from space_versions where space_id = $1 and version = $2")
+        .bind(space)
+        .bind(version)
+        .fetch_one(pool)
+        .await
+}
+
+/// Pauses or resumes matchmaking in a Space.
+pub async fn set_active(pool: &PgPool, space: SpaceId, active: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("update spaces set active = $2 where id = $1").bind(space).bind(active).execute(pool).await?;
+    Ok(())
+}
+
+/// Pauses every Space (the benchmark's drain).
+pub async fn pause_all(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("update spaces set active = false").execute(pool).await?;
+    Ok(())
+}
+
+/// One line of a Space's version list.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct VersionLine {
+    pub version: i32,
+    pub sha256: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn versions(pool: &PgPool, space: SpaceId) -> Result<Vec<VersionLine>, sqlx::Error> {
+    sqlx::query_as("select version, sha256, created_at from space_versions where space_id = $1 order by version desc")
+        .bind(space)
+        .fetch_all(pool)
+        .await
+}
+
+/// One version in full: its TOML and files.
+#[derive(Debug, sqlx::FromRow)]
+pub struct VersionFull {
+    pub source: String,
+    pub files: serde_json::Value,
+    pub sha256: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn version(pool: &PgPool, space: SpaceId, version: i32) -> Result<Option<VersionFull>, sqlx::Error> {
+    sqlx::query_as("select source, files, sha256, created_at from space_versions where space_id = $1 and version = $2")
+        .bind(space)
+        .bind(version)
+        .fetch_optional(pool)
+        .await
+}
+
+/// An active Space as the matchmaker sees it.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct ActiveSpace {
+    pub id: SpaceId,
+    pub current_version: i32,
+    pub owner_id: UserId,
+}
+
+pub async fn active(pool: &PgPool) -> Result<Vec<ActiveSpace>, sqlx::Error> {
+    sqlx::query_as("select id, current_version, owner_id from spaces where active order by slug").fetch_all(pool).await
+}
+
+/// A Space's current version number.
+pub async fn current_version(pool: &PgPool, space: SpaceId) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("select current_version from spaces where id = $1").bind(space).fetch_one(pool).await
+}

@@ -1,0 +1,190 @@
+//! The generate stage: every agent of a match answers the prompt with its
+//! pinned version (system prompt, sampling, adapter), all in the runtime's
+//! one batch. Outputs are unique per match and slot, so a redelivered
+//! message stores nothing twice.
+
+use super::runner::{RunnerSpec, Work};
+use crate::context::Context;
+use crate::domain::{MatchId, MatchStatus, Stage, Topic};
+use crate::queue::{Event, Events};
+use crate::store::matches::{self, NewOutput};
+use agent_runtime::chat::Message as ChatMessage;
+use agent_runtime::engine::{Engine, Prompt, Request, SubmitError};
+use agent_runtime::sampling::SamplingParams;
+use futures_util::future::{BoxFuture, join_all};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One agent's turn.
+#[derive(Debug, Clone)]
+pub struct GenJob {
+    pub system: String,
+    pub prompt: String,
+    pub adapter: Option<PathBuf>,
+    pub params: SamplingParams,
+    /// The prompt's reference answer; only the stub generator looks at it.
+    pub reference: Option<String>,
+    pub slot: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenOutput {
+    pub text: String,
+    pub finish: String,
+    pub tokens: usize,
+}
+
+/// Whatever produces the agents' answers.
+pub trait Generator: Send + Sync + 'static {
+    fn generate(&self, jobs: Vec<GenJob>) -> BoxFuture<'static, Vec<anyhow::Result<GenOutput>>>;
+}
+
+/// The real thing: the agent runtime's continuously batched engine.
+pub struct EngineGenerator {
+    pub engine: Engine,
+}
+
+impl Generator for EngineGenerator {
+    fn generate(&self, jobs: Vec<GenJob>) -> BoxFuture<'static, Vec<anyhow::Result<GenOutput>>> {
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            let runs = jobs.into_iter().map(|job| {
+                let engine = engine.clone();
+                async move {
+                    let mut messages = Vec::new();
+                    if !job.system.is_empty() {
+                        messages.push(ChatMessage::system(&job.system));
+                    }
+                    messages.push(ChatMessage::user(&job.prompt));
+                    let request = Request {
+                        prompt: Prompt::Chat(messages),
+                        adapter: job.adapter,
+                        params: job.params,
+                        logprobs: false,
+                    };
+                    // The engine's queue is bounded: wait for room rather
+                    // than fail the match.
+                    let rx = loop {
+                        match engine.submit(request.clone()) {
+                            Ok(rx) => break rx,
+                            Err(SubmitError::OverCapacity { .. }) => {
+                                tokio::time::sleep(Duration::from_millis(50)).await
+                            }
+                            Err(err) => return Err(anyhow::anyhow!(err)),
+                        }
+                    };
+                    let completion = rx.await.map_err(|_| anyhow::anyhow!("the engine dropped the request"))??;
+                    let finish = serde_json::to_value(completion.finish)?.as_str().unwrap_or("length").to_owned();
+                    Ok(GenOutput { text: completion.text, finish, tokens: completion.tokens.len() })
+                }
+            });
+            join_all(runs).await
+        })
+    }
+}
+
+/// A per-match seed: the agent's seed mixed with the match and slot, so
+/// matches differ and a replay of one match gives the same text.
+pub fn match_seed(agent_seed: u64, match_id: Uuid, slot: usize) -> u64 {
+    let digest = Sha256::new().chain_update(match_id.as_bytes()).chain_update((slot as u64).to_le_bytes()).finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    agent_seed ^ u64::from_le_bytes(bytes)
+}
+
+pub struct GenerateStage {
+    pub generator: Arc<dyn Generator>,
+}
+
+impl Work for GenerateStage {
+    fn spec(&self, ctx: &Context) -> RunnerSpec {
+        RunnerSpec {
+            topic: Topic::Stage(Stage::Generate),
+            batch: ctx.settings.stage_batch,
+            ack_on_read: false,
+            cancel_on_stop: false,
+        }
+    }
+
+    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(super::fail_match(ctx, MatchId(subject), reason))
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>> {
+        Box::pin(async move {
+            let ids: Vec<MatchId> = subjects.iter().map(|s| MatchId(*s)).collect();
+            let open = matches::in_status(&ctx.db, &ids, MatchStatus::Formed).await?;
+            // Everything else is past this stage (or unknown): done.
+            let mut done: Vec<Uuid> = subjects.iter().filter(|m| !open.contains(&MatchId(**m))).copied().collect();
+            if open.is_empty() {
+                return Ok(done);
+            }
+            let seats = matches::generate_seats(&ctx.db, &open).await?;
+            let mut jobs = Vec::with_capacity(seats.len());
+            for seat in &seats {
+                let space = ctx.spaces.get(&ctx.db, seat.space_id, seat.space_version).await?;
+                let adapter = match &seat.adapter_sha256 {
+                    Some(sha) => Some(crate::store::adapters::materialize(&ctx.db, &ctx.data_dir, sha).await?),
+                    None => None,
+                };
+                let slot = seat.slot as usize;
+                jobs.push(GenJob {
+                    system: seat.system_prompt.clone(),
+                    prompt: seat.prompt.clone(),
+                    adapter,
+                    params: seat
+                        .sampling
+                        .params(space.max_new_tokens as usize, match_seed(seat.sampling.seed, seat.match_id.0, slot)),
+                    reference: seat.reference.clone(),
+                    slot,
+                });
+            }
+            let outputs = self.generator.generate(jobs).await;
+            let mut ok_matches: Vec<MatchId> = Vec::new();
+            let mut rows: Vec<NewOutput> = Vec::new();
+            for id in &open {
+                let mine: Vec<(&matches::GenerateSeat, &anyhow::Result<GenOutput>)> =
+                    seats.iter().zip(&outputs).filter(|(s, _)| s.match_id == *id).collect();
+                if mine.iter().any(|(_, o)| o.is_err()) {
+                    for (_, o) in &mine {
+                        if let Err(err) = o {
+                            tracing::warn!(match_id = %id, error = %err, "generation failed; will retry");
+                        }
+                    }
+                    continue;
+                }
+                for (seat, output) in mine {
+                    let Ok(output) = output else { continue };
+                    rows.push(NewOutput {
+                        match_id: *id,
+                        slot: seat.slot,
+                        text: output.text.clone(),
+                        finish: output.finish.clone(),
+                        tokens: output.tokens as i32,
+                    });
+                }
+                ok_matches.push(*id);
+            }
+            if ok_matches.is_empty() {
+                return Ok(done);
+            }
+            let mut tx = ctx.db.begin().await?;
+            matches::insert_outputs(&mut tx, &rows).await?;
+            let moved = matches::advance(&mut tx, Stage::Generate, &ok_matches).await?;
+            tx.commit().await?;
+            let events: Vec<Event> = moved
+                .iter()
+                .map(|id| {
+                    let space = seats.iter().find(|s| s.match_id == *id).map(|s| s.slug.clone()).unwrap_or_default();
+                    Event::new(*id, space, MatchStatus::Generated)
+                })
+                .collect();
+            Events::publish_many(&ctx.redis, &events).await;
+            done.extend(ok_matches.iter().map(|m| m.0));
+            Ok(done)
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! The judge stage: the Space's verifiers and AI judge rank the outputs of a
+//! match. The verdict is unique per match, so a redelivered message stores
+//! nothing twice. Judging runs on the judge crate's worker thread.
+
+use super::runner::{RunnerSpec, Work};
+use crate::context::Context;
+use crate::domain::{MatchId, MatchStatus, SpaceId, Stage, Topic};
+use crate::queue::{Event, Events};
+use crate::store::matches;
+use agent_runtime::SubmitError;
+use futures_util::future::BoxFuture;
+use judge::worker::JudgeWorker;
+use judge::{Candidate, JudgeConfig, JudgeError, MatchInput};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct JudgeStage {
+    pub worker: JudgeWorker,
+    /// Each Space version's judge config, shared by its matches.
+    configs: Mutex<HashMap<(SpaceId, i32), Arc<JudgeConfig>>>,
+}
+
+impl JudgeStage {
+    pub fn new(worker: JudgeWorker) -> JudgeStage {
+        JudgeStage { worker, configs: Mutex::default() }
+    }
+
+    async fn config(&self, ctx: &Context, space: SpaceId, version: i32) -> anyhow::Result<Arc<JudgeConfig>> {
+        if let Some(c) = self.configs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.get(&(space, version)) {
+            return Ok(c.clone());
+        }
+        let loaded = ctx.spaces.get(&ctx.db, space, version).await?;
+        let config = Arc::new(loaded.judge.clone());
+        self.configs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert((space, version), config.clone());
+        Ok(config)
+    }
+}
+
+impl Work for JudgeStage {
+    fn spec(&self, ctx: &Context) -> RunnerSpec {
+        RunnerSpec {
+            topic: Topic::Stage(Stage::Judge),
+            batch: ctx.settings.stage_batch,
+            ack_on_read: false,
+            cancel_on_stop: false,
+        }
+    }
+
+    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(super::fail_match(ctx, MatchId(subject), reason))
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>> {
+        Box::pin(async move {
+            let ids: Vec<MatchId> = subjects.iter().map(|s| MatchId(*s)).collect();
+            let open = matches::judge_open(&ctx.db, &ids).await?;
+            let mut done: Vec<Uuid> =
+                subjects.iter().filter(|m| !open.iter().any(|o| o.id.0 == **m)).copied().collect();
+            if open.is_empty() {
+                return Ok(done);
+            }
+            let open_ids: Vec<MatchId> = open.iter().map(|o| o.id).collect();
+            let outputs = matches::outputs(&ctx.db, &open_ids).await?;
+            let mut pending = Vec::new();
+            for m in &open {
+                let config = self.config(ctx, m.space_id, m.space_version).await?;
+                let candidates: Vec<Candidate> = outputs
+                    .iter()
+                    .filter(|o| o.match_id == m.id)
+                    .map(|o| Candidate { id: o.slot.to_string(), text: o.text.clone() })
+                    .collect();
+                let input = MatchInput { prompt: m.prompt.clone(), reference: m.reference.clone(), candidates };
+                let rx = loop {
+                    match self.worker.submit(config.clone(), input.clone()) {
+                        Ok(rx) => break rx,
+                        Err(SubmitError::OverCapacity { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Err(err) => anyhow::bail!("judge worker: {err}"),
+                    }
+                };
+                pending.push((m, rx));
+            }
+            let mut verdict_ids: Vec<MatchId> = Vec::new();
+            let mut verdicts: Vec<String> = Vec::new();
+            let mut failed: Vec<(MatchId, String)> = Vec::new();
+            for (m, rx) in pending {
+                match rx.await {
+                    // Straight to JSON text: PostgreSQL parses it once.
+                    Ok(Ok(verdict)) => {
+                        verdict_ids.push(m.id);
+                        verdicts.push(serde_json::to_string(&verdict)?);
+                    }
+                    // The match itself cannot be judged (e.g. an agent gave
+                    // no output): fail it and refund, retrying is pointless.
+                    Ok(Err(JudgeError::Input(why))) => failed.push((m.id, format!("judge refused the match: {why}"))),
+                    Ok(Err(err)) => tracing::warn!(match_id = %m.id, error = %err, "judging failed; will retry"),
+                    Err(_) => tracing::warn!(match_id = %m.id, "judge worker dropped the match; will retry"),
+                }
+            }
+            let mut tx = ctx.db.begin().await?;
+            matches::insert_verdicts(&mut tx, &verdict_ids, &verdicts).await?;
+            let moved = matches::advance(&mut tx, Stage::Judge, &verdict_ids).await?;
+            let mut failed_slugs = Vec::new();
+            for (id, why) in &failed {
+                if let Some(slug) = matches::fail(&mut tx, *id, why).await? {
+                    failed_slugs.push((*id, slug));
+                }
+            }
+            tx.commit().await?;
+            let events: Vec<Event> = moved
+                .iter()
+                .map(|id| {
+                    let space = open.iter().find(|o| o.id == *id).map(|o| o.slug.clone()).unwrap_or_default();
+                    Event::new(*id, space, MatchStatus::Judged)
+                })
+                .collect();
+            Events::publish_many(&ctx.redis, &events).await;
+            for (id, space) in failed_slugs {
+                Events::publish(&ctx.redis, &Event::new(id, space, MatchStatus::Failed)).await;
+            }
+            done.extend(verdict_ids.iter().map(|m| m.0));
+            done.extend(failed.iter().map(|(id, _)| id.0));
+            Ok(done)
+        })
+    }
+}
