@@ -43,8 +43,12 @@ pub struct CandleModel {
     sin: Tensor,
     interleaved: bool,
     /// Adapters' factors on the device, by sha256, with a use counter.
-    adapters: Mutex<(u64, HashMap<String, (u64, Arc<DeviceAdapter>)>)>,
+    adapters: Mutex<DeviceAdapters>,
 }
+
+/// A use counter and, by sha256, each adapter on the device with the count
+/// at its last use (the least recently used goes first).
+type DeviceAdapters = (u64, HashMap<String, (u64, Arc<DeviceAdapter>)>);
 
 /// One adapter's factors on the device: per layer and target `Aᵀ`
 /// (`[in × r]`) and `Bᵀ·scale` (`[r × out]`).

@@ -1,6 +1,8 @@
 //! The judge: rule verifiers and the AI judge turn a match's outputs into a
 //! ranking, scores, a confidence and preference pairs.
 //!
+//! * [`files`]: the files a Space names, by name (read from disk only by
+//!   the command line, safely).
 //! * [`spec`]: the `[[verifiers]]`, `[judge]` and `[pairs]` tables of a Space
 //!   file, checked into a [`JudgeConfig`] (errors carry line and column).
 //! * [`verify`]: regex, length, JSON Schema, reference answer, forbidden strings.
@@ -16,6 +18,7 @@
 pub mod aggregate;
 pub mod ai;
 pub mod calibrate;
+pub mod files;
 pub mod guard;
 pub mod spec;
 pub mod text;

@@ -5,6 +5,7 @@
 //! can print `FILE:LINE:COL: message`; all errors of a file are collected,
 //! not just the first.
 
+use crate::files::SpaceFiles;
 use crate::guard::Guard;
 use crate::verify::{AnswerMode, Pick, Verifier, VerifierKind};
 use serde::Deserialize;
@@ -156,33 +157,47 @@ pub struct JudgeConfig {
     pub min_margin: f64,
 }
 
+/// Verifiers one Space may have.
+pub const MAX_VERIFIERS: usize = 32;
+
 pub const DEFAULT_RUBRIC: &str = "The better answer is correct, answers the question that was asked, is clear and \
 concise, and does not pad, repeat itself or talk to the judge.";
 
 impl JudgeConfig {
-    /// Reads the judge's sections of the Space file at `path`.
+    /// Reads the judge's sections of the Space file at `path`, with the
+    /// files it names from its folder (`files::read_space`).
     pub fn load(path: &Path) -> Result<JudgeConfig, Vec<String>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![format!("{}: cannot read the Space file: {e}", path.display())])?;
+        let (text, files) = crate::files::read_space(path).map_err(|e| vec![e])?;
         let base = path.parent().unwrap_or(Path::new("."));
         let file = path.display().to_string();
-        JudgeConfig::parse(&text, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
+        JudgeConfig::parse(&text, &files, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
     }
 
-    /// Parses and checks the judge's sections of a Space file's text;
-    /// relative paths are resolved against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<JudgeConfig, Vec<SpecError>> {
+    /// Parses and checks the judge's sections of a Space file's text. The
+    /// files it names come from `files`; a relative `judge.model` path
+    /// resolves against `model_base`.
+    pub fn parse(text: &str, files: &SpaceFiles, model_base: &Path) -> Result<JudgeConfig, Vec<SpecError>> {
         let sections: JudgeSections = toml::from_str(text).map_err(|e| vec![toml_error(&e)])?;
-        JudgeConfig::from_sections(&sections, base)
+        JudgeConfig::from_sections(&sections, files, model_base)
     }
 
     /// Checks already-parsed sections (the arena parses the whole Space file
     /// and hands these over).
-    pub fn from_sections(sections: &JudgeSections, base: &Path) -> Result<JudgeConfig, Vec<SpecError>> {
+    pub fn from_sections(
+        sections: &JudgeSections,
+        files: &SpaceFiles,
+        model_base: &Path,
+    ) -> Result<JudgeConfig, Vec<SpecError>> {
         let mut errors = Vec::new();
         let mut verifiers = Vec::new();
-        for spec in &sections.verifiers {
-            match compile_verifier(spec, base) {
+        if sections.verifiers.len() > MAX_VERIFIERS {
+            errors.push(SpecError::new(
+                sections.verifiers[MAX_VERIFIERS].span(),
+                format!("{} verifiers; a Space has at most {MAX_VERIFIERS}", sections.verifiers.len()),
+            ));
+        }
+        for spec in sections.verifiers.iter().take(MAX_VERIFIERS) {
+            match compile_verifier(spec, files) {
                 Ok(v) => verifiers.push(v),
                 Err(mut e) => errors.append(&mut e),
             }
@@ -214,7 +229,7 @@ impl JudgeConfig {
             Some(r) => r.get_ref().trim().to_owned(),
             None => DEFAULT_RUBRIC.to_owned(),
         };
-        let model = j.model.as_ref().map(|m| base.join(m.get_ref()));
+        let model = j.model.as_ref().map(|m| model_base.join(m.get_ref()));
         if let (Some(path), Some(m)) = (&model, &j.model)
             && !path.is_file()
         {
@@ -320,7 +335,7 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
     }
 }
 
-fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifier, Vec<SpecError>> {
+fn compile_verifier(spec: &Spanned<VerifierSpec>, files: &SpaceFiles) -> Result<Verifier, Vec<SpecError>> {
     let table = spec.span();
     let s = spec.get_ref();
     let kind = s.kind.get_ref().as_str();
@@ -443,19 +458,23 @@ fn compile_verifier(spec: &Spanned<VerifierSpec>, base: &Path) -> Result<Verifie
                     },
                 },
                 (None, Some(f)) => {
-                    let path = base.join(f.get_ref());
-                    match std::fs::read_to_string(&path) {
+                    let name = f.get_ref();
+                    match crate::files::check_name(name).map(|()| files.get(name)) {
                         Err(e) => {
-                            errors.push(SpecError::new(f.span(), format!("cannot read {}: {e}", path.display())));
+                            errors.push(SpecError::new(f.span(), format!("schema_file: {e}")));
                             None
                         }
-                        Ok(text) => match serde_json::from_str(&text) {
+                        Ok(None) => {
+                            errors.push(SpecError::new(
+                                f.span(),
+                                format!("schema_file {name:?} is not among the Space's files (send it in `files`)"),
+                            ));
+                            None
+                        }
+                        Ok(Some(text)) => match serde_json::from_str(text) {
                             Ok(json) => Some((json, f.span())),
                             Err(e) => {
-                                errors.push(SpecError::new(
-                                    f.span(),
-                                    format!("{} is not valid JSON: {e}", path.display()),
-                                ));
+                                errors.push(SpecError::new(f.span(), format!("{name} is not valid JSON: {e}")));
                                 None
                             }
                         },
@@ -551,7 +570,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<(usize, usize, String)> {
-        match JudgeConfig::parse(text, Path::new(".")) {
+        match JudgeConfig::parse(text, &SpaceFiles::new(), Path::new(".")) {
             Ok(_) => Vec::new(),
             Err(errs) => errs
                 .iter()
@@ -590,7 +609,7 @@ rubric = "Correct and short."
 [pairs]
 min_margin = 0.2
 "#;
-        let cfg = JudgeConfig::parse(text, Path::new(".")).unwrap();
+        let cfg = JudgeConfig::parse(text, &SpaceFiles::new(), Path::new(".")).unwrap();
         assert_eq!(cfg.verifiers.len(), 3);
         assert_eq!(cfg.mode, JudgeMode::Pointwise);
         assert_eq!(cfg.min_margin, 0.2);

@@ -106,7 +106,15 @@ impl jsonschema::Retrieve for NoRemote {
 
 /// Compiles a schema with remote references off.
 pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::options().with_retriever(NoRemote).build(schema).map_err(|e| e.to_string())
+    // `pattern` and `patternProperties` run on the linear-time `regex`
+    // engine with bounded sizes, never a backtracking one: an agent's
+    // output cannot make a designer's pattern take exponential time.
+    let patterns = jsonschema::PatternOptions::regex().size_limit(1 << 20).dfa_size_limit(1 << 20);
+    jsonschema::options()
+        .with_retriever(NoRemote)
+        .with_pattern_options(patterns)
+        .build(schema)
+        .map_err(|e| e.to_string())
 }
 
 impl Verifier {
@@ -517,6 +525,16 @@ mod tests {
         assert_eq!(first_json("{\"b\": 2} {\"c\": 3}").unwrap(), serde_json::json!({"b": 2}));
         assert!(first_json("no json here").is_err());
         assert!(extract_json("Here: {\"a\": 1}").is_err(), "whole-output extraction stays strict");
+    }
+
+    #[test]
+    fn schema_patterns_run_on_the_linear_engine() {
+        // Look-arounds need a backtracking engine: refused when the Space is checked.
+        assert!(compile_schema(&serde_json::json!({"type": "string", "pattern": "(?=a)a"})).is_err());
+        // A pattern that backtracks catastrophically elsewhere answers here.
+        let nested = compile_schema(&serde_json::json!({"type": "string", "pattern": "^(a+)+$"})).unwrap();
+        assert!(!nested.is_valid(&serde_json::json!(format!("{}!", "a".repeat(64)))));
+        assert!(nested.is_valid(&serde_json::json!("aaaa")));
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn pairwise_runs_both_orders_and_reads_verdict_probabilities() {
 fn pointwise_scores_are_expectations_in_range() {
     let text =
         std::fs::read_to_string(root().join("spaces/explain.toml")).unwrap().replace("\"pairwise\"", "\"pointwise\"");
-    let cfg = Arc::new(JudgeConfig::parse(&text, &root().join("spaces")).unwrap());
+    let cfg = Arc::new(JudgeConfig::parse(&text, &Default::default(), &root().join("spaces")).unwrap());
     let judge = Judge::new(cfg, Some(model())).unwrap();
     let input = MatchInput {
         prompt: "Why does ice float?".into(),

@@ -94,7 +94,12 @@ async fn a_training_job_trains_gates_and_records_a_version_with_its_lineage() {
     let (ada, agent, bob) = with_pairs(&arena, "sums", 12).await;
 
     // Matches never play a held-out prompt.
-    let space = arena_server::domain::space::Space::parse(&training_space("sums"), std::path::Path::new(".")).unwrap();
+    let space = arena_server::domain::space::Space::parse(
+        &training_space("sums"),
+        &Default::default(),
+        std::path::Path::new("."),
+    )
+    .unwrap();
     assert_eq!(space.held_out.len(), 5);
     let used: Vec<i32> =
         sqlx::query_scalar("select distinct prompt_index from matches").fetch_all(&arena.db).await.unwrap();

@@ -160,7 +160,7 @@ impl Application {
             base_model,
             model_config: Arc::new(model_config),
             events: Events::new(),
-            spaces: SpaceCache::new(&settings.data_dir),
+            spaces: SpaceCache::new(),
             metrics,
             consumer: Context::new_consumer_name(),
         };

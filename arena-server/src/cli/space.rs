@@ -3,18 +3,23 @@
 use crate::domain::space::Space;
 use crate::store::spaces::{self, Publisher};
 use crate::store::users;
+use judge::files::SpaceFiles;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Reads a Space file and the files it names from its own folder (relative
+/// names inside it, regular files, sizes capped: `judge::files`).
+pub fn read_from_disk(path: &Path) -> Result<(String, SpaceFiles), String> {
+    judge::files::read_space(path)
+}
+
 /// Reads and checks a Space file; errors are rendered `FILE:LINE:COL: message`.
 pub fn load_space(path: &Path) -> Result<Space, Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("{}: cannot read the Space file: {e}", path.display())])?;
+    let (text, files) = read_from_disk(path).map_err(|e| vec![e])?;
     let base = path.parent().unwrap_or(Path::new("."));
     let file = path.display().to_string();
-    Space::parse(&text, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
+    Space::parse(&text, &files, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
 }
 
 /// `arena space validate`: every file checked, every error printed.
@@ -41,31 +46,6 @@ pub fn validate(files: &[PathBuf]) -> bool {
         }
     }
     ok
-}
-
-/// Reads a Space file from disk with the files it names (prompt file,
-/// schemas), ready to publish.
-pub fn read_from_disk(path: &Path) -> Result<(String, BTreeMap<String, String>), String> {
-    let source = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let value: toml::Value = toml::from_str(&source).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut names = Vec::new();
-    if let Some(file) = value.get("prompts").and_then(|p| p.get("file")).and_then(|f| f.as_str()) {
-        names.push(file.to_owned());
-    }
-    if let Some(verifiers) = value.get("verifiers").and_then(|v| v.as_array()) {
-        for v in verifiers {
-            if let Some(schema) = v.get("schema_file").and_then(|s| s.as_str()) {
-                names.push(schema.to_owned());
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    for name in names {
-        let text = std::fs::read_to_string(base.join(&name)).map_err(|e| format!("{}: {name}: {e}", path.display()))?;
-        files.insert(name, text);
-    }
-    Ok((source, files))
 }
 
 /// Who may publish as `owner`: a designer or an admin.
@@ -103,6 +83,6 @@ pub async fn publish(pool: &PgPool, files: &[PathBuf], owner: &str) -> anyhow::R
 
 /// Publishes one Space file (and the files it names) as `by`.
 pub async fn publish_file(pool: &PgPool, by: Publisher, path: &Path) -> anyhow::Result<spaces::Published> {
-    let (source, files): (String, BTreeMap<String, String>) = read_from_disk(path).map_err(|e| anyhow::anyhow!(e))?;
+    let (source, files) = read_from_disk(path).map_err(|e| anyhow::anyhow!(e))?;
     spaces::publish(pool, by, &source, &files).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

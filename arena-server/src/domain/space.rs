@@ -6,17 +6,20 @@
 //! Parsing collects every error with its span, so a designer sees all of
 //! them at once as `FILE:LINE:COL: message`.
 
+use judge::files::{SpaceFiles, check_name};
 use judge::spec::{JudgeSpec, PairsSpec, SpecError, VerifierSpec, int_in};
 use judge::{JudgeConfig, spec::JudgeSections};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use toml::Spanned;
 
 /// Prompts a Space may hold.
 pub const MAX_PROMPTS: usize = 100_000;
 /// Characters of one prompt.
 pub const MAX_PROMPT_CHARS: usize = 8_000;
+/// Bytes of all of a Space's prompts and references together.
+pub const MAX_PROMPTS_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,8 +145,10 @@ fn is_slug(name: &str) -> bool {
 }
 
 impl Space {
-    /// Checks a Space file's text; relative paths resolve against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<Space, Vec<SpecError>> {
+    /// Checks a Space file's text. The files it names (prompt file,
+    /// schemas) are looked up in `files`, never read from a path; a
+    /// relative `judge.model` resolves against `model_base`.
+    pub fn parse(text: &str, files: &SpaceFiles, model_base: &Path) -> Result<Space, Vec<SpecError>> {
         let file: SpaceFile = toml::from_str(text)
             .map_err(|e| vec![SpecError::new(e.span().unwrap_or(0..0), e.message().trim().to_owned())])?;
         let mut errors = Vec::new();
@@ -162,7 +167,7 @@ impl Space {
                 errors.push(SpecError::new(0..0, "missing [prompts]: give `inline`, `file` or `template`"));
                 Vec::new()
             }
-            Some(p) => load_prompts(p, base, &mut errors),
+            Some(p) => load_prompts(p, files, &mut errors),
         };
 
         let payout = match &file.payout {
@@ -246,7 +251,7 @@ impl Space {
 
         let sections = JudgeSections { verifiers: file.verifiers, judge: file.judge, pairs: file.pairs };
         let license = sections.pairs.as_ref().and_then(|p| p.get_ref().license.clone());
-        let judge = match JudgeConfig::from_sections(&sections, base) {
+        let judge = match JudgeConfig::from_sections(&sections, files, model_base) {
             Ok(j) => Some(j),
             Err(mut e) => {
                 errors.append(&mut e);
@@ -294,7 +299,7 @@ pub fn held_out(prompts: &[PromptItem], share: f64) -> Vec<usize> {
     picked
 }
 
-fn load_prompts(p: &Spanned<PromptsFile>, base: &Path, errors: &mut Vec<SpecError>) -> Vec<PromptItem> {
+fn load_prompts(p: &Spanned<PromptsFile>, files: &SpaceFiles, errors: &mut Vec<SpecError>) -> Vec<PromptItem> {
     let s = p.get_ref();
     let given = [s.inline.is_some(), s.file.is_some(), s.template.is_some()].iter().filter(|&&g| g).count();
     if given != 1 {
@@ -317,10 +322,14 @@ fn load_prompts(p: &Spanned<PromptsFile>, base: &Path, errors: &mut Vec<SpecErro
         check_items(&items, inline.span(), errors);
     }
     if let Some(file) = &s.file {
-        let path: PathBuf = base.join(file.get_ref());
-        match std::fs::read_to_string(&path) {
-            Err(e) => errors.push(SpecError::new(file.span(), format!("prompt file {}: {e}", path.display()))),
-            Ok(text) => {
+        let name = file.get_ref();
+        match check_name(name).map(|()| files.get(name)) {
+            Err(e) => errors.push(SpecError::new(file.span(), format!("[prompts] file: {e}"))),
+            Ok(None) => errors.push(SpecError::new(
+                file.span(),
+                format!("prompt file {name:?} is not among the Space's files (send it in `files`)"),
+            )),
+            Ok(Some(text)) => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct Line {
@@ -334,7 +343,7 @@ fn load_prompts(p: &Spanned<PromptsFile>, base: &Path, errors: &mut Vec<SpecErro
                     match serde_json::from_str::<Line>(line) {
                         Ok(l) => items.push(PromptItem { prompt: l.prompt, reference: l.reference }),
                         Err(e) => {
-                            errors.push(SpecError::new(file.span(), format!("{}:{}: {e}", path.display(), n + 1)));
+                            errors.push(SpecError::new(file.span(), format!("{name}:{}: {e}", n + 1)));
                             break;
                         }
                     }
@@ -369,38 +378,71 @@ fn load_prompts(p: &Spanned<PromptsFile>, base: &Path, errors: &mut Vec<SpecErro
         {
             errors.push(SpecError::new(v.span(), format!("variable {name} has no values")));
         }
-        let count: usize = names.iter().map(|n| vars.get(n).map_or(0, Vec::len)).product();
-        if count > MAX_PROMPTS {
-            errors.push(SpecError::new(
+        // The count first, without overflow: nothing is built for a
+        // product too large.
+        let count = names
+            .iter()
+            .try_fold(1usize, |n, name| n.checked_mul(vars.get(name).map_or(0, Vec::len)))
+            .filter(|&n| n <= MAX_PROMPTS);
+        match count {
+            None => errors.push(SpecError::new(
                 template.span(),
-                format!("the template makes {count} prompts; at most {MAX_PROMPTS}"),
-            ));
-        } else if errors.is_empty() {
-            // Every combination of the variables the template uses, in order.
-            let mut combos: Vec<BTreeMap<&str, &str>> = vec![BTreeMap::new()];
-            for name in &names {
-                let values = &vars[name];
-                combos = combos
-                    .into_iter()
-                    .flat_map(|c| {
-                        values.iter().map(move |v| {
-                            let mut c = c.clone();
-                            c.insert(name.as_str(), v.as_str());
-                            c
-                        })
-                    })
-                    .collect();
+                format!("the template makes more than {MAX_PROMPTS} prompts (the product of its variables' counts)"),
+            )),
+            Some(count) if errors.is_empty() => {
+                expand(template, s.reference_template.as_ref(), &names, &vars, count, &mut items, errors)
             }
-            for combo in combos {
-                items.push(PromptItem {
-                    prompt: fill(template.get_ref(), &combo),
-                    reference: s.reference_template.as_ref().map(|r| fill(r.get_ref(), &combo)),
-                });
-            }
-            check_items(&items, template.span(), errors);
+            Some(_) => {}
         }
     }
     items
+}
+
+/// Builds the template's prompts one combination at a time, in order,
+/// stopping at the first one over `MAX_PROMPT_CHARS` or once their total
+/// passes `MAX_PROMPTS_BYTES`: what is built never exceeds the caps by
+/// more than one prompt.
+fn expand(
+    template: &Spanned<String>,
+    reference: Option<&Spanned<String>>,
+    names: &[String],
+    vars: &BTreeMap<String, Vec<String>>,
+    count: usize,
+    items: &mut Vec<PromptItem>,
+    errors: &mut Vec<SpecError>,
+) {
+    let mut total = 0usize;
+    for index in 0..count {
+        // The index's digits in the mixed radix of the variables' counts,
+        // the last variable varying fastest.
+        let mut rest = index;
+        let mut combo: BTreeMap<&str, &str> = BTreeMap::new();
+        for name in names.iter().rev() {
+            let values = &vars[name];
+            combo.insert(name.as_str(), values[rest % values.len()].as_str());
+            rest /= values.len();
+        }
+        let prompt = fill(template.get_ref(), &combo);
+        let reference = reference.map(|r| fill(r.get_ref(), &combo));
+        let chars = prompt.chars().count();
+        if chars > MAX_PROMPT_CHARS {
+            errors.push(SpecError::new(
+                template.span(),
+                format!("prompt {} of the template is {chars} characters; at most {MAX_PROMPT_CHARS}", index + 1),
+            ));
+            return;
+        }
+        total += prompt.len() + reference.as_ref().map_or(0, String::len);
+        if total > MAX_PROMPTS_BYTES {
+            errors.push(SpecError::new(
+                template.span(),
+                format!("the template's prompts pass {MAX_PROMPTS_BYTES} bytes in all (at prompt {})", index + 1),
+            ));
+            return;
+        }
+        items.push(PromptItem { prompt, reference });
+    }
+    check_items(items, template.span(), errors);
 }
 
 fn check_items(items: &[PromptItem], span: std::ops::Range<usize>, errors: &mut Vec<SpecError>) {
@@ -478,7 +520,7 @@ max = 10
 "#;
 
     fn errors(text: &str) -> Vec<(usize, String)> {
-        match Space::parse(text, Path::new(".")) {
+        match Space::parse(text, &SpaceFiles::new(), Path::new(".")) {
             Ok(_) => Vec::new(),
             Err(errs) => errs.iter().map(|e| (e.line_col(text).0, e.message.clone())).collect(),
         }
@@ -486,7 +528,7 @@ max = 10
 
     #[test]
     fn a_template_expands_every_combination() {
-        let space = Space::parse(GOOD, Path::new(".")).unwrap();
+        let space = Space::parse(GOOD, &SpaceFiles::new(), Path::new(".")).unwrap();
         assert_eq!(space.prompts.len(), 6);
         assert_eq!(space.prompts[0].prompt, "What is 1 + 3?");
         assert_eq!(space.prompts[5].prompt, "What is 2 + 5?");
@@ -524,6 +566,49 @@ max = 10
         );
         let errs = errors(&bad);
         assert!(errs.iter().any(|(l, m)| *l == 7 && m.contains("no-such-file.jsonl")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_space_reads_no_path_only_its_files() {
+        let with_file = |name: &str| {
+            GOOD.replace(
+                "template = \"What is {a} + {b}?\"\nvariables = { a = [\"1\", \"2\"], b = [\"3\", \"4\", \"5\"] }",
+                &format!("file = {name:?}"),
+            )
+        };
+        for name in ["/etc/shadow", "../../etc/passwd", "/dev/zero"] {
+            let errs = errors(&with_file(name));
+            assert!(errs.iter().any(|(l, m)| *l == 7 && m.contains("must be a relative path")), "{name}: {errs:?}");
+        }
+        // A name the files do not hold is an error that reveals nothing of the disk.
+        let errs = errors(&with_file("prompts/p.jsonl"));
+        assert!(errs.iter().any(|(_, m)| m.contains("is not among the Space's files")), "{errs:?}");
+        let files = SpaceFiles::from([("prompts/p.jsonl".to_owned(), "{\"prompt\": \"hi\"}\n".to_owned())]);
+        let space = Space::parse(&with_file("prompts/p.jsonl"), &files, Path::new(".")).unwrap();
+        assert_eq!(space.prompts[0].prompt, "hi");
+    }
+
+    #[test]
+    fn a_template_is_bounded_before_it_is_built() {
+        let many: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let huge = GOOD.replace(
+            "variables = { a = [\"1\", \"2\"], b = [\"3\", \"4\", \"5\"] }",
+            &format!("variables = {{ a = {many:?}, b = {many:?} }}"),
+        );
+        let errs = errors(&huge);
+        assert!(errs.iter().any(|(_, m)| m.contains("more than 100000 prompts")), "{errs:?}");
+        // Twenty variables of 10 values overflow a 64-bit product.
+        let names: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+        let template: String = names.iter().map(|n| format!("{{{n}}}")).collect();
+        let vars: Vec<String> = names.iter().map(|n| format!("{n} = {:?}", &many[..10])).collect();
+        let overflow = GOOD
+            .replace("What is {a} + {b}?", &template)
+            .replace("{ a = [\"1\", \"2\"], b = [\"3\", \"4\", \"5\"] }", &format!("{{ {} }}", vars.join(", ")));
+        assert!(errors(&overflow).iter().any(|(_, m)| m.contains("more than 100000 prompts")));
+        // A long value makes a prompt over the limit: refused at the first.
+        let long = GOOD.replace("a = [\"1\", \"2\"]", &format!("a = [\"1\", {:?}]", "x".repeat(9000)));
+        let errs = errors(&long);
+        assert!(errs.iter().any(|(_, m)| m.contains("prompt 4 of the template is 9013 characters")), "{errs:?}");
     }
 
     #[test]

@@ -308,6 +308,15 @@ pub struct ChainReport {
     pub head: String,
 }
 
+/// One settled match's place in its Space's chain, as stored.
+#[derive(sqlx::FromRow)]
+struct Link {
+    id: MatchId,
+    seq: Option<i64>,
+    prev_hash: Option<String>,
+    record_hash: Option<String>,
+}
+
 /// Recomputes a Space's chain from its settled matches in order.
 pub async fn verify_log(pool: &sqlx::PgPool, slug: &str) -> anyhow::Result<ChainReport> {
     let (space_id, head_seq, head): (SpaceId, i64, String) =
@@ -316,7 +325,7 @@ pub async fn verify_log(pool: &sqlx::PgPool, slug: &str) -> anyhow::Result<Chain
             .fetch_optional(pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no Space {slug:?}"))?;
-    let links: Vec<(MatchId, Option<i64>, Option<String>, Option<String>)> = sqlx::query_as(
+    let links: Vec<Link> = sqlx::query_as(
         "select id, seq, prev_hash, record_hash from matches where space_id = $1 and status = $2 order by seq",
     )
     .bind(space_id)
@@ -327,7 +336,7 @@ pub async fn verify_log(pool: &sqlx::PgPool, slug: &str) -> anyhow::Result<Chain
     let mut prev = String::new();
     let mut checked = 0;
     let mut broken = None;
-    for (expected_seq, (id, seq, prev_hash, record_hash)) in (1_i64..).zip(links) {
+    for (expected_seq, Link { id, seq, prev_hash, record_hash }) in (1_i64..).zip(links) {
         let problem = if seq != Some(expected_seq) {
             Some(format!("sequence number {seq:?}, expected {expected_seq}"))
         } else if prev_hash.as_deref() != Some(prev.as_str()) {

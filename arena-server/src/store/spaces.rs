@@ -5,16 +5,16 @@
 use super::StoreError;
 use crate::domain::space::Space;
 use crate::domain::{MatchStatus, SpaceId, UserId};
+use judge::files::{MAX_FILES, MAX_FILES_BYTES, MAX_SOURCE_BYTES, SpaceFiles, check_name};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// Files one Space version may carry, and their total size.
-pub const MAX_FILES: usize = 16;
-pub const MAX_FILES_BYTES: usize = 20 * 1024 * 1024;
+/// Parsed Space versions the cache keeps; the least recently used goes.
+pub const CACHE_VERSIONS: usize = 64;
 
 /// Who publishes: a designer, or an admin (who may also publish over
 /// another designer's Space and name a judge model file on the server).
@@ -50,18 +50,6 @@ pub struct Published {
     pub created: bool,
 }
 
-fn check_file_name(name: &str) -> Result<(), StoreError> {
-    let path = Path::new(name);
-    let plain = !name.is_empty()
-        && name.len() <= 200
-        && path.components().all(|c| matches!(c, Component::Normal(_)))
-        && !name.contains('\\');
-    if !plain {
-        return Err(StoreError::invalid("files", format!("file name {name:?} must be a relative path without '..'")));
-    }
-    Ok(())
-}
-
 /// The content hash of a version: the TOML and every file, in name order.
 pub fn content_sha256(source: &str, files: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
@@ -77,24 +65,19 @@ pub fn content_sha256(source: &str, files: &BTreeMap<String, String>) -> String 
     hex::encode(h.finalize())
 }
 
-/// Writes a version's files under `dir` and parses it there.
-fn materialize(dir: &Path, source: &str, files: &BTreeMap<String, String>) -> Result<Space, Vec<String>> {
-    let io = |e: std::io::Error| vec![format!("cannot unpack the Space's files in {}: {e}", dir.display())];
-    std::fs::create_dir_all(dir).map_err(io)?;
-    for (name, text) in files {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(&path, text).map_err(io)?;
-    }
-    let path = dir.join("space.toml");
-    std::fs::write(&path, source).map_err(io)?;
-    Space::parse(source, dir).map_err(|errs| errs.iter().map(|e| e.render("space.toml", source)).collect())
+/// Parses a version from its TOML and files (no file is read from disk).
+/// A relative `judge.model` resolves against the working directory.
+fn parse(source: &str, files: &SpaceFiles) -> Result<Space, Vec<String>> {
+    Space::parse(source, files, Path::new("."))
+        .map_err(|errs| errs.iter().map(|e| e.render("space.toml", source)).collect())
 }
 
-/// Checks a Space's TOML and files; the parsed Space, or every error.
+/// Checks a Space's TOML and files: counts and sizes first, then the names,
+/// then the parse. The parsed Space, or every error.
 pub fn check(source: &str, files: &BTreeMap<String, String>) -> Result<Space, StoreError> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(StoreError::invalid("source", format!("the Space file exceeds {MAX_SOURCE_BYTES} bytes")));
+    }
     if files.len() > MAX_FILES {
         return Err(StoreError::invalid("files", format!("at most {MAX_FILES} files")));
     }
@@ -103,10 +86,9 @@ pub fn check(source: &str, files: &BTreeMap<String, String>) -> Result<Space, St
         return Err(StoreError::invalid("files", format!("the Space and its files exceed {MAX_FILES_BYTES} bytes")));
     }
     for name in files.keys() {
-        check_file_name(name)?;
+        check_name(name).map_err(|e| StoreError::invalid("files", e))?;
     }
-    let dir = tempfile::tempdir().map_err(|e| StoreError::Internal(e.into()))?;
-    materialize(dir.path(), source, files).map_err(|errs| StoreError::invalid("source", errs.join("\n")))
+    parse(source, files).map_err(|errs| StoreError::invalid("source", errs.join("\n")))
 }
 
 /// Publishes a Space: a new Space owned by the caller, or a new version of
@@ -117,7 +99,13 @@ pub async fn publish(
     source: &str,
     files: &BTreeMap<String, String>,
 ) -> Result<Published, StoreError> {
-    let space = check(source, files)?;
+    // Parsing and expanding a Space is CPU work: off the async executor.
+    let space = {
+        let (source, files) = (source.to_owned(), files.clone());
+        tokio::task::spawn_blocking(move || check(&source, &files))
+            .await
+            .map_err(|e| StoreError::Internal(e.into()))??
+    };
     if space.judge.model.is_some() && !by.admin {
         return Err(StoreError::invalid(
             "source",
@@ -200,29 +188,62 @@ async fn insert_space_version(
     Ok(())
 }
 
-/// Parsed Space versions by (space, version); versions never change, so an
+/// Parsed Space versions by (space, version), at most `CACHE_VERSIONS`
+/// (the least recently used is dropped). Versions never change, so an
 /// entry never goes stale.
 #[derive(Clone, Default)]
 pub struct SpaceCache {
-    inner: Arc<Mutex<HashMap<(SpaceId, i32), Arc<Space>>>>,
-    dir: PathBuf,
+    inner: Arc<Mutex<CacheState>>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    clock: u64,
+    entries: HashMap<(SpaceId, i32), (u64, Arc<Space>)>,
 }
 
 impl SpaceCache {
-    pub fn new(data_dir: &Path) -> SpaceCache {
-        SpaceCache { inner: Arc::default(), dir: data_dir.join("spaces") }
+    pub fn new() -> SpaceCache {
+        SpaceCache::default()
     }
 
-    /// The data directory this cache unpacks into.
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.parent().map(Path::to_owned).unwrap_or_default()
+    fn lookup(&self, key: (SpaceId, i32)) -> anyhow::Result<Option<Arc<Space>>> {
+        let mut state = self.inner.lock().map_err(|_| anyhow::anyhow!("space cache poisoned"))?;
+        state.clock += 1;
+        let now = state.clock;
+        Ok(state.entries.get_mut(&key).map(|(used, space)| {
+            *used = now;
+            space.clone()
+        }))
+    }
+
+    fn keep(&self, key: (SpaceId, i32), space: Arc<Space>) -> anyhow::Result<()> {
+        let mut state = self.inner.lock().map_err(|_| anyhow::anyhow!("space cache poisoned"))?;
+        state.clock += 1;
+        let now = state.clock;
+        state.entries.insert(key, (now, space));
+        while state.entries.len() > CACHE_VERSIONS {
+            let oldest = state.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| *k);
+            match oldest {
+                Some(k) => state.entries.remove(&k),
+                None => break,
+            };
+        }
+        Ok(())
+    }
+
+    /// How many versions are held now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|s| s.entries.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub async fn get(&self, pool: &PgPool, space_id: SpaceId, version: i32) -> anyhow::Result<Arc<Space>> {
-        if let Some(space) =
-            self.inner.lock().map_err(|_| anyhow::anyhow!("space cache poisoned"))?.get(&(space_id, version))
-        {
-            return Ok(space.clone());
+        if let Some(space) = self.lookup((space_id, version))? {
+            return Ok(space);
         }
         let (source, files): (String, serde_json::Value) =
             sqlx::query_as("select source, files from space_versions where space_id = $1 and version = $2")
@@ -230,16 +251,12 @@ impl SpaceCache {
                 .bind(version)
                 .fetch_one(pool)
                 .await?;
-        let files: BTreeMap<String, String> = serde_json::from_value(files)?;
-        let dir = self.dir.join(space_id.to_string()).join(version.to_string());
-        let space = tokio::task::spawn_blocking(move || materialize(&dir, &source, &files))
+        let files: SpaceFiles = serde_json::from_value(files)?;
+        let space = tokio::task::spawn_blocking(move || parse(&source, &files))
             .await?
             .map_err(|errs| anyhow::anyhow!("stored Space version no longer parses: {}", errs.join("; ")))?;
         let space = Arc::new(space);
-        self.inner
-            .lock()
-            .map_err(|_| anyhow::anyhow!("space cache poisoned"))?
-            .insert((space_id, version), space.clone());
+        self.keep((space_id, version), space.clone())?;
         Ok(space)
     }
 }

@@ -32,10 +32,10 @@ pub struct NewAgent {
 }
 
 async fn check_adapter(conn: &mut PgConnection, sha: &Option<String>) -> Result<(), ApiError> {
-    if let Some(sha) = sha {
-        if !agents::adapter_known(conn, sha).await? {
-            return Err(ApiError::invalid("adapter_sha256", format!("no uploaded adapter has sha256 {sha}")));
-        }
+    if let Some(sha) = sha
+        && !agents::adapter_known(conn, sha).await?
+    {
+        return Err(ApiError::invalid("adapter_sha256", format!("no uploaded adapter has sha256 {sha}")));
     }
     Ok(())
 }

@@ -38,14 +38,14 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     use futures_util::StreamExt;
     caller.write(&state, Scope::Design).await?;
-    let limit = space_store::MAX_FILES_BYTES + 1024 * 1024;
+    let limit = judge::files::MAX_FILES_BYTES + 1024 * 1024;
     let mut bytes = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
         if bytes.len() + chunk.len() > limit {
             return Err(ApiError::Payload(format!(
                 "a Space and its files are at most {} bytes",
-                space_store::MAX_FILES_BYTES
+                judge::files::MAX_FILES_BYTES
             )));
         }
         bytes.extend_from_slice(&chunk);

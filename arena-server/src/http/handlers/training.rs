@@ -118,10 +118,8 @@ pub async fn start(
     let mut tx = state.db.begin().await?;
     check_owner(&mut tx, &caller, agent).await?;
     let (space_id, version) = training::entered_space(&mut tx, agent, &body.space).await?;
-    if !explicit {
-        if let Some(policy) = training::policy_settings(&mut tx, agent, space_id).await? {
-            settings = serde_json::from_value(policy).map_err(ApiError::internal)?;
-        }
+    if !explicit && let Some(policy) = training::policy_settings(&mut tx, agent, space_id).await? {
+        settings = serde_json::from_value(policy).map_err(ApiError::internal)?;
     }
     let space = state.spaces.get(&state.db, space_id, version).await.map_err(ApiError::internal)?;
     let id = training::create_job(&mut tx, agent, space_id, &space, version, &settings, JobTrigger::Manual).await?;
