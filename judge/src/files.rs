@@ -75,11 +75,22 @@ fn read_capped(path: &Path, limit: usize, shown: &str) -> Result<String, String>
     String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))
 }
 
+/// A Space file read from disk: its text, the files it names that could be
+/// read, and why each of the others could not (the Space's own parse then
+/// reports the missing file at the line that names it).
+#[derive(Debug, Clone)]
+pub struct ReadSpace {
+    pub source: String,
+    pub files: SpaceFiles,
+    pub problems: Vec<String>,
+}
+
 /// Reads a Space file and the files it names from the file's own folder:
 /// each name checked with [`check_name`], resolved (symbolic links too)
 /// to a regular file inside that folder, and all of them within the size
-/// limits. Errors name the file as the Space wrote it.
-pub fn read_space(path: &Path) -> Result<(String, SpaceFiles), String> {
+/// limits. Errors name the file as the Space wrote it. Only an unreadable
+/// Space file (or one naming too many files) is an error here.
+pub fn read_space(path: &Path) -> Result<ReadSpace, String> {
     let shown = path.display().to_string();
     let source = read_capped(path, MAX_SOURCE_BYTES, &shown)?;
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -89,19 +100,39 @@ pub fn read_space(path: &Path) -> Result<(String, SpaceFiles), String> {
         return Err(format!("{shown} names {} files; at most {MAX_FILES}", names.len()));
     }
     let mut files = SpaceFiles::new();
+    let mut problems = Vec::new();
     let mut total = source.len();
     for name in names {
-        check_name(&name).map_err(|e| format!("{shown}: {e}"))?;
         let shown_file = format!("{shown}: {name}");
-        let resolved = root.join(&name).canonicalize().map_err(|e| format!("{shown_file}: {e}"))?;
-        if !resolved.starts_with(&root) {
-            return Err(format!("{shown_file} leaves the Space's folder (through a symbolic link)"));
+        let read = check_name(&name)
+            .map_err(|e| format!("{shown}: {e}"))
+            .and_then(|()| root.join(&name).canonicalize().map_err(|e| format!("{shown_file}: {e}")))
+            .and_then(|resolved| {
+                if resolved.starts_with(&root) {
+                    Ok(resolved)
+                } else {
+                    Err(format!("{shown_file} leaves the Space's folder (through a symbolic link)"))
+                }
+            })
+            .and_then(|resolved| read_capped(&resolved, MAX_FILES_BYTES.saturating_sub(total), &shown_file));
+        match read {
+            Ok(text) => {
+                total += text.len();
+                files.insert(name, text);
+            }
+            Err(problem) => problems.push(problem),
         }
-        let text = read_capped(&resolved, MAX_FILES_BYTES.saturating_sub(total), &shown_file)?;
-        total += text.len();
-        files.insert(name, text);
     }
-    Ok((source, files))
+    Ok(ReadSpace { source, files, problems })
+}
+
+/// [`read_space`], refusing any file that could not be read.
+pub fn read_space_whole(path: &Path) -> Result<(String, SpaceFiles), String> {
+    let read = read_space(path)?;
+    if !read.problems.is_empty() {
+        return Err(read.problems.join("\n"));
+    }
+    Ok((read.source, read.files))
 }
 
 #[cfg(test)]
@@ -127,28 +158,29 @@ mod tests {
         std::fs::write(dir.path().join("prompts/p.jsonl"), "{\"prompt\": \"x\"}\n").unwrap();
 
         write("name = \"s\"\n[prompts]\nfile = \"prompts/p.jsonl\"\n");
-        let (_, files) = read_space(&space).unwrap();
-        assert_eq!(files.keys().collect::<Vec<_>>(), ["prompts/p.jsonl"]);
+        let read = read_space(&space).unwrap();
+        assert_eq!(read.files.keys().collect::<Vec<_>>(), ["prompts/p.jsonl"]);
+        assert!(read.problems.is_empty());
 
         write("[prompts]\nfile = \"/etc/passwd\"\n");
-        assert!(read_space(&space).unwrap_err().contains("must be a relative path"));
+        assert!(read_space_whole(&space).unwrap_err().contains("must be a relative path"));
         write("[prompts]\nfile = \"../outside.jsonl\"\n");
-        assert!(read_space(&space).unwrap_err().contains("must be a relative path"));
+        assert!(read_space_whole(&space).unwrap_err().contains("must be a relative path"));
 
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link.jsonl")).unwrap();
             write("[prompts]\nfile = \"link.jsonl\"\n");
-            assert!(read_space(&space).unwrap_err().contains("leaves the Space's folder"));
+            assert!(read_space_whole(&space).unwrap_err().contains("leaves the Space's folder"));
             std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.jsonl")).unwrap();
             write("[prompts]\nfile = \"zero.jsonl\"\n");
-            assert!(read_space(&space).is_err(), "a device is refused without reading it");
+            assert!(read_space_whole(&space).is_err(), "a device is refused without reading it");
         }
         std::fs::create_dir(dir.path().join("adir")).unwrap();
         write("[prompts]\nfile = \"adir\"\n");
-        assert!(read_space(&space).unwrap_err().contains("not a regular file"));
+        assert!(read_space_whole(&space).unwrap_err().contains("not a regular file"));
         std::fs::write(dir.path().join("big.jsonl"), vec![b'x'; MAX_FILES_BYTES + 1]).unwrap();
         write("[prompts]\nfile = \"big.jsonl\"\n");
-        assert!(read_space(&space).unwrap_err().contains("at most"));
+        assert!(read_space_whole(&space).unwrap_err().contains("at most"));
     }
 }

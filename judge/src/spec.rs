@@ -167,10 +167,12 @@ impl JudgeConfig {
     /// Reads the judge's sections of the Space file at `path`, with the
     /// files it names from its folder (`files::read_space`).
     pub fn load(path: &Path) -> Result<JudgeConfig, Vec<String>> {
-        let (text, files) = crate::files::read_space(path).map_err(|e| vec![e])?;
+        let read = crate::files::read_space(path).map_err(|e| vec![e])?;
         let base = path.parent().unwrap_or(Path::new("."));
         let file = path.display().to_string();
-        JudgeConfig::parse(&text, &files, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
+        JudgeConfig::parse(&read.source, &read.files, base).map_err(|errs| {
+            errs.iter().map(|e| e.render(&file, &read.source)).chain(read.problems.iter().cloned()).collect()
+        })
     }
 
     /// Parses and checks the judge's sections of a Space file's text. The

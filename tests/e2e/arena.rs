@@ -120,11 +120,16 @@ impl Arena {
         let password = "correct horse battery";
         let r = client
             .post(self.url("/users"))
-            .json(&json!({"username": username, "password": password, "role": role}))
+            .json(&json!({"username": username, "password": password}))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "register {username}: {}", r.text().await.unwrap());
+        // Designers and buyers are an admin's grant.
+        if role != "player" {
+            let role = arena_server::domain::user::Role::parse(role).unwrap();
+            arena_server::store::users::set_role(&self.db, username, role).await.unwrap().unwrap();
+        }
         let r = client
             .post(self.url("/sessions"))
             .json(&json!({"username": username, "password": password}))
@@ -230,18 +235,18 @@ impl User {
     /// Uploads a small random PEFT adapter (rank 4 on q_proj); the upload's
     /// answer, with its `sha256`.
     pub async fn upload_random_adapter(&self) -> Value {
-        let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
-            .save(dir.path(), None)
-            .unwrap();
-        let file = |name: &str| reqwest::multipart::Part::bytes(std::fs::read(dir.path().join(name)).unwrap());
+        let dir = random_adapter();
+        let (status, body) = self.upload_adapter(dir.path()).await;
+        assert!((200..300).contains(&status), "upload: {status} {body}");
+        body
+    }
+    /// Uploads the PEFT adapter in `dir`; the status and answer.
+    pub async fn upload_adapter(&self, dir: &std::path::Path) -> (u16, Value) {
+        let file = |name: &str| reqwest::multipart::Part::bytes(std::fs::read(dir.join(name)).unwrap());
         let form = reqwest::multipart::Form::new()
             .part("config", file("adapter_config.json"))
             .part("weights", file("adapter_model.safetensors"));
-        let response = self.client.post(format!("{}/adapters", self.base)).multipart(form).send().await.unwrap();
-        assert!(response.status().is_success(), "upload: {}", response.status());
-        response.json().await.unwrap()
+        answer(self.client.post(format!("{}/adapters", self.base)).multipart(form).send().await.unwrap()).await
     }
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         answer(self.client.put(format!("{}{path}", self.base)).json(&body).send().await.unwrap()).await
@@ -269,6 +274,16 @@ impl User {
         assert_eq!(status, 201, "{body}");
         id
     }
+}
+
+/// A small random PEFT adapter (rank 4 on q_proj) in a folder of its own.
+pub fn random_adapter() -> tempfile::TempDir {
+    let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, 3, 0.01, 0.01)
+        .save(dir.path(), None)
+        .unwrap();
+    dir
 }
 
 /// A verifier-only Space (no model needed to judge): `k` agents, the

@@ -8,6 +8,7 @@
 mod api;
 mod arena;
 mod cli;
+mod hardening;
 mod health;
 mod helpers;
 mod ledger;

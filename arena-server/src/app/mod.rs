@@ -6,7 +6,7 @@
 pub mod config;
 pub mod telemetry;
 
-use crate::context::{Context, Metrics};
+use crate::context::{Context, Metrics, StreamSlots};
 use crate::domain::redacted;
 use crate::http::health::{self, ModelState};
 use crate::http::metrics;
@@ -163,6 +163,8 @@ impl Application {
             spaces: SpaceCache::new(),
             metrics,
             consumer: Context::new_consumer_name(),
+            hashing: Context::hashing_permits(),
+            streams: StreamSlots::new(8, 1024),
         };
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(redis.clone().watchdog(Duration::from_secs(5), stop_rx.clone()));

@@ -347,6 +347,14 @@ pub enum UserCommand {
         #[arg(long, value_enum, default_value_t = UserRole::Player)]
         role: UserRole,
     },
+    /// Give an existing user another role (player, designer or buyer):
+    /// how designer and buyer accounts are made.
+    Role {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: UserRole,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +373,12 @@ pub enum LedgerCommand {
         amount: i64,
         #[arg(long, default_value = "admin grant")]
         memo: String,
+        /// The grant's idempotency key: running the command again with the
+        /// same key grants nothing more. Default: the username, amount and
+        /// memo with today's date (UTC), so a retried command is safe; give
+        /// another key to grant the same amount twice in a day.
+        #[arg(long)]
+        key: Option<String>,
     },
 }
 

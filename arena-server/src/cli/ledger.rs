@@ -4,7 +4,6 @@ use crate::store::ledger::{self, Leg};
 use crate::store::users;
 use sqlx::PgPool;
 use std::process::ExitCode;
-use uuid::Uuid;
 
 /// Re-derives every balance; exits 1 when the ledger is broken.
 pub async fn check(pool: &PgPool, json: bool) -> anyhow::Result<ExitCode> {
@@ -17,22 +16,26 @@ pub async fn check(pool: &PgPool, json: bool) -> anyhow::Result<ExitCode> {
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Issues credits to a user from the mint.
-pub async fn grant(pool: &PgPool, username: &str, amount: i64, memo: &str) -> anyhow::Result<()> {
+/// Issues credits to a user from the mint, once per idempotency key.
+pub async fn grant(pool: &PgPool, username: &str, amount: i64, memo: &str, key: Option<&str>) -> anyhow::Result<()> {
     anyhow::ensure!(amount > 0, "grant a positive amount");
     let user = users::by_username(pool, username).await?.ok_or_else(|| anyhow::anyhow!("no user {username:?}"))?;
+    let key = match key {
+        Some(key) => format!("grant:{key}"),
+        None => format!("grant:{}:{amount}:{memo}:{}", user.id, chrono::Utc::now().date_naive()),
+    };
     let mut tx = pool.begin().await?;
     let account = ledger::user_account(&mut tx, user.id).await?;
-    ledger::post(
-        &mut tx,
-        &format!("grant:{}", Uuid::new_v4()),
-        "grant",
-        None,
-        memo,
-        &[Leg::new(ledger::MINT, -amount), Leg::new(account, amount)],
-    )
-    .await?;
+    let posted =
+        ledger::post(&mut tx, &key, "grant", None, memo, &[Leg::new(ledger::MINT, -amount), Leg::new(account, amount)])
+            .await?;
     tx.commit().await?;
-    println!("granted {amount} credits to {}; balance {}", user.username, ledger::balance(pool, account).await?);
+    let balance = ledger::balance(pool, account).await?;
+    match posted {
+        ledger::Posted::New(_) => println!("granted {amount} credits to {}; balance {balance}", user.username),
+        ledger::Posted::Duplicate => println!(
+            "not granted again: this grant ({key}) was made already; balance {balance} (give --key to grant once more)"
+        ),
+    }
     Ok(())
 }

@@ -118,9 +118,12 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::User(UserCommand::Create { username, role }) => {
             user::create(&pool(settings).await?, settings, &username, role).await?
         }
+        Command::User(UserCommand::Role { username, role }) => {
+            user::set_role(&pool(settings).await?, &username, role).await?
+        }
         Command::Ledger(LedgerCommand::Check { json }) => return ledger::check(&pool(settings).await?, json).await,
-        Command::Ledger(LedgerCommand::Grant { username, amount, memo }) => {
-            ledger::grant(&pool(settings).await?, &username, amount, &memo).await?
+        Command::Ledger(LedgerCommand::Grant { username, amount, memo, key }) => {
+            ledger::grant(&pool(settings).await?, &username, amount, &memo, key.as_deref()).await?
         }
         Command::VerifyLog { space } => return verify_log::run(&pool(settings).await?, &space).await,
         Command::Bench(BenchCommand::ControlPlane {

@@ -9,17 +9,24 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Reads a Space file and the files it names from its own folder (relative
-/// names inside it, regular files, sizes capped: `judge::files`).
+/// names inside it, regular files, sizes capped: `judge::files`); any file
+/// that cannot be read is an error.
 pub fn read_from_disk(path: &Path) -> Result<(String, SpaceFiles), String> {
-    judge::files::read_space(path)
+    judge::files::read_space_whole(path)
 }
 
-/// Reads and checks a Space file; errors are rendered `FILE:LINE:COL: message`.
+/// Reads and checks a Space file; errors are rendered `FILE:LINE:COL: message`,
+/// followed by why a file it names could not be read.
 pub fn load_space(path: &Path) -> Result<Space, Vec<String>> {
-    let (text, files) = read_from_disk(path).map_err(|e| vec![e])?;
+    let read = judge::files::read_space(path).map_err(|e| vec![e])?;
     let base = path.parent().unwrap_or(Path::new("."));
     let file = path.display().to_string();
-    Space::parse(&text, &files, base).map_err(|errs| errs.iter().map(|e| e.render(&file, &text)).collect())
+    let text = &read.source;
+    match Space::parse(text, &read.files, base) {
+        Ok(space) if read.problems.is_empty() => Ok(space),
+        Ok(_) => Err(read.problems),
+        Err(errs) => Err(errs.iter().map(|e| e.render(&file, text)).chain(read.problems.iter().cloned()).collect()),
+    }
 }
 
 /// `arena space validate`: every file checked, every error printed.

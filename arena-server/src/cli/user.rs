@@ -18,6 +18,15 @@ impl From<UserRole> for Role {
     }
 }
 
+/// Gives a user another role; an admin is made with `user create`.
+pub async fn set_role(pool: &PgPool, username: &str, role: UserRole) -> anyhow::Result<()> {
+    let role = Role::from(role);
+    anyhow::ensure!(role != Role::Admin, "admins are made with `arena user create --role admin`");
+    let user = users::set_role(pool, username, role).await?.ok_or_else(|| anyhow::anyhow!("no user {username:?}"))?;
+    println!("{} is now a {}", user.username, role.as_str());
+    Ok(())
+}
+
 /// Creates a user; the password comes from ARENA_NEW_PASSWORD, or the
 /// first line of stdin.
 pub async fn create(pool: &PgPool, settings: &Settings, username: &str, role: UserRole) -> anyhow::Result<()> {

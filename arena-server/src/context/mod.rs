@@ -32,9 +32,68 @@ pub struct Context {
     /// This process's consumer name on the work queues: unique, so a
     /// restarted worker never mistakes another's pending messages for its own.
     pub consumer: String,
+    /// Password hashes computed at once (each costs ~19 MiB and tens of
+    /// milliseconds of a core): sign-in and registration wait for a permit.
+    pub hashing: Arc<tokio::sync::Semaphore>,
+    /// Open live-event streams, per client address and in all.
+    pub streams: Arc<StreamSlots>,
+}
+
+/// Bounds on open Server-Sent Events streams: an open stream holds a slot
+/// until it ends.
+pub struct StreamSlots {
+    per_address: usize,
+    total: usize,
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open stream's slot; dropping it frees the slot.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    address: String,
+}
+
+impl StreamSlots {
+    pub fn new(per_address: usize, total: usize) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots { per_address, total, open: Default::default() })
+    }
+
+    /// A slot for a stream from `address`, or why not.
+    pub fn take(self: &Arc<StreamSlots>, address: &str) -> Result<StreamSlot, String> {
+        let mut open = self.open.lock().map_err(|_| "stream slots poisoned".to_owned())?;
+        let total: usize = open.values().sum();
+        if total >= self.total {
+            return Err(format!("{total} live streams are open on this server, its limit; retry later"));
+        }
+        let mine = open.entry(address.to_owned()).or_default();
+        if *mine >= self.per_address {
+            return Err(format!("at most {} live streams per client address; close one first", self.per_address));
+        }
+        *mine += 1;
+        Ok(StreamSlot { slots: self.clone(), address: address.to_owned() })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.slots.open.lock()
+            && let Some(n) = open.get_mut(&self.address)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl Context {
+    /// Permits for password hashing: two per core.
+    pub fn hashing_permits() -> Arc<tokio::sync::Semaphore> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(tokio::sync::Semaphore::new(2 * cores))
+    }
+
     /// A consumer name no other process has: host, process id, random.
     pub fn new_consumer_name() -> String {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "arena".to_owned());

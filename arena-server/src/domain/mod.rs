@@ -38,15 +38,41 @@ impl DomainError {
     }
 }
 
-/// A URL with its password replaced by `***`, fit for logs and messages.
+/// Query parameters that carry secrets in connection URLs.
+const SECRET_PARAMS: &[&str] = &["password", "pass", "pwd", "secret", "token", "auth", "sslpassword", "key"];
+
+/// A URL with its password (in the userinfo or a query parameter such as
+/// `?password=`) replaced by `***`, fit for logs and messages.
 pub fn redacted(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
             }
+            if url.query().is_some() {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret = SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str());
+                        (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             url.to_string()
         }
         Err(_) => "<unparseable url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_in_urls_are_redacted() {
+        assert_eq!(super::redacted("postgres://a:hunter2@h/db"), "postgres://a:***@h/db");
+        let q = super::redacted("postgres://h/db?user=a&password=hunter2&sslmode=require");
+        assert!(!q.contains("hunter2") && q.contains("sslmode=require") && q.contains("user=a"), "{q}");
+        assert!(!super::redacted("redis://h/0?PASSWORD=s3cret").contains("s3cret"));
+        assert_eq!(super::redacted("not a url"), "<unparseable url>");
     }
 }

@@ -160,12 +160,31 @@ pub async fn count_attempt(state: &Context, who: &str, limit: u32) -> Result<(),
     Ok(())
 }
 
-/// Sign-in attempts per username per minute: argon2 makes each guess slow,
-/// this makes guessing one account's password hopeless.
+/// Sign-in attempts per client address and username per minute: argon2
+/// makes each guess slow, this makes guessing one account's password from
+/// one address hopeless. It is counted per address, so a stranger who
+/// spends it cannot lock the owner out of their own sign-in.
 pub const LOGINS_PER_MINUTE: u32 = 10;
+/// Sign-in attempts per client address per minute, whatever the username.
+pub const LOGINS_PER_ADDRESS_PER_MINUTE: u32 = 30;
 /// Registrations per client address per minute: each new account is minted
 /// starting credits.
 pub const REGISTRATIONS_PER_MINUTE: u32 = 20;
+/// How long a sign-in waits for a hashing permit before it is refused.
+pub const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The client's address as this server saw it (not a header it could forge).
+pub fn client_address(req: &HttpRequest) -> String {
+    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A permit to hash one password; a 429 when the server is saturated.
+pub async fn hashing_permit(state: &Context) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(HASHING_WAIT, state.hashing.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::OverCapacity("sign-in is busy; retry in a few seconds".into())),
+    }
+}
 
 async fn identify(req: &HttpRequest, state: &Context) -> Result<Caller, ApiError> {
     if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
@@ -185,12 +204,43 @@ async fn identify(req: &HttpRequest, state: &Context) -> Result<Caller, ApiError
         });
     }
     let cookie = req.cookie(SESSION_COOKIE).ok_or(ApiError::Unauthenticated)?;
+    // A browser sends the cookie with requests other sites make it send:
+    // a write on a cookie must come from our own pages.
+    if !req.method().is_safe() {
+        same_origin(req)?;
+    }
     let mut conn = state.redis.conn();
     let key = state.redis.key(&format!("session:{}", sha256_hex(cookie.value())));
     let user_id: Option<String> = conn.get(&key).await?;
     let user_id = user_id.and_then(|u| u.parse::<UserId>().ok()).ok_or(ApiError::Unauthenticated)?;
     let user = users::by_id(&state.db, user_id).await?.ok_or(ApiError::Unauthenticated)?;
     Ok(Caller { user_id, username: user.username, role: user.role.0, via: Via::Session })
+}
+
+/// Refuses a request a browser made on another site's behalf: an `Origin`
+/// other than this server's, or `Sec-Fetch-Site` other than same-origin
+/// (or none, a typed address). Clients that are not browsers send neither
+/// and are let through; the cookie is also `SameSite=Lax`.
+pub fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(ApiError::Forbidden(format!(
+            "a cross-site request ({site}) cannot write with a session cookie; use this site's pages or an API token"
+        )));
+    }
+    if let Some(origin) = headers.get(actix_web::http::header::ORIGIN) {
+        let info = req.connection_info();
+        let ours = format!("{}://{}", info.scheme(), info.host());
+        if origin.to_str().ok() != Some(ours.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "origin {:?} is not this server ({ours}); writes with a session cookie come from its own pages",
+                origin.to_str().unwrap_or("?")
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl FromRequest for Caller {

@@ -33,6 +33,8 @@ pub enum ApiError {
     OverCapacity(String),
     #[error("request body too large or unreadable: {0}")]
     Payload(String),
+    #[error("{0}")]
+    MediaType(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -76,6 +78,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::OverCapacity(_) => "over_capacity",
             ApiError::Payload(_) => "bad_payload",
+            ApiError::MediaType(_) => "unsupported_media_type",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -87,6 +90,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid { .. } | ApiError::Payload(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::InsufficientFunds(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } | ApiError::OverCapacity(_) => StatusCode::TOO_MANY_REQUESTS,

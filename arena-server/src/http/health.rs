@@ -84,7 +84,8 @@ fn check_model(model: &ModelState) -> Result<Option<serde_json::Value>, String> 
         ));
     }
     Ok(Some(serde_json::json!({
-        "path": path,
+        // The file's name, not where it lives on this machine.
+        "file": path.file_name().map(|n| n.to_string_lossy().into_owned()),
         "sha256": model.verified.sha256,
         "bytes": model.verified.size,
     })))

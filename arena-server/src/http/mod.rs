@@ -54,8 +54,16 @@ pub const API: &[ApiRoute] = &[
         "/users",
         users::register,
         Public,
-        "Register (role player, designer or buyer); starting credits are granted",
-        Some(r#"{"username": "ada", "password": "at least 10 chars", "role": "player"}"#)
+        "Register as a player; starting credits are granted (designer and buyer roles are an admin's grant)",
+        Some(r#"{"username": "ada", "password": "at least 10 chars"}"#)
+    ),
+    route!(
+        patch,
+        "/users/{username}",
+        users::set_role,
+        Scope("admin"),
+        "Grant a user the player, designer or buyer role (admins only)",
+        Some(r#"{"role": "designer"}"#)
     ),
     route!(
         post,
@@ -255,7 +263,7 @@ pub fn openapi() -> serde_json::Value {
     serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "Arena API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Spaces, agents, matches, ledger and preference pairs. Errors carry a stable `code`: invalid_input, unauthenticated, bad_credentials, forbidden, not_found, conflict, insufficient_funds, rate_limited, over_capacity, bad_payload, internal."},
+                 "description": "Spaces, agents, matches, ledger and preference pairs. Errors carry a stable `code`: invalid_input, unauthenticated, bad_credentials, forbidden, not_found, conflict, insufficient_funds, rate_limited, over_capacity, bad_payload, unsupported_media_type, internal."},
         "paths": paths,
         "components": {
             "securitySchemes": {

@@ -186,3 +186,14 @@ pub async fn revoke_token(pool: &PgPool, user: UserId, token: TokenId) -> Result
             .await?;
     Ok(revoked.rows_affected() == 1)
 }
+
+/// Gives a user another role; None when there is no such user.
+pub async fn set_role(pool: &PgPool, username: &str, role: Role) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(
+        "update users set role = $2 where lower(username) = lower($1) returning id, username, role, created_at",
+    )
+    .bind(username)
+    .bind(role.as_str())
+    .fetch_optional(pool)
+    .await
+}

@@ -47,7 +47,8 @@ pub async fn upload(
     let (sha256, summary) = checked.map_err(|why| ApiError::invalid("weights", format!("adapter refused: {why}")))?;
     let config_text =
         String::from_utf8(config).map_err(|_| ApiError::invalid("config", "adapter_config.json is not UTF-8"))?;
-    let inserted = adapters::insert(&state.db, &sha256, &config_text, &weights, caller.user_id).await?;
-    let status = if inserted { actix_web::http::StatusCode::CREATED } else { actix_web::http::StatusCode::OK };
-    Ok(HttpResponse::build(status).json(summary))
+    // 201 whether or not someone uploaded these bytes before: the answer
+    // does not tell whether an adapter exists.
+    adapters::insert(&state.db, &sha256, &config_text, &weights, caller.user_id).await?;
+    Ok(HttpResponse::Created().json(summary))
 }

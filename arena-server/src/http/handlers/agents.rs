@@ -104,8 +104,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 async fn owned(conn: &mut PgConnection, caller: &Caller, agent: AgentId) -> Result<i32, ApiError> {
     match agents::lock(conn, agent).await? {
         Some(head) if head.owner_id == caller.user_id || caller.is_admin() => Ok(head.current_version),
-        Some(_) => Err(ApiError::Forbidden("this agent belongs to another player".into())),
-        None => Err(ApiError::NotFound("agent".into())),
+        // Another player's agent is not confirmed to exist.
+        Some(_) | None => Err(ApiError::NotFound("agent".into())),
     }
 }
 

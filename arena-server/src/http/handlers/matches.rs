@@ -75,25 +75,35 @@ pub struct EventsQuery {
     match_id: Option<MatchId>,
 }
 
+/// How often an idle stream sends a comment line.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 fn sse(event: &Event) -> Bytes {
     let data = serde_json::to_string(event).unwrap_or_default();
     Bytes::from(format!("event: {}\ndata: {data}\n\n", event.status.as_str()))
 }
 
 /// GET /api/v1/events — Server-Sent Events for match progress, optionally
-/// for one Space or one match. A comment line every 15 s keeps proxies
-/// from closing an idle stream.
-pub async fn events(state: web::Data<Context>, query: web::Query<EventsQuery>) -> HttpResponse {
+/// for one Space or one match. A comment line every `KEEP_ALIVE` keeps
+/// proxies from closing an idle stream, and finds clients that left (their
+/// slot is freed then).
+pub async fn events(
+    state: web::Data<Context>,
+    req: actix_web::HttpRequest,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let slot = state.streams.take(&crate::http::auth::client_address(&req)).map_err(ApiError::OverCapacity)?;
     let rx = state.events.subscribe();
     let EventsQuery { space, match_id } = query.into_inner();
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+    // The slot lives in the stream's state: it is freed when the client goes.
+    let stream = futures_util::stream::unfold((rx, slot), move |(mut rx, slot)| {
         let space = space.clone();
         async move {
             loop {
                 let next = tokio::select! {
                     r = rx.recv() => r,
-                    _ = tokio::time::sleep(Duration::from_secs(15)) => {
-                        return Some((Ok::<_, actix_web::Error>(Bytes::from_static(b": keep-alive\n\n")), rx));
+                    _ = tokio::time::sleep(KEEP_ALIVE) => {
+                        return Some((Ok::<_, actix_web::Error>(Bytes::from_static(b": keep-alive\n\n")), (rx, slot)));
                     }
                 };
                 match next {
@@ -101,21 +111,21 @@ pub async fn events(state: web::Data<Context>, query: web::Query<EventsQuery>) -
                         let wanted = space.as_ref().is_none_or(|s| *s == event.space)
                             && match_id.is_none_or(|m| m == event.match_id);
                         if wanted {
-                            return Some((Ok(sse(&event)), rx));
+                            return Some((Ok(sse(&event)), (rx, slot)));
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         let note = format!("event: lagged\ndata: {{\"missed\": {n}}}\n\n");
-                        return Some((Ok(Bytes::from(note)), rx));
+                        return Some((Ok(Bytes::from(note)), (rx, slot)));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
         }
     });
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(stream)
+        .streaming(stream))
 }

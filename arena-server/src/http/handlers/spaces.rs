@@ -30,14 +30,23 @@ pub struct Publish {
 /// POST /api/v1/spaces — a new Space, or a new version of one's own.
 /// The body may carry a Space's files (prompt files run to megabytes), so
 /// it is read here with the Space limit rather than the API's 256 KiB.
-#[tracing::instrument(skip(state, payload, caller), fields(user = %caller.username))]
+#[tracing::instrument(skip(state, req, payload, caller), fields(user = %caller.username))]
 pub async fn publish(
     state: web::Data<Context>,
     caller: Caller,
+    req: actix_web::HttpRequest,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     use futures_util::StreamExt;
     caller.write(&state, Scope::Design).await?;
+    let json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return Err(ApiError::MediaType("send the Space as JSON (Content-Type: application/json)".into()));
+    }
     let limit = judge::files::MAX_FILES_BYTES + 1024 * 1024;
     let mut bytes = Vec::new();
     while let Some(chunk) = payload.next().await {

@@ -18,8 +18,8 @@ use sqlx::PgConnection;
 async fn check_owner(conn: &mut PgConnection, caller: &Caller, agent: AgentId) -> Result<(), ApiError> {
     match agents::owner(conn, agent).await? {
         Some(owner) if owner == caller.user_id || caller.is_admin() => Ok(()),
-        Some(_) => Err(ApiError::Forbidden("this agent belongs to another player".into())),
-        None => Err(ApiError::NotFound("agent".into())),
+        // Another player's agent is not confirmed to exist.
+        Some(_) | None => Err(ApiError::NotFound("agent".into())),
     }
 }
 

@@ -23,23 +23,59 @@ fn default_role() -> String {
     "player".to_owned()
 }
 
-/// POST /api/v1/users — anyone may register as player, designer or buyer.
-#[tracing::instrument(skip(state, body), fields(username = %body.username))]
+/// POST /api/v1/users — anyone may register as a player. Designer and
+/// buyer accounts are granted by an admin (`PATCH /users/{username}` or
+/// `arena user role`): a self-made designer could publish Spaces that take
+/// players' fees, a self-made buyer could take the data.
+#[tracing::instrument(skip_all)]
 pub async fn register(
     state: web::Data<Context>,
     req: HttpRequest,
     body: web::Json<Register>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    auth::count_attempt(&state, &format!("register:{client}"), auth::REGISTRATIONS_PER_MINUTE).await?;
     let username = Username::parse(&body.username)?;
     let password = Password::parse(&body.password)?;
+    let role = Role::parse(&body.role)?;
+    match role {
+        Role::Player => {}
+        Role::Admin => return Err(ApiError::invalid("role", "admins are made with `arena user create --role admin`")),
+        Role::Designer | Role::Buyer => {
+            return Err(ApiError::invalid(
+                "role",
+                format!(
+                    "{} accounts are granted by an admin: register as a player, then ask for the role",
+                    role.as_str()
+                ),
+            ));
+        }
+    }
+    auth::count_attempt(&state, &format!("register:{}", auth::client_address(&req)), auth::REGISTRATIONS_PER_MINUTE)
+        .await?;
+    let _permit = auth::hashing_permit(&state).await?;
+    let user = users::create_user(&state.db, &username, password, role, state.settings.starting_credits).await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    role: String,
+}
+
+/// PATCH /api/v1/users/{username} — an admin grants a role.
+pub async fn set_role(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<RoleChange>,
+) -> Result<HttpResponse, ApiError> {
+    caller.write(&state, Scope::Admin).await?;
     let role = Role::parse(&body.role)?;
     if role == Role::Admin {
         return Err(ApiError::invalid("role", "admins are made with `arena user create --role admin`"));
     }
-    let user = users::create_user(&state.db, &username, password, role, state.settings.starting_credits).await?;
-    Ok(HttpResponse::Created().json(user))
+    let user = users::set_role(&state.db, &path, role).await?.ok_or_else(|| ApiError::NotFound("user".into()))?;
+    Ok(HttpResponse::Ok().json(user))
 }
 
 #[derive(Deserialize)]
@@ -49,16 +85,30 @@ pub struct Login {
     password: String,
 }
 
-/// POST /api/v1/sessions — sets the session cookie.
-#[tracing::instrument(skip(state, body), fields(username = %body.username))]
-pub async fn login(state: web::Data<Context>, body: web::Json<Login>) -> Result<HttpResponse, ApiError> {
-    let who = format!("login:{}", body.username.to_lowercase());
+/// POST /api/v1/sessions — sets the session cookie. A name that cannot be
+/// a username is refused before anything is counted or hashed; attempts
+/// are limited per address and per address and username.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    state: web::Data<Context>,
+    req: HttpRequest,
+    body: web::Json<Login>,
+) -> Result<HttpResponse, ApiError> {
+    let username = Username::parse(&body.username).map_err(|_| ApiError::BadCredentials)?;
+    if body.password.len() > 1024 {
+        return Err(ApiError::BadCredentials);
+    }
+    let address = auth::client_address(&req);
+    auth::count_attempt(&state, &format!("login:{address}"), auth::LOGINS_PER_ADDRESS_PER_MINUTE).await?;
+    let who = format!("login:{address}:{}", username.as_str().to_lowercase());
     auth::count_attempt(&state, &who, auth::LOGINS_PER_MINUTE).await?;
-    let user = auth::authenticate(&state, &body.username, &body.password).await?;
+    let _permit = auth::hashing_permit(&state).await?;
+    let user = auth::authenticate(&state, username.as_str(), &body.password).await?;
     let secret = auth::start_session(&state, &user).await?;
     let cookie = Cookie::build(SESSION_COOKIE, secret)
         .path("/")
         .http_only(true)
+        .secure(req.connection_info().scheme() == "https")
         .same_site(SameSite::Lax)
         .max_age(actix_web::cookie::time::Duration::seconds(state.settings.session_ttl_s as i64))
         .finish();

@@ -1,0 +1,198 @@
+//! Abuse a hostile user could try, each refused with a clear error that
+//! changes nothing. Every test here failed on the main branch before its fix.
+
+use crate::arena::{Arena, quick_space, start_of_a_minute};
+use serde_json::{Value, json};
+
+/// A client whose connections come from `address` (any of 127.0.0.0/8).
+fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).local_address(address.parse().ok()).build().unwrap()
+}
+
+async fn login(client: &reqwest::Client, arena: &Arena, username: &str, password: &str) -> u16 {
+    let body = json!({"username": username, "password": password});
+    client.post(arena.url("/sessions")).json(&body).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_lock_the_owner_out_of_sign_in() {
+    let arena = Arena::new().await;
+    start_of_a_minute().await;
+    arena.user("ada", "player").await;
+    let stranger = client_from("127.0.0.2");
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(login(&stranger, &arena, "ada", "a wrong guess!").await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "the stranger is limited: {statuses:?}");
+    // The owner, from their own address, still signs in.
+    assert_eq!(login(&client_from("127.0.0.1"), &arena, "ada", "correct horse battery").await, 200);
+}
+
+#[tokio::test]
+async fn sign_in_refuses_an_impossible_username_before_counting_it() {
+    let arena = Arena::new().await;
+    let long = "a".repeat(200_000);
+    assert_eq!(login(&arena.client(), &arena, &long, "whatever password").await, 401);
+    assert_eq!(login(&arena.client(), &arena, "no spaces allowed", "whatever password").await, 401);
+    let mut conn = arena.redis.conn();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}ratelimit:*", arena.env.prefix)).query_async(&mut conn).await.unwrap();
+    assert!(keys.is_empty(), "no rate-limit key was made for a name that cannot exist: {:?}", keys.len());
+}
+
+#[tokio::test]
+async fn designer_and_buyer_accounts_are_an_admins_grant() {
+    let arena = Arena::new().await;
+    let anon = arena.client();
+    for role in ["designer", "buyer"] {
+        let body = json!({"username": "mallory", "password": "long enough pw", "role": role});
+        let r = anon.post(arena.url("/users")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 422);
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["field"], "role", "{err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("granted by an admin"), "{err}");
+    }
+    let users: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(users, 0, "refused registrations created nobody");
+
+    // A player cannot grant themself the role; an admin can.
+    let mallory = arena.user("mallory", "player").await;
+    let (status, _) = mallory.patch("/users/mallory", json!({"role": "designer"})).await;
+    assert_eq!(status, 403);
+    let (status, _) = mallory.post("/spaces", json!({"source": quick_space("mine", 2, 2)})).await;
+    assert_eq!(status, 403, "a player publishes nothing");
+    let admin = arena.user("root", "admin").await;
+    let (status, body) = admin.patch("/users/mallory", json!({"role": "designer"})).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("designer")), "{body}");
+    let (status, body) = admin.patch("/users/mallory", json!({"role": "admin"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("role")), "{body}");
+    let (status, _) = admin.patch("/users/nobody", json!({"role": "buyer"})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_space_cannot_read_the_servers_files() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    let base = quick_space("sneaky", 2, 2);
+    let inline = base.find("inline = [").unwrap();
+    let end = base[inline..].find("]\n").unwrap() + inline + 2;
+    for (file, needle) in [
+        ("/etc/shadow", "must be a relative path"),
+        ("/etc/hostname", "must be a relative path"),
+        ("../../../../etc/passwd", "must be a relative path"),
+        ("/dev/zero", "must be a relative path"),
+        ("prompts/missing.jsonl", "is not among the Space's files"),
+    ] {
+        let source = format!("{}file = {file:?}\n{}", &base[..inline], &base[end..]);
+        let (status, body) = designer.post("/spaces", json!({"source": source})).await;
+        assert_eq!(status, 422, "{file}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{file}: {message}");
+        // No oracle: the answer says nothing of what is on the disk.
+        assert!(!message.contains("No such file") && !message.contains("root:"), "{file}: {message}");
+    }
+    let spaces: i64 = sqlx::query_scalar("select count(*) from spaces").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(spaces, 0);
+}
+
+#[tokio::test]
+async fn a_template_bomb_is_refused_before_it_is_built() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    let values: Vec<String> = (0..400).map(|i| format!("{i:0>200}")).collect();
+    let values = serde_json::to_string(&values).unwrap();
+    let base = quick_space("bomb", 2, 2);
+    let inline = base.find("inline = [").unwrap();
+    let end = base[inline..].find("]\n").unwrap() + inline + 2;
+    let source = format!(
+        "{}template = \"{{a}}{{b}}{{c}}\"\nvariables = {{ a = {values}, b = {values}, c = {values} }}\n{}",
+        &base[..inline],
+        &base[end..]
+    );
+    let (status, body) = designer.post("/spaces", json!({"source": source})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("more than 100000 prompts"), "{body}");
+}
+
+#[tokio::test]
+async fn a_cookie_write_from_another_site_is_refused() {
+    let arena = Arena::new().await;
+    let ada = arena.user("ada", "player").await;
+    let agents =
+        || async { sqlx::query_scalar::<_, i64>("select count(*) from agents").fetch_one(&arena.db).await.unwrap() };
+    let body = json!({"name": "calc"});
+    for (header, value) in [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")] {
+        let r = ada.client.post(arena.url("/agents")).header(header, value).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{header}: {value}");
+        let err: Value = r.json().await.unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().contains("session cookie"), "{err}");
+    }
+    assert_eq!(agents().await, 0, "refused writes made nothing");
+    // The server's own pages may.
+    let ours = arena.address.clone();
+    let r = ada.client.post(arena.url("/agents")).header("origin", ours).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // A Space is JSON; a form or text body that skips CORS's preflight is refused.
+    let designer = arena.user("dana", "designer").await;
+    let r = designer
+        .client
+        .post(arena.url("/spaces"))
+        .header("content-type", "text/plain")
+        .body(json!({"source": quick_space("quick", 2, 2)}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let spaces: i64 = sqlx::query_scalar("select count(*) from spaces").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(spaces, 0);
+}
+
+#[tokio::test]
+async fn live_streams_are_bounded_per_address() {
+    let arena = Arena::new().await;
+    let open = |address: &'static str| {
+        let url = arena.url("/events");
+        async move { client_from(address).get(url).send().await.unwrap() }
+    };
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let r = open("127.0.0.3").await;
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let refused = open("127.0.0.3").await;
+    assert_eq!(refused.status(), 429, "a ninth stream from one address");
+    assert_eq!(open("127.0.0.4").await.status(), 200, "another address has its own allowance");
+    // Closing a stream frees its slot.
+    drop(held.pop());
+    let freed = crate::helpers::eventually(20, || async { open("127.0.0.3").await.status() == 200 }).await;
+    assert!(freed, "a closed stream's slot came back");
+}
+
+#[tokio::test]
+async fn answers_do_not_confirm_what_exists() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    arena.publish(&designer, &quick_space("quick", 2, 2), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let agent = ada.agent("calc", "quick").await;
+    let bob = arena.user("bob", "player").await;
+    // Another player's agent answers as a missing one does.
+    let (status, _) = bob.post(&format!("/agents/{agent}/versions"), json!({"note": "x"})).await;
+    let (missing, _) = bob.post(&format!("/agents/{}/versions", uuid::Uuid::new_v4()), json!({"note": "x"})).await;
+    assert_eq!((status, missing), (404, 404));
+    let (status, _) = bob.get(&format!("/agents/{agent}/training")).await;
+    assert_eq!(status, 404);
+    // An adapter someone else uploaded answers as a new one does.
+    let adapter = crate::arena::random_adapter();
+    let (first, _) = ada.upload_adapter(adapter.path()).await;
+    let (again, body) = bob.upload_adapter(adapter.path()).await;
+    assert_eq!((first, again), (201, 201), "{body}");
+    // /healthz names the model file, not where it lives.
+    let (_, health) = arena.health().await;
+    let detail = &health["checks"]["model"]["detail"];
+    assert!(detail.get("path").is_none(), "{health}");
+    assert_eq!(detail["file"], agent_runtime::model_file::DEFAULT_MODEL.file_name);
+}
