@@ -116,7 +116,8 @@ async fn a_training_job_trains_gates_and_records_a_version_with_its_lineage() {
     assert!(status == 422 && body["error"]["message"].as_str().unwrap().contains("usable pairs"), "{body}");
     let (status, body) = ada.post(&jobs, json!({"space": "nope"})).await;
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("space")), "{body}");
-    assert_eq!(bob.post(&jobs, json!({"space": "sums", "settings": tiny()})).await.0, 403);
+    // Another player's agent answers as a missing one (404, issue 17).
+    assert_eq!(bob.post(&jobs, json!({"space": "sums", "settings": tiny()})).await.0, 404);
     let none: i64 = sqlx::query_scalar("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap();
     assert_eq!(none, 0);
 
@@ -214,7 +215,8 @@ async fn a_policy_makes_a_job_once_the_agent_has_taken_part_in_enough_new_pairs(
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("mode")), "{body}");
     let (status, body) = ada.put(&policy, json!({"mode": "every"})).await;
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("every_pairs")), "{body}");
-    assert_eq!(bob.put(&policy, json!({"mode": "manual"})).await.0, 403);
+    // Another player's agent answers as a missing one (404, issue 17).
+    assert_eq!(bob.put(&policy, json!({"mode": "manual"})).await.0, 404);
     let mut settings = tiny();
     settings["min_pairs"] = json!(6);
     let (status, body) = ada.put(&policy, json!({"mode": "every", "every_pairs": 6, "settings": settings})).await;

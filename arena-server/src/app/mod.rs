@@ -152,8 +152,12 @@ impl Application {
             .await
             .map_err(|e| StartupError::Internal(e.to_string()))?
             .map_err(|e| StartupError::Internal(format!("cannot read the model's configuration: {e}")))?;
+        // A pool of its own for the pipeline: a bulkhead between the API
+        // and the stages.
+        let work_db = db::connect(&settings.database, CONNECT_TIMEOUT).await?;
         let ctx = Context {
             db: db.clone(),
+            work_db,
             redis: redis.clone(),
             settings: settings.arena.clone(),
             data_dir: settings.data_dir.clone(),
@@ -165,6 +169,7 @@ impl Application {
             consumer: Context::new_consumer_name(),
             hashing: Context::hashing_permits(),
             streams: StreamSlots::new(8, 1024),
+            flights: Default::default(),
         };
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(redis.clone().watchdog(Duration::from_secs(5), stop_rx.clone()));
@@ -208,14 +213,15 @@ impl Application {
     }
 }
 
-/// Starts the background workers the roles ask for, on `ctx` (its
-/// consumer name is theirs).
+/// Starts the background workers the roles ask for, on `ctx`'s pipeline
+/// pool (its consumer name is theirs).
 pub fn start_workers(
     ctx: &Context,
     settings: &Settings,
     options: &Options,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StartupError> {
+    let ctx = &ctx.for_work();
     let roles = options.roles;
     if roles.runtime {
         let generator: Arc<dyn Generator> = match &options.generator {

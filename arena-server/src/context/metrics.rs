@@ -15,6 +15,8 @@ pub struct Metrics {
     pub open_matches: IntGaugeVec,
     /// Messages delivered but not acknowledged, per stage stream.
     pub stream_pending: IntGaugeVec,
+    /// Leaderboard fits computed (cache misses that did the work).
+    pub leaderboard_fits: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -55,6 +57,9 @@ impl Metrics {
             &["stage"],
         )?;
         registry.register(Box::new(open_matches.clone()))?;
+        let leaderboard_fits =
+            prometheus::IntCounter::new("leaderboard_fits_total", "Leaderboard fits computed (cache misses)")?;
+        registry.register(Box::new(leaderboard_fits.clone()))?;
         registry.register(Box::new(stream_pending.clone()))?;
         Ok(Metrics {
             registry,
@@ -65,6 +70,7 @@ impl Metrics {
             stage_matches,
             open_matches,
             stream_pending,
+            leaderboard_fits,
         })
     }
 

@@ -15,7 +15,12 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Context {
+    /// The pool this context's users take connections from: the API's for
+    /// handlers, the pipeline's for workers (see `for_work`), so a flood of
+    /// requests cannot starve the stages of connections, nor the stages the API.
     pub db: PgPool,
+    /// The pipeline's pool.
+    pub work_db: PgPool,
     pub redis: Redis,
     pub settings: ArenaSettings,
     /// Where Spaces' files, adapters and training runs are unpacked.
@@ -37,6 +42,37 @@ pub struct Context {
     pub hashing: Arc<tokio::sync::Semaphore>,
     /// Open live-event streams, per client address and in all.
     pub streams: Arc<StreamSlots>,
+    /// One computation at a time per key (the leaderboard's fit).
+    pub flights: Arc<Flights>,
+}
+
+/// Single flight: callers of one key wait for the first one's work instead
+/// of repeating it (they then find its result in the cache).
+#[derive(Default)]
+pub struct Flights {
+    locks: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl Flights {
+    /// Holds `key` until the guard drops.
+    pub async fn hold(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = match self.locks.lock() {
+                Ok(locks) => locks,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            locks.retain(|_, weak| weak.strong_count() > 0);
+            match locks.get(key).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// Bounds on open Server-Sent Events streams: an open stream holds a slot
@@ -88,6 +124,11 @@ impl Drop for StreamSlot {
 }
 
 impl Context {
+    /// This context for the background workers: their own pool.
+    pub fn for_work(&self) -> Context {
+        Context { db: self.work_db.clone(), ..self.clone() }
+    }
+
     /// Permits for password hashing: two per core.
     pub fn hashing_permits() -> Arc<tokio::sync::Semaphore> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -12,7 +12,8 @@ pub struct ArenaSettings {
     pub writes_per_minute: u32,
     /// How often the matchmaker looks for new matches.
     pub matchmaker_interval_ms: u64,
-    /// A stage message delivered this many times goes to the dead-letter stream.
+    /// A stage message whose work failed this many times goes to the
+    /// dead-letter stream (deliveries to a slow worker do not count).
     pub max_deliveries: u32,
     /// A message pending this long with a consumer is reclaimed by another.
     pub reclaim_idle_ms: u64,

@@ -54,6 +54,13 @@ pub async fn get(state: &Context, space_id: SpaceId) -> Result<Leaderboard, ApiE
     if let Some(board) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
         return Ok(board);
     }
+    // One fit per Space at a time: the others wait and read its result.
+    let _flight = state.flights.hold(&key).await;
+    let cached: Option<String> = conn.get(&key).await.unwrap_or(None);
+    if let Some(board) = cached.and_then(|c| serde_json::from_str(&c).ok()) {
+        return Ok(board);
+    }
+    state.metrics.leaderboard_fits.inc();
     let board = compute(state, space_id).await?;
     if let Ok(text) = serde_json::to_string(&board) {
         let _: Result<(), _> = conn.set_ex(&key, text, REFRESH_S).await;

@@ -194,6 +194,42 @@ pub async fn add_many(redis: &Redis, messages: &[(Topic, Uuid)]) -> redis::Redis
     pipe.query_async(&mut conn).await
 }
 
+/// The key counting how often work on `subject` failed in `topic`.
+fn failures_key(redis: &Redis, topic: Topic, subject: Uuid) -> String {
+    redis.key(&format!("failures:{}:{subject}", topic.name()))
+}
+
+/// Counts one failed attempt on each subject (kept a day after the last).
+pub async fn count_failures(redis: &Redis, topic: Topic, subjects: &[Uuid]) -> redis::RedisResult<()> {
+    if subjects.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for subject in subjects {
+        let key = failures_key(redis, topic, *subject);
+        pipe.incr(&key, 1).ignore().expire(&key, 24 * 3600).ignore();
+    }
+    let mut conn = redis.conn();
+    pipe.query_async(&mut conn).await
+}
+
+/// Forgets the failures of subjects whose work is done.
+pub async fn clear_failures(redis: &Redis, topic: Topic, subjects: &[Uuid]) -> redis::RedisResult<()> {
+    if subjects.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = subjects.iter().map(|s| failures_key(redis, topic, *s)).collect();
+    let mut conn = redis.conn();
+    conn.del(keys).await
+}
+
+/// How often work on `subject` failed in `topic`.
+pub async fn failures(redis: &Redis, topic: Topic, subject: Uuid) -> redis::RedisResult<u64> {
+    let mut conn = redis.conn();
+    let n: Option<u64> = conn.get(failures_key(redis, topic, subject)).await?;
+    Ok(n.unwrap_or(0))
+}
+
 /// How many messages of the topic are delivered and not acknowledged.
 pub async fn pending_count(redis: &Redis, topic: Topic) -> redis::RedisResult<i64> {
     let mut conn = redis.conn();

@@ -95,6 +95,35 @@ pub fn match_seed(agent_seed: u64, match_id: Uuid, slot: usize) -> u64 {
     agent_seed ^ u64::from_le_bytes(bytes)
 }
 
+/// The runtime's reason when it refused the request itself (bad input,
+/// not a passing fault).
+fn refusal(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|cause| match cause.downcast_ref::<agent_runtime::RuntimeError>() {
+        Some(agent_runtime::RuntimeError::Request(why)) => Some(why.clone()),
+        _ => None,
+    })
+}
+
+/// One seat's request: its pinned version's prompt, sampling and adapter.
+async fn job_for(ctx: &Context, seat: &matches::GenerateSeat) -> anyhow::Result<GenJob> {
+    let space = ctx.spaces.get(&ctx.db, seat.space_id, seat.space_version).await?;
+    let adapter = match &seat.adapter_sha256 {
+        Some(sha) => Some(crate::store::adapters::materialize(&ctx.db, &ctx.data_dir, sha).await?),
+        None => None,
+    };
+    let slot = seat.slot as usize;
+    Ok(GenJob {
+        system: seat.system_prompt.clone(),
+        prompt: seat.prompt.clone(),
+        adapter,
+        params: seat
+            .sampling
+            .params(space.max_new_tokens as usize, match_seed(seat.sampling.seed, seat.match_id.0, slot)),
+        reference: seat.reference.clone(),
+        slot,
+    })
+}
+
 pub struct GenerateStage {
     pub generator: Arc<dyn Generator>,
 }
@@ -123,31 +152,43 @@ impl Work for GenerateStage {
                 return Ok(done);
             }
             let seats = matches::generate_seats(&ctx.db, &open).await?;
+            // One match's trouble (its Space version, an adapter) is that
+            // match's alone: the rest of the batch goes on.
+            let mut broken: Vec<MatchId> = Vec::new();
             let mut jobs = Vec::with_capacity(seats.len());
+            let mut job_seats: Vec<&matches::GenerateSeat> = Vec::with_capacity(seats.len());
             for seat in &seats {
-                let space = ctx.spaces.get(&ctx.db, seat.space_id, seat.space_version).await?;
-                let adapter = match &seat.adapter_sha256 {
-                    Some(sha) => Some(crate::store::adapters::materialize(&ctx.db, &ctx.data_dir, sha).await?),
-                    None => None,
-                };
-                let slot = seat.slot as usize;
-                jobs.push(GenJob {
-                    system: seat.system_prompt.clone(),
-                    prompt: seat.prompt.clone(),
-                    adapter,
-                    params: seat
-                        .sampling
-                        .params(space.max_new_tokens as usize, match_seed(seat.sampling.seed, seat.match_id.0, slot)),
-                    reference: seat.reference.clone(),
-                    slot,
-                });
+                if broken.contains(&seat.match_id) {
+                    continue;
+                }
+                match job_for(ctx, seat).await {
+                    Ok(job) => {
+                        jobs.push(job);
+                        job_seats.push(seat);
+                    }
+                    Err(err) => {
+                        tracing::warn!(match_id = %seat.match_id, error = %err, "cannot prepare the match; will retry");
+                        broken.push(seat.match_id);
+                    }
+                }
             }
+            let keep: Vec<usize> = (0..jobs.len()).filter(|&i| !broken.contains(&job_seats[i].match_id)).collect();
+            let jobs: Vec<GenJob> = keep.iter().map(|&i| jobs[i].clone()).collect();
+            let job_seats: Vec<&matches::GenerateSeat> = keep.iter().map(|&i| job_seats[i]).collect();
             let outputs = self.generator.generate(jobs).await;
             let mut ok_matches: Vec<MatchId> = Vec::new();
+            let mut refused: Vec<(MatchId, String)> = Vec::new();
             let mut rows: Vec<NewOutput> = Vec::new();
-            for id in &open {
-                let mine: Vec<(&matches::GenerateSeat, &anyhow::Result<GenOutput>)> =
-                    seats.iter().zip(&outputs).filter(|(s, _)| s.match_id == *id).collect();
+            for id in open.iter().filter(|m| !broken.contains(m)) {
+                let mine: Vec<(&&matches::GenerateSeat, &anyhow::Result<GenOutput>)> =
+                    job_seats.iter().zip(&outputs).filter(|(s, _)| s.match_id == *id).collect();
+                // A request the runtime refuses (a prompt longer than the
+                // context, say) is refused again on every retry: fail the
+                // match now, with the reason.
+                if let Some(why) = mine.iter().find_map(|(_, o)| o.as_ref().err().and_then(refusal)) {
+                    refused.push((*id, format!("the runtime refused an agent's request: {why}")));
+                    continue;
+                }
                 if mine.iter().any(|(_, o)| o.is_err()) {
                     for (_, o) in &mine {
                         if let Err(err) = o {
@@ -167,6 +208,10 @@ impl Work for GenerateStage {
                     });
                 }
                 ok_matches.push(*id);
+            }
+            for (id, why) in &refused {
+                super::fail_match(ctx, *id, why).await?;
+                done.push(id.0);
             }
             if ok_matches.is_empty() {
                 return Ok(done);

@@ -65,7 +65,14 @@ impl Work for JudgeStage {
             let outputs = matches::outputs(&ctx.db, &open_ids).await?;
             let mut pending = Vec::new();
             for m in &open {
-                let config = self.config(ctx, m.space_id, m.space_version).await?;
+                // One match's trouble is that match's alone.
+                let config = match self.config(ctx, m.space_id, m.space_version).await {
+                    Ok(config) => config,
+                    Err(err) => {
+                        tracing::warn!(match_id = %m.id, error = %err, "cannot load the match's judge; will retry");
+                        continue;
+                    }
+                };
                 let candidates: Vec<Candidate> = outputs
                     .iter()
                     .filter(|o| o.match_id == m.id)

@@ -6,8 +6,8 @@
 //! idempotent on its subject (a match past the stage is acknowledged and
 //! skipped) and writes its result and the next stage's outbox row in one
 //! transaction. Messages a dead consumer left pending are reclaimed with
-//! XAUTOCLAIM; a message delivered `max_deliveries` times goes to the
-//! dead-letter stream and the work gives its subject up (a match fails
+//! XAUTOCLAIM; a message whose work failed `max_deliveries` times goes to
+//! the dead-letter stream and the work gives its subject up (a match fails
 //! with every fee refunded). The trainer's messages are acknowledged as
 //! soon as they are read instead: its job row, claimed with a heartbeat, is
 //! the work, and the reconciler offers an abandoned job again.
@@ -48,23 +48,51 @@ pub trait Work: Send + Sync + 'static {
     fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
-/// Takes over messages idle for `reclaim_idle_ms`; those already delivered
-/// `max_deliveries` times are dead-lettered (and their subjects given up).
+/// Deliveries after which a message is dead-lettered even without counted
+/// failures, as a multiple of `max_deliveries`: a worker that crashes on a
+/// message (and so never reports its failure) must not loop for ever.
+pub const DELIVERY_BACKSTOP: usize = 4;
+
+/// Takes over messages idle for `reclaim_idle_ms`. One whose work failed
+/// `max_deliveries` times is dead-lettered (and its subject given up): a
+/// failure is counted when the work said it could not finish the subject,
+/// not when a message is merely delivered again — a slow but alive worker's
+/// messages are reclaimed without counting against them. A message
+/// delivered `DELIVERY_BACKSTOP × max_deliveries` times goes too.
 pub async fn reclaim(ctx: &Context, work: &dyn Work, count: usize) -> anyhow::Result<Vec<StreamMessage>> {
     let topic = work.spec(ctx).topic;
     let idle = ctx.settings.reclaim_idle_ms;
+    let limit = ctx.settings.max_deliveries as usize;
     let stale = streams::idle_pending(&ctx.redis, topic, idle, count).await?;
-    for pending in stale.iter().filter(|p| p.times_delivered >= ctx.settings.max_deliveries as usize) {
-        dead_letter(ctx, work, &pending.id, pending.times_delivered).await?;
+    for pending in &stale {
+        let subject = streams::subject_of(&ctx.redis, topic, &pending.id).await?;
+        let failed = match subject {
+            Some(subject) => streams::failures(&ctx.redis, topic, subject).await? as usize,
+            None => 0,
+        };
+        let why = if failed >= limit {
+            Some(format!("{} stage: failed {failed} times (delivered {} times)", topic.name(), pending.times_delivered))
+        } else if pending.times_delivered >= DELIVERY_BACKSTOP * limit {
+            Some(format!("{} stage: delivered {} times without success", topic.name(), pending.times_delivered))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            dead_letter(ctx, work, &pending.id, subject, why).await?;
+        }
     }
     Ok(streams::claim_idle(&ctx.redis, topic, &ctx.consumer, idle, count).await?)
 }
 
 /// Moves one message to the dead-letter stream and gives its subject up.
-async fn dead_letter(ctx: &Context, work: &dyn Work, id: &str, deliveries: usize) -> anyhow::Result<()> {
+async fn dead_letter(
+    ctx: &Context,
+    work: &dyn Work,
+    id: &str,
+    subject: Option<Uuid>,
+    reason: String,
+) -> anyhow::Result<()> {
     let topic = work.spec(ctx).topic;
-    let subject = streams::subject_of(&ctx.redis, topic, id).await?;
-    let reason = format!("{} stage: delivered {deliveries} times without success", topic.name());
     streams::add_dead(
         &ctx.redis,
         &[
@@ -79,7 +107,10 @@ async fn dead_letter(ctx: &Context, work: &dyn Work, id: &str, deliveries: usize
         work.abandon(ctx, subject, &reason).await?;
     }
     streams::ack(&ctx.redis, topic, &[id.to_owned()]).await?;
-    tracing::error!(topic = topic.name(), message = id, ?subject, deliveries, "dead-lettered");
+    if let Some(subject) = subject {
+        let _ = streams::clear_failures(&ctx.redis, topic, &[subject]).await;
+    }
+    tracing::error!(topic = topic.name(), message = id, ?subject, %reason, "dead-lettered");
     Ok(())
 }
 
@@ -151,6 +182,9 @@ pub async fn run(ctx: Context, work: Arc<dyn Work>, mut stop: tokio::sync::watch
                     tracing::warn!(error = %err, "outbox relay failed; the reconciler will pick the work up");
                 }
                 if !spec.ack_on_read {
+                    let failed: Vec<Uuid> = ids.iter().filter(|id| !done.contains(id)).copied().collect();
+                    let _ = streams::count_failures(&ctx.redis, topic, &failed).await;
+                    let _ = streams::clear_failures(&ctx.redis, topic, &done).await;
                     let acked: Vec<String> = valid
                         .iter()
                         .filter(|m| m.subject.is_some_and(|id| done.contains(&id)))
@@ -162,7 +196,12 @@ pub async fn run(ctx: Context, work: Arc<dyn Work>, mut stop: tokio::sync::watch
                 }
                 ctx.metrics.observe_stage(topic.name(), started.elapsed(), done.len());
             }
-            Some(Err(err)) => tracing::warn!(topic = topic.name(), error = ?err, "batch failed; will retry"),
+            Some(Err(err)) => {
+                tracing::warn!(topic = topic.name(), error = ?err, "batch failed; will retry");
+                if !spec.ack_on_read {
+                    let _ = streams::count_failures(&ctx.redis, topic, &ids).await;
+                }
+            }
         }
     }
     tracing::info!(topic = topic.name(), "worker stopped");
