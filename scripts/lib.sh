@@ -14,6 +14,17 @@ die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
+# A secret generated once per install and kept under the data directory
+# (mode 0600): the PostgreSQL and Redis passwords, the demo users' password.
+secret() {
+    local file=$ARENA_DATA_DIR/secrets/$1
+    if [ ! -s "$file" ]; then
+        mkdir -p "$ARENA_DATA_DIR/secrets"; chmod 700 "$ARENA_DATA_DIR/secrets"
+        (umask 077; head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 40 > "$file")
+    fi
+    cat "$file"
+}
+
 pg_bin() {
     local dir
     for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
@@ -74,9 +85,14 @@ ensure_postgres() {
     fi
     mkdir -p "$pgdata"
     echo "$pgdata" > "$ARENA_DATA_DIR/postgres.location"
+    local password; password=$(secret postgres)
     if [ ! -f "$pgdata/PG_VERSION" ]; then
-        say "PostgreSQL: creating a cluster in $pgdata"
-        "${run[@]}" "$bin/initdb" -D "$pgdata" -U arena --auth=trust -E UTF8 --no-locale >/dev/null
+        say "PostgreSQL: creating a cluster in $pgdata (password authentication)"
+        local pwfile; pwfile=$(mktemp)
+        printf '%s\n' "$password" > "$pwfile"
+        is_root && chown postgres: "$pwfile"
+        "${run[@]}" "$bin/initdb" -D "$pgdata" -U arena --auth=scram-sha-256 --pwfile="$pwfile" -E UTF8 --no-locale >/dev/null
+        rm -f "$pwfile"
     fi
     if ! "${run[@]}" "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
         if "$bin/pg_isready" -q -h 127.0.0.1 -p "$ARENA_PG_PORT"; then
@@ -87,12 +103,22 @@ ensure_postgres() {
             -o "-p $ARENA_PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300" \
             start >/dev/null || die "PostgreSQL did not start; see $pgdata/server.log"
     fi
-    local admin="postgres://arena@127.0.0.1:$ARENA_PG_PORT/postgres"
+    # A cluster an earlier version made with `trust` gets the password and
+    # scram authentication now.
+    if grep -Eq '^[^#].*[[:space:]]trust[[:space:]]*$' "$pgdata/pg_hba.conf" 2>/dev/null ||
+       "${run[@]}" grep -Eq '^[^#].*[[:space:]]trust[[:space:]]*$' "$pgdata/pg_hba.conf" 2>/dev/null; then
+        say "PostgreSQL: switching $pgdata from trust to password authentication"
+        psql "postgres://arena@127.0.0.1:$ARENA_PG_PORT/postgres" -qc "alter user arena password '$password'" >/dev/null
+        "${run[@]}" sed -i -E 's/[[:space:]]trust[[:space:]]*$/ scram-sha-256/' "$pgdata/pg_hba.conf"
+        "${run[@]}" "$bin/pg_ctl" -D "$pgdata" reload >/dev/null
+        sleep 1
+    fi
+    local admin="postgres://arena:$password@127.0.0.1:$ARENA_PG_PORT/postgres"
     if [ "$(psql "$admin" -tAc "select 1 from pg_database where datname = 'arena'")" != 1 ]; then
         psql "$admin" -qc 'create database arena' >/dev/null
     fi
-    export DATABASE_URL="postgres://arena@127.0.0.1:$ARENA_PG_PORT/arena"
-    say "PostgreSQL: $DATABASE_URL"
+    export DATABASE_URL="postgres://arena:$password@127.0.0.1:$ARENA_PG_PORT/arena"
+    say "PostgreSQL: postgres://arena:***@127.0.0.1:$ARENA_PG_PORT/arena (password in $ARENA_DATA_DIR/secrets/postgres)"
 }
 
 # Redis: the server REDIS_URL names, or our own on loopback.
@@ -103,22 +129,29 @@ ensure_redis() {
         say "Redis: using REDIS_URL"
         return 0
     fi
-    local dir=$ARENA_DATA_DIR/redis
+    local dir=$ARENA_DATA_DIR/redis password
+    password=$(secret redis)
     mkdir -p "$dir"
-    if [ "$(redis-cli -p "$ARENA_REDIS_PORT" ping 2>/dev/null)" != PONG ]; then
-        say "Redis: starting on 127.0.0.1:$ARENA_REDIS_PORT"
-        redis-server --bind 127.0.0.1 --port "$ARENA_REDIS_PORT" --dir "$dir" \
+    local cli=(redis-cli -p "$ARENA_REDIS_PORT" --no-auth-warning -a "$password")
+    # One an earlier version started without a password gets it now.
+    if [ "$(redis-cli -p "$ARENA_REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
+        say "Redis: setting the password of the running server"
+        redis-cli -p "$ARENA_REDIS_PORT" config set requirepass "$password" >/dev/null
+    fi
+    if [ "$("${cli[@]}" ping 2>/dev/null)" != PONG ]; then
+        say "Redis: starting on 127.0.0.1:$ARENA_REDIS_PORT (password authentication)"
+        printf 'requirepass %s\n' "$password" > "$dir/redis.conf"; chmod 600 "$dir/redis.conf"
+        redis-server "$dir/redis.conf" --bind 127.0.0.1 --port "$ARENA_REDIS_PORT" --dir "$dir" \
             --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
             --appendonly yes --save '' >/dev/null
         for _ in $(seq 50); do
-            [ "$(redis-cli -p "$ARENA_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+            [ "$("${cli[@]}" ping 2>/dev/null)" = PONG ] && break
             sleep 0.1
         done
-        [ "$(redis-cli -p "$ARENA_REDIS_PORT" ping 2>/dev/null)" = PONG ] ||
-            die "Redis did not start; see $dir/redis.log"
+        [ "$("${cli[@]}" ping 2>/dev/null)" = PONG ] || die "Redis did not start; see $dir/redis.log"
     fi
-    export REDIS_URL="redis://127.0.0.1:$ARENA_REDIS_PORT"
-    say "Redis: $REDIS_URL"
+    export REDIS_URL="redis://:$password@127.0.0.1:$ARENA_REDIS_PORT"
+    say "Redis: redis://:***@127.0.0.1:$ARENA_REDIS_PORT (password in $ARENA_DATA_DIR/secrets/redis)"
 }
 
 stop_services() {
@@ -132,7 +165,8 @@ stop_services() {
         fi
     fi
     if [ -f "$ARENA_DATA_DIR/redis/redis.pid" ]; then
-        redis-cli -p "$ARENA_REDIS_PORT" shutdown nosave >/dev/null 2>&1 && say "Redis stopped" || true
+        redis-cli -p "$ARENA_REDIS_PORT" --no-auth-warning -a "$(cat "$ARENA_DATA_DIR/secrets/redis" 2>/dev/null)" \
+            shutdown nosave >/dev/null 2>&1 && say "Redis stopped" || true
     fi
 }
 

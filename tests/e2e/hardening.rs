@@ -288,3 +288,78 @@ async fn a_cold_leaderboard_is_computed_once_for_many_callers() {
     let fits = metrics.lines().find(|l| l.starts_with("arena_leaderboard_fits_total ")).unwrap_or_default().to_owned();
     assert_eq!(fits, "arena_leaderboard_fits_total 1", "one fit for sixteen callers");
 }
+
+#[tokio::test]
+async fn more_tokens_are_not_more_writes() {
+    let env = crate::helpers::TestEnv::new().await;
+    let mut settings = crate::arena::quick_settings(&env);
+    settings.arena.writes_per_minute = 4;
+    let arena = Arena::with_settings(env, settings).await;
+    start_of_a_minute().await;
+    let ada = arena.user("ada", "player").await;
+    let mut tokens = Vec::new();
+    for i in 0..2 {
+        let (status, body) = ada.post("/tokens", json!({"name": format!("t{i}"), "scopes": ["read", "play"]})).await;
+        assert_eq!(status, 201, "{body}");
+        tokens.push(body["token"].as_str().unwrap().to_owned());
+    }
+    // Two writes spent on the tokens; two more, from either token, and the third is refused.
+    let mut statuses = Vec::new();
+    for (i, token) in tokens.iter().cycle().take(4).enumerate() {
+        let r = reqwest::Client::new()
+            .post(arena.url("/agents"))
+            .bearer_auth(token)
+            .json(&json!({"name": format!("a{i}")}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [201, 201, 429, 429], "one budget per user across tokens");
+}
+
+#[tokio::test]
+async fn new_terms_are_not_forced_on_entered_players() {
+    use arena_server::app::Roles;
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let v1 = quick_space("quick", 2, 2);
+    arena.publish(&dana, &v1, json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    let agents = [ada.agent("a", "quick").await, bob.agent("b", "quick").await];
+    // The designer raises the fee and makes it winner-takes-all.
+    let v2 = v1.replace("entry_fee = 10", "entry_fee = 100").replace("shares = [0.7, 0.3]", "shares = [1.0]");
+    arena.publish(&dana, &v2, json!({})).await;
+    arena.start(Roles::ALL, None);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let formed: i64 = sqlx::query_scalar("select count(*) from matches").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(formed, 0, "no match under terms the players did not accept");
+    assert_eq!(ada.balance().await, arena.settings.arena.starting_credits);
+    let (_, seen) = ada.get(&format!("/agents/{}", agents[0])).await;
+    let paused = seen["entries"][0]["paused"].as_str().unwrap_or_default().to_owned();
+    assert!(paused.contains("version 2"), "the player is told: {seen}");
+    // Entering again accepts them; matches then play version 2.
+    for (player, agent) in [(&ada, &agents[0]), (&bob, &agents[1])] {
+        let (status, body) = player.post(&format!("/agents/{agent}/entries"), json!({"space": "quick"})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let played = crate::helpers::eventually(20, || async { arena.settled().await >= 1 }).await;
+    assert!(played, "{:?}", arena.status_counts().await);
+    // A new version that changes only the prompts' description keeps the entries playing.
+    arena.publish(&dana, &v2.replace("Quick arithmetic for tests", "Quick sums"), json!({})).await;
+    let on_v3 = crate::helpers::eventually(20, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where space_version = 3")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            >= 1
+    })
+    .await;
+    arena.pause_all().await;
+    assert!(on_v3, "a description change does not pause anyone");
+    let early: i64 =
+        sqlx::query_scalar("select count(*) from matches where space_version < 2").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(early, 0);
+    arena.ledger_ok().await;
+}

@@ -12,6 +12,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod ledger;
+mod matrix;
 mod metrics;
 mod pipeline;
 mod training;

@@ -12,8 +12,19 @@ use crate::store::users;
 use sqlx::PgPool;
 use std::path::Path;
 
-/// The demo's password for every demo user; printed by `arena seed`.
-pub const DEMO_PASSWORD: &str = "arena-demo-password";
+/// The demo users' password: ARENA_DEMO_PASSWORD (`scripts/up` keeps one
+/// per install under the data directory), or a fresh random one. Never a
+/// published constant: anyone could sign in as the demo designer.
+fn demo_password() -> String {
+    match std::env::var("ARENA_DEMO_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let mut bytes = [0u8; 12];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            hex::encode(bytes)
+        }
+    }
+}
 
 /// The demo's players and their agents: (user, agent name, system prompt, temperature).
 const DEMO_AGENTS: &[(&str, &str, &str, f32)] = &[
@@ -37,13 +48,19 @@ pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyh
             tokio::task::spawn_blocking(move || agent_runtime::model_file::verify(&path, None)).await??.sha256
         }
     };
-    let ensure_user = |name: &'static str, role: Role| async move {
-        if let Some(user) = users::by_username(pool, name).await? {
-            return Ok::<_, anyhow::Error>(user);
+    let demo_password = demo_password();
+    let created = std::cell::Cell::new(false);
+    let ensure_user = |name: &'static str, role: Role| {
+        let (demo_password, created) = (&demo_password, &created);
+        async move {
+            if let Some(user) = users::by_username(pool, name).await? {
+                return Ok::<_, anyhow::Error>(user);
+            }
+            let username = Username::parse(name)?;
+            let password = Password::parse(demo_password)?;
+            created.set(true);
+            Ok(users::create_user(pool, &username, password, role, settings.arena.starting_credits).await?)
         }
-        let username = Username::parse(name)?;
-        let password = Password::parse(DEMO_PASSWORD)?;
-        Ok(users::create_user(pool, &username, password, role, settings.arena.starting_credits).await?)
     };
     let designer = ensure_user("designer", Role::Designer).await?;
     ensure_user("buyer", Role::Buyer).await?;
@@ -83,9 +100,11 @@ pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyh
             agents::enter_if_new(pool, agent_id, player.id, slug, initial.rating, initial.uncertainty).await?;
         }
     }
-    println!(
-        "demo seeded: Spaces {}; players alice, bob, carol, dave; designer; buyer (password {DEMO_PASSWORD:?})",
-        slugs.join(", ")
-    );
+    let password = if created.get() {
+        format!("password of the users made now: {demo_password}")
+    } else {
+        "users existed already; their passwords are unchanged".to_owned()
+    };
+    println!("demo seeded: Spaces {}; players alice, bob, carol, dave; designer; buyer ({password})", slugs.join(", "));
     Ok(())
 }

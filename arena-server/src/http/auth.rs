@@ -135,14 +135,12 @@ impl Caller {
         }
     }
 
-    /// Checks the scope and counts one write against the caller's limit.
+    /// Checks the scope and counts one write against the user's limit.
     pub async fn write(&self, state: &Context, scope: Scope) -> Result<(), ApiError> {
         self.require(scope)?;
-        let who = match &self.via {
-            Via::Session => format!("user:{}", self.user_id),
-            Via::Token { id, .. } => format!("token:{id}"),
-        };
-        count_attempt(state, &who, state.settings.writes_per_minute).await
+        // Per user, whatever token or session writes: more tokens are no
+        // more writes.
+        count_attempt(state, &format!("user:{}", self.user_id), state.settings.writes_per_minute).await
     }
 }
 
@@ -243,13 +241,43 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Route middleware: identifies the caller and checks `scope` before the
+/// handler's extractors read the request; the caller is kept in the
+/// request for the handler's `Caller`.
+pub async fn require_scope(
+    scope: &'static str,
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let checked = async {
+        let scope = Scope::parse(scope).map_err(|e| ApiError::internal(anyhow::anyhow!("route scope: {e}")))?;
+        let caller = Caller::extract(req.request()).await?;
+        caller.require(scope)?;
+        Ok::<Caller, ApiError>(caller)
+    }
+    .await;
+    match checked {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.call(req).await
+        }
+        Err(err) => Ok(req.error_response(err)),
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        use actix_web::HttpMessage;
+        let known = req.extensions().get::<Caller>().cloned();
         let req = req.clone();
         Box::pin(async move {
+            if let Some(caller) = known {
+                return Ok(caller);
+            }
             let state = req
                 .app_data::<web::Data<Context>>()
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the Context is missing")))?

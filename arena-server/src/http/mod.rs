@@ -220,7 +220,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(adapters::form_config())
         .route("/openapi.json", web::get().to(openapi_json));
     for r in API {
-        scope = scope.route(r.path, (r.route)());
+        let route = match r.access {
+            Public => (r.route)(),
+            // The caller and the scope are checked before the handler's
+            // other extractors run: a stranger's bad body is a 401/403,
+            // not a 422 about the body.
+            Scope(name) => {
+                (r.route)().wrap(actix_web::middleware::from_fn(move |req, next| auth::require_scope(name, req, next)))
+            }
+        };
+        scope = scope.route(r.path, route);
     }
     scope = scope
         .default_service(web::to(|| async { Err::<HttpResponse, _>(error::ApiError::NotFound("API route".into())) }));

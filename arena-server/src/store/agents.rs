@@ -158,6 +158,11 @@ pub struct AgentRow {
 pub struct EntryRow {
     pub space: String,
     pub active: bool,
+    /// The Space version whose terms the player accepted by entering.
+    pub accepted_version: i32,
+    /// The Space's last version that changed its terms: an entry that
+    /// accepted an earlier one waits until its player enters again.
+    pub terms_version: i32,
     pub mu: f64,
     pub sigma: f64,
     pub matches: i32,
@@ -189,7 +194,8 @@ pub async fn agent(pool: &PgPool, agent: AgentId) -> Result<Option<AgentRow>, sq
 
 pub async fn entries(pool: &PgPool, agent: AgentId) -> Result<Vec<EntryRow>, sqlx::Error> {
     sqlx::query_as(
-        "select s.slug as space, e.active, e.mu, e.sigma, e.matches from entries e join spaces s on s.id = e.space_id
+        "select s.slug as space, e.active, e.accepted_version, s.terms_version, e.mu, e.sigma, e.matches
+         from entries e join spaces s on s.id = e.space_id
          where e.agent_id = $1 order by s.slug",
     )
     .bind(agent)
@@ -237,9 +243,11 @@ pub async fn enter(
     mu: f64,
     sigma: f64,
 ) -> Result<(), sqlx::Error> {
+    // Entering accepts the Space's current version and its terms.
     sqlx::query(
-        "insert into entries (agent_id, space_id, owner_id, mu, sigma) values ($1, $2, $3, $4, $5)
-         on conflict (agent_id, space_id) do update set active = true",
+        "insert into entries (agent_id, space_id, owner_id, mu, sigma, accepted_version)
+         select $1, $2, $3, $4, $5, current_version from spaces where id = $2
+         on conflict (agent_id, space_id) do update set active = true, accepted_version = excluded.accepted_version",
     )
     .bind(agent)
     .bind(space)
@@ -261,8 +269,8 @@ pub async fn enter_if_new(
     sigma: f64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into entries (agent_id, space_id, owner_id, mu, sigma)
-         select $1, id, $2, $3, $4 from spaces where slug = $5 on conflict do nothing",
+        "insert into entries (agent_id, space_id, owner_id, mu, sigma, accepted_version)
+         select $1, id, $2, $3, $4, current_version from spaces where slug = $5 on conflict do nothing",
     )
     .bind(agent)
     .bind(owner)

@@ -46,15 +46,17 @@ struct ContenderRow {
     balance: i64,
 }
 
-/// The agents that could play now: entered and active, in no open match,
-/// their owner able to pay `fee`.
+/// The agents that could play now: entered and active under the Space's
+/// current terms, in no open match, their owner able to pay `fee`.
 pub async fn contenders(conn: &mut PgConnection, space: SpaceId, fee: i64) -> Result<Vec<Contender>, sqlx::Error> {
     let rows: Vec<ContenderRow> = sqlx::query_as(
         "select e.agent_id, e.owner_id, a.current_version as version, e.mu, e.sigma, acc.id as account, acc.balance
          from entries e
          join agents a on a.id = e.agent_id
          join accounts acc on acc.kind = 'user' and acc.user_id = e.owner_id
-         where e.space_id = $1 and e.active and e.open_match is null and acc.balance >= $2",
+         join spaces s on s.id = e.space_id
+         where e.space_id = $1 and e.active and e.open_match is null and acc.balance >= $2
+           and e.accepted_version >= s.terms_version",
     )
     .bind(space)
     .bind(fee)

@@ -65,6 +65,17 @@ pub fn content_sha256(source: &str, files: &BTreeMap<String, String>) -> String 
     hex::encode(h.finalize())
 }
 
+/// What a player agrees to by entering: everything in the Space file but
+/// its prompts and description (the fee, payout, match size, matchmaking,
+/// verifiers, judge, pairs, training).
+pub fn terms(source: &str) -> Option<toml::Value> {
+    let mut value: toml::Value = toml::from_str(source).ok()?;
+    let table = value.as_table_mut()?;
+    table.remove("prompts");
+    table.remove("description");
+    Some(value)
+}
+
 /// Parses a version from its TOML and files (no file is read from disk).
 /// A relative `judge.model` resolves against the working directory.
 fn parse(source: &str, files: &SpaceFiles) -> Result<Space, Vec<String>> {
@@ -146,12 +157,25 @@ pub async fn publish(
                 Published { id, slug: space.name.clone(), version: current, sha256: sha, created: false }
             } else {
                 let version = current + 1;
+                let before: String =
+                    sqlx::query_scalar("select source from space_versions where space_id = $1 and version = $2")
+                        .bind(id)
+                        .bind(current)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 insert_space_version(&mut tx, id, version, &space, &files_json, &sha, by.user).await?;
-                sqlx::query("update spaces set current_version = $2 where id = $1")
-                    .bind(id)
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await?;
+                // New terms are not forced on entered players: their
+                // entries wait until they enter again.
+                let terms_changed = terms(&before) != terms(source);
+                sqlx::query(
+                    "update spaces set current_version = $2,
+                            terms_version = case when $3 then $2 else terms_version end where id = $1",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(terms_changed)
+                .execute(&mut *tx)
+                .await?;
                 Published { id, slug: space.name.clone(), version, sha256: sha, created: true }
             }
         }

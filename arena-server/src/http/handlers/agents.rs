@@ -193,8 +193,13 @@ pub async fn agent_json(
         .await?
         .into_iter()
         .map(|e| {
+            let waiting = e.accepted_version < e.terms_version;
             serde_json::json!({"space": e.space, "active": e.active, "mu": e.mu, "sigma": e.sigma,
-                               "rating": rating::display(e.mu), "matches": e.matches})
+                               "rating": rating::display(e.mu), "matches": e.matches,
+                               "accepted_version": e.accepted_version,
+                               "paused": waiting.then(|| format!(
+                                   "the Space changed its terms in version {}; enter again to accept them",
+                                   e.terms_version))})
         })
         .collect();
     let mut value = serde_json::json!({

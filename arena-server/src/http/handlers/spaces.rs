@@ -155,16 +155,30 @@ pub async fn pairs(
     if !(1..=100_000).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit is 1..=100000"));
     }
-    let rows = pair_store::export(&state.db, id, query.after, query.min_margin.unwrap_or(0.0), limit).await?;
-    let mut body = String::new();
-    for p in rows {
-        let line = serde_json::json!({
-            "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
-            "id": p.id, "match_id": p.match_id, "space": slug.as_str(), "margin": p.margin,
-            "consistent": p.consistent, "license": p.license, "created_at": p.created_at,
-        });
-        body.push_str(&line.to_string());
-        body.push('\n');
-    }
-    Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(body))
+    // Streamed: rows go out as PostgreSQL sends them, through a small
+    // bounded channel, so an export of 100,000 pairs is never in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(pair_store::export_to(state.db.clone(), id, query.after, query.min_margin.unwrap_or(0.0), limit, tx));
+    let slug = slug.into_inner();
+    let body = futures_util::stream::unfold(rx, move |mut rx| {
+        let slug = slug.clone();
+        async move {
+            let item = match rx.recv().await? {
+                Ok(p) => {
+                    let line = serde_json::json!({
+                        "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
+                        "id": p.id, "match_id": p.match_id, "space": slug, "margin": p.margin,
+                        "consistent": p.consistent, "license": p.license, "created_at": p.created_at,
+                    });
+                    Ok(bytes::Bytes::from(format!("{line}\n")))
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "pair export failed midway");
+                    Err(std::io::Error::other("the export failed midway"))
+                }
+            };
+            Some((item, rx))
+        }
+    });
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(body))
 }
