@@ -29,4 +29,6 @@ pub mod store;
 pub mod work;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod layering;

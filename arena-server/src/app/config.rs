@@ -168,6 +168,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ARENA_WRITES_PER_MINUTE", "arena.writes_per_minute"),
     ("ARENA_THREADS", "threads of the model's kernels (default: all cores; --threads overrides)"),
     ("ARENA_NEW_PASSWORD", "the password `arena user create` sets (else read from stdin)"),
+    ("ARENA_FUZZ_SECONDS", "the fuzz tests' time per target (default: 300 inputs each)"),
+    ("ARENA_FUZZ_SEED", "the fuzz tests' seed"),
     ("ARENA_DEMO_PASSWORD", "the demo users' password `arena seed` sets (else a random one, printed once)"),
     ("ARENA_TRL_PYTHON", "the Python with torch and trl that `arena train bench` runs (default: python3)"),
 ];
