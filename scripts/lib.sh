@@ -45,6 +45,10 @@ ensure_packages() {
     command -v redis-cli >/dev/null || missing+=(redis-tools)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+    # The browser tests drive headless Chromium through chromedriver.
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
     [ ${#missing[@]} -eq 0 ] && return 0
     if is_root && command -v apt-get >/dev/null; then
         say "installing Debian packages: ${missing[*]}"

@@ -186,6 +186,24 @@ fn parse_tensor_name(name: &str) -> Option<(usize, Target, char)> {
     Some((layer, target, which))
 }
 
+/// An adapter config as its identity sees it: the JSON with object keys
+/// sorted and no whitespace, so the same settings written differently hash
+/// (and are stored) alike. None when it is not JSON.
+pub fn canonical_config(config: &[u8]) -> Option<Vec<u8>> {
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let map: BTreeMap<String, serde_json::Value> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::Value::Object(map.into_iter().collect())
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(config).ok()?;
+    serde_json::to_vec(&sorted(value)).ok()
+}
+
 impl Adapter {
     /// Reads and validates an adapter directory against `model`.
     pub fn load(dir: &Path, model: &ModelConfig, limits: &Limits) -> Result<Adapter, AdapterError> {
@@ -199,7 +217,8 @@ impl Adapter {
         let weights = read_limited(&weights_path, limits.max_file_bytes)?;
         let mut hasher = Sha256::new();
         hasher.update(&weights);
-        hasher.update(&config_bytes);
+        // The identity hashes the settings, not how they were written.
+        hasher.update(canonical_config(&config_bytes).unwrap_or(config_bytes));
         let sha256 = hex::encode(hasher.finalize());
         Adapter::from_parts(&config, &config_path, &weights, &weights_path, model, limits, sha256)
     }

@@ -123,6 +123,9 @@ pub struct PairsSpec {
     pub min_margin: Option<Spanned<f64>>,
     /// The data license of the Space's pairs (read by the arena).
     pub license: Option<String>,
+    /// Who may read the Space's match outputs and pairs: `public` or
+    /// `private` (read by the arena).
+    pub visibility: Option<Spanned<String>>,
 }
 
 /// The judge's view of a Space file: other tables are the arena's business.

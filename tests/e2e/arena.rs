@@ -240,6 +240,17 @@ impl User {
         assert!((200..300).contains(&status), "upload: {status} {body}");
         body
     }
+    /// Uploads a fresh random adapter (a new seed each call); the status and answer.
+    pub async fn upload_random_adapter_status(&self) -> (u16, Value) {
+        static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+        let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let model = agent_runtime::gguf::Gguf::open(&crate::helpers::model_path()).unwrap().config().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        agent_runtime::lora::Adapter::random(&model, &[agent_runtime::model::Target::Q], 4, seed, 0.01, 0.01)
+            .save(dir.path(), None)
+            .unwrap();
+        self.upload_adapter(dir.path()).await
+    }
     /// Uploads the PEFT adapter in `dir`; the status and answer.
     pub async fn upload_adapter(&self, dir: &std::path::Path) -> (u16, Value) {
         let file = |name: &str| reqwest::multipart::Part::bytes(std::fs::read(dir.join(name)).unwrap());

@@ -363,3 +363,121 @@ async fn new_terms_are_not_forced_on_entered_players() {
     assert_eq!(early, 0);
     arena.ledger_ok().await;
 }
+
+#[tokio::test]
+async fn a_private_spaces_outputs_are_read_only_by_those_it_names() {
+    use arena_server::app::Roles;
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let source = quick_space("secret", 2, 2)
+        .replace("license = \"CC-BY-4.0\"", "license = \"proprietary\"\nvisibility = \"private\"");
+    arena.publish(&dana, &source, json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    ada.agent("a", "secret").await;
+    bob.agent("b", "secret").await;
+    let eve = arena.user("eve", "player").await;
+    let bea = arena.user("bea", "buyer").await;
+    arena.start(Roles::ALL, None);
+    arena.wait_settled(1, 30).await;
+    arena.pause_all().await;
+    let id: uuid::Uuid = sqlx::query_scalar("select id from matches where status = 'settled' limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    let path = format!("/matches/{id}");
+    let anonymous = arena.user_anonymous();
+    for (who, user, readable) in [
+        ("anonymous", &anonymous, false),
+        ("stranger", &eve, false),
+        ("player", &ada, true),
+        ("designer", &dana, true),
+        ("buyer", &bea, true),
+    ] {
+        let (status, body) = user.get(&path).await;
+        assert_eq!(status, 200, "{who}: {body}");
+        assert_eq!(body["outputs_hidden"], !readable, "{who}: {body}");
+        let outputs = body["seats"].as_array().unwrap().iter().filter(|s| s["output"].is_string()).count();
+        assert_eq!(outputs > 0, readable, "{who}: {body}");
+        assert_eq!(body["verdict"].is_object(), readable, "{who}: {body}");
+        // Ranks and payouts stay public.
+        assert!(body["seats"][0]["rank"].is_i64(), "{who}: {body}");
+    }
+    // A public Space (the default) shows everything to everyone.
+    let (_, shown) = arena.user_anonymous().get("/spaces/secret").await;
+    assert!(shown.to_string().contains("private"), "the Space says who reads its data: {shown}");
+    let (status, body) = dana.post("/spaces", json!({"source": source.replace("\"private\"", "\"friends\"")})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("pairs.visibility"), "{body}");
+}
+
+#[tokio::test]
+async fn storage_is_bounded_per_user_and_an_adapter_is_stored_once() {
+    let env = crate::helpers::TestEnv::new().await;
+    let mut settings = crate::arena::quick_settings(&env);
+    settings.arena.storage_quota_bytes = 2_000_000;
+    let arena = Arena::with_settings(env, settings).await;
+    let ada = arena.user("ada", "player").await;
+    let dir = crate::arena::random_adapter();
+    let (status, first) = ada.upload_adapter(dir.path()).await;
+    assert_eq!(status, 201, "{first}");
+    // The same settings written with other whitespace and key order are the same adapter.
+    let config_path = dir.path().join("adapter_config.json");
+    let config: serde_json::Map<String, Value> = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let reversed: serde_json::Map<String, Value> = config.into_iter().rev().collect();
+    std::fs::write(&config_path, serde_json::to_string_pretty(&Value::Object(reversed)).unwrap() + "\n\n").unwrap();
+    let (status, second) = ada.upload_adapter(dir.path()).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(first["sha256"], second["sha256"]);
+    let stored: i64 = sqlx::query_scalar("select count(*) from adapters").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(stored, 1, "one copy of the weights");
+    // Uploads past the quota are refused, naming it; nothing is stored.
+    let mut refused = None;
+    for _ in 0..40 {
+        let (status, body) = ada.upload_random_adapter_status().await;
+        if status != 201 {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("the quota stops uploads");
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("over_quota")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("quota is 2000000 bytes"), "{body}");
+    let used: i64 = sqlx::query_scalar("select sum(bytes)::bigint from adapters").fetch_one(&arena.db).await.unwrap();
+    assert!(used <= 2_000_000, "{used}");
+    // The same quota covers Space versions.
+    let admin = arena.user("root", "admin").await;
+    admin.patch("/users/ada", json!({"role": "designer"})).await;
+    let big: Vec<String> =
+        (0..150).map(|i| json!({"prompt": format!("{i} {}", "x".repeat(7000))}).to_string()).collect();
+    let base = quick_space("roomy", 2, 2);
+    let inline = base.find("inline = [").unwrap();
+    let end = base[inline..].find("]\n").unwrap() + inline + 2;
+    let source = format!("{}file = \"prompts.jsonl\"\n{}", &base[..inline], &base[end..]);
+    let files = json!({"prompts.jsonl": big.join("\n")});
+    let (status, body) = ada.post("/spaces", json!({"source": source, "files": files})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("over_quota")), "{body}");
+    let spaces: i64 = sqlx::query_scalar("select count(*) from spaces").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(spaces, 0);
+}
+
+#[tokio::test]
+async fn api_tokens_expire() {
+    let arena = Arena::new().await;
+    let ada = arena.user("ada", "player").await;
+    let (status, body) =
+        ada.post("/tokens", json!({"name": "forever", "scopes": ["read"], "expires_in_days": 10000})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("expires_in_days")), "{body}");
+    let (status, body) = ada.post("/tokens", json!({"name": "short", "scopes": ["read"], "expires_in_days": 1})).await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let expires: chrono::DateTime<chrono::Utc> = body["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!((expires - chrono::Utc::now()).num_hours() >= 23, "{body}");
+    let me = || reqwest::Client::new().get(arena.url("/me")).bearer_auth(&token).send();
+    assert_eq!(me().await.unwrap().status(), 200);
+    // A day later (moved by hand) it no longer works.
+    sqlx::query("update api_tokens set expires_at = now() - interval '1 second'").execute(&arena.db).await.unwrap();
+    assert_eq!(me().await.unwrap().status(), 401);
+    let (_, list) = ada.get("/tokens").await;
+    assert!(list[0]["expires_at"].is_string(), "{list}");
+}

@@ -7,6 +7,7 @@
 
 mod api;
 mod arena;
+mod browser;
 mod cli;
 mod hardening;
 mod health;

@@ -251,9 +251,15 @@ async fn a_policy_makes_a_job_once_the_agent_has_taken_part_in_enough_new_pairs(
 async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_attempts() {
     let arena = Arena::new().await;
     let (ada, agent, _) = with_pairs(&arena, "sums", 6).await;
+    all_matches_done(&arena).await;
+    let before = ada.balance().await;
     let (status, job) =
         ada.post(&format!("/agents/{agent}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
     assert_eq!(status, 202, "{job}");
+    // The job is priced by its token budget and paid when it is made.
+    let price = job["price"].as_i64().unwrap();
+    assert!(price >= 1 && job["token_budget"].as_i64().unwrap() > 0, "{job}");
+    assert_eq!(ada.balance().await, before - price);
     let id = uuid::Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
     // A trainer claimed it twice before and died each time: its heartbeat is old.
     sqlx::query(
@@ -278,6 +284,9 @@ async fn a_job_whose_trainer_died_is_offered_again_and_fails_after_too_many_atte
     assert_eq!(job["status"], "failed");
     assert!(job["error"].as_str().unwrap().contains("tried 3 times"), "{job}");
     assert_eq!(job["attempts"], 4);
+    // A failed job is refunded, once.
+    assert_eq!(ada.balance().await, before);
+    arena.ledger_ok().await;
     let (_, agent_body) = ada.get(&format!("/agents/{agent}")).await;
     assert_eq!(agent_body["current_version"], 1);
     assert_eq!(agent_body["versions"].as_array().unwrap().len(), 1, "a failed job makes no version");
@@ -381,4 +390,43 @@ async fn the_gate_promotes_only_a_clear_winner_over_the_version_still_current() 
         sqlx::query_scalar("select count(*) from agent_versions").fetch_one(&arena.db).await.unwrap();
     assert_eq!(versions_before, versions_after);
     arena.ledger_ok().await;
+}
+
+/// Waits until no match is still running (none forms once Spaces are paused).
+async fn all_matches_done(arena: &Arena) {
+    let done = crate::helpers::eventually(60, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status not in ('settled', 'failed')")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    assert!(done, "{:?}", arena.status_counts().await);
+}
+
+#[tokio::test]
+async fn a_job_its_owner_cannot_pay_for_is_refused_and_changes_nothing() {
+    let env = crate::helpers::TestEnv::new().await;
+    let mut settings = crate::arena::quick_settings(&env);
+    settings.arena.training_credits_per_mtoken = 10_000_000;
+    let arena = Arena::with_settings(env, settings).await;
+    let (ada, agent, _) = with_pairs(&arena, "sums", 6).await;
+    all_matches_done(&arena).await;
+    let before = ada.balance().await;
+    let (status, body) =
+        ada.post(&format!("/agents/{agent}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("insufficient_funds")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("tokens"), "{body}");
+    assert_eq!(ada.balance().await, before);
+    let jobs: i64 = sqlx::query_scalar("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(jobs, 0);
+    // A budget past the cap is refused before anything is counted.
+    let (status, body) = ada
+        .post(
+            &format!("/agents/{agent}/training-jobs"),
+            json!({"space": "sums", "settings": {"steps": 2000, "batch_size": 32, "grad_accum": 32}}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("settings.steps")), "{body}");
 }

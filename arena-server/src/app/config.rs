@@ -107,6 +107,8 @@ struct FileArena {
     reclaim_idle_ms: Option<u64>,
     reconcile_after_s: Option<u64>,
     stage_batch: Option<usize>,
+    storage_quota_bytes: Option<i64>,
+    training_credits_per_mtoken: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +267,11 @@ impl Settings {
                     reclaim_idle_ms: a.reclaim_idle_ms.unwrap_or(d.reclaim_idle_ms),
                     reconcile_after_s: a.reconcile_after_s.unwrap_or(d.reconcile_after_s),
                     stage_batch: a.stage_batch.unwrap_or(d.stage_batch).clamp(1, 1000),
+                    storage_quota_bytes: a.storage_quota_bytes.unwrap_or(d.storage_quota_bytes).max(0),
+                    training_credits_per_mtoken: a
+                        .training_credits_per_mtoken
+                        .unwrap_or(d.training_credits_per_mtoken)
+                        .max(0),
                 }
             },
             source_file,

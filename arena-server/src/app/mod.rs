@@ -182,7 +182,15 @@ impl Application {
         }
         let ctx_data = web::Data::new(ctx.clone());
         let server = HttpServer::new(move || {
+            // Every answer, API and pages alike: no inline script, nothing
+            // from another origin, no framing, no sniffing.
+            let headers = actix_web::middleware::DefaultHeaders::new()
+                .add(("Content-Security-Policy", crate::http::pages::CSP))
+                .add(("X-Content-Type-Options", "nosniff"))
+                .add(("X-Frame-Options", "DENY"))
+                .add(("Referrer-Policy", "same-origin"));
             let app = App::new()
+                .wrap(headers)
                 .wrap_fn(metrics::track)
                 .wrap(TracingLogger::default())
                 .app_data(ctx_data.clone())

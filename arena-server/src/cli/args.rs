@@ -335,6 +335,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         matchmaker_interval_ms: u64,
     },
+    /// The platform under a hostile flood (sign-ins with distinct usernames,
+    /// public GETs, SSE connections; loopback only, bounded) next to the same
+    /// platform without it: /healthz p50/p99, matches settled, failed and
+    /// refunded, peak RSS, Redis memory. Matches run on a stub generator.
+    /// Uses a throwaway database.
+    Abuse {
+        /// Seconds of each phase (quiet, then flood).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Flooding clients per kind (sign-in, GETs).
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// SSE connections the flood tries to hold open.
+        #[arg(long, default_value_t = 1500)]
+        streams: usize,
+        /// The most requests the flood sends, all kinds together.
+        #[arg(long, default_value_t = 200_000)]
+        max_requests: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     pub matchmaker_interval_ms: u64,
 }
 
-fn bench_space(name: &str, k: u32) -> String {
+pub(super) fn bench_space(name: &str, k: u32) -> String {
     format!(
         r#"name = "{name}"
 description = "Control-plane benchmark Space (verifier-only judge)"
@@ -76,7 +76,7 @@ min_margin = 0.1
     )
 }
 
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+pub(super) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     let mut url = url::Url::parse(url)?;
     url.set_path(&format!("/{name}"));
     Ok(url.to_string())
@@ -129,43 +129,7 @@ async fn run(settings: &Settings, args: &BenchArgs, db_name: &str, id: &str) -> 
     let app = Application::build_with(settings.clone(), options.clone()).await?;
     let db = app.ctx.db.clone();
 
-    // Seed: a designer, the Spaces, players with one agent entered in each.
-    let password = || Password::parse("benchmark-password").map_err(|e| anyhow::anyhow!("{e}"));
-    let designer =
-        users::create_user(&db, &Username::parse("designer")?, password()?, Role::Designer, 1_000_000_000).await?;
-    let by = Publisher { user: designer.id, admin: false };
-    let mut space_ids = Vec::new();
-    for s in 0..args.spaces {
-        let published =
-            space_store::publish(&db, by, &bench_space(&format!("bench-{s}"), args.agents_per_match), &BTreeMap::new())
-                .await?;
-        space_ids.push(published.id);
-    }
-    let initial = rating::initial();
-    for p in 0..args.players {
-        let username = Username::parse(&format!("player{p}"))?;
-        let user = users::create_user(&db, &username, password()?, Role::Player, 1_000_000_000).await?;
-        let agent = AgentId::new();
-        let mut tx = db.begin().await?;
-        agents::insert_agent(&mut tx, agent, user.id, "agent").await?;
-        NewAgentVersion {
-            agent,
-            version: 1,
-            base_model: &app.ctx.base_model,
-            system_prompt: "",
-            sampling: &AgentSampling::default(),
-            adapter_sha256: None,
-            parent: None,
-            training_job: None,
-            note: "",
-        }
-        .insert(&mut tx)
-        .await?;
-        for space in &space_ids {
-            agents::enter(&mut tx, agent, *space, user.id, initial.rating, initial.uncertainty).await?;
-        }
-        tx.commit().await?;
-    }
+    seed(&db, &app.ctx.base_model, args.spaces, args.agents_per_match, args.players).await?;
 
     let started = Instant::now();
     crate::app::start_workers(&app.ctx, &settings, &options, app.stop.subscribe())?;
@@ -239,6 +203,54 @@ async fn run(settings: &Settings, args: &BenchArgs, db_name: &str, id: &str) -> 
         chains.join(", ")
     );
     Ok(out)
+}
+
+/// Seeds a benchmark database: a designer, `spaces` Spaces of `k` agents per
+/// match, and `players` players with one agent entered in every Space.
+pub(super) async fn seed(
+    db: &sqlx::PgPool,
+    base_model: &str,
+    spaces: usize,
+    k: u32,
+    players: usize,
+) -> anyhow::Result<()> {
+    // Seed: a designer, the Spaces, players with one agent entered in each.
+    let password = || Password::parse("benchmark-password").map_err(|e| anyhow::anyhow!("{e}"));
+    let designer =
+        users::create_user(db, &Username::parse("designer")?, password()?, Role::Designer, 1_000_000_000).await?;
+    let by = Publisher { user: designer.id, admin: false, quota_bytes: None };
+    let mut space_ids = Vec::new();
+    for s in 0..spaces {
+        let published = space_store::publish(db, by, &bench_space(&format!("bench-{s}"), k), &BTreeMap::new()).await?;
+        space_ids.push(published.id);
+    }
+    let initial = rating::initial();
+    for p in 0..players {
+        let username = Username::parse(&format!("player{p}"))?;
+        let user = users::create_user(db, &username, password()?, Role::Player, 1_000_000_000).await?;
+        let agent = AgentId::new();
+        let mut tx = db.begin().await?;
+        agents::insert_agent(&mut tx, agent, user.id, "agent").await?;
+        NewAgentVersion {
+            agent,
+            version: 1,
+            base_model,
+            system_prompt: "",
+            sampling: &AgentSampling::default(),
+            adapter_sha256: None,
+            parent: None,
+            training_job: None,
+            note: "",
+        }
+        .insert(&mut tx)
+        .await?;
+        for space in &space_ids {
+            agents::enter(&mut tx, agent, *space, user.id, initial.rating, initial.uncertainty).await?;
+        }
+        tx.commit().await?;
+    }
+
+    Ok(())
 }
 
 async fn pgbench(settings: &Settings, admin: &sqlx::PgPool, id: &str, seconds: u32) -> anyhow::Result<f64> {

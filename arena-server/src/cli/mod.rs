@@ -1,6 +1,7 @@
 //! The `arena` command line: `args` holds clap's types; each command's code
 //! is in the file of its name. `main` parses and calls [`main`] here.
 
+pub mod abuse;
 pub mod args;
 pub mod bench;
 pub mod config;
@@ -145,6 +146,9 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 matchmaker_interval_ms,
             };
             bench::control_plane(settings, args).await?;
+        }
+        Command::Bench(BenchCommand::Abuse { seconds, clients, streams, max_requests }) => {
+            abuse::run(settings, abuse::AbuseArgs { seconds, clients, streams, max_requests }).await?;
         }
         Command::Train(TrainCommand::Dpo(args)) => train::train(&args, Objective::Dpo, settings)?,
         Command::Train(TrainCommand::Sft(args)) => train::train(&args, Objective::Sft, settings)?,

@@ -64,7 +64,7 @@ pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyh
     };
     let designer = ensure_user("designer", Role::Designer).await?;
     ensure_user("buyer", Role::Buyer).await?;
-    let by = Publisher { user: designer.id, admin: false };
+    let by = Publisher { user: designer.id, admin: false, quota_bytes: None };
     let mut slugs = Vec::new();
     for name in ["arithmetic.toml", "json-contact.toml", "explain.toml"] {
         slugs.push(publish_file(pool, by, &spaces_dir.join(name)).await?.slug);

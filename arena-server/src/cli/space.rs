@@ -64,7 +64,7 @@ pub async fn publisher(pool: &PgPool, owner: &str) -> anyhow::Result<Publisher> 
         "{owner} is a {}: only designers and admins own Spaces",
         role.as_str()
     );
-    Ok(Publisher { user: user.id, admin: role == crate::domain::user::Role::Admin })
+    Ok(Publisher { user: user.id, admin: role == crate::domain::user::Role::Admin, quota_bytes: None })
 }
 
 /// `arena space publish`: each file and the files it names, as `owner`.

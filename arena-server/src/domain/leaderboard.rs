@@ -41,6 +41,42 @@ pub struct Leaderboard {
     pub battles: usize,
     pub bootstrap_rounds: usize,
     pub computed_at: chrono::DateTime<chrono::Utc>,
+    /// Head-to-head records among the best-rated agents (see `head_to_head`).
+    #[serde(default)]
+    pub head_to_head: Vec<HeadToHead>,
+}
+
+/// Agents ranked by the leaderboard only after this many matches.
+pub const MIN_MATCHES: i32 = 5;
+
+/// How agent `a` did against agent `b`: `wins` counts a tie as a half.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeadToHead {
+    pub a: AgentId,
+    pub b: AgentId,
+    pub wins: f64,
+    pub games: u32,
+}
+
+/// Head-to-head records between the agents at `keep` (indices into the
+/// battles' agents, with their ids), in both directions.
+pub fn head_to_head(battles: &[Battle], keep: &[(usize, AgentId)]) -> Vec<HeadToHead> {
+    let at: HashMap<usize, AgentId> = keep.iter().copied().collect();
+    let mut records: HashMap<(AgentId, AgentId), (f64, u32)> = HashMap::new();
+    for b in battles {
+        if let (Some(&a), Some(&other)) = (at.get(&b.a), at.get(&b.b)) {
+            let one = records.entry((a, other)).or_default();
+            one.0 += b.outcome;
+            one.1 += 1;
+            let two = records.entry((other, a)).or_default();
+            two.0 += 1.0 - b.outcome;
+            two.1 += 1;
+        }
+    }
+    let mut out: Vec<HeadToHead> =
+        records.into_iter().map(|((a, b), (wins, games))| HeadToHead { a, b, wins, games }).collect();
+    out.sort_by_key(|h| (h.a, h.b));
+    out
 }
 
 /// One pairwise result: a beat b (outcome 1), lost (0) or tied (0.5).

@@ -21,6 +21,12 @@ pub struct ArenaSettings {
     pub reconcile_after_s: u64,
     /// Matches one stage worker takes from its stream at once.
     pub stage_batch: usize,
+    /// Bytes one user may store: the adapters they uploaded and the files of
+    /// the Space versions they published, together.
+    pub storage_quota_bytes: i64,
+    /// Credits a training job costs per million tokens of its budget (the
+    /// most tokens it may train on; see `JobSettings::token_budget`).
+    pub training_credits_per_mtoken: i64,
 }
 
 impl Default for ArenaSettings {
@@ -34,6 +40,8 @@ impl Default for ArenaSettings {
             reclaim_idle_ms: 60_000,
             reconcile_after_s: 120,
             stage_batch: 32,
+            storage_quota_bytes: 1 << 30,
+            training_credits_per_mtoken: 100,
         }
     }
 }

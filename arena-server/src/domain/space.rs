@@ -114,6 +114,28 @@ pub struct Training {
 /// The default share of held-out prompts.
 pub const DEFAULT_HOLDOUT: f64 = 0.1;
 
+/// Who may read a Space's match outputs, verdicts and pairs (`[pairs]
+/// visibility`). Ranks, ratings and payouts are public either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Anyone, signed in or not.
+    #[default]
+    Public,
+    /// The match's players, the Space's designer, buyers and admins.
+    Private,
+}
+
+impl Visibility {
+    pub fn parse(text: &str) -> Option<Visibility> {
+        match text {
+            "public" => Some(Visibility::Public),
+            "private" => Some(Visibility::Private),
+            _ => None,
+        }
+    }
+}
+
 /// A checked Space.
 #[derive(Debug, Clone)]
 pub struct Space {
@@ -127,6 +149,7 @@ pub struct Space {
     pub matchmaking: Matchmaking,
     pub judge: JudgeConfig,
     pub license: Option<String>,
+    pub visibility: Visibility,
     pub training: Training,
     /// Indices of the prompts held out for promotion gates (see
     /// [`held_out`]); matches never use them.
@@ -251,6 +274,16 @@ impl Space {
 
         let sections = JudgeSections { verifiers: file.verifiers, judge: file.judge, pairs: file.pairs };
         let license = sections.pairs.as_ref().and_then(|p| p.get_ref().license.clone());
+        let visibility = match sections.pairs.as_ref().and_then(|p| p.get_ref().visibility.as_ref()) {
+            None => Visibility::Public,
+            Some(v) => Visibility::parse(v.get_ref()).unwrap_or_else(|| {
+                errors.push(SpecError::new(
+                    v.span(),
+                    format!("pairs.visibility {:?} is not one of \"public\", \"private\"", v.get_ref()),
+                ));
+                Visibility::Public
+            }),
+        };
         let judge = match JudgeConfig::from_sections(&sections, files, model_base) {
             Ok(j) => Some(j),
             Err(mut e) => {
@@ -270,6 +303,7 @@ impl Space {
                 matchmaking,
                 judge,
                 license,
+                visibility,
                 training,
                 held_out: held,
                 match_prompts,
@@ -615,5 +649,114 @@ max = 10
     fn unknown_keys_are_refused() {
         let errs = errors(&format!("{GOOD}\ncolour = \"blue\"\n"));
         assert!(errs[0].1.contains("colour"), "{errs:?}");
+    }
+}
+
+/// A Space's rules told in words, for players deciding whether to enter
+/// (and designers checking what their file means).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RulesInWords {
+    pub prompts: String,
+    pub meeting: String,
+    pub money: String,
+    pub checks: Vec<String>,
+    pub judge: String,
+    pub data: String,
+}
+
+fn share_list(shares: &[f64]) -> String {
+    let places = ["1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th"];
+    shares
+        .iter()
+        .zip(places)
+        .map(|(s, p)| format!("{p} {}%", (s * 1000.0).round() / 10.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Space {
+    pub fn rules_in_words(&self) -> RulesInWords {
+        use judge::spec::JudgeMode;
+        let references = self.prompts.iter().filter(|p| p.reference.is_some()).count();
+        let prompts = format!(
+            "{} prompts ({} with a reference answer); {} held out to test trained versions, matches draw from the \
+             other {}",
+            self.prompts.len(),
+            references,
+            self.held_out.len(),
+            self.match_prompts.len()
+        );
+        let meeting = format!(
+            "{} agents of different owners meet in each match and answer the same prompt in at most {} tokens; \
+             agents are paired within {:.0} rating points, at most {} matches at once",
+            self.agents_per_match,
+            self.max_new_tokens,
+            self.matchmaking.rating_window,
+            self.matchmaking.max_concurrent_matches
+        );
+        let pot = self.entry_fee * self.agents_per_match as i64 + self.payout.sponsor_pool;
+        let money = if pot == 0 {
+            "Free to enter; nothing is paid out.".to_owned()
+        } else {
+            format!(
+                "Entry costs {} credits per match; the pot of {pot} credits ({} sponsored) goes {:.0}% to the house and the \
+                 rest by rank: {}. Ties share their places' shares.",
+                self.entry_fee,
+                self.payout.sponsor_pool,
+                self.payout.house_cut * 100.0,
+                share_list(&self.payout.shares)
+            )
+        };
+        let mut checks: Vec<String> = self
+            .judge
+            .verifiers
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} ({}, {})",
+                    v.name,
+                    v.kind_name(),
+                    if v.hard { "hard: failing it ranks below every passing answer" } else { "soft: lowers the score" }
+                )
+            })
+            .collect();
+        if !self.judge.guards.is_empty() {
+            checks.push(format!(
+                "built-in guards against gaming the judge: {} (hard)",
+                self.judge
+                    .guards
+                    .iter()
+                    .map(|g| match g {
+                        judge::guard::Guard::Injection => "injection".to_owned(),
+                        judge::guard::Guard::Padding => "padding".to_owned(),
+                        judge::guard::Guard::PromptCopy => "prompt copy".to_owned(),
+                        #[allow(unreachable_patterns)]
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let judge = match self.judge.mode {
+            JudgeMode::None => "No AI judge: the verifiers alone rank the answers.".to_owned(),
+            JudgeMode::Pairwise => format!(
+                "An AI judge compares every two answers in both orders (weight {}), by this rubric: {}",
+                self.judge.weight, self.judge.rubric
+            ),
+            JudgeMode::Pointwise => format!(
+                "An AI judge scores each answer from 1 to {} (weight {}), by this rubric: {}",
+                self.judge.scale, self.judge.weight, self.judge.rubric
+            ),
+        };
+        let data = format!(
+            "Preference pairs are kept when the winner leads by more than {}; licence: {}; outputs and pairs are {}.",
+            self.judge.min_margin,
+            self.license.as_deref().unwrap_or("not stated"),
+            match self.visibility {
+                Visibility::Public => "public",
+                Visibility::Private => "shown only to each match's players, the designer and buyers",
+            }
+        );
+        RulesInWords { prompts, meeting, money, checks, judge, data }
     }
 }

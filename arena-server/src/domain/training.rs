@@ -94,6 +94,25 @@ impl JobSettings {
         }
     }
 
+    /// The most tokens a job with these settings trains on over `pairs`
+    /// pairs: every pair pass (`steps × batch_size × grad_accum`, or
+    /// `epochs × pairs`) at `max_length` tokens for each of its two
+    /// answers. What a job is priced by.
+    pub fn token_budget(&self, pairs: usize) -> u64 {
+        let passes = match self.steps {
+            Some(steps) => steps as u64 * self.batch_size.max(1) as u64 * self.grad_accum.max(1) as u64,
+            None => self.epochs as u64 * pairs as u64,
+        };
+        passes.saturating_mul(2 * self.max_length as u64)
+    }
+
+    /// Most minutes a job may run before the trainer gives it up (failed,
+    /// refunded): a backstop; the token budget's cap is the real bound.
+    pub const MAX_MINUTES: u64 = 90;
+
+    /// The largest token budget one job may have (see `token_budget`).
+    pub const MAX_TOKEN_BUDGET: u64 = 4_000_000;
+
     /// Checks every value, the trainer's own checks included; the error
     /// names the setting. Limits keep one job to minutes, not days.
     pub fn check(&self) -> Result<(), DomainError> {
@@ -120,8 +139,35 @@ impl JobSettings {
             return bad("gate_prompts", format!("gate_prompts must be 4..=256, not {}", self.gate_prompts));
         }
         self.train_config(1).validate().map_err(|e| DomainError::new("settings", e.to_string()))?;
+        // With a step count the budget is known now; by epochs it depends
+        // on the pairs, and the job is checked again when they are picked.
+        if self.steps.is_some() {
+            self.check_budget(self.token_budget(0))?;
+        }
         Ok(())
     }
+
+    /// Refuses a token budget past `MAX_TOKEN_BUDGET`, naming what to lower.
+    pub fn check_budget(&self, budget: u64) -> Result<(), DomainError> {
+        if budget > Self::MAX_TOKEN_BUDGET {
+            return Err(DomainError::new(
+                "settings.steps",
+                format!(
+                    "this job could train on {budget} tokens (passes over the pairs × 2 × max_length); one job may \
+                     train on at most {}: fewer steps, epochs, max_pairs or a shorter max_length",
+                    Self::MAX_TOKEN_BUDGET
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Credits a job with `token_budget` tokens costs at `credits_per_mtoken`
+/// per million tokens, rounded up (so every job but a free one costs ≥ 1).
+pub fn training_price(token_budget: u64, credits_per_mtoken: i64) -> i64 {
+    let credits = (token_budget as u128 * credits_per_mtoken.max(0) as u128).div_ceil(1_000_000);
+    credits.min(i64::MAX as u128) as i64
 }
 
 /// How one game of the gate went for the new version.

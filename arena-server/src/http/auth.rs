@@ -59,9 +59,27 @@ pub struct NewToken {
     pub name: String,
     pub token: String,
     pub scopes: Vec<Scope>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn create_token(state: &Context, user: &Caller, name: &str, scopes: &[Scope]) -> Result<NewToken, ApiError> {
+/// How long a token lives unless asked otherwise, and at most.
+pub const TOKEN_DAYS_DEFAULT: u32 = 90;
+pub const TOKEN_DAYS_MAX: u32 = 365;
+
+/// A new token for `user`, living `expires_in_days` (1..=365) days.
+pub async fn create_token(
+    state: &Context,
+    user: &Caller,
+    name: &str,
+    scopes: &[Scope],
+    expires_in_days: u32,
+) -> Result<NewToken, ApiError> {
+    if !(1..=TOKEN_DAYS_MAX).contains(&expires_in_days) {
+        return Err(ApiError::invalid(
+            "expires_in_days",
+            format!("a token lives 1..={TOKEN_DAYS_MAX} days, not {expires_in_days}"),
+        ));
+    }
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid("name", "a token name is 1–64 characters without control characters"));
     }
@@ -81,8 +99,9 @@ pub async fn create_token(state: &Context, user: &Caller, name: &str, scopes: &[
     let mut scopes = scopes.to_vec();
     scopes.sort();
     scopes.dedup();
-    users::insert_token(&state.db, id, user.user_id, name, &sha256_hex(&token), &scopes).await?;
-    Ok(NewToken { id, name: name.to_owned(), token, scopes })
+    let expires_at =
+        users::insert_token(&state.db, id, user.user_id, name, &sha256_hex(&token), &scopes, expires_in_days).await?;
+    Ok(NewToken { id, name: name.to_owned(), token, scopes, expires_at })
 }
 
 /// How the caller proved who they are.
@@ -116,8 +135,10 @@ impl Caller {
     }
 
     /// Who publishes a Space as this caller.
-    pub fn publisher(&self) -> Publisher {
-        Publisher { user: self.user_id, admin: self.is_admin() }
+    /// The caller as a publisher, with their storage quota (an admin has none).
+    pub fn publisher(&self, quota_bytes: i64) -> Publisher {
+        let admin = self.is_admin();
+        Publisher { user: self.user_id, admin, quota_bytes: (!admin).then_some(quota_bytes) }
     }
 
     /// Refuses unless the caller holds `scope`.

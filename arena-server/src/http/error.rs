@@ -35,6 +35,9 @@ pub enum ApiError {
     Payload(String),
     #[error("{0}")]
     MediaType(String),
+    /// The caller's storage quota would be exceeded.
+    #[error("{0}")]
+    OverQuota(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::OverCapacity(_) => "over_capacity",
             ApiError::Payload(_) => "bad_payload",
             ApiError::MediaType(_) => "unsupported_media_type",
+            ApiError::OverQuota(_) => "over_quota",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -89,7 +93,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } | ApiError::Payload(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::OverQuota(_) => StatusCode::FORBIDDEN,
             ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::InsufficientFunds(_) => StatusCode::CONFLICT,
@@ -167,6 +171,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(e) => e.into(),
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::Forbidden(why) => ApiError::Forbidden(why),
+            StoreError::OverQuota(why) => ApiError::OverQuota(why),
             StoreError::Conflict { field, message } => ApiError::Conflict { field, message },
             StoreError::Ledger(e) => e.into(),
             StoreError::Db(e) => e.into(),
@@ -181,6 +186,8 @@ impl From<Refused> for ApiError {
             Refused::Open(_) => ApiError::conflict("agent", r.to_string()),
             Refused::TooFewPairs { .. } => ApiError::invalid("settings.min_pairs", r.to_string()),
             Refused::NoHoldout => ApiError::invalid("space", r.to_string()),
+            Refused::CannotPay { .. } => ApiError::InsufficientFunds(r.to_string()),
+            Refused::OverBudget(e) => e.into(),
             Refused::Db(e) => e.into(),
         }
     }

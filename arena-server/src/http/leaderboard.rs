@@ -5,7 +5,10 @@
 
 use super::error::ApiError;
 use crate::context::Context;
-use crate::domain::leaderboard::{Leaderboard, REFRESH_S, ROUNDS, Row, battles, bootstrap, elo};
+use crate::domain::leaderboard::{Leaderboard, REFRESH_S, ROUNDS, Row, battles, bootstrap, elo, head_to_head};
+
+/// Agents of the head-to-head matrix: the best-rated few.
+pub const HEAD_TO_HEAD_AGENTS: usize = 8;
 use crate::domain::{AgentId, SpaceId, rating};
 use crate::store::leaderboard as source;
 use redis::AsyncCommands;
@@ -43,7 +46,19 @@ async fn compute(state: &Context, space_id: SpaceId) -> Result<Leaderboard, ApiE
         })
         .collect();
     rows.sort_by(|a, b| b.rating.total_cmp(&a.rating));
-    Ok(Leaderboard { rows, battles: battles.len(), bootstrap_rounds: ROUNDS, computed_at: chrono::Utc::now() })
+    let keep: Vec<(usize, AgentId)> = rows
+        .iter()
+        .take(HEAD_TO_HEAD_AGENTS)
+        .filter_map(|r| index.get(&r.agent_id).map(|i| (*i, r.agent_id)))
+        .collect();
+    let head_to_head = head_to_head(&battles, &keep);
+    Ok(Leaderboard {
+        rows,
+        battles: battles.len(),
+        bootstrap_rounds: ROUNDS,
+        computed_at: chrono::Utc::now(),
+        head_to_head,
+    })
 }
 
 /// The cached leaderboard, recomputed when older than `REFRESH_S`.

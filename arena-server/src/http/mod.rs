@@ -1,6 +1,6 @@
-//! HTTP: the JSON API under `/api/v1` and its OpenAPI document, auth
-//! extractors and rate limits, `ApiError`, `/healthz` and `/metrics` (the
-//! pages will live here too). `API` is the one list of routes: `configure`
+//! HTTP: the JSON API under `/api/v1` and its OpenAPI document, the web
+//! pages (`pages`, their own table `pages::PAGES`), auth extractors and
+//! rate limits, `ApiError`, `/healthz` and `/metrics`. `API` is the one list of routes: `configure`
 //! mounts it and `openapi` describes it, so the document cannot drift from
 //! what is served. Handlers call the store and the work rooms; they add no
 //! rules of their own.
@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod health;
 pub mod leaderboard;
 pub mod metrics;
+pub mod pages;
 
 use actix_web::{HttpResponse, Route, web};
 use handlers::{adapters, agents, matches, spaces, training, users};
@@ -88,8 +89,8 @@ pub const API: &[ApiRoute] = &[
         "/tokens",
         users::create_token,
         Scope("read"),
-        "Create an API token (from a session); the secret is shown once",
-        Some(r#"{"name": "ci", "scopes": ["read", "play"]}"#)
+        "Create an API token (from a session); the secret is shown once; it expires after expires_in_days (1..=365, default 90)",
+        Some(r#"{"name": "ci", "scopes": ["read", "play"], "expires_in_days": 30}"#)
     ),
     route!(get, "/tokens", users::list_tokens, Scope("read"), "The caller's tokens, without secrets", None),
     route!(delete, "/tokens/{id}", users::revoke_token, Scope("read"), "Revoke a token", None),
@@ -195,7 +196,7 @@ pub const API: &[ApiRoute] = &[
         "/agents/{id}/training-jobs",
         training::start,
         Scope("play"),
-        "Train the agent now on its pairs in a Space; the new version is promoted only if it beats its parent",
+        "Train the agent now on its pairs in a Space (priced by its token budget; refunded if it fails); the new version is promoted only if it beats its parent",
         Some(r#"{"space": "arithmetic", "settings": {"steps": 20}}"#)
     ),
     route!(
@@ -234,6 +235,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     scope = scope
         .default_service(web::to(|| async { Err::<HttpResponse, _>(error::ApiError::NotFound("API route".into())) }));
     cfg.service(scope).route("/api/docs", web::get().to(docs_page));
+    pages::configure(cfg);
 }
 
 /// The OpenAPI 3.1 document for `API`.

@@ -45,9 +45,12 @@ pub fn validate(
     config: &[u8],
     weights: &[u8],
     model: &agent_runtime::gguf::ModelConfig,
-) -> Result<(String, serde_json::Value), String> {
+) -> Result<(String, serde_json::Value, Vec<u8>), String> {
+    // Stored as the identity hashes it (see `lora::canonical_config`).
+    let config = agent_runtime::lora::canonical_config(config)
+        .ok_or_else(|| "adapter_config.json is not valid JSON".to_owned())?;
     let dir = tempfile::tempdir().map_err(|e| format!("cannot stage the upload: {e}"))?;
-    std::fs::write(dir.path().join("adapter_config.json"), config).map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("adapter_config.json"), &config).map_err(|e| e.to_string())?;
     std::fs::write(dir.path().join("adapter_model.safetensors"), weights).map_err(|e| e.to_string())?;
     let limits = agent_runtime::lora::Limits {
         max_file_bytes: MAX_WEIGHTS_BYTES as u64,
@@ -61,17 +64,22 @@ pub fn validate(
     let targets: Vec<&str> = adapter.targets().iter().map(|t| t.module()).collect();
     let summary = serde_json::json!({ "sha256": adapter.sha256, "rank": adapter.rank, "alpha": adapter.alpha,
                                       "targets": targets, "bytes": weights.len() });
-    Ok((adapter.sha256.clone(), summary))
+    Ok((adapter.sha256.clone(), summary, config))
 }
 
-/// Stores a validated adapter by its sha256; true when it was new.
+/// Stores a validated adapter by its sha256; true when it was new. The
+/// upload counts against the uploader's quota whether or not the bytes were
+/// known (so the answer says nothing of what others stored).
 pub async fn insert(
     pool: &PgPool,
     sha256: &str,
     config: &str,
     weights: &[u8],
     by: crate::domain::UserId,
-) -> Result<bool, sqlx::Error> {
+    quota_bytes: Option<i64>,
+) -> Result<bool, super::StoreError> {
+    let mut tx = pool.begin().await?;
+    super::check_quota(&mut tx, by, weights.len() as i64, quota_bytes).await?;
     let inserted = sqlx::query(
         "insert into adapters (sha256, config, weights, bytes, uploaded_by) values ($1, $2, $3, $4, $5)
          on conflict (sha256) do nothing",
@@ -81,7 +89,8 @@ pub async fn insert(
     .bind(weights)
     .bind(weights.len() as i64)
     .bind(by)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(inserted.rows_affected() == 1)
 }

@@ -293,3 +293,33 @@ pub async fn withdraw(conn: &mut PgConnection, agent: AgentId, slug: &str) -> Re
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// An agent among the best-rated in a Space.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TopAgent {
+    pub agent_id: AgentId,
+    pub name: String,
+    pub owner: String,
+    pub space: String,
+    pub mu: f64,
+    pub matches: i32,
+}
+
+/// The best-rated entries across active Spaces with at least `min_matches`.
+pub async fn top(pool: &PgPool, min_matches: i32, limit: i64) -> Result<Vec<TopAgent>, sqlx::Error> {
+    sqlx::query_as(
+        "select a.id as agent_id, a.name, u.username as owner, s.slug as space, e.mu, e.matches
+         from entries e join agents a on a.id = e.agent_id join users u on u.id = a.owner_id
+         join spaces s on s.id = e.space_id
+         where s.active and e.matches >= $1 order by e.mu desc, a.name limit $2",
+    )
+    .bind(min_matches)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// An owner's agents as (id, name), for forms that pick one.
+pub async fn names_of_owner(pool: &PgPool, owner: UserId) -> Result<Vec<(AgentId, String)>, sqlx::Error> {
+    sqlx::query_as("select id, name from agents where owner_id = $1 order by name").bind(owner).fetch_all(pool).await
+}

@@ -317,6 +317,9 @@ pub async fn list(
 #[derive(Debug, sqlx::FromRow)]
 pub struct MatchHead {
     pub space: String,
+    pub space_id: crate::domain::SpaceId,
+    /// The Space's designer.
+    pub designer_id: crate::domain::UserId,
     pub space_version: i32,
     pub status: MatchStatus,
     pub prompt: String,
@@ -325,14 +328,19 @@ pub struct MatchHead {
     pub error: Option<String>,
     pub seq: Option<i64>,
     pub record_hash: Option<String>,
+    /// The record hash this one chains to, and the match that has it.
+    pub prev_hash: Option<String>,
+    pub prev_id: Option<MatchId>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub settled_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn head(pool: &PgPool, id: MatchId) -> Result<Option<MatchHead>, sqlx::Error> {
     sqlx::query_as(
-        "select s.slug as space, m.space_version, m.status, m.prompt, m.reference, m.pot, m.error, m.seq,
-                m.record_hash, m.created_at, m.settled_at
+        "select s.slug as space, m.space_id, s.owner_id as designer_id, m.space_version, m.status, m.prompt, m.reference, m.pot, m.error, m.seq,
+                m.record_hash, m.prev_hash,
+                (select p.id from matches p where p.space_id = m.space_id and p.seq = m.seq - 1) as prev_id,
+                m.created_at, m.settled_at
          from matches m join spaces s on s.id = m.space_id where m.id = $1",
     )
     .bind(id)
@@ -347,6 +355,7 @@ pub struct SeatView {
     pub agent_id: AgentId,
     pub agent: String,
     pub owner: String,
+    pub owner_id: crate::domain::UserId,
     pub agent_version: i32,
     pub entry_fee: i64,
     pub mu_before: f64,
@@ -359,7 +368,7 @@ pub struct SeatView {
 
 pub async fn seats(pool: &PgPool, id: MatchId) -> Result<Vec<SeatView>, sqlx::Error> {
     sqlx::query_as(
-        "select ma.slot, ma.agent_id, a.name as agent, u.username as owner, ma.agent_version, ma.entry_fee,
+        "select ma.slot, ma.agent_id, a.name as agent, u.username as owner, ma.owner_id, ma.agent_version, ma.entry_fee,
                 ma.mu_before, ma.mu_after, ma.rank, ma.payout, o.text as output, o.finish
          from match_agents ma join agents a on a.id = ma.agent_id join users u on u.id = ma.owner_id
          left join outputs o on o.match_id = ma.match_id and o.slot = ma.slot
@@ -396,6 +405,83 @@ pub async fn stage_latencies(pool: &PgPool) -> Result<Vec<StageLatency>, sqlx::E
                                                 when 'judged → settled' then 3 else 4 end)",
     )
     .bind(MatchStatus::Settled)
+    .fetch_all(pool)
+    .await
+}
+
+/// A match as lists on pages show it: who played and how it went.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MatchLine {
+    pub id: MatchId,
+    pub space: String,
+    pub status: MatchStatus,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Agent names, best first once ranked, joined by " · ".
+    pub seats: String,
+}
+
+/// The newest matches, optionally of one Space, one status, or one agent.
+pub async fn lines(
+    pool: &PgPool,
+    space: Option<&str>,
+    status: Option<MatchStatus>,
+    agent: Option<AgentId>,
+    limit: i64,
+) -> Result<Vec<MatchLine>, sqlx::Error> {
+    sqlx::query_as(
+        "select m.id, s.slug as space, m.status, m.created_at, m.settled_at,
+                coalesce((select string_agg(a.name || coalesce(' (#' || ma.rank || ')', ''), ' · '
+                                            order by coalesce(ma.rank, 99), ma.slot)
+                          from match_agents ma join agents a on a.id = ma.agent_id where ma.match_id = m.id), '')
+                  as seats
+         from matches m join spaces s on s.id = m.space_id
+         where ($1::text is null or s.slug = $1) and ($2::text is null or m.status = $2)
+           and ($3::uuid is null or exists (select 1 from match_agents x where x.match_id = m.id and x.agent_id = $3))
+         order by m.created_at desc limit $4",
+    )
+    .bind(space)
+    .bind(status)
+    .bind(agent)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per Space: matches formed since `since`.
+pub async fn formed_since(
+    pool: &PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.slug, count(*) from matches m join spaces s on s.id = m.space_id
+         where m.created_at >= $1 group by s.slug",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
+}
+
+/// One point of an agent's rating history in a Space.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RatingPoint {
+    pub space: String,
+    pub settled_at: chrono::DateTime<chrono::Utc>,
+    pub mu_after: f64,
+}
+
+/// An agent's rating after each settled match, oldest first (the newest
+/// `limit` per agent).
+pub async fn rating_history(pool: &PgPool, agent: AgentId, limit: i64) -> Result<Vec<RatingPoint>, sqlx::Error> {
+    sqlx::query_as(
+        "select * from (select s.slug as space, m.settled_at, ma.mu_after
+                        from match_agents ma join matches m on m.id = ma.match_id join spaces s on s.id = m.space_id
+                        where ma.agent_id = $1 and m.status = 'settled' and ma.mu_after is not null
+                        order by m.settled_at desc limit $2) x
+         order by settled_at",
+    )
+    .bind(agent)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

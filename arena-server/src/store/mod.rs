@@ -52,6 +52,9 @@ pub enum StoreError {
     /// It conflicts with what exists; the field is named.
     #[error("{message}")]
     Conflict { field: String, message: String },
+    /// Storing it would take the user past their storage quota.
+    #[error("{0}")]
+    OverQuota(String),
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
     #[error(transparent)]
@@ -148,4 +151,41 @@ pub async fn create_database(admin: &PgPool, name: &str) -> Result<(), sqlx::Err
 
 pub async fn drop_database(admin: &PgPool, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(admin).await.map(|_| ())
+}
+
+/// Bytes `user` stores: the adapters they uploaded and the TOML and files
+/// of the Space versions they published.
+pub async fn stored_bytes(conn: &mut sqlx::PgConnection, user: crate::domain::UserId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce((select sum(bytes) from adapters where uploaded_by = $1), 0)::bigint
+              + coalesce((select sum(octet_length(source) + octet_length(files::text)) from space_versions
+                          where created_by = $1), 0)::bigint",
+    )
+    .bind(user)
+    .fetch_one(conn)
+    .await
+}
+
+/// Refuses to store `adding` more bytes for `user` past `quota` (None: no
+/// quota, as for operators at the command line). Takes a lock per user
+/// for the caller's transaction, so two uploads at once cannot both pass.
+pub async fn check_quota(
+    conn: &mut sqlx::PgConnection,
+    user: crate::domain::UserId,
+    adding: i64,
+    quota: Option<i64>,
+) -> Result<(), StoreError> {
+    let Some(quota) = quota else { return Ok(()) };
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('quota:' || $1::text, 0))")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    let used = stored_bytes(conn, user).await?;
+    if used.saturating_add(adding) > quota {
+        return Err(StoreError::OverQuota(format!(
+            "storage quota exceeded: you store {used} bytes, this adds {adding}, the quota is {quota} bytes; \
+             delete nothing here — ask an operator for more, or reuse what you stored"
+        )));
+    }
+    Ok(())
 }

@@ -22,6 +22,8 @@ pub const CACHE_VERSIONS: usize = 64;
 pub struct Publisher {
     pub user: UserId,
     pub admin: bool,
+    /// The publisher's storage quota in bytes (None: none, for operators).
+    pub quota_bytes: Option<i64>,
 }
 
 /// A Space as the API shows it.
@@ -133,6 +135,7 @@ pub async fn publish(
             .await?;
     let published = match existing {
         None => {
+            super::check_quota(&mut tx, by.user, version_bytes(source, &files_json), by.quota_bytes).await?;
             let id = SpaceId::new();
             sqlx::query("insert into spaces (id, slug, owner_id, current_version) values ($1, $2, $3, 1)")
                 .bind(id)
@@ -153,6 +156,9 @@ pub async fn publish(
                     .bind(current)
                     .fetch_one(&mut *tx)
                     .await?;
+            if current_sha != sha {
+                super::check_quota(&mut tx, by.user, version_bytes(source, &files_json), by.quota_bytes).await?;
+            }
             if current_sha == sha {
                 Published { id, slug: space.name.clone(), version: current, sha256: sha, created: false }
             } else {
@@ -182,6 +188,11 @@ pub async fn publish(
     };
     tx.commit().await?;
     Ok(published)
+}
+
+/// What a version counts against its publisher's quota.
+fn version_bytes(source: &str, files: &serde_json::Value) -> i64 {
+    (source.len() + files.to_string().len()) as i64
 }
 
 async fn insert_space_version(

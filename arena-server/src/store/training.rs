@@ -4,7 +4,7 @@
 
 use super::StoreError;
 use super::agents::{self, NewAgentVersion};
-use super::outbox;
+use super::{ledger, outbox};
 use crate::domain::space::Space;
 use crate::domain::training::{Gate, JobSettings};
 use crate::domain::{AgentId, JobId, JobStatus, JobTrigger, PairId, PolicyMode, SpaceId, Topic, UserId};
@@ -23,6 +23,10 @@ pub enum Refused {
          be gated"
     )]
     NoHoldout,
+    #[error(transparent)]
+    OverBudget(crate::domain::DomainError),
+    #[error("the job costs {price} credits (its budget is {budget} tokens) and you hold {balance}")]
+    CannotPay { price: i64, budget: u64, balance: i64 },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -58,6 +62,7 @@ pub async fn create_job(
     space_version: i32,
     settings: &JobSettings,
     trigger: JobTrigger,
+    credits_per_mtoken: i64,
 ) -> Result<JobId, Refused> {
     if space.held_out.is_empty() {
         return Err(Refused::NoHoldout);
@@ -78,10 +83,30 @@ pub async fn create_job(
         return Err(Refused::TooFewPairs { have: pairs.len(), need: settings.min_pairs });
     }
     let id = JobId::new();
+    let budget = settings.token_budget(pairs.len());
+    settings.check_budget(budget).map_err(Refused::OverBudget)?;
+    let price = crate::domain::training::training_price(budget, credits_per_mtoken);
+    if price > 0 {
+        // Paid to the house in the job's own transaction: no job without
+        // its payment, no payment without its job.
+        let account = ledger::user_account(conn, head.owner_id).await.map_err(|e| match e {
+            ledger::LedgerError::Db(e) => Refused::Db(e),
+            other => Refused::Db(sqlx::Error::Protocol(other.to_string())),
+        })?;
+        let legs = [ledger::Leg::new(account, -price), ledger::Leg::new(ledger::HOUSE, price)];
+        match ledger::post(conn, &format!("training:{id}"), "training", None, "training job", &legs).await {
+            Ok(_) => {}
+            Err(ledger::LedgerError::InsufficientFunds { balance, .. }) => {
+                return Err(Refused::CannotPay { price, budget, balance });
+            }
+            Err(ledger::LedgerError::Db(e)) => return Err(Refused::Db(e)),
+            Err(other) => return Err(Refused::Db(sqlx::Error::Protocol(other.to_string()))),
+        }
+    }
     sqlx::query(
         "insert into training_jobs (id, agent_id, owner_id, space_id, space_version, parent_version, trigger, settings,
-                                    pair_ids, status)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                    pair_ids, status, price, token_budget)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(id)
     .bind(agent)
@@ -93,6 +118,8 @@ pub async fn create_job(
     .bind(serde_json::to_value(settings).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
     .bind(&pairs)
     .bind(JobStatus::Queued)
+    .bind(price)
+    .bind(budget.min(i64::MAX as u64) as i64)
     .execute(&mut *conn)
     .await?;
     outbox::enqueue(conn, Topic::Train, id.0).await?;
@@ -185,19 +212,29 @@ pub async fn claim(pool: &PgPool, id: JobId, worker: &str, stale_after_s: u64) -
     .await
 }
 
-/// Ends a job `worker` holds as failed.
-pub async fn fail(pool: &PgPool, id: JobId, worker: &str, why: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Ends a job `worker` holds as failed and refunds its price, once (the
+/// refund's key is the job's).
+pub async fn fail(pool: &PgPool, id: JobId, worker: &str, why: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let failed: Option<(UserId, i64)> = sqlx::query_as(
         "update training_jobs set status = $4, error = $3, finished_at = now()
-         where id = $1 and worker = $2 and status = any($5)",
+         where id = $1 and worker = $2 and status = any($5) returning owner_id, price",
     )
     .bind(id)
     .bind(worker)
     .bind(why)
     .bind(JobStatus::Failed)
     .bind(&JobStatus::RUNNING[..])
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some((owner, price)) = failed
+        && price > 0
+    {
+        let account = ledger::user_account(&mut tx, owner).await?;
+        let legs = [ledger::Leg::new(ledger::HOUSE, -price), ledger::Leg::new(account, price)];
+        ledger::post(&mut tx, &format!("training-refund:{id}"), "refund", None, "failed training job", &legs).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -473,6 +510,8 @@ pub struct JobRow {
     pub new_version: Option<i32>,
     pub error: Option<String>,
     pub attempts: i32,
+    pub price: i64,
+    pub token_budget: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -482,7 +521,7 @@ pub async fn job(conn: &mut PgConnection, id: JobId) -> Result<JobRow, sqlx::Err
     sqlx::query_as(
         "select j.agent_id, s.slug, j.parent_version, j.trigger, j.settings, cardinality(j.pair_ids) as pairs,
                 j.status, j.step, j.steps, j.adapter_sha256, j.manifest, j.gate, j.new_version, j.error, j.attempts,
-                j.created_at, j.started_at, j.finished_at
+                j.price, j.token_budget, j.created_at, j.started_at, j.finished_at
          from training_jobs j join spaces s on s.id = j.space_id where j.id = $1",
     )
     .bind(id)

@@ -125,6 +125,7 @@ pub struct TokenInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Stores a token by the sha256 of its secret.
@@ -135,17 +136,21 @@ pub async fn insert_token(
     name: &str,
     secret_hash: &str,
     scopes: &[Scope],
-) -> Result<(), sqlx::Error> {
+    expires_in_days: u32,
+) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
     let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    sqlx::query("insert into api_tokens (id, user_id, name, secret_hash, scopes) values ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(user)
-        .bind(name)
-        .bind(secret_hash)
-        .bind(&names)
-        .execute(pool)
-        .await?;
-    Ok(())
+    sqlx::query_scalar(
+        "insert into api_tokens (id, user_id, name, secret_hash, scopes, expires_at)
+         values ($1, $2, $3, $4, $5, now() + make_interval(days => $6)) returning expires_at",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(name)
+    .bind(secret_hash)
+    .bind(&names)
+    .bind(expires_in_days as i32)
+    .fetch_one(pool)
+    .await
 }
 
 /// A live token's holder, by the sha256 of its secret; marks it used.
@@ -158,7 +163,8 @@ pub struct TokenHolder {
 
 pub async fn use_token(pool: &PgPool, secret_hash: &str) -> Result<Option<TokenHolder>, sqlx::Error> {
     sqlx::query_as(
-        "update api_tokens set last_used_at = now() where secret_hash = $1 and revoked_at is null
+        "update api_tokens set last_used_at = now()
+         where secret_hash = $1 and revoked_at is null and expires_at > now()
          returning id, user_id, scopes",
     )
     .bind(secret_hash)
@@ -168,7 +174,7 @@ pub async fn use_token(pool: &PgPool, secret_hash: &str) -> Result<Option<TokenH
 
 pub async fn tokens(pool: &PgPool, user: UserId) -> Result<Vec<TokenInfo>, sqlx::Error> {
     sqlx::query_as(
-        "select id, name, scopes, created_at, last_used_at, revoked_at from api_tokens
+        "select id, name, scopes, created_at, last_used_at, revoked_at, expires_at from api_tokens
          where user_id = $1 order by created_at desc",
     )
     .bind(user)

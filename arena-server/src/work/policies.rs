@@ -24,6 +24,7 @@ pub async fn round(ctx: &Context) -> anyhow::Result<Vec<JobId>> {
             version,
             &policy.settings,
             JobTrigger::Policy,
+            ctx.settings.training_credits_per_mtoken,
         )
         .await
         {

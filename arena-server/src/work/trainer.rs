@@ -189,7 +189,16 @@ impl Trainer {
             }
         }
         let _cleanup = Cleanup(work_dir(ctx, id));
-        match beating(ctx, id, run_job(ctx, self, claimed)).await {
+        let limit = std::time::Duration::from_secs(JobSettings::MAX_MINUTES * 60);
+        let run = async {
+            match tokio::time::timeout(limit, run_job(ctx, self, claimed)).await {
+                Ok(result) => result,
+                // The blocking training thread finishes its bounded work and
+                // its result is dropped; the job is failed and refunded now.
+                Err(_) => Err(anyhow::anyhow!("the job ran past its {} minutes", JobSettings::MAX_MINUTES)),
+            }
+        };
+        match beating(ctx, id, run).await {
             Ok(status) => tracing::info!(%id, %status, "training job finished"),
             Err(err) if is_transient(&err) => {
                 tracing::warn!(%id, error = ?err, "training job hit a transient error; it goes back in the queue");
@@ -273,9 +282,10 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     // The adapter goes where every adapter goes: checked, stored by content.
     let config = std::fs::read(out.join(agent_runtime::lora::CONFIG_FILE))?;
     let weights = std::fs::read(out.join(agent_runtime::lora::WEIGHTS_FILE))?;
-    let (sha, _) = adapters::validate(&config, &weights, loaded.runtime.config())
+    let (sha, _, config) = adapters::validate(&config, &weights, loaded.runtime.config())
         .map_err(|why| anyhow::anyhow!("the trained adapter does not validate: {why}"))?;
-    adapters::insert(&ctx.db, &sha, &String::from_utf8(config)?, &weights, job.owner_id).await?;
+    // The job was priced when it was made: its adapter counts against no quota.
+    adapters::insert(&ctx.db, &sha, &String::from_utf8(config)?, &weights, job.owner_id, None).await?;
     let moved = training::start_gate(&ctx.db, job.id, &ctx.consumer, &sha, &serde_json::to_value(&manifest)?).await?;
     anyhow::ensure!(moved, "another trainer took the job over");
     let new_dir = adapters::materialize(&ctx.db, &data_dir, &sha).await?;

@@ -36,19 +36,39 @@ pub async fn upload(
     caller: Caller,
     form: MultipartForm<Upload>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
-    let model = state.model_config.clone();
     let Upload { config, weights } = form.into_inner();
-    let (config, weights) = (config.data.to_vec(), weights.data.to_vec());
+    let summary = store_adapter(&state, &caller, config.data.to_vec(), weights.data.to_vec()).await?;
+    Ok(HttpResponse::Created().json(summary))
+}
+
+/// Validates and stores an adapter as the API and the agent builder do;
+/// its summary (`sha256`, rank, targets, bytes).
+pub async fn store_adapter(
+    state: &Context,
+    caller: &Caller,
+    config: Vec<u8>,
+    weights: Vec<u8>,
+) -> Result<serde_json::Value, ApiError> {
+    caller.write(state, Scope::Play).await?;
+    let model = state.model_config.clone();
     let (config2, weights2) = (config.clone(), weights.clone());
     let checked = tokio::task::spawn_blocking(move || adapters::validate(&config2, &weights2, &model))
         .await
         .map_err(ApiError::internal)?;
-    let (sha256, summary) = checked.map_err(|why| ApiError::invalid("weights", format!("adapter refused: {why}")))?;
+    let (sha256, summary, config) =
+        checked.map_err(|why| ApiError::invalid("weights", format!("adapter refused: {why}")))?;
     let config_text =
         String::from_utf8(config).map_err(|_| ApiError::invalid("config", "adapter_config.json is not UTF-8"))?;
     // 201 whether or not someone uploaded these bytes before: the answer
     // does not tell whether an adapter exists.
-    adapters::insert(&state.db, &sha256, &config_text, &weights, caller.user_id).await?;
-    Ok(HttpResponse::Created().json(summary))
+    adapters::insert(
+        &state.db,
+        &sha256,
+        &config_text,
+        &weights,
+        caller.user_id,
+        Some(state.settings.storage_quota_bytes),
+    )
+    .await?;
+    Ok(summary)
 }

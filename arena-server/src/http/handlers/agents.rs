@@ -47,7 +47,26 @@ pub async fn create(
     caller: Caller,
     body: web::Json<NewAgent>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
+    let id = create_agent(&state, &caller, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, id, Some(&caller)).await?))
+}
+
+impl NewAgent {
+    /// An agent as the agent builder page sends it.
+    pub fn new(
+        name: String,
+        system_prompt: String,
+        sampling: AgentSampling,
+        adapter_sha256: Option<String>,
+    ) -> NewAgent {
+        NewAgent { name, system_prompt, sampling, adapter_sha256, base_model: None }
+    }
+}
+
+/// Makes an agent with its first version, as the API and the agent builder
+/// do it; its id.
+pub async fn create_agent(state: &Context, caller: &Caller, body: NewAgent) -> Result<AgentId, ApiError> {
+    caller.write(state, Scope::Play).await?;
     let name = AgentName::parse(&body.name)?;
     let system_prompt = parse_system_prompt(&body.system_prompt)?;
     body.sampling.check()?;
@@ -77,7 +96,7 @@ pub async fn create(
     .insert(&mut tx)
     .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(agent_json(&state, id, Some(&caller)).await?))
+    Ok(id)
 }
 
 #[derive(Deserialize)]
@@ -170,16 +189,22 @@ pub async fn rollback(
     path: web::Path<AgentId>,
     body: web::Json<Rollback>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
     let agent = path.into_inner();
-    let mut tx = state.db.begin().await?;
-    owned(&mut tx, &caller, agent).await?;
-    if !agents::version_exists(&mut tx, agent, body.version).await? {
-        return Err(ApiError::invalid("version", format!("the agent has no version {}", body.version)));
-    }
-    agents::set_current(&mut tx, agent, body.version).await?;
-    tx.commit().await?;
+    roll_back(&state, &caller, agent, body.version).await?;
     Ok(HttpResponse::Ok().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+/// Makes `version` the agent's current one (its owner or an admin).
+pub async fn roll_back(state: &Context, caller: &Caller, agent: AgentId, version: i32) -> Result<(), ApiError> {
+    caller.write(state, Scope::Play).await?;
+    let mut tx = state.db.begin().await?;
+    owned(&mut tx, caller, agent).await?;
+    if !agents::version_exists(&mut tx, agent, version).await? {
+        return Err(ApiError::invalid("version", format!("the agent has no version {version}")));
+    }
+    agents::set_current(&mut tx, agent, version).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// An agent as `viewer` may see it: versions only for its owner and admins.
@@ -246,21 +271,27 @@ pub async fn enter(
     path: web::Path<AgentId>,
     body: web::Json<Enter>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
     let agent = path.into_inner();
+    enter_space(&state, &caller, agent, &body.space).await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+/// Enters (or re-enters, accepting the Space's current terms) an agent.
+pub async fn enter_space(state: &Context, caller: &Caller, agent: AgentId, slug: &str) -> Result<(), ApiError> {
+    caller.write(state, Scope::Play).await?;
     let mut tx = state.db.begin().await?;
-    owned(&mut tx, &caller, agent).await?;
-    let space = agents::space_for_entry(&mut tx, &body.space).await?;
-    let space = space.ok_or_else(|| ApiError::invalid("space", format!("no Space {:?}", body.space)))?;
+    owned(&mut tx, caller, agent).await?;
+    let space = agents::space_for_entry(&mut tx, slug).await?;
+    let space = space.ok_or_else(|| ApiError::invalid("space", format!("no Space {slug:?}")))?;
     let (space_id, active) = (space.id, space.active);
     if !active {
-        return Err(ApiError::invalid("space", format!("the Space {:?} is paused", body.space)));
+        return Err(ApiError::invalid("space", format!("the Space {slug:?} is paused")));
     }
     let initial = rating::initial();
     let owner = agents::owner(&mut tx, agent).await?.ok_or_else(|| ApiError::NotFound("agent".into()))?;
     agents::enter(&mut tx, agent, space_id, owner, initial.rating, initial.uncertainty).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(agent_json(&state, agent, Some(&caller)).await?))
+    Ok(())
 }
 
 /// DELETE /api/v1/agents/{id}/entries/{space} — withdraw from a Space; a
@@ -270,13 +301,19 @@ pub async fn withdraw(
     caller: Caller,
     path: web::Path<(AgentId, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
     let (agent, space) = path.into_inner();
+    leave_space(&state, &caller, agent, &space).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Withdraws an agent from a Space; a match already formed still finishes.
+pub async fn leave_space(state: &Context, caller: &Caller, agent: AgentId, space: &str) -> Result<(), ApiError> {
+    caller.write(state, Scope::Play).await?;
     let mut tx = state.db.begin().await?;
-    owned(&mut tx, &caller, agent).await?;
-    if !agents::withdraw(&mut tx, agent, &space).await? {
+    owned(&mut tx, caller, agent).await?;
+    if !agents::withdraw(&mut tx, agent, space).await? {
         return Err(ApiError::NotFound(format!("entry in Space {space:?}")));
     }
     tx.commit().await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }

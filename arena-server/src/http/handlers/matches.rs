@@ -1,7 +1,10 @@
 //! Matches: listing, one match in full, and live events over SSE.
 
 use crate::context::Context;
+use crate::domain::space::Visibility;
+use crate::domain::user::Role;
 use crate::domain::{MatchId, MatchStatus, rating};
+use crate::http::auth::{Caller, MaybeCaller};
 use crate::http::error::ApiError;
 use crate::queue::Event;
 use crate::store::matches;
@@ -38,12 +41,44 @@ pub async fn list(state: web::Data<Context>, query: web::Query<ListQuery>) -> Re
     Ok(HttpResponse::Ok().json(list))
 }
 
-/// GET /api/v1/matches/{id}
-pub async fn get(state: web::Data<Context>, path: web::Path<MatchId>) -> Result<HttpResponse, ApiError> {
+/// Whether `caller` may read a match's outputs, verdict and pairs: anyone
+/// in a public Space; in a private one the match's players, the Space's
+/// designer, buyers and admins.
+pub async fn may_read_outputs(
+    state: &Context,
+    caller: Option<&Caller>,
+    head: &matches::MatchHead,
+    seats: &[matches::SeatView],
+) -> Result<bool, ApiError> {
+    let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(ApiError::internal)?;
+    if space.visibility == Visibility::Public {
+        return Ok(true);
+    }
+    Ok(caller.is_some_and(|c| {
+        c.is_admin()
+            || c.role == Role::Buyer
+            || c.user_id == head.designer_id
+            || seats.iter().any(|s| s.owner_id == c.user_id)
+    }))
+}
+
+/// GET /api/v1/matches/{id} — outputs and the verdict only for those the
+/// Space's `[pairs] visibility` lets read them (`outputs_hidden` says so).
+pub async fn get(
+    state: web::Data<Context>,
+    caller: MaybeCaller,
+    path: web::Path<MatchId>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let head = matches::head(&state.db, id).await?.ok_or_else(|| ApiError::NotFound("match".into()))?;
-    let seats = matches::seats(&state.db, id).await?;
-    let verdict = matches::verdict(&state.db, id).await?;
+    let mut seats = matches::seats(&state.db, id).await?;
+    let readable = may_read_outputs(&state, caller.0.as_ref(), &head, &seats).await?;
+    let verdict = if readable { matches::verdict(&state.db, id).await? } else { None };
+    if !readable {
+        for seat in &mut seats {
+            seat.output = None;
+        }
+    }
     let seats: Vec<_> = seats
         .into_iter()
         .map(|s| {
@@ -62,7 +97,7 @@ pub async fn get(state: web::Data<Context>, path: web::Path<MatchId>) -> Result<
         "id": id, "space": head.space, "space_version": head.space_version, "status": head.status,
         "prompt": head.prompt, "reference": head.reference, "pot": head.pot, "error": head.error, "seq": head.seq,
         "record_hash": head.record_hash, "created_at": head.created_at, "settled_at": head.settled_at,
-        "seats": seats, "verdict": verdict,
+        "seats": seats, "verdict": verdict, "outputs_hidden": !readable,
     })))
 }
 

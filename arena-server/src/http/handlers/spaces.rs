@@ -61,7 +61,13 @@ pub async fn publish(
     }
     let body: Publish =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("body", format!("malformed JSON body: {e}")))?;
-    let published = space_store::publish(&state.db, caller.publisher(), &body.source, &body.files).await?;
+    let published = space_store::publish(
+        &state.db,
+        caller.publisher(state.settings.storage_quota_bytes),
+        &body.source,
+        &body.files,
+    )
+    .await?;
     let status = if published.created { actix_web::http::StatusCode::CREATED } else { actix_web::http::StatusCode::OK };
     Ok(HttpResponse::build(status).json(published))
 }

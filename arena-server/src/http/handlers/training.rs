@@ -110,25 +110,39 @@ pub async fn start(
     path: web::Path<AgentId>,
     body: web::Json<JobBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
-    let agent = path.into_inner();
     let body = body.into_inner();
-    let explicit = body.settings.is_some();
-    let mut settings = settings_from(body.settings)?;
+    let id = start_job(&state, &caller, path.into_inner(), &body.space, body.settings).await?;
+    let mut conn = state.db.acquire().await?;
+    Ok(HttpResponse::Accepted().json(job_json(&mut conn, id, true).await?))
+}
+
+/// Makes a training job now, as the API and the agent's page do: priced,
+/// pinned to the agent's current version and pairs; its id.
+pub async fn start_job(
+    state: &Context,
+    caller: &Caller,
+    agent: AgentId,
+    space: &str,
+    settings: Option<serde_json::Value>,
+) -> Result<JobId, ApiError> {
+    caller.write(state, Scope::Play).await?;
+    let explicit = settings.is_some();
+    let mut settings = settings_from(settings)?;
     let mut tx = state.db.begin().await?;
-    check_owner(&mut tx, &caller, agent).await?;
-    let (space_id, version) = training::entered_space(&mut tx, agent, &body.space).await?;
+    check_owner(&mut tx, caller, agent).await?;
+    let (space_id, version) = training::entered_space(&mut tx, agent, space).await?;
     if !explicit && let Some(policy) = training::policy_settings(&mut tx, agent, space_id).await? {
         settings = serde_json::from_value(policy).map_err(ApiError::internal)?;
     }
     let space = state.spaces.get(&state.db, space_id, version).await.map_err(ApiError::internal)?;
-    let id = training::create_job(&mut tx, agent, space_id, &space, version, &settings, JobTrigger::Manual).await?;
+    let price_rate = state.settings.training_credits_per_mtoken;
+    let id = training::create_job(&mut tx, agent, space_id, &space, version, &settings, JobTrigger::Manual, price_rate)
+        .await?;
     tx.commit().await?;
-    if let Err(err) = relay::flush_outbox(&state).await {
+    if let Err(err) = relay::flush_outbox(state).await {
         tracing::warn!(error = %err, "outbox relay failed; the reconciler will hand the job over");
     }
-    let mut conn = state.db.acquire().await?;
-    Ok(HttpResponse::Accepted().json(job_json(&mut conn, id, true).await?))
+    Ok(id)
 }
 
 /// GET /api/v1/training-jobs/{id} — status, progress, curves, gate.
@@ -147,11 +161,12 @@ pub async fn get(state: web::Data<Context>, caller: Caller, path: web::Path<JobI
 
 /// A job as its owner sees it; `full` adds the curves, the gate's games and
 /// the manifest.
-async fn job_json(conn: &mut PgConnection, id: JobId, full: bool) -> Result<serde_json::Value, ApiError> {
+pub async fn job_json(conn: &mut PgConnection, id: JobId, full: bool) -> Result<serde_json::Value, ApiError> {
     let j = training::job(&mut *conn, id).await?;
     let mut value = serde_json::json!({
         "id": id, "agent": j.agent_id, "space": j.slug, "parent_version": j.parent_version, "trigger": j.trigger,
-        "settings": j.settings, "pairs": j.pairs, "status": j.status,
+        "settings": j.settings, "pairs": j.pairs, "status": j.status, "price": j.price,
+        "token_budget": j.token_budget,
         "progress": {"step": j.step, "steps": j.steps},
         "adapter_sha256": j.adapter_sha256, "new_version": j.new_version, "error": j.error, "attempts": j.attempts,
         "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,

@@ -33,9 +33,22 @@ pub async fn register(
     req: HttpRequest,
     body: web::Json<Register>,
 ) -> Result<HttpResponse, ApiError> {
-    let username = Username::parse(&body.username)?;
-    let password = Password::parse(&body.password)?;
-    let role = Role::parse(&body.role)?;
+    let user = register_user(&state, &req, &body.username, &body.password, &body.role).await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+/// Registration as the API and the sign-up page do it: checked, counted per
+/// address, hashed under a permit; players only.
+pub async fn register_user(
+    state: &Context,
+    req: &HttpRequest,
+    username: &str,
+    password: &str,
+    role: &str,
+) -> Result<users::User, ApiError> {
+    let username = Username::parse(username)?;
+    let password = Password::parse(password)?;
+    let role = Role::parse(role)?;
     match role {
         Role::Player => {}
         Role::Admin => return Err(ApiError::invalid("role", "admins are made with `arena user create --role admin`")),
@@ -49,11 +62,10 @@ pub async fn register(
             ));
         }
     }
-    auth::count_attempt(&state, &format!("register:{}", auth::client_address(&req)), auth::REGISTRATIONS_PER_MINUTE)
+    auth::count_attempt(state, &format!("register:{}", auth::client_address(req)), auth::REGISTRATIONS_PER_MINUTE)
         .await?;
-    let _permit = auth::hashing_permit(&state).await?;
-    let user = users::create_user(&state.db, &username, password, role, state.settings.starting_credits).await?;
-    Ok(HttpResponse::Created().json(user))
+    let _permit = auth::hashing_permit(state).await?;
+    Ok(users::create_user(&state.db, &username, password, role, state.settings.starting_credits).await?)
 }
 
 #[derive(Deserialize)]
@@ -94,17 +106,32 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    let username = Username::parse(&body.username).map_err(|_| ApiError::BadCredentials)?;
-    if body.password.len() > 1024 {
+    let (user, cookie) = sign_in(&state, &req, &body.username, &body.password).await?;
+    Ok(HttpResponse::Ok().cookie(cookie).json(user))
+}
+
+/// Sign-in as the API and the sign-in page do it; the user and a new
+/// session's cookie (never the id the client brought).
+pub async fn sign_in(
+    state: &Context,
+    req: &HttpRequest,
+    username: &str,
+    password: &str,
+) -> Result<(users::User, Cookie<'static>), ApiError> {
+    let username = Username::parse(username).map_err(|_| ApiError::BadCredentials)?;
+    if password.len() > 1024 {
         return Err(ApiError::BadCredentials);
     }
-    let address = auth::client_address(&req);
-    auth::count_attempt(&state, &format!("login:{address}"), auth::LOGINS_PER_ADDRESS_PER_MINUTE).await?;
+    let address = auth::client_address(req);
+    auth::count_attempt(state, &format!("login:{address}"), auth::LOGINS_PER_ADDRESS_PER_MINUTE).await?;
     let who = format!("login:{address}:{}", username.as_str().to_lowercase());
-    auth::count_attempt(&state, &who, auth::LOGINS_PER_MINUTE).await?;
-    let _permit = auth::hashing_permit(&state).await?;
-    let user = auth::authenticate(&state, username.as_str(), &body.password).await?;
-    let secret = auth::start_session(&state, &user).await?;
+    auth::count_attempt(state, &who, auth::LOGINS_PER_MINUTE).await?;
+    let _permit = auth::hashing_permit(state).await?;
+    let user = auth::authenticate(state, username.as_str(), password).await?;
+    if let Some(old) = req.cookie(SESSION_COOKIE) {
+        auth::end_session(state, old.value()).await?;
+    }
+    let secret = auth::start_session(state, &user).await?;
     let cookie = Cookie::build(SESSION_COOKIE, secret)
         .path("/")
         .http_only(true)
@@ -112,17 +139,22 @@ pub async fn login(
         .same_site(SameSite::Lax)
         .max_age(actix_web::cookie::time::Duration::seconds(state.settings.session_ttl_s as i64))
         .finish();
-    Ok(HttpResponse::Ok().cookie(cookie).json(user))
+    Ok((user, cookie))
 }
 
 /// DELETE /api/v1/sessions — ends the current session.
 pub async fn logout(state: web::Data<Context>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::NoContent().cookie(sign_out(&state, &req).await?).finish())
+}
+
+/// Ends the request's session; the cookie that removes it.
+pub async fn sign_out(state: &Context, req: &HttpRequest) -> Result<Cookie<'static>, ApiError> {
     if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        auth::end_session(&state, cookie.value()).await?;
+        auth::end_session(state, cookie.value()).await?;
     }
     let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     gone.make_removal();
-    Ok(HttpResponse::NoContent().cookie(gone).finish())
+    Ok(gone)
 }
 
 /// GET /api/v1/me
@@ -174,6 +206,9 @@ pub async fn statement(
 pub struct NewToken {
     name: String,
     scopes: Vec<String>,
+    /// Days the token lives (1..=365, default 90).
+    #[serde(default)]
+    expires_in_days: Option<u32>,
 }
 
 /// POST /api/v1/tokens — the secret is in this answer only.
@@ -187,7 +222,8 @@ pub async fn create_token(
         return Err(ApiError::Forbidden("tokens are made from a signed-in session, not with another token".into()));
     }
     let scopes = body.scopes.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>()?;
-    let token = auth::create_token(&state, &caller, &body.name, &scopes).await?;
+    let days = body.expires_in_days.unwrap_or(auth::TOKEN_DAYS_DEFAULT);
+    let token = auth::create_token(&state, &caller, &body.name, &scopes, days).await?;
     Ok(HttpResponse::Created().json(token))
 }
 

@@ -1,0 +1,428 @@
+//! The agent builder (`/agents/new`) and an agent's page (`/agents/{id}`):
+//! public ratings per Space with their history and recent matches; for the
+//! owner also the versions as a lineage, training jobs with their curves
+//! and gate, roll back, leave a Space, start a job. Every action is the
+//! API's own (`handlers::agents`, `handlers::adapters`, `handlers::training`).
+
+use super::chart::{self, Series, Svg};
+use super::spaces::{Line, match_lines};
+use super::{Chrome, FormError, PageCtx, PageError, State, Visitor, check_csrf, render, render_with, see_other, when};
+use crate::domain::agent::AgentSampling;
+use crate::domain::{AgentId, JobId, rating};
+use crate::http::error::ApiError;
+use crate::http::handlers::{adapters as adapter_actions, agents as agent_actions, training as training_actions};
+use crate::store::{agents, matches, training};
+use actix_multipart::form::{MultipartForm, bytes::Bytes, text::Text};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+/// What the builder form holds, to show it again with its errors.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub name: String,
+    pub system_prompt: String,
+    pub temperature: String,
+    pub top_p: String,
+    pub top_k: String,
+    pub repetition_penalty: String,
+    pub seed: String,
+    pub stop: String,
+}
+
+impl Default for Draft {
+    fn default() -> Draft {
+        let d = AgentSampling::default();
+        Draft {
+            name: String::new(),
+            system_prompt: String::new(),
+            temperature: d.temperature.to_string(),
+            top_p: d.top_p.to_string(),
+            top_k: d.top_k.to_string(),
+            repetition_penalty: d.repetition_penalty.to_string(),
+            seed: d.seed.to_string(),
+            stop: String::new(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "agent_new.html")]
+struct NewPage {
+    chrome: Chrome,
+    draft: Draft,
+    error: FormError,
+}
+
+pub async fn new_page(req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    render(&ctx.chrome, &NewPage { chrome: ctx.chrome.clone(), draft: Draft::default(), error: FormError::default() })
+}
+
+/// The builder's multipart form: the fields, and optionally a PEFT
+/// adapter's two files (sizes capped by the multipart limits).
+#[derive(MultipartForm)]
+pub struct BuilderForm {
+    csrf: Text<String>,
+    name: Text<String>,
+    system_prompt: Text<String>,
+    temperature: Text<String>,
+    top_p: Text<String>,
+    top_k: Text<String>,
+    repetition_penalty: Text<String>,
+    seed: Text<String>,
+    stop: Text<String>,
+    #[multipart(limit = "64KiB")]
+    adapter_config: Option<Bytes>,
+    #[multipart(limit = "64MiB")]
+    adapter_weights: Option<Bytes>,
+}
+
+fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ApiError::invalid(&format!("sampling.{field}"), format!("{field} must be a number")))
+}
+
+fn sampling(form: &Draft) -> Result<AgentSampling, ApiError> {
+    Ok(AgentSampling {
+        temperature: number("temperature", &form.temperature)?,
+        top_p: number("top_p", &form.top_p)?,
+        top_k: number("top_k", &form.top_k)?,
+        repetition_penalty: number("repetition_penalty", &form.repetition_penalty)?,
+        seed: number("seed", &form.seed)?,
+        stop: form.stop.lines().map(str::to_owned).filter(|s| !s.is_empty()).collect(),
+    })
+}
+
+pub async fn create(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: MultipartForm<BuilderForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?.clone();
+    let draft = Draft {
+        name: form.name.into_inner(),
+        system_prompt: form.system_prompt.into_inner(),
+        temperature: form.temperature.into_inner(),
+        top_p: form.top_p.into_inner(),
+        top_k: form.top_k.into_inner(),
+        repetition_penalty: form.repetition_penalty.into_inner(),
+        seed: form.seed.into_inner(),
+        stop: form.stop.into_inner(),
+    };
+    let files =
+        (form.adapter_config.filter(|f| !f.data.is_empty()), form.adapter_weights.filter(|f| !f.data.is_empty()));
+    let made = async {
+        let sampling = sampling(&draft)?;
+        let adapter = match files {
+            (None, None) => None,
+            (Some(config), Some(weights)) => {
+                let summary =
+                    adapter_actions::store_adapter(&state, &caller, config.data.to_vec(), weights.data.to_vec())
+                        .await
+                        .map_err(|e| match e {
+                            ApiError::Invalid { message, .. } => ApiError::invalid("adapter", message),
+                            other => other,
+                        })?;
+                summary["sha256"].as_str().map(str::to_owned)
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "adapter",
+                    "an adapter is two files: adapter_config.json and adapter_model.safetensors; give both or neither",
+                ));
+            }
+        };
+        let body = agent_actions::NewAgent::new(draft.name.clone(), draft.system_prompt.clone(), sampling, adapter);
+        agent_actions::create_agent(&state, &caller, body).await
+    }
+    .await;
+    match made {
+        Ok(id) => Ok(see_other(&format!("/agents/{id}"))),
+        Err(err) => {
+            let page = NewPage { chrome: ctx.chrome.clone(), draft, error: FormError::from_api(err)? };
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
+pub struct EntryLine {
+    pub space: String,
+    pub rating: String,
+    pub conservative: String,
+    pub matches: i32,
+    pub active: bool,
+    pub paused: Option<String>,
+}
+
+pub struct VersionLine {
+    pub version: i32,
+    pub current: bool,
+    pub parent: Option<i32>,
+    pub job: Option<String>,
+    pub adapter: Option<String>,
+    pub note: String,
+    pub system_prompt: String,
+    pub created: String,
+}
+
+pub struct JobLine {
+    pub id: String,
+    pub short: String,
+    pub space: String,
+    pub status: String,
+    pub progress: String,
+    pub price: i64,
+    pub created: String,
+    pub gate: Option<String>,
+    pub error: Option<String>,
+    pub curve: Svg,
+    pub rewards: Svg,
+}
+
+#[derive(Template)]
+#[template(path = "agent.html")]
+struct AgentPage {
+    chrome: Chrome,
+    id: String,
+    name: String,
+    owner: String,
+    current: i32,
+    created: String,
+    entries: Vec<EntryLine>,
+    history: Svg,
+    recent: Vec<Line>,
+    is_owner: bool,
+    versions: Vec<VersionLine>,
+    jobs: Vec<JobLine>,
+    error: FormError,
+}
+
+fn metric(v: &serde_json::Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+async fn agent_page(state: &State, ctx: &PageCtx, id: AgentId, error: FormError) -> Result<AgentPage, PageError> {
+    let row = agents::agent(&state.db, id).await?.ok_or(PageError::NotFound)?;
+    let entries = agents::entries(&state.db, id)
+        .await?
+        .into_iter()
+        .map(|e| EntryLine {
+            rating: format!("{:.0}", rating::display(e.mu)),
+            conservative: format!("{:.0}", rating::display(e.mu - 3.0 * e.sigma)),
+            matches: e.matches,
+            active: e.active,
+            paused: (e.accepted_version < e.terms_version).then(|| {
+                format!("the Space changed its terms in version {}; enter again to accept them", e.terms_version)
+            }),
+            space: e.space,
+        })
+        .collect();
+    let points = matches::rating_history(&state.db, id, 500).await?;
+    let mut spaces: Vec<String> = points.iter().map(|p| p.space.clone()).collect();
+    spaces.dedup();
+    spaces.sort();
+    spaces.dedup();
+    let series: Vec<Series> = spaces
+        .iter()
+        .take(2)
+        .map(|space| Series {
+            name: space.clone(),
+            points: points
+                .iter()
+                .filter(|p| &p.space == space)
+                .enumerate()
+                .map(|(i, p)| ((i + 1) as f64, rating::display(p.mu_after)))
+                .collect(),
+        })
+        .collect();
+    let history = chart::lines("Rating after each match", "matches played", &series);
+    let recent = match_lines(matches::lines(&state.db, None, None, Some(id), 15).await?);
+    let is_owner = ctx.caller.as_ref().is_some_and(|c| c.user_id == row.owner_id || c.is_admin());
+    let (mut versions, mut jobs) = (Vec::new(), Vec::new());
+    if is_owner {
+        versions = agents::versions(&state.db, id)
+            .await?
+            .into_iter()
+            .map(|v| VersionLine {
+                version: v.version,
+                current: v.version == row.current_version,
+                parent: v.parent_version,
+                job: v.training_job_id.map(|j| j.to_string()[..8].to_owned()),
+                adapter: v.adapter_sha256.map(|s| s[..12.min(s.len())].to_owned()),
+                note: v.note,
+                system_prompt: super::clip(&v.system_prompt, 200),
+                created: when(&v.created_at),
+            })
+            .collect();
+        let mut conn = state.db.acquire().await?;
+        for job in training::jobs_of(&mut conn, id).await?.into_iter().take(10) {
+            let j = training::job(&mut conn, job).await?;
+            let steps = training::metrics(&mut conn, job).await?;
+            let step = |v: &serde_json::Value| metric(v, "step");
+            let curve = chart::lines(
+                "Training loss per step",
+                "step",
+                &[Series { name: "loss".into(), points: steps.iter().map(|m| (step(m), metric(m, "loss"))).collect() }],
+            );
+            let rewards = chart::lines(
+                "Reward accuracy and margin per step",
+                "step",
+                &[
+                    Series {
+                        name: "reward accuracy".into(),
+                        points: steps.iter().map(|m| (step(m), metric(m, "reward_accuracy"))).collect(),
+                    },
+                    Series {
+                        name: "reward margin".into(),
+                        points: steps.iter().map(|m| (step(m), metric(m, "reward_margin"))).collect(),
+                    },
+                ],
+            );
+            let gate = j.gate.as_ref().and_then(|g| g["reason"].as_str().map(str::to_owned));
+            jobs.push(JobLine {
+                id: job.to_string(),
+                short: job.to_string()[..8].to_owned(),
+                space: j.slug,
+                status: j.status.as_str().to_owned(),
+                progress: match j.steps {
+                    Some(n) if n > 0 => format!("step {} of {n} ({:.0}%)", j.step, 100.0 * j.step as f64 / n as f64),
+                    _ => format!("step {}", j.step),
+                },
+                price: j.price,
+                created: when(&j.created_at),
+                gate,
+                error: j.error,
+                curve,
+                rewards,
+            });
+        }
+    }
+    Ok(AgentPage {
+        chrome: ctx.chrome.clone(),
+        id: id.to_string(),
+        name: row.name,
+        owner: row.owner,
+        current: row.current_version,
+        created: when(&row.created_at),
+        entries,
+        history,
+        recent,
+        is_owner,
+        versions,
+        jobs,
+        error,
+    })
+}
+
+pub async fn page(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<AgentId>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    let page = agent_page(&state, &ctx, path.into_inner(), FormError::default()).await?;
+    render(&ctx.chrome, &page)
+}
+
+/// After an owner's action: back to the page, or the page with the error.
+async fn after(
+    state: &State,
+    ctx: &PageCtx,
+    id: AgentId,
+    done: Result<(), ApiError>,
+) -> Result<HttpResponse, PageError> {
+    match done {
+        Ok(()) => Ok(see_other(&format!("/agents/{id}"))),
+        Err(err) => {
+            let page = agent_page(state, ctx, id, FormError::from_api(err)?).await?;
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RollbackForm {
+    #[serde(default)]
+    csrf: String,
+    version: i32,
+}
+
+pub async fn rollback(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<AgentId>,
+    form: web::Form<RollbackForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let id = path.into_inner();
+    let done = agent_actions::roll_back(&state, caller, id, form.version).await;
+    after(&state, &ctx, id, done).await
+}
+
+#[derive(Deserialize)]
+pub struct LeaveForm {
+    #[serde(default)]
+    csrf: String,
+    space: String,
+}
+
+pub async fn leave(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<AgentId>,
+    form: web::Form<LeaveForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let id = path.into_inner();
+    let done = agent_actions::leave_space(&state, caller, id, &form.space).await;
+    after(&state, &ctx, id, done).await
+}
+
+#[derive(Deserialize)]
+pub struct TrainForm {
+    #[serde(default)]
+    csrf: String,
+    space: String,
+    #[serde(default)]
+    steps: String,
+}
+
+pub async fn train(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<AgentId>,
+    form: web::Form<TrainForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let id = path.into_inner();
+    let settings = match form.steps.trim() {
+        "" => Ok(None),
+        steps => steps
+            .parse::<u32>()
+            .map(|s| Some(serde_json::json!({ "steps": s })))
+            .map_err(|_| ApiError::invalid("settings.steps", "steps must be a whole number")),
+    };
+    let done = match settings {
+        Ok(settings) => training_actions::start_job(&state, caller, id, &form.space, settings).await.map(|_: JobId| ()),
+        Err(e) => Err(e),
+    };
+    after(&state, &ctx, id, done).await
+}

@@ -1,0 +1,254 @@
+//! `/matches/{id}`: the prompt; every output side by side with its rank,
+//! score and payout; each verifier's result and reason; the AI judge's
+//! reading in both orders; the pairs; rating changes; the record hash and
+//! the previous match of the Space's chain. A running match follows live.
+//! Outputs and the verdict only for those the Space's visibility allows
+//! (the API's own rule, `handlers::matches::may_read_outputs`).
+
+use super::{Chrome, PageCtx, PageError, State, Visitor, render, when};
+use crate::domain::{MatchId, MatchStatus, rating};
+use crate::http::handlers::matches::may_read_outputs;
+use crate::store::matches;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize, Default)]
+struct VerdictView {
+    #[serde(default)]
+    scores: BTreeMap<String, f64>,
+    #[serde(default)]
+    passed_hard: BTreeMap<String, bool>,
+    #[serde(default)]
+    verifiers: BTreeMap<String, Vec<CheckView>>,
+    #[serde(default)]
+    judge: JudgeView,
+    #[serde(default)]
+    pairs: Vec<PairView>,
+    #[serde(default)]
+    confidence: f64,
+}
+
+#[derive(Deserialize, Default)]
+struct JudgeView {
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    comparisons: Vec<ComparisonView>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct CheckView {
+    pub name: String,
+    pub hard: bool,
+    pub passed: bool,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+struct ComparisonView {
+    a: String,
+    b: String,
+    p_a_first: f64,
+    p_a_second: Option<f64>,
+    consistent: bool,
+    outcome: f64,
+}
+
+#[derive(Deserialize)]
+struct PairView {
+    chosen: String,
+    rejected: String,
+    margin: f64,
+    p_chosen_first: Option<f64>,
+    p_chosen_second: Option<f64>,
+    consistent: bool,
+}
+
+pub struct Seat {
+    pub slot: String,
+    pub agent_id: String,
+    pub agent: String,
+    pub owner: String,
+    pub version: i32,
+    pub rank: Option<i32>,
+    pub score: String,
+    pub passed_hard: Option<bool>,
+    pub payout: Option<i64>,
+    pub rating: String,
+    pub output: Option<String>,
+    pub finish: String,
+    pub checks: Vec<CheckView>,
+}
+
+pub struct Reading {
+    pub a: String,
+    pub b: String,
+    pub first: String,
+    pub second: String,
+    pub consistent: bool,
+    pub outcome: String,
+}
+
+pub struct PairLine {
+    pub chosen: String,
+    pub rejected: String,
+    pub margin: String,
+    pub orders: String,
+    pub consistent: bool,
+}
+
+#[derive(Template)]
+#[template(path = "match.html")]
+struct MatchPage {
+    chrome: Chrome,
+    body: MatchBody,
+}
+
+#[derive(Template)]
+#[template(path = "partials/match_body.html")]
+struct MatchBody {
+    id: String,
+    space: String,
+    version: i32,
+    status: String,
+    running: bool,
+    error: Option<String>,
+    prompt: String,
+    reference: Option<String>,
+    pot: i64,
+    created: String,
+    settled: Option<String>,
+    seats: Vec<Seat>,
+    hidden: bool,
+    judge_mode: String,
+    confidence: String,
+    readings: Vec<Reading>,
+    pairs: Vec<PairLine>,
+    record_hash: Option<String>,
+    prev_hash: Option<String>,
+    prev_id: Option<String>,
+}
+
+fn percent(p: f64) -> String {
+    format!("{:.0}%", p * 100.0)
+}
+
+async fn body(state: &State, ctx: &PageCtx, id: MatchId) -> Result<MatchBody, PageError> {
+    let head = matches::head(&state.db, id).await?.ok_or(PageError::NotFound)?;
+    let seats = matches::seats(&state.db, id).await?;
+    let readable = may_read_outputs(state, ctx.caller.as_ref(), &head, &seats).await?;
+    let verdict: VerdictView = if readable {
+        matches::verdict(&state.db, id).await?.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
+    } else {
+        VerdictView::default()
+    };
+    let name_of = |slot: &str| {
+        seats.iter().find(|s| s.slot.to_string() == slot).map_or_else(|| format!("seat {slot}"), |s| s.agent.clone())
+    };
+    let readings = verdict
+        .judge
+        .comparisons
+        .iter()
+        .map(|c| Reading {
+            a: name_of(&c.a),
+            b: name_of(&c.b),
+            first: percent(c.p_a_first),
+            second: c.p_a_second.map_or_else(|| "—".to_owned(), percent),
+            consistent: c.consistent,
+            outcome: percent(c.outcome),
+        })
+        .collect();
+    let pairs = verdict
+        .pairs
+        .iter()
+        .map(|p| PairLine {
+            chosen: name_of(&p.chosen),
+            rejected: name_of(&p.rejected),
+            margin: format!("{:.3}", p.margin),
+            orders: match (p.p_chosen_first, p.p_chosen_second) {
+                (Some(a), Some(b)) => format!("{} shown first, {} shown second", percent(a), percent(b)),
+                (Some(a), None) => format!("{} (one order)", percent(a)),
+                _ => "decided by the checks".to_owned(),
+            },
+            consistent: p.consistent,
+        })
+        .collect();
+    let seat_views = seats
+        .iter()
+        .map(|s| {
+            let slot = s.slot.to_string();
+            Seat {
+                agent_id: s.agent_id.to_string(),
+                agent: s.agent.clone(),
+                owner: s.owner.clone(),
+                version: s.agent_version,
+                rank: s.rank,
+                score: verdict.scores.get(&slot).map_or_else(String::new, |v| format!("{v:.3}")),
+                passed_hard: verdict.passed_hard.get(&slot).copied(),
+                payout: s.payout,
+                rating: match s.mu_after {
+                    Some(after) => {
+                        let (b, a) = (rating::display(s.mu_before), rating::display(after));
+                        format!("{b:.0} → {a:.0} ({:+.0})", a - b)
+                    }
+                    None => format!("{:.0}", rating::display(s.mu_before)),
+                },
+                output: if readable { s.output.clone() } else { None },
+                finish: s.finish.clone().unwrap_or_default(),
+                checks: verdict.verifiers.get(&slot).cloned().unwrap_or_default(),
+                slot,
+            }
+        })
+        .collect();
+    let running = !matches!(head.status, MatchStatus::Settled | MatchStatus::Failed);
+    Ok(MatchBody {
+        id: id.to_string(),
+        space: head.space.clone(),
+        version: head.space_version,
+        status: head.status.as_str().to_owned(),
+        running,
+        error: head.error.clone(),
+        prompt: head.prompt.clone(),
+        reference: head.reference.clone(),
+        pot: head.pot,
+        created: when(&head.created_at),
+        settled: head.settled_at.as_ref().map(when),
+        seats: seat_views,
+        hidden: !readable,
+        judge_mode: verdict.judge.mode.clone(),
+        confidence: format!("{:.2}", verdict.confidence),
+        readings,
+        pairs,
+        record_hash: head.record_hash.clone(),
+        prev_hash: head.prev_hash.clone().filter(|h| !h.is_empty()),
+        prev_id: head.prev_id.map(|p| p.to_string()),
+    })
+}
+
+pub async fn page(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<MatchId>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    let body = body(&state, &ctx, path.into_inner()).await?;
+    render(&ctx.chrome, &MatchPage { chrome: ctx.chrome.clone(), body })
+}
+
+/// The match's body alone, for the live view.
+pub async fn live(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<MatchId>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    let html = body(&state, &ctx, path.into_inner()).await?.render().map_err(PageError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(html))
+}

@@ -1,0 +1,214 @@
+//! `/me`: balance, the ledger statement (paged), API tokens — made (shown
+//! once) and revoked with the API's own functions.
+
+use super::{Chrome, FormError, PageCtx, PageError, State, Visitor, check_csrf, render, render_with, see_other, when};
+use crate::domain::TokenId;
+use crate::domain::user::Scope;
+use crate::http::auth;
+use crate::store::{ledger, users};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Ledger lines a page shows.
+const PAGE_LINES: i64 = 25;
+
+struct Line {
+    when: String,
+    kind: String,
+    memo: String,
+    match_id: Option<String>,
+    amount: i64,
+    balance_after: i64,
+}
+
+struct TokenLine {
+    id: String,
+    name: String,
+    scopes: String,
+    created: String,
+    expires: String,
+    state: &'static str,
+    active: bool,
+}
+
+struct NewTokenShown {
+    name: String,
+    scopes: String,
+    expires: String,
+    secret: String,
+}
+
+#[derive(Template)]
+#[template(path = "me.html")]
+struct MePage {
+    chrome: Chrome,
+    username: String,
+    role: &'static str,
+    balance: i64,
+    lines: Vec<Line>,
+    before: Option<i64>,
+    older: Option<i64>,
+    tokens: Vec<TokenLine>,
+    scopes: Vec<String>,
+    new_token: Option<NewTokenShown>,
+    error: FormError,
+}
+
+#[derive(Deserialize)]
+pub struct MeQuery {
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+async fn me_page(
+    state: &State,
+    ctx: &PageCtx,
+    before: Option<i64>,
+    new_token: Option<NewTokenShown>,
+    error: FormError,
+) -> Result<MePage, PageError> {
+    let caller = ctx.caller.as_ref().ok_or(PageError::Forbidden)?;
+    let mut conn = state.db.acquire().await?;
+    let account = ledger::user_account(&mut conn, caller.user_id).await.map_err(PageError::internal)?;
+    drop(conn);
+    let balance = ledger::balance(&state.db, account).await.map_err(PageError::internal)?;
+    let rows = ledger::statement(&state.db, account, PAGE_LINES + 1, before).await.map_err(PageError::internal)?;
+    let older = (rows.len() as i64 > PAGE_LINES).then(|| rows[PAGE_LINES as usize - 1].entry);
+    let lines = rows
+        .into_iter()
+        .take(PAGE_LINES as usize)
+        .map(|l| Line {
+            when: when(&l.created_at),
+            kind: l.kind,
+            memo: l.memo,
+            match_id: l.match_id.map(|m| m.to_string()),
+            amount: l.amount,
+            balance_after: l.balance_after,
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let tokens = users::tokens(&state.db, caller.user_id)
+        .await?
+        .into_iter()
+        .map(|t| TokenLine {
+            active: t.revoked_at.is_none() && t.expires_at > now,
+            id: t.id.to_string(),
+            name: t.name,
+            scopes: t.scopes.join(", "),
+            created: when(&t.created_at),
+            expires: when(&t.expires_at),
+            state: if t.revoked_at.is_some() {
+                "revoked"
+            } else if t.expires_at <= now {
+                "expired"
+            } else {
+                "active"
+            },
+        })
+        .collect();
+    Ok(MePage {
+        chrome: ctx.chrome.clone(),
+        username: caller.username.clone(),
+        role: caller.role.as_str(),
+        balance,
+        lines,
+        before,
+        older,
+        tokens,
+        scopes: caller.role.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
+        new_token,
+        error,
+    })
+}
+
+pub async fn page(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    query: web::Query<MeQuery>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let page = me_page(&state, &ctx, query.before, None, FormError::default()).await?;
+    render(&ctx.chrome, &page)
+}
+
+/// POST /me/tokens: `name`, `expires_in_days`, and a `scope_NAME=on` per scope.
+pub async fn create_token(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: web::Form<HashMap<String, String>>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    check_csrf(&req, form.get("csrf").map_or("", String::as_str))?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?.clone();
+    if form.len() > 16 {
+        return Err(PageError::Forbidden);
+    }
+    let mut scopes = Vec::new();
+    for (key, _) in form.iter().filter(|(k, v)| k.starts_with("scope_") && v.as_str() == "on") {
+        match Scope::parse(&key["scope_".len()..]) {
+            Ok(scope) => scopes.push(scope),
+            Err(_) => return Err(PageError::Forbidden),
+        }
+    }
+    let days = match form.get("expires_in_days").map(|d| d.trim().parse::<u32>()) {
+        None => Ok(auth::TOKEN_DAYS_DEFAULT),
+        Some(Ok(d)) => Ok(d),
+        Some(Err(_)) => {
+            Err(crate::http::error::ApiError::invalid("expires_in_days", "give a whole number of days, 1 to 365"))
+        }
+    };
+    let name = form.get("name").cloned().unwrap_or_default();
+    let made = match days {
+        Ok(days) => {
+            caller.write(&state, Scope::Read).await.map_err(PageError::from)?;
+            auth::create_token(&state, &caller, &name, &scopes, days).await
+        }
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok(token) => {
+            let shown = NewTokenShown {
+                name: token.name,
+                scopes: token.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                expires: when(&token.expires_at),
+                secret: token.token,
+            };
+            let page = me_page(&state, &ctx, None, Some(shown), FormError::default()).await?;
+            render_with(StatusCode::CREATED, &ctx.chrome, &page)
+        }
+        Err(err) => {
+            let page = me_page(&state, &ctx, None, None, FormError::from_api(err)?).await?;
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn revoke_token(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<TokenId>,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    caller.write(&state, Scope::Read).await?;
+    if !users::revoke_token(&state.db, caller.user_id, path.into_inner()).await? {
+        return Err(PageError::NotFound);
+    }
+    Ok(see_other("/me"))
+}

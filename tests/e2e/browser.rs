@@ -1,0 +1,535 @@
+//! The pages in a real browser: Debian's headless Chromium driven through
+//! chromedriver (WebDriver), against the real application on real
+//! PostgreSQL and Redis. Matches run on the stub generator (a test double,
+//! `StubGenerator`) where the model would be too slow; one test runs the
+//! real model. Every page is saved as a screenshot at desktop and phone
+//! width under `ARENA_SCREENSHOTS` (default `.arena/screenshots`).
+
+use crate::arena::{Arena, quick_space};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A headless Chromium with its chromedriver; both end when dropped.
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+    base: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn screenshot_dir() -> PathBuf {
+    let dir = std::env::var("ARENA_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".arena").join("screenshots"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Browser {
+    /// A fresh browser (its own profile) with a `width`×`height` window.
+    pub async fn start(arena: &Arena, width: u32, height: u32) -> Browser {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (scripts/test installs chromium-driver)");
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                         format!("--user-data-dir={}", profile.path().display()),
+                         format!("--window-size={width},{height}")]
+            }
+        });
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(caps).unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        for _ in 0..100 {
+            match ClientBuilder::rustls().unwrap().capabilities(caps.clone()).connect(&url).await {
+                Ok(client) => {
+                    return Browser { client, driver, _profile: profile, base: arena.address.clone() };
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start: {last:?}");
+    }
+
+    pub async fn open(&self, path: &str) {
+        self.client.goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+
+    pub async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+    }
+
+    pub async fn body(&self) -> String {
+        self.text("body").await
+    }
+
+    pub async fn fill(&self, css: &str, value: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+    }
+
+    /// Waits until `css` matches an element whose text contains `needle`.
+    pub async fn wait_text(&self, css: &str, needle: &str, seconds: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(el) = self.client.find(Locator::Css(css)).await
+                && el.text().await.is_ok_and(|t| t.contains(needle))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// Saves a screenshot as `NAME.png` in the screenshot folder.
+    pub async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Signs up through the form; the browser is then signed in.
+    pub async fn sign_up(&self, username: &str, password: &str) {
+        self.open("/signup").await;
+        self.fill("#username", username).await;
+        self.fill("#password", password).await;
+        self.click("form.stack button[type=submit]").await;
+    }
+
+    pub async fn sign_in(&self, username: &str, password: &str) {
+        self.open("/signin").await;
+        self.fill("#username", username).await;
+        self.fill("#password", password).await;
+        self.click("form.stack button[type=submit]").await;
+    }
+}
+
+/// A Space with matches: two players' agents in the quick Space, matches
+/// settled on the stub generator.
+async fn league_with_matches(arena: &Arena, settled: i64) {
+    let (_designer, _players) = arena.league(2, 2, 3).await;
+    arena.start(arena_server::app::Roles::ALL, None);
+    arena.wait_settled(settled, 60).await;
+}
+
+#[tokio::test]
+async fn a_player_signs_up_builds_an_agent_with_an_adapter_and_enters_a_space() {
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    arena.publish(&dana, &quick_space("quick", 2, 2), json!({})).await;
+    let b = Browser::start(&arena, 1280, 1400).await;
+
+    // Sign-up: a short password is refused beside its field; nothing is made.
+    b.sign_up("ada", "short").await;
+    assert!(b.wait_text("#password-error", "10–256 characters", 5).await, "{}", b.body().await);
+    let users: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(users, 1, "only the designer exists");
+    b.shot("signup-error-desktop").await;
+    b.sign_up("ada", "a long passphrase").await;
+    assert!(b.wait_text("h1", "Build an agent", 5).await, "after sign-up: {}", b.body().await);
+    b.shot("agent-new-desktop").await;
+
+    // The builder: a bad adapter is refused inline naming the tensor; nothing is made.
+    let dir = crate::arena::random_adapter();
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("adapter_config.json"), bad.path().join("adapter_config.json")).unwrap();
+    std::fs::write(bad.path().join("adapter_model.safetensors"), b"not a safetensors file").unwrap();
+    b.fill("#name", "calc").await;
+    b.fill("#system_prompt", "Answer with the number only.").await;
+    let file = |d: &std::path::Path, n: &str| d.join(n).display().to_string();
+    b.fill("#adapter_config", &file(bad.path(), "adapter_config.json")).await;
+    b.fill("#adapter_weights", &file(bad.path(), "adapter_model.safetensors")).await;
+    b.click("#builder button[type=submit]").await;
+    assert!(b.wait_text("#adapter-error", "adapter", 10).await, "{}", b.body().await);
+    let agents: i64 = sqlx::query_scalar("select count(*) from agents").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(agents, 0);
+    // The draft is kept.
+    let kept = b.client.find(Locator::Css("#name")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(kept.as_deref(), Some("calc"));
+    b.fill("#adapter_config", &file(dir.path(), "adapter_config.json")).await;
+    b.fill("#adapter_weights", &file(dir.path(), "adapter_model.safetensors")).await;
+    b.click("#builder button[type=submit]").await;
+    assert!(b.wait_text("h1", "calc", 10).await, "{}", b.body().await);
+    assert!(b.path().await.starts_with("/agents/"));
+    let (adapter,): (Option<String>,) =
+        sqlx::query_as("select adapter_sha256 from agent_versions").fetch_one(&arena.db).await.unwrap();
+    assert!(adapter.is_some(), "the version carries the uploaded adapter");
+
+    // Enter the Space from its page.
+    b.open("/spaces/quick").await;
+    b.click("form[action='/spaces/quick/enter'] button").await;
+    assert!(b.wait_text(".notice.good", "calc is entered", 5).await, "{}", b.body().await);
+    let entered: i64 = sqlx::query_scalar("select count(*) from entries").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(entered, 1);
+    b.shot("space-desktop").await;
+}
+
+#[tokio::test]
+async fn a_match_goes_live_to_settled_and_its_page_explains_it() {
+    let arena = Arena::new().await;
+    let (_designer, _players) = arena.league(2, 1, 2).await;
+    let b = Browser::start(&arena, 1280, 1600).await;
+    b.open("/spaces/quick").await;
+    assert!(b.wait_text("section.live h3", "Live", 5).await);
+    // Live: the page follows the events without a reload.
+    let marker: Value = b.client.execute("window.__marker = 42; return window.__marker", vec![]).await.unwrap();
+    assert_eq!(marker, 42);
+    arena.start(arena_server::app::Roles::ALL, None);
+    let followed = b.wait_text("[data-live-log]", "settled", 30).await;
+    let state: Value = b
+        .client
+        .execute(
+            "return [document.querySelector('[data-live-events]').getAttribute('data-live-state'), typeof htmx]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(followed, "no live event ({state}): {}", b.body().await);
+    let refreshed = b.wait_text("[data-live-target]", "settled", 10).await;
+    assert!(refreshed, "not refreshed ({state}): {}", b.body().await);
+    let same_page: Value = b.client.execute("return window.__marker", vec![]).await.unwrap();
+    assert_eq!(same_page, 42, "updated in place, not reloaded");
+    b.shot("space-live-desktop").await;
+    arena.pause_all().await;
+
+    let id: uuid::Uuid =
+        sqlx::query_scalar("select id from matches where status = 'settled' order by created_at limit 1")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap();
+    b.open(&format!("/matches/{id}")).await;
+    let body = b.body().await;
+    for needle in ["Prompt", "What is", "correct", "Rating", "Record hash", "Payout"] {
+        assert!(body.contains(needle), "the match page lacks {needle:?}: {body}");
+    }
+    b.shot("match-desktop").await;
+}
+
+#[tokio::test]
+async fn every_page_renders_at_phone_width_with_its_inputs_labelled() {
+    let arena = Arena::new().await;
+    league_with_matches(&arena, 6).await;
+    arena.pause_all().await;
+    let b = Browser::start(&arena, 360, 1400).await;
+    b.sign_up("phil", "a long passphrase").await;
+    assert!(b.wait_text("h1", "Build an agent", 5).await);
+    let agent: uuid::Uuid =
+        sqlx::query_scalar("select id from agents order by created_at limit 1").fetch_one(&arena.db).await.unwrap();
+    let id: uuid::Uuid = sqlx::query_scalar("select id from matches where status = 'settled' limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    let pages = [
+        ("home", "/".to_owned()),
+        ("spaces", "/spaces".to_owned()),
+        ("space", "/spaces/quick".to_owned()),
+        ("match", format!("/matches/{id}")),
+        ("agent", format!("/agents/{agent}")),
+        ("agent-new", "/agents/new".to_owned()),
+        ("me", "/me".to_owned()),
+    ];
+    for (name, path) in pages {
+        b.open(&path).await;
+        // Nothing wider than the screen: the page does not scroll sideways.
+        let wide: Value = b
+            .client
+            .execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![])
+            .await
+            .unwrap();
+        assert_eq!(wide, false, "{path} scrolls sideways at 360 px");
+        // Every visible input, select and textarea has a label.
+        let unlabelled: Value = b
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+                   .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+                   .map(e => e.name || e.id)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, json!([]), "{path}: inputs without a label");
+        // Every button says what it does.
+        let mute: Value = b
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('button')).filter(e => !e.textContent.trim() && !e.getAttribute('aria-label')).length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(mute, 0, "{path}: a button without text");
+        b.shot(&format!("{name}-phone")).await;
+    }
+    // Signed out, the desktop views of the public pages too.
+    let d = Browser::start(&arena, 1280, 1400).await;
+    for (name, path) in
+        [("home", "/".to_owned()), ("spaces", "/spaces".to_owned()), ("agent", format!("/agents/{agent}"))]
+    {
+        d.open(&path).await;
+        d.shot(&format!("{name}-desktop")).await;
+    }
+}
+
+#[tokio::test]
+async fn the_keyboard_reaches_every_control_and_errors_leak_nothing() {
+    let arena = Arena::new().await;
+    arena.user("ada", "player").await;
+    let b = Browser::start(&arena, 1280, 1000).await;
+    b.open("/signin").await;
+    // Tab from the top reaches the username, the password and the button in order.
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        b.client.active_element().await.unwrap().send_keys("\u{E004}").await.unwrap();
+        let id: Value = b
+            .client
+            .execute("return document.activeElement.id || document.activeElement.textContent.trim()", vec![])
+            .await
+            .unwrap();
+        seen.push(id.as_str().unwrap_or_default().to_owned());
+    }
+    let at = |name: &str| seen.iter().position(|s| s == name);
+    assert!(at("username") < at("password") && at("password").is_some(), "{seen:?}");
+    assert!(seen.iter().any(|s| s == "Sign in"), "the submit button is reachable: {seen:?}");
+    // A missing page and a missing match: the 404 page, nothing about what exists.
+    b.open("/no/such/page").await;
+    assert!(b.wait_text("h1", "Not found", 5).await);
+    b.open(&format!("/matches/{}", uuid::Uuid::new_v4())).await;
+    assert!(b.wait_text("h1", "Not found", 5).await);
+    b.shot("not-found-desktop").await;
+    // /me asks a stranger to sign in first, then comes back.
+    b.open("/me").await;
+    assert!(b.path().await.starts_with("/signin"));
+    b.fill("#username", "ada").await;
+    b.fill("#password", "correct horse battery").await;
+    b.click("form.stack button[type=submit]").await;
+    assert!(b.wait_text("h1", "ada", 5).await, "{}", b.body().await);
+    assert_eq!(b.path().await, "/me");
+}
+
+/// Payloads that try to run script or break out of where text goes. Each
+/// sets `window.__xss` (or opens a dialog) if it ever runs.
+const XSS: &[&str] = &[
+    "<script>window.__xss=1</script>",
+    "<img src=x onerror=window.__xss=1>",
+    "<svg onload=window.__xss=1>",
+    "<svg><script>window.__xss=1</script></svg>",
+    "\"><script>window.__xss=1</script>",
+    "'><img src=x onerror=window.__xss=1>",
+    "\" onmouseover=\"window.__xss=1",
+    "' onfocus='window.__xss=1' autofocus '",
+    "<a href=\"javascript:window.__xss=1\">x</a>",
+    "javascript:window.__xss=1",
+    "<iframe src=\"javascript:window.__xss=1\"></iframe>",
+    "<body onload=window.__xss=1>",
+    "<math><mtext><script>window.__xss=1</script>",
+    "<math href=\"javascript:window.__xss=1\">x</math>",
+    "<details open ontoggle=window.__xss=1>",
+    "<input autofocus onfocus=window.__xss=1>",
+    "<video><source onerror=window.__xss=1>",
+    "<style>@import 'http://127.0.0.9/x.css';</style>",
+    "<link rel=stylesheet href=//127.0.0.9/x.css>",
+    "<meta http-equiv=refresh content=\"0;url=javascript:window.__xss=1\">",
+    "<object data=\"javascript:window.__xss=1\">",
+    "<embed src=\"javascript:window.__xss=1\">",
+    "{{7*7}}",
+    "${7*7}",
+    "{% raw %}{{ 7*7 }}{% endraw %}",
+    "<%= 7*7 %>",
+    "</textarea><script>window.__xss=1</script>",
+    "</title><script>window.__xss=1</script>",
+    "<!--<script>window.__xss=1</script>-->",
+    "<scr<script>ipt>window.__xss=1</scr</script>ipt>",
+    "<div hx-get=\"/me\" hx-trigger=\"load\" hx-on:htmx:load=\"window.__xss=1\">x</div>",
+    "<form action=\"javascript:window.__xss=1\"><button>go</button></form>",
+    "&lt;script&gt;window.__xss=1&lt;/script&gt;",
+    "<base href=\"//127.0.0.9/\">",
+];
+
+/// Test double: answers with the agent's own system prompt (so the outputs
+/// are the payloads too).
+struct EchoSystemGenerator;
+
+impl arena_server::work::generate::Generator for EchoSystemGenerator {
+    fn generate(
+        &self,
+        jobs: Vec<arena_server::work::generate::GenJob>,
+    ) -> futures_util::future::BoxFuture<'static, Vec<anyhow::Result<arena_server::work::generate::GenOutput>>> {
+        let out = jobs
+            .into_iter()
+            .map(|j| {
+                Ok(arena_server::work::generate::GenOutput {
+                    text: j.system.clone(),
+                    finish: "end_of_turn".into(),
+                    tokens: 3,
+                })
+            })
+            .collect();
+        Box::pin(std::future::ready(out))
+    }
+}
+
+async fn no_script_ran(b: &Browser, path: &str) {
+    let ran: Value = b.client.execute("return window.__xss || 0", vec![]).await.unwrap();
+    assert_eq!(ran, 0, "a payload ran on {path}");
+    let alert = b.client.get_alert_text().await;
+    assert!(alert.is_err(), "a dialog opened on {path}: {alert:?}");
+    let injected: Value = b
+        .client
+        .execute(
+            "return {
+               handlers: document.querySelectorAll('[onerror],[onload],[onmouseover],[onfocus],[ontoggle],[hx-on\\\\:htmx\\\\:load]').length,
+               scripts: Array.from(document.scripts).filter(s => !(s.getAttribute('src') || '').startsWith('/static/')).length,
+               frames: document.querySelectorAll('iframe,object,embed,base,meta[http-equiv]').length,
+               js_links: Array.from(document.querySelectorAll('a[href],form[action]')).filter(e => /^\\s*javascript:/i.test(e.getAttribute('href') || e.getAttribute('action') || '')).length
+             }",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, json!({"handlers": 0, "scripts": 0, "frames": 0, "js_links": 0}), "{path}");
+}
+
+#[tokio::test]
+async fn hostile_text_is_shown_as_text_on_every_page() {
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let described = quick_space("quick", 2, 4).replace("Quick arithmetic for tests", XSS[0]);
+    arena.publish(&dana, &described, json!({})).await;
+    // A Space whose rubric is a payload (shown in its rules; never judged here).
+    let rubric = quick_space("rubric", 2, 1)
+        .replace("[judge]\nmode = \"none\"", &format!("[judge]\nmode = \"pairwise\"\nrubric = {:?}", XSS[1]));
+    arena.publish(&dana, &rubric, json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    let mut agents = Vec::new();
+    for (i, payload) in XSS.iter().enumerate() {
+        let owner = if i % 2 == 0 { &ada } else { &bob };
+        let name: String = payload.chars().take(60).collect::<String>().trim().to_owned();
+        let (status, body) =
+            owner.post("/agents", json!({"name": name, "system_prompt": payload, "sampling": {"seed": 1}})).await;
+        let name = if status == 201 {
+            name
+        } else {
+            // A name the rules refuse (too long, say) still goes in as a prompt.
+            let plain = format!("agent {i}");
+            let (status, again) = owner.post("/agents", json!({"name": plain, "system_prompt": payload})).await;
+            assert_eq!(status, 201, "{body} / {again}");
+            plain
+        };
+        let (_, list) = owner.get("/agents").await;
+        let id = list.as_array().unwrap().iter().find(|a| a["name"] == name.as_str()).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, body) = owner.post(&format!("/agents/{id}/entries"), json!({"space": "quick"})).await;
+        assert_eq!(status, 201, "{body}");
+        agents.push(id);
+    }
+    arena.start(arena_server::app::Roles::ALL, Some(std::sync::Arc::new(EchoSystemGenerator)));
+    arena.wait_settled(8, 60).await;
+    arena.pause_all().await;
+    let matches: Vec<uuid::Uuid> = sqlx::query_scalar("select id from matches where status = 'settled' limit 8")
+        .fetch_all(&arena.db)
+        .await
+        .unwrap();
+
+    let b = Browser::start(&arena, 1280, 1400).await;
+    b.sign_in("ada", "correct horse battery").await;
+    assert!(b.wait_text("nav", "ada", 5).await);
+    let mut pages: Vec<String> =
+        vec!["/".into(), "/spaces".into(), "/spaces/quick".into(), "/spaces/rubric".into(), "/me".into()];
+    pages.extend(agents.iter().map(|a| format!("/agents/{a}")));
+    pages.extend(matches.iter().map(|m| format!("/matches/{m}")));
+    for path in &pages {
+        b.open(path).await;
+        no_script_ran(&b, path).await;
+    }
+    // The payloads are there, as text.
+    b.open("/spaces/quick").await;
+    let text = b.body().await;
+    assert!(text.contains("<script>window.__xss=1</script>"), "the description shows as text");
+    b.open(&format!("/matches/{}", matches[0])).await;
+    let text = b.body().await;
+    assert!(XSS.iter().any(|p| text.contains(p)), "the outputs show as text: {text}");
+    b.shot("xss-match-desktop").await;
+    b.open(&format!("/agents/{}", agents[0])).await;
+    assert!(b.body().await.contains("<script>window.__xss=1</script>"), "the system prompt shows as text");
+}
+
+#[tokio::test]
+async fn forms_refuse_a_missing_or_foreign_csrf_token_and_change_nothing() {
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    arena.publish(&dana, &quick_space("quick", 2, 2), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let agent = ada.agent("calc", "quick").await;
+    // A browser signed in as ada.
+    let b = Browser::start(&arena, 1280, 1000).await;
+    b.sign_in("ada", "correct horse battery").await;
+    assert!(b.wait_text("nav", "ada", 5).await);
+    let before: i64 =
+        sqlx::query_scalar("select count(*) from entries where active").fetch_one(&arena.db).await.unwrap();
+    // A form without the token, posted from the page itself: refused.
+    b.open(&format!("/agents/{agent}")).await;
+    let status: Value = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0], {method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'},
+                                  body: 'space=quick&csrf=0000'}).then(r => done(r.status));",
+            vec![json!(format!("/agents/{agent}/leave"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "a wrong token is refused");
+    let after: i64 =
+        sqlx::query_scalar("select count(*) from entries where active").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(before, after);
+    // The same post with the page's token works.
+    b.click("form[action$='/leave'] button").await;
+    assert!(b.wait_text("table", "left", 5).await, "{}", b.body().await);
+    // Another site's page cannot post with ada's cookie (Origin checked).
+    let foreign = reqwest::Client::new()
+        .post(format!("{}/agents/{agent}/rollback", arena.address))
+        .header("Origin", "http://127.0.0.9")
+        .header("Cookie", "arena_csrf=aaaa")
+        .form(&[("csrf", "aaaa"), ("version", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+}

@@ -1,0 +1,70 @@
+// Arena's own script (no inline scripts: the Content-Security-Policy allows
+// only files served from this origin). Live views: an element with
+// data-live-events (an /api/v1/events URL) holds a [data-live-target] that
+// htmx reloads (its hx-get fragment) whenever an event arrives, and
+// each event is announced in the element's [data-live-log] list.
+(function () {
+  "use strict";
+  // The target carries hx-get (its fragment's URL) and hx-trigger="arena:refresh".
+  function refresh(el) {
+    var target = el.querySelector("[data-live-target]");
+    if (target && window.htmx) { window.htmx.trigger(target, "arena:refresh"); }
+  }
+  function follow(el) {
+    var source = new EventSource(el.getAttribute("data-live-events"));
+    var log = el.querySelector("[data-live-log]");
+    var pending = null;
+    source.onmessage = null;
+    ["formed", "generated", "judged", "settled", "failed"].forEach(function (kind) {
+      source.addEventListener(kind, function (event) {
+        var data = {};
+        try { data = JSON.parse(event.data); } catch (e) { return; }
+        if (log) {
+          var item = document.createElement("li");
+          item.textContent = "match " + String(data.match_id || "").slice(0, 8) + " " + kind;
+          log.insertBefore(item, log.firstChild);
+          while (log.children.length > 8) { log.removeChild(log.lastChild); }
+        }
+        // At most one refresh per half second, however fast events come.
+        if (!pending) { pending = setTimeout(function () { pending = null; refresh(el); }, 500); }
+      });
+    });
+    el.setAttribute("data-live-state", "following");
+  }
+  // The playground streams an answer token by token from its SSE URL.
+  function playground(form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var out = document.getElementById(form.getAttribute("data-output"));
+      var status = document.getElementById(form.getAttribute("data-status"));
+      var params = new URLSearchParams(new FormData(form));
+      params.delete("csrf");
+      out.textContent = "";
+      status.textContent = "Generating…";
+      var source = new EventSource(form.getAttribute("data-stream") + "?" + params.toString());
+      source.addEventListener("token", function (e) {
+        try { out.textContent += JSON.parse(e.data).text; } catch (err) { /* ignore */ }
+      });
+      source.addEventListener("done", function (e) {
+        var d = {};
+        try { d = JSON.parse(e.data); } catch (err) { /* ignore */ }
+        status.textContent = "Done: " + (d.tokens || 0) + " tokens (" + (d.finish || "") + ")";
+        source.close();
+      });
+      source.addEventListener("problem", function (e) {
+        var d = {};
+        try { d = JSON.parse(e.data); } catch (err) { /* ignore */ }
+        status.textContent = "Error: " + (d.message || "the playground failed");
+        source.close();
+      });
+      source.onerror = function () {
+        if (status.textContent === "Generating…") { status.textContent = "The connection closed."; }
+        source.close();
+      };
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-events]").forEach(follow);
+    document.querySelectorAll("form[data-stream]").forEach(playground);
+  });
+})();
