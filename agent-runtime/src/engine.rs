@@ -337,6 +337,7 @@ impl Runtime {
             prompt_len: prompt.len(),
             context: prompt,
             generated: Vec::new(),
+            text: String::new(),
             logprobs: request.logprobs.then(Vec::new),
             sampler: Sampler::new(request.params),
             adapter,
@@ -410,6 +411,7 @@ impl Runtime {
             a.generated.push(token);
         }
         let mut text = self.tokenizer.decode(&a.generated, true)?;
+        a.text.clone_from(&text);
         if finish.is_none()
             && let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min()
         {
@@ -443,6 +445,8 @@ struct Active {
     prompt_len: usize,
     context: Vec<u32>,
     generated: Vec<u32>,
+    /// The generated tokens' text as of the last step (what streams out).
+    text: String,
     logprobs: Option<Vec<f32>>,
     sampler: Sampler,
     adapter: Option<Arc<Adapter>>,
@@ -476,10 +480,18 @@ impl Default for EngineConfig {
 
 type Reply = tokio::sync::oneshot::Sender<Result<Completion>>;
 
+/// Where a streaming request's text goes as it is generated: each message
+/// is the text added since the last one.
+pub type TextStream = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// A waiting request: what to do, where the completion goes, and where its
+/// text streams (if it does).
+type Job = (Request, Reply, Option<TextStream>);
+
 /// A handle to the engine thread; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    tx: SyncSender<(Request, Reply)>,
+    tx: SyncSender<Job>,
     capacity: usize,
 }
 
@@ -497,8 +509,31 @@ impl Engine {
 
     /// Queues a request; the completion arrives on the returned channel.
     pub fn submit(&self, request: Request) -> Result<tokio::sync::oneshot::Receiver<Result<Completion>>, SubmitError> {
+        self.enqueue(request, None)
+    }
+
+    /// Queues a request whose text streams as it is generated: the pieces
+    /// arrive on the returned receiver (the last before the completion),
+    /// the completion as with `submit`.
+    #[allow(clippy::type_complexity)]
+    pub fn submit_streaming(
+        &self,
+        request: Request,
+    ) -> Result<
+        (tokio::sync::mpsc::UnboundedReceiver<String>, tokio::sync::oneshot::Receiver<Result<Completion>>),
+        SubmitError,
+    > {
+        let (text, pieces) = tokio::sync::mpsc::unbounded_channel();
+        Ok((pieces, self.enqueue(request, Some(text))?))
+    }
+
+    fn enqueue(
+        &self,
+        request: Request,
+        stream: Option<TextStream>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Completion>>, SubmitError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        match self.tx.try_send((request, reply)) {
+        match self.tx.try_send((request, reply, stream)) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(SubmitError::OverCapacity { queued: self.capacity }),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
@@ -506,9 +541,34 @@ impl Engine {
     }
 }
 
-fn run_engine(runtime: &Runtime, rx: &Receiver<(Request, Reply)>, max_batch: usize) {
+/// A streaming sequence's channel and how much of its text went out.
+struct Streamed {
+    to: TextStream,
+    sent: usize,
+    /// Bytes held back while the text grows: the longest stop string but
+    /// one, so text a stop string will cut never goes out.
+    hold: usize,
+}
+
+impl Streamed {
+    /// Sends what `text` adds to what was sent, up to its last complete
+    /// character (a byte-level token may end inside one); `last` sends all.
+    fn send(&mut self, text: &str, last: bool) {
+        let text = text.trim_end_matches('\u{FFFD}');
+        let mut end = if last { text.len() } else { text.len().saturating_sub(self.hold) };
+        while end > 0 && !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end > self.sent && text.is_char_boundary(self.sent) {
+            let _ = self.to.send(text[self.sent..end].to_owned());
+            self.sent = end;
+        }
+    }
+}
+
+fn run_engine(runtime: &Runtime, rx: &Receiver<Job>, max_batch: usize) {
     let mut active: Vec<Active> = Vec::new();
-    let mut replies: Vec<Reply> = Vec::new();
+    let mut replies: Vec<(Reply, Option<Streamed>)> = Vec::new();
     loop {
         if active.is_empty() {
             // Idle: block until work arrives (or every handle is dropped).
@@ -529,7 +589,7 @@ fn run_engine(runtime: &Runtime, rx: &Receiver<(Request, Reply)>, max_batch: usi
         if let Err(err) = runtime.step(&mut active) {
             // A failed step fails every sequence in it, each with the cause.
             let message = err.to_string();
-            for reply in replies.drain(..) {
+            for (reply, _) in replies.drain(..) {
                 let _ = reply.send(Err(RuntimeError::Request(format!("generation failed: {message}"))));
             }
             active.clear();
@@ -539,19 +599,32 @@ fn run_engine(runtime: &Runtime, rx: &Receiver<(Request, Reply)>, max_batch: usi
         while i < active.len() {
             if let Some(done) = active[i].finished.take() {
                 active.swap_remove(i);
-                let _ = replies.swap_remove(i).send(Ok(done));
+                let (reply, stream) = replies.swap_remove(i);
+                if let Some(mut stream) = stream {
+                    stream.send(&done.text, true);
+                }
+                let _ = reply.send(Ok(done));
             } else {
+                if let Some(stream) = replies[i].1.as_mut() {
+                    stream.send(&active[i].text, false);
+                }
                 i += 1;
             }
         }
     }
 }
 
-fn admit(runtime: &Runtime, (request, reply): (Request, Reply), active: &mut Vec<Active>, replies: &mut Vec<Reply>) {
+fn admit(
+    runtime: &Runtime,
+    (request, reply, stream): Job,
+    active: &mut Vec<Active>,
+    replies: &mut Vec<(Reply, Option<Streamed>)>,
+) {
+    let hold = request.params.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
     match runtime.start(request) {
         Ok(a) => {
             active.push(a);
-            replies.push(reply);
+            replies.push((reply, stream.map(|to| Streamed { to, sent: 0, hold })));
         }
         Err(err) => {
             let _ = reply.send(Err(err));

@@ -171,6 +171,32 @@ fn a_sequence_does_not_depend_on_its_batch_mates() {
 }
 
 #[test]
+fn a_streamed_answer_arrives_in_pieces_that_make_the_completion() {
+    let rt = Arc::new(runtime());
+    let engine = Engine::start(rt.clone(), EngineConfig { max_batch: 2, queue_capacity: 4 });
+    let request = |stop: Vec<String>| Request {
+        prompt: Prompt::Chat(vec![Message::user("Tell me a story about a robot.")]),
+        adapter: None,
+        params: SamplingParams { stop, ..SamplingParams::greedy(32) },
+        logprobs: false,
+    };
+    for stop in [vec![], vec![" the".to_owned()]] {
+        let alone = rt.generate(request(stop.clone())).unwrap();
+        let (mut pieces, done) = engine.submit_streaming(request(stop.clone())).unwrap();
+        let done = done.blocking_recv().unwrap().unwrap();
+        let mut got = Vec::new();
+        while let Ok(piece) = pieces.try_recv() {
+            got.push(piece);
+        }
+        if stop.is_empty() {
+            assert!(got.len() > 3, "the text came in pieces, not at once: {got:?}");
+        }
+        assert_eq!(got.concat(), done.text, "the pieces are the completion ({stop:?})");
+        assert_eq!(done.text, alone.text, "streaming changes nothing");
+    }
+}
+
+#[test]
 fn a_full_queue_is_over_capacity_not_a_hang() {
     let rt = Arc::new(runtime());
     let engine = Engine::start(rt, EngineConfig { max_batch: 1, queue_capacity: 2 });

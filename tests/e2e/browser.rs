@@ -169,6 +169,14 @@ async fn a_player_signs_up_builds_an_agent_with_an_adapter_and_enters_a_space() 
     std::fs::write(bad.path().join("adapter_model.safetensors"), b"not a safetensors file").unwrap();
     b.fill("#name", "calc").await;
     b.fill("#system_prompt", "Answer with the number only.").await;
+    // The playground answers with these settings on the real model, streamed.
+    b.fill("#temperature", "0").await;
+    b.fill("#pg-prompt", "What is the capital of France?").await;
+    b.click("#playground button").await;
+    assert!(b.wait_text("#pg-status", "Done", 60).await, "playground: {}", b.text("#pg-status").await);
+    let answer = b.text("#pg-out").await;
+    assert!(answer.contains("Paris"), "the real model answered: {answer:?}");
+    b.shot("playground-desktop").await;
     let file = |d: &std::path::Path, n: &str| d.join(n).display().to_string();
     b.fill("#adapter_config", &file(bad.path(), "adapter_config.json")).await;
     b.fill("#adapter_weights", &file(bad.path(), "adapter_model.safetensors")).await;
@@ -532,4 +540,95 @@ async fn forms_refuse_a_missing_or_foreign_csrf_token_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 403);
+}
+
+/// A Space with 20 sums, a quarter held out for the training gate.
+fn sums_space() -> String {
+    let prompts: Vec<String> = (1..=20)
+        .map(|i| format!("  {{ prompt = \"What is {i} + {}?\", reference = \"{}\" }},", i * 3, i + i * 3))
+        .collect();
+    format!(
+        "name = \"sums\"\ndescription = \"Sums\"\nagents_per_match = 2\nmax_new_tokens = 8\nentry_fee = 1\n\n\
+         [prompts]\ninline = [\n{}\n]\n\n[matchmaking]\nrating_window = 10000\nmax_concurrent_matches = 4\n\n\
+         [[verifiers]]\nname = \"correct\"\nkind = \"answer\"\nmode = \"numeric\"\nhard = true\n\n\
+         [judge]\nmode = \"none\"\n\n[pairs]\nmin_margin = 0.1\n\n[training]\nholdout = 0.25\n",
+        prompts.join("\n")
+    )
+}
+
+#[tokio::test]
+async fn the_owner_trains_sees_the_curves_rolls_back_and_revokes_a_token() {
+    use arena_server::app::Roles;
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    arena.publish(&dana, &sums_space(), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let agent = ada.agent("learner", "sums").await;
+    arena.user("bob", "player").await.agent("rival", "sums").await;
+    arena.start(Roles { web: true, runtime: true, judge: true, ..Roles::NONE }, None);
+    let made = crate::helpers::eventually(60, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from pairs").fetch_one(&arena.db).await.unwrap() >= 18
+    })
+    .await;
+    assert!(made, "{:?}", arena.status_counts().await);
+    arena.pause_all().await;
+    arena.start(Roles { trainer: true, ..Roles::NONE }, None);
+
+    let b = Browser::start(&arena, 1280, 2200).await;
+    b.sign_in("ada", "correct horse battery").await;
+    assert!(b.wait_text("nav", "ada", 5).await);
+    b.open(&format!("/agents/{agent}")).await;
+    b.fill("#train-steps", "2").await;
+    b.click("form[action$='/train'] button").await;
+    assert!(b.wait_text(".job", "Price", 5).await, "{}", b.body().await);
+    // The job runs on the real model; the page shows its end and its curves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        b.open(&format!("/agents/{agent}")).await;
+        let text = b.text(".job").await;
+        if text.contains("promoted") || text.contains("rejected") || text.contains("failed") {
+            assert!(!text.contains("failed"), "{text}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let curves: Value = b
+        .client
+        .execute("return Array.from(document.querySelectorAll('.job svg title')).map(t => t.textContent)", vec![])
+        .await
+        .unwrap();
+    assert_eq!(curves, json!(["Training loss per step", "Reward accuracy and margin per step"]), "{curves}");
+    assert!(b.body().await.contains("Gate:"), "the gate's decision is shown");
+    b.shot("agent-owner-desktop").await;
+    // Make the other version current (roll back, or forward to the trained one).
+    let before: i32 = sqlx::query_scalar("select current_version from agents where id = $1")
+        .bind(uuid::Uuid::parse_str(&agent).unwrap())
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    b.click("#versions form button").await;
+    assert!(b.wait_text("#versions", "current", 5).await);
+    let after: i32 = sqlx::query_scalar("select current_version from agents where id = $1")
+        .bind(uuid::Uuid::parse_str(&agent).unwrap())
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_ne!(before, after, "the button made another version current");
+
+    // A token: made, shown once, revoked.
+    b.open("/me").await;
+    b.fill("#token-name", "laptop").await;
+    b.click("form[action='/me/tokens'] button").await;
+    assert!(b.wait_text(".notice.good", "shown only this once", 5).await, "{}", b.body().await);
+    let secret = b.text("#new-token").await;
+    assert!(secret.starts_with("arena_"), "{secret}");
+    let me = || reqwest::Client::new().get(arena.url("/me")).bearer_auth(secret.trim()).send();
+    assert_eq!(me().await.unwrap().status(), 200);
+    b.shot("me-desktop").await;
+    b.open("/me").await;
+    assert!(!b.body().await.contains(secret.trim()), "the secret is not shown again");
+    b.click("button[aria-label='Revoke token laptop']").await;
+    assert!(b.wait_text("#tokens", "revoked", 5).await, "{}", b.body().await);
+    assert_eq!(me().await.unwrap().status(), 401);
 }

@@ -37,8 +37,14 @@
       event.preventDefault();
       var out = document.getElementById(form.getAttribute("data-output"));
       var status = document.getElementById(form.getAttribute("data-status"));
-      var params = new URLSearchParams(new FormData(form));
-      params.delete("csrf");
+      var params = new URLSearchParams();
+      var withForm = document.getElementById(form.getAttribute("data-with") || "");
+      [withForm, form].forEach(function (f) {
+        if (!f) { return; }
+        new FormData(f).forEach(function (value, key) {
+          if (typeof value === "string" && key !== "csrf") { params.set(key, value); }
+        });
+      });
       out.textContent = "";
       status.textContent = "Generating…";
       var source = new EventSource(form.getAttribute("data-stream") + "?" + params.toString());

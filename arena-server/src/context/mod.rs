@@ -3,8 +3,10 @@
 //! and the metrics registry. Cheap to clone (everything inside is shared).
 
 mod metrics;
+mod playground;
 
 pub use metrics::Metrics;
+pub use playground::Playground;
 
 use crate::domain::settings::ArenaSettings;
 use crate::queue::{Events, Redis};
@@ -44,6 +46,8 @@ pub struct Context {
     pub streams: Arc<StreamSlots>,
     /// One computation at a time per key (the leaderboard's fit).
     pub flights: Arc<Flights>,
+    /// The agent builder's playground (its model loads on first use).
+    pub playground: Arc<Playground>,
 }
 
 /// Single flight: callers of one key wait for the first one's work instead

@@ -426,3 +426,139 @@ pub async fn train(
     };
     after(&state, &ctx, id, done).await
 }
+
+/// Tokens the playground answers with at most.
+pub const PLAYGROUND_TOKENS: usize = 96;
+/// Playground answers one user may ask for per minute.
+pub const PLAYGROUND_PER_MINUTE: u32 = 20;
+
+#[derive(Deserialize)]
+pub struct PlaygroundQuery {
+    #[serde(default)]
+    prompt: String,
+    #[serde(default)]
+    system_prompt: String,
+    #[serde(default)]
+    temperature: String,
+    #[serde(default)]
+    top_p: String,
+    #[serde(default)]
+    top_k: String,
+    #[serde(default)]
+    repetition_penalty: String,
+    #[serde(default)]
+    seed: String,
+    #[serde(default)]
+    stop: String,
+    #[serde(default)]
+    name: String,
+}
+
+fn sse_event(kind: &str, data: serde_json::Value) -> actix_web::web::Bytes {
+    actix_web::web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+/// GET /agents/new/playground — the builder's current settings answer a
+/// test prompt, streamed as Server-Sent Events: `token` pieces, then `done`
+/// (or `problem` with what went wrong). Same checks as the agent itself.
+pub async fn playground(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    query: web::Query<PlaygroundQuery>,
+) -> Result<HttpResponse, PageError> {
+    use agent_runtime::chat::Message;
+    use agent_runtime::engine::{Prompt, Request};
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let problem = |message: String| {
+        HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("Cache-Control", "no-cache"))
+            .body(sse_event("problem", serde_json::json!({ "message": message })))
+    };
+    let q = query.into_inner();
+    let draft = Draft {
+        name: q.name,
+        system_prompt: q.system_prompt,
+        temperature: q.temperature,
+        top_p: q.top_p,
+        top_k: q.top_k,
+        repetition_penalty: q.repetition_penalty,
+        seed: q.seed,
+        stop: q.stop,
+    };
+    let checked = (|| {
+        let sampling = sampling(&draft)?;
+        sampling.check()?;
+        let system = crate::domain::agent::parse_system_prompt(&draft.system_prompt)?;
+        let prompt = q.prompt.trim().to_owned();
+        if prompt.is_empty() || prompt.chars().count() > 2_000 {
+            return Err(ApiError::invalid("prompt", "give a test prompt of 1 to 2,000 characters"));
+        }
+        Ok((sampling, system, prompt))
+    })();
+    let (sampling, system, prompt) = match checked {
+        Ok(c) => c,
+        Err(ApiError::Invalid { message, .. }) => return Ok(problem(message)),
+        Err(other) => return Err(other.into()),
+    };
+    if let Err(err) =
+        crate::http::auth::count_attempt(&state, &format!("playground:{}", caller.user_id), PLAYGROUND_PER_MINUTE).await
+    {
+        return Ok(problem(err.to_string()));
+    }
+    let engine = match state.playground.engine().await {
+        Ok(engine) => engine,
+        Err(why) => return Ok(problem(why)),
+    };
+    let mut messages = Vec::new();
+    if !system.is_empty() {
+        messages.push(Message::system(&system));
+    }
+    messages.push(Message::user(&prompt));
+    let request = Request {
+        prompt: Prompt::Chat(messages),
+        adapter: None,
+        params: sampling.params(PLAYGROUND_TOKENS, sampling.seed),
+        logprobs: false,
+    };
+    let (pieces, done) = match engine.submit_streaming(request) {
+        Ok(channels) => channels,
+        Err(err) => return Ok(problem(err.to_string())),
+    };
+    enum Phase {
+        Pieces(
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+            tokio::sync::oneshot::Receiver<agent_runtime::Result<agent_runtime::engine::Completion>>,
+        ),
+        Over,
+    }
+    let body = futures_util::stream::unfold(Phase::Pieces(pieces, done), |phase| async move {
+        match phase {
+            Phase::Over => None,
+            Phase::Pieces(mut pieces, done) => match pieces.recv().await {
+                Some(text) => Some((
+                    Ok::<_, actix_web::Error>(sse_event("token", serde_json::json!({ "text": text }))),
+                    Phase::Pieces(pieces, done),
+                )),
+                // The engine drops the stream when the answer is complete.
+                None => {
+                    let last = match done.await {
+                        Ok(Ok(c)) => {
+                            sse_event("done", serde_json::json!({ "tokens": c.tokens.len(), "finish": c.finish }))
+                        }
+                        Ok(Err(e)) => sse_event("problem", serde_json::json!({ "message": e.to_string() })),
+                        Err(_) => sse_event("problem", serde_json::json!({ "message": "the engine stopped" })),
+                    };
+                    Some((Ok(last), Phase::Over))
+                }
+            },
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}

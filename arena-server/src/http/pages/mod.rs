@@ -82,6 +82,13 @@ pub const PAGES: &[PageRoute] = &[
     page!(get, "/matches/{id}/live", matches::live, Public, "A match's body (fragment for live updates)"),
     page!(get, "/agents/new", agents::new_page, SignedIn, "The agent builder"),
     page!(post, "/agents/new", agents::create, SignedIn, "Create an agent (with an optional adapter upload)"),
+    page!(
+        get,
+        "/agents/new/playground",
+        agents::playground,
+        SignedIn,
+        "The playground: the builder's settings answer a test prompt, streamed (SSE)"
+    ),
     page!(get, "/agents/{id}", agents::page, Public, "An agent: ratings, matches; lineage and training for its owner"),
     page!(post, "/agents/{id}/rollback", agents::rollback, SignedIn, "Make an earlier version current"),
     page!(post, "/agents/{id}/leave", agents::leave, SignedIn, "Withdraw the agent from a Space"),
