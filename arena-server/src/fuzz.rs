@@ -131,7 +131,19 @@ fn mutate(input: &[u8], corpus: &[Vec<u8>], rng: &mut Rng) -> Vec<u8> {
 
 /// Runs `target` on mutations of `corpus` for the budget; returns
 /// (executions, distinct outcomes). Panics are collected and fail it.
-fn run(name: &str, corpus: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> String) -> (usize, usize) {
+/// The committed corpus of `name`: inputs that once reached an outcome
+/// none before them had (`tests/fuzz-corpus/NAME/`), seeds beside the
+/// target's own.
+fn committed(name: &str) -> Vec<Vec<u8>> {
+    let dir = repo().join("tests/fuzz-corpus").join(name);
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    files.iter().filter_map(|f| std::fs::read(f).ok()).collect()
+}
+
+fn run(name: &str, mut corpus: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> String) -> (usize, usize) {
+    corpus.extend(committed(name));
     let seconds: Option<u64> = std::env::var("ARENA_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok());
     let seed: u64 = std::env::var("ARENA_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
     let budget = seconds.map(Duration::from_secs);
@@ -155,7 +167,13 @@ fn run(name: &str, corpus: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> String) -> (u
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(&input)));
         match outcome {
             Ok(kind) => {
-                outcomes.insert(kind);
+                // A long run keeps each input that reached a new outcome in
+                // target/fuzz-corpus/NAME (copy the good ones to tests/fuzz-corpus).
+                if outcomes.insert(kind) && budget.is_some() {
+                    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-corpus").join(name);
+                    let _ = std::fs::create_dir_all(&dir);
+                    let _ = std::fs::write(dir.join(format!("{executions:08}")), &input);
+                }
             }
             Err(_) => {
                 let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-crashes").join(name);

@@ -117,7 +117,7 @@ async fn measure(settings: &Settings, args: &AbuseArgs, db_name: &str, id: &str)
     let options = Options { roles: Roles::ALL, workers: false, generator: Some(Arc::new(StubGenerator)), threads: 1 };
     let app = Application::build_with(settings.clone(), options.clone()).await?;
     let (db, ctx, port) = (app.ctx.db.clone(), app.ctx.clone(), app.port());
-    seed(&db, &app.ctx.base_model, 2, 2, 16).await?;
+    seed(&db, &app.ctx.base_model, 2, 4, 16).await?;
     crate::app::start_workers(&ctx, &settings, &options, app.stop.subscribe())?;
     let stop = app.stop.clone();
     tokio::spawn(app.run_until_stopped());
@@ -258,11 +258,10 @@ async fn phase(
                     && response.status().is_success()
                 {
                     open.fetch_add(1, Ordering::Relaxed);
-                    let held = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), async {
-                        let mut body = response;
-                        while let Ok(Some(_)) = body.chunk().await {}
-                    });
-                    let _ = held.await;
+                    // Held open without reading, as a hostile client would:
+                    // the server's writes meet a full socket buffer.
+                    tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                    drop(response);
                 }
             });
         }

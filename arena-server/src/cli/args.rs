@@ -335,6 +335,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         matchmaker_interval_ms: u64,
     },
+    /// Each page's render-and-send time (p50, p99) on a throwaway database
+    /// with settled matches (made on a stub generator), signed in.
+    Pages {
+        /// Settled matches in the database before timing.
+        #[arg(long, default_value_t = 2000)]
+        matches: i64,
+        /// Requests per page.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// The platform under a hostile flood (sign-ins with distinct usernames,
     /// public GETs, SSE connections; loopback only, bounded) next to the same
     /// platform without it: /healthz p50/p99, matches settled, failed and

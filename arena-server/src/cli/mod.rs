@@ -4,6 +4,7 @@
 pub mod abuse;
 pub mod args;
 pub mod bench;
+pub mod bench_pages;
 pub mod config;
 pub mod doctor;
 pub mod experiment;
@@ -146,6 +147,9 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 matchmaker_interval_ms,
             };
             bench::control_plane(settings, args).await?;
+        }
+        Command::Bench(BenchCommand::Pages { matches, requests }) => {
+            bench_pages::run(settings, bench_pages::PagesArgs { matches, requests }).await?;
         }
         Command::Bench(BenchCommand::Abuse { seconds, clients, streams, max_requests }) => {
             abuse::run(settings, abuse::AbuseArgs { seconds, clients, streams, max_requests }).await?;

@@ -135,8 +135,11 @@ impl Context {
 
     /// Permits for password hashing: two per core.
     pub fn hashing_permits() -> Arc<tokio::sync::Semaphore> {
+        // Half the cores at most: a flood of sign-ins (each one argon2
+        // hash, real user or not) must leave CPU for everything else
+        // (measured with `arena bench abuse`: at 2 × cores /healthz timed out).
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Arc::new(tokio::sync::Semaphore::new(2 * cores))
+        Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1)))
     }
 
     /// A consumer name no other process has: host, process id, random.

@@ -139,6 +139,11 @@ impl From<sqlx::Error> for ApiError {
                 return ApiError::InsufficientFunds("the balance cannot go below zero".to_owned());
             }
         }
+        // Every connection of the API's pool is busy (a flood): a 429 to
+        // retry, not a 500 (the stages have a pool of their own).
+        if matches!(err, sqlx::Error::PoolTimedOut) {
+            return ApiError::OverCapacity("the server is busy; retry in a few seconds".to_owned());
+        }
         ApiError::Internal(err.into())
     }
 }

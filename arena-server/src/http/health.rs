@@ -108,7 +108,9 @@ pub async fn check_all(db: &PgPool, redis: &Redis, model: &ModelState) -> Health
 #[tracing::instrument(skip_all)]
 pub async fn get(ctx: web::Data<Context>, model: web::Data<ModelState>) -> HttpResponse {
     let metrics = &ctx.metrics;
-    let health = check_all(&ctx.db, &ctx.redis, &model).await;
+    // The pipeline's pool answers for PostgreSQL: a flood that holds every
+    // connection of the API's pool must not make a healthy database look down.
+    let health = check_all(&ctx.work_db, &ctx.redis, &model).await;
     for (name, check) in
         [("postgres", &health.checks.postgres), ("redis", &health.checks.redis), ("model", &health.checks.model)]
     {

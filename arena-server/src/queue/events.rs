@@ -20,10 +20,26 @@ pub struct Event {
     pub detail: Option<serde_json::Value>,
 }
 
+/// An event as every live stream sends it, rendered once for all of them
+/// (a thousand streams must not mean a thousand serialisations per event).
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub event: Event,
+    /// `event: STATUS` and `data: JSON` lines, as Server-Sent Events.
+    pub sse: bytes::Bytes,
+}
+
+impl LiveEvent {
+    fn new(event: Event, json: &str) -> LiveEvent {
+        let sse = bytes::Bytes::from(format!("event: {}\ndata: {json}\n\n", event.status.as_str()));
+        LiveEvent { event, sse }
+    }
+}
+
 /// The local end of the fan-out; cheap to clone.
 #[derive(Clone)]
 pub struct Events {
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<std::sync::Arc<LiveEvent>>,
 }
 
 impl Default for Events {
@@ -43,7 +59,7 @@ impl Events {
         Events { tx: broadcast::channel(1024).0 }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<LiveEvent>> {
         self.tx.subscribe()
     }
 
@@ -91,7 +107,7 @@ impl Events {
                             while let Some(message) = stream.next().await {
                                 let Ok(payload) = message.get_payload::<String>() else { continue };
                                 if let Ok(event) = serde_json::from_str::<Event>(&payload) {
-                                    let _ = tx.send(event);
+                                    let _ = tx.send(std::sync::Arc::new(LiveEvent::new(event, &payload)));
                                 }
                             }
                         }

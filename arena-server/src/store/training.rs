@@ -54,16 +54,23 @@ pub async fn usable_pairs(
 
 /// Makes a job in the caller's transaction: pins the agent's current
 /// version and the pairs, and hands the job to the trainers' stream.
+/// Where a job trains and what it costs: the Space (id, parsed version and
+/// its number) and the price per million budgeted tokens.
+pub struct JobPlace<'a> {
+    pub space_id: SpaceId,
+    pub space: &'a Space,
+    pub space_version: i32,
+    pub credits_per_mtoken: i64,
+}
+
 pub async fn create_job(
     conn: &mut PgConnection,
     agent: AgentId,
-    space_id: SpaceId,
-    space: &Space,
-    space_version: i32,
+    place: JobPlace<'_>,
     settings: &JobSettings,
     trigger: JobTrigger,
-    credits_per_mtoken: i64,
 ) -> Result<JobId, Refused> {
+    let JobPlace { space_id, space, space_version, credits_per_mtoken } = place;
     if space.held_out.is_empty() {
         return Err(Refused::NoHoldout);
     }

@@ -19,12 +19,14 @@ pub async fn round(ctx: &Context) -> anyhow::Result<Vec<JobId>> {
         match training::create_job(
             &mut tx,
             agent,
-            policy.space_id,
-            &space,
-            version,
+            training::JobPlace {
+                space_id: policy.space_id,
+                space: &space,
+                space_version: version,
+                credits_per_mtoken: ctx.settings.training_credits_per_mtoken,
+            },
             &policy.settings,
             JobTrigger::Policy,
-            ctx.settings.training_credits_per_mtoken,
         )
         .await
         {

@@ -6,7 +6,6 @@ use crate::domain::user::Role;
 use crate::domain::{MatchId, MatchStatus, rating};
 use crate::http::auth::{Caller, MaybeCaller};
 use crate::http::error::ApiError;
-use crate::queue::Event;
 use crate::store::matches;
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;
@@ -113,11 +112,6 @@ pub struct EventsQuery {
 /// How often an idle stream sends a comment line.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-fn sse(event: &Event) -> Bytes {
-    let data = serde_json::to_string(event).unwrap_or_default();
-    Bytes::from(format!("event: {}\ndata: {data}\n\n", event.status.as_str()))
-}
-
 /// GET /api/v1/events — Server-Sent Events for match progress, optionally
 /// for one Space or one match. A comment line every `KEEP_ALIVE` keeps
 /// proxies from closing an idle stream, and finds clients that left (their
@@ -142,11 +136,12 @@ pub async fn events(
                     }
                 };
                 match next {
-                    Ok(event) => {
+                    Ok(live) => {
+                        let event = &live.event;
                         let wanted = space.as_ref().is_none_or(|s| *s == event.space)
                             && match_id.is_none_or(|m| m == event.match_id);
                         if wanted {
-                            return Some((Ok(sse(&event)), (rx, slot)));
+                            return Some((Ok(live.sse.clone()), (rx, slot)));
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

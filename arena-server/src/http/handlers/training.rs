@@ -135,9 +135,13 @@ pub async fn start_job(
         settings = serde_json::from_value(policy).map_err(ApiError::internal)?;
     }
     let space = state.spaces.get(&state.db, space_id, version).await.map_err(ApiError::internal)?;
-    let price_rate = state.settings.training_credits_per_mtoken;
-    let id = training::create_job(&mut tx, agent, space_id, &space, version, &settings, JobTrigger::Manual, price_rate)
-        .await?;
+    let place = training::JobPlace {
+        space_id,
+        space: &space,
+        space_version: version,
+        credits_per_mtoken: state.settings.training_credits_per_mtoken,
+    };
+    let id = training::create_job(&mut tx, agent, place, &settings, JobTrigger::Manual).await?;
     tx.commit().await?;
     if let Err(err) = relay::flush_outbox(state).await {
         tracing::warn!(error = %err, "outbox relay failed; the reconciler will hand the job over");
