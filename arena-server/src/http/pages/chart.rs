@@ -68,7 +68,7 @@ pub fn intervals(title: &str, rows: &[Interval]) -> Svg {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="t-intervals"><title id="t-intervals">{}</title>"#,
+        r#"<svg class="chart" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="t-intervals"><title id="t-intervals">{}</title>"#,
         esc(title)
     );
     for tick in ticks(lo, hi, 5) {
@@ -110,7 +110,7 @@ pub fn heatmap(title: &str, labels: &[String], cells: &[Vec<Option<f64>>]) -> Sv
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="t-heat"><title id="t-heat">{}</title>"#,
+        r#"<svg class="chart" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="t-heat"><title id="t-heat">{}</title>"#,
         esc(title)
     );
     for (j, label) in labels.iter().enumerate() {
@@ -188,7 +188,7 @@ pub fn lines(title: &str, x_label: &str, series: &[Series]) -> Svg {
     let id = format!("t-{:x}", title.len() * 31 + series.len());
     let _ = write!(
         s,
-        r#"<svg class="chart" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="{id}"><title id="{id}">{}</title>"#,
+        r#"<svg class="chart" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="{id}"><title id="{id}">{}</title>"#,
         esc(title)
     );
     for tick in ticks(y0, y1, 4) {
