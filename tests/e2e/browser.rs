@@ -616,6 +616,37 @@ async fn the_owner_trains_sees_the_curves_rolls_back_and_revokes_a_token() {
         .unwrap();
     assert_ne!(before, after, "the button made another version current");
 
+    // A new version by hand: a new system prompt, kept as the current one.
+    b.click("#new-version summary").await;
+    b.fill("#v-system_prompt", "Think, then answer with the number only.").await;
+    b.fill("#v-temperature", "11").await;
+    b.click("#new-version button").await;
+    assert!(b.wait_text("#new-version", "outside 0..=10", 5).await, "a bad temperature is named: {}", b.body().await);
+    b.fill("#v-temperature", "0.5").await;
+    b.fill("#v-note", "a calmer prompt").await;
+    b.click("#new-version button").await;
+    assert!(b.wait_text("#versions", "a calmer prompt", 5).await, "{}", b.body().await);
+    let (prompt, current): (String, bool) = sqlx::query_as(
+        "select v.system_prompt, a.current_version = v.version from agent_versions v join agents a on a.id = v.agent_id
+         where v.agent_id = $1 order by v.version desc limit 1",
+    )
+    .bind(uuid::Uuid::parse_str(&agent).unwrap())
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!((prompt.as_str(), current), ("Think, then answer with the number only.", true));
+    // A training policy: every 50 new pairs in sums.
+    b.click("#p-mode").await;
+    b.client
+        .execute(
+            "document.getElementById('p-mode').value = 'every'; document.getElementById('p-every').value = '50'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.click("form[action$='/policy'] button").await;
+    assert!(b.wait_text("body", "sums: every 50 pairs", 5).await, "{}", b.body().await);
+
     // A token: made, shown once, revoked.
     b.open("/me").await;
     b.fill("#token-name", "laptop").await;

@@ -135,10 +135,30 @@ pub async fn new_version(
     path: web::Path<AgentId>,
     body: web::Json<NewVersion>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
     let agent = path.into_inner();
+    make_version(&state, &caller, agent, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+impl NewVersion {
+    /// A version as the agent's page sends it: every field given (the
+    /// adapter kept, replaced, or removed with `Some(None)`).
+    pub fn new(
+        system_prompt: String,
+        sampling: AgentSampling,
+        adapter_sha256: Option<Option<String>>,
+        note: String,
+    ) -> NewVersion {
+        NewVersion { system_prompt: Some(system_prompt), sampling: Some(sampling), adapter_sha256, note }
+    }
+}
+
+/// A new version from the current one with `body`'s changes, made current,
+/// as the API and the agent's page do it.
+pub async fn make_version(state: &Context, caller: &Caller, agent: AgentId, body: NewVersion) -> Result<(), ApiError> {
+    caller.write(state, Scope::Play).await?;
     let mut tx = state.db.begin().await?;
-    let current = owned(&mut tx, &caller, agent).await?;
+    let current = owned(&mut tx, caller, agent).await?;
     let was =
         agents::version_config(&mut tx, agent, current).await?.ok_or_else(|| ApiError::NotFound("version".into()))?;
     let system_prompt = match &body.system_prompt {
@@ -173,7 +193,7 @@ pub async fn new_version(
     .await?;
     agents::set_current(&mut tx, agent, version).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(agent_json(&state, agent, Some(&caller)).await?))
+    Ok(())
 }
 
 #[derive(Deserialize)]

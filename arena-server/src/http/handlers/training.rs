@@ -50,9 +50,28 @@ pub async fn set_policy(
     path: web::Path<(AgentId, String)>,
     body: web::Json<PolicyBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.write(&state, Scope::Play).await?;
     let (agent, slug) = path.into_inner();
     let body = body.into_inner();
+    let (every, settings) =
+        set_training_policy(&state, &caller, agent, &slug, &body.mode, body.every_pairs, body.settings).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "agent": agent, "space": slug, "mode": body.mode, "every_pairs": every, "settings": settings,
+    })))
+}
+
+/// Sets an agent's training policy in a Space (`manual`, or `every` N new
+/// pairs), as the API and the agent's page do; the pair count and settings.
+pub async fn set_training_policy(
+    state: &Context,
+    caller: &Caller,
+    agent: AgentId,
+    slug: &str,
+    mode_name: &str,
+    every_pairs: Option<i32>,
+    settings: Option<serde_json::Value>,
+) -> Result<(Option<i32>, JobSettings), ApiError> {
+    caller.write(state, Scope::Play).await?;
+    let body = PolicyBody { mode: mode_name.to_owned(), every_pairs, settings };
     let mode = PolicyMode::parse(&body.mode);
     let every = match (body.mode.as_str(), body.every_pairs) {
         ("manual", None) => None,
@@ -66,13 +85,11 @@ pub async fn set_policy(
     let mode = mode.ok_or_else(|| ApiError::internal(anyhow::anyhow!("mode {:?} passed the check", body.mode)))?;
     let settings = settings_from(body.settings)?;
     let mut tx = state.db.begin().await?;
-    check_owner(&mut tx, &caller, agent).await?;
-    let (space_id, _) = training::entered_space(&mut tx, agent, &slug).await?;
+    check_owner(&mut tx, caller, agent).await?;
+    let (space_id, _) = training::entered_space(&mut tx, agent, slug).await?;
     training::set_policy(&mut tx, agent, space_id, mode, every, &settings).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "agent": agent, "space": slug, "mode": body.mode, "every_pairs": every, "settings": settings,
-    })))
+    Ok((every, settings))
 }
 
 /// GET /api/v1/agents/{id}/training — policies and jobs, newest first.

@@ -202,7 +202,16 @@ struct AgentPage {
     is_owner: bool,
     versions: Vec<VersionLine>,
     jobs: Vec<JobLine>,
+    /// The current version's settings, to edit into a new version.
+    draft: Draft,
+    has_adapter: bool,
+    policies: Vec<PolicyLine>,
     error: FormError,
+}
+
+pub struct PolicyLine {
+    pub space: String,
+    pub every: Option<i32>,
 }
 
 fn metric(v: &serde_json::Value, key: &str) -> f64 {
@@ -210,6 +219,18 @@ fn metric(v: &serde_json::Value, key: &str) -> f64 {
 }
 
 async fn agent_page(state: &State, ctx: &PageCtx, id: AgentId, error: FormError) -> Result<AgentPage, PageError> {
+    agent_page_with(state, ctx, id, error, None).await
+}
+
+/// The page; `typed` is the new-version form as the owner filled it (shown
+/// again beside its error instead of the current version's settings).
+async fn agent_page_with(
+    state: &State,
+    ctx: &PageCtx,
+    id: AgentId,
+    error: FormError,
+    typed: Option<Draft>,
+) -> Result<AgentPage, PageError> {
     let row = agents::agent(&state.db, id).await?.ok_or(PageError::NotFound)?;
     let entries = agents::entries(&state.db, id)
         .await?
@@ -246,10 +267,25 @@ async fn agent_page(state: &State, ctx: &PageCtx, id: AgentId, error: FormError)
     let history = chart::lines("Rating after each match", "matches played", &series);
     let recent = match_lines(matches::lines(&state.db, None, None, Some(id), 15).await?);
     let is_owner = ctx.caller.as_ref().is_some_and(|c| c.user_id == row.owner_id || c.is_admin());
-    let (mut versions, mut jobs) = (Vec::new(), Vec::new());
+    let (mut versions, mut jobs, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut draft, mut has_adapter) = (Draft::default(), false);
     if is_owner {
-        versions = agents::versions(&state.db, id)
-            .await?
+        let rows = agents::versions(&state.db, id).await?;
+        if let Some(current) = rows.iter().find(|v| v.version == row.current_version) {
+            let sampling: AgentSampling = serde_json::from_value(current.sampling.clone()).unwrap_or_default();
+            draft = Draft {
+                name: row.name.clone(),
+                system_prompt: current.system_prompt.clone(),
+                temperature: sampling.temperature.to_string(),
+                top_p: sampling.top_p.to_string(),
+                top_k: sampling.top_k.to_string(),
+                repetition_penalty: sampling.repetition_penalty.to_string(),
+                seed: sampling.seed.to_string(),
+                stop: sampling.stop.join("\n"),
+            };
+            has_adapter = current.adapter_sha256.is_some();
+        }
+        versions = rows
             .into_iter()
             .map(|v| VersionLine {
                 version: v.version,
@@ -263,6 +299,11 @@ async fn agent_page(state: &State, ctx: &PageCtx, id: AgentId, error: FormError)
             })
             .collect();
         let mut conn = state.db.acquire().await?;
+        policies = training::policies(&mut conn, id)
+            .await?
+            .into_iter()
+            .map(|p| PolicyLine { space: p.space, every: p.every_pairs })
+            .collect();
         for job in training::jobs_of(&mut conn, id).await?.into_iter().take(10) {
             let j = training::job(&mut conn, job).await?;
             let steps = training::metrics(&mut conn, job).await?;
@@ -318,6 +359,9 @@ async fn agent_page(state: &State, ctx: &PageCtx, id: AgentId, error: FormError)
         is_owner,
         versions,
         jobs,
+        draft: typed.unwrap_or(draft),
+        has_adapter,
+        policies,
         error,
     })
 }
@@ -561,4 +605,125 @@ pub async fn playground(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// The owner's new-version form: the settings, a note, and optionally a new
+/// adapter (or the adapter removed).
+#[derive(MultipartForm)]
+pub struct VersionForm {
+    csrf: Text<String>,
+    system_prompt: Text<String>,
+    temperature: Text<String>,
+    top_p: Text<String>,
+    top_k: Text<String>,
+    repetition_penalty: Text<String>,
+    seed: Text<String>,
+    stop: Text<String>,
+    note: Text<String>,
+    remove_adapter: Option<Text<String>>,
+    #[multipart(limit = "64KiB")]
+    adapter_config: Option<Bytes>,
+    #[multipart(limit = "64MiB")]
+    adapter_weights: Option<Bytes>,
+}
+
+pub async fn new_version(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<AgentId>,
+    form: MultipartForm<VersionForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?.clone();
+    let id = path.into_inner();
+    let draft = Draft {
+        name: String::new(),
+        system_prompt: form.system_prompt.into_inner(),
+        temperature: form.temperature.into_inner(),
+        top_p: form.top_p.into_inner(),
+        top_k: form.top_k.into_inner(),
+        repetition_penalty: form.repetition_penalty.into_inner(),
+        seed: form.seed.into_inner(),
+        stop: form.stop.into_inner(),
+    };
+    let remove = form.remove_adapter.is_some_and(|r| r.as_str() == "on");
+    let files =
+        (form.adapter_config.filter(|f| !f.data.is_empty()), form.adapter_weights.filter(|f| !f.data.is_empty()));
+    let note = form.note.into_inner();
+    let done = async {
+        let sampling = sampling(&draft)?;
+        let adapter = match (files, remove) {
+            ((None, None), false) => None,
+            ((None, None), true) => Some(None),
+            ((Some(config), Some(weights)), false) => {
+                let summary =
+                    adapter_actions::store_adapter(&state, &caller, config.data.to_vec(), weights.data.to_vec())
+                        .await
+                        .map_err(|e| match e {
+                            ApiError::Invalid { message, .. } => ApiError::invalid("adapter", message),
+                            other => other,
+                        })?;
+                Some(summary["sha256"].as_str().map(str::to_owned))
+            }
+            ((_, _), true) => {
+                return Err(ApiError::invalid("adapter", "upload a new adapter or remove the current one, not both"));
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "adapter",
+                    "an adapter is two files: adapter_config.json and adapter_model.safetensors; give both or neither",
+                ));
+            }
+        };
+        let body = agent_actions::NewVersion::new(draft.system_prompt.clone(), sampling, adapter, note);
+        agent_actions::make_version(&state, &caller, id, body).await
+    }
+    .await;
+    match done {
+        Ok(()) => Ok(see_other(&format!("/agents/{id}"))),
+        Err(err) => {
+            let page = agent_page_with(&state, &ctx, id, FormError::from_api(err)?, Some(draft)).await?;
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    csrf: String,
+    space: String,
+    mode: String,
+    #[serde(default)]
+    every_pairs: String,
+}
+
+pub async fn policy(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<AgentId>,
+    form: web::Form<PolicyForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let id = path.into_inner();
+    let every = match (form.mode.as_str(), form.every_pairs.trim()) {
+        ("every", text) => match text.parse::<i32>() {
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(ApiError::invalid("every_pairs", "give how many new pairs start a job: a whole number")),
+        },
+        _ => Ok(None),
+    };
+    let done = match every {
+        Ok(every) => training_actions::set_training_policy(&state, caller, id, &form.space, &form.mode, every, None)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    after(&state, &ctx, id, done).await
 }

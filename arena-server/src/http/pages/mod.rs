@@ -93,6 +93,8 @@ pub const PAGES: &[PageRoute] = &[
     page!(post, "/agents/{id}/rollback", agents::rollback, SignedIn, "Make an earlier version current"),
     page!(post, "/agents/{id}/leave", agents::leave, SignedIn, "Withdraw the agent from a Space"),
     page!(post, "/agents/{id}/train", agents::train, SignedIn, "Start a training job"),
+    page!(post, "/agents/{id}/version", agents::new_version, SignedIn, "Make a new version (settings, adapter, note)"),
+    page!(post, "/agents/{id}/policy", agents::policy, SignedIn, "Set the training policy in a Space"),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),
     page!(post, "/me/tokens/{id}/revoke", me::revoke_token, SignedIn, "Revoke an API token"),
