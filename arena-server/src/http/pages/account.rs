@@ -45,9 +45,12 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site: never a URL that leaves it.
-fn safe_next(next: &str) -> String {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && next.len() <= 512;
+/// Only a path on this site: never a URL that leaves it. Browsers drop
+/// tabs and newlines from URLs (`/\t/evil` becomes `//evil`), so only a
+/// plain set of characters passes.
+pub fn safe_next(next: &str) -> String {
+    let plain = next.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~?=&%".contains(&b));
+    let ok = plain && next.starts_with('/') && !next.starts_with("//") && next.len() <= 512;
     if ok { next.to_owned() } else { "/".to_owned() }
 }
 
@@ -137,4 +140,27 @@ pub async fn signout(state: State, req: HttpRequest, form: web::Form<CsrfOnly>) 
     let mut response = see_other("/");
     response.add_cookie(&gone).map_err(PageError::internal)?;
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_never_leaves_the_site() {
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil",
+            "https://evil.example",
+            "/\r\nSet-Cookie:x",
+            "javascript:x",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
+        for good in ["/me", "/agents/3f1c?x=1", "/spaces/arithmetic"] {
+            assert_eq!(safe_next(good), good);
+        }
+    }
 }
