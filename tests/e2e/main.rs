@@ -9,6 +9,7 @@ mod api;
 mod arena;
 mod browser;
 mod cli;
+mod data;
 mod hardening;
 mod health;
 mod helpers;

@@ -30,9 +30,10 @@ fn owner_of(method: &str, path: &str) -> Owner {
         (_, "training-jobs") => Owner::Player,
         ("patch", "spaces") => Owner::Designer,
         (_, "users") if path.contains("{username}") => Owner::Admin,
-        (_, "users" | "sessions" | "me" | "tokens" | "spaces" | "adapters" | "agents" | "matches" | "events") => {
-            Owner::Nobody
-        }
+        (
+            _,
+            "users" | "sessions" | "me" | "tokens" | "spaces" | "adapters" | "agents" | "matches" | "events" | "data",
+        ) => Owner::Nobody,
         _ => panic!("the matrix does not know who owns {method} {path}: teach owner_of"),
     }
 }

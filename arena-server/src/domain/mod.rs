@@ -9,6 +9,7 @@
 //! `parse` that fails returns a [`DomainError`] naming the field.
 
 pub mod agent;
+pub mod dataset;
 pub mod ids;
 pub mod leaderboard;
 pub mod pairing;

@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod pages;
 
 use actix_web::{HttpResponse, Route, web};
-use handlers::{adapters, agents, matches, spaces, training, users};
+use handlers::{adapters, agents, data, matches, spaces, training, users};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +205,22 @@ pub const API: &[ApiRoute] = &[
         training::get,
         Scope("read"),
         "A training job: status, progress, per-step metrics, the gate's games and decision, the manifest",
+        None
+    ),
+    route!(
+        get,
+        "/data/count",
+        data::count,
+        Scope("export"),
+        "How many preference pairs a filter selects (?spaces, space_version, from, to, min_margin, agreed_only, min_rating, max_rating, min_chars, max_chars)",
+        None
+    ),
+    route!(
+        get,
+        "/data/pairs",
+        data::pairs,
+        Scope("export"),
+        "The pairs a filter selects as JSON Lines: TRL standard or conversational (?format), provenance, optional PII scrub (?scrub_pii), streamed (?limit ≤ 1,000,000)",
         None
     ),
     route!(get, "/matches", matches::list, Public, "Matches, newest first (?space, ?status, ?limit)", None),

@@ -1,6 +1,7 @@
 //! Preference pairs as buyers export them.
 
-use crate::domain::{MatchId, PairId, SpaceId};
+use crate::domain::dataset::{PairFacts, PairFilter};
+use crate::domain::{AgentId, MatchId, PairId, SpaceId};
 use sqlx::PgPool;
 
 /// One pair with its prompt and both answers, in TRL's shape plus
@@ -55,4 +56,159 @@ const EXPORT: &str =
 /// Every pair there is.
 pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from pairs").fetch_one(pool).await
+}
+
+/// The joins and the WHERE clause of a `PairFilter`, in the order of
+/// `bind_filter`'s binds ($1..$10). `domain::dataset::PairFilter::keeps`
+/// is its definition.
+const FILTERED: &str = "
+         from pairs p
+         join matches m on m.id = p.match_id
+         join spaces s on s.id = p.space_id
+         join match_agents mc on mc.match_id = p.match_id and mc.slot = p.chosen_slot
+         join match_agents mr on mr.match_id = p.match_id and mr.slot = p.rejected_slot
+         join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
+         join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+         where (cardinality($1::text[]) = 0 or s.slug = any($1))
+           and ($2::int is null or m.space_version = $2)
+           and ($3::timestamptz is null or p.created_at >= $3)
+           and ($4::timestamptz is null or p.created_at <= $4)
+           and ($5::float8 is null or p.margin >= $5)
+           and (not $6 or p.consistent)
+           and ($7::float8 is null or (mc.mu_before * 40 >= $7 and mr.mu_before * 40 >= $7))
+           and ($8::float8 is null or (mc.mu_before * 40 <= $8 and mr.mu_before * 40 <= $8))
+           and ($9::int is null or (char_length(oc.text) >= $9 and char_length(orj.text) >= $9))
+           and ($10::int is null or (char_length(oc.text) <= $10 and char_length(orj.text) <= $10))";
+
+fn bind_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    f: &'q PairFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(&f.spaces)
+        .bind(f.space_version)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.min_margin)
+        .bind(f.agreed_only)
+        .bind(f.min_rating)
+        .bind(f.max_rating)
+        .bind(f.min_chars)
+        .bind(f.max_chars)
+}
+
+/// How many pairs `filter` selects.
+pub async fn count_filtered(pool: &PgPool, filter: &PairFilter) -> Result<i64, sqlx::Error> {
+    let sql = format!("select count(*) {FILTERED}");
+    let (n,): (i64,) = bind_filter(sqlx::query_as(&sql), filter).fetch_one(pool).await?;
+    Ok(n)
+}
+
+/// One exported pair: TRL's fields and the provenance a buyer checks.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DataPair {
+    pub id: PairId,
+    pub match_id: MatchId,
+    pub space: String,
+    pub space_version: i32,
+    pub prompt: String,
+    pub system: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub margin: f64,
+    pub consistent: bool,
+    pub license: Option<String>,
+    /// The judge's readings in both orders and its identity.
+    pub detail: serde_json::Value,
+    /// Each answer's verifier and guard results (from the match's verdict).
+    pub chosen_verifiers: Option<serde_json::Value>,
+    pub rejected_verifiers: Option<serde_json::Value>,
+    pub chosen_agent: AgentId,
+    pub chosen_version: i32,
+    pub chosen_rating: f64,
+    pub rejected_agent: AgentId,
+    pub rejected_version: i32,
+    pub rejected_rating: f64,
+    pub record_hash: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The pairs `filter` selects, oldest first, at most `limit`, sent into
+/// `to` as PostgreSQL sends them (bounded memory, as `export_to`).
+pub async fn export_filtered(
+    pool: PgPool,
+    filter: PairFilter,
+    limit: i64,
+    to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
+) {
+    use futures_util::StreamExt;
+    let sql = format!(
+        "select p.id, p.match_id, s.slug as space, m.space_version, m.prompt, coalesce(vc.system_prompt, '') as system,
+                oc.text as chosen, orj.text as rejected, p.margin, p.consistent, p.license, p.detail,
+                vd.verdict->'verifiers'->(p.chosen_slot::text) as chosen_verifiers,
+                vd.verdict->'verifiers'->(p.rejected_slot::text) as rejected_verifiers,
+                mc.agent_id as chosen_agent, mc.agent_version as chosen_version, mc.mu_before * 40 as chosen_rating,
+                mr.agent_id as rejected_agent, mr.agent_version as rejected_version,
+                mr.mu_before * 40 as rejected_rating, m.record_hash, p.created_at
+         {FILTERED}
+         order by p.created_at, p.id limit $11",
+    )
+    .replace(
+        "join outputs oc on",
+        "left join agent_versions vc on vc.agent_id = mc.agent_id and vc.version = mc.agent_version
+         left join verdicts vd on vd.match_id = p.match_id
+         join outputs oc on",
+    );
+    let mut rows = bind_filter(sqlx::query_as::<_, DataPair>(&sql), &filter).bind(limit).fetch(&pool);
+    while let Some(row) = rows.next().await {
+        let failed = row.is_err();
+        if to.send(row).await.is_err() || failed {
+            break;
+        }
+    }
+}
+
+/// What a filter looks at, for every pair (tests hold the SQL filter to
+/// `PairFilter::keeps` over these).
+pub async fn all_facts(pool: &PgPool) -> Result<Vec<PairFacts>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        space: String,
+        space_version: i32,
+        created_at: chrono::DateTime<chrono::Utc>,
+        margin: f64,
+        consistent: bool,
+        chosen_rating: f64,
+        rejected_rating: f64,
+        chosen_chars: i32,
+        rejected_chars: i32,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "select s.slug as space, m.space_version, p.created_at, p.margin, p.consistent,
+                mc.mu_before * 40 as chosen_rating, mr.mu_before * 40 as rejected_rating,
+                char_length(oc.text) as chosen_chars, char_length(orj.text) as rejected_chars
+         from pairs p
+         join matches m on m.id = p.match_id
+         join spaces s on s.id = p.space_id
+         join match_agents mc on mc.match_id = p.match_id and mc.slot = p.chosen_slot
+         join match_agents mr on mr.match_id = p.match_id and mr.slot = p.rejected_slot
+         join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
+         join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PairFacts {
+            space: r.space,
+            space_version: r.space_version,
+            created_at: r.created_at,
+            margin: r.margin,
+            consistent: r.consistent,
+            chosen_rating: r.chosen_rating,
+            rejected_rating: r.rejected_rating,
+            chosen_chars: r.chosen_chars,
+            rejected_chars: r.rejected_chars,
+        })
+        .collect())
 }

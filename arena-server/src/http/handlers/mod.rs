@@ -2,6 +2,7 @@
 
 pub mod adapters;
 pub mod agents;
+pub mod data;
 pub mod matches;
 pub mod spaces;
 pub mod training;
