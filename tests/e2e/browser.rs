@@ -268,6 +268,7 @@ async fn every_page_renders_at_phone_width_with_its_inputs_labelled() {
         ("agent", format!("/agents/{agent}")),
         ("agent-new", "/agents/new".to_owned()),
         ("me", "/me".to_owned()),
+        ("data", "/data".to_owned()),
     ];
     for (name, path) in pages {
         b.open(&path).await;
@@ -662,4 +663,50 @@ async fn the_owner_trains_sees_the_curves_rolls_back_and_revokes_a_token() {
     b.click("button[aria-label='Revoke token laptop']").await;
     assert!(b.wait_text("#tokens", "revoked", 5).await, "{}", b.body().await);
     assert_eq!(me().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn a_buyer_filters_the_pairs_sees_a_sample_and_downloads_them() {
+    let arena = Arena::new().await;
+    league_with_matches(&arena, 12).await;
+    arena.pause_all().await;
+    arena.wait_settled(12, 30).await;
+    arena.user("bea", "buyer").await;
+    let b = Browser::start(&arena, 1280, 2000).await;
+    b.sign_in("bea", "correct horse battery").await;
+    assert!(b.wait_text("nav", "bea", 5).await);
+    b.open("/data").await;
+    let all: i64 = sqlx::query_scalar("select count(*) from pairs").fetch_one(&arena.db).await.unwrap();
+    assert!(b.wait_text("#pair-count", &all.to_string(), 5).await, "{}", b.body().await);
+    assert!(b.body().await.contains("licence CC-BY-4.0"));
+    let bars: Value =
+        b.client.execute("return document.querySelectorAll('svg.chart rect').length", vec![]).await.unwrap();
+    assert!(bars.as_i64().unwrap() >= 10, "a margin histogram: {bars}");
+    // The count follows the form as it changes, without a reload.
+    b.fill("#f-min_margin", "3").await;
+    assert!(
+        b.wait_text("#live-count", "min_margin", 5).await,
+        "an impossible margin is named: {}",
+        b.text("#live-count").await
+    );
+    b.fill("#f-min_margin", "0.5").await;
+    let over: i64 =
+        sqlx::query_scalar("select count(*) from pairs where margin >= 0.5").fetch_one(&arena.db).await.unwrap();
+    assert!(b.wait_text("#pair-count", &over.to_string(), 5).await, "{}", b.text("#live-count").await);
+    b.click("#filter button").await;
+    assert!(b.wait_text("body", "Chosen", 5).await);
+    let samples: Value = b.client.execute("return document.querySelectorAll('.outputs').length", vec![]).await.unwrap();
+    assert_eq!(samples.as_i64().unwrap(), over.min(10));
+    b.shot("data-desktop").await;
+    // The download is the API's export, with the page's session.
+    let lines: Value = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(document.getElementById('dl-standard').getAttribute('href')).then(r => r.text()).then(t => done(t.trim().split('\\n').length));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines.as_i64().unwrap(), over);
 }

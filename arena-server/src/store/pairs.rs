@@ -212,3 +212,30 @@ pub async fn all_facts(pool: &PgPool) -> Result<Vec<PairFacts>, sqlx::Error> {
         })
         .collect())
 }
+
+/// A Space's preference data at a glance.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DatasetSummary {
+    pub space: String,
+    pub pairs: i64,
+    /// Share of pairs whose judge orders agreed.
+    pub agreed: f64,
+    pub license: Option<String>,
+    /// Pairs per margin bucket: [0, 0.2), [0.2, 0.4) … [1.8, 2].
+    pub margins: Vec<i64>,
+}
+
+/// Every Space that has pairs, most pairs first.
+pub async fn datasets(pool: &PgPool) -> Result<Vec<DatasetSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.slug as space, count(*) as pairs, avg(case when p.consistent then 1.0 else 0.0 end)::float8 as agreed,
+                max(p.license) as license,
+                array(select count(q.id) from generate_series(0, 9) b
+                      left join pairs q on q.space_id = s.id and least(floor(q.margin / 0.2)::int, 9) = b
+                      group by b order by b) as margins
+         from pairs p join spaces s on s.id = p.space_id
+         group by s.id, s.slug order by count(*) desc, s.slug",
+    )
+    .fetch_all(pool)
+    .await
+}

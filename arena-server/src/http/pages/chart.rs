@@ -246,6 +246,42 @@ pub fn lines(title: &str, x_label: &str, series: &[Series]) -> Svg {
     Svg(s)
 }
 
+/// Vertical bars, one per label, with the count above each.
+pub fn bars(title: &str, labels: &[String], values: &[i64]) -> Svg {
+    if labels.is_empty() || labels.len() != values.len() {
+        return Svg::default();
+    }
+    let (left, top, bottom, bar) = (10.0, 18.0, 30.0, 28.0);
+    let width = left * 2.0 + bar * labels.len() as f64;
+    let height = 130.0;
+    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let mut s = String::new();
+    let id = format!("t-bars-{}", title.len());
+    let _ = write!(
+        s,
+        r#"<svg class="chart" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-labelledby="{id}"><title id="{id}">{}</title>"#,
+        esc(title)
+    );
+    for (i, (label, value)) in labels.iter().zip(values).enumerate() {
+        let h = (height - top - bottom) * (*value as f64) / max;
+        let x = left + bar * i as f64;
+        let y = height - bottom - h;
+        let _ = write!(
+            s,
+            r#"<rect class="point" x="{:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{value}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x + 2.0,
+            bar - 4.0,
+            x + bar / 2.0,
+            y - 3.0,
+            x + bar / 2.0,
+            height - bottom + 14.0,
+            esc(label)
+        );
+    }
+    s.push_str("</svg>");
+    Svg(s)
+}
+
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values {

@@ -13,6 +13,7 @@
 pub mod account;
 pub mod agents;
 pub mod chart;
+pub mod data;
 pub mod home;
 pub mod matches;
 pub mod me;
@@ -95,6 +96,14 @@ pub const PAGES: &[PageRoute] = &[
     page!(post, "/agents/{id}/train", agents::train, SignedIn, "Start a training job"),
     page!(post, "/agents/{id}/version", agents::new_version, SignedIn, "Make a new version (settings, adapter, note)"),
     page!(post, "/agents/{id}/policy", agents::policy, SignedIn, "Set the training policy in a Space"),
+    page!(
+        get,
+        "/data",
+        data::page,
+        SignedIn,
+        "Preference data for buyers: datasets, a filter with its count, a sample, downloads"
+    ),
+    page!(get, "/data/live-count", data::live_count, SignedIn, "The data filter's count (fragment for live updates)"),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),
     page!(post, "/me/tokens/{id}/revoke", me::revoke_token, SignedIn, "Revoke an API token"),
