@@ -112,4 +112,19 @@ async fn filters_select_exactly_what_they_say_and_exports_are_trls_formats() {
     let first: Value = serde_json::from_str(standard.lines().next().unwrap()).unwrap();
     assert!(first["prompt"].is_string() && first["chosen"].is_string() && first["rejected"].is_string(), "{first}");
     assert_eq!(standard.lines().count(), 5);
+
+    // The dataset card: a YAML header a Hub reader parses, the counts, the chains' heads.
+    let card = bea.client.get(arena.url("/data/card?spaces=mailing&agreed_only=true")).send().await.unwrap();
+    assert_eq!(card.status(), 200);
+    let card = card.text().await.unwrap();
+    let header = card.strip_prefix("---\n").and_then(|rest| rest.split_once("\n---\n")).map(|(h, _)| h).unwrap();
+    assert!(header.lines().any(|l| l == "license: \"cc0-1.0\""), "{header}");
+    assert!(header.contains("size_categories:\n- \"n<1K\"") && header.contains("path: \"pairs.jsonl\""), "{header}");
+    let (seq, head): (i64, String) = sqlx::query_as("select chain_seq, chain_head from spaces where slug = 'mailing'")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert!(card.contains(&format!("| mailing | {n} | 1 |")), "{card}");
+    assert!(card.contains(&format!("| {seq} | `{head}` |")), "{card}");
+    assert!(card.contains("\"agreed_only\": true"), "the filters are written down: {card}");
 }

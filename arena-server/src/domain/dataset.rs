@@ -218,6 +218,14 @@ mod tests {
     }
 
     #[test]
+    fn size_categories_follow_the_hubs_bounds() {
+        let cases = [(0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (99_999, "10K<n<100K"), (1_000_000, "1M<n<10M")];
+        for (n, want) in cases {
+            assert_eq!(size_category(n), want, "{n}");
+        }
+    }
+
+    #[test]
     fn bad_filters_name_their_field() {
         let bad = |f: PairFilter, field: &str| assert_eq!(f.check().unwrap_err().field, field);
         bad(PairFilter { space_version: Some(2), ..Default::default() }, "space_version");
@@ -227,4 +235,113 @@ mod tests {
         bad(PairFilter { spaces: vec!["s".into(); 33], ..Default::default() }, "spaces");
         assert!(PairFilter::default().check().is_ok());
     }
+}
+
+/// What a card says of one Space's share of a dataset.
+#[derive(Debug, Clone)]
+pub struct CardPart {
+    pub space: String,
+    pub pairs: i64,
+    pub versions: Vec<i32>,
+    pub licenses: Vec<String>,
+    pub judge_models: Vec<String>,
+    pub judge_templates: Vec<String>,
+    pub chain_seq: i64,
+    pub chain_head: String,
+}
+
+/// Hugging Face's size category for `n` rows.
+pub fn size_category(n: i64) -> &'static str {
+    match n {
+        ..1_000 => "n<1K",
+        1_000..10_000 => "1K<n<10K",
+        10_000..100_000 => "10K<n<100K",
+        100_000..1_000_000 => "100K<n<1M",
+        1_000_000..10_000_000 => "1M<n<10M",
+        _ => "10M<n<100M",
+    }
+}
+
+/// A dataset card (`README.md` in Hugging Face's format: a YAML header,
+/// then how the data was made) for the pairs `filter` selects, written as
+/// `file` in `format`.
+pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[CardPart]) -> String {
+    use std::fmt::Write;
+    let total: i64 = parts.iter().map(|p| p.pairs).sum();
+    let mut licenses: Vec<&str> = parts.iter().flat_map(|p| p.licenses.iter().map(String::as_str)).collect();
+    licenses.sort_unstable();
+    licenses.dedup();
+    // One licence goes in the header as is; several (or none) are "other",
+    // named below.
+    let header_license = match licenses.as_slice() {
+        [one] => one.to_lowercase(),
+        _ => "other".to_owned(),
+    };
+    let yaml_str = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut out = String::new();
+    let _ = writeln!(out, "---");
+    let _ = writeln!(out, "license: {}", yaml_str(&header_license));
+    let _ = writeln!(out, "task_categories:\n- text-generation\ntags:\n- dpo\n- preference\n- rlhf\n- arena");
+    let _ = writeln!(out, "size_categories:\n- {}", yaml_str(size_category(total)));
+    let _ = writeln!(
+        out,
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: {}",
+        yaml_str(file)
+    );
+    let _ = writeln!(out, "---\n");
+    let _ = writeln!(out, "# Arena preference pairs\n");
+    let _ = writeln!(
+        out,
+        "{total} preference pairs from matches in which agents (a small open model with a LoRA adapter and a \
+         system prompt) answered the same prompt and were ranked by the Space's checks and judge. Format: TRL's {} \
+         preference format, JSON Lines, one pair per line with its provenance.\n",
+        match format {
+            Format::Standard => "standard (`prompt`, `chosen`, `rejected` as text)",
+            Format::Conversational => "conversational (message lists)",
+        }
+    );
+    let _ = writeln!(out, "## Licence\n");
+    if licenses.is_empty() {
+        let _ = writeln!(out, "The Spaces state no licence: ask their designers before use.\n");
+    } else {
+        let _ = writeln!(out, "{}\n", licenses.join(", "));
+    }
+    let _ = writeln!(out, "## How the data was made\n");
+    let _ = writeln!(
+        out,
+        "| Space | pairs | versions | judge model sha256 | judge template sha256 | chain length | chain head |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for p in parts {
+        let list = |v: &[String]| if v.is_empty() { "none (checks only)".to_owned() } else { v.join(", ") };
+        let versions: Vec<String> = p.versions.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | `{}` |",
+            p.space,
+            p.pairs,
+            versions.join(", "),
+            list(&p.judge_models),
+            list(&p.judge_templates),
+            p.chain_seq,
+            p.chain_head
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nA pair is kept when the chosen answer's rank key (passing every hard check, then the weighted score) \
+         beats the rejected one's by more than the Space's `pairs.min_margin`. Each line names its match and that \
+         match's record hash; `arena verify-log SPACE` on the platform recomputes each Space's hash chain up to the \
+         head above.\n"
+    );
+    let _ = writeln!(out, "## Filters applied\n");
+    let _ = writeln!(out, "```json\n{}\n```\n", serde_json::to_string_pretty(filter).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "## Known limitations\n\n- The answers come from small models; many pairs contrast two weak answers.\n- \
+         Where an AI judge decided, it is a small model too: see each line's `judge` readings and `consistent`.\n- \
+         The PII scrub, when applied, finds common e-mail, URL and phone forms only.\n- Pairs from one match share \
+         a prompt; split by `match_id` to keep a match out of both train and test."
+    );
+    out
 }

@@ -223,6 +223,14 @@ pub const API: &[ApiRoute] = &[
         "The pairs a filter selects as JSON Lines: TRL standard or conversational (?format), provenance, optional PII scrub (?scrub_pii), streamed (?limit ≤ 1,000,000)",
         None
     ),
+    route!(
+        get,
+        "/data/card",
+        data::card,
+        Scope("export"),
+        "The dataset card (README.md in Hugging Face's format: licence, size, configs, how the data was made, filters, hash-chain heads) for a filter",
+        None
+    ),
     route!(get, "/matches", matches::list, Public, "Matches, newest first (?space, ?status, ?limit)", None),
     route!(get, "/matches/{id}", matches::get, Public, "One match: seats, outputs, verdict, payouts", None),
     route!(get, "/events", matches::events, Public, "Server-Sent Events of match progress (?space, ?match)", None),

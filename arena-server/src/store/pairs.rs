@@ -239,3 +239,31 @@ pub async fn datasets(pool: &PgPool) -> Result<Vec<DatasetSummary>, sqlx::Error>
     .fetch_all(pool)
     .await
 }
+
+/// Per Space, what a dataset card says of the pairs a filter selects.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CardSpace {
+    pub space: String,
+    pub pairs: i64,
+    pub versions: Vec<i32>,
+    pub licenses: Vec<String>,
+    pub judge_models: Vec<String>,
+    pub judge_templates: Vec<String>,
+    /// The Space's hash chain now: its length and head.
+    pub chain_seq: i64,
+    pub chain_head: String,
+}
+
+pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardSpace>, sqlx::Error> {
+    let sql = format!(
+        "select s.slug as space, count(*) as pairs,
+                array_agg(distinct m.space_version order by m.space_version) as versions,
+                array_remove(array_agg(distinct p.license), null) as licenses,
+                array_remove(array_agg(distinct p.detail->>'judge_model_sha256'), null) as judge_models,
+                array_remove(array_agg(distinct p.detail->>'judge_template_sha256'), null) as judge_templates,
+                max(s.chain_seq) as chain_seq, max(s.chain_head) as chain_head
+         {FILTERED}
+         group by s.slug order by s.slug"
+    );
+    bind_filter(sqlx::query_as(&sql), filter).fetch_all(pool).await
+}

@@ -5,7 +5,7 @@
 //! on this.)
 
 use crate::context::Context;
-use crate::domain::dataset::{Format, PairFilter, scrub_pii};
+use crate::domain::dataset::{CardPart, Format, PairFilter, dataset_card, scrub_pii};
 use crate::domain::user::Scope;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
@@ -132,4 +132,32 @@ pub async fn pairs(
         Some((item, rx))
     });
     Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(body))
+}
+
+/// GET /api/v1/data/card — the dataset card (`README.md`, Hugging Face's
+/// format) for the pairs a filter selects in `format`.
+pub async fn card(
+    state: web::Data<Context>,
+    caller: Caller,
+    query: web::Query<DataQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
+    let filter = query.filter()?;
+    let format = Format::parse(query.format.as_deref().unwrap_or("standard"))?;
+    let parts: Vec<CardPart> = pair_store::card(&state.db, &filter)
+        .await?
+        .into_iter()
+        .map(|c| CardPart {
+            space: c.space,
+            pairs: c.pairs,
+            versions: c.versions,
+            licenses: c.licenses,
+            judge_models: c.judge_models,
+            judge_templates: c.judge_templates,
+            chain_seq: c.chain_seq,
+            chain_head: c.chain_head,
+        })
+        .collect();
+    let text = dataset_card(&filter, format, "pairs.jsonl", &parts);
+    Ok(HttpResponse::Ok().content_type("text/markdown; charset=utf-8").body(text))
 }
