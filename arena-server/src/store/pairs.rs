@@ -1,6 +1,6 @@
 //! Preference pairs as buyers export them.
 
-use crate::domain::dataset::{PairFacts, PairFilter};
+use crate::domain::dataset::{CardPart, PairFacts, PairFilter};
 use crate::domain::{AgentId, MatchId, PairId, SpaceId};
 use sqlx::PgPool;
 
@@ -171,46 +171,15 @@ pub async fn export_filtered(
 /// What a filter looks at, for every pair (tests hold the SQL filter to
 /// `PairFilter::keeps` over these).
 pub async fn all_facts(pool: &PgPool) -> Result<Vec<PairFacts>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        space: String,
-        space_version: i32,
-        created_at: chrono::DateTime<chrono::Utc>,
-        margin: f64,
-        consistent: bool,
-        chosen_rating: f64,
-        rejected_rating: f64,
-        chosen_chars: i32,
-        rejected_chars: i32,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
+    let sql = format!(
         "select s.slug as space, m.space_version, p.created_at, p.margin, p.consistent,
                 mc.mu_before * 40 as chosen_rating, mr.mu_before * 40 as rejected_rating,
                 char_length(oc.text) as chosen_chars, char_length(orj.text) as rejected_chars
-         from pairs p
-         join matches m on m.id = p.match_id
-         join spaces s on s.id = p.space_id
-         join match_agents mc on mc.match_id = p.match_id and mc.slot = p.chosen_slot
-         join match_agents mr on mr.match_id = p.match_id and mr.slot = p.rejected_slot
-         join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
-         join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| PairFacts {
-            space: r.space,
-            space_version: r.space_version,
-            created_at: r.created_at,
-            margin: r.margin,
-            consistent: r.consistent,
-            chosen_rating: r.chosen_rating,
-            rejected_rating: r.rejected_rating,
-            chosen_chars: r.chosen_chars,
-            rejected_chars: r.rejected_chars,
-        })
-        .collect())
+         {FILTERED}"
+    );
+    // The same joins as every filtered read, with nothing filtered.
+    let everything = PairFilter::default();
+    bind_filter(sqlx::query_as(&sql), &everything).fetch_all(pool).await
 }
 
 /// A Space's preference data at a glance.
@@ -240,21 +209,44 @@ pub async fn datasets(pool: &PgPool) -> Result<Vec<DatasetSummary>, sqlx::Error>
     .await
 }
 
-/// Per Space, what a dataset card says of the pairs a filter selects.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CardSpace {
-    pub space: String,
-    pub pairs: i64,
-    pub versions: Vec<i32>,
-    pub licenses: Vec<String>,
-    pub judge_models: Vec<String>,
-    pub judge_templates: Vec<String>,
-    /// The Space's hash chain now: its length and head.
-    pub chain_seq: i64,
-    pub chain_head: String,
+/// A card's row per Space: what `domain::dataset::CardPart` holds, by
+/// column name (the Space's hash chain as it stands now).
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for CardPart {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<CardPart, sqlx::Error> {
+        use sqlx::Row;
+        Ok(CardPart {
+            space: row.try_get("space")?,
+            pairs: row.try_get("pairs")?,
+            versions: row.try_get("versions")?,
+            licenses: row.try_get("licenses")?,
+            judge_models: row.try_get("judge_models")?,
+            judge_templates: row.try_get("judge_templates")?,
+            chain_seq: row.try_get("chain_seq")?,
+            chain_head: row.try_get("chain_head")?,
+        })
+    }
 }
 
-pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardSpace>, sqlx::Error> {
+/// What a filter looks at in a pair, by column name.
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for PairFacts {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<PairFacts, sqlx::Error> {
+        use sqlx::Row;
+        Ok(PairFacts {
+            space: row.try_get("space")?,
+            space_version: row.try_get("space_version")?,
+            created_at: row.try_get("created_at")?,
+            margin: row.try_get("margin")?,
+            consistent: row.try_get("consistent")?,
+            chosen_rating: row.try_get("chosen_rating")?,
+            rejected_rating: row.try_get("rejected_rating")?,
+            chosen_chars: row.try_get("chosen_chars")?,
+            rejected_chars: row.try_get("rejected_chars")?,
+        })
+    }
+}
+
+/// Per Space, what a dataset card says of the pairs `filter` selects.
+pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardPart>, sqlx::Error> {
     let sql = format!(
         "select s.slug as space, count(*) as pairs,
                 array_agg(distinct m.space_version order by m.space_version) as versions,

@@ -5,7 +5,7 @@
 //! on this.)
 
 use crate::context::Context;
-use crate::domain::dataset::{CardPart, Format, PairFilter, dataset_card, scrub_pii};
+use crate::domain::dataset::{Format, PairFilter, dataset_card, scrub_pii};
 use crate::domain::user::Scope;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
@@ -144,20 +144,7 @@ pub async fn card(
     caller.require(Scope::Export)?;
     let filter = query.filter()?;
     let format = Format::parse(query.format.as_deref().unwrap_or("standard"))?;
-    let parts: Vec<CardPart> = pair_store::card(&state.db, &filter)
-        .await?
-        .into_iter()
-        .map(|c| CardPart {
-            space: c.space,
-            pairs: c.pairs,
-            versions: c.versions,
-            licenses: c.licenses,
-            judge_models: c.judge_models,
-            judge_templates: c.judge_templates,
-            chain_seq: c.chain_seq,
-            chain_head: c.chain_head,
-        })
-        .collect();
+    let parts = pair_store::card(&state.db, &filter).await?;
     let text = dataset_card(&filter, format, "pairs.jsonl", &parts);
     Ok(HttpResponse::Ok().content_type("text/markdown; charset=utf-8").body(text))
 }

@@ -19,7 +19,8 @@ use askama::Template;
 use serde::Deserialize;
 
 /// What the builder form holds, to show it again with its errors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct Draft {
     pub name: String,
     pub system_prompt: String,
@@ -61,12 +62,14 @@ pub async fn new_page(req: HttpRequest, caller: Visitor) -> Result<HttpResponse,
     render(&ctx.chrome, &NewPage { chrome: ctx.chrome.clone(), draft: Draft::default(), error: FormError::default() })
 }
 
-/// The builder's multipart form: the fields, and optionally a PEFT
-/// adapter's two files (sizes capped by the multipart limits).
+/// The builder's and the new-version form's multipart body: the
+/// settings, and optionally a PEFT adapter's two files (sizes capped by the
+/// multipart limits); the builder sends a name, the new-version form a note
+/// and may ask to remove the adapter.
 #[derive(MultipartForm)]
-pub struct BuilderForm {
+pub struct AgentForm {
     csrf: Text<String>,
-    name: Text<String>,
+    name: Option<Text<String>>,
     system_prompt: Text<String>,
     temperature: Text<String>,
     top_p: Text<String>,
@@ -74,10 +77,64 @@ pub struct BuilderForm {
     repetition_penalty: Text<String>,
     seed: Text<String>,
     stop: Text<String>,
+    note: Option<Text<String>>,
+    remove_adapter: Option<Text<String>>,
     #[multipart(limit = "64KiB")]
     adapter_config: Option<Bytes>,
     #[multipart(limit = "64MiB")]
     adapter_weights: Option<Bytes>,
+}
+
+/// An adapter form's files, when both were sent (an empty file input is none).
+type Files = (Option<Bytes>, Option<Bytes>);
+
+impl AgentForm {
+    /// The CSRF token, the settings as typed, the note, whether to remove
+    /// the adapter, and the adapter's files.
+    fn into_parts(self) -> (String, Draft, String, bool, Files) {
+        let draft = Draft {
+            name: self.name.map(Text::into_inner).unwrap_or_default(),
+            system_prompt: self.system_prompt.into_inner(),
+            temperature: self.temperature.into_inner(),
+            top_p: self.top_p.into_inner(),
+            top_k: self.top_k.into_inner(),
+            repetition_penalty: self.repetition_penalty.into_inner(),
+            seed: self.seed.into_inner(),
+            stop: self.stop.into_inner(),
+        };
+        let remove = self.remove_adapter.is_some_and(|r| r.as_str() == "on");
+        let files =
+            (self.adapter_config.filter(|f| !f.data.is_empty()), self.adapter_weights.filter(|f| !f.data.is_empty()));
+        (self.csrf.into_inner(), draft, self.note.map(Text::into_inner).unwrap_or_default(), remove, files)
+    }
+}
+
+/// What a form asks of the adapter: None keeps it (or has none), Some(None)
+/// removes it, Some(Some(sha)) is a new one, validated and stored here.
+async fn adapter_choice(
+    state: &State,
+    caller: &crate::http::auth::Caller,
+    files: Files,
+    remove: bool,
+) -> Result<Option<Option<String>>, ApiError> {
+    match (files, remove) {
+        ((None, None), false) => Ok(None),
+        ((None, None), true) => Ok(Some(None)),
+        ((Some(config), Some(weights)), false) => {
+            let summary = adapter_actions::store_adapter(state, caller, config.data.to_vec(), weights.data.to_vec())
+                .await
+                .map_err(|e| match e {
+                    ApiError::Invalid { message, .. } => ApiError::invalid("adapter", message),
+                    other => other,
+                })?;
+            Ok(Some(summary["sha256"].as_str().map(str::to_owned)))
+        }
+        (_, true) => Err(ApiError::invalid("adapter", "upload a new adapter or remove the current one, not both")),
+        _ => Err(ApiError::invalid(
+            "adapter",
+            "an adapter is two files: adapter_config.json and adapter_model.safetensors; give both or neither",
+        )),
+    }
 }
 
 fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ApiError> {
@@ -101,45 +158,15 @@ pub async fn create(
     state: State,
     req: HttpRequest,
     caller: Visitor,
-    form: MultipartForm<BuilderForm>,
+    form: MultipartForm<AgentForm>,
 ) -> Result<HttpResponse, PageError> {
-    let form = form.into_inner();
-    check_csrf(&req, &form.csrf)?;
+    let (csrf, draft, _, _, files) = form.into_inner().into_parts();
+    check_csrf(&req, &csrf)?;
     let ctx = PageCtx::new(&req, caller);
     let caller = ctx.signed_in(&req)?.clone();
-    let draft = Draft {
-        name: form.name.into_inner(),
-        system_prompt: form.system_prompt.into_inner(),
-        temperature: form.temperature.into_inner(),
-        top_p: form.top_p.into_inner(),
-        top_k: form.top_k.into_inner(),
-        repetition_penalty: form.repetition_penalty.into_inner(),
-        seed: form.seed.into_inner(),
-        stop: form.stop.into_inner(),
-    };
-    let files =
-        (form.adapter_config.filter(|f| !f.data.is_empty()), form.adapter_weights.filter(|f| !f.data.is_empty()));
     let made = async {
         let sampling = sampling(&draft)?;
-        let adapter = match files {
-            (None, None) => None,
-            (Some(config), Some(weights)) => {
-                let summary =
-                    adapter_actions::store_adapter(&state, &caller, config.data.to_vec(), weights.data.to_vec())
-                        .await
-                        .map_err(|e| match e {
-                            ApiError::Invalid { message, .. } => ApiError::invalid("adapter", message),
-                            other => other,
-                        })?;
-                summary["sha256"].as_str().map(str::to_owned)
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "adapter",
-                    "an adapter is two files: adapter_config.json and adapter_model.safetensors; give both or neither",
-                ));
-            }
-        };
+        let adapter = adapter_choice(&state, &caller, files, false).await?.flatten();
         let body = agent_actions::NewAgent::new(draft.name.clone(), draft.system_prompt.clone(), sampling, adapter);
         agent_actions::create_agent(&state, &caller, body).await
     }
@@ -480,22 +507,9 @@ pub const PLAYGROUND_PER_MINUTE: u32 = 20;
 pub struct PlaygroundQuery {
     #[serde(default)]
     prompt: String,
-    #[serde(default)]
-    system_prompt: String,
-    #[serde(default)]
-    temperature: String,
-    #[serde(default)]
-    top_p: String,
-    #[serde(default)]
-    top_k: String,
-    #[serde(default)]
-    repetition_penalty: String,
-    #[serde(default)]
-    seed: String,
-    #[serde(default)]
-    stop: String,
-    #[serde(default)]
-    name: String,
+    /// The builder's fields as they stand.
+    #[serde(flatten)]
+    draft: Draft,
 }
 
 fn sse_event(kind: &str, data: serde_json::Value) -> actix_web::web::Bytes {
@@ -521,22 +535,12 @@ pub async fn playground(
             .insert_header(("Cache-Control", "no-cache"))
             .body(sse_event("problem", serde_json::json!({ "message": message })))
     };
-    let q = query.into_inner();
-    let draft = Draft {
-        name: q.name,
-        system_prompt: q.system_prompt,
-        temperature: q.temperature,
-        top_p: q.top_p,
-        top_k: q.top_k,
-        repetition_penalty: q.repetition_penalty,
-        seed: q.seed,
-        stop: q.stop,
-    };
+    let PlaygroundQuery { prompt: asked, draft } = query.into_inner();
     let checked = (|| {
         let sampling = sampling(&draft)?;
         sampling.check()?;
         let system = crate::domain::agent::parse_system_prompt(&draft.system_prompt)?;
-        let prompt = q.prompt.trim().to_owned();
+        let prompt = asked.trim().to_owned();
         if prompt.is_empty() || prompt.chars().count() > 2_000 {
             return Err(ApiError::invalid("prompt", "give a test prompt of 1 to 2,000 characters"));
         }
@@ -607,77 +611,21 @@ pub async fn playground(
         .streaming(body))
 }
 
-/// The owner's new-version form: the settings, a note, and optionally a new
-/// adapter (or the adapter removed).
-#[derive(MultipartForm)]
-pub struct VersionForm {
-    csrf: Text<String>,
-    system_prompt: Text<String>,
-    temperature: Text<String>,
-    top_p: Text<String>,
-    top_k: Text<String>,
-    repetition_penalty: Text<String>,
-    seed: Text<String>,
-    stop: Text<String>,
-    note: Text<String>,
-    remove_adapter: Option<Text<String>>,
-    #[multipart(limit = "64KiB")]
-    adapter_config: Option<Bytes>,
-    #[multipart(limit = "64MiB")]
-    adapter_weights: Option<Bytes>,
-}
-
 pub async fn new_version(
     state: State,
     req: HttpRequest,
     caller: Visitor,
     path: web::Path<AgentId>,
-    form: MultipartForm<VersionForm>,
+    form: MultipartForm<AgentForm>,
 ) -> Result<HttpResponse, PageError> {
-    let form = form.into_inner();
-    check_csrf(&req, &form.csrf)?;
+    let (csrf, draft, note, remove, files) = form.into_inner().into_parts();
+    check_csrf(&req, &csrf)?;
     let ctx = PageCtx::new(&req, caller);
     let caller = ctx.signed_in(&req)?.clone();
     let id = path.into_inner();
-    let draft = Draft {
-        name: String::new(),
-        system_prompt: form.system_prompt.into_inner(),
-        temperature: form.temperature.into_inner(),
-        top_p: form.top_p.into_inner(),
-        top_k: form.top_k.into_inner(),
-        repetition_penalty: form.repetition_penalty.into_inner(),
-        seed: form.seed.into_inner(),
-        stop: form.stop.into_inner(),
-    };
-    let remove = form.remove_adapter.is_some_and(|r| r.as_str() == "on");
-    let files =
-        (form.adapter_config.filter(|f| !f.data.is_empty()), form.adapter_weights.filter(|f| !f.data.is_empty()));
-    let note = form.note.into_inner();
     let done = async {
         let sampling = sampling(&draft)?;
-        let adapter = match (files, remove) {
-            ((None, None), false) => None,
-            ((None, None), true) => Some(None),
-            ((Some(config), Some(weights)), false) => {
-                let summary =
-                    adapter_actions::store_adapter(&state, &caller, config.data.to_vec(), weights.data.to_vec())
-                        .await
-                        .map_err(|e| match e {
-                            ApiError::Invalid { message, .. } => ApiError::invalid("adapter", message),
-                            other => other,
-                        })?;
-                Some(summary["sha256"].as_str().map(str::to_owned))
-            }
-            ((_, _), true) => {
-                return Err(ApiError::invalid("adapter", "upload a new adapter or remove the current one, not both"));
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "adapter",
-                    "an adapter is two files: adapter_config.json and adapter_model.safetensors; give both or neither",
-                ));
-            }
-        };
+        let adapter = adapter_choice(&state, &caller, files, remove).await?;
         let body = agent_actions::NewVersion::new(draft.system_prompt.clone(), sampling, adapter, note);
         agent_actions::make_version(&state, &caller, id, body).await
     }
