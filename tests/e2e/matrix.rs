@@ -20,6 +20,8 @@ enum Owner {
     Designer,
     /// Admins only.
     Admin,
+    /// The data export in the path: the buyer `nell`, and nobody else.
+    Buyer,
 }
 
 fn owner_of(method: &str, path: &str) -> Owner {
@@ -28,6 +30,7 @@ fn owner_of(method: &str, path: &str) -> Owner {
         (_, "agents") if path.contains("{id}") => Owner::Player,
         (_, "tokens") if path.contains("{id}") => Owner::Player,
         (_, "training-jobs") => Owner::Player,
+        (_, "data") if path.contains("{id}") => Owner::Buyer,
         ("patch", "spaces") => Owner::Designer,
         (_, "users") if path.contains("{username}") => Owner::Admin,
         (
@@ -42,6 +45,7 @@ struct Fixture {
     agent: String,
     token: String,
     job: String,
+    export: String,
 }
 
 fn fill(path: &str, f: &Fixture) -> String {
@@ -52,6 +56,8 @@ fn fill(path: &str, f: &Fixture) -> String {
             "{id}" if path.starts_with("/agents") => f.agent.clone(),
             "{id}" if path.starts_with("/tokens") => f.token.clone(),
             "{id}" if path.starts_with("/training-jobs") => f.job.clone(),
+            "{id}" if path.starts_with("/data/exports") => f.export.clone(),
+            "{name}" => "README.md".to_owned(),
             "{id}" if path.starts_with("/matches") => uuid::Uuid::new_v4().to_string(),
             "{slug}" | "{space}" => "quick".to_owned(),
             "{version}" => "1".to_owned(),
@@ -99,7 +105,9 @@ async fn snapshot(db: &sqlx::PgPool) -> String {
              || '/' || (select string_agg(active::text, ',' order by id) from spaces)
              || '/' || (select count(*) from api_tokens where revoked_at is null)
              || '/' || (select count(*) from training_policies) || '/' || (select count(*) from training_jobs)
-             || '/' || (select count(*) from adapters) || '/' || (select count(*) from ledger_entries)";
+             || '/' || (select count(*) from adapters) || '/' || (select count(*) from ledger_entries)
+             || '/' || (select count(*) from data_exports)
+             || '/' || (select coalesce(string_agg(status, ',' order by id), '') from data_exports)";
     sqlx::query_scalar::<_, String>(q).fetch_one(db).await.unwrap()
 }
 
@@ -124,7 +132,24 @@ async fn every_route_refuses_every_caller_it_should() {
     .execute(&arena.db)
     .await
     .unwrap();
-    let fixture = Fixture { agent, token, job: job.to_string() };
+    // A finished export of the buyer nell's, with its card on disk.
+    let nell = arena.user("nell", "buyer").await;
+    let export = uuid::Uuid::new_v4();
+    sqlx::query(
+        "insert into data_exports (id, buyer_id, idempotency_key, filter, format, shape, gzip, scrub_pii, licenses,
+                                   pairs, price, status, files)
+         values ($1, $2, 'k', '{}', 'jsonl', 'standard', false, false, '{}', 0, 0, 'done',
+                 '[{\"name\": \"README.md\", \"rows\": 0, \"bytes\": 5, \"sha256\": \"\"}]')",
+    )
+    .bind(export)
+    .bind(uuid::Uuid::parse_str(&nell.id).unwrap())
+    .execute(&arena.db)
+    .await
+    .unwrap();
+    let dir = arena_server::work::exports::export_dir(&arena.settings.data_dir, export);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("README.md"), "card\n").unwrap();
+    let fixture = Fixture { agent, token, job: job.to_string(), export: export.to_string() };
 
     let anonymous = arena.user_anonymous();
     let player = arena.user("bob", "player").await;
@@ -164,7 +189,7 @@ async fn every_route_refuses_every_caller_it_should() {
                 Access::Public => status != 401 && status != 403 && status < 500,
                 Access::Scope(scope) if !role_scopes(&stranger.name).contains(&scope) => status == 403,
                 Access::Scope(_) => match owner {
-                    Owner::Player | Owner::Designer | Owner::Admin => [403, 404].contains(&status),
+                    Owner::Player | Owner::Designer | Owner::Admin | Owner::Buyer => [403, 404].contains(&status),
                     Owner::Nobody => status != 401 && status != 403 && status < 500,
                 },
             };
@@ -192,6 +217,8 @@ async fn every_route_refuses_every_caller_it_should() {
             Owner::Player => vec![&ada, &admin],
             Owner::Designer => vec![&dana, &admin],
             Owner::Admin => vec![&admin],
+            // An export is its buyer's alone, admins included.
+            Owner::Buyer => vec![&nell],
             Owner::Nobody => continue,
         };
         for caller in callers {

@@ -177,6 +177,8 @@ impl Application {
         let roles = options.roles;
         if roles.web {
             ctx.events.relay(redis.clone());
+            // Paid exports a stop interrupted are written again.
+            tokio::spawn(crate::work::exports::resume(ctx.db.clone(), ctx.data_dir.clone()));
         }
         if options.workers {
             start_workers(&ctx, &settings, &options, stop_rx)?;

@@ -31,7 +31,19 @@ pub struct PairFilter {
     /// Both answers' lengths in characters within these.
     pub min_chars: Option<i32>,
     pub max_chars: Option<i32>,
+    /// ISO 639-1 codes from the detector (`language`); empty: any.
+    pub languages: Vec<String>,
+    /// Leave out pairs that repeat an earlier pair exactly or nearly
+    /// (`near_duplicate`): the earliest of each group is kept.
+    pub dedupe: bool,
+    /// Whether the chosen answer passed every hard check.
+    pub chosen_passed: Option<bool>,
+    /// Whether the rejected answer passed every hard check.
+    pub rejected_passed: Option<bool>,
 }
+
+/// Languages one filter may name.
+pub const MAX_LANGUAGES: usize = 16;
 
 impl PairFilter {
     /// Checks the bounds; the error names the field.
@@ -70,6 +82,15 @@ impl PairFilter {
         {
             return Err(DomainError::new("min_chars", "min_chars is above max_chars"));
         }
+        if self.languages.len() > MAX_LANGUAGES {
+            return Err(DomainError::new("languages", format!("name at most {MAX_LANGUAGES} languages")));
+        }
+        if let Some(bad) = self.languages.iter().find(|l| !LANGUAGES.contains(&l.as_str())) {
+            return Err(DomainError::new(
+                "languages",
+                format!("language {bad:?} is not one the detector names ({})", LANGUAGES.join(", ")),
+            ));
+        }
         Ok(())
     }
 
@@ -87,6 +108,10 @@ impl PairFilter {
             && within(pair.rejected_rating, self.min_rating, self.max_rating)
             && chars(pair.chosen_chars)
             && chars(pair.rejected_chars)
+            && (self.languages.is_empty() || self.languages.contains(&pair.language))
+            && (!self.dedupe || !pair.duplicate)
+            && self.chosen_passed.is_none_or(|p| p == pair.chosen_passed)
+            && self.rejected_passed.is_none_or(|p| p == pair.rejected_passed)
     }
 }
 
@@ -102,6 +127,10 @@ pub struct PairFacts {
     pub rejected_rating: f64,
     pub chosen_chars: i32,
     pub rejected_chars: i32,
+    pub language: String,
+    pub duplicate: bool,
+    pub chosen_passed: bool,
+    pub rejected_passed: bool,
 }
 
 /// How a pair is written.
@@ -294,10 +323,17 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
         out,
         "{total} preference pairs from matches in which agents (a small open model with a LoRA adapter and a \
          system prompt) answered the same prompt and were ranked by the Space's checks and judge. Format: TRL's {} \
-         preference format, JSON Lines, one pair per line with its provenance.\n",
+         preference format, {}, one pair per row with its provenance.\n",
         match format {
             Format::Standard => "standard (`prompt`, `chosen`, `rejected` as text)",
             Format::Conversational => "conversational (message lists)",
+        },
+        if file.ends_with(".parquet") {
+            "Apache Parquet"
+        } else if file.ends_with(".gz") {
+            "JSON Lines, gzip-compressed"
+        } else {
+            "JSON Lines"
         }
     );
     let _ = writeln!(out, "## Licence\n");
@@ -344,4 +380,298 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
          a prompt; split by `match_id` to keep a match out of both train and test."
     );
     out
+}
+
+/// The codes `language` returns ("und": undetermined).
+pub const LANGUAGES: &[&str] =
+    &["en", "de", "fr", "es", "it", "pt", "nl", "ru", "el", "ar", "he", "hi", "zh", "ja", "ko", "th", "und"];
+
+/// A cheap language detector: the dominant script decides outright for
+/// scripts one language mostly owns (Cyrillic is reported as "ru", Han
+/// without kana as "zh"); Latin text is scored by common function words
+/// of seven languages, and needs two hits and a clear lead. Short or mixed
+/// text is "und".
+pub fn language(text: &str) -> &'static str {
+    let mut scripts = [0usize; 10];
+    let mut letters = 0usize;
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        letters += 1;
+        let slot = match c as u32 {
+            0x0400..=0x04FF => 1,
+            0x0370..=0x03FF => 2,
+            0x0600..=0x06FF => 3,
+            0x0590..=0x05FF => 4,
+            0x0900..=0x097F => 5,
+            0x3040..=0x30FF => 6,
+            0x4E00..=0x9FFF => 7,
+            0xAC00..=0xD7AF | 0x1100..=0x11FF => 8,
+            0x0E00..=0x0E7F => 9,
+            _ => 0,
+        };
+        scripts[slot] += 1;
+    }
+    if letters < 8 {
+        return "und";
+    }
+    let (top, count) = scripts.iter().enumerate().max_by_key(|(_, n)| **n).unwrap_or((0, &0));
+    if *count * 2 < letters {
+        return "und";
+    }
+    match top {
+        1 => return "ru",
+        2 => return "el",
+        3 => return "ar",
+        4 => return "he",
+        5 => return "hi",
+        // Japanese mixes kana with Han: any real share of kana decides.
+        6 => return "ja",
+        7 if scripts[6] * 10 >= letters => return "ja",
+        7 => return "zh",
+        8 => return "ko",
+        9 => return "th",
+        _ => {}
+    }
+    const WORDS: &[(&str, &[&str])] = &[
+        ("en", &["the", "is", "and", "of", "to", "what", "a", "in", "it", "you", "that", "are", "this", "with", "for"]),
+        ("de", &["der", "die", "das", "und", "ist", "nicht", "ein", "eine", "zu", "ich", "mit", "was", "wie", "auf"]),
+        ("fr", &["le", "la", "les", "est", "et", "un", "une", "des", "que", "pas", "je", "vous", "pour", "dans"]),
+        ("es", &["el", "la", "los", "es", "y", "que", "un", "una", "por", "con", "para", "cómo", "qué", "del"]),
+        ("it", &["il", "la", "che", "è", "e", "di", "un", "una", "per", "non", "sono", "come", "gli", "della"]),
+        ("pt", &["o", "a", "que", "é", "e", "do", "da", "um", "uma", "não", "para", "com", "os", "como"]),
+        ("nl", &["de", "het", "een", "en", "is", "van", "niet", "dat", "ik", "wat", "op", "met", "zijn", "voor"]),
+    ];
+    let words: Vec<String> =
+        text.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    let mut scores: Vec<(usize, &'static str)> =
+        WORDS.iter().map(|(code, list)| (words.iter().filter(|w| list.contains(&w.as_str())).count(), *code)).collect();
+    scores.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let (best, code) = scores[0];
+    let second = scores[1].0;
+    if best >= 2 && best * 2 >= second * 3 { code } else { "und" }
+}
+
+/// MinHash values in a pair's signature.
+pub const MINHASHES: usize = 32;
+/// Signature rows per LSH band: 8 bands of 4.
+const BAND_ROWS: usize = 4;
+/// The estimated Jaccard similarity of two pairs' word-pair sets at which
+/// they are near duplicates.
+pub const NEAR_SIMILARITY: f64 = 0.7;
+
+/// What a near-duplicate check compares: a pair's MinHash signature over
+/// its features (lower-cased word pairs of the prompt and of each answer,
+/// punctuation and spacing dropped, each field's kept apart so that
+/// swapping chosen and rejected is another pair). Repeats up to case,
+/// spacing and punctuation have equal signatures; a small edit of a long
+/// text keeps most values.
+pub fn minhash(prompt: &str, chosen: &str, rejected: &str) -> [u32; MINHASHES] {
+    let mut features: Vec<u64> = Vec::new();
+    for (tag, text) in [(1u64, prompt), (2, chosen), (3, rejected)] {
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        if words.len() < 2 {
+            features.push(fnv(words.concat().bytes(), tag));
+        }
+        features.extend(words.windows(2).map(|w| fnv(w[0].bytes().chain([b' ']).chain(w[1].bytes()), tag)));
+    }
+    std::array::from_fn(|i| {
+        let seed = mix(0x9e37_79b9_7f4a_7c15 ^ i as u64);
+        features.iter().map(|f| (mix(f ^ seed) >> 32) as u32).min().unwrap_or(u32::MAX)
+    })
+}
+
+/// splitmix64's finaliser: every input bit reaches every output bit.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+fn fnv(bytes: impl Iterator<Item = u8>, seed: u64) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The estimated Jaccard similarity of two signatures' feature sets.
+pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len().max(1) as f64
+}
+
+/// Whether two signatures are near duplicates.
+pub fn near_duplicate(a: &[u32], b: &[u32]) -> bool {
+    a.len() == b.len() && similarity(a, b) >= NEAR_SIMILARITY
+}
+
+/// A signature's locality-sensitive bands: pairs at similarity 0.7 share
+/// at least one band with probability 0.9 (0.985 at 0.8), so an index on
+/// the bands finds near duplicates without comparing every pair.
+pub fn bands(sig: &[u32; MINHASHES]) -> [i32; MINHASHES / BAND_ROWS] {
+    std::array::from_fn(|b| {
+        let rows = &sig[b * BAND_ROWS..(b + 1) * BAND_ROWS];
+        fnv(rows.iter().flat_map(|v| v.to_le_bytes()), b as u64) as i32
+    })
+}
+
+/// What a Space charges for its pairs and how the money is shared
+/// (`[data]` in the Space file).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct DataPrice {
+    /// Credits per exported pair; 0 makes the data free.
+    pub per_pair: i64,
+    /// Share of the price to the Space's designer.
+    pub designer_share: f64,
+    /// Share to the owners of the two agents whose answers make each pair,
+    /// half each. The rest goes to the house.
+    pub players_share: f64,
+}
+
+impl Default for DataPrice {
+    fn default() -> DataPrice {
+        DataPrice { per_pair: 0, designer_share: 0.2, players_share: 0.6 }
+    }
+}
+
+/// Credits per pair a Space may charge.
+pub const MAX_PRICE_PER_PAIR: i64 = 1_000_000;
+
+/// One Space's part of a sale: its price, how many pairs, who designed it,
+/// and how many answers each owner has in those pairs (two per pair).
+#[derive(Debug, Clone)]
+pub struct SpaceSale<K> {
+    pub price: DataPrice,
+    pub pairs: i64,
+    pub designer: K,
+    pub answers: Vec<(K, i64)>,
+}
+
+/// What a sale moves: the buyer pays `total`; `credits` go to designers
+/// and owners; the house keeps `house` (its cut and every rounding
+/// remainder), so `credits + house == total` always.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaleSplit<K: Ord> {
+    pub total: i64,
+    pub credits: std::collections::BTreeMap<K, i64>,
+    pub house: i64,
+}
+
+/// Splits a sale. Shares are read in parts per million and every amount
+/// is rounded down.
+pub fn split_sale<K: Ord + Clone>(parts: &[SpaceSale<K>]) -> SaleSplit<K> {
+    let ppm = |share: f64| (share.clamp(0.0, 1.0) * 1e6).round() as i128;
+    let mut credits = std::collections::BTreeMap::new();
+    let mut total: i128 = 0;
+    let mut paid: i128 = 0;
+    for part in parts {
+        let gross = part.price.per_pair.max(0) as i128 * part.pairs.max(0) as i128;
+        total += gross;
+        let designer = gross * ppm(part.price.designer_share) / 1_000_000;
+        let players = gross * ppm(part.price.players_share) / 1_000_000;
+        let (designer, players) = if designer + players > gross { (0, 0) } else { (designer, players) };
+        let answers: i128 = part.answers.iter().map(|(_, n)| (*n).max(0) as i128).sum();
+        let mut add = |k: &K, amount: i128| {
+            if amount > 0 {
+                *credits.entry(k.clone()).or_insert(0i64) += amount as i64;
+                paid += amount;
+            }
+        };
+        add(&part.designer, designer);
+        if answers > 0 {
+            for (owner, n) in &part.answers {
+                add(owner, players * (*n).max(0) as i128 / answers);
+            }
+        }
+    }
+    SaleSplit { total: total as i64, credits, house: (total - paid) as i64 }
+}
+
+#[cfg(test)]
+mod facts_tests {
+    use super::*;
+
+    const ANSWER: &str = "Photosynthesis is the process by which green plants, algae and some bacteria turn light \
+        energy into chemical energy. Chlorophyll in the chloroplasts absorbs mostly red and blue light, and the \
+        plant uses that energy to split water, releasing oxygen, and to fix carbon dioxide from the air into \
+        sugars through the Calvin cycle. Those sugars feed the plant and, through food chains, nearly every other \
+        living thing on Earth, which is why the process matters so much for life.";
+
+    #[test]
+    fn the_detector_names_common_languages_and_admits_doubt() {
+        assert_eq!(language("What is the capital of France? It is Paris, and that is a fact."), "en");
+        assert_eq!(language("Was ist die Hauptstadt von Frankreich? Das ist Paris und nicht Berlin."), "de");
+        assert_eq!(language("Quelle est la capitale de la France ? C'est Paris, je pense, pas Lyon."), "fr");
+        assert_eq!(language("¿Cuál es la capital de Francia? Es París, y no Madrid, por supuesto."), "es");
+        assert_eq!(language("Какая столица Франции? Это Париж."), "ru");
+        assert_eq!(language("フランスの首都はどこですか？パリです。"), "ja");
+        assert_eq!(language("法国的首都是哪里？是巴黎。这个问题很简单。"), "zh");
+        assert_eq!(language("42"), "und");
+        assert_eq!(language("17 + 25 = 42; 3 * 4 = 12"), "und");
+        assert!(LANGUAGES.contains(&language(ANSWER)));
+    }
+
+    #[test]
+    fn near_duplicates_are_near_and_different_pairs_are_far() {
+        let sig = |p: &str, c: &str, r: &str| minhash(p, c, r);
+        let base = sig("Explain photosynthesis.", ANSWER, "I don't know.");
+        // Case, spacing and punctuation do not matter at all.
+        let loud = sig("EXPLAIN   photosynthesis!", &ANSWER.to_uppercase().replace(',', ""), "i don't know");
+        assert_eq!(similarity(&base, &loud), 1.0);
+        // A one-word edit of a long answer is near, and shares a band.
+        let edited = sig("Explain photosynthesis.", &ANSWER.replace("mostly", "chiefly"), "I don't know.");
+        assert!(near_duplicate(&base, &edited), "{}", similarity(&base, &edited));
+        assert!(bands(&base).iter().zip(bands(&edited)).any(|(a, b)| *a == b));
+        // Another answer, another prompt and answers, or the answers swapped is far.
+        let far = [
+            sig("Explain photosynthesis.", "Plants make food from sunlight.", "I don't know."),
+            sig("Explain respiration.", "Cells burn sugar with oxygen to make energy.", "No idea at all, sorry."),
+            sig("Explain photosynthesis.", "I don't know.", ANSWER),
+        ];
+        for other in far {
+            assert!(!near_duplicate(&base, &other), "{}", similarity(&base, &other));
+        }
+        let (a, b) = (sig("What is 17 + 25?", "42", "41"), sig("What is 17 + 26?", "43", "41"));
+        assert!(!near_duplicate(&a, &b), "{}", similarity(&a, &b));
+        assert!(near_duplicate(&a, &sig("what is 17+25", "42", "41")));
+    }
+
+    #[test]
+    fn a_sale_conserves_every_credit_and_pays_by_share() {
+        let price = DataPrice { per_pair: 7, designer_share: 0.2, players_share: 0.6 };
+        let sale = SpaceSale { price, pairs: 3, designer: "dana", answers: vec![("ada", 4), ("bob", 1), ("cy", 1)] };
+        let split = split_sale(std::slice::from_ref(&sale));
+        assert_eq!(split.total, 21);
+        assert_eq!(split.credits["dana"], 4); // floor(21 × 0.2)
+        assert_eq!(split.credits["ada"], 8); // floor(12 × 4 / 6)
+        assert_eq!(split.credits["bob"], 2);
+        assert_eq!(split.credits.values().sum::<i64>() + split.house, 21);
+        // Random sales: conserved, never negative.
+        let mut seed = 12345u64;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for _ in 0..500 {
+            let parts: Vec<SpaceSale<u64>> = (0..1 + next(4))
+                .map(|_| {
+                    let d = next(101) as f64 / 100.0;
+                    let p = next(101) as f64 / 100.0 * (1.0 - d);
+                    SpaceSale {
+                        price: DataPrice { per_pair: next(1000) as i64, designer_share: d, players_share: p },
+                        pairs: next(10_000) as i64,
+                        designer: next(5),
+                        answers: (0..next(6)).map(|_| (next(8), next(500) as i64)).collect(),
+                    }
+                })
+                .collect();
+            let s = split_sale(&parts);
+            let want: i64 = parts.iter().map(|p| p.price.per_pair * p.pairs).sum();
+            assert_eq!(s.total, want);
+            assert!(s.house >= 0 && s.credits.values().all(|c| *c > 0));
+            assert_eq!(s.credits.values().sum::<i64>() + s.house, s.total);
+        }
+        let free =
+            split_sale(&[SpaceSale { price: DataPrice::default(), pairs: 9, designer: 1, answers: vec![(2, 18)] }]);
+        assert_eq!((free.total, free.house, free.credits.len()), (0, 0, 0));
+    }
 }

@@ -6,6 +6,7 @@
 //! Parsing collects every error with its span, so a designer sees all of
 //! them at once as `FILE:LINE:COL: message`.
 
+use super::dataset::{DataPrice, MAX_PRICE_PER_PAIR};
 use judge::files::{SpaceFiles, check_name};
 use judge::spec::{JudgeSpec, PairsSpec, SpecError, VerifierSpec, int_in};
 use judge::{JudgeConfig, spec::JudgeSections};
@@ -37,6 +38,15 @@ struct SpaceFile {
     judge: Option<Spanned<JudgeSpec>>,
     pairs: Option<Spanned<PairsSpec>>,
     training: Option<Spanned<TrainingFile>>,
+    data: Option<Spanned<DataFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataFile {
+    price_per_pair: Option<Spanned<i64>>,
+    designer_share: Option<Spanned<f64>>,
+    players_share: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +160,8 @@ pub struct Space {
     pub judge: JudgeConfig,
     pub license: Option<String>,
     pub visibility: Visibility,
+    /// What buyers pay for the Space's pairs and who is paid (`[data]`).
+    pub data: DataPrice,
     pub training: Training,
     /// Indices of the prompts held out for promotion gates (see
     /// [`held_out`]); matches never use them.
@@ -255,6 +267,43 @@ impl Space {
             }
         };
 
+        let mut data = DataPrice::default();
+        if let Some(d) = &file.data {
+            let d = d.get_ref();
+            if let Some(p) = &d.price_per_pair {
+                if (0..=MAX_PRICE_PER_PAIR).contains(p.get_ref()) {
+                    data.per_pair = *p.get_ref();
+                } else {
+                    errors.push(SpecError::new(
+                        p.span(),
+                        format!("data.price_per_pair {} is outside 0..={MAX_PRICE_PER_PAIR}", p.get_ref()),
+                    ));
+                }
+            }
+            for (name, field, slot) in [
+                ("designer_share", &d.designer_share, &mut data.designer_share),
+                ("players_share", &d.players_share, &mut data.players_share),
+            ] {
+                if let Some(v) = field {
+                    if v.get_ref().is_finite() && (0.0..=1.0).contains(v.get_ref()) {
+                        *slot = *v.get_ref();
+                    } else {
+                        errors.push(SpecError::new(v.span(), format!("data.{name} {} is outside 0..=1", v.get_ref())));
+                    }
+                }
+            }
+            if data.designer_share + data.players_share > 1.0 + 1e-9 {
+                let span = d.players_share.as_ref().or(d.designer_share.as_ref()).map(|v| v.span()).unwrap_or(0..0);
+                errors.push(SpecError::new(
+                    span,
+                    format!(
+                        "data.designer_share + data.players_share is {}, more than 1 (the house keeps the rest)",
+                        data.designer_share + data.players_share
+                    ),
+                ));
+            }
+        }
+
         let training = match &file.training {
             None => Training { holdout: DEFAULT_HOLDOUT },
             Some(t) => match &t.get_ref().holdout {
@@ -304,6 +353,7 @@ impl Space {
                 judge,
                 license,
                 visibility,
+                data,
                 training,
                 held_out: held,
                 match_prompts,
@@ -757,6 +807,17 @@ impl Space {
                 Visibility::Private => "shown only to each match's players, the designer and buyers",
             }
         );
+        let data = if self.data.per_pair == 0 {
+            format!("{data} Buyers get the pairs free.")
+        } else {
+            format!(
+                "{data} Buyers pay {} credits a pair: {:.0}% to the designer, {:.0}% to the owners of the two agents in \
+                 each pair, the rest to the house.",
+                self.data.per_pair,
+                self.data.designer_share * 100.0,
+                self.data.players_share * 100.0
+            )
+        };
         RulesInWords { prompts, meeting, money, checks, judge, data }
     }
 }

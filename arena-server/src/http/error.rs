@@ -27,6 +27,9 @@ pub enum ApiError {
     Conflict { field: String, message: String },
     #[error("insufficient credits: {0}")]
     InsufficientFunds(String),
+    /// The data asked for is sold, not given: buy an export.
+    #[error("{0}")]
+    PaymentRequired(String),
     #[error("too many writes: at most {limit} per minute; retry in {retry_after_s} s")]
     RateLimited { limit: u32, retry_after_s: u64 },
     #[error("{0}")]
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { .. } => "conflict",
             ApiError::InsufficientFunds(_) => "insufficient_funds",
+            ApiError::PaymentRequired(_) => "payment_required",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::OverCapacity(_) => "over_capacity",
             ApiError::Payload(_) => "bad_payload",
@@ -96,6 +100,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) | ApiError::OverQuota(_) => StatusCode::FORBIDDEN,
             ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict { .. } | ApiError::InsufficientFunds(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } | ApiError::OverCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

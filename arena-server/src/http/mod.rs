@@ -212,7 +212,7 @@ pub const API: &[ApiRoute] = &[
         "/data/count",
         data::count,
         Scope("export"),
-        "How many preference pairs a filter selects (?spaces, space_version, from, to, min_margin, agreed_only, min_rating, max_rating, min_chars, max_chars)",
+        "How many preference pairs a filter selects and what an export of them costs (?spaces, space_version, from, to, min_margin, agreed_only, min_rating, max_rating, min_chars, max_chars, languages, dedupe, chosen_passed, rejected_passed)",
         None
     ),
     route!(
@@ -220,7 +220,7 @@ pub const API: &[ApiRoute] = &[
         "/data/pairs",
         data::pairs,
         Scope("export"),
-        "The pairs a filter selects as JSON Lines: TRL standard or conversational (?format), provenance, optional PII scrub (?scrub_pii), streamed (?limit ≤ 1,000,000)",
+        "The free Spaces' pairs a filter selects as JSON Lines: TRL standard or conversational (?format), provenance, optional PII scrub (?scrub_pii), streamed (?limit ≤ 1,000,000); a Space that sells its pairs answers 402",
         None
     ),
     route!(
@@ -229,6 +229,41 @@ pub const API: &[ApiRoute] = &[
         data::card,
         Scope("export"),
         "The dataset card (README.md in Hugging Face's format: licence, size, configs, how the data was made, filters, hash-chain heads) for a filter",
+        None
+    ),
+    route!(
+        post,
+        "/data/exports",
+        data::create,
+        Scope("export"),
+        "Buy and export the pairs a filter selects: paid once per idempotency key, written as a job (JSON Lines, gzip optional, or Parquet, with a dataset card); 201 new, 200 the key's earlier export",
+        Some(
+            r#"{"idempotency_key": "2026-12-02-a", "filter": {"spaces": ["arithmetic"], "agreed_only": true, "dedupe": true}, "format": "jsonl|parquet", "shape": "standard|conversational", "gzip": false, "scrub_pii": true, "max_price": 500, "accept_licenses": ["CC-BY-4.0"]}"#
+        )
+    ),
+    route!(get, "/data/exports", data::list, Scope("export"), "The caller's exports, newest first", None),
+    route!(
+        get,
+        "/data/exports/{id}",
+        data::get,
+        Scope("export"),
+        "One of the caller's exports: status, progress (rows written), files with bytes and sha256, price, licences",
+        None
+    ),
+    route!(
+        post,
+        "/data/exports/{id}/retry",
+        data::retry,
+        Scope("export"),
+        "Run a failed export again (its pairs are fixed; nothing is paid again)",
+        None
+    ),
+    route!(
+        get,
+        "/data/exports/{id}/files/{name}",
+        data::file,
+        Scope("export"),
+        "Download a finished export's file (pairs.jsonl, pairs.jsonl.gz, pairs.parquet or README.md), the buyer's own only",
         None
     ),
     route!(get, "/matches", matches::list, Public, "Matches, newest first (?space, ?status, ?limit)", None),

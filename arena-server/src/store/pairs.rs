@@ -58,17 +58,28 @@ pub async fn count(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from pairs").fetch_one(pool).await
 }
 
-/// The joins and the WHERE clause of a `PairFilter`, in the order of
-/// `bind_filter`'s binds ($1..$10). `domain::dataset::PairFilter::keeps`
-/// is its definition.
-const FILTERED: &str = "
-         from pairs p
-         join matches m on m.id = p.match_id
+/// The joins every filtered or pinned read of pairs shares (after `from
+/// pairs p`).
+macro_rules! joins {
+    () => {
+        "join matches m on m.id = p.match_id
          join spaces s on s.id = p.space_id
          join match_agents mc on mc.match_id = p.match_id and mc.slot = p.chosen_slot
          join match_agents mr on mr.match_id = p.match_id and mr.slot = p.rejected_slot
          join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
          join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+         left join verdicts vd on vd.match_id = p.match_id
+         left join agent_versions vc on vc.agent_id = mc.agent_id and vc.version = mc.agent_version"
+    };
+}
+
+/// The joins and the WHERE clause of a `PairFilter`, in the order of
+/// `bind_filter`'s binds ($1..$14). `domain::dataset::PairFilter::keeps`
+/// is its definition.
+const FILTERED: &str = concat!(
+    "from pairs p ",
+    joins!(),
+    "
          where (cardinality($1::text[]) = 0 or s.slug = any($1))
            and ($2::int is null or m.space_version = $2)
            and ($3::timestamptz is null or p.created_at >= $3)
@@ -78,9 +89,29 @@ const FILTERED: &str = "
            and ($7::float8 is null or (mc.mu_before * 40 >= $7 and mr.mu_before * 40 >= $7))
            and ($8::float8 is null or (mc.mu_before * 40 <= $8 and mr.mu_before * 40 <= $8))
            and ($9::int is null or (char_length(oc.text) >= $9 and char_length(orj.text) >= $9))
-           and ($10::int is null or (char_length(oc.text) <= $10 and char_length(orj.text) <= $10))";
+           and ($10::int is null or (char_length(oc.text) <= $10 and char_length(orj.text) <= $10))
+           and (cardinality($11::text[]) = 0 or coalesce(p.lang, 'und') = any($11))
+           and (not $12 or p.duplicate_of is null)
+           and ($13::bool is null or coalesce((vd.verdict->'passed_hard'->>(p.chosen_slot::text))::bool, false) = $13)
+           and ($14::bool is null or coalesce((vd.verdict->'passed_hard'->>(p.rejected_slot::text))::bool, false) = $14)"
+);
 
-fn bind_filter<'q, O>(
+/// The pairs an export paid for, in the order they were fixed ($1: the
+/// export).
+const PINNED: &str =
+    concat!("from data_export_pairs e join pairs p on p.id = e.pair_id ", joins!(), " where e.export_id = $1");
+
+/// The columns of a `DataPair`.
+const PAIR_COLUMNS: &str = "p.id, p.match_id, s.slug as space, m.space_version, m.prompt,
+        coalesce(vc.system_prompt, '') as system, oc.text as chosen, orj.text as rejected, p.margin, p.consistent,
+        p.license, coalesce(p.lang, 'und') as language, p.detail,
+        vd.verdict->'verifiers'->(p.chosen_slot::text) as chosen_verifiers,
+        vd.verdict->'verifiers'->(p.rejected_slot::text) as rejected_verifiers,
+        mc.agent_id as chosen_agent, mc.agent_version as chosen_version, mc.mu_before * 40 as chosen_rating,
+        mr.agent_id as rejected_agent, mr.agent_version as rejected_version, mr.mu_before * 40 as rejected_rating,
+        m.record_hash, p.created_at";
+
+pub(crate) fn bind_filter<'q, O>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     f: &'q PairFilter,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
@@ -95,6 +126,15 @@ fn bind_filter<'q, O>(
         .bind(f.max_rating)
         .bind(f.min_chars)
         .bind(f.max_chars)
+        .bind(&f.languages)
+        .bind(f.dedupe)
+        .bind(f.chosen_passed)
+        .bind(f.rejected_passed)
+}
+
+/// The ids `filter` selects, oldest first (binds as `bind_filter`).
+pub(crate) fn filtered_ids_sql() -> String {
+    format!("select p.id, p.created_at {FILTERED} order by p.created_at, p.id")
 }
 
 /// How many pairs `filter` selects.
@@ -118,6 +158,7 @@ pub struct DataPair {
     pub margin: f64,
     pub consistent: bool,
     pub license: Option<String>,
+    pub language: String,
     /// The judge's readings in both orders and its identity.
     pub detail: serde_json::Value,
     /// Each answer's verifier and guard results (from the match's verdict).
@@ -133,33 +174,52 @@ pub struct DataPair {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The pairs `filter` selects, oldest first, at most `limit`, sent into
-/// `to` as PostgreSQL sends them (bounded memory, as `export_to`).
-pub async fn export_filtered(
-    pool: PgPool,
-    filter: PairFilter,
-    limit: i64,
-    to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
+impl DataPair {
+    /// The pair as a file row, the PII scrub applied to its texts when
+    /// `scrub` says so.
+    pub fn into_row(self, scrub: bool) -> dataset_files::Row {
+        let clean = |t: String| if scrub { crate::domain::dataset::scrub_pii(&t) } else { t };
+        let f = |key: &str| self.detail.get(key).and_then(serde_json::Value::as_f64);
+        let t = |key: &str| self.detail.get(key).and_then(serde_json::Value::as_str).map(str::to_owned);
+        dataset_files::Row {
+            id: self.id.to_string(),
+            match_id: self.match_id.to_string(),
+            judge_p_chosen_first: f("p_chosen_first"),
+            judge_p_chosen_second: f("p_chosen_second"),
+            judge_model_sha256: t("judge_model_sha256"),
+            judge_template_sha256: t("judge_template_sha256"),
+            space: self.space,
+            space_version: self.space_version,
+            system: clean(self.system),
+            prompt: clean(self.prompt),
+            chosen: clean(self.chosen),
+            rejected: clean(self.rejected),
+            margin: self.margin,
+            consistent: self.consistent,
+            license: self.license,
+            language: self.language,
+            chosen_agent: self.chosen_agent.to_string(),
+            chosen_version: self.chosen_version,
+            chosen_rating: self.chosen_rating,
+            rejected_agent: self.rejected_agent.to_string(),
+            rejected_version: self.rejected_version,
+            rejected_rating: self.rejected_rating,
+            chosen_verifiers: self.chosen_verifiers,
+            rejected_verifiers: self.rejected_verifiers,
+            record_hash: self.record_hash,
+            created_at_micros: self.created_at.timestamp_micros(),
+            created_at: self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }
+    }
+}
+
+/// Sends rows into `to` as PostgreSQL sends them; a receiver that went
+/// away stops the read; an error midway is sent as the last item.
+async fn pump<T: Send + Unpin>(
+    mut rows: futures_util::stream::BoxStream<'_, Result<T, sqlx::Error>>,
+    to: tokio::sync::mpsc::Sender<Result<T, sqlx::Error>>,
 ) {
     use futures_util::StreamExt;
-    let sql = format!(
-        "select p.id, p.match_id, s.slug as space, m.space_version, m.prompt, coalesce(vc.system_prompt, '') as system,
-                oc.text as chosen, orj.text as rejected, p.margin, p.consistent, p.license, p.detail,
-                vd.verdict->'verifiers'->(p.chosen_slot::text) as chosen_verifiers,
-                vd.verdict->'verifiers'->(p.rejected_slot::text) as rejected_verifiers,
-                mc.agent_id as chosen_agent, mc.agent_version as chosen_version, mc.mu_before * 40 as chosen_rating,
-                mr.agent_id as rejected_agent, mr.agent_version as rejected_version,
-                mr.mu_before * 40 as rejected_rating, m.record_hash, p.created_at
-         {FILTERED}
-         order by p.created_at, p.id limit $11",
-    )
-    .replace(
-        "join outputs oc on",
-        "left join agent_versions vc on vc.agent_id = mc.agent_id and vc.version = mc.agent_version
-         left join verdicts vd on vd.match_id = p.match_id
-         join outputs oc on",
-    );
-    let mut rows = bind_filter(sqlx::query_as::<_, DataPair>(&sql), &filter).bind(limit).fetch(&pool);
     while let Some(row) = rows.next().await {
         let failed = row.is_err();
         if to.send(row).await.is_err() || failed {
@@ -168,13 +228,41 @@ pub async fn export_filtered(
     }
 }
 
+/// The pairs `filter` selects, oldest first, at most `limit`, sent into
+/// `to` as PostgreSQL sends them (bounded memory, as `export_to`).
+pub async fn export_filtered(
+    pool: PgPool,
+    filter: PairFilter,
+    limit: i64,
+    to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
+) {
+    let sql = format!("select {PAIR_COLUMNS} {FILTERED} order by p.created_at, p.id limit $15");
+    let rows = bind_filter(sqlx::query_as::<_, DataPair>(&sql), &filter).bind(limit).fetch(&pool);
+    pump(rows, to).await;
+}
+
+/// The pairs export `export` paid for, in their fixed order, sent into
+/// `to` as PostgreSQL sends them.
+pub async fn export_pinned(
+    pool: PgPool,
+    export: uuid::Uuid,
+    to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
+) {
+    let sql = format!("select {PAIR_COLUMNS} {PINNED} order by e.seq");
+    let rows = sqlx::query_as::<_, DataPair>(&sql).bind(export).fetch(&pool);
+    pump(rows, to).await;
+}
+
 /// What a filter looks at, for every pair (tests hold the SQL filter to
 /// `PairFilter::keeps` over these).
 pub async fn all_facts(pool: &PgPool) -> Result<Vec<PairFacts>, sqlx::Error> {
     let sql = format!(
         "select s.slug as space, m.space_version, p.created_at, p.margin, p.consistent,
                 mc.mu_before * 40 as chosen_rating, mr.mu_before * 40 as rejected_rating,
-                char_length(oc.text) as chosen_chars, char_length(orj.text) as rejected_chars
+                char_length(oc.text) as chosen_chars, char_length(orj.text) as rejected_chars,
+                coalesce(p.lang, 'und') as language, p.duplicate_of is not null as duplicate,
+                coalesce((vd.verdict->'passed_hard'->>(p.chosen_slot::text))::bool, false) as chosen_passed,
+                coalesce((vd.verdict->'passed_hard'->>(p.rejected_slot::text))::bool, false) as rejected_passed
          {FILTERED}"
     );
     // The same joins as every filtered read, with nothing filtered.
@@ -241,21 +329,109 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for PairFacts {
             rejected_rating: row.try_get("rejected_rating")?,
             chosen_chars: row.try_get("chosen_chars")?,
             rejected_chars: row.try_get("rejected_chars")?,
+            language: row.try_get("language")?,
+            duplicate: row.try_get("duplicate")?,
+            chosen_passed: row.try_get("chosen_passed")?,
+            rejected_passed: row.try_get("rejected_passed")?,
         })
     }
 }
 
-/// Per Space, what a dataset card says of the pairs `filter` selects.
-pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardPart>, sqlx::Error> {
-    let sql = format!(
-        "select s.slug as space, count(*) as pairs,
+const CARD_COLUMNS: &str = "select s.slug as space, count(*) as pairs,
                 array_agg(distinct m.space_version order by m.space_version) as versions,
                 array_remove(array_agg(distinct p.license), null) as licenses,
                 array_remove(array_agg(distinct p.detail->>'judge_model_sha256'), null) as judge_models,
                 array_remove(array_agg(distinct p.detail->>'judge_template_sha256'), null) as judge_templates,
-                max(s.chain_seq) as chain_seq, max(s.chain_head) as chain_head
-         {FILTERED}
-         group by s.slug order by s.slug"
-    );
+                max(s.chain_seq) as chain_seq, max(s.chain_head) as chain_head";
+
+/// Per Space, what a dataset card says of the pairs `filter` selects.
+pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardPart>, sqlx::Error> {
+    let sql = format!("{CARD_COLUMNS} {FILTERED} group by s.slug order by s.slug");
     bind_filter(sqlx::query_as(&sql), filter).fetch_all(pool).await
+}
+
+/// Per Space, what a dataset card says of the pairs an export paid for.
+pub async fn card_pinned(pool: &PgPool, export: uuid::Uuid) -> Result<Vec<CardPart>, sqlx::Error> {
+    let sql = format!("{CARD_COLUMNS} {PINNED} group by s.slug order by s.slug");
+    sqlx::query_as(&sql).bind(export).fetch_all(pool).await
+}
+
+/// Pairs one enrichment transaction handles.
+const ENRICH_BATCH: i64 = 1_000;
+
+/// Fills in what filters read that SQL cannot compute (each new pair's
+/// language, SimHash and bands, and the earliest pair it nearly repeats),
+/// oldest pairs first, until none is left. One enricher runs at a time
+/// (an advisory lock), so "earlier" is well defined. Returns how many
+/// pairs it enriched.
+pub async fn enrich(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    use crate::domain::dataset::{MINHASHES, bands, language, minhash, near_duplicate};
+    const LOCK: i64 = 0x6461_7461_656e_7269; // "dataenri"
+    let mut done = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(LOCK).execute(&mut *tx).await?;
+        let rows: Vec<(PairId, String, String, String)> = sqlx::query_as(
+            "select p.id, m.prompt, oc.text, orj.text
+             from pairs p
+             join matches m on m.id = p.match_id
+             join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
+             join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+             where p.lang is null order by p.created_at, p.id limit $1",
+        )
+        .bind(ENRICH_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(done);
+        }
+        let facts: Vec<(&'static str, [u32; MINHASHES], [i32; 8])> = rows
+            .iter()
+            .map(|(_, prompt, chosen, rejected)| {
+                let text = format!("{prompt}\n{chosen}\n{rejected}");
+                let sig = minhash(prompt, chosen, rejected);
+                (language(&text), sig, bands(&sig))
+            })
+            .collect();
+        let all_bands: Vec<i32> = facts.iter().flat_map(|f| f.2).collect();
+        // Earlier pairs sharing a band with any of these (and so, very
+        // likely, every near duplicate), with the pair each repeats.
+        let earlier: Vec<(PairId, Vec<i32>, Option<PairId>)> =
+            sqlx::query_as("select id, minhash, duplicate_of from pairs where lang is not null and bands && $1::int[]")
+                .bind(&all_bands)
+                .fetch_all(&mut *tx)
+                .await?;
+        let as_sig = |v: &[i32]| v.iter().map(|x| *x as u32).collect::<Vec<u32>>();
+        let mut seen: Vec<(Vec<u32>, PairId)> =
+            earlier.into_iter().map(|(id, sig, dup)| (as_sig(&sig), dup.unwrap_or(id))).collect();
+        let mut duplicate_of: Vec<Option<PairId>> = Vec::with_capacity(rows.len());
+        for ((id, ..), (_, sig, _)) in rows.iter().zip(&facts) {
+            let original = seen.iter().find(|(other, _)| near_duplicate(other, sig)).map(|(_, root)| *root);
+            duplicate_of.push(original);
+            seen.push((sig.to_vec(), original.unwrap_or(*id)));
+        }
+        let ids: Vec<PairId> = rows.iter().map(|r| r.0).collect();
+        let langs: Vec<&str> = facts.iter().map(|f| f.0).collect();
+        // Arrays of arrays go to PostgreSQL as text literals, one per pair.
+        let literal = |v: &mut dyn Iterator<Item = i32>| {
+            format!("{{{}}}", v.map(|x| x.to_string()).collect::<Vec<_>>().join(","))
+        };
+        let sigs: Vec<String> = facts.iter().map(|f| literal(&mut f.1.iter().map(|x| *x as i32))).collect();
+        let band_lists: Vec<String> = facts.iter().map(|f| literal(&mut f.2.iter().copied())).collect();
+        sqlx::query(
+            "update pairs p set lang = u.lang, minhash = u.sig::int[], bands = u.bands::int[], duplicate_of = u.dup
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[]) as u(id, lang, sig, bands, dup)
+             where p.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&langs)
+        .bind(&sigs)
+        .bind(&band_lists)
+        .bind(&duplicate_of)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        done += rows.len() as u64;
+    }
 }

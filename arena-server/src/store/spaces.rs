@@ -206,8 +206,9 @@ async fn insert_space_version(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into space_versions
-           (space_id, version, source, files, sha256, created_by, description, agents_per_match, entry_fee)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+           (space_id, version, source, files, sha256, created_by, description, agents_per_match, entry_fee,
+            data_price, data_designer_share, data_players_share)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(space_id)
     .bind(version)
@@ -218,6 +219,9 @@ async fn insert_space_version(
     .bind(&space.description)
     .bind(space.agents_per_match as i32)
     .bind(space.entry_fee)
+    .bind(space.data.per_pair)
+    .bind(space.data.designer_share)
+    .bind(space.data.players_share)
     .execute(tx)
     .await?;
     Ok(())
@@ -395,4 +399,14 @@ pub async fn active(pool: &PgPool) -> Result<Vec<ActiveSpace>, sqlx::Error> {
 /// A Space's current version number.
 pub async fn current_version(pool: &PgPool, space: SpaceId) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar("select current_version from spaces where id = $1").bind(space).fetch_one(pool).await
+}
+
+/// Every Space's slug and the price per pair its current version sets.
+pub async fn data_prices(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.slug, v.data_price from spaces s
+         join space_versions v on v.space_id = s.id and v.version = s.current_version order by s.slug",
+    )
+    .fetch_all(pool)
+    .await
 }

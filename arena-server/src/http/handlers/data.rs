@@ -1,15 +1,16 @@
-//! Preference data for buyers: how many pairs a filter selects, and the
-//! pairs themselves as JSON Lines in TRL's standard or conversational
-//! format with their provenance, streamed in bounded memory, optionally
-//! PII-scrubbed. (Priced exports as jobs, Parquet and dataset cards build
-//! on this.)
+//! Preference data for buyers: how many pairs a filter selects and what
+//! they cost, the free Spaces' pairs streamed as JSON Lines, dataset cards,
+//! and paid exports as jobs (JSON Lines or Parquet files with their card,
+//! downloadable by the buyer who paid).
 
 use crate::context::Context;
-use crate::domain::dataset::{Format, PairFilter, dataset_card, scrub_pii};
+use crate::domain::dataset::{Format, PairFilter, dataset_card};
 use crate::domain::user::Scope;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
+use crate::store::exports::{self as export_store, ExportRefused, ExportRequest};
 use crate::store::pairs as pair_store;
+use crate::store::spaces as space_store;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
@@ -40,6 +41,15 @@ pub struct DataQuery {
     min_chars: Option<i32>,
     #[serde(default)]
     max_chars: Option<i32>,
+    /// Language codes, comma-separated.
+    #[serde(default)]
+    languages: Option<String>,
+    #[serde(default)]
+    dedupe: Option<bool>,
+    #[serde(default)]
+    chosen_passed: Option<bool>,
+    #[serde(default)]
+    rejected_passed: Option<bool>,
     #[serde(default)]
     format: Option<String>,
     /// Replace e-mail addresses, URLs and phone numbers.
@@ -50,12 +60,13 @@ pub struct DataQuery {
 }
 
 impl DataQuery {
-    fn filter(&self) -> Result<PairFilter, ApiError> {
-        let spaces: Vec<String> = self
-            .spaces
-            .as_deref()
-            .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
+    pub fn filter(&self) -> Result<PairFilter, ApiError> {
+        let list = |s: &Option<String>| -> Vec<String> {
+            s.as_deref()
+                .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let spaces = list(&self.spaces);
         let filter = PairFilter {
             spaces,
             space_version: self.space_version,
@@ -67,13 +78,18 @@ impl DataQuery {
             max_rating: self.max_rating,
             min_chars: self.min_chars,
             max_chars: self.max_chars,
+            languages: list(&self.languages),
+            dedupe: self.dedupe.unwrap_or(false),
+            chosen_passed: self.chosen_passed,
+            rejected_passed: self.rejected_passed,
         };
         filter.check()?;
         Ok(filter)
     }
 }
 
-/// GET /api/v1/data/count — the pairs a filter selects.
+/// GET /api/v1/data/count — the pairs a filter selects, and what an export
+/// of them would cost.
 pub async fn count(
     state: web::Data<Context>,
     caller: Caller,
@@ -81,11 +97,33 @@ pub async fn count(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Export)?;
     let filter = query.filter()?;
-    let n = pair_store::count_filtered(&state.db, &filter).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "pairs": n, "filter": filter })))
+    pair_store::enrich(&state.db).await?;
+    let quote = export_store::quote(&state.db, &filter, MAX_EXPORT).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "pairs": quote.pairs, "price": quote.price, "licenses": quote.licenses, "filter": filter,
+    })))
 }
 
-/// GET /api/v1/data/pairs — the selected pairs as JSON Lines.
+/// Narrows `filter` to the Spaces whose pairs are free, or says which named
+/// Space sells its pairs. None: no free Space has pairs.
+async fn free_only(state: &Context, mut filter: PairFilter) -> Result<Option<PairFilter>, ApiError> {
+    let priced = space_store::data_prices(&state.db).await?;
+    if let Some((slug, price)) = filter.spaces.iter().find_map(|s| priced.iter().find(|(p, n)| p == s && *n > 0)) {
+        return Err(ApiError::PaymentRequired(format!(
+            "Space {slug:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)"
+        )));
+    }
+    if filter.spaces.is_empty() {
+        filter.spaces = priced.into_iter().filter(|(_, n)| *n == 0).map(|(s, _)| s).collect();
+        if filter.spaces.is_empty() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(filter))
+}
+
+/// GET /api/v1/data/pairs — the selected pairs of free Spaces as JSON
+/// Lines (a Space that sells its pairs is refused: buy an export).
 pub async fn pairs(
     state: web::Data<Context>,
     caller: Caller,
@@ -99,31 +137,25 @@ pub async fn pairs(
         return Err(ApiError::invalid("limit", format!("limit is 1..={MAX_EXPORT}")));
     }
     let scrub = query.scrub_pii.unwrap_or(false);
+    pair_store::enrich(&state.db).await?;
+    let Some(filter) = free_only(&state, filter).await? else {
+        return Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(""));
+    };
+    let shape = match format {
+        Format::Standard => dataset_files::Shape::Standard,
+        Format::Conversational => dataset_files::Shape::Conversational,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(pair_store::export_filtered(state.db.clone(), filter, limit, tx));
     let body = futures_util::stream::unfold(rx, move |mut rx| async move {
         let item = match rx.recv().await? {
-            Ok(p) => {
-                let clean = |t: &str| if scrub { scrub_pii(t) } else { t.to_owned() };
-                let mut line =
-                    format.fields(Some(&clean(&p.system)), &clean(&p.prompt), &clean(&p.chosen), &clean(&p.rejected));
-                let provenance = serde_json::json!({
-                    "id": p.id, "match_id": p.match_id, "space": p.space, "space_version": p.space_version,
-                    "margin": p.margin, "consistent": p.consistent, "license": p.license,
-                    "chosen_agent": p.chosen_agent, "chosen_version": p.chosen_version, "chosen_rating": p.chosen_rating,
-                    "rejected_agent": p.rejected_agent, "rejected_version": p.rejected_version,
-                    "rejected_rating": p.rejected_rating, "record_hash": p.record_hash, "created_at": p.created_at,
-                    "judge": {
-                        "p_chosen_first": p.detail["p_chosen_first"], "p_chosen_second": p.detail["p_chosen_second"],
-                        "model_sha256": p.detail["judge_model_sha256"], "template_sha256": p.detail["judge_template_sha256"],
-                    },
-                    "chosen_verifiers": p.chosen_verifiers, "rejected_verifiers": p.rejected_verifiers,
-                });
-                if let (Some(line), Some(extra)) = (line.as_object_mut(), provenance.as_object()) {
-                    line.extend(extra.clone());
+            Ok(p) => match dataset_files::json_line(&p.into_row(scrub), shape) {
+                Ok(mut line) => {
+                    line.push(b'\n');
+                    Ok(bytes::Bytes::from(line))
                 }
-                Ok(bytes::Bytes::from(format!("{line}\n")))
-            }
+                Err(e) => Err(std::io::Error::other(e)),
+            },
             Err(err) => {
                 tracing::error!(error = %err, "data export failed midway");
                 Err(std::io::Error::other("the export failed midway"))
@@ -144,7 +176,222 @@ pub async fn card(
     caller.require(Scope::Export)?;
     let filter = query.filter()?;
     let format = Format::parse(query.format.as_deref().unwrap_or("standard"))?;
+    pair_store::enrich(&state.db).await?;
     let parts = pair_store::card(&state.db, &filter).await?;
     let text = dataset_card(&filter, format, "pairs.jsonl", &parts);
     Ok(HttpResponse::Ok().content_type("text/markdown; charset=utf-8").body(text))
+}
+
+/// Exports one buyer's list shows.
+const LIST_LIMIT: i64 = 200;
+
+/// An export request: the filter's fields (as in the query of
+/// `/data/count`, lists as JSON arrays) and how to write the files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBody {
+    /// The buyer's key for this request: a retry with the same key returns
+    /// the same export and pays nothing again.
+    pub idempotency_key: String,
+    #[serde(default)]
+    pub filter: PairFilter,
+    /// "jsonl" (default) or "parquet".
+    #[serde(default)]
+    pub format: Option<String>,
+    /// "standard" (default) or "conversational".
+    #[serde(default)]
+    pub shape: Option<String>,
+    #[serde(default)]
+    pub gzip: bool,
+    #[serde(default)]
+    pub scrub_pii: bool,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// The most the buyer agrees to pay (the price shown by the count).
+    #[serde(default)]
+    pub max_price: Option<i64>,
+    /// The licences the buyer accepts: every licence of the selected pairs
+    /// must be among them.
+    #[serde(default)]
+    pub accept_licenses: Vec<String>,
+}
+
+impl ExportBody {
+    /// Checks the request; the error names the field.
+    pub fn request(&self, buyer: crate::domain::UserId) -> Result<ExportRequest, ApiError> {
+        let key = self.idempotency_key.trim();
+        if key.is_empty() || key.chars().count() > export_store::MAX_KEY_CHARS || key.chars().any(|c| c.is_control()) {
+            return Err(ApiError::invalid(
+                "idempotency_key",
+                format!("idempotency_key is 1 to {} printable characters", export_store::MAX_KEY_CHARS),
+            ));
+        }
+        self.filter.check()?;
+        let format = match self.format.as_deref().unwrap_or("jsonl") {
+            "jsonl" => "jsonl",
+            "parquet" => "parquet",
+            other => {
+                return Err(ApiError::invalid(
+                    "format",
+                    format!("format {other:?} is not one of \"jsonl\", \"parquet\""),
+                ));
+            }
+        };
+        let shape = match Format::parse(self.shape.as_deref().unwrap_or("standard"))
+            .map_err(|e| ApiError::invalid("shape", e.message))?
+        {
+            Format::Standard => "standard",
+            Format::Conversational => "conversational",
+        };
+        if self.gzip && format == "parquet" {
+            return Err(ApiError::invalid("gzip", "gzip applies to JSON Lines; Parquet is compressed inside"));
+        }
+        let limit = self.limit.unwrap_or(MAX_EXPORT);
+        if !(1..=MAX_EXPORT).contains(&limit) {
+            return Err(ApiError::invalid("limit", format!("limit is 1..={MAX_EXPORT}")));
+        }
+        if self.max_price.is_some_and(|p| p < 0) {
+            return Err(ApiError::invalid("max_price", "max_price is 0 or more credits"));
+        }
+        Ok(ExportRequest {
+            buyer,
+            idempotency_key: key.to_owned(),
+            filter: self.filter.clone(),
+            format,
+            shape,
+            gzip: self.gzip,
+            scrub_pii: self.scrub_pii,
+            limit,
+            max_price: self.max_price,
+        })
+    }
+}
+
+/// Pays for and queues an export (or finds the one made under the same
+/// key), checking the licences first. The page and the API share it.
+pub async fn create_export(
+    state: &Context,
+    body: &ExportBody,
+    buyer: crate::domain::UserId,
+) -> Result<(export_store::Export, bool), ApiError> {
+    let req = body.request(buyer)?;
+    pair_store::enrich(&state.db).await?;
+    let quote = export_store::quote(&state.db, &req.filter, req.limit).await?;
+    if let Some(missing) = quote.licenses.iter().find(|l| !body.accept_licenses.contains(l)) {
+        return Err(ApiError::invalid(
+            "accept_licenses",
+            format!("accept the licence {missing:?} of the selected pairs (they carry: {})", quote.licenses.join(", ")),
+        ));
+    }
+    let (export, new) = export_store::create(&state.db, &req).await.map_err(|e| match e {
+        ExportRefused::Empty => ApiError::invalid("filter", e.to_string()),
+        ExportRefused::PriceRose { .. } => ApiError::conflict("max_price", e.to_string()),
+        ExportRefused::CannotPay { .. } => ApiError::InsufficientFunds(e.to_string()),
+        ExportRefused::TooMany(_) => ApiError::OverCapacity(e.to_string()),
+        ExportRefused::Db(e) => e.into(),
+    })?;
+    if new {
+        tokio::spawn(crate::work::exports::run_logged(state.db.clone(), state.data_dir.clone(), export.id));
+    }
+    Ok((export, new))
+}
+
+/// POST /api/v1/data/exports — buy and export the pairs a filter selects.
+pub async fn create(
+    state: web::Data<Context>,
+    caller: Caller,
+    body: web::Json<ExportBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
+    let (export, new) = create_export(&state, &body, caller.user_id).await?;
+    let mut response = if new { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(response.json(export))
+}
+
+/// The caller's export `id`: another buyer's is "not found", as if it did
+/// not exist.
+pub async fn own_export(state: &Context, caller: &Caller, id: uuid::Uuid) -> Result<export_store::Export, ApiError> {
+    export_store::get(&state.db, id)
+        .await?
+        .filter(|e| e.buyer_id == caller.user_id)
+        .ok_or_else(|| ApiError::NotFound(format!("export {id}")))
+}
+
+/// GET /api/v1/data/exports — the caller's exports, newest first.
+pub async fn list(state: web::Data<Context>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
+    Ok(HttpResponse::Ok().json(export_store::list(&state.db, caller.user_id, LIST_LIMIT).await?))
+}
+
+/// GET /api/v1/data/exports/{id} — one of the caller's exports.
+pub async fn get(
+    state: web::Data<Context>,
+    caller: Caller,
+    id: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
+    Ok(HttpResponse::Ok().json(own_export(&state, &caller, *id).await?))
+}
+
+/// POST /api/v1/data/exports/{id}/retry — runs a failed export again (the
+/// pairs it paid for are fixed; nothing is paid again).
+pub async fn retry(
+    state: web::Data<Context>,
+    caller: Caller,
+    id: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
+    let export = own_export(&state, &caller, *id).await?;
+    if !export_store::retry(&state.db, export.id, caller.user_id).await? {
+        return Err(ApiError::conflict("status", format!("export {} is {}, not failed", export.id, export.status)));
+    }
+    tokio::spawn(crate::work::exports::run_logged(state.db.clone(), state.data_dir.clone(), export.id));
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"id": export.id, "status": "queued"})))
+}
+
+/// GET /api/v1/data/exports/{id}/files/{name} — one of a finished export's
+/// files, to the buyer who paid for it.
+pub async fn file(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<(uuid::Uuid, String)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
+    let (id, name) = path.into_inner();
+    let export = own_export(&state, &caller, id).await?;
+    download(&state, &export, &name).await
+}
+
+/// Streams a finished export's file named `name`: only a name the export
+/// recorded (one of a fixed few) is opened, under the export's own folder.
+pub async fn download(state: &Context, export: &export_store::Export, name: &str) -> Result<HttpResponse, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let recorded = export.files.as_array().is_some_and(|files| files.iter().any(|f| f["name"] == name));
+    let Some(name) = crate::work::exports::FILE_NAMES.iter().find(|n| **n == name && recorded) else {
+        return Err(ApiError::NotFound(format!("file {name:?} of export {}", export.id)));
+    };
+    let path = crate::work::exports::export_dir(&state.data_dir, export.id).join(name);
+    let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
+    let length = file.metadata().await.map_err(ApiError::internal)?.len();
+    let body = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let content_type = match *name {
+        "README.md" => "text/markdown; charset=utf-8",
+        "pairs.jsonl" => "application/x-ndjson",
+        "pairs.jsonl.gz" => "application/gzip",
+        _ => "application/vnd.apache.parquet",
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"{name}\"")))
+        .body(actix_web::body::SizedStream::new(length, body)))
 }

@@ -437,6 +437,7 @@ impl FormError {
             ApiError::RateLimited { .. }
             | ApiError::OverCapacity(_)
             | ApiError::InsufficientFunds(_)
+            | ApiError::PaymentRequired(_)
             | ApiError::OverQuota(_)
             | ApiError::Payload(_) => Ok(FormError { field: String::new(), message: err.to_string() }),
             other => Err(other.into()),
