@@ -139,10 +139,11 @@ impl Browser {
 
 /// A Space with matches: two players' agents in the quick Space, matches
 /// settled on the stub generator.
-async fn league_with_matches(arena: &Arena, settled: i64) {
-    let (_designer, _players) = arena.league(2, 2, 3).await;
+async fn league_with_matches(arena: &Arena, settled: i64) -> crate::arena::User {
+    let (designer, _players) = arena.league(2, 2, 3).await;
     arena.start(arena_server::app::Roles::ALL, None);
     arena.wait_settled(settled, 60).await;
+    designer
 }
 
 #[tokio::test]
@@ -666,9 +667,9 @@ async fn the_owner_trains_sees_the_curves_rolls_back_and_revokes_a_token() {
 }
 
 #[tokio::test]
-async fn a_buyer_filters_the_pairs_sees_a_sample_and_downloads_them() {
+async fn a_buyer_filters_the_pairs_sees_a_sample_and_buys_an_export() {
     let arena = Arena::new().await;
-    league_with_matches(&arena, 12).await;
+    let dana = league_with_matches(&arena, 12).await;
     arena.pause_all().await;
     arena.wait_settled(12, 30).await;
     arena.user("bea", "buyer").await;
@@ -698,15 +699,48 @@ async fn a_buyer_filters_the_pairs_sees_a_sample_and_downloads_them() {
     let samples: Value = b.client.execute("return document.querySelectorAll('.outputs').length", vec![]).await.unwrap();
     assert_eq!(samples.as_i64().unwrap(), over.min(10));
     b.shot("data-desktop").await;
-    // The download is the API's export, with the page's session.
-    let lines: Value = b
+
+    // The designer now sells the pairs at 2 credits each: the page prices
+    // the selection, the buyer accepts the licence and buys it as Parquet.
+    let priced = format!("{}\n[data]\nprice_per_pair = 2\n", quick_space("quick", 2, 2));
+    arena.publish(&dana, &priced, json!({})).await;
+    b.open("/data?min_margin=0.5").await;
+    assert!(b.wait_text("#pair-price", &format!("{} credits", 2 * over), 5).await, "{}", b.text("#live-count").await);
+    assert!(b.body().await.contains("2 credits a pair"));
+    b.client.execute("document.getElementById('x-file').value = 'parquet'", vec![]).await.unwrap();
+    b.click("#x-accept").await;
+    b.click("#x-buy").await;
+    assert!(b.wait_text("h1", "Your exports", 5).await, "{}", b.body().await);
+    assert!(b.wait_text("#exports .badge", "done", 30).await, "{}", b.text("#exports").await);
+    assert!(b.wait_text("#exports", "pairs.parquet", 5).await, "the list refreshed: {}", b.text("#exports").await);
+    assert!(b.text("#exports").await.contains(&format!("{} credits", 2 * over)));
+    b.shot("data-exports-desktop").await;
+    let balance: i64 = sqlx::query_scalar(
+        "select a.balance from accounts a join users u on u.id = a.user_id where u.username = 'bea'",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(balance, 1000 - 2 * over, "the buyer paid the price shown");
+    // The download link works with the page's session and matches its hash.
+    let size: Value = b
         .client
         .execute_async(
             "const done = arguments[arguments.length - 1];
-             fetch(document.getElementById('dl-standard').getAttribute('href')).then(r => r.text()).then(t => done(t.trim().split('\\n').length));",
+             const a = [...document.querySelectorAll('#exports a')].find(a => a.textContent === 'pairs.parquet');
+             fetch(a.getAttribute('href')).then(r => r.arrayBuffer()).then(b => done(b.byteLength));",
             vec![],
         )
         .await
         .unwrap();
-    assert_eq!(lines.as_i64().unwrap(), over);
+    let recorded: i64 = sqlx::query_scalar("select (files->0->>'bytes')::bigint from data_exports")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(size.as_i64(), Some(recorded));
+    b.client.set_window_size(360, 1600).await.unwrap();
+    b.shot("data-exports-phone").await;
+    b.open("/data").await;
+    assert!(b.wait_text("h1", "Preference data", 5).await);
+    b.shot("data-buyer-phone").await;
 }

@@ -33,7 +33,12 @@ async fn filters_select_exactly_what_they_say_and_exports_are_trls_formats() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     // Random filters around the rows' own values: SQL and the definition agree.
+    arena_server::store::pairs::enrich(&arena.db).await.unwrap();
     let facts = arena_server::store::pairs::all_facts(&arena.db).await.unwrap();
+    // The stub's answers repeat, so some pairs are near duplicates; every
+    // pair's language was detected.
+    assert!(facts.iter().any(|p| p.duplicate) && facts.iter().any(|p| !p.duplicate), "{facts:?}");
+    assert!(facts.iter().all(|p| !p.language.is_empty()), "{facts:?}");
     assert!(facts.len() >= 40);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let pick = |rng: &mut rand::rngs::StdRng| facts[rng.random_range(0..facts.len())].clone();
@@ -64,6 +69,16 @@ async fn filters_select_exactly_what_they_say_and_exports_are_trls_formats() {
         }
         if rng.random_bool(0.3) {
             f.max_chars = Some(a.chosen_chars.max(b.rejected_chars));
+        }
+        if rng.random_bool(0.3) {
+            f.languages = vec![a.language.clone()];
+        }
+        f.dedupe = rng.random_bool(0.4);
+        if rng.random_bool(0.3) {
+            f.chosen_passed = Some(a.chosen_passed);
+        }
+        if rng.random_bool(0.3) {
+            f.rejected_passed = Some(b.rejected_passed);
         }
         if f.check().is_err() {
             continue;

@@ -278,6 +278,8 @@ pub struct DatasetSummary {
     /// Share of pairs whose judge orders agreed.
     pub agreed: f64,
     pub license: Option<String>,
+    /// Credits per pair the Space's current version charges.
+    pub price: i64,
     /// Pairs per margin bucket: [0, 0.2), [0.2, 0.4) … [1.8, 2].
     pub margins: Vec<i64>,
 }
@@ -286,11 +288,12 @@ pub struct DatasetSummary {
 pub async fn datasets(pool: &PgPool) -> Result<Vec<DatasetSummary>, sqlx::Error> {
     sqlx::query_as(
         "select s.slug as space, count(*) as pairs, avg(case when p.consistent then 1.0 else 0.0 end)::float8 as agreed,
-                max(p.license) as license,
+                max(p.license) as license, max(v.data_price) as price,
                 array(select count(q.id) from generate_series(0, 9) b
                       left join pairs q on q.space_id = s.id and least(floor(q.margin / 0.2)::int, 9) = b
                       group by b order by b) as margins
          from pairs p join spaces s on s.id = p.space_id
+         join space_versions v on v.space_id = s.id and v.version = s.current_version
          group by s.id, s.slug order by count(*) desc, s.slug",
     )
     .fetch_all(pool)

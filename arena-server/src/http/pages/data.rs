@@ -1,14 +1,18 @@
 //! `/data`: preference data for buyers — each Space's pairs with their
-//! count, licence, margin histogram and share of agreed judge orders; a
-//! filter with its live count (the API's own `PairFilter` and SQL); ten
-//! sample pairs side by side; downloads in TRL's formats through the API's
-//! export. Buyers and admins only: a private Space's pairs are never shown
-//! to anyone else.
+//! count, price, licence, margin histogram and share of agreed judge
+//! orders; a filter with its live count and price (the API's own
+//! `PairFilter`, SQL and quote); ten sample pairs side by side; an export
+//! form that buys the selection (the API's own `create_export`).
+//! `/data/exports`: the buyer's exports with progress, files and cards.
+//! Buyers and admins only: a private Space's pairs are never shown to
+//! anyone else.
 
 use super::chart::{self, Svg};
 use super::{Chrome, PageCtx, PageError, State, Visitor, render};
 use crate::domain::dataset::PairFilter;
 use crate::domain::user::Role;
+use crate::http::handlers::data::{ExportBody, MAX_EXPORT, create_export, download};
+use crate::store::exports::{self as export_store, Quote};
 use crate::store::pairs as pair_store;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -17,6 +21,7 @@ use serde::Deserialize;
 pub struct DatasetCard {
     pub space: String,
     pub pairs: i64,
+    pub price: i64,
     pub agreed: String,
     pub license: String,
     pub histogram: Svg,
@@ -38,16 +43,20 @@ struct DataPage {
     allowed: bool,
     datasets: Vec<DatasetCard>,
     form: FilterForm,
-    count: Option<i64>,
+    quote: Option<Quote>,
     error: Option<String>,
     samples: Vec<Sample>,
     query: String,
+    /// A fresh key per rendering: submitting the export form twice (a
+    /// double click, a reload) buys once.
+    idempotency_key: String,
+    export_error: Option<String>,
 }
 
 #[derive(Template)]
 #[template(path = "partials/data_count.html")]
 struct CountFragment {
-    count: Option<i64>,
+    quote: Option<Quote>,
     error: Option<String>,
 }
 
@@ -68,6 +77,16 @@ pub struct FilterForm {
     pub min_chars: String,
     #[serde(default)]
     pub max_chars: String,
+    /// Language codes, comma-separated.
+    #[serde(default)]
+    pub languages: String,
+    #[serde(default)]
+    pub dedupe: Option<String>,
+    /// "", "yes" or "no".
+    #[serde(default)]
+    pub chosen_passed: String,
+    #[serde(default)]
+    pub rejected_passed: String,
 }
 
 impl FilterForm {
@@ -87,7 +106,18 @@ impl FilterForm {
             max_rating: num("max_rating", &self.max_rating)?,
             min_chars: num("min_chars", &self.min_chars)?,
             max_chars: num("max_chars", &self.max_chars)?,
-            ..Default::default()
+            languages: self
+                .languages
+                .split(',')
+                .map(|l| l.trim().to_lowercase())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            dedupe: self.dedupe.as_deref() == Some("on"),
+            chosen_passed: yes_no("chosen_passed", &self.chosen_passed)?,
+            rejected_passed: yes_no("rejected_passed", &self.rejected_passed)?,
+            space_version: None,
+            from: None,
+            to: None,
         };
         filter.check().map_err(|e| e.to_string())?;
         Ok(filter)
@@ -103,6 +133,7 @@ impl FilterForm {
             ("max_rating", &self.max_rating),
             ("min_chars", &self.min_chars),
             ("max_chars", &self.max_chars),
+            ("languages", &self.languages),
         ] {
             if !v.trim().is_empty() {
                 parts.push((k, v.trim().to_owned()));
@@ -111,7 +142,24 @@ impl FilterForm {
         if self.agreed_only.as_deref() == Some("on") {
             parts.push(("agreed_only", "true".to_owned()));
         }
+        if self.dedupe.as_deref() == Some("on") {
+            parts.push(("dedupe", "true".to_owned()));
+        }
+        for (k, v) in [("chosen_passed", &self.chosen_passed), ("rejected_passed", &self.rejected_passed)] {
+            if let Ok(Some(b)) = yes_no(k, v) {
+                parts.push((k, b.to_string()));
+            }
+        }
         url::form_urlencoded::Serializer::new(String::new()).extend_pairs(parts).finish()
+    }
+}
+
+fn yes_no(field: &str, text: &str) -> Result<Option<bool>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        "yes" => Ok(Some(true)),
+        "no" => Ok(Some(false)),
+        other => Err(format!("{field} is yes, no or empty, not {other:?}")),
     }
 }
 
@@ -119,9 +167,12 @@ fn may_buy(ctx: &PageCtx) -> bool {
     ctx.caller.as_ref().is_some_and(|c| c.role == Role::Buyer || c.is_admin())
 }
 
-async fn count(state: &State, form: &FilterForm) -> Result<(Option<i64>, Option<String>), PageError> {
+async fn count(state: &State, form: &FilterForm) -> Result<(Option<Quote>, Option<String>), PageError> {
     match form.filter() {
-        Ok(filter) => Ok((Some(pair_store::count_filtered(&state.db, &filter).await?), None)),
+        Ok(filter) => {
+            pair_store::enrich(&state.db).await?;
+            Ok((Some(export_store::quote(&state.db, &filter, MAX_EXPORT).await?), None))
+        }
         Err(why) => Ok((None, Some(why))),
     }
 }
@@ -148,6 +199,7 @@ pub async fn page(
                 license: d.license.unwrap_or_else(|| "not stated".to_owned()),
                 space: d.space,
                 pairs: d.pairs,
+                price: d.price,
             })
             .collect();
         counted = count(&state, &form).await?;
@@ -173,10 +225,12 @@ pub async fn page(
         allowed,
         datasets,
         form,
-        count: counted.0,
+        quote: counted.0,
         error: counted.1,
         samples,
         query,
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        export_error: None,
     };
     render(&ctx.chrome, &page)
 }
@@ -193,10 +247,227 @@ pub async fn live_count(
     if !may_buy(&ctx) {
         return Err(PageError::Forbidden);
     }
-    let (count, error) = count(&state, &form).await?;
-    let html = CountFragment { count, error }.render().map_err(PageError::internal)?;
+    let (quote, error) = count(&state, &form).await?;
+    let html = CountFragment { quote, error }.render().map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
         .body(html))
+}
+
+/// The export form: the filter's fields again, and how to write the files.
+#[derive(Debug, Deserialize)]
+pub struct ExportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    filter: FilterForm,
+    #[serde(default)]
+    idempotency_key: String,
+    /// "jsonl", "jsonl.gz" or "parquet".
+    #[serde(default)]
+    file: String,
+    #[serde(default)]
+    shape: String,
+    #[serde(default)]
+    scrub_pii: Option<String>,
+    /// The price the buyer was shown.
+    #[serde(default)]
+    max_price: String,
+    /// The licences the buyer accepted, comma-separated ("" when the box
+    /// was not ticked).
+    #[serde(default)]
+    accept_licenses: Option<String>,
+}
+
+/// POST /data/exports — buys the selection and queues its export.
+pub async fn export(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: web::Form<ExportForm>,
+) -> Result<HttpResponse, PageError> {
+    super::check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    if !may_buy(&ctx) {
+        return Err(PageError::Forbidden);
+    }
+    let form = form.into_inner();
+    let made = async {
+        let filter = form.filter.filter().map_err(|why| crate::http::error::ApiError::invalid("filter", why))?;
+        let (format, gzip) = match form.file.as_str() {
+            "parquet" => ("parquet", false),
+            "jsonl.gz" => ("jsonl", true),
+            _ => ("jsonl", false),
+        };
+        let max_price = form.max_price.trim().parse::<i64>().ok();
+        let body = ExportBody {
+            idempotency_key: form.idempotency_key.clone(),
+            filter,
+            format: Some(format.to_owned()),
+            shape: Some(if form.shape == "conversational" { "conversational" } else { "standard" }.to_owned()),
+            gzip,
+            scrub_pii: form.scrub_pii.as_deref() == Some("on"),
+            limit: None,
+            max_price,
+            accept_licenses: form
+                .accept_licenses
+                .as_deref()
+                .unwrap_or_default()
+                .split('|')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        create_export(&state, &body, caller.user_id).await
+    }
+    .await;
+    match made {
+        Ok(_) => Ok(super::see_other("/data/exports")),
+        Err(err) => {
+            let why = super::FormError::from_api(err)?;
+            let (quote, error) = count(&state, &form.filter).await?;
+            let page = DataPage {
+                chrome: ctx.chrome.clone(),
+                allowed: true,
+                datasets: Vec::new(),
+                query: form.filter.api_query(),
+                form: form.filter,
+                quote,
+                error,
+                samples: Vec::new(),
+                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                export_error: Some(why.message),
+            };
+            super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
+pub struct ExportRow {
+    pub id: String,
+    pub when: String,
+    pub status: String,
+    pub pairs: i64,
+    pub rows: i64,
+    pub percent: i64,
+    pub price: i64,
+    pub what: String,
+    pub licenses: String,
+    pub error: Option<String>,
+    pub files: Vec<ExportFile>,
+}
+
+pub struct ExportFile {
+    pub name: String,
+    pub bytes: String,
+    pub sha256: String,
+}
+
+#[derive(Template)]
+#[template(path = "data_exports.html")]
+struct ExportsPage {
+    chrome: Chrome,
+    allowed: bool,
+    exports: Vec<ExportRow>,
+    live: bool,
+}
+
+#[derive(Template)]
+#[template(path = "partials/data_exports.html")]
+struct ExportsList {
+    exports: Vec<ExportRow>,
+    /// Whether any is still queued or running (the list then refreshes).
+    live: bool,
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..1_024 => format!("{n} B"),
+        1_024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+async fn exports_list(state: &State, caller: &crate::http::auth::Caller) -> Result<ExportsList, PageError> {
+    let exports = export_store::list(&state.db, caller.user_id, 100).await?;
+    let live = exports.iter().any(|e| e.status == "queued" || e.status == "running");
+    let exports = exports
+        .into_iter()
+        .map(|e| ExportRow {
+            id: e.id.to_string(),
+            when: super::when(&e.created_at),
+            percent: if e.pairs > 0 { (e.rows_written * 100 / e.pairs).clamp(0, 100) } else { 100 },
+            what: format!(
+                "{}{}, {}{}",
+                if e.format == "parquet" { "Parquet" } else { "JSON Lines" },
+                if e.gzip { " (gzip)" } else { "" },
+                e.shape,
+                if e.scrub_pii { ", PII scrubbed" } else { "" }
+            ),
+            licenses: e.licenses.join(", "),
+            files: e
+                .files
+                .as_array()
+                .map(|files| {
+                    files
+                        .iter()
+                        .map(|f| ExportFile {
+                            name: f["name"].as_str().unwrap_or_default().to_owned(),
+                            bytes: human_bytes(f["bytes"].as_u64().unwrap_or(0)),
+                            sha256: f["sha256"].as_str().unwrap_or_default().to_owned(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            status: e.status,
+            pairs: e.pairs,
+            rows: e.rows_written,
+            price: e.price,
+            error: e.error,
+        })
+        .collect();
+    Ok(ExportsList { exports, live })
+}
+
+/// GET /data/exports — the buyer's exports.
+pub async fn exports(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let allowed = may_buy(&ctx);
+    let list = if allowed { exports_list(&state, caller).await? } else { ExportsList { exports: Vec::new(), live: false } };
+    render(&ctx.chrome, &ExportsPage { chrome: ctx.chrome.clone(), allowed, exports: list.exports, live: list.live })
+}
+
+/// GET /data/exports/live — the list alone, refreshed while exports run.
+pub async fn exports_live(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    if !may_buy(&ctx) {
+        return Err(PageError::Forbidden);
+    }
+    let html = exports_list(&state, caller).await?.render().map_err(PageError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(html))
+}
+
+/// GET /data/exports/{id}/files/{name} — a file of one of the buyer's
+/// exports; anyone else's is "not found".
+pub async fn file(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<(uuid::Uuid, String)>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    let caller = ctx.signed_in(&req)?;
+    let (id, name) = path.into_inner();
+    let export = export_store::get(&state.db, id)
+        .await?
+        .filter(|e| e.buyer_id == caller.user_id)
+        .ok_or(PageError::NotFound)?;
+    download(&state, &export, &name).await.map_err(|_| PageError::NotFound)
 }

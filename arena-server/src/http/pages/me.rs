@@ -48,6 +48,9 @@ struct MePage {
     username: String,
     role: &'static str,
     balance: i64,
+    /// Credits earned from buyers' exports of pairs this user's agents or
+    /// Spaces made, and from how many sales.
+    data_income: (i64, i64),
     lines: Vec<Line>,
     before: Option<i64>,
     older: Option<i64>,
@@ -114,6 +117,7 @@ async fn me_page(
         username: caller.username.clone(),
         role: caller.role.as_str(),
         balance,
+        data_income: crate::store::exports::data_income(&state.db, caller.user_id).await?,
         lines,
         before,
         older,

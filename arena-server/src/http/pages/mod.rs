@@ -103,7 +103,23 @@ pub const PAGES: &[PageRoute] = &[
         SignedIn,
         "Preference data for buyers: datasets, a filter with its count, a sample, downloads"
     ),
-    page!(get, "/data/live-count", data::live_count, SignedIn, "The data filter's count (fragment for live updates)"),
+    page!(
+        get,
+        "/data/live-count",
+        data::live_count,
+        SignedIn,
+        "The data filter's count and price (fragment for live updates)"
+    ),
+    page!(post, "/data/exports", data::export, SignedIn, "Buy the selected pairs and queue their export"),
+    page!(get, "/data/exports", data::exports, SignedIn, "The buyer's exports: progress, files with hashes, cards"),
+    page!(get, "/data/exports/live", data::exports_live, SignedIn, "The exports list (fragment for live updates)"),
+    page!(
+        get,
+        "/data/exports/{id}/files/{name}",
+        data::file,
+        SignedIn,
+        "Download a file of one of the buyer's exports"
+    ),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),
     page!(post, "/me/tokens/{id}/revoke", me::revoke_token, SignedIn, "Revoke an API token"),
