@@ -90,9 +90,12 @@ pub struct Row {
     pub judge_p_chosen_second: Option<f64>,
     pub judge_model_sha256: Option<String>,
     pub judge_template_sha256: Option<String>,
-    /// Each answer's verifier and guard results, as JSON.
-    pub chosen_verifiers: Option<serde_json::Value>,
-    pub rejected_verifiers: Option<serde_json::Value>,
+    /// Each answer's verifier and guard results, as JSON text (written
+    /// into JSON Lines as JSON, into Parquet as text).
+    #[serde(serialize_with = "raw_json")]
+    pub chosen_verifiers: Option<String>,
+    #[serde(serialize_with = "raw_json")]
+    pub rejected_verifiers: Option<String>,
     /// The match's record hash (its link in the Space's hash chain).
     pub record_hash: Option<String>,
     /// Microseconds since the Unix epoch, UTC.
@@ -100,6 +103,15 @@ pub struct Row {
     pub created_at_micros: i64,
     /// The same instant as RFC 3339.
     pub created_at: String,
+}
+
+/// Writes JSON text as JSON (not as a string); text that is not JSON is
+/// written as null.
+fn raw_json<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match text.as_deref().map(|t| serde_json::value::RawValue::from_string(t.to_owned())) {
+        Some(Ok(raw)) => raw.serialize(s),
+        _ => s.serialize_none(),
+    }
 }
 
 #[derive(Serialize)]
@@ -421,8 +433,8 @@ impl Columns {
         self.p_second.append_option(row.judge_p_chosen_second);
         self.judge_model.append_option(row.judge_model_sha256.as_deref());
         self.judge_template.append_option(row.judge_template_sha256.as_deref());
-        self.chosen_verifiers.append_option(row.chosen_verifiers.as_ref().map(|v| v.to_string()));
-        self.rejected_verifiers.append_option(row.rejected_verifiers.as_ref().map(|v| v.to_string()));
+        self.chosen_verifiers.append_option(row.chosen_verifiers.as_deref());
+        self.rejected_verifiers.append_option(row.rejected_verifiers.as_deref());
         self.record_hash.append_option(row.record_hash.as_deref());
         self.created_at.append_value(row.created_at_micros);
     }
@@ -581,7 +593,6 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
         let consistent = col("consistent")?;
         let created = col("created_at")?;
         for i in 0..batch.num_rows() {
-            let json = |a: &ArrayRef| opt_text(a, i).and_then(|s| serde_json::from_str(&s).ok());
             let micros = created.as_primitive::<TimestampMicrosecondType>().value(i);
             rows.push(Row {
                 id: text_at(&t[0], i),
@@ -606,8 +617,8 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
                 judge_p_chosen_second: opt_f64(&f64s[4], i),
                 judge_model_sha256: opt_text(&t[8], i),
                 judge_template_sha256: opt_text(&t[9], i),
-                chosen_verifiers: json(&t[10]),
-                rejected_verifiers: json(&t[11]),
+                chosen_verifiers: opt_text(&t[10], i),
+                rejected_verifiers: opt_text(&t[11], i),
                 record_hash: opt_text(&t[12], i),
                 created_at_micros: micros,
                 created_at: String::new(),
@@ -620,6 +631,10 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    pub(super) fn row_for_probe(i: usize) -> Row {
+        row(i)
+    }
 
     fn row(i: usize) -> Row {
         Row {
@@ -645,7 +660,7 @@ mod tests {
             judge_p_chosen_second: i.is_multiple_of(2).then_some(0.6),
             judge_model_sha256: Some("ab".repeat(32)),
             judge_template_sha256: None,
-            chosen_verifiers: Some(serde_json::json!([{"name": "exact", "passed": true}])),
+            chosen_verifiers: Some(r#"[{"name":"exact","passed":true}]"#.to_owned()),
             rejected_verifiers: None,
             record_hash: Some(format!("{i:064x}")),
             created_at_micros: 1_764_633_600_000_000 + i as i64,
@@ -707,7 +722,9 @@ mod tests {
                 for (line, r) in lines.iter().zip(&rows) {
                     assert_eq!(line["id"], r.id.as_str());
                     assert_eq!(line["margin"], r.margin);
-                    assert_eq!(line["chosen_verifiers"], r.chosen_verifiers.clone().unwrap_or_default());
+                    let verifiers: serde_json::Value =
+                        serde_json::from_str(r.chosen_verifiers.as_deref().unwrap_or("null")).unwrap();
+                    assert_eq!(line["chosen_verifiers"], verifiers);
                     match shape {
                         Shape::Standard => {
                             assert_eq!(line["prompt"], r.prompt.as_str());
@@ -731,5 +748,26 @@ mod tests {
         std::fs::write(dir.join("pairs.jsonl"), "keep").unwrap();
         assert!(open(&dir, Kind::Jsonl { gzip: false }, Shape::Standard).is_err());
         assert_eq!(std::fs::read_to_string(dir.join("pairs.jsonl")).unwrap(), "keep");
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    #[test]
+    #[ignore = "a timing probe, run by hand"]
+    fn jsonl_write_speed() {
+        let dir = std::env::temp_dir().join(format!("dsf-speed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows: Vec<super::Row> = (0..100_000).map(super::tests::row_for_probe).collect();
+        for kind in [super::Kind::Jsonl { gzip: false }, super::Kind::Parquet] {
+            let t = std::time::Instant::now();
+            let mut sink = super::open(&dir, kind, super::Shape::Standard).unwrap();
+            for r in &rows {
+                sink.write(r).unwrap();
+            }
+            let w = sink.finish().unwrap();
+            eprintln!("{kind:?}: {} bytes in {:?}", w.bytes, t.elapsed());
+        }
     }
 }

@@ -733,10 +733,8 @@ async fn a_buyer_filters_the_pairs_sees_a_sample_and_buys_an_export() {
         )
         .await
         .unwrap();
-    let recorded: i64 = sqlx::query_scalar("select (files->0->>'bytes')::bigint from data_exports")
-        .fetch_one(&arena.db)
-        .await
-        .unwrap();
+    let recorded: i64 =
+        sqlx::query_scalar("select (files->0->>'bytes')::bigint from data_exports").fetch_one(&arena.db).await.unwrap();
     assert_eq!(size.as_i64(), Some(recorded));
     b.client.set_window_size(360, 1600).await.unwrap();
     b.shot("data-exports-phone").await;

@@ -109,6 +109,9 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Write the preference pairs a filter selects to a folder, with their
+    /// dataset card (an operator's export: no sale is made).
+    Export(ExportCli),
     /// Train LoRA adapters on preference pairs (DPO or SFT) and replay a
     /// run from its manifest.
     #[command(subcommand)]
@@ -334,6 +337,17 @@ pub enum BenchCommand {
         /// How often the matchmaker runs a round.
         #[arg(long, default_value_t = 10)]
         matchmaker_interval_ms: u64,
+    },
+    /// Data export throughput (pairs/s) and peak memory growth for JSON
+    /// Lines and Parquet on a throwaway database of synthetic pairs, beside
+    /// `COPY (the same SELECT) TO STDOUT` in the same run.
+    Export {
+        /// Pairs seeded (and exported, twice).
+        #[arg(long, default_value_t = 1_000_000)]
+        pairs: i64,
+        /// Keep the benchmark database afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// Each page's render-and-send time (p50, p99) on a throwaway database
     /// with settled matches (made on a stub generator), signed in.
@@ -588,4 +602,49 @@ pub struct GenerateArgs {
     /// Print timing and token counts to stderr.
     #[arg(long)]
     pub verbose: bool,
+}
+
+/// `arena export`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct ExportCli {
+    /// Space slugs, comma-separated (default: every Space).
+    #[arg(long, value_delimiter = ',')]
+    pub space: Vec<String>,
+    /// jsonl or parquet.
+    #[arg(long, default_value = "jsonl")]
+    pub format: String,
+    /// TRL's conversational format (message lists) instead of the standard one.
+    #[arg(long)]
+    pub conversational: bool,
+    /// Compress JSON Lines with gzip.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Replace e-mail addresses, URLs and phone numbers.
+    #[arg(long)]
+    pub scrub_pii: bool,
+    #[arg(long)]
+    pub min_margin: Option<f64>,
+    /// Only pairs whose judge orders agreed (or a hard check decided).
+    #[arg(long)]
+    pub agreed_only: bool,
+    /// Leave out exact and near duplicates.
+    #[arg(long)]
+    pub dedupe: bool,
+    /// Language codes, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub languages: Vec<String>,
+    #[arg(long)]
+    pub min_rating: Option<f64>,
+    #[arg(long)]
+    pub max_rating: Option<f64>,
+    #[arg(long)]
+    pub min_chars: Option<i32>,
+    #[arg(long)]
+    pub max_chars: Option<i32>,
+    /// At most this many pairs, oldest first.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub limit: i64,
+    /// The folder to write (created; its files must not exist yet).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }

@@ -8,6 +8,7 @@ pub mod bench_pages;
 pub mod config;
 pub mod doctor;
 pub mod experiment;
+pub mod export;
 pub mod judge;
 pub mod ledger;
 pub mod migrate;
@@ -147,6 +148,33 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 matchmaker_interval_ms,
             };
             bench::control_plane(settings, args).await?;
+        }
+        Command::Bench(BenchCommand::Export { pairs, keep }) => {
+            export::bench(settings, export::BenchArgs { pairs, keep }).await?;
+        }
+        Command::Export(a) => {
+            let filter = crate::domain::dataset::PairFilter {
+                spaces: a.space,
+                min_margin: a.min_margin,
+                agreed_only: a.agreed_only,
+                dedupe: a.dedupe,
+                languages: a.languages,
+                min_rating: a.min_rating,
+                max_rating: a.max_rating,
+                min_chars: a.min_chars,
+                max_chars: a.max_chars,
+                ..Default::default()
+            };
+            let args = export::ExportArgs {
+                filter,
+                format: a.format,
+                conversational: a.conversational,
+                gzip: a.gzip,
+                scrub_pii: a.scrub_pii,
+                limit: a.limit,
+                out: a.out,
+            };
+            export::export(&pool(settings).await?, args).await?;
         }
         Command::Bench(BenchCommand::Pages { matches, requests }) => {
             bench_pages::run(settings, bench_pages::PagesArgs { matches, requests }).await?;

@@ -104,9 +104,13 @@ const PINNED: &str =
 /// The columns of a `DataPair`.
 const PAIR_COLUMNS: &str = "p.id, p.match_id, s.slug as space, m.space_version, m.prompt,
         coalesce(vc.system_prompt, '') as system, oc.text as chosen, orj.text as rejected, p.margin, p.consistent,
-        p.license, coalesce(p.lang, 'und') as language, p.detail,
-        vd.verdict->'verifiers'->(p.chosen_slot::text) as chosen_verifiers,
-        vd.verdict->'verifiers'->(p.rejected_slot::text) as rejected_verifiers,
+        p.license, coalesce(p.lang, 'und') as language,
+        (p.detail->>'p_chosen_first')::float8 as judge_p_chosen_first,
+        (p.detail->>'p_chosen_second')::float8 as judge_p_chosen_second,
+        p.detail->>'judge_model_sha256' as judge_model_sha256,
+        p.detail->>'judge_template_sha256' as judge_template_sha256,
+        (vd.verdict->'verifiers'->(p.chosen_slot::text))::text as chosen_verifiers,
+        (vd.verdict->'verifiers'->(p.rejected_slot::text))::text as rejected_verifiers,
         mc.agent_id as chosen_agent, mc.agent_version as chosen_version, mc.mu_before * 40 as chosen_rating,
         mr.agent_id as rejected_agent, mr.agent_version as rejected_version, mr.mu_before * 40 as rejected_rating,
         m.record_hash, p.created_at";
@@ -160,10 +164,14 @@ pub struct DataPair {
     pub license: Option<String>,
     pub language: String,
     /// The judge's readings in both orders and its identity.
-    pub detail: serde_json::Value,
-    /// Each answer's verifier and guard results (from the match's verdict).
-    pub chosen_verifiers: Option<serde_json::Value>,
-    pub rejected_verifiers: Option<serde_json::Value>,
+    pub judge_p_chosen_first: Option<f64>,
+    pub judge_p_chosen_second: Option<f64>,
+    pub judge_model_sha256: Option<String>,
+    pub judge_template_sha256: Option<String>,
+    /// Each answer's verifier and guard results (from the match's verdict),
+    /// as JSON text: passed through, never parsed.
+    pub chosen_verifiers: Option<String>,
+    pub rejected_verifiers: Option<String>,
     pub chosen_agent: AgentId,
     pub chosen_version: i32,
     pub chosen_rating: f64,
@@ -179,15 +187,13 @@ impl DataPair {
     /// `scrub` says so.
     pub fn into_row(self, scrub: bool) -> dataset_files::Row {
         let clean = |t: String| if scrub { crate::domain::dataset::scrub_pii(&t) } else { t };
-        let f = |key: &str| self.detail.get(key).and_then(serde_json::Value::as_f64);
-        let t = |key: &str| self.detail.get(key).and_then(serde_json::Value::as_str).map(str::to_owned);
         dataset_files::Row {
             id: self.id.to_string(),
             match_id: self.match_id.to_string(),
-            judge_p_chosen_first: f("p_chosen_first"),
-            judge_p_chosen_second: f("p_chosen_second"),
-            judge_model_sha256: t("judge_model_sha256"),
-            judge_template_sha256: t("judge_template_sha256"),
+            judge_p_chosen_first: self.judge_p_chosen_first,
+            judge_p_chosen_second: self.judge_p_chosen_second,
+            judge_model_sha256: self.judge_model_sha256,
+            judge_template_sha256: self.judge_template_sha256,
             space: self.space,
             space_version: self.space_version,
             system: clean(self.system),
@@ -241,6 +247,11 @@ pub async fn export_filtered(
     pump(rows, to).await;
 }
 
+/// The SELECT of an export's pairs in their fixed order ($1: the export).
+pub fn pinned_select_sql() -> String {
+    format!("select {PAIR_COLUMNS} {PINNED} order by e.seq")
+}
+
 /// The pairs export `export` paid for, in their fixed order, sent into
 /// `to` as PostgreSQL sends them.
 pub async fn export_pinned(
@@ -248,7 +259,7 @@ pub async fn export_pinned(
     export: uuid::Uuid,
     to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
 ) {
-    let sql = format!("select {PAIR_COLUMNS} {PINNED} order by e.seq");
+    let sql = pinned_select_sql();
     let rows = sqlx::query_as::<_, DataPair>(&sql).bind(export).fetch(&pool);
     pump(rows, to).await;
 }

@@ -54,6 +54,25 @@ pub async fn run_logged(db: PgPool, data_dir: PathBuf, id: Uuid) {
     }
 }
 
+/// Writes the pairs arriving on `rx` into `dir` as one file of `kind` and
+/// `shape` (on a blocking thread: the writers do file I/O), counting rows
+/// into `counter`. An error read from `rx` fails the file.
+pub fn write_pairs(
+    mut rx: tokio::sync::mpsc::Receiver<Result<pair_store::DataPair, sqlx::Error>>,
+    dir: &Path,
+    kind: dataset_files::Kind,
+    shape: dataset_files::Shape,
+    scrub: bool,
+    counter: &AtomicI64,
+) -> anyhow::Result<dataset_files::Written> {
+    let mut sink = dataset_files::open(dir, kind, shape)?;
+    while let Some(pair) = rx.blocking_recv() {
+        sink.write(&pair.context("reading the pairs")?.into_row(scrub))?;
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(sink.finish()?)
+}
+
 /// Writes export `id`'s files and marks it done.
 pub async fn run(db: &PgPool, data_dir: &Path, id: Uuid) -> anyhow::Result<()> {
     if !export_store::start(db, id).await? {
@@ -77,18 +96,12 @@ pub async fn run(db: &PgPool, data_dir: &Path, id: Uuid) -> anyhow::Result<()> {
         _ => (dataset_files::Shape::Standard, Format::Standard),
     };
     let scrub = export.scrub_pii;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(512);
+    let (tx, rx) = tokio::sync::mpsc::channel(512);
     tokio::spawn(pair_store::export_pinned(db.clone(), id, tx));
     let written_rows = Arc::new(AtomicI64::new(0));
-    let counter = written_rows.clone();
-    let writer_dir = dir.clone();
-    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<dataset_files::Written> {
-        let mut sink = dataset_files::open(&writer_dir, kind, shape)?;
-        while let Some(pair) = rx.blocking_recv() {
-            sink.write(&pair.context("reading the pairs")?.into_row(scrub))?;
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(sink.finish()?)
+    let writer = tokio::task::spawn_blocking({
+        let (dir, counter) = (dir.clone(), written_rows.clone());
+        move || write_pairs(rx, &dir, kind, shape, scrub, &counter)
     });
     // Progress for the buyer's page while the writer works.
     let progress = {

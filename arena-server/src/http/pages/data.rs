@@ -106,12 +106,7 @@ impl FilterForm {
             max_rating: num("max_rating", &self.max_rating)?,
             min_chars: num("min_chars", &self.min_chars)?,
             max_chars: num("max_chars", &self.max_chars)?,
-            languages: self
-                .languages
-                .split(',')
-                .map(|l| l.trim().to_lowercase())
-                .filter(|l| !l.is_empty())
-                .collect(),
+            languages: self.languages.split(',').map(|l| l.trim().to_lowercase()).filter(|l| !l.is_empty()).collect(),
             dedupe: self.dedupe.as_deref() == Some("on"),
             chosen_passed: yes_no("chosen_passed", &self.chosen_passed)?,
             rejected_passed: yes_no("rejected_passed", &self.rejected_passed)?,
@@ -436,7 +431,8 @@ pub async fn exports(state: State, req: HttpRequest, caller: Visitor) -> Result<
     let ctx = PageCtx::new(&req, caller);
     let caller = ctx.signed_in(&req)?;
     let allowed = may_buy(&ctx);
-    let list = if allowed { exports_list(&state, caller).await? } else { ExportsList { exports: Vec::new(), live: false } };
+    let list =
+        if allowed { exports_list(&state, caller).await? } else { ExportsList { exports: Vec::new(), live: false } };
     render(&ctx.chrome, &ExportsPage { chrome: ctx.chrome.clone(), allowed, exports: list.exports, live: list.live })
 }
 
@@ -465,9 +461,7 @@ pub async fn file(
     let ctx = PageCtx::new(&req, caller);
     let caller = ctx.signed_in(&req)?;
     let (id, name) = path.into_inner();
-    let export = export_store::get(&state.db, id)
-        .await?
-        .filter(|e| e.buyer_id == caller.user_id)
-        .ok_or(PageError::NotFound)?;
+    let export =
+        export_store::get(&state.db, id).await?.filter(|e| e.buyer_id == caller.user_id).ok_or(PageError::NotFound)?;
     download(&state, &export, &name).await.map_err(|_| PageError::NotFound)
 }
