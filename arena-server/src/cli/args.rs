@@ -348,6 +348,9 @@ pub enum BenchCommand {
         /// Keep the benchmark database afterwards.
         #[arg(long)]
         keep: bool,
+        /// Copy the exports' files (data and card) to OUT/jsonl and OUT/parquet.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Each page's render-and-send time (p50, p99) on a throwaway database
     /// with settled matches (made on a stub generator), signed in.

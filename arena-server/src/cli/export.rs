@@ -78,6 +78,8 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
 pub struct BenchArgs {
     pub pairs: i64,
     pub keep: bool,
+    /// Copy each export's files (data and card) to OUT/jsonl and OUT/parquet.
+    pub out: Option<PathBuf>,
 }
 
 /// Peak and current resident memory of this process, in bytes.
@@ -178,6 +180,15 @@ async fn run_bench(settings: &Settings, url: &str, args: &BenchArgs) -> anyhow::
         let done = export_store::get(&pool, export.id).await?.context("the export vanished")?;
         anyhow::ensure!(done.status == "done", "export {}: {}", done.status, done.error.unwrap_or_default());
         let bytes = done.files[0]["bytes"].as_u64().unwrap_or(0);
+        if let Some(to) = &args.out {
+            let to = to.join(format);
+            std::fs::create_dir_all(&to)?;
+            let from = export_work::export_dir(dir.path(), export.id);
+            for entry in std::fs::read_dir(&from)? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
+        }
         rates.push((if *format == "jsonl" { "JSONL" } else { "Parquet" }, done.rows_written as f64 / took));
         out += &format!(
             "{:<8} export: {} rows, {:.0} MB file in {took:.1} s = {:.0} rows/s; fixing the pairs (paying) {fixing:.1} s; \

@@ -149,8 +149,8 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             };
             bench::control_plane(settings, args).await?;
         }
-        Command::Bench(BenchCommand::Export { pairs, keep }) => {
-            export::bench(settings, export::BenchArgs { pairs, keep }).await?;
+        Command::Bench(BenchCommand::Export { pairs, keep, out }) => {
+            export::bench(settings, export::BenchArgs { pairs, keep, out }).await?;
         }
         Command::Export(a) => {
             let filter = crate::domain::dataset::PairFilter {
