@@ -742,3 +742,86 @@ async fn a_buyer_filters_the_pairs_sees_a_sample_and_buys_an_export() {
     assert!(b.wait_text("h1", "Preference data", 5).await);
     b.shot("data-buyer-phone").await;
 }
+
+/// Sets the studio editor's text, then types one space at its end as a
+/// person would (a real key press: the live check listens to keyup).
+async fn set_source(b: &Browser, text: &str) {
+    b.client
+        .execute("const t = document.getElementById('source'); t.value = arguments[0]; t.focus();", vec![json!(text)])
+        .await
+        .unwrap();
+    b.client.find(Locator::Css("#source")).await.unwrap().send_keys(" ").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions() {
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let source = quick_space("quick", 2, 2);
+    arena.publish(&dana, &source, json!({})).await;
+    let b = Browser::start(&arena, 1280, 1600).await;
+    b.sign_in("dana", "correct horse battery").await;
+    assert!(b.wait_text("nav", "Studio", 5).await, "designers see the studio link");
+    b.open("/studio").await;
+    assert!(b.wait_text("table.spaces", "quick", 5).await, "{}", b.body().await);
+    b.shot("studio-desktop").await;
+
+    // The editor checks as the designer types: an error with its line, then the fix.
+    b.open("/studio/quick").await;
+    assert!(b.wait_text("#check", "Valid", 5).await, "{}", b.body().await);
+    set_source(&b, &source.replace("agents_per_match = 2", "agents_per_match = 99")).await;
+    assert!(b.wait_text("#check", "agents_per_match", 5).await, "{}", b.text("#check").await);
+    assert!(b.text("#check .where").await.starts_with("3:"), "the error is placed: {}", b.text("#check").await);
+    b.shot("studio-error-desktop").await;
+    let raised = source.replace("entry_fee = 10", "entry_fee = 20");
+    set_source(&b, &raised).await;
+    assert!(b.wait_text("#check", "Entry costs 20 credits", 5).await, "{}", b.text("#check").await);
+
+    // A dry run on the real model: outputs, checks, a summary; nothing stored or paid.
+    let before: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from matches), (select count(*) from ledger_entries), (select count(*) from space_versions)",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    b.fill("#dr-matches", "2").await;
+    b.click("#dry-run").await;
+    assert!(b.wait_text("h1", "Dry run of quick", 180).await, "{}", b.body().await);
+    assert_eq!(b.text("#dr-credits").await, "0");
+    let cards: Value = b.client.execute("return document.querySelectorAll('.outputs').length", vec![]).await.unwrap();
+    assert_eq!(cards.as_i64(), Some(2));
+    assert!(b.body().await.contains("correct"), "the verifier's rate is shown");
+    b.shot("studio-dry-run-desktop").await;
+    let after: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from matches), (select count(*) from ledger_entries), (select count(*) from space_versions)",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(before, after, "a dry run stores and pays nothing");
+
+    // Publishing the raised fee makes version 2, flagged, with its diff.
+    b.open("/studio/quick").await;
+    set_source(&b, &raised).await;
+    b.click("#publish").await;
+    assert!(b.wait_text("h1", "quick: versions", 5).await, "{}", b.body().await);
+    assert!(b.text(".money").await.contains("entry fee 10 → 20"), "{}", b.body().await);
+    let diff = b.text("#diff").await;
+    assert!(diff.contains("- entry_fee = 10") && diff.contains("+ entry_fee = 20"), "{diff}");
+    b.shot("studio-versions-desktop").await;
+    // The file as typed (the browser's CRLF line ends back to LF, and the
+    // one space typed at the end), hashed as the API and the CLI hash it.
+    let (stored, sha): (String, String) = sqlx::query_as("select source, sha256 from space_versions where version = 2")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, format!("{raised} "));
+    assert_eq!(sha, arena_server::store::spaces::content_sha256(&stored, &Default::default()));
+
+    b.open("/studio/quick/analytics").await;
+    assert!(b.wait_text("h1", "quick: analytics", 5).await);
+    b.client.set_window_size(360, 1600).await.unwrap();
+    b.shot("studio-analytics-phone").await;
+    b.open("/studio/quick").await;
+    b.shot("studio-editor-phone").await;
+}

@@ -17,4 +17,5 @@ mod ledger;
 mod matrix;
 mod metrics;
 mod pipeline;
+mod studio;
 mod training;

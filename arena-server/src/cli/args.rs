@@ -445,6 +445,20 @@ pub enum SpaceCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run sample matches of a draft Space file between baseline agents (the
+    /// base model under stock system prompts) on the real runtime and judge
+    /// — nothing published, no money moved — and print the designer's
+    /// summary (verifier pass rates, pair yield, judge decisiveness, tokens
+    /// and seconds per match, matches per hour) with every match as JSON.
+    DryRun {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Sample matches (1–16).
+        #[arg(long, default_value_t = 8)]
+        matches: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -115,6 +115,9 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Space(SpaceCommand::DryRun { file, matches, model }) => {
+            return space::dry_run(&file, matches, &model, settings).await;
+        }
         Command::Space(SpaceCommand::Publish { files, owner }) => {
             return space::publish(&pool(settings).await?, &files, &owner).await;
         }

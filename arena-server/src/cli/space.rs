@@ -93,3 +93,54 @@ pub async fn publish_file(pool: &PgPool, by: Publisher, path: &Path) -> anyhow::
     let (source, files) = read_from_disk(path).map_err(|e| anyhow::anyhow!(e))?;
     spaces::publish(pool, by, &source, &files).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
+
+/// `arena space dry-run`: sample matches of a draft on the real runtime
+/// and judge; the summary and the matches as JSON on stdout, progress on
+/// stderr. An invalid file prints its errors and exits 1.
+pub async fn dry_run(
+    path: &Path,
+    matches: usize,
+    args: &super::args::ModelArgs,
+    settings: &crate::app::config::Settings,
+) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    let space = match load_space(path) {
+        Ok(space) => space,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    anyhow::ensure!(
+        (1..=crate::work::dry_run::MAX_MATCHES).contains(&matches),
+        "--matches is 1..={}",
+        crate::work::dry_run::MAX_MATCHES
+    );
+    let model = super::model::model_path(args, settings)?;
+    let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
+    let started = std::time::Instant::now();
+    let load = model.clone();
+    let runtime = tokio::task::spawn_blocking(move || agent_runtime::engine::Runtime::load(&load, threads)).await??;
+    let engine = agent_runtime::engine::Engine::start(Arc::new(runtime), Default::default());
+    let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
+    let judge_model = if space.judge.needs_model() {
+        let path = space.judge.model.clone().unwrap_or(model);
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, threads))
+                .await?
+                .map_err(anyhow::Error::msg)?,
+        ))
+    } else {
+        None
+    };
+    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?);
+    eprintln!("dry run: models loaded in {:.1} s", started.elapsed().as_secs_f64());
+    let report = crate::work::dry_run::run(&space, generator, judge, matches, |done, n| {
+        eprintln!("dry run: {done}/{n} matches")
+    })
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}

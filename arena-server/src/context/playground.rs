@@ -19,6 +19,11 @@ impl Playground {
         Playground { model_path, threads: threads.max(1), engine: tokio::sync::OnceCell::new() }
     }
 
+    /// The model file the playground runs.
+    pub fn model_path(&self) -> &std::path::Path {
+        &self.model_path
+    }
+
     /// The engine, loading the model the first time.
     pub async fn engine(&self) -> Result<Engine, String> {
         self.engine

@@ -209,6 +209,14 @@ pub const API: &[ApiRoute] = &[
     ),
     route!(
         get,
+        "/spaces/{slug}/analytics",
+        spaces::analytics,
+        Scope("design"),
+        "A Space's live numbers for its designer: matches per hour, entries, pair yield, judge decisiveness and ties, verifier pass rates, rating spread, money in and out, mean seconds per stage",
+        None
+    ),
+    route!(
+        get,
         "/data/count",
         data::count,
         Scope("export"),

@@ -6,6 +6,7 @@
 
 pub mod adapters;
 pub mod agents;
+pub mod analytics;
 pub mod exports;
 pub mod formation;
 pub mod leaderboard;

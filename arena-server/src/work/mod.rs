@@ -3,6 +3,7 @@
 //! and the training policies — all built on one stream runner
 //! (`runner`) over the store and the queues. Nothing here knows HTTP.
 
+pub mod dry_run;
 pub mod exports;
 pub mod gauges;
 pub mod generate;

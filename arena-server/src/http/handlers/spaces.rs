@@ -129,6 +129,21 @@ pub async fn version(state: web::Data<Context>, path: web::Path<(String, i32)>) 
     })))
 }
 
+/// GET /api/v1/spaces/{slug}/analytics — the Space's live numbers, for its
+/// designer and admins (anyone else: not found).
+pub async fn analytics(
+    state: web::Data<Context>,
+    caller: Caller,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Design)?;
+    let (id, owner) = space_id(&state, &slug).await?;
+    if owner != caller.user_id && !caller.is_admin() {
+        return Err(ApiError::NotFound(format!("Space {:?}", slug.as_str())));
+    }
+    Ok(HttpResponse::Ok().json(crate::store::analytics::of_space(&state.db, id).await?))
+}
+
 /// GET /api/v1/spaces/{slug}/leaderboard
 pub async fn leaderboard(state: web::Data<Context>, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (id, _) = space_id(&state, &slug).await?;

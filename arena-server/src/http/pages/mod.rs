@@ -18,6 +18,7 @@ pub mod home;
 pub mod matches;
 pub mod me;
 pub mod spaces;
+pub mod studio;
 
 use crate::context::Context;
 use crate::domain::user::Role;
@@ -120,6 +121,26 @@ pub const PAGES: &[PageRoute] = &[
         SignedIn,
         "Download a file of one of the buyer's exports"
     ),
+    page!(get, "/studio", studio::list, SignedIn, "The designer's Spaces at a glance; new ones from the examples"),
+    page!(get, "/studio/new", studio::new_page, SignedIn, "The editor on a copy of an example (?example=NAME)"),
+    page!(
+        post,
+        "/studio/check",
+        studio::check,
+        SignedIn,
+        "Check a draft: its errors by line, or its rules in words (fragment)"
+    ),
+    page!(post, "/studio/publish", studio::publish, SignedIn, "Publish a draft: a new Space or the next version"),
+    page!(
+        post,
+        "/studio/dry-run",
+        studio::dry_run,
+        SignedIn,
+        "Run sample matches of a draft with baseline agents; nothing published or paid"
+    ),
+    page!(get, "/studio/{slug}", studio::editor, SignedIn, "The editor on the Space's current version"),
+    page!(get, "/studio/{slug}/versions", studio::versions, SignedIn, "The Space's versions and a diff of any two"),
+    page!(get, "/studio/{slug}/analytics", studio::analytics_page, SignedIn, "The Space's live numbers with charts"),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),
     page!(post, "/me/tokens/{id}/revoke", me::revoke_token, SignedIn, "Revoke an API token"),
@@ -231,6 +252,13 @@ async fn static_file(path: web::Path<String>) -> HttpResponse {
 pub struct Viewer {
     pub username: String,
     pub role: Role,
+}
+
+impl Viewer {
+    /// Whether the viewer may design Spaces (the nav's studio link).
+    pub fn designs(&self) -> bool {
+        self.role.scopes().contains(&crate::domain::user::Scope::Design)
+    }
 }
 
 /// What every page's frame needs: who is looking, and the form token.

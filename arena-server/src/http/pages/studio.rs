@@ -1,0 +1,605 @@
+//! The designers' studio: `/studio` (the designer's Spaces at a glance and
+//! new ones from the examples), the editor (`/studio/new`,
+//! `/studio/{slug}`: the TOML checked on every change, each error with its
+//! line, the rules in words), publishing (the API's own `publish`, so a
+//! Space published here is byte-identical to one from the CLI with the same
+//! files), versions with a diff between any two (versions that change what
+//! players pay or win flagged), a dry run of the draft on the real runtime
+//! and judge, and live analytics. Designers and admins only; a Space's
+//! pages are its designer's (and admins') alone.
+
+use super::chart::{self, Svg};
+use super::{Chrome, PageCtx, PageError, State, Visitor, check_csrf, render, see_other};
+use crate::domain::space::Space;
+use crate::domain::user::Scope;
+use crate::store::analytics::{self, Analytics};
+use crate::store::spaces as space_store;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// An example Space: its name, its TOML and the files it names (path, text).
+pub type Example = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// The examples a new Space starts from.
+pub const EXAMPLES: &[Example] = &[
+    (
+        "arithmetic",
+        include_str!("../../../../spaces/arithmetic.toml"),
+        &[("prompts/arithmetic.jsonl", include_str!("../../../../spaces/prompts/arithmetic.jsonl"))],
+    ),
+    ("explain", include_str!("../../../../spaces/explain.toml"), &[]),
+    (
+        "json-contact",
+        include_str!("../../../../spaces/json-contact.toml"),
+        &[("schemas/contact.json", include_str!("../../../../spaces/schemas/contact.json"))],
+    ),
+    (
+        "contact-cards",
+        include_str!("../../../../spaces/contact-cards.toml"),
+        &[("schemas/contact.json", include_str!("../../../../spaces/schemas/contact.json"))],
+    ),
+];
+
+fn example_files(name: &str) -> Option<(String, BTreeMap<String, String>)> {
+    EXAMPLES.iter().find(|(n, _, _)| *n == name).map(|(_, source, files)| {
+        ((*source).to_owned(), files.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    })
+}
+
+fn may_design(ctx: &PageCtx) -> Result<&crate::http::auth::Caller, PageError> {
+    let caller = ctx.caller.as_ref().ok_or(PageError::Forbidden)?;
+    if caller.has_scope(Scope::Design) { Ok(caller) } else { Err(PageError::Forbidden) }
+}
+
+/// The caller's Space `slug` (an admin's: any); anyone else's is "not found".
+async fn own_space(
+    state: &State,
+    caller: &crate::http::auth::Caller,
+    slug: &str,
+) -> Result<space_store::SpaceOwner, PageError> {
+    space_store::id_and_owner(&state.db, slug)
+        .await?
+        .filter(|s| s.owner_id == caller.user_id || caller.is_admin())
+        .ok_or(PageError::NotFound)
+}
+
+/// One error of a draft, placed.
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The line's text.
+    pub text: String,
+}
+
+/// A draft checked: its problems, or what its rules mean in words.
+pub struct Checked {
+    pub problems: Vec<Problem>,
+    pub rules: Option<crate::domain::space::RulesInWords>,
+    pub name: String,
+}
+
+/// Parses a draft against `files`; every error with its line and column.
+pub fn check_draft(source: &str, files: &BTreeMap<String, String>) -> Checked {
+    let placed = |start: usize, message: String| {
+        let start = start.min(source.len());
+        let before = &source[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let text = source.lines().nth(line - 1).unwrap_or_default().to_owned();
+        Problem { line, column, message, text }
+    };
+    if source.len() > judge::files::MAX_SOURCE_BYTES {
+        return Checked {
+            problems: vec![placed(0, format!("the Space file exceeds {} bytes", judge::files::MAX_SOURCE_BYTES))],
+            rules: None,
+            name: String::new(),
+        };
+    }
+    match Space::parse(source, files, Path::new(".")) {
+        Ok(space) => Checked { problems: Vec::new(), rules: Some(space.rules_in_words()), name: space.name },
+        Err(errors) => Checked {
+            problems: errors.into_iter().map(|e| placed(e.span.start, e.message)).collect(),
+            rules: None,
+            name: String::new(),
+        },
+    }
+}
+
+pub struct SpaceLine {
+    pub slug: String,
+    pub version: i32,
+    pub active: bool,
+    pub settled_24h: i64,
+    pub pairs: i64,
+    pub decisiveness: String,
+}
+
+#[derive(Template)]
+#[template(path = "studio.html")]
+struct StudioPage {
+    chrome: Chrome,
+    spaces: Vec<SpaceLine>,
+    examples: Vec<&'static str>,
+}
+
+/// GET /studio
+pub async fn list(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let mut spaces = Vec::new();
+    for row in analytics::designer_spaces(&state.db, caller.user_id, caller.is_admin()).await? {
+        spaces.push(SpaceLine {
+            decisiveness: row.decisiveness.map_or("—".to_owned(), |d| format!("{:.2}", d)),
+            slug: row.slug,
+            version: row.current_version,
+            active: row.active,
+            settled_24h: row.settled_24h,
+            pairs: row.pairs,
+        });
+    }
+    let examples = EXAMPLES.iter().map(|e| e.0).collect();
+    render(&ctx.chrome, &StudioPage { chrome: ctx.chrome.clone(), spaces, examples })
+}
+
+#[derive(Template)]
+#[template(path = "studio_editor.html")]
+struct EditorPage {
+    chrome: Chrome,
+    /// The Space being edited, or None for a new one.
+    slug: Option<String>,
+    /// Where the draft's files come from: "space:SLUG" or "example:NAME".
+    base: String,
+    source: String,
+    files: Vec<String>,
+    checked: Checked,
+    publish_error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "partials/studio_check.html")]
+struct CheckFragment {
+    checked: Checked,
+}
+
+#[derive(Deserialize)]
+pub struct NewQuery {
+    #[serde(default)]
+    example: Option<String>,
+}
+
+/// GET /studio/new?example=NAME — the editor on a copy of an example.
+pub async fn new_page(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    query: web::Query<NewQuery>,
+) -> Result<HttpResponse, PageError> {
+    let _ = state;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    may_design(&ctx)?;
+    let name = query.example.as_deref().unwrap_or("arithmetic");
+    let (source, files) = example_files(name).ok_or(PageError::NotFound)?;
+    let checked = check_draft(&source, &files);
+    render(
+        &ctx.chrome,
+        &EditorPage {
+            chrome: ctx.chrome.clone(),
+            slug: None,
+            base: format!("example:{name}"),
+            source,
+            files: files.keys().cloned().collect(),
+            checked,
+            publish_error: None,
+        },
+    )
+}
+
+/// The files a draft is checked and published with: the current version's
+/// of the designer's own Space, or an example's.
+async fn base_files(
+    state: &State,
+    caller: &crate::http::auth::Caller,
+    base: &str,
+) -> Result<BTreeMap<String, String>, PageError> {
+    if let Some(name) = base.strip_prefix("example:") {
+        return example_files(name).map(|(_, f)| f).ok_or(PageError::NotFound);
+    }
+    if let Some(slug) = base.strip_prefix("space:") {
+        let space = own_space(state, caller, slug).await?;
+        let current = space_store::current_version(&state.db, space.id).await?;
+        let version = space_store::version(&state.db, space.id, current).await?.ok_or(PageError::NotFound)?;
+        return Ok(serde_json::from_value(version.files).unwrap_or_default());
+    }
+    Ok(BTreeMap::new())
+}
+
+/// GET /studio/{slug} — the editor on the Space's current version.
+pub async fn editor(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let space = own_space(&state, caller, &slug).await?;
+    let current = space_store::current_version(&state.db, space.id).await?;
+    let version = space_store::version(&state.db, space.id, current).await?.ok_or(PageError::NotFound)?;
+    let files: BTreeMap<String, String> = serde_json::from_value(version.files).unwrap_or_default();
+    let checked = check_draft(&version.source, &files);
+    render(
+        &ctx.chrome,
+        &EditorPage {
+            chrome: ctx.chrome.clone(),
+            slug: Some(slug.clone()),
+            base: format!("space:{slug}"),
+            source: version.source,
+            files: files.keys().cloned().collect(),
+            checked,
+            publish_error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DraftForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default, deserialize_with = "lf")]
+    source: String,
+    #[serde(default)]
+    base: String,
+}
+
+/// A textarea's text as the file it stands for: browsers send its line
+/// ends as CRLF, a file from the CLI has LF, and the same Space must hash
+/// the same from either.
+fn lf<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(String::deserialize(d)?.replace("\r\n", "\n"))
+}
+
+/// POST /studio/check — the draft's problems or its rules (a fragment for
+/// the editor's live check).
+pub async fn check(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let files = base_files(&state, caller, &form.base).await?;
+    let source = form.source.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || check_draft(&source, &files)).await.map_err(PageError::internal)?;
+    let html = CheckFragment { checked }.render().map_err(PageError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(html))
+}
+
+/// POST /studio/publish — publishes the draft (a new Space, or the next
+/// version of the designer's own) with its base's files.
+pub async fn publish(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let files = base_files(&state, caller, &form.base).await?;
+    let published = async {
+        caller.write(&state, Scope::Design).await?;
+        Ok::<_, crate::http::error::ApiError>(
+            space_store::publish(&state.db, caller.publisher(state.settings.storage_quota_bytes), &form.source, &files)
+                .await?,
+        )
+    }
+    .await;
+    match published {
+        Ok(p) => Ok(see_other(&format!("/studio/{}/versions", p.slug))),
+        Err(err) => {
+            let why = super::FormError::from_api(err)?;
+            let checked = check_draft(&form.source, &files);
+            let page = EditorPage {
+                chrome: ctx.chrome.clone(),
+                slug: form.base.strip_prefix("space:").map(str::to_owned),
+                base: form.base.clone(),
+                source: form.source.clone(),
+                files: files.keys().cloned().collect(),
+                checked,
+                publish_error: Some(why.message),
+            };
+            super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
+/// One line of a diff.
+pub struct DiffLine {
+    /// ' ', '+' or '-'.
+    pub op: char,
+    pub text: String,
+}
+
+/// A line diff of `a` to `b` (longest common subsequence; sources are
+/// capped in size, so the table stays small).
+pub fn diff_lines(a: &str, b: &str) -> Vec<DiffLine> {
+    let (x, y): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let (n, m) = (x.len(), y.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if x[i] == y[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && x[i] == y[j] {
+            out.push(DiffLine { op: ' ', text: x[i].to_owned() });
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(DiffLine { op: '+', text: y[j].to_owned() });
+            j += 1;
+        } else {
+            out.push(DiffLine { op: '-', text: x[i].to_owned() });
+            i += 1;
+        }
+    }
+    out
+}
+
+/// What changed between two versions that players pay or win by: the
+/// fee, the payout, the match size, the hard checks. Empty: nothing.
+pub fn money_changes(a: &Space, b: &Space) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.entry_fee != b.entry_fee {
+        out.push(format!("entry fee {} → {}", a.entry_fee, b.entry_fee));
+    }
+    if a.payout != b.payout {
+        out.push("payout".to_owned());
+    }
+    if a.agents_per_match != b.agents_per_match {
+        out.push(format!("agents per match {} → {}", a.agents_per_match, b.agents_per_match));
+    }
+    let hard = |s: &Space| -> Vec<String> {
+        s.judge.verifiers.iter().filter(|v| v.hard).map(|v| format!("{} ({})", v.name, v.kind_name())).collect()
+    };
+    if hard(a) != hard(b) {
+        out.push("hard checks".to_owned());
+    }
+    out
+}
+
+pub struct VersionRow {
+    pub version: i32,
+    pub sha256: String,
+    pub when: String,
+    /// What it changed that players pay or win by, against the version before.
+    pub money: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "studio_versions.html")]
+struct VersionsPage {
+    chrome: Chrome,
+    slug: String,
+    versions: Vec<VersionRow>,
+    a: i32,
+    b: i32,
+    diff: Vec<DiffLine>,
+}
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    #[serde(default)]
+    a: Option<i32>,
+    #[serde(default)]
+    b: Option<i32>,
+}
+
+/// GET /studio/{slug}/versions?a=N&b=M — the versions, and the diff of two.
+pub async fn versions(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    slug: web::Path<String>,
+    query: web::Query<DiffQuery>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let space = own_space(&state, caller, &slug).await?;
+    let lines = space_store::versions(&state.db, space.id).await?;
+    let newest = lines.first().map_or(1, |l| l.version);
+    let b = query.b.unwrap_or(newest);
+    let a = query.a.unwrap_or((b - 1).max(1));
+    let mut parsed: BTreeMap<i32, Option<Space>> = BTreeMap::new();
+    let mut sources: BTreeMap<i32, String> = BTreeMap::new();
+    for l in &lines {
+        if let Some(v) = space_store::version(&state.db, space.id, l.version).await? {
+            let files: BTreeMap<String, String> = serde_json::from_value(v.files).unwrap_or_default();
+            parsed.insert(l.version, Space::parse(&v.source, &files, Path::new(".")).ok());
+            sources.insert(l.version, v.source);
+        }
+    }
+    let versions = lines
+        .iter()
+        .map(|l| VersionRow {
+            version: l.version,
+            sha256: l.sha256.clone(),
+            when: super::when(&l.created_at),
+            money: match (parsed.get(&(l.version - 1)), parsed.get(&l.version)) {
+                (Some(Some(before)), Some(Some(now))) => money_changes(before, now),
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    let (from, to) = (sources.get(&a).ok_or(PageError::NotFound)?, sources.get(&b).ok_or(PageError::NotFound)?);
+    let diff = diff_lines(from, to);
+    render(&ctx.chrome, &VersionsPage { chrome: ctx.chrome.clone(), slug: slug.into_inner(), versions, a, b, diff })
+}
+
+#[derive(Template)]
+#[template(path = "studio_analytics.html")]
+struct AnalyticsPage {
+    chrome: Chrome,
+    slug: String,
+    a: Analytics,
+    per_hour: Svg,
+    pass_rates: Svg,
+}
+
+/// GET /studio/{slug}/analytics
+pub async fn analytics_page(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let space = own_space(&state, caller, &slug).await?;
+    let a = analytics::of_space(&state.db, space.id).await?;
+    let labels: Vec<String> = a.per_hour.iter().map(|(h, _)| h.format("%H").to_string()).collect();
+    let counts: Vec<i64> = a.per_hour.iter().map(|(_, n)| *n).collect();
+    let per_hour = chart::bars(&format!("Matches settled per hour in {}", slug.as_str()), &labels, &counts);
+    let names: Vec<String> = a.verifier_pass_rates.keys().cloned().collect();
+    let rates: Vec<i64> = a.verifier_pass_rates.values().map(|r| (r * 100.0).round() as i64).collect();
+    let pass_rates = chart::bars("Verifier pass rate (%)", &names, &rates);
+    render(&ctx.chrome, &AnalyticsPage { chrome: ctx.chrome.clone(), slug: slug.into_inner(), a, per_hour, pass_rates })
+}
+
+#[derive(Deserialize)]
+pub struct DryRunForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default, deserialize_with = "lf")]
+    source: String,
+    #[serde(default)]
+    base: String,
+    /// Sample matches (named so as not to shadow the form's own `matches`
+    /// method in the browser's DOM).
+    #[serde(default)]
+    sample_matches: Option<usize>,
+}
+
+#[derive(Template)]
+#[template(path = "studio_dry_run.html")]
+struct DryRunPage {
+    chrome: Chrome,
+    base: String,
+    name: String,
+    report: crate::work::dry_run::Report,
+    rates: Vec<(String, String)>,
+}
+
+/// POST /studio/dry-run — sample matches of the draft between baseline
+/// agents on the real runtime (the playground's engine) and the Space's
+/// judge; nothing is published, paid or stored. An invalid draft is
+/// refused with its errors.
+pub async fn dry_run(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: web::Form<DryRunForm>,
+) -> Result<HttpResponse, PageError> {
+    use std::sync::Arc;
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    caller.write(&state, Scope::Design).await?;
+    let files = base_files(&state, caller, &form.base).await?;
+    let n = form.sample_matches.unwrap_or(4).clamp(1, crate::work::dry_run::MAX_MATCHES);
+    let space = match Space::parse(&form.source, &files, Path::new(".")) {
+        Ok(space) => space,
+        Err(_) => {
+            let page = EditorPage {
+                chrome: ctx.chrome.clone(),
+                slug: form.base.strip_prefix("space:").map(str::to_owned),
+                base: form.base.clone(),
+                source: form.source.clone(),
+                files: files.keys().cloned().collect(),
+                checked: check_draft(&form.source, &files),
+                publish_error: Some("the draft has errors: fix them before a dry run".to_owned()),
+            };
+            return super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page);
+        }
+    };
+    if space.judge.model.is_some() {
+        return Err(PageError::BadForm("a dry run uses the server's model: remove judge.model first".to_owned()));
+    }
+    let engine = state.playground.engine().await.map_err(|e| PageError::internal(anyhow::anyhow!(e)))?;
+    let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
+    let judge_model = if space.judge.needs_model() {
+        let path = state.playground.model_path().to_path_buf();
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1))
+                .await
+                .map_err(PageError::internal)?
+                .map_err(|e| PageError::internal(anyhow::anyhow!(e)))?,
+        ))
+    } else {
+        None
+    };
+    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model).map_err(PageError::internal)?);
+    let report =
+        crate::work::dry_run::run(&space, generator, judge, n, |_, _| {}).await.map_err(PageError::internal)?;
+    let rates =
+        report.summary.verifier_pass_rate.iter().map(|(k, v)| (k.clone(), format!("{:.0}%", v * 100.0))).collect();
+    render(
+        &ctx.chrome,
+        &DryRunPage { chrome: ctx.chrome.clone(), base: form.base.clone(), name: space.name, report, rates },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diff_rebuilds_both_sides() {
+        let a = "name = \"x\"\nentry_fee = 10\n\n[payout]\nshares = [1.0]\n";
+        let b = "name = \"x\"\nentry_fee = 20\n\n[payout]\nshares = [1.0]\nhouse_cut = 0.1\n";
+        let d = diff_lines(a, b);
+        let old: Vec<&str> = d.iter().filter(|l| l.op != '+').map(|l| l.text.as_str()).collect();
+        let new: Vec<&str> = d.iter().filter(|l| l.op != '-').map(|l| l.text.as_str()).collect();
+        assert_eq!(old, a.lines().collect::<Vec<_>>());
+        assert_eq!(new, b.lines().collect::<Vec<_>>());
+        assert_eq!(d.iter().filter(|l| l.op != ' ').count(), 3, "fee out, fee in, house cut in");
+    }
+
+    #[test]
+    fn a_drafts_errors_are_placed_on_their_lines() {
+        let (source, files) = example_files("arithmetic").unwrap();
+        assert!(check_draft(&source, &files).problems.is_empty());
+        let broken = source.replacen("agents_per_match = ", "agents_per_match = 99 #", 1);
+        let checked = check_draft(&broken, &files);
+        let p = checked.problems.first().expect("an error");
+        assert!(p.text.contains("agents_per_match"), "{} {}", p.line, p.text);
+        assert_eq!(broken.lines().nth(p.line - 1), Some(p.text.as_str()));
+        // Without its prompt file the example names the missing file.
+        let missing = check_draft(&source, &BTreeMap::new());
+        assert!(
+            missing.problems.iter().any(|p| p.message.contains("arithmetic.jsonl")),
+            "{:?}",
+            missing.problems.iter().map(|p| &p.message).collect::<Vec<_>>()
+        );
+    }
+}

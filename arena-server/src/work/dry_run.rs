@@ -1,0 +1,162 @@
+//! A Space's dry run: sample matches of a draft — never published, no
+//! money moved, nothing written to the database — between baseline agents
+//! (the base model under a few stock system prompts) on the real runtime
+//! and the Space's real judge, with the summary a designer needs before
+//! players pay: each verifier's pass rate, the share of matches that yield
+//! a pair at the Space's margin, the judge's decisiveness, tokens and
+//! seconds per match, and matches per hour on this machine.
+
+use crate::domain::agent::AgentSampling;
+use crate::domain::space::Space;
+use crate::work::generate::{GenJob, Generator};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Matches one dry run may ask for.
+pub const MAX_MATCHES: usize = 16;
+
+/// The stock agents a dry run seats, in order: name and system prompt.
+pub const BASELINES: &[(&str, &str)] = &[
+    ("base", ""),
+    ("careful", "You are a careful assistant. Answer exactly what is asked, correctly and briefly."),
+    ("brief", "Answer in one short sentence."),
+    ("stepwise", "Think step by step, then give the final answer on the last line."),
+    ("friendly", "You are a friendly, helpful assistant."),
+    ("expert", "You are an expert. Be precise and complete."),
+    ("plain", "Use plain words a child would understand."),
+    ("formal", "Answer formally and concisely."),
+];
+
+/// One sample match.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryMatch {
+    pub prompt: String,
+    pub reference: Option<String>,
+    /// Seat id ("0", "1", …) → the baseline's name.
+    pub agents: BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, String>,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub verdict: judge::Verdict,
+}
+
+/// What the dry run says about the rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub matches: usize,
+    /// Per verifier (and guard): the share of answers that passed.
+    pub verifier_pass_rate: BTreeMap<String, f64>,
+    /// Share of matches with at least one preference pair at the Space's margin.
+    pub pair_yield: f64,
+    pub pairs_per_match: f64,
+    /// Mean of the verdicts' confidence: 0 is coin flips, 1 decided.
+    pub judge_decisiveness: f64,
+    pub tokens_per_match: f64,
+    /// Generation and judging, per match, as run here (matches batched).
+    pub seconds_per_match: f64,
+    /// From the dry run's wall time (its matches ran concurrently).
+    pub matches_per_hour: f64,
+    /// Always 0: nothing is paid in a dry run.
+    pub credits_moved: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    pub matches: Vec<DryMatch>,
+}
+
+/// Runs `n` sample matches of `space` on `generator` and `judge`, calling
+/// `progress(done, n)` after each. Seats rotate through the baselines.
+pub async fn run(
+    space: &Space,
+    generator: Arc<dyn Generator>,
+    judge: Arc<judge::Judge>,
+    n: usize,
+    progress: impl Fn(usize, usize) + Send + Sync + 'static,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!((1..=MAX_MATCHES).contains(&n), "a dry run has 1 to {MAX_MATCHES} matches");
+    anyhow::ensure!(!space.match_prompts.is_empty(), "the Space has no prompts for matches");
+    let k = space.agents_per_match as usize;
+    anyhow::ensure!(k <= BASELINES.len(), "a dry run seats at most {} agents per match", BASELINES.len());
+    let started = Instant::now();
+    let progress = Arc::new(progress);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = (0..n).map(|m| {
+        let item = &space.prompts[space.match_prompts[m % space.match_prompts.len()]];
+        let (prompt, reference) = (item.prompt.clone(), item.reference.clone());
+        let seats: Vec<usize> = (0..k).map(|s| (m + s) % BASELINES.len()).collect();
+        let jobs: Vec<GenJob> = seats
+            .iter()
+            .enumerate()
+            .map(|(slot, b)| GenJob {
+                system: BASELINES[*b].1.to_owned(),
+                prompt: prompt.clone(),
+                adapter: None,
+                params: AgentSampling::default()
+                    .params(space.max_new_tokens as usize, 1000 + m as u64 * 31 + slot as u64),
+                reference: reference.clone(),
+                slot,
+            })
+            .collect();
+        let (generator, judge, progress, done) = (generator.clone(), judge.clone(), progress.clone(), done.clone());
+        async move {
+            let t = Instant::now();
+            let outs = generator.generate(jobs).await;
+            let outs: Vec<_> = outs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+            let input = judge::MatchInput {
+                prompt: prompt.clone(),
+                reference: reference.clone(),
+                candidates: outs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| judge::Candidate { id: i.to_string(), text: o.text.clone() })
+                    .collect(),
+            };
+            let verdict = tokio::task::spawn_blocking(move || judge.judge(&input)).await??;
+            let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress(finished, n);
+            anyhow::Ok(DryMatch {
+                prompt,
+                reference,
+                agents: seats.iter().enumerate().map(|(i, b)| (i.to_string(), BASELINES[*b].0.to_owned())).collect(),
+                outputs: outs.iter().enumerate().map(|(i, o)| (i.to_string(), o.text.clone())).collect(),
+                tokens: outs.iter().map(|o| o.tokens).sum(),
+                seconds: t.elapsed().as_secs_f64(),
+                verdict,
+            })
+        }
+    });
+    let matches: Vec<DryMatch> = futures_util::future::join_all(runs).await.into_iter().collect::<Result<_, _>>()?;
+    let wall = started.elapsed().as_secs_f64();
+    Ok(Report { summary: summarise(&matches, wall), matches })
+}
+
+/// The summary of finished sample matches run in `wall` seconds.
+pub fn summarise(matches: &[DryMatch], wall: f64) -> Summary {
+    let n = matches.len().max(1) as f64;
+    let mut passes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for m in matches {
+        for results in m.verdict.verifiers.values() {
+            for r in results {
+                let e = passes.entry(r.name.clone()).or_default();
+                e.0 += r.passed as usize;
+                e.1 += 1;
+            }
+        }
+    }
+    let pairs: usize = matches.iter().map(|m| m.verdict.pairs.len()).sum();
+    Summary {
+        matches: matches.len(),
+        verifier_pass_rate: passes.into_iter().map(|(k, (p, t))| (k, p as f64 / t.max(1) as f64)).collect(),
+        pair_yield: matches.iter().filter(|m| !m.verdict.pairs.is_empty()).count() as f64 / n,
+        pairs_per_match: pairs as f64 / n,
+        judge_decisiveness: matches.iter().map(|m| m.verdict.confidence).sum::<f64>() / n,
+        tokens_per_match: matches.iter().map(|m| m.tokens).sum::<usize>() as f64 / n,
+        seconds_per_match: matches.iter().map(|m| m.seconds).sum::<f64>() / n,
+        matches_per_hour: if wall > 0.0 { matches.len() as f64 * 3600.0 / wall } else { 0.0 },
+        credits_moved: 0,
+    }
+}

@@ -1,0 +1,86 @@
+//! The designers' studio: analytics equal direct SQL over known matches,
+//! only a Space's designer (and admins) see them; the CLI's dry run of a
+//! draft on the real model prints the summary and touches no database.
+
+use crate::arena::{Arena, quick_space};
+
+#[tokio::test]
+async fn analytics_are_the_stored_matches_counted_and_only_the_designer_reads_them() {
+    let arena = Arena::new().await;
+    let (dana, players) = arena.league(2, 2, 4).await;
+    arena.start(arena_server::app::Roles::ALL, None);
+    arena.wait_settled(10, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(1, 30).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let (status, a) = dana.get("/spaces/quick/analytics").await;
+    assert_eq!(status, 200, "{a}");
+    let db = arena.db.clone();
+    let one = |sql: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&db).await.unwrap() }
+    };
+    assert_eq!(a["settled"].as_i64().unwrap(), one("select count(*) from matches where status = 'settled'").await);
+    assert_eq!(a["pairs"].as_i64().unwrap(), one("select count(*) from pairs").await);
+    assert_eq!(
+        a["fees_in"].as_i64().unwrap(),
+        one("select coalesce(sum(ma.entry_fee), 0)::bigint from match_agents ma join matches m on m.id = ma.match_id where m.status = 'settled'").await
+    );
+    assert_eq!(
+        a["payouts_out"].as_i64().unwrap(),
+        one("select coalesce(sum(payout), 0)::bigint from match_agents").await
+    );
+    let per_hour: i64 = a["per_hour"].as_array().unwrap().iter().map(|h| h[1].as_i64().unwrap()).sum();
+    assert_eq!(per_hour, a["settled"].as_i64().unwrap(), "every match settled within the hour buckets");
+    assert_eq!(a["agents_entered"], 4);
+    // The quick Space's one verifier passes exactly where the stub answered right.
+    let passed = one("select count(*) from verdicts v, jsonb_each(v.verdict->'verifiers') s, jsonb_array_elements(s.value) r where r->>'name' = 'correct' and (r->>'passed')::bool").await;
+    let all = one("select count(*) from verdicts v, jsonb_each(v.verdict->'verifiers') s, jsonb_array_elements(s.value) r where r->>'name' = 'correct'").await;
+    let rate = a["verifier_pass_rates"]["correct"].as_f64().unwrap();
+    assert!((rate - passed as f64 / all as f64).abs() < 1e-9, "{rate} vs {passed}/{all}");
+    assert!(a["stage_seconds"]["generate"].as_f64().is_some() && a["slowest_stage"].is_string(), "{a}");
+    assert_eq!(
+        a["house_cut"].as_i64().unwrap() + a["payouts_out"].as_i64().unwrap(),
+        a["fees_in"].as_i64().unwrap() + a["sponsored"].as_i64().unwrap(),
+        "money in equals money out"
+    );
+
+    // Another designer finds nothing; a player may not ask.
+    let rita = arena.user("rita", "designer").await;
+    assert_eq!(rita.get("/spaces/quick/analytics").await.0, 404);
+    assert_eq!(players[0].get("/spaces/quick/analytics").await.0, 403);
+}
+
+#[tokio::test]
+async fn the_cli_dry_run_plays_a_draft_on_the_real_model_and_stores_nothing() {
+    let env = crate::helpers::TestEnv::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("draft.toml");
+    std::fs::write(&file, quick_space("draft", 2, 2)).unwrap();
+    let model = crate::helpers::model_path();
+    let out = crate::cli::arena(
+        &env,
+        &["space", "dry-run", file.to_str().unwrap(), "--matches", "2", "--threads", "2"],
+        &[("ARENA_MODEL_PATH", model.display().to_string())],
+    );
+    assert!(out.status.success(), "{}", crate::cli::text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &report["summary"];
+    assert_eq!(s["matches"], 2);
+    assert_eq!(s["credits_moved"], 0);
+    assert!(s["verifier_pass_rate"]["correct"].is_number(), "{s}");
+    assert!(s["tokens_per_match"].as_f64().unwrap() > 0.0 && s["matches_per_hour"].as_f64().unwrap() > 0.0, "{s}");
+    let matches = report["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 2);
+    for m in matches {
+        assert_eq!(m["outputs"].as_object().unwrap().len(), 2, "{m}");
+        assert!(m["verdict"]["ranks"].is_object(), "{m}");
+    }
+    // An invalid draft is refused with its errors, placed.
+    std::fs::write(&file, quick_space("draft", 2, 2).replace("agents_per_match = 2", "agents_per_match = 99")).unwrap();
+    let out = crate::cli::arena(&env, &["space", "dry-run", file.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let text = crate::cli::text(&out);
+    assert!(text.contains("draft.toml:3:") && text.contains("agents_per_match"), "{text}");
+}
