@@ -301,6 +301,7 @@ async fn every_page_refuses_every_caller_it_should() {
             .replace("/matches/{id}", &format!("/matches/{}", uuid::Uuid::new_v4()))
             .replace("/tokens/{id}", &format!("/tokens/{token}"))
             .replace("/data/exports/{id}", &format!("/data/exports/{}", uuid::Uuid::new_v4()))
+            .replace("/studio/dry-runs/{id}", &format!("/studio/dry-runs/{}", uuid::Uuid::new_v4()))
             .replace("{name}", "README.md")
     };
     let fields = |path: &str| -> Vec<(&'static str, String)> {

@@ -69,7 +69,29 @@
       };
     });
   }
+  // A studio dry run: its progress as matches finish, then the report.
+  function dryRun(el) {
+    var source = new EventSource(el.getAttribute("data-dry-run-events"));
+    var bar = document.getElementById("dr-progress");
+    var count = document.getElementById("dr-count");
+    source.addEventListener("progress", function (e) {
+      var d = {};
+      try { d = JSON.parse(e.data); } catch (err) { return; }
+      bar.value = d.done; bar.max = d.total;
+      count.textContent = d.done + " of " + d.total;
+    });
+    source.addEventListener("done", function () { source.close(); window.location.reload(); });
+    source.addEventListener("problem", function (e) {
+      var d = {};
+      try { d = JSON.parse(e.data); } catch (err) { /* ignore */ }
+      var p = document.getElementById("dr-problem");
+      p.textContent = "The dry run failed: " + (d.message || "unknown");
+      p.hidden = false;
+      source.close();
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-dry-run-events]").forEach(dryRun);
     document.querySelectorAll("[data-live-events]").forEach(follow);
     document.querySelectorAll("form[data-stream]").forEach(playground);
   });

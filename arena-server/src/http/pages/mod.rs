@@ -138,6 +138,8 @@ pub const PAGES: &[PageRoute] = &[
         SignedIn,
         "Run sample matches of a draft with baseline agents; nothing published or paid"
     ),
+    page!(get, "/studio/dry-runs/{id}", studio::dry_run_page, SignedIn, "A dry run's live progress, then its report"),
+    page!(get, "/studio/dry-runs/{id}/events", studio::dry_run_events, SignedIn, "A dry run's progress (SSE)"),
     page!(get, "/studio/{slug}", studio::editor, SignedIn, "The editor on the Space's current version"),
     page!(get, "/studio/{slug}/versions", studio::versions, SignedIn, "The Space's versions and a diff of any two"),
     page!(get, "/studio/{slug}/analytics", studio::analytics_page, SignedIn, "The Space's live numbers with charts"),

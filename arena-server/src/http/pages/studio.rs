@@ -509,17 +509,19 @@ struct DryRunPage {
     rates: Vec<(String, String)>,
 }
 
-/// POST /studio/dry-run — sample matches of the draft between baseline
-/// agents on the real runtime (the playground's engine) and the Space's
-/// judge; nothing is published, paid or stored. An invalid draft is
-/// refused with its errors.
+/// POST /studio/dry-run — starts sample matches of the draft between
+/// baseline agents on the real runtime (the playground's engine) and the
+/// Space's judge, and sends the designer to watch them
+/// (`/studio/dry-runs/{id}`); nothing is published, paid or stored. An
+/// invalid draft is refused with its errors; one dry run per designer at
+/// a time.
 pub async fn dry_run(
     state: State,
     req: HttpRequest,
     caller: Visitor,
     form: web::Form<DryRunForm>,
 ) -> Result<HttpResponse, PageError> {
-    use std::sync::Arc;
+
     check_csrf(&req, &form.csrf)?;
     let ctx = PageCtx::new(&req, caller);
     ctx.signed_in(&req)?;
@@ -545,28 +547,185 @@ pub async fn dry_run(
     if space.judge.model.is_some() {
         return Err(PageError::BadForm("a dry run uses the server's model: remove judge.model first".to_owned()));
     }
-    let engine = state.playground.engine().await.map_err(|e| PageError::internal(anyhow::anyhow!(e)))?;
+    let mut runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("dry-run registry poisoned")))?;
+    if runs.values().any(|r| r.owner == caller.user_id && r.result.is_none()) {
+        return Err(PageError::BadForm("one dry run at a time: wait for yours to finish".to_owned()));
+    }
+    // Keep the newest few finished runs; drop the rest.
+    while runs.len() >= KEPT_DRY_RUNS {
+        let Some(oldest) = runs.iter().filter(|(_, r)| r.result.is_some()).min_by_key(|(_, r)| r.started).map(|(k, _)| *k)
+        else {
+            return Err(PageError::BadForm("too many dry runs are running: try again shortly".to_owned()));
+        };
+        runs.remove(&oldest);
+    }
+    let id = uuid::Uuid::new_v4();
+    runs.insert(
+        id,
+        DryRunState {
+            owner: caller.user_id,
+            name: space.name.clone(),
+            base: form.base.clone(),
+            done: 0,
+            total: n,
+            started: std::time::Instant::now(),
+            result: None,
+        },
+    );
+    drop(runs);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let result = run_dry(&state, space, n, id).await.map_err(|e| format!("{e:#}"));
+        if let Ok(mut runs) = dry_runs().lock()
+            && let Some(run) = runs.get_mut(&id)
+        {
+            run.result = Some(result.map(std::sync::Arc::new));
+        }
+    });
+    Ok(see_other(&format!("/studio/dry-runs/{id}")))
+}
+
+/// Dry runs one process keeps (finished ones are dropped oldest first).
+const KEPT_DRY_RUNS: usize = 32;
+
+/// A dry run in progress or done, in this process's memory (a dry run
+/// stores nothing).
+struct DryRunState {
+    owner: crate::domain::UserId,
+    name: String,
+    base: String,
+    done: usize,
+    total: usize,
+    started: std::time::Instant,
+    result: Option<Result<std::sync::Arc<crate::work::dry_run::Report>, String>>,
+}
+
+fn dry_runs() -> &'static std::sync::Mutex<std::collections::HashMap<uuid::Uuid, DryRunState>> {
+    static RUNS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, DryRunState>>> =
+        std::sync::OnceLock::new();
+    RUNS.get_or_init(Default::default)
+}
+
+async fn run_dry(state: &State, space: Space, n: usize, id: uuid::Uuid) -> anyhow::Result<crate::work::dry_run::Report> {
+    use std::sync::Arc;
+    let engine = state.playground.engine().await.map_err(anyhow::Error::msg)?;
     let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
     let judge_model = if space.judge.needs_model() {
         let path = state.playground.model_path().to_path_buf();
-        Some(Arc::new(
-            tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1))
-                .await
-                .map_err(PageError::internal)?
-                .map_err(|e| PageError::internal(anyhow::anyhow!(e)))?,
-        ))
+        Some(Arc::new(tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1)).await?.map_err(anyhow::Error::msg)?))
     } else {
         None
     };
-    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model).map_err(PageError::internal)?);
-    let report =
-        crate::work::dry_run::run(&space, generator, judge, n, |_, _| {}).await.map_err(PageError::internal)?;
-    let rates =
-        report.summary.verifier_pass_rate.iter().map(|(k, v)| (k.clone(), format!("{:.0}%", v * 100.0))).collect();
-    render(
-        &ctx.chrome,
-        &DryRunPage { chrome: ctx.chrome.clone(), base: form.base.clone(), name: space.name, report, rates },
-    )
+    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?);
+    crate::work::dry_run::run(&space, generator, judge, n, move |done, _| {
+        if let Ok(mut runs) = dry_runs().lock()
+            && let Some(run) = runs.get_mut(&id)
+        {
+            run.done = done;
+        }
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "studio_dry_run_progress.html")]
+struct DryRunProgressPage {
+    chrome: Chrome,
+    id: String,
+    name: String,
+    done: usize,
+    total: usize,
+    error: Option<String>,
+}
+
+/// GET /studio/dry-runs/{id} — the dry run's progress (live), then its report.
+pub async fn dry_run_page(
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let id = path.into_inner();
+    let (name, base, done, total, result) = {
+        let runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("dry-run registry poisoned")))?;
+        let run = runs.get(&id).filter(|r| r.owner == caller.user_id).ok_or(PageError::NotFound)?;
+        (run.name.clone(), run.base.clone(), run.done, run.total, run.result.clone())
+    };
+    match result {
+        Some(Ok(report)) => {
+            let rates = report
+                .summary
+                .verifier_pass_rate
+                .iter()
+                .map(|(k, v)| (k.clone(), format!("{:.0}%", v * 100.0)))
+                .collect();
+            render(&ctx.chrome, &DryRunPage { chrome: ctx.chrome.clone(), base, name, report: (*report).clone(), rates })
+        }
+        other => render(
+            &ctx.chrome,
+            &DryRunProgressPage {
+                chrome: ctx.chrome.clone(),
+                id: id.to_string(),
+                name,
+                done,
+                total,
+                error: other.and_then(|r| r.err()),
+            },
+        ),
+    }
+}
+
+/// GET /studio/dry-runs/{id}/events — Server-Sent Events: `progress`
+/// ({done, total}) as matches finish, then `done` (or `problem`).
+pub async fn dry_run_events(
+    req: HttpRequest,
+    caller: Visitor,
+    path: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let id = path.into_inner();
+    let owner = caller.user_id;
+    {
+        let runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("dry-run registry poisoned")))?;
+        runs.get(&id).filter(|r| r.owner == owner).ok_or(PageError::NotFound)?;
+    }
+    let event = |kind: &str, data: serde_json::Value| actix_web::web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
+    // One event when the count moves, the last when the run ends (or after
+    // ten minutes, whichever is first).
+    let body = futures_util::stream::unfold((None::<usize>, false, 0u32), move |(last, ended, mut ticks)| async move {
+        if ended || ticks > 1200 {
+            return None;
+        }
+        loop {
+            let now = dry_runs().lock().ok().and_then(|runs| {
+                runs.get(&id).map(|r| (r.done, r.total, r.result.as_ref().map(|x| x.as_ref().err().cloned())))
+            });
+            let Some((done, total, finished)) = now else { return None };
+            if let Some(problem) = finished {
+                let bytes = match problem {
+                    None => event("done", serde_json::json!({"done": done, "total": total})),
+                    Some(message) => event("problem", serde_json::json!({"message": message})),
+                };
+                return Some((Ok::<_, std::io::Error>(bytes), (Some(done), true, ticks)));
+            }
+            if last != Some(done) {
+                return Some((Ok(event("progress", serde_json::json!({"done": done, "total": total}))), (Some(done), false, ticks)));
+            }
+            ticks += 1;
+            if ticks > 1200 {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(body))
 }
 
 #[cfg(test)]
