@@ -819,6 +819,23 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     assert_eq!(stored, format!("{raised} "));
     assert_eq!(sha, arena_server::store::spaces::content_sha256(&stored, &Default::default()));
 
+    // A file beside the TOML: uploaded, it makes version 3 (a name outside the Space is refused).
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("extra.jsonl");
+    std::fs::write(&upload, "{\"prompt\": \"What is 1 + 1?\", \"reference\": \"2\"}\n").unwrap();
+    b.open("/studio/quick").await;
+    b.fill("#u-path", "../escape.jsonl").await;
+    b.client.find(Locator::Css("#u-file")).await.unwrap().send_keys(upload.to_str().unwrap()).await.unwrap();
+    b.click("#upload-file").await;
+    assert!(b.wait_text("#publish-error", "path", 5).await, "{}", b.body().await);
+    b.fill("#u-path", "prompts/extra.jsonl").await;
+    b.client.find(Locator::Css("#u-file")).await.unwrap().send_keys(upload.to_str().unwrap()).await.unwrap();
+    b.click("#upload-file").await;
+    assert!(b.wait_text("h1", "quick: versions", 5).await, "{}", b.body().await);
+    let files: Value =
+        sqlx::query_scalar("select files from space_versions where version = 3").fetch_one(&arena.db).await.unwrap();
+    assert!(files["prompts/extra.jsonl"].as_str().unwrap().contains("1 + 1"), "{files}");
+
     b.open("/studio/quick/analytics").await;
     assert!(b.wait_text("h1", "quick: analytics", 5).await);
     b.client.set_window_size(360, 1600).await.unwrap();

@@ -142,6 +142,13 @@ pub const PAGES: &[PageRoute] = &[
     page!(get, "/studio/dry-runs/{id}/events", studio::dry_run_events, SignedIn, "A dry run's progress (SSE)"),
     page!(get, "/studio/{slug}", studio::editor, SignedIn, "The editor on the Space's current version"),
     page!(get, "/studio/{slug}/versions", studio::versions, SignedIn, "The Space's versions and a diff of any two"),
+    page!(
+        post,
+        "/studio/{slug}/files",
+        studio::upload_file,
+        SignedIn,
+        "Publish the next version with a file added or replaced"
+    ),
     page!(get, "/studio/{slug}/analytics", studio::analytics_page, SignedIn, "The Space's live numbers with charts"),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),

@@ -328,6 +328,78 @@ pub async fn publish(
     }
 }
 
+/// The file form: a path inside the Space (as its TOML names it) and the
+/// file's text; sizes are capped by the multipart limits and then by the
+/// Space's own limits at publish.
+#[derive(actix_multipart::form::MultipartForm)]
+pub struct FileForm {
+    csrf: actix_multipart::form::text::Text<String>,
+    path: actix_multipart::form::text::Text<String>,
+    #[multipart(limit = "16MiB")]
+    file: actix_multipart::form::bytes::Bytes,
+}
+
+/// POST /studio/{slug}/files — publishes the next version of the designer's
+/// Space with `path` added or replaced by the uploaded text (the current
+/// version's TOML and other files unchanged), as `arena space publish`
+/// would with that file on disk. A name outside the Space or text that is
+/// not UTF-8 is refused and changes nothing.
+pub async fn upload_file(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    slug: web::Path<String>,
+    form: actix_multipart::form::MultipartForm<FileForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let space = own_space(&state, caller, &slug).await?;
+    let current = space_store::current_version(&state.db, space.id).await?;
+    let version = space_store::version(&state.db, space.id, current).await?.ok_or(PageError::NotFound)?;
+    let mut files: BTreeMap<String, String> = serde_json::from_value(version.files).unwrap_or_default();
+    let path = form.path.into_inner().trim().to_owned();
+    let done = async {
+        judge::files::check_name(&path).map_err(|e| crate::http::error::ApiError::invalid("path", e))?;
+        let text = String::from_utf8(form.file.data.to_vec())
+            .map_err(|_| crate::http::error::ApiError::invalid("file", "the file is not UTF-8 text"))?;
+        files.insert(path.clone(), text.replace("\r\n", "\n"));
+        caller.write(&state, Scope::Design).await?;
+        Ok::<_, crate::http::error::ApiError>(
+            space_store::publish(
+                &state.db,
+                caller.publisher(state.settings.storage_quota_bytes),
+                &version.source,
+                &files,
+            )
+            .await?,
+        )
+    }
+    .await;
+    match done {
+        Ok(p) => Ok(see_other(&format!("/studio/{}/versions", p.slug))),
+        Err(err) => {
+            let why = super::FormError::from_api(err)?;
+            let page = EditorPage {
+                chrome: ctx.chrome.clone(),
+                slug: Some(slug.to_string()),
+                base: format!("space:{slug}"),
+                checked: check_draft(&version.source, &files),
+                source: version.source,
+                files: files.keys().cloned().collect(),
+                publish_error: Some(format!(
+                    "{}: {}",
+                    if why.field.is_empty() { "file" } else { &why.field },
+                    why.message
+                )),
+            };
+            super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
 /// One line of a diff.
 pub struct DiffLine {
     /// ' ', '+' or '-'.
@@ -521,7 +593,6 @@ pub async fn dry_run(
     caller: Visitor,
     form: web::Form<DryRunForm>,
 ) -> Result<HttpResponse, PageError> {
-
     check_csrf(&req, &form.csrf)?;
     let ctx = PageCtx::new(&req, caller);
     ctx.signed_in(&req)?;
@@ -553,7 +624,8 @@ pub async fn dry_run(
     }
     // Keep the newest few finished runs; drop the rest.
     while runs.len() >= KEPT_DRY_RUNS {
-        let Some(oldest) = runs.iter().filter(|(_, r)| r.result.is_some()).min_by_key(|(_, r)| r.started).map(|(k, _)| *k)
+        let Some(oldest) =
+            runs.iter().filter(|(_, r)| r.result.is_some()).min_by_key(|(_, r)| r.started).map(|(k, _)| *k)
         else {
             return Err(PageError::BadForm("too many dry runs are running: try again shortly".to_owned()));
         };
@@ -606,13 +678,22 @@ fn dry_runs() -> &'static std::sync::Mutex<std::collections::HashMap<uuid::Uuid,
     RUNS.get_or_init(Default::default)
 }
 
-async fn run_dry(state: &State, space: Space, n: usize, id: uuid::Uuid) -> anyhow::Result<crate::work::dry_run::Report> {
+async fn run_dry(
+    state: &State,
+    space: Space,
+    n: usize,
+    id: uuid::Uuid,
+) -> anyhow::Result<crate::work::dry_run::Report> {
     use std::sync::Arc;
     let engine = state.playground.engine().await.map_err(anyhow::Error::msg)?;
     let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
     let judge_model = if space.judge.needs_model() {
         let path = state.playground.model_path().to_path_buf();
-        Some(Arc::new(tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1)).await?.map_err(anyhow::Error::msg)?))
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1))
+                .await?
+                .map_err(anyhow::Error::msg)?,
+        ))
     } else {
         None
     };
@@ -661,7 +742,10 @@ pub async fn dry_run_page(
                 .iter()
                 .map(|(k, v)| (k.clone(), format!("{:.0}%", v * 100.0)))
                 .collect();
-            render(&ctx.chrome, &DryRunPage { chrome: ctx.chrome.clone(), base, name, report: (*report).clone(), rates })
+            render(
+                &ctx.chrome,
+                &DryRunPage { chrome: ctx.chrome.clone(), base, name, report: (*report).clone(), rates },
+            )
         }
         other => render(
             &ctx.chrome,
@@ -693,7 +777,8 @@ pub async fn dry_run_events(
         let runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("dry-run registry poisoned")))?;
         runs.get(&id).filter(|r| r.owner == owner).ok_or(PageError::NotFound)?;
     }
-    let event = |kind: &str, data: serde_json::Value| actix_web::web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
+    let event =
+        |kind: &str, data: serde_json::Value| actix_web::web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
     // One event when the count moves, the last when the run ends (or after
     // ten minutes, whichever is first).
     let body = futures_util::stream::unfold((None::<usize>, false, 0u32), move |(last, ended, mut ticks)| async move {
@@ -713,7 +798,10 @@ pub async fn dry_run_events(
                 return Some((Ok::<_, std::io::Error>(bytes), (Some(done), true, ticks)));
             }
             if last != Some(done) {
-                return Some((Ok(event("progress", serde_json::json!({"done": done, "total": total}))), (Some(done), false, ticks)));
+                return Some((
+                    Ok(event("progress", serde_json::json!({"done": done, "total": total}))),
+                    (Some(done), false, ticks),
+                ));
             }
             ticks += 1;
             if ticks > 1200 {
