@@ -424,12 +424,13 @@ pub fn diff_lines(a: &str, b: &str) -> Vec<DiffLine> {
             out.push(DiffLine { op: ' ', text: x[i].to_owned() });
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(DiffLine { op: '+', text: y[j].to_owned() });
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // What went out before what came in.
             out.push(DiffLine { op: '-', text: x[i].to_owned() });
             i += 1;
+        } else {
+            out.push(DiffLine { op: '+', text: y[j].to_owned() });
+            j += 1;
         }
     }
     out
@@ -789,7 +790,7 @@ pub async fn dry_run_events(
             let now = dry_runs().lock().ok().and_then(|runs| {
                 runs.get(&id).map(|r| (r.done, r.total, r.result.as_ref().map(|x| x.as_ref().err().cloned())))
             });
-            let Some((done, total, finished)) = now else { return None };
+            let (done, total, finished) = now?;
             if let Some(problem) = finished {
                 let bytes = match problem {
                     None => event("done", serde_json::json!({"done": done, "total": total})),
@@ -830,6 +831,8 @@ mod tests {
         assert_eq!(old, a.lines().collect::<Vec<_>>());
         assert_eq!(new, b.lines().collect::<Vec<_>>());
         assert_eq!(d.iter().filter(|l| l.op != ' ').count(), 3, "fee out, fee in, house cut in");
+        let fee: Vec<char> = d.iter().filter(|l| l.text.starts_with("entry_fee")).map(|l| l.op).collect();
+        assert_eq!(fee, ['-', '+'], "the old line first");
     }
 
     #[test]
