@@ -801,6 +801,15 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     .unwrap();
     assert_eq!(before, after, "a dry run stores and pays nothing");
 
+    // The red team: the built-in arithmetic corpus against the draft's checks.
+    b.open("/studio/quick").await;
+    b.client.execute("document.getElementById('rt-corpus').value = 'arithmetic'", vec![]).await.unwrap();
+    b.click("#red-team").await;
+    assert!(b.wait_text("h1", "Red team of quick", 60).await, "{}", b.body().await);
+    assert!(b.wait_text("#rt-configs", "all defenses", 120).await, "{}", b.body().await);
+    assert!(b.text("#rt-families").await.contains("injection"), "{}", b.text("#rt-families").await);
+    b.shot("studio-red-team-desktop").await;
+
     // Publishing the raised fee makes version 2, flagged, with its diff.
     b.open("/studio/quick").await;
     set_source(&b, &raised).await;

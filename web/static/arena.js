@@ -79,6 +79,8 @@
       try { d = JSON.parse(e.data); } catch (err) { return; }
       bar.value = d.done; bar.max = d.total;
       count.textContent = d.done + " of " + d.total;
+      var note = document.getElementById("dr-note");
+      if (note && d.note) { note.textContent = d.note; }
     });
     source.addEventListener("done", function () { source.close(); window.location.reload(); });
     source.addEventListener("problem", function (e) {

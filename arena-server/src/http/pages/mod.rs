@@ -138,7 +138,20 @@ pub const PAGES: &[PageRoute] = &[
         SignedIn,
         "Run sample matches of a draft with baseline agents; nothing published or paid"
     ),
-    page!(get, "/studio/dry-runs/{id}", studio::dry_run_page, SignedIn, "A dry run's live progress, then its report"),
+    page!(
+        post,
+        "/studio/red-team",
+        studio::red_team,
+        SignedIn,
+        "Run the judge's red-team calibration on a draft (built-in and uploaded cases)"
+    ),
+    page!(
+        get,
+        "/studio/dry-runs/{id}",
+        studio::dry_run_page,
+        SignedIn,
+        "A dry run's or red team's live progress, then its report"
+    ),
     page!(get, "/studio/dry-runs/{id}/events", studio::dry_run_events, SignedIn, "A dry run's progress (SSE)"),
     page!(get, "/studio/{slug}", studio::editor, SignedIn, "The editor on the Space's current version"),
     page!(get, "/studio/{slug}/versions", studio::versions, SignedIn, "The Space's versions and a diff of any two"),

@@ -158,6 +158,12 @@ struct EditorPage {
     files: Vec<String>,
     checked: Checked,
     publish_error: Option<String>,
+    /// The built-in red-team corpora's names.
+    corpora: Vec<&'static str>,
+}
+
+fn corpora() -> Vec<&'static str> {
+    CORPORA.iter().map(|c| c.0).collect()
 }
 
 #[derive(Template)]
@@ -196,6 +202,7 @@ pub async fn new_page(
             files: files.keys().cloned().collect(),
             checked,
             publish_error: None,
+            corpora: corpora(),
         },
     )
 }
@@ -244,6 +251,7 @@ pub async fn editor(
             files: files.keys().cloned().collect(),
             checked,
             publish_error: None,
+            corpora: corpora(),
         },
     )
 }
@@ -322,6 +330,7 @@ pub async fn publish(
                 files: files.keys().cloned().collect(),
                 checked,
                 publish_error: Some(why.message),
+                corpora: corpora(),
             };
             super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
         }
@@ -394,6 +403,7 @@ pub async fn upload_file(
                     if why.field.is_empty() { "file" } else { &why.field },
                     why.message
                 )),
+                corpora: corpora(),
             };
             super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
         }
@@ -612,6 +622,7 @@ pub async fn dry_run(
                 files: files.keys().cloned().collect(),
                 checked: check_draft(&form.source, &files),
                 publish_error: Some("the draft has errors: fix them before a dry run".to_owned()),
+                corpora: corpora(),
             };
             return super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page);
         }
@@ -619,16 +630,35 @@ pub async fn dry_run(
     if space.judge.model.is_some() {
         return Err(PageError::BadForm("a dry run uses the server's model: remove judge.model first".to_owned()));
     }
-    let mut runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("dry-run registry poisoned")))?;
-    if runs.values().any(|r| r.owner == caller.user_id && r.result.is_none()) {
-        return Err(PageError::BadForm("one dry run at a time: wait for yours to finish".to_owned()));
+    let id = register_run(caller.user_id, &space.name, &form.base, n)?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        let result = run_dry(&state, space, n, id).await.map_err(|e| format!("{e:#}"));
+        finish_run(id, result.map(|r| Outcome::DryRun(std::sync::Arc::new(r))));
+    });
+    Ok(see_other(&format!("/studio/dry-runs/{id}")))
+}
+
+fn finish_run(id: uuid::Uuid, result: Result<Outcome, String>) {
+    if let Ok(mut runs) = dry_runs().lock()
+        && let Some(run) = runs.get_mut(&id)
+    {
+        run.result = Some(result);
     }
-    // Keep the newest few finished runs; drop the rest.
+}
+
+/// Registers a run for `owner` (one running each; the oldest finished
+/// dropped beyond `KEPT_DRY_RUNS`) and returns its id.
+fn register_run(owner: crate::domain::UserId, name: &str, base: &str, total: usize) -> Result<uuid::Uuid, PageError> {
+    let mut runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("run registry poisoned")))?;
+    if runs.values().any(|r| r.owner == owner && r.result.is_none()) {
+        return Err(PageError::BadForm("one dry run or red team at a time: wait for yours to finish".to_owned()));
+    }
     while runs.len() >= KEPT_DRY_RUNS {
         let Some(oldest) =
             runs.iter().filter(|(_, r)| r.result.is_some()).min_by_key(|(_, r)| r.started).map(|(k, _)| *k)
         else {
-            return Err(PageError::BadForm("too many dry runs are running: try again shortly".to_owned()));
+            return Err(PageError::BadForm("too many runs are in progress: try again shortly".to_owned()));
         };
         runs.remove(&oldest);
     }
@@ -636,26 +666,139 @@ pub async fn dry_run(
     runs.insert(
         id,
         DryRunState {
-            owner: caller.user_id,
-            name: space.name.clone(),
-            base: form.base.clone(),
+            owner,
+            name: name.to_owned(),
+            base: base.to_owned(),
             done: 0,
-            total: n,
+            total,
             started: std::time::Instant::now(),
+            note: String::new(),
             result: None,
         },
     );
-    drop(runs);
+    Ok(id)
+}
+
+/// The built-in red-team corpora (`spaces/redteam/`), by example.
+const CORPORA: &[(&str, &str)] = &[
+    ("arithmetic", include_str!("../../../../spaces/redteam/arithmetic.jsonl")),
+    ("explain", include_str!("../../../../spaces/redteam/explain.jsonl")),
+    ("json-contact", include_str!("../../../../spaces/redteam/json-contact.jsonl")),
+];
+
+/// Cases one red-team run may hold.
+pub const MAX_CASES: usize = 400;
+
+/// Parses red-team cases (JSON Lines, `#` comments allowed); the error
+/// names the source and line.
+pub fn parse_cases(text: &str, source: &str) -> Result<Vec<judge::calibrate::Case>, String> {
+    let mut cases = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if cases.len() == MAX_CASES {
+            return Err(format!("{source}: more than {MAX_CASES} cases"));
+        }
+        cases.push(serde_json::from_str(line).map_err(|e| format!("{source}:{}: {e}", n + 1))?);
+    }
+    Ok(cases)
+}
+
+/// The red-team form: the draft (as the editor's form sends it, multipart),
+/// a built-in corpus and/or the designer's own cases.
+#[derive(actix_multipart::form::MultipartForm)]
+pub struct RedTeamForm {
+    csrf: actix_multipart::form::text::Text<String>,
+    source: actix_multipart::form::text::Text<String>,
+    base: actix_multipart::form::text::Text<String>,
+    corpus: Option<actix_multipart::form::text::Text<String>>,
+    #[multipart(limit = "2MiB")]
+    cases: Option<actix_multipart::form::bytes::Bytes>,
+}
+
+/// POST /studio/red-team — runs `judge calibrate` on the draft: the chosen
+/// built-in corpus and the uploaded cases, under every defence setting;
+/// the designer watches it at `/studio/dry-runs/{id}`. Nothing is stored.
+pub async fn red_team(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: actix_multipart::form::MultipartForm<RedTeamForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    caller.write(&state, Scope::Design).await?;
+    let base = form.base.into_inner();
+    let source = form.source.into_inner().replace("\r\n", "\n");
+    let files = base_files(&state, caller, &base).await?;
+    let space = Space::parse(&source, &files, Path::new("."))
+        .map_err(|_| PageError::BadForm("the draft has errors: fix them before a red team".to_owned()))?;
+    if space.judge.model.is_some() {
+        return Err(PageError::BadForm("a red team uses the server's model: remove judge.model first".to_owned()));
+    }
+    let mut cases = Vec::new();
+    if let Some(name) = form.corpus.map(|c| c.into_inner()).filter(|c| !c.is_empty()) {
+        let (_, text) =
+            CORPORA.iter().find(|(n, _)| *n == name).ok_or(PageError::BadForm(format!("no corpus {name:?}")))?;
+        cases.extend(parse_cases(text, &name).map_err(PageError::BadForm)?);
+    }
+    if let Some(upload) = form.cases.filter(|b| !b.data.is_empty()) {
+        let text = std::str::from_utf8(&upload.data)
+            .map_err(|_| PageError::BadForm("the cases file is not UTF-8".to_owned()))?;
+        cases.extend(parse_cases(text, "your cases").map_err(PageError::BadForm)?);
+    }
+    if cases.is_empty() || cases.len() > MAX_CASES {
+        return Err(PageError::BadForm(format!("choose a corpus or upload cases (1 to {MAX_CASES})")));
+    }
+    let total = judge::calibrate::configurations().len();
+    let id = register_run(caller.user_id, &space.name, &base, total)?;
     let state = state.clone();
     tokio::spawn(async move {
-        let result = run_dry(&state, space, n, id).await.map_err(|e| format!("{e:#}"));
-        if let Ok(mut runs) = dry_runs().lock()
-            && let Some(run) = runs.get_mut(&id)
-        {
-            run.result = Some(result.map(std::sync::Arc::new));
+        let result = async {
+            let model = if space.judge.needs_model() {
+                let path = state.playground.model_path().to_path_buf();
+                Some(std::sync::Arc::new(
+                    tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1))
+                        .await?
+                        .map_err(anyhow::Error::msg)?,
+                ))
+            } else {
+                None
+            };
+            let config = std::sync::Arc::new(space.judge.clone());
+            let report = tokio::task::spawn_blocking(move || {
+                judge::calibrate::run(config, model, &cases, |line| {
+                    if let Ok(mut runs) = dry_runs().lock()
+                        && let Some(run) = runs.get_mut(&id)
+                    {
+                        run.done += 1;
+                        run.note = line.to_owned();
+                    }
+                })
+            })
+            .await??;
+            anyhow::Ok(report)
         }
+        .await
+        .map_err(|e| format!("{e:#}"));
+        finish_run(id, result.map(|r| Outcome::RedTeam(std::sync::Arc::new(r))));
     });
     Ok(see_other(&format!("/studio/dry-runs/{id}")))
+}
+
+#[derive(Template)]
+#[template(path = "studio_red_team.html")]
+struct RedTeamPage {
+    chrome: Chrome,
+    base: String,
+    name: String,
+    report: std::sync::Arc<judge::calibrate::Report>,
+    /// Per family: attack successes under all defences and under none.
+    families: Vec<(String, String, String)>,
 }
 
 /// Dry runs one process keeps (finished ones are dropped oldest first).
@@ -670,7 +813,16 @@ struct DryRunState {
     done: usize,
     total: usize,
     started: std::time::Instant,
-    result: Option<Result<std::sync::Arc<crate::work::dry_run::Report>, String>>,
+    /// The last progress line (the red team's per-configuration results).
+    note: String,
+    result: Option<Result<Outcome, String>>,
+}
+
+/// What a finished studio run produced.
+#[derive(Clone)]
+enum Outcome {
+    DryRun(std::sync::Arc<crate::work::dry_run::Report>),
+    RedTeam(std::sync::Arc<judge::calibrate::Report>),
 }
 
 fn dry_runs() -> &'static std::sync::Mutex<std::collections::HashMap<uuid::Uuid, DryRunState>> {
@@ -717,6 +869,7 @@ struct DryRunProgressPage {
     name: String,
     done: usize,
     total: usize,
+    note: String,
     error: Option<String>,
 }
 
@@ -730,13 +883,13 @@ pub async fn dry_run_page(
     ctx.signed_in(&req)?;
     let caller = may_design(&ctx)?;
     let id = path.into_inner();
-    let (name, base, done, total, result) = {
+    let (name, base, done, total, note, result) = {
         let runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("dry-run registry poisoned")))?;
         let run = runs.get(&id).filter(|r| r.owner == caller.user_id).ok_or(PageError::NotFound)?;
-        (run.name.clone(), run.base.clone(), run.done, run.total, run.result.clone())
+        (run.name.clone(), run.base.clone(), run.done, run.total, run.note.clone(), run.result.clone())
     };
     match result {
-        Some(Ok(report)) => {
+        Some(Ok(Outcome::DryRun(report))) => {
             let rates = report
                 .summary
                 .verifier_pass_rate
@@ -748,6 +901,25 @@ pub async fn dry_run_page(
                 &DryRunPage { chrome: ctx.chrome.clone(), base, name, report: (*report).clone(), rates },
             )
         }
+        Some(Ok(Outcome::RedTeam(report))) => {
+            let none = report.configs.get(1);
+            let families = report
+                .configs
+                .first()
+                .map(|all| {
+                    all.by_attack
+                        .iter()
+                        .map(|(family, won, n)| {
+                            let undefended = none
+                                .and_then(|c| c.by_attack.iter().find(|f| f.0 == *family))
+                                .map_or("—".to_owned(), |f| format!("{}/{}", f.1, f.2));
+                            (family.clone(), format!("{won}/{n}"), undefended)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            render(&ctx.chrome, &RedTeamPage { chrome: ctx.chrome.clone(), base, name, report, families })
+        }
         other => render(
             &ctx.chrome,
             &DryRunProgressPage {
@@ -756,6 +928,7 @@ pub async fn dry_run_page(
                 name,
                 done,
                 total,
+                note,
                 error: other.and_then(|r| r.err()),
             },
         ),
@@ -788,9 +961,10 @@ pub async fn dry_run_events(
         }
         loop {
             let now = dry_runs().lock().ok().and_then(|runs| {
-                runs.get(&id).map(|r| (r.done, r.total, r.result.as_ref().map(|x| x.as_ref().err().cloned())))
+                runs.get(&id)
+                    .map(|r| (r.done, r.total, r.note.clone(), r.result.as_ref().map(|x| x.as_ref().err().cloned())))
             });
-            let (done, total, finished) = now?;
+            let (done, total, note, finished) = now?;
             if let Some(problem) = finished {
                 let bytes = match problem {
                     None => event("done", serde_json::json!({"done": done, "total": total})),
@@ -800,7 +974,7 @@ pub async fn dry_run_events(
             }
             if last != Some(done) {
                 return Some((
-                    Ok(event("progress", serde_json::json!({"done": done, "total": total}))),
+                    Ok(event("progress", serde_json::json!({"done": done, "total": total, "note": note}))),
                     (Some(done), false, ticks),
                 ));
             }
