@@ -759,6 +759,7 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     let dana = arena.user("dana", "designer").await;
     let source = quick_space("quick", 2, 2);
     arena.publish(&dana, &source, json!({})).await;
+    let mine = dana.agent("mine", "quick").await;
     let b = Browser::start(&arena, 1280, 1600).await;
     b.sign_in("dana", "correct horse battery").await;
     assert!(b.wait_text("nav", "Studio", 5).await, "designers see the studio link");
@@ -785,6 +786,8 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     .await
     .unwrap();
     b.fill("#dr-matches", "2").await;
+    // The designer's own agent takes a seat beside the baselines.
+    b.client.execute(&format!("document.getElementById('dr-agent-1').value = '{mine}'"), vec![]).await.unwrap();
     b.click("#dry-run").await;
     // Progress is live; the report replaces it when the last match is judged.
     assert!(b.wait_text("h1", "Dry run of quick", 10).await, "{}", b.body().await);
@@ -792,6 +795,7 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     let cards: Value = b.client.execute("return document.querySelectorAll('.outputs').length", vec![]).await.unwrap();
     assert_eq!(cards.as_i64(), Some(2));
     assert!(b.body().await.contains("correct"), "the verifier's rate is shown");
+    assert!(b.body().await.contains("mine v1"), "the designer's agent played: {}", b.body().await);
     b.shot("studio-dry-run-desktop").await;
     let after: (i64, i64, i64) = sqlx::query_as(
         "select (select count(*) from matches), (select count(*) from ledger_entries), (select count(*) from space_versions)",

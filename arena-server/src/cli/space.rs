@@ -137,7 +137,8 @@ pub async fn dry_run(
     };
     let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?);
     eprintln!("dry run: models loaded in {:.1} s", started.elapsed().as_secs_f64());
-    let report = crate::work::dry_run::run(&space, generator, judge, matches, |done, n| {
+    let seats = crate::work::dry_run::seats(Vec::new());
+    let report = crate::work::dry_run::run(&space, generator, judge, matches, &seats, |done, n| {
         eprintln!("dry run: {done}/{n} matches")
     })
     .await?;

@@ -29,6 +29,28 @@ pub const BASELINES: &[(&str, &str)] = &[
     ("formal", "Answer formally and concisely."),
 ];
 
+/// A seat's agent: a name for the report, its system prompt, sampling and
+/// adapter (a designer's own agent's current version, or a baseline).
+#[derive(Debug, Clone)]
+pub struct Seat {
+    pub name: String,
+    pub system: String,
+    pub sampling: AgentSampling,
+    pub adapter: Option<std::path::PathBuf>,
+}
+
+/// The designer's `own` agents first, then the baselines.
+pub fn seats(own: Vec<Seat>) -> Vec<Seat> {
+    let mut all = own;
+    all.extend(BASELINES.iter().map(|(name, system)| Seat {
+        name: (*name).to_owned(),
+        system: (*system).to_owned(),
+        sampling: AgentSampling::default(),
+        adapter: None,
+    }));
+    all
+}
+
 /// One sample match.
 #[derive(Debug, Clone, Serialize)]
 pub struct DryMatch {
@@ -68,39 +90,41 @@ pub struct Report {
     pub matches: Vec<DryMatch>,
 }
 
-/// Runs `n` sample matches of `space` on `generator` and `judge`, calling
-/// `progress(done, n)` after each. Seats rotate through the baselines.
+/// Runs `n` sample matches of `space` on `generator` and `judge` with the
+/// agents of `seats` (rotating: match m seats agents m, m+1, …), calling
+/// `progress(done, n)` after each.
 pub async fn run(
     space: &Space,
     generator: Arc<dyn Generator>,
     judge: Arc<judge::Judge>,
     n: usize,
+    seats: &[Seat],
     progress: impl Fn(usize, usize) + Send + Sync + 'static,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!((1..=MAX_MATCHES).contains(&n), "a dry run has 1 to {MAX_MATCHES} matches");
     anyhow::ensure!(!space.match_prompts.is_empty(), "the Space has no prompts for matches");
     let k = space.agents_per_match as usize;
-    anyhow::ensure!(k <= BASELINES.len(), "a dry run seats at most {} agents per match", BASELINES.len());
+    anyhow::ensure!(k <= seats.len(), "a dry run has {} agents to seat, {k} per match", seats.len());
     let started = Instant::now();
     let progress = Arc::new(progress);
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let runs = (0..n).map(|m| {
         let item = &space.prompts[space.match_prompts[m % space.match_prompts.len()]];
         let (prompt, reference) = (item.prompt.clone(), item.reference.clone());
-        let seats: Vec<usize> = (0..k).map(|s| (m + s) % BASELINES.len()).collect();
-        let jobs: Vec<GenJob> = seats
+        let chosen: Vec<&Seat> = (0..k).map(|s| &seats[(m + s) % seats.len()]).collect();
+        let jobs: Vec<GenJob> = chosen
             .iter()
             .enumerate()
-            .map(|(slot, b)| GenJob {
-                system: BASELINES[*b].1.to_owned(),
+            .map(|(slot, seat)| GenJob {
+                system: seat.system.clone(),
                 prompt: prompt.clone(),
-                adapter: None,
-                params: AgentSampling::default()
-                    .params(space.max_new_tokens as usize, 1000 + m as u64 * 31 + slot as u64),
+                adapter: seat.adapter.clone(),
+                params: seat.sampling.params(space.max_new_tokens as usize, 1000 + m as u64 * 31 + slot as u64),
                 reference: reference.clone(),
                 slot,
             })
             .collect();
+        let names: Vec<String> = chosen.iter().map(|s| s.name.clone()).collect();
         let (generator, judge, progress, done) = (generator.clone(), judge.clone(), progress.clone(), done.clone());
         async move {
             let t = Instant::now();
@@ -121,7 +145,7 @@ pub async fn run(
             anyhow::Ok(DryMatch {
                 prompt,
                 reference,
-                agents: seats.iter().enumerate().map(|(i, b)| (i.to_string(), BASELINES[*b].0.to_owned())).collect(),
+                agents: names.iter().enumerate().map(|(i, name)| (i.to_string(), name.clone())).collect(),
                 outputs: outs.iter().enumerate().map(|(i, o)| (i.to_string(), o.text.clone())).collect(),
                 tokens: outs.iter().map(|o| o.tokens).sum(),
                 seconds: t.elapsed().as_secs_f64(),

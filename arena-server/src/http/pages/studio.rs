@@ -160,6 +160,16 @@ struct EditorPage {
     publish_error: Option<String>,
     /// The built-in red-team corpora's names.
     corpora: Vec<&'static str>,
+    /// The designer's own agents (id, name), to seat in a dry run.
+    agents: Vec<(String, String)>,
+}
+
+async fn own_agents(state: &State, caller: &crate::http::auth::Caller) -> Result<Vec<(String, String)>, PageError> {
+    Ok(crate::store::agents::names_of_owner(&state.db, caller.user_id)
+        .await?
+        .into_iter()
+        .map(|(id, name)| (id.to_string(), name))
+        .collect())
 }
 
 fn corpora() -> Vec<&'static str> {
@@ -185,10 +195,9 @@ pub async fn new_page(
     caller: Visitor,
     query: web::Query<NewQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let _ = state;
     let ctx = PageCtx::new(&req, caller);
     ctx.signed_in(&req)?;
-    may_design(&ctx)?;
+    let caller = may_design(&ctx)?;
     let name = query.example.as_deref().unwrap_or("arithmetic");
     let (source, files) = example_files(name).ok_or(PageError::NotFound)?;
     let checked = check_draft(&source, &files);
@@ -203,6 +212,7 @@ pub async fn new_page(
             checked,
             publish_error: None,
             corpora: corpora(),
+            agents: own_agents(&state, caller).await?,
         },
     )
 }
@@ -252,6 +262,7 @@ pub async fn editor(
             checked,
             publish_error: None,
             corpora: corpora(),
+            agents: own_agents(&state, caller).await?,
         },
     )
 }
@@ -331,6 +342,7 @@ pub async fn publish(
                 checked,
                 publish_error: Some(why.message),
                 corpora: corpora(),
+                agents: own_agents(&state, caller).await?,
             };
             super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
         }
@@ -404,6 +416,7 @@ pub async fn upload_file(
                     why.message
                 )),
                 corpora: corpora(),
+                agents: own_agents(&state, caller).await?,
             };
             super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
         }
@@ -580,6 +593,11 @@ pub struct DryRunForm {
     /// method in the browser's DOM).
     #[serde(default)]
     sample_matches: Option<usize>,
+    /// Up to two of the designer's own agents to seat beside the baselines.
+    #[serde(default)]
+    agent_1: String,
+    #[serde(default)]
+    agent_2: String,
 }
 
 #[derive(Template)]
@@ -623,6 +641,7 @@ pub async fn dry_run(
                 checked: check_draft(&form.source, &files),
                 publish_error: Some("the draft has errors: fix them before a dry run".to_owned()),
                 corpora: corpora(),
+                agents: own_agents(&state, caller).await?,
             };
             return super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page);
         }
@@ -630,10 +649,38 @@ pub async fn dry_run(
     if space.judge.model.is_some() {
         return Err(PageError::BadForm("a dry run uses the server's model: remove judge.model first".to_owned()));
     }
+    let mut own = Vec::new();
+    for pick in [&form.agent_1, &form.agent_2] {
+        let Ok(agent) = pick.trim().parse::<crate::domain::AgentId>() else { continue };
+        let row = crate::store::agents::agent(&state.db, agent)
+            .await?
+            .filter(|a| a.owner_id == caller.user_id)
+            .ok_or(PageError::NotFound)?;
+        let version = crate::store::agents::versions(&state.db, agent)
+            .await?
+            .into_iter()
+            .find(|v| v.version == row.current_version)
+            .ok_or(PageError::NotFound)?;
+        let adapter = match &version.adapter_sha256 {
+            Some(sha) => Some(
+                crate::store::adapters::materialize(&state.db, &state.data_dir, sha)
+                    .await
+                    .map_err(PageError::internal)?,
+            ),
+            None => None,
+        };
+        own.push(crate::work::dry_run::Seat {
+            name: format!("{} v{}", row.name, row.current_version),
+            system: version.system_prompt,
+            sampling: serde_json::from_value(version.sampling).unwrap_or_default(),
+            adapter,
+        });
+    }
+    let seats = crate::work::dry_run::seats(own);
     let id = register_run(caller.user_id, &space.name, &form.base, n)?;
     let state = state.clone();
     tokio::spawn(async move {
-        let result = run_dry(&state, space, n, id).await.map_err(|e| format!("{e:#}"));
+        let result = run_dry(&state, space, n, &seats, id).await.map_err(|e| format!("{e:#}"));
         finish_run(id, result.map(|r| Outcome::DryRun(std::sync::Arc::new(r))));
     });
     Ok(see_other(&format!("/studio/dry-runs/{id}")))
@@ -835,6 +882,7 @@ async fn run_dry(
     state: &State,
     space: Space,
     n: usize,
+    seats: &[crate::work::dry_run::Seat],
     id: uuid::Uuid,
 ) -> anyhow::Result<crate::work::dry_run::Report> {
     use std::sync::Arc;
@@ -851,7 +899,7 @@ async fn run_dry(
         None
     };
     let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?);
-    crate::work::dry_run::run(&space, generator, judge, n, move |done, _| {
+    crate::work::dry_run::run(&space, generator, judge, n, seats, move |done, _| {
         if let Ok(mut runs) = dry_runs().lock()
             && let Some(run) = runs.get_mut(&id)
         {
