@@ -46,6 +46,15 @@ async fn analytics_are_the_stored_matches_counted_and_only_the_designer_reads_th
         "money in equals money out"
     );
 
+    let hourly = a["verifier_hourly"]["correct"].as_array().expect("an hourly series");
+    assert!(!hourly.is_empty() && hourly.iter().all(|p| (0.0..=1.0).contains(&p[1].as_f64().unwrap())), "{a}");
+    // The page draws them (the signed-in session of the API client is a page session too).
+    let page = dana.client.get(format!("{}/studio/quick/analytics", arena.address)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.matches("<svg").count() >= 2, "charts: {html}");
+    assert!(html.contains(&format!("id=\"a-settled\">{}<", a["settled"])), "the page's number is the API's");
+
     // Another designer finds nothing; a player may not ask.
     let rita = arena.user("rita", "designer").await;
     assert_eq!(rita.get("/spaces/quick/analytics").await.0, 404);

@@ -55,6 +55,9 @@ pub struct Analytics {
     pub tie_share: Option<f64>,
     /// Per verifier or guard: the share of answers that passed.
     pub verifier_pass_rates: BTreeMap<String, f64>,
+    /// Per verifier or guard: the pass rate of each hour's settled matches
+    /// over the last 24 hours, oldest first.
+    pub verifier_hourly: BTreeMap<String, Vec<(chrono::DateTime<chrono::Utc>, f64)>>,
     /// Rating points of the entered agents: lowest, highest, standard deviation.
     pub rating_min: Option<f64>,
     pub rating_max: Option<f64>,
@@ -120,6 +123,22 @@ pub async fn of_space(pool: &PgPool, space: SpaceId) -> Result<Analytics, sqlx::
     .bind(space)
     .fetch_all(pool)
     .await?;
+    let hourly: Vec<(String, chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
+        "select r->>'name', date_trunc('hour', m.settled_at) as h,
+                avg(case when (r->>'passed')::bool then 1.0 else 0.0 end)::float8
+         from verdicts v join matches m on m.id = v.match_id
+         cross join lateral jsonb_each(v.verdict->'verifiers') s(slot, results)
+         cross join lateral jsonb_array_elements(s.results) r
+         where m.space_id = $1 and m.status = 'settled' and m.settled_at > now() - interval '24 hours'
+         group by 1, 2 order by 1, 2",
+    )
+    .bind(space)
+    .fetch_all(pool)
+    .await?;
+    let mut verifier_hourly: BTreeMap<String, Vec<(chrono::DateTime<chrono::Utc>, f64)>> = BTreeMap::new();
+    for (name, hour, rate) in hourly {
+        verifier_hourly.entry(name).or_default().push((hour, rate));
+    }
     let (fees_in, payouts_out, pots): (i64, i64, i64) = sqlx::query_as(
         "select coalesce(sum(ma.entry_fee), 0)::bigint, coalesce(sum(ma.payout), 0)::bigint,
                 coalesce((select sum(pot) from matches where space_id = $1 and status = 'settled'), 0)::bigint
@@ -156,6 +175,7 @@ pub async fn of_space(pool: &PgPool, space: SpaceId) -> Result<Analytics, sqlx::
         judge_decisiveness,
         tie_share,
         verifier_pass_rates: rates.into_iter().collect(),
+        verifier_hourly,
         rating_min,
         rating_max,
         rating_sd,

@@ -558,6 +558,8 @@ struct AnalyticsPage {
     a: Analytics,
     per_hour: Svg,
     pass_rates: Svg,
+    /// A line per verifier (guards left out): its pass rate hour by hour.
+    over_time: Vec<Svg>,
 }
 
 /// GET /studio/{slug}/analytics
@@ -578,7 +580,24 @@ pub async fn analytics_page(
     let names: Vec<String> = a.verifier_pass_rates.keys().cloned().collect();
     let rates: Vec<i64> = a.verifier_pass_rates.values().map(|r| (r * 100.0).round() as i64).collect();
     let pass_rates = chart::bars("Verifier pass rate (%)", &names, &rates);
-    render(&ctx.chrome, &AnalyticsPage { chrome: ctx.chrome.clone(), slug: slug.into_inner(), a, per_hour, pass_rates })
+    let now = chrono::Utc::now();
+    let over_time = a
+        .verifier_hourly
+        .iter()
+        .filter(|(name, _)| !name.starts_with("guard:"))
+        .map(|(name, points)| {
+            let series = chart::Series {
+                name: name.clone(),
+                points: points.iter().map(|(h, r)| ((*h - now).num_minutes() as f64 / 60.0, r * 100.0)).collect(),
+            };
+            chart::lines(&format!("{name}: pass rate (%) by hour"), "hours ago (negative)", &[series])
+        })
+        .filter(|svg| !svg.is_empty())
+        .collect();
+    render(
+        &ctx.chrome,
+        &AnalyticsPage { chrome: ctx.chrome.clone(), slug: slug.into_inner(), a, per_hour, pass_rates, over_time },
+    )
 }
 
 #[derive(Deserialize)]
