@@ -773,6 +773,19 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     set_source(&b, &source.replace("agents_per_match = 2", "agents_per_match = 99")).await;
     assert!(b.wait_text("#check", "agents_per_match", 5).await, "{}", b.text("#check").await);
     assert!(b.text("#check .where").await.starts_with("3:"), "the error is placed: {}", b.text("#check").await);
+    // Line numbers run beside the text; the error's link puts the caret on its line.
+    let gutter = b.text("#gutter").await;
+    assert!(gutter.lines().count() >= 30 && gutter.starts_with('1'), "{gutter}");
+    b.click("#check .where").await;
+    let caret: Value = b
+        .client
+        .execute(
+            "const t = document.getElementById('source'); return t.value.slice(0, t.selectionStart).split('\\n').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(caret.as_i64(), Some(3), "the caret is on line 3");
     b.shot("studio-error-desktop").await;
     let raised = source.replace("entry_fee = 10", "entry_fee = 20");
     set_source(&b, &raised).await;

@@ -92,7 +92,39 @@
       source.close();
     });
   }
+  // The studio editor: line numbers beside the text, and an error's
+  // LINE:COL link puts the caret there.
+  function codeEditor(area) {
+    var gutter = document.getElementById("gutter");
+    function number() {
+      var lines = area.value.split("\n").length;
+      var out = [];
+      for (var i = 1; i <= lines; i++) { out.push(i); }
+      gutter.textContent = out.join("\n");
+      gutter.scrollTop = area.scrollTop;
+    }
+    area.addEventListener("input", number);
+    area.addEventListener("scroll", function () { gutter.scrollTop = area.scrollTop; });
+    number();
+    document.addEventListener("click", function (event) {
+      var link = event.target.closest ? event.target.closest("a.where[data-line]") : null;
+      if (!link) { return; }
+      event.preventDefault();
+      var line = parseInt(link.getAttribute("data-line"), 10) || 1;
+      var column = parseInt(link.getAttribute("data-column"), 10) || 1;
+      var lines = area.value.split("\n");
+      var offset = 0;
+      for (var i = 0; i < line - 1 && i < lines.length; i++) { offset += lines[i].length + 1; }
+      offset += Math.min(column - 1, (lines[line - 1] || "").length);
+      area.focus();
+      area.setSelectionRange(offset, offset);
+      var height = area.scrollHeight / Math.max(lines.length, 1);
+      area.scrollTop = Math.max(0, (line - 5) * height);
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    var source = document.getElementById("source");
+    if (source && document.getElementById("gutter")) { codeEditor(source); }
     document.querySelectorAll("[data-dry-run-events]").forEach(dryRun);
     document.querySelectorAll("[data-live-events]").forEach(follow);
     document.querySelectorAll("form[data-stream]").forEach(playground);
