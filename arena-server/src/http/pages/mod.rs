@@ -219,8 +219,9 @@ async fn require_session(
 }
 
 fn form_config() -> web::FormConfig {
+    // A Space file is the largest form a page sends (the studio's editor).
     web::FormConfig::default()
-        .limit(256 * 1024)
+        .limit(judge::files::MAX_SOURCE_BYTES + 64 * 1024)
         .error_handler(|err, _| PageError::BadForm(format!("the form could not be read: {err}")).into())
 }
 

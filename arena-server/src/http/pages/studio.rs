@@ -284,6 +284,9 @@ fn lf<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(String::deserialize(d)?.replace("\r\n", "\n"))
 }
 
+/// Live checks one designer may ask for per minute.
+pub const CHECKS_PER_MINUTE: u32 = 240;
+
 /// POST /studio/check — the draft's problems or its rules (a fragment for
 /// the editor's live check).
 pub async fn check(
@@ -296,6 +299,8 @@ pub async fn check(
     let ctx = PageCtx::new(&req, caller);
     ctx.signed_in(&req)?;
     let caller = may_design(&ctx)?;
+    // Parsing is CPU work a keystroke asks for: bounded per designer.
+    crate::http::auth::count_attempt(&state, &format!("studio-check:{}", caller.user_id), CHECKS_PER_MINUTE).await?;
     let files = base_files(&state, caller, &form.base).await?;
     let source = form.source.clone();
     let checked =
