@@ -786,6 +786,10 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
         .await
         .unwrap();
     assert_eq!(caret.as_i64(), Some(3), "the caret is on line 3");
+    // A dry run of the broken draft is refused with its errors; nothing runs.
+    b.click("#dry-run").await;
+    assert!(b.wait_text("#publish-error", "fix them before a dry run", 5).await, "{}", b.body().await);
+    assert!(b.text("#check").await.contains("agents_per_match 99"), "{}", b.text("#check").await);
     b.shot("studio-error-desktop").await;
     let raised = source.replace("entry_fee = 10", "entry_fee = 20");
     set_source(&b, &raised).await;
@@ -833,6 +837,16 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     b.click("#publish").await;
     assert!(b.wait_text("h1", "quick: versions", 5).await, "{}", b.body().await);
     assert!(b.text(".money").await.contains("entry fee 10 → 20"), "{}", b.body().await);
+    // The designer's entered agent accepted version 1's terms: it waits for a re-entry.
+    let (accepted, terms): (i32, i32) = sqlx::query_as(
+        "select e.accepted_version, s.terms_version from entries e join spaces s on s.id = e.space_id
+         where e.agent_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&mine).unwrap())
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert!(accepted < terms, "a raised fee is not forced on an entered player ({accepted} < {terms})");
     let diff = b.text("#diff").await;
     assert!(diff.contains("- entry_fee = 10") && diff.contains("+ entry_fee = 20"), "{diff}");
     b.shot("studio-versions-desktop").await;
