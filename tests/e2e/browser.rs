@@ -876,6 +876,30 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
         sqlx::query_scalar("select files from space_versions where version = 3").fetch_one(&arena.db).await.unwrap();
     assert!(files["prompts/extra.jsonl"].as_str().unwrap().contains("1 + 1"), "{files}");
 
+    // A new Space whose TOML names its own prompt file, published with it.
+    b.open("/studio/new?example=arithmetic").await;
+    let example = b.client.execute("return document.getElementById('source').value", vec![]).await.unwrap();
+    let draft = example
+        .as_str()
+        .unwrap()
+        .replacen("name = \"arithmetic\"", "name = \"sums\"", 1)
+        .replace("prompts/arithmetic.jsonl", "prompts/sums.jsonl");
+    set_source(&b, &draft).await;
+    let sums = dir.path().join("sums.jsonl");
+    let lines: String = (1..=30).map(|i| format!("{{\"prompt\": \"What is {i} + {i}?\", \"reference\": \"{}\"}}\n", 2 * i)).collect();
+    std::fs::write(&sums, lines).unwrap();
+    b.fill("#n-path", "prompts/sums.jsonl").await;
+    b.client.find(Locator::Css("#n-file")).await.unwrap().send_keys(sums.to_str().unwrap()).await.unwrap();
+    b.click("#publish-with-file").await;
+    assert!(b.wait_text("h1", "sums: versions", 5).await, "{}", b.body().await);
+    let files: Value = sqlx::query_scalar(
+        "select v.files from space_versions v join spaces s on s.id = v.space_id where s.slug = 'sums'",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert!(files["prompts/sums.jsonl"].as_str().unwrap().contains("What is 30 + 30?"), "{files}");
+
     b.open("/studio/quick/analytics").await;
     assert!(b.wait_text("h1", "quick: analytics", 5).await);
     b.client.set_window_size(360, 1600).await.unwrap();

@@ -104,6 +104,10 @@
       gutter.scrollTop = area.scrollTop;
     }
     area.addEventListener("input", number);
+    // Forms that carry a copy of the draft send it as it stands.
+    document.querySelectorAll("input[data-sync-from='" + area.id + "']").forEach(function (copy) {
+      copy.form.addEventListener("submit", function () { copy.value = area.value; });
+    });
     area.addEventListener("scroll", function () { gutter.scrollTop = area.scrollTop; });
     number();
     document.addEventListener("click", function (event) {

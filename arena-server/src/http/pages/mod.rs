@@ -125,6 +125,13 @@ pub const PAGES: &[PageRoute] = &[
     page!(get, "/studio/new", studio::new_page, SignedIn, "The editor on a copy of an example (?example=NAME)"),
     page!(
         post,
+        "/studio/new/files",
+        studio::publish_with_file,
+        SignedIn,
+        "Publish a new Space from the draft with a file beside it"
+    ),
+    page!(
+        post,
         "/studio/check",
         studio::check,
         SignedIn,

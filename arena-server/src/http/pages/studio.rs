@@ -365,6 +365,74 @@ pub struct FileForm {
     file: actix_multipart::form::bytes::Bytes,
 }
 
+/// The new-Space file form: the draft (kept in step with the editor by
+/// arena.js; without script it is the text the page was rendered with),
+/// its base, and one file to publish beside it.
+#[derive(actix_multipart::form::MultipartForm)]
+pub struct NewFileForm {
+    csrf: actix_multipart::form::text::Text<String>,
+    source: actix_multipart::form::text::Text<String>,
+    base: actix_multipart::form::text::Text<String>,
+    path: actix_multipart::form::text::Text<String>,
+    #[multipart(limit = "16MiB")]
+    file: actix_multipart::form::bytes::Bytes,
+}
+
+/// POST /studio/new/files — publishes a new Space from the draft with one
+/// uploaded file beside the base's files (a prompt file or schema the
+/// draft names), so a Space whose TOML names its own file can be published
+/// from the browser the first time.
+pub async fn publish_with_file(
+    state: State,
+    req: HttpRequest,
+    caller: Visitor,
+    form: actix_multipart::form::MultipartForm<NewFileForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    check_csrf(&req, &form.csrf)?;
+    let ctx = PageCtx::new(&req, caller);
+    ctx.signed_in(&req)?;
+    let caller = may_design(&ctx)?;
+    let base = form.base.into_inner();
+    let source = form.source.into_inner().replace("\r\n", "\n");
+    let mut files = base_files(&state, caller, &base).await?;
+    let path = form.path.into_inner().trim().to_owned();
+    let done = async {
+        judge::files::check_name(&path).map_err(|e| crate::http::error::ApiError::invalid("path", e))?;
+        let text = String::from_utf8(form.file.data.to_vec())
+            .map_err(|_| crate::http::error::ApiError::invalid("file", "the file is not UTF-8 text"))?;
+        files.insert(path.clone(), text.replace("\r\n", "\n"));
+        caller.write(&state, Scope::Design).await?;
+        Ok::<_, crate::http::error::ApiError>(
+            space_store::publish(&state.db, caller.publisher(state.settings.storage_quota_bytes), &source, &files)
+                .await?,
+        )
+    }
+    .await;
+    match done {
+        Ok(p) => Ok(see_other(&format!("/studio/{}/versions", p.slug))),
+        Err(err) => {
+            let why = super::FormError::from_api(err)?;
+            let page = EditorPage {
+                chrome: ctx.chrome.clone(),
+                slug: base.strip_prefix("space:").map(str::to_owned),
+                checked: check_draft(&source, &files),
+                base,
+                source,
+                files: files.keys().cloned().collect(),
+                publish_error: Some(format!(
+                    "{}: {}",
+                    if why.field.is_empty() { "file" } else { &why.field },
+                    why.message
+                )),
+                corpora: corpora(),
+                agents: own_agents(&state, caller).await?,
+            };
+            super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+        }
+    }
+}
+
 /// POST /studio/{slug}/files — publishes the next version of the designer's
 /// Space with `path` added or replaced by the uploaded text (the current
 /// version's TOML and other files unchanged), as `arena space publish`
