@@ -886,7 +886,8 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
         .replace("prompts/arithmetic.jsonl", "prompts/sums.jsonl");
     set_source(&b, &draft).await;
     let sums = dir.path().join("sums.jsonl");
-    let lines: String = (1..=30).map(|i| format!("{{\"prompt\": \"What is {i} + {i}?\", \"reference\": \"{}\"}}\n", 2 * i)).collect();
+    let lines: String =
+        (1..=30).map(|i| format!("{{\"prompt\": \"What is {i} + {i}?\", \"reference\": \"{}\"}}\n", 2 * i)).collect();
     std::fs::write(&sums, lines).unwrap();
     b.fill("#n-path", "prompts/sums.jsonl").await;
     b.client.find(Locator::Css("#n-file")).await.unwrap().send_keys(sums.to_str().unwrap()).await.unwrap();

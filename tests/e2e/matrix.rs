@@ -343,9 +343,15 @@ async fn every_page_refuses_every_caller_it_should() {
             let status = client.post(&path, &form, false).await;
             let expected: &[u16] = match (who, page.access, page.path) {
                 ("anonymous", PageAccess::SignedIn, _) => &[303],
-                (_, _, "/agents/new" | "/agents/{id}/version" | "/studio/{slug}/files" | "/studio/red-team" | "/studio/new/files") => {
-                    &[403, 415]
-                }
+                (
+                    _,
+                    _,
+                    "/agents/new"
+                    | "/agents/{id}/version"
+                    | "/studio/{slug}/files"
+                    | "/studio/red-team"
+                    | "/studio/new/files",
+                ) => &[403, 415],
                 _ => &[403],
             };
             if !expected.contains(&status) {

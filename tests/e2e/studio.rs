@@ -93,3 +93,42 @@ async fn the_cli_dry_run_plays_a_draft_on_the_real_model_and_stores_nothing() {
     let text = crate::cli::text(&out);
     assert!(text.contains("draft.toml:3:") && text.contains("agents_per_match"), "{text}");
 }
+
+#[tokio::test]
+async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_model() {
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signin = client
+        .post(format!("{}/api/v1/sessions", arena.address))
+        .json(&serde_json::json!({"username": "dana", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 200);
+    let page = client.get(format!("{}/studio/new?example=explain", arena.address)).send().await.unwrap();
+    let csrf = page.cookies().find(|c| c.name() == "arena_csrf").map(|c| c.value().to_owned()).expect("a CSRF cookie");
+    assert_eq!(page.status(), 200);
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spaces/explain.toml")).unwrap();
+    let started = client
+        .post(format!("{}/studio/dry-run", arena.address))
+        .header("Origin", arena.address.clone())
+        .form(&[("csrf", csrf.as_str()), ("source", &source), ("base", "example:explain"), ("sample_matches", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 303, "{}", started.text().await.unwrap());
+    let watch = started.headers()["location"].to_str().unwrap().to_owned();
+    let mut report = String::new();
+    for _ in 0..240 {
+        report = client.get(format!("{}{watch}", arena.address)).send().await.unwrap().text().await.unwrap();
+        if report.contains("dr-credits") || report.contains("dr-problem") && !report.contains("hidden") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(report.contains("dr-credits"), "the report: {report}");
+    assert!(report.contains("AI judge, seat 0 vs 1: P(0 better)"), "the judge's reading in both orders: {report}");
+    let _ = dana;
+}
