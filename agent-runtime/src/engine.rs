@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 /// Prompt tokens fed per sequence per step: a long prompt is prefilled in
 /// chunks so it does not stall the sequences decoding beside it.
 pub const PREFILL_CHUNK: usize = 256;
+/// Rows per sequence whose logits [`Runtime::score_batch`] keeps at once.
+pub const SCORE_CHUNK: usize = 64;
 
 /// What to complete.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -307,6 +309,126 @@ impl Runtime {
             }
         }
         Ok(out)
+    }
+
+    /// Teacher-forced log-probabilities of many `(prefix, target)` items in
+    /// one batch with the base model: for each item, the log-probability of
+    /// every target token after the prefix and the target tokens before it.
+    /// Items that share a head (8 tokens or more) are grouped and the head
+    /// computed once per group, its cache copied, so scoring several answers
+    /// to one question (the judge's likelihood signals) costs little more
+    /// than their distinct tails.
+    /// Logits are kept for the target positions only, in chunks of
+    /// [`SCORE_CHUNK`] rows per sequence, so memory stays bounded.
+    pub fn score_batch(&self, items: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (prefix, target) in items {
+            if prefix.is_empty() {
+                return Err(RuntimeError::Request("an item to score has no prefix tokens".to_owned()));
+            }
+            if prefix.len() + target.len() > self.model.max_positions() {
+                return Err(RuntimeError::Request(format!(
+                    "an item to score has {} tokens; the context holds {}",
+                    prefix.len() + target.len(),
+                    self.model.max_positions()
+                )));
+            }
+        }
+        let vocab = self.config().vocab;
+        // Each item's full sequence; position p's logits score token p + 1.
+        let seqs: Vec<Vec<u32>> = items.iter().map(|(p, t)| p.iter().chain(t).copied().collect()).collect();
+        // Positions before `first_scored[i]` only fill the cache.
+        let first_scored: Vec<usize> = items.iter().map(|(p, _)| p.len() - 1).collect();
+        // Items that share a head of at least MIN_SHARED tokens form a
+        // group whose head is prefilled once and its cache copied.
+        const MIN_SHARED: usize = 8;
+        let mut groups: Vec<(usize, usize, Vec<usize>)> = Vec::new(); // (leader, shared, members)
+        for i in 0..items.len() {
+            let joined = groups.iter_mut().find_map(|(leader, shared, members)| {
+                let common = seqs[*leader].iter().zip(&seqs[i]).take_while(|(a, b)| a == b).count();
+                let common = common.min(first_scored[i]).min(*shared);
+                (common >= MIN_SHARED).then(|| {
+                    *shared = common;
+                    members.push(i);
+                })
+            });
+            if joined.is_none() {
+                groups.push((i, first_scored[i], vec![i]));
+            }
+        }
+        groups.retain(|(_, _, members)| members.len() > 1);
+        let mut bases: Vec<KvCache> = groups.iter().map(|_| self.model.new_cache()).collect();
+        let mut done = 0;
+        loop {
+            let mut steps: Vec<SeqStep<'_>> = Vec::new();
+            for ((leader, shared, _), base) in groups.iter().zip(bases.iter_mut()) {
+                if done < *shared {
+                    let end = (*shared).min(done + PREFILL_CHUNK);
+                    steps.push(SeqStep {
+                        tokens: &seqs[*leader][done..end],
+                        cache: base,
+                        adapter: None,
+                        logits: Logits::Last,
+                    });
+                }
+            }
+            if steps.is_empty() {
+                break;
+            }
+            self.model.forward(&mut steps)?;
+            done += PREFILL_CHUNK;
+        }
+        let mut caches: Vec<KvCache> = Vec::with_capacity(items.len());
+        let mut fed = vec![0usize; items.len()];
+        for (i, fed_i) in fed.iter_mut().enumerate() {
+            match groups.iter().position(|(_, _, members)| members.contains(&i)) {
+                Some(g) => {
+                    caches.push(bases[g].clone());
+                    *fed_i = groups[g].1;
+                }
+                None => caches.push(self.model.new_cache()),
+            }
+        }
+        let mut out: Vec<Vec<f32>> = items.iter().map(|(_, t)| Vec::with_capacity(t.len())).collect();
+        loop {
+            let mut live: Vec<(usize, usize, bool)> = Vec::new();
+            let mut steps: Vec<SeqStep<'_>> = Vec::new();
+            for (i, cache) in caches.iter_mut().enumerate() {
+                // The last position's logits score nothing.
+                let end_all = seqs[i].len() - 1;
+                if fed[i] >= end_all {
+                    continue;
+                }
+                let scoring = fed[i] >= first_scored[i];
+                let end = if scoring {
+                    end_all.min(fed[i] + SCORE_CHUNK)
+                } else {
+                    first_scored[i].min(fed[i] + PREFILL_CHUNK)
+                };
+                live.push((i, end, scoring));
+                steps.push(SeqStep {
+                    tokens: &seqs[i][fed[i]..end],
+                    cache,
+                    adapter: None,
+                    logits: if scoring { Logits::All } else { Logits::Last },
+                });
+            }
+            if live.is_empty() {
+                return Ok(out);
+            }
+            let logits = self.model.forward(&mut steps)?;
+            drop(steps);
+            for (&(i, end, scoring), rows) in live.iter().zip(logits) {
+                if scoring {
+                    for (k, row) in rows.chunks(vocab).enumerate() {
+                        out[i].push(log_prob(row, seqs[i][fed[i] + k + 1]));
+                    }
+                }
+                fed[i] = end;
+            }
+        }
     }
 
     fn start(&self, request: Request) -> Result<Active> {

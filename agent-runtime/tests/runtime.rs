@@ -401,6 +401,39 @@ fn teacher_forced_logprobs_match_the_ones_generation_reports() {
     assert!(rt.completion_logprobs(&too_long, &[1], None).is_err());
 }
 
+/// The batched scorer gives each item the log-probs the one-at-a-time
+/// teacher-forced pass gives, whatever the items share: a common head, a
+/// long target that spans several chunks, an empty target.
+#[test]
+fn batched_scoring_matches_one_item_at_a_time() {
+    let rt = runtime();
+    let tok = |t: &str| rt.tokenizer.encode(t, false, false).unwrap();
+    let head = rt.prompt_tokens(&Prompt::Chat(vec![Message::user("Why is the sky blue?")])).unwrap();
+    let long: String = (0..40).map(|i| format!("Sentence number {i} says something plain. ")).collect();
+    let items: Vec<(Vec<u32>, Vec<u32>)> = vec![
+        (head.clone(), tok("Air scatters blue light more than red light.")),
+        (head.clone(), tok("Because it reflects the ocean.")),
+        (tok("Text: nothing here.\nQuestion:"), tok(" Why is the sky blue?")),
+        (head.clone(), tok(&long)),
+        (head.clone(), Vec::new()),
+    ];
+    assert!(items[3].1.len() > 2 * agent_runtime::engine::SCORE_CHUNK, "the long target spans chunks");
+    let batched = rt.score_batch(&items).unwrap();
+    for (k, ((prefix, target), got)) in items.iter().zip(&batched).enumerate() {
+        assert_eq!(got.len(), target.len(), "item {k}");
+        if target.is_empty() {
+            continue;
+        }
+        let want = rt.completion_logprobs(prefix, target, None).unwrap();
+        for (i, (a, b)) in want.iter().zip(got).enumerate() {
+            assert!((a - b).abs() < 2e-3, "item {k} token {i}: alone {a}, batched {b}");
+        }
+    }
+    assert!(rt.score_batch(&[(Vec::new(), vec![1])]).is_err(), "an empty prefix is refused");
+    let too_long = vec![1u32; rt.model.max_positions()];
+    assert!(rt.score_batch(&[(too_long, vec![1])]).is_err());
+}
+
 /// Without the `cuda` feature, asking for the GPU is a clear error, and the
 /// CPU runtime says it generates on the CPU.
 #[cfg(not(feature = "cuda"))]

@@ -90,6 +90,8 @@ pub struct Row {
     pub judge_p_chosen_second: Option<f64>,
     pub judge_model_sha256: Option<String>,
     pub judge_template_sha256: Option<String>,
+    /// The trained judge's artifact, when the combined judge decided.
+    pub judge_trained_sha256: Option<String>,
     /// Each answer's verifier and guard results, as JSON text (written
     /// into JSON Lines as JSON, into Parquet as text).
     #[serde(serialize_with = "raw_json")]
@@ -294,6 +296,7 @@ pub fn schema(shape: Shape) -> Schema {
         opt("judge_p_chosen_second", DataType::Float64),
         opt("judge_model_sha256", DataType::Utf8),
         opt("judge_template_sha256", DataType::Utf8),
+        opt("judge_trained_sha256", DataType::Utf8),
         opt("chosen_verifiers", DataType::Utf8),
         opt("rejected_verifiers", DataType::Utf8),
         opt("record_hash", DataType::Utf8),
@@ -326,6 +329,7 @@ struct Columns {
     p_second: Float64Builder,
     judge_model: StringBuilder,
     judge_template: StringBuilder,
+    judge_trained: StringBuilder,
     chosen_verifiers: StringBuilder,
     rejected_verifiers: StringBuilder,
     record_hash: StringBuilder,
@@ -399,6 +403,7 @@ impl Columns {
             p_second: Float64Builder::new(),
             judge_model: StringBuilder::new(),
             judge_template: StringBuilder::new(),
+            judge_trained: StringBuilder::new(),
             chosen_verifiers: StringBuilder::new(),
             rejected_verifiers: StringBuilder::new(),
             record_hash: StringBuilder::new(),
@@ -433,6 +438,7 @@ impl Columns {
         self.p_second.append_option(row.judge_p_chosen_second);
         self.judge_model.append_option(row.judge_model_sha256.as_deref());
         self.judge_template.append_option(row.judge_template_sha256.as_deref());
+        self.judge_trained.append_option(row.judge_trained_sha256.as_deref());
         self.chosen_verifiers.append_option(row.chosen_verifiers.as_deref());
         self.rejected_verifiers.append_option(row.rejected_verifiers.as_deref());
         self.record_hash.append_option(row.record_hash.as_deref());
@@ -463,6 +469,7 @@ impl Columns {
             Arc::new(self.p_second.finish()),
             Arc::new(self.judge_model.finish()),
             Arc::new(self.judge_template.finish()),
+            Arc::new(self.judge_trained.finish()),
             Arc::new(self.chosen_verifiers.finish()),
             Arc::new(self.rejected_verifiers.finish()),
             Arc::new(self.record_hash.finish()),
@@ -576,6 +583,7 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
             "rejected_agent",
             "judge_model_sha256",
             "judge_template_sha256",
+            "judge_trained_sha256",
             "chosen_verifiers",
             "rejected_verifiers",
             "record_hash",
@@ -617,9 +625,10 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
                 judge_p_chosen_second: opt_f64(&f64s[4], i),
                 judge_model_sha256: opt_text(&t[8], i),
                 judge_template_sha256: opt_text(&t[9], i),
-                chosen_verifiers: opt_text(&t[10], i),
-                rejected_verifiers: opt_text(&t[11], i),
-                record_hash: opt_text(&t[12], i),
+                judge_trained_sha256: opt_text(&t[10], i),
+                chosen_verifiers: opt_text(&t[11], i),
+                rejected_verifiers: opt_text(&t[12], i),
+                record_hash: opt_text(&t[13], i),
                 created_at_micros: micros,
                 created_at: String::new(),
             });
@@ -660,6 +669,7 @@ mod tests {
             judge_p_chosen_second: i.is_multiple_of(2).then_some(0.6),
             judge_model_sha256: Some("ab".repeat(32)),
             judge_template_sha256: None,
+            judge_trained_sha256: i.is_multiple_of(5).then(|| "cd".repeat(32)),
             chosen_verifiers: Some(r#"[{"name":"exact","passed":true}]"#.to_owned()),
             rejected_verifiers: None,
             record_hash: Some(format!("{i:064x}")),

@@ -94,9 +94,39 @@ pub struct Report {
     pub attack_cases: usize,
     pub configs: Vec<ConfigResult>,
     /// The AI judge alone with its prompt defenses, every case judged in
-    /// both orders: the share of comparisons whose two orders agreed.
+    /// both orders: the share of comparisons whose two orders' raw verdicts
+    /// agreed (a diagnostic: the debiased reading combines the orders
+    /// whether or not they agree).
     pub swap_consistency: Option<Rate>,
+    /// The debiased reading's sign under three prompt wordings (A/B, 1/2
+    /// labels, another A/B wording): the share of cases where all three
+    /// agree (real consistency, which swap consistency no longer is).
+    pub template_consistency: Option<Rate>,
     pub judge_model_sha256: Option<String>,
+}
+
+/// Cases whose template consistency is measured (six judge prompts each).
+pub const TEMPLATE_CASES: usize = 40;
+
+/// The sign of s = (l₁ − l₂)/2 under each wording, per case; the share of
+/// cases where the three signs agree.
+pub fn template_consistency(model: &JudgeModel, rubric: &str, cases: &[Case]) -> Result<Rate, JudgeError> {
+    let mut agree = 0;
+    let mut total = 0;
+    for case in cases.iter().take(TEMPLATE_CASES) {
+        let (q, a, b) = (case.prompt.as_str(), case.better.as_str(), case.worse.as_str());
+        let nonce = crate::ai::nonce(q, &[a, b]);
+        let both = [(a, b), (b, a)];
+        let base = model.pairwise(q, rubric, &both, &nonce, true).map_err(JudgeError::Model)?;
+        let mut signs = vec![crate::signals::debiased(base[0].0, base[1].0).signum()];
+        for v in 0..crate::ai::PAIRWISE_VARIANTS.len() {
+            let p = model.pairwise_variant(v, q, rubric, &both, &nonce).map_err(JudgeError::Model)?;
+            signs.push(crate::signals::debiased(p[0], p[1]).signum());
+        }
+        total += 1;
+        agree += usize::from(signs.iter().all(|s| *s == signs[0] && *s != 0.0));
+    }
+    Ok(Rate::new(agree, total))
 }
 
 /// The configurations measured: all, none, and all but each one.
@@ -119,6 +149,7 @@ pub fn configurations() -> Vec<(String, Defenses)> {
 pub fn run(
     config: Arc<JudgeConfig>,
     model: Option<Arc<JudgeModel>>,
+    embedder: Option<Arc<crate::Embedder>>,
     cases: &[Case],
     mut progress: impl FnMut(&str),
 ) -> Result<Report, JudgeError> {
@@ -126,7 +157,7 @@ pub fn run(
     let mut swap = None;
     let attack_cases = cases.iter().filter(|c| c.attack != "control").count();
     for (name, defenses) in configurations() {
-        let judge = Judge::new(config.clone(), model.clone())?.with_defenses(defenses);
+        let judge = Judge::new(config.clone(), model.clone())?.with_defenses(defenses).with_embedder(embedder.clone());
         let (mut success, mut agree, mut ties) = (0, 0, 0);
         let mut families: Vec<(String, usize, usize)> = Vec::new();
         let (mut consistent, mut compared) = (0, 0);
@@ -185,6 +216,8 @@ pub fn run(
         attack_cases,
         configs,
         swap_consistency: swap,
+        // Six more judge prompts per case: the command line measures it.
+        template_consistency: None,
         judge_model_sha256: model.as_ref().map(|m| m.sha256.clone()),
     })
 }
@@ -210,11 +243,15 @@ pub fn render(report: &Report, space: &str) -> String {
         ));
     }
     match &report.swap_consistency {
-        Some(r) => out.push_str(&format!(
-            "\nswap consistency (AI judge alone, defended prompt; both orders agree): {}\n",
-            r.show()
-        )),
+        Some(r) => out
+            .push_str(&format!("\nswap consistency (raw diagnostic: the two orders' verdicts agree): {}\n", r.show())),
         None => out.push_str("\nswap consistency: no AI comparisons ran (judge mode none)\n"),
+    }
+    if let Some(r) = &report.template_consistency {
+        out.push_str(&format!(
+            "template consistency (sign of the debiased reading s agrees under A/B, 1/2 and a second wording): {}\n",
+            r.show()
+        ));
     }
     if let Some(all) = report.configs.first() {
         out.push_str("\nattack success by family (all defenses | no defenses):\n");

@@ -45,6 +45,11 @@ pub fn referenced_names(source: &str) -> Vec<String> {
     if let Some(file) = value.get("prompts").and_then(|p| p.get("file")).and_then(|f| f.as_str()) {
         names.push(file.to_owned());
     }
+    if let Some(trained) = value.get("judge").and_then(|j| j.get("trained")).and_then(|t| t.as_str())
+        && trained != "default"
+    {
+        names.push(trained.to_owned());
+    }
     if let Some(verifiers) = value.get("verifiers").and_then(|v| v.as_array()) {
         for v in verifiers {
             if let Some(schema) = v.get("schema_file").and_then(|s| s.as_str())

@@ -18,15 +18,21 @@
 pub mod aggregate;
 pub mod ai;
 pub mod calibrate;
+pub mod degrade;
+pub mod embed;
 pub mod files;
 pub mod guard;
+pub mod signals;
 pub mod spec;
 pub mod text;
+pub mod trained;
 pub mod verify;
 pub mod worker;
 
 pub use ai::JudgeModel;
+pub use embed::Embedder;
 pub use spec::{JudgeConfig, JudgeMode, SpecError};
+pub use trained::TrainedJudge;
 pub use verify::VerifierResult;
 
 use serde::{Deserialize, Serialize};
@@ -72,7 +78,9 @@ pub struct Defenses {
     pub delimit: bool,
     /// Candidates cut to `judge.max_candidate_tokens` for the AI judge.
     pub length_cap: bool,
-    /// Each pair judged in both orders; disagreement is a tie.
+    /// Each pair judged in both orders, combined by the debiased reading
+    /// (off: one order, its verdict as it is). The combined judge always
+    /// reads both orders: its pairwise signal needs them.
     pub both_orders: bool,
     /// The injection / padding / prompt-copy guards gate.
     pub guards: bool,
@@ -152,8 +160,15 @@ pub struct Comparison {
     pub p_a_first: f64,
     /// P(a better) with `a` shown second (None when one order only).
     pub p_a_second: Option<f64>,
-    /// Both orders agree on the winner.
+    /// Both orders agree on the winner (a raw diagnostic: the debiased
+    /// reading combines the orders whether or not they agree).
     pub consistent: bool,
+    /// The debiased pairwise reading s = (l₁ − l₂)/2 (> 0: a reads better).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s: Option<f64>,
+    /// The combined judge's z for (a, b) (> 0: a better), length held at 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
     /// The outcome used: P(a better), 0.5 for a tie.
     pub outcome: f64,
     /// Probability mass on the verdict tokens (low: the judge model was lost).
@@ -172,6 +187,17 @@ pub struct JudgeReport {
     /// Each candidate's AI-judge score in [0, 1] (win rate against its tier
     /// under the Bradley–Terry fit, or the pointwise score).
     pub scores: BTreeMap<String, f64>,
+    /// The combined judge's artifact (sha256 of its file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trained_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedder_sha256: Option<String>,
+    /// The combined judge's signals per candidate (in input order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<signals::MatchSignals>,
+    /// The tie threshold used: on |s| (pairwise) or |z| (combined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tie_threshold: Option<f64>,
 }
 
 /// A preference pair: the chosen output beat the rejected one by `margin`.
@@ -192,6 +218,8 @@ pub struct Pair {
     pub rejected_verifiers: Vec<VerifierResult>,
     pub judge_model_sha256: Option<String>,
     pub judge_template_sha256: String,
+    /// The combined judge's artifact, when one decided.
+    pub judge_trained_sha256: Option<String>,
 }
 
 /// The judge's answer for one match.
@@ -230,7 +258,18 @@ pub enum JudgeError {
 pub struct Judge {
     pub config: Arc<JudgeConfig>,
     pub model: Option<Arc<JudgeModel>>,
+    /// The sentence-embedding model (the combined judge's embedding signals).
+    pub embedder: Option<Arc<Embedder>>,
     pub defenses: Defenses,
+    /// Answers this Space's judge recently saw (the `emb_constant` signal).
+    pub recent: Arc<signals::RecentAnswers>,
+}
+
+/// The pairwise mode's tie threshold on |s| when the Space sets none: the
+/// one the default trained judge measured on its null set.
+pub fn default_pairwise_tie() -> f64 {
+    static TIE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TIE.get_or_init(|| TrainedJudge::default_judge().map_or(0.5, |j| j.pairwise_tie))
 }
 
 impl Judge {
@@ -239,7 +278,113 @@ impl Judge {
         if config.mode != JudgeMode::None && model.is_none() {
             return Err(JudgeError::Model("this Space's judge mode needs a judge model".to_owned()));
         }
-        Ok(Judge { config, model, defenses: Defenses::ALL })
+        Ok(Judge { config, model, embedder: None, defenses: Defenses::ALL, recent: Default::default() })
+    }
+
+    /// The embedding model, for a combined judge that reads embeddings.
+    pub fn with_embedder(mut self, embedder: Option<Arc<Embedder>>) -> Judge {
+        self.embedder = embedder;
+        self
+    }
+
+    /// Attaches the embedding model kept beside `model_path` (shared per
+    /// process) when this Space's combined judge reads embeddings.
+    pub fn with_embedder_for(self, model_path: &std::path::Path) -> Result<Judge, JudgeError> {
+        let needed = self.config.mode == JudgeMode::Combined
+            && self.config.trained.as_ref().is_some_and(|t| t.judge.uses_embeddings());
+        if !needed || self.embedder.is_some() {
+            return Ok(self);
+        }
+        let e = embed::shared(&embed::default_dir(model_path)).map_err(JudgeError::Model)?;
+        Ok(self.with_embedder(Some(e)))
+    }
+
+    /// The texts the AI judge reads: cleaned (if the defense is on) and cut
+    /// to the token cap; records what was cut in `truncated`.
+    fn judged_texts(
+        &self,
+        model: &JudgeModel,
+        input: &MatchInput,
+        capped: &[String],
+        prompt: &str,
+        truncated: &mut BTreeMap<String, Truncation>,
+    ) -> (String, Vec<String>) {
+        let (cfg, d) = (&self.config, self.defenses);
+        let judged = capped
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let clean = if d.sanitize { text::for_judge(t, |s| model.strip_special(s)) } else { t.clone() };
+                let cap = if d.length_cap { cfg.max_candidate_tokens } else { UNCAPPED_CANDIDATE_TOKENS };
+                let (cut, before) = model.cap_tokens(&clean, cap);
+                if before > cap {
+                    truncated
+                        .entry(input.candidates[i].id.clone())
+                        .or_insert(Truncation { chars: None, judge_tokens: None })
+                        .judge_tokens = Some((before, cap));
+                }
+                cut
+            })
+            .collect();
+        let question = if d.sanitize { text::for_judge(prompt, |s| model.strip_special(s)) } else { prompt.to_owned() };
+        (question, judged)
+    }
+
+    /// The combined judge's signals for a match, read exactly as
+    /// [`Judge::judge`] reads them (what `arena judge train` fits on),
+    /// with the pairwise reading for every pair.
+    pub fn signals(&self, input: &MatchInput) -> Result<signals::MatchSignals, JudgeError> {
+        Judge::check_input(input)?;
+        let model = self.model.as_ref().ok_or_else(|| JudgeError::Model("signals need a judge model".to_owned()))?;
+        let (prompt, _) = text::cap_chars(&input.prompt, MAX_PROMPT_CHARS);
+        let reference = input.reference.as_deref().map(|r| text::cap_chars(r, MAX_PROMPT_CHARS).0);
+        let capped: Vec<String> =
+            input.candidates.iter().map(|c| text::cap_chars(&c.text, MAX_CANDIDATE_CHARS).0).collect();
+        let mut truncated = BTreeMap::new();
+        let (question, judged) = self.judged_texts(model, input, &capped, &prompt, &mut truncated);
+        let n = judged.len();
+        let orders: Vec<(usize, usize)> =
+            (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).collect();
+        self.read_signals(model, &question, reference.as_deref(), &judged, &orders)
+    }
+
+    /// Likelihood and embedding signals, plus the debiased pairwise
+    /// reading over `orders` (each unordered pair in both orders).
+    fn read_signals(
+        &self,
+        model: &JudgeModel,
+        question: &str,
+        reference: Option<&str>,
+        judged: &[String],
+        orders: &[(usize, usize)],
+    ) -> Result<signals::MatchSignals, JudgeError> {
+        let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
+        let input = signals::SignalInput { question, reference, answers: &refs };
+        let mut sig =
+            signals::compute(model, self.embedder.as_deref(), Some(&self.recent), &input).map_err(JudgeError::Model)?;
+        if !orders.is_empty() {
+            let n = judged.len();
+            let nonce = ai::nonce(question, &refs);
+            let pairs: Vec<(&str, &str)> = orders.iter().map(|&(a, b)| (refs[a], refs[b])).collect();
+            let probs = model
+                .pairwise(question, &self.config.rubric, &pairs, &nonce, self.defenses.delimit)
+                .map_err(JudgeError::Model)?;
+            let by: BTreeMap<(usize, usize), f64> = orders.iter().copied().zip(probs.iter().map(|p| p.0)).collect();
+            let mut s = vec![vec![0.0; n]; n];
+            let mut agree = vec![vec![true; n]; n];
+            let mut p_a = vec![vec![(0.5, 0.5); n]; n];
+            for (&(i, j), &p1) in &by {
+                if let Some(&p2) = by.get(&(j, i)) {
+                    s[i][j] = signals::debiased(p1, p2);
+                    agree[i][j] = (p1 - 0.5) * (0.5 - p2) > 0.0;
+                    p_a[i][j] = (p1, p2);
+                }
+            }
+            sig.pairwise = Some(s);
+            sig.orders_agree = Some(agree);
+            sig.p_a = Some(p_a);
+        }
+        Ok(sig)
     }
 
     pub fn with_defenses(mut self, defenses: Defenses) -> Judge {
@@ -341,6 +486,10 @@ impl Judge {
             comparisons: Vec::new(),
             pointwise: BTreeMap::new(),
             scores: BTreeMap::new(),
+            trained_sha256: None,
+            embedder_sha256: None,
+            signals: None,
+            tie_threshold: None,
         };
         let mut judge_score = vec![0.5f64; n];
         // outcome[i][j]: the debiased P(i better than j) where judged.
@@ -348,26 +497,10 @@ impl Judge {
         // P(a better | a shown first) for each ordered pair judged.
         let mut by_order: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
         if let (Some(model), true) = (&self.model, cfg.mode != JudgeMode::None) {
-            let judged: Vec<String> = capped
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let clean = if d.sanitize { text::for_judge(t, |s| model.strip_special(s)) } else { t.clone() };
-                    let cap = if d.length_cap { cfg.max_candidate_tokens } else { UNCAPPED_CANDIDATE_TOKENS };
-                    let (cut, before) = model.cap_tokens(&clean, cap);
-                    if before > cap {
-                        truncated
-                            .entry(input.candidates[i].id.clone())
-                            .or_insert(Truncation { chars: None, judge_tokens: None })
-                            .judge_tokens = Some((before, cap));
-                    }
-                    cut
-                })
-                .collect();
-            let question =
-                if d.sanitize { text::for_judge(&prompt, |s| model.strip_special(s)) } else { prompt.clone() };
+            let (question, judged) = self.judged_texts(model, input, &capped, &prompt, &mut truncated);
             let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
             let nonce = ai::nonce(&question, &refs);
+            let mut tier_wins: Option<Vec<Vec<f64>>> = None;
             match cfg.mode {
                 JudgeMode::Pairwise => {
                     // Only candidates on the same side of the hard gate need
@@ -387,6 +520,8 @@ impl Judge {
                     let probs =
                         model.pairwise(&question, &cfg.rubric, &pairs, &nonce, d.delimit).map_err(JudgeError::Model)?;
                     by_order = orders.iter().copied().zip(probs).collect();
+                    let tie = cfg.tie_threshold.unwrap_or_else(default_pairwise_tie);
+                    report.tie_threshold = Some(tie);
                     let mut wins = vec![vec![0.0f64; n]; n];
                     for (&(i, j), &(p_first, mass)) in &by_order {
                         if i > j {
@@ -394,9 +529,13 @@ impl Judge {
                         }
                         let second = by_order.get(&(j, i)).map(|&(p, _)| 1.0 - p);
                         let consistent = second.is_none_or(|p2| (p_first - 0.5) * (p2 - 0.5) > 0.0);
-                        let o = match second {
-                            Some(p2) if consistent => (p_first + p2) / 2.0,
-                            Some(_) => 0.5,
+                        // Both orders: the debiased reading s, a tie below
+                        // the threshold set on the null set. One order: its
+                        // verdict as it is (position bias and all).
+                        let s = second.map(|p2| signals::debiased(p_first, 1.0 - p2));
+                        let o = match s {
+                            Some(s) if s.abs() < tie => 0.5,
+                            Some(s) => aggregate::sigmoid(s),
                             None => p_first,
                         };
                         wins[i][j] = o;
@@ -409,27 +548,80 @@ impl Judge {
                             p_a_first: p_first,
                             p_a_second: second,
                             consistent,
+                            s,
+                            z: None,
                             outcome: o,
                             mass,
                         });
                     }
-                    for tier in [true, false] {
-                        let members: Vec<usize> = (0..n).filter(|&i| gate[i] == tier).collect();
-                        if members.len() < 2 {
-                            continue;
-                        }
-                        let sub: Vec<Vec<f64>> =
-                            members.iter().map(|&i| members.iter().map(|&j| wins[i][j]).collect()).collect();
-                        let theta = aggregate::bradley_terry(&sub, 0.5);
-                        for (a, &i) in members.iter().enumerate() {
-                            let others = members.len() - 1;
-                            judge_score[i] = (0..members.len())
-                                .filter(|&b| b != a)
-                                .map(|b| aggregate::sigmoid(theta[a] - theta[b]))
-                                .sum::<f64>()
-                                / others as f64;
+                    tier_wins = Some(wins);
+                }
+                JudgeMode::Combined => {
+                    let trained = cfg.trained.as_ref().ok_or_else(|| {
+                        JudgeError::Model("the combined judge has no trained model configured".to_owned())
+                    })?;
+                    if trained.judge.uses_embeddings() && self.embedder.is_none() {
+                        return Err(JudgeError::Model(
+                            "the combined judge reads embeddings: the embedding model is not loaded (fetch it with \
+                             `arena model fetch`)"
+                                .to_owned(),
+                        ));
+                    }
+                    let mut orders: Vec<(usize, usize)> = Vec::new();
+                    if trained.judge.uses_pairwise() {
+                        for i in 0..n {
+                            for j in i + 1..n {
+                                if gate[i] == gate[j] {
+                                    orders.push((i, j));
+                                    orders.push((j, i));
+                                }
+                            }
                         }
                     }
+                    let sig = self.read_signals(model, &question, reference.as_deref(), &judged, &orders)?;
+                    let tie = trained.judge.tie_threshold;
+                    report.tie_threshold = Some(tie);
+                    report.trained_sha256 = Some(trained.sha256.clone());
+                    report.embedder_sha256 = self.embedder.as_ref().map(|e| e.sha256.clone());
+                    let mut wins = vec![vec![0.0f64; n]; n];
+                    for i in 0..n {
+                        for j in i + 1..n {
+                            if gate[i] != gate[j] {
+                                continue;
+                            }
+                            let z = trained.judge.z(&sig.difference(i, j));
+                            let o = if z.abs() < tie { 0.5 } else { aggregate::sigmoid(z) };
+                            let (p_first, second, consistent) = match &sig.p_a {
+                                Some(p) => (
+                                    p[i][j].0,
+                                    Some(1.0 - p[i][j].1),
+                                    sig.orders_agree.as_ref().is_none_or(|a| a[i][j]),
+                                ),
+                                None => (0.5, None, true),
+                            };
+                            if let Some(p) = &sig.p_a {
+                                by_order.insert((i, j), (p[i][j].0, 1.0));
+                                by_order.insert((j, i), (p[i][j].1, 1.0));
+                            }
+                            wins[i][j] = o;
+                            wins[j][i] = 1.0 - o;
+                            outcome[i][j] = Some((o, consistent));
+                            outcome[j][i] = Some((1.0 - o, consistent));
+                            report.comparisons.push(Comparison {
+                                a: input.candidates[i].id.clone(),
+                                b: input.candidates[j].id.clone(),
+                                p_a_first: p_first,
+                                p_a_second: second,
+                                consistent,
+                                s: sig.pairwise.as_ref().map(|p| p[i][j]),
+                                z: Some(z),
+                                outcome: o,
+                                mass: 1.0,
+                            });
+                        }
+                    }
+                    report.signals = Some(sig);
+                    tier_wins = Some(wins);
                 }
                 JudgeMode::Pointwise => {
                     let scored = model
@@ -441,6 +633,25 @@ impl Judge {
                     }
                 }
                 JudgeMode::None => {}
+            }
+            if let Some(wins) = tier_wins {
+                for tier in [true, false] {
+                    let members: Vec<usize> = (0..n).filter(|&i| gate[i] == tier).collect();
+                    if members.len() < 2 {
+                        continue;
+                    }
+                    let sub: Vec<Vec<f64>> =
+                        members.iter().map(|&i| members.iter().map(|&j| wins[i][j]).collect()).collect();
+                    let theta = aggregate::bradley_terry(&sub, 0.5);
+                    for (a, &i) in members.iter().enumerate() {
+                        let others = members.len() - 1;
+                        judge_score[i] = (0..members.len())
+                            .filter(|&b| b != a)
+                            .map(|b| aggregate::sigmoid(theta[a] - theta[b]))
+                            .sum::<f64>()
+                            / others as f64;
+                    }
+                }
             }
             for (i, c) in input.candidates.iter().enumerate() {
                 report.scores.insert(c.id.clone(), judge_score[i]);
@@ -491,6 +702,7 @@ impl Judge {
                     rejected_verifiers: results[j].clone(),
                     judge_model_sha256: report.model_sha256.clone(),
                     judge_template_sha256: report.template_sha256.clone(),
+                    judge_trained_sha256: report.trained_sha256.clone(),
                 });
             }
         }

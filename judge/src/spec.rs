@@ -100,8 +100,14 @@ pub struct VerifierSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeSpec {
-    /// `"pairwise"` (default), `"pointwise"` or `"none"`.
+    /// `"pairwise"` (default), `"pointwise"`, `"combined"` or `"none"`.
     pub mode: Option<Spanned<String>>,
+    /// The combined judge's trained model: `"default"` (the one shipped
+    /// with the project) or the name of one of the Space's files.
+    pub trained: Option<Spanned<String>>,
+    /// Pairwise mode: |s| below this is a tie (default: the threshold the
+    /// default trained judge measured on its null set).
+    pub tie_threshold: Option<Spanned<f64>>,
     pub rubric: Option<Spanned<String>>,
     /// A GGUF judge model, relative to the Space file; absent: the
     /// configured default model.
@@ -142,7 +148,18 @@ pub struct JudgeSections {
 pub enum JudgeMode {
     Pairwise,
     Pointwise,
+    /// The trained judge over likelihood, embedding and pairwise signals.
+    Combined,
     None,
+}
+
+/// A trained judge as a Space uses it, with its artifact's sha256.
+#[derive(Debug, Clone)]
+pub struct LoadedTrained {
+    pub judge: crate::trained::TrainedJudge,
+    pub sha256: String,
+    /// `default` or the Space file's name.
+    pub name: String,
 }
 
 /// A checked judge configuration, ready to run.
@@ -158,6 +175,10 @@ pub struct JudgeConfig {
     pub scale: u32,
     pub guards: Vec<Guard>,
     pub min_margin: f64,
+    /// The combined judge's trained model (mode `combined` only).
+    pub trained: Option<std::sync::Arc<LoadedTrained>>,
+    /// Pairwise mode's tie threshold on |s|, when the Space sets one.
+    pub tie_threshold: Option<f64>,
 }
 
 /// Verifiers one Space may have.
@@ -213,11 +234,12 @@ impl JudgeConfig {
         let mode = match j.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("pairwise", _)) => JudgeMode::Pairwise,
             Some(("pointwise", _)) => JudgeMode::Pointwise,
+            Some(("combined", _)) => JudgeMode::Combined,
             Some(("none", _)) => JudgeMode::None,
             Some((other, span)) => {
                 errors.push(SpecError::new(
                     span,
-                    format!("judge.mode {other:?} is not one of \"pairwise\", \"pointwise\", \"none\""),
+                    format!("judge.mode {other:?} is not one of \"pairwise\", \"pointwise\", \"combined\", \"none\""),
                 ));
                 JudgeMode::None
             }
@@ -274,6 +296,32 @@ impl JudgeConfig {
                 0.1
             }
         };
+        let trained = match (&j.trained, mode) {
+            (Some(t), m) if m != JudgeMode::Combined => {
+                errors.push(SpecError::new(t.span(), "judge.trained applies to judge.mode = \"combined\" only"));
+                None
+            }
+            (None, JudgeMode::Combined) => {
+                load_trained("default", None, files).map_err(|e| errors.push(SpecError::new(judge.span(), e))).ok()
+            }
+            (Some(t), _) => load_trained(t.get_ref(), Some(t.span()), files)
+                .map_err(|e| errors.push(SpecError::new(t.span(), e)))
+                .ok(),
+            (None, _) => None,
+        };
+        let tie_threshold = match &j.tie_threshold {
+            None => None,
+            Some(t) if mode != JudgeMode::Pairwise => {
+                errors.push(SpecError::new(t.span(), "judge.tie_threshold applies to judge.mode = \"pairwise\" only"));
+                None
+            }
+            Some(t) if t.get_ref().is_finite() && (0.0..=20.0).contains(t.get_ref()) => Some(*t.get_ref()),
+            Some(t) => {
+                errors
+                    .push(SpecError::new(t.span(), format!("judge.tie_threshold {} is outside [0, 20]", t.get_ref())));
+                None
+            }
+        };
         if mode == JudgeMode::None && verifiers.is_empty() && errors.is_empty() {
             errors.push(SpecError::new(
                 judge.span(),
@@ -283,7 +331,19 @@ impl JudgeConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(JudgeConfig { verifiers, mode, rubric, model, weight, max_candidate_tokens, scale, guards, min_margin })
+        Ok(JudgeConfig {
+            verifiers,
+            mode,
+            rubric,
+            model,
+            weight,
+            max_candidate_tokens,
+            scale,
+            guards,
+            min_margin,
+            trained: trained.map(std::sync::Arc::new),
+            tie_threshold,
+        })
     }
 
     /// Whether running this configuration needs a model (AI judge or a
@@ -291,6 +351,21 @@ impl JudgeConfig {
     pub fn needs_model(&self) -> bool {
         self.mode != JudgeMode::None || self.verifiers.iter().any(Verifier::needs_tokenizer)
     }
+}
+
+/// The shipped default judge, or a trained judge among the Space's files.
+fn load_trained(name: &str, _span: Option<Range<usize>>, files: &SpaceFiles) -> Result<LoadedTrained, String> {
+    use sha2::Digest;
+    let text = if name == "default" {
+        crate::trained::DEFAULT_JSON
+    } else {
+        crate::files::check_name(name).map_err(|e| format!("judge.trained: {e}"))?;
+        files.get(name).map(String::as_str).ok_or_else(|| {
+            format!("judge.trained {name:?} is not among the Space's files (send it in `files`, or use \"default\")")
+        })?
+    };
+    let judge = crate::trained::TrainedJudge::parse(text).map_err(|e| format!("judge.trained {name:?}: {e}"))?;
+    Ok(LoadedTrained { sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())), judge, name: name.to_owned() })
 }
 
 fn toml_error(e: &toml::de::Error) -> SpecError {

@@ -3,7 +3,8 @@
 //! arena wires it to its Redis stream; the queue's bound is its
 //! back-pressure (a full queue is an immediate error, never a hang).
 
-use crate::{Judge, JudgeConfig, JudgeError, JudgeModel, MatchInput, Verdict};
+use crate::signals::RecentAnswers;
+use crate::{Embedder, Judge, JudgeConfig, JudgeError, JudgeMode, JudgeModel, MatchInput, Verdict};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,11 @@ impl JudgeWorker {
         let (tx, rx) = sync_channel::<Job>(capacity);
         std::thread::Builder::new().name("judge".to_owned()).spawn(move || {
             let mut models: HashMap<PathBuf, Arc<JudgeModel>> = HashMap::new();
+            let mut embedder: Option<Arc<Embedder>> = None;
+            // Each Space version's recent answers (the combined judge's
+            // `emb_constant` signal), keyed by its shared config.
+            let mut recent: HashMap<usize, (std::sync::Weak<JudgeConfig>, Arc<RecentAnswers>)> = HashMap::new();
+            let embedder_dir = crate::embed::default_dir(&default_model);
             for job in rx {
                 let result = (|| {
                     let model = if job.config.needs_model() {
@@ -50,7 +56,21 @@ impl JudgeWorker {
                     } else {
                         None
                     };
-                    Judge::new(job.config.clone(), model)?.judge(&job.input)
+                    let mut judge = Judge::new(job.config.clone(), model)?;
+                    if job.config.mode == JudgeMode::Combined {
+                        if job.config.trained.as_ref().is_some_and(|t| t.judge.uses_embeddings()) && embedder.is_none()
+                        {
+                            embedder = Some(Arc::new(Embedder::load(&embedder_dir).map_err(JudgeError::Model)?));
+                        }
+                        judge = judge.with_embedder(embedder.clone());
+                        recent.retain(|_, (config, _)| config.strong_count() > 0);
+                        let key = Arc::as_ptr(&job.config) as usize;
+                        let entry = recent
+                            .entry(key)
+                            .or_insert_with(|| (Arc::downgrade(&job.config), Arc::new(RecentAnswers::default())));
+                        judge.recent = entry.1.clone();
+                    }
+                    judge.judge(&job.input)
                 })();
                 let _ = job.reply.send(result);
             }

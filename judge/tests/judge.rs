@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use judge::worker::JudgeWorker;
-use judge::{Candidate, Defenses, Judge, JudgeConfig, JudgeModel, MatchInput};
+use judge::{Candidate, Defenses, Embedder, Judge, JudgeConfig, JudgeModel, MatchInput};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -25,6 +25,15 @@ fn model() -> Arc<JudgeModel> {
 
 fn space(name: &str) -> Arc<JudgeConfig> {
     Arc::new(JudgeConfig::load(&root().join("spaces").join(name)).unwrap())
+}
+
+/// The explain Space read by the AI judge's pairwise mode (the example
+/// itself uses the combined judge).
+fn pairwise_explain() -> Arc<JudgeConfig> {
+    let mut cfg = (*space("explain.toml")).clone();
+    cfg.mode = judge::JudgeMode::Pairwise;
+    cfg.trained = None;
+    Arc::new(cfg)
 }
 
 fn candidates(list: &[(&str, &str)]) -> Vec<Candidate> {
@@ -81,7 +90,7 @@ fn wrong_and_gaming_answers_rank_below_every_correct_one() {
 
 #[test]
 fn pairwise_runs_both_orders_and_reads_verdict_probabilities() {
-    let judge = Judge::new(space("explain.toml"), Some(model())).unwrap();
+    let judge = Judge::new(pairwise_explain(), Some(model())).unwrap();
     let input = MatchInput {
         prompt: "Explain to a curious twelve-year-old, in at most three sentences: Why is the sky blue?".into(),
         reference: None,
@@ -99,11 +108,15 @@ fn pairwise_runs_both_orders_and_reads_verdict_probabilities() {
     }
     assert!(c.mass > 0.0 && c.mass <= 1.0, "{c:?}");
     assert_eq!(c.consistent, (c.p_a_first - 0.5) * (second - 0.5) > 0.0);
-    if !c.consistent {
-        assert_eq!(c.outcome, 0.5, "disagreeing orders are a tie");
-    }
+    // The orders are combined by the debiased reading, agreeing or not.
+    let s = c.s.expect("the debiased reading");
+    assert!((s - judge::signals::debiased(c.p_a_first, 1.0 - second)).abs() < 1e-12);
+    let tie = v.judge.tie_threshold.expect("the tie threshold used");
+    assert_eq!(tie, judge::default_pairwise_tie());
+    let want = if s.abs() < tie { 0.5 } else { 1.0 / (1.0 + (-s).exp()) };
+    assert!((c.outcome - want).abs() < 1e-12, "{c:?}");
     // One order only: the outcome is the single reading.
-    let one = Judge::new(space("explain.toml"), Some(model()))
+    let one = Judge::new(pairwise_explain(), Some(model()))
         .unwrap()
         .with_defenses(Defenses { both_orders: false, ..Defenses::ALL });
     let v1 = one.judge(&input).unwrap();
@@ -113,8 +126,10 @@ fn pairwise_runs_both_orders_and_reads_verdict_probabilities() {
 
 #[test]
 fn pointwise_scores_are_expectations_in_range() {
-    let text =
-        std::fs::read_to_string(root().join("spaces/explain.toml")).unwrap().replace("\"pairwise\"", "\"pointwise\"");
+    let text = std::fs::read_to_string(root().join("spaces/explain.toml"))
+        .unwrap()
+        .replace("\"combined\"", "\"pointwise\"")
+        .replace("trained = \"default\"\n", "");
     let cfg = Arc::new(JudgeConfig::parse(&text, &Default::default(), &root().join("spaces")).unwrap());
     let judge = Judge::new(cfg, Some(model())).unwrap();
     let input = MatchInput {
@@ -132,7 +147,7 @@ fn pointwise_scores_are_expectations_in_range() {
 
 #[test]
 fn hostile_candidates_are_bounded_and_the_cut_is_recorded() {
-    let judge = Judge::new(space("explain.toml"), Some(model())).unwrap();
+    let judge = Judge::new(pairwise_explain(), Some(model())).unwrap();
     let megabyte = "blue light scatters ".repeat(52_429);
     let input = MatchInput {
         prompt: "Why is the sky blue?".into(),
@@ -185,7 +200,7 @@ fn calibration_reports_every_configuration() {
     let few: Vec<_> =
         cases.into_iter().filter(|c| c.id.starts_with("arith-0-") && families.contains(&c.attack.as_str())).collect();
     assert_eq!(few.len(), families.len());
-    let report = judge::calibrate::run(space("arithmetic.toml"), Some(model()), &few, |_| {}).unwrap();
+    let report = judge::calibrate::run(space("arithmetic.toml"), Some(model()), None, &few, |_| {}).unwrap();
     assert_eq!(report.configs.len(), judge::calibrate::configurations().len());
     let all = &report.configs[0];
     assert_eq!(all.defenses, Defenses::ALL);
@@ -219,4 +234,149 @@ fn the_red_team_corpus_has_every_attack_family_and_enough_cases() {
     ] {
         assert!(families.contains(family), "no {family} cases");
     }
+}
+
+fn embedder() -> Arc<Embedder> {
+    judge::embed::shared(&judge::embed::default_dir(&model_path())).unwrap()
+}
+
+fn signals_of(question: &str, answers: &[&str]) -> judge::signals::MatchSignals {
+    let refs: Vec<&str> = answers.to_vec();
+    let input = judge::signals::SignalInput { question, reference: None, answers: &refs };
+    judge::signals::compute(&model(), Some(&embedder()), None, &input).unwrap()
+}
+
+fn value(sig: &judge::signals::MatchSignals, i: usize, name: &str) -> f64 {
+    let k = judge::signals::CANDIDATE_FEATURES.iter().position(|f| *f == name).unwrap();
+    sig.candidates[i].values[k]
+}
+
+const SKY: &str = "Explain to a curious twelve-year-old, in at most three sentences: Why is the sky blue?";
+const SKY_GOOD: &str = "Sunlight is made of many colours. Air molecules scatter blue light much more than red \
+light, so blue light reaches our eyes from every direction of the sky.";
+
+#[test]
+fn a_shuffled_answer_reads_less_fluent_and_an_off_topic_one_less_relevant() {
+    // Over the first twelve good answers of the corpus: each against its
+    // words shuffled and against the next prompt's answer.
+    let corpus = judge::degrade::parse_corpus(judge::trained::ANSWERS_JSONL).unwrap();
+    let pairs = judge::degrade::generate(&corpus[..12], 1);
+    let (mut fluent, mut relevant, mut pmi, mut on_topic, mut n_shuffled, mut n_off) = (0, 0, 0, 0, 0, 0);
+    for p in &pairs {
+        let sig = signals_of(&p.prompt, &[&p.better, &p.worse]);
+        match p.family.as_str() {
+            "shuffled" => {
+                n_shuffled += 1;
+                fluent += usize::from(value(&sig, 0, "fluency") > value(&sig, 1, "fluency"));
+            }
+            "off_topic" => {
+                n_off += 1;
+                relevant += usize::from(value(&sig, 0, "relevance") > value(&sig, 1, "relevance"));
+                pmi += usize::from(value(&sig, 0, "pmi") > value(&sig, 1, "pmi"));
+                on_topic += usize::from(value(&sig, 0, "emb_prompt") > value(&sig, 1, "emb_prompt"));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((n_shuffled, n_off), (12, 12));
+    assert!(fluent >= 11, "fluency caught {fluent}/12 shuffled answers");
+    assert!(relevant >= 10, "relevance caught {relevant}/12 off-topic answers");
+    assert!(pmi >= 10, "pmi caught {pmi}/12 off-topic answers");
+    assert!(on_topic >= 11, "embeddings caught {on_topic}/12 off-topic answers");
+    // The guards' signals see what inflates the others.
+    let copied = signals_of(SKY, &[SKY_GOOD, SKY, &[SKY_GOOD; 4].join(" ")]);
+    assert!(value(&copied, 1, "prompt_copy") > 0.9 && value(&copied, 0, "prompt_copy") < 0.1);
+    assert!(value(&copied, 2, "repetition") > 0.5 && value(&copied, 0, "repetition") == 0.0);
+}
+
+/// The explain Space with the combined judge and no verifiers, guards or
+/// other defenses deciding: the trained judge alone.
+fn combined_alone() -> Judge {
+    let mut cfg = (*space("explain.toml")).clone();
+    cfg.mode = judge::JudgeMode::Combined;
+    let default = judge::TrainedJudge::default_judge().unwrap();
+    cfg.trained =
+        Some(Arc::new(judge::spec::LoadedTrained { sha256: default.sha256(), judge: default, name: "default".into() }));
+    Judge::new(Arc::new(cfg), Some(model()))
+        .unwrap()
+        .with_embedder(Some(embedder()))
+        .with_defenses(Defenses::JUDGE_ONLY)
+}
+
+#[test]
+fn the_combined_judge_prefers_the_real_answer_to_the_question_copied_back_or_repeated() {
+    let judge = combined_alone();
+    for worse in [SKY.to_owned(), [SKY_GOOD; 4].join(" "), "I am not sure, it depends on many things.".to_owned()] {
+        let input = MatchInput {
+            prompt: SKY.into(),
+            reference: None,
+            candidates: candidates(&[("copy", &worse), ("good", SKY_GOOD)]),
+        };
+        let v = judge.judge(&input).unwrap();
+        assert_eq!(v.ranking[0], "good", "{worse:?} won: {:?}", v.judge.comparisons);
+        let c = &v.judge.comparisons[0];
+        assert!(c.z.is_some_and(|z| z < 0.0), "{c:?}");
+        // The shipped judge was fitted without the A/B reading (it added
+        // nothing on held-out families): it does not pay for those prompts.
+        assert_eq!(c.s.is_some(), judge.config.trained.as_ref().unwrap().judge.uses_pairwise(), "{c:?}");
+        assert!(v.judge.trained_sha256.is_some() && v.judge.embedder_sha256.is_some());
+        assert!(v.judge.signals.as_ref().is_some_and(|s| s.candidates.len() == 2));
+    }
+}
+
+#[test]
+fn the_open_ended_example_space_uses_the_combined_judge_and_emits_pairs_with_its_artifact() {
+    let cfg = space("explain.toml");
+    assert_eq!(cfg.mode, judge::JudgeMode::Combined, "the demo's open-ended Space uses the best judge");
+    let judge = Judge::new(cfg.clone(), Some(model())).unwrap().with_embedder_for(&model_path()).unwrap();
+    let input = MatchInput {
+        prompt: SKY.into(),
+        reference: None,
+        candidates: candidates(&[
+            ("vague", "Good question! The answer can vary, and it is best to keep an open mind about it."),
+            ("good", SKY_GOOD),
+        ]),
+    };
+    let v = judge.judge(&input).unwrap();
+    assert_eq!(v.ranking[0], "good", "{:?}", v.judge.comparisons);
+    assert_eq!(v.pairs.len(), 1, "a decided comparison yields a pair: {:?}", v.judge.comparisons);
+    let pair = &v.pairs[0];
+    assert_eq!((pair.chosen.as_str(), pair.rejected.as_str()), ("good", "vague"));
+    assert_eq!(pair.judge_trained_sha256.as_deref(), Some(cfg.trained.as_ref().unwrap().sha256.as_str()));
+    // The worker runs it too (it loads the embedder itself).
+    let worker = JudgeWorker::start(model_path(), 2, 4).unwrap();
+    let verdict = worker.submit(cfg, input).unwrap().blocking_recv().unwrap().unwrap();
+    assert_eq!(verdict.ranking[0], "good");
+}
+
+#[test]
+fn a_space_file_chooses_the_judge_mode_and_its_artifact_with_errors_at_their_place() {
+    let files = judge::files::SpaceFiles::new();
+    let ok = JudgeConfig::parse("[judge]\nmode = \"combined\"\n", &files, Path::new(".")).unwrap();
+    assert_eq!(ok.trained.as_ref().unwrap().name, "default");
+    let bad = |text: &str, files: &judge::files::SpaceFiles| -> Vec<String> {
+        JudgeConfig::parse(text, files, Path::new("."))
+            .err()
+            .unwrap()
+            .iter()
+            .map(|e| e.render("s.toml", text))
+            .collect()
+    };
+    let e = bad("[judge]\nmode = \"pairwise\"\ntrained = \"default\"\n", &files);
+    assert!(e[0].starts_with("s.toml:3:11:") && e[0].contains("combined"), "{e:?}");
+    let e = bad("[judge]\nmode = \"combined\"\ntrained = \"mine.json\"\n", &files);
+    assert!(e[0].contains("not among the Space's files"), "{e:?}");
+    let mut with = judge::files::SpaceFiles::new();
+    with.insert("mine.json".into(), "{\"format\": \"arena-judge/0\"}".into());
+    let e = bad("[judge]\nmode = \"combined\"\ntrained = \"mine.json\"\n", &with);
+    assert!(e[0].contains("mine.json"), "{e:?}");
+    let e = bad("[judge]\nmode = \"pairwise\"\ntie_threshold = -1.0\n", &files);
+    assert!(e[0].starts_with("s.toml:3:17:") && e[0].contains("outside"), "{e:?}");
+    // A Space's own artifact (a valid one) is taken, by its bytes.
+    let mut own = judge::files::SpaceFiles::new();
+    own.insert("mine.json".into(), judge::trained::DEFAULT_JSON.to_owned());
+    let cfg =
+        JudgeConfig::parse("[judge]\nmode = \"combined\"\ntrained = \"mine.json\"\n", &own, Path::new(".")).unwrap();
+    assert_eq!(cfg.trained.as_ref().unwrap().sha256, ok.trained.as_ref().unwrap().sha256);
+    assert_eq!(judge::files::referenced_names("[judge]\ntrained = \"mine.json\"\n"), vec!["mine.json"]);
 }

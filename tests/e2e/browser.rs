@@ -16,7 +16,7 @@ use std::time::Duration;
 pub struct Browser {
     pub client: Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
     base: String,
 }
 
@@ -24,8 +24,18 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // Killing chromedriver leaves its Chromium behind (a test that
+        // panicked never closed its session): end every process of this
+        // browser's profile.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &format!("--user-data-dir={}", self.profile.path().display())])
+            .status();
     }
 }
+
+/// Browser profiles are temporary folders named with this prefix, so a
+/// crashed run's leftovers can be found (`scripts/test` ends them too).
+pub const PROFILE_PREFIX: &str = "arena-chromium-";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -50,7 +60,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (scripts/test installs chromium-driver)");
-        let profile = tempfile::tempdir().unwrap();
+        let profile = tempfile::Builder::new().prefix(PROFILE_PREFIX).tempdir().unwrap();
         let caps = json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -66,7 +76,7 @@ impl Browser {
         for _ in 0..100 {
             match ClientBuilder::rustls().unwrap().capabilities(caps.clone()).connect(&url).await {
                 Ok(client) => {
-                    return Browser { client, driver, _profile: profile, base: arena.address.clone() };
+                    return Browser { client, driver, profile, base: arena.address.clone() };
                 }
                 Err(e) => last = Some(e),
             }

@@ -68,7 +68,7 @@ async fn doctor_reports_a_healthy_setup() {
     let output = arena(&env, &["doctor"], &[]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
-    for name in ["postgres", "redis", "model", "disk"] {
+    for name in ["postgres", "redis", "model", "embedder", "disk"] {
         assert!(all.lines().any(|l| l.starts_with("ok") && l.contains(name)), "{name} not ok: {all}");
     }
     assert!(all.contains("all checks passed"));
@@ -99,7 +99,10 @@ async fn doctor_names_each_broken_dependency_and_its_fix() {
     assert!(model.starts_with("FAIL") && model.contains("sha256"), "{all}");
     assert!(all.contains("fix: start it with `scripts/up`"), "{all}");
     assert!(all.contains(&format!("fix: arena model fetch --out {}", corrupt.display())), "{all}");
-    assert!(all.contains("3 check(s) failed"), "{all}");
+    // The embedding model is looked for beside the model file: not there.
+    let embedder = all.lines().find(|l| l.contains("embedder")).unwrap();
+    assert!(embedder.starts_with("FAIL") && embedder.contains("does not exist"), "{all}");
+    assert!(all.contains("4 check(s) failed"), "{all}");
     // Pending migrations are a failure of their own, with their fix.
     assert!(all.lines().any(|l| l.starts_with("FAIL") && l.contains("migration(s) not applied")), "{all}");
 }

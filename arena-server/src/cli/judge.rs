@@ -5,7 +5,10 @@ use super::model::model_path;
 use crate::app::config::Settings;
 use agent_runtime::model::default_threads;
 use anyhow::{Context, bail};
-use judge::{Judge, JudgeConfig, JudgeModel, MatchInput};
+use judge::trained::{self, FeatureTable, TrainedJudge};
+use judge::{Embedder, Judge, JudgeConfig, JudgeMode, JudgeModel, MatchInput};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
@@ -44,6 +47,22 @@ fn load_model(cfg: &JudgeConfig, args: &ModelArgs, settings: &Settings) -> anyho
     Ok(Some(Arc::new(model)))
 }
 
+/// The embedding model beside the judge model, for a combined judge that
+/// reads embeddings (or when `always`).
+fn load_embedder(
+    cfg: &JudgeConfig,
+    args: &ModelArgs,
+    settings: &Settings,
+    always: bool,
+) -> anyhow::Result<Option<Arc<Embedder>>> {
+    let needed = cfg.mode == JudgeMode::Combined && cfg.trained.as_ref().is_some_and(|t| t.judge.uses_embeddings());
+    if !needed && !always {
+        return Ok(None);
+    }
+    let dir = judge::embed::default_dir(&model_path(args, settings)?);
+    Ok(Some(Arc::new(Embedder::load(&dir).map_err(anyhow::Error::msg)?)))
+}
+
 pub fn judge(
     space: Option<&Path>,
     input: Option<&Path>,
@@ -68,32 +87,234 @@ pub fn judge(
         )
     })?;
     let model = load_model(&cfg, args, settings)?;
-    let verdict = Judge::new(cfg, model)?.judge(&input_match)?;
+    let embedder = load_embedder(&cfg, args, settings, false)?;
+    let verdict = Judge::new(cfg, model)?.with_embedder(embedder).judge(&input_match)?;
     println!("{}", serde_json::to_string_pretty(&verdict)?);
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     space: &Path,
-    cases: &Path,
+    cases_file: &Path,
     limit: Option<usize>,
     json: bool,
+    answers: Option<&Path>,
+    features: Option<&Path>,
     args: &ModelArgs,
     settings: &Settings,
 ) -> anyhow::Result<ExitCode> {
     let cfg = load_config(space)?;
-    let mut cases = judge::calibrate::load_cases(cases).map_err(anyhow::Error::msg)?;
+    let mut cases = judge::calibrate::load_cases(cases_file).map_err(anyhow::Error::msg)?;
     if let Some(n) = limit {
         cases.truncate(n);
     }
     let model = load_model(&cfg, args, settings)?;
+    let embedder = load_embedder(&cfg, args, settings, answers.is_some() || features.is_some())?;
     let started = std::time::Instant::now();
-    let report = judge::calibrate::run(cfg, model, &cases, |line| eprintln!("{line}"))?;
+    let mut report =
+        judge::calibrate::run(cfg.clone(), model.clone(), embedder.clone(), &cases, |line| eprintln!("{line}"))?;
+    if let Some(m) = model.as_ref().filter(|_| cfg.mode != JudgeMode::None) {
+        report.template_consistency = Some(judge::calibrate::template_consistency(m, &cfg.rubric, &cases)?);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", judge::calibrate::render(&report, &space.display().to_string()));
         println!("\n({:.0} s)", started.elapsed().as_secs_f64());
     }
+    let (table, timing_pairs) = match (answers, features) {
+        (None, None) => return Ok(ExitCode::SUCCESS),
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            (FeatureTable::parse(&text).map_err(anyhow::Error::msg)?, trained::from_cases(&cases, "cases"))
+        }
+        (Some(answers), None) => {
+            // Read the corpus's degradation families with this Space's
+            // rubric and caps (slow: every pair through both models).
+            let model = match &model {
+                Some(m) => m.clone(),
+                None => Arc::new(
+                    JudgeModel::load(&model_path(args, settings)?, args.threads.unwrap_or_else(default_threads))
+                        .map_err(anyhow::Error::msg)?,
+                ),
+            };
+            let (pairs, sources) = corpus_pairs(answers, &[cases_file.to_owned()], 1)?;
+            let reader = Judge::new(cfg.clone(), Some(model))?.with_embedder(embedder.clone());
+            let table =
+                trained::build_table(&reader, &pairs, sources, |done, total| eprintln!("read {done}/{total} pairs"))?;
+            (table, pairs)
+        }
+    };
+    let shipped = TrainedJudge::default_judge().map_err(anyhow::Error::msg)?;
+    println!("\n{}", trained::render_evaluation(&table, &shipped));
+    // The combined judge's time per two-candidate match, all defenses.
+    let model = match model {
+        Some(m) => m,
+        None => Arc::new(
+            JudgeModel::load(&model_path(args, settings)?, args.threads.unwrap_or_else(default_threads))
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    let embedder = match embedder {
+        Some(e) => Some(e),
+        None => load_embedder(&cfg, args, settings, true)?,
+    };
+    let pairs = timing_pairs;
+    let mut combined = (*cfg).clone();
+    combined.mode = JudgeMode::Combined;
+    combined.trained = Some(Arc::new(judge::spec::LoadedTrained {
+        sha256: shipped.sha256(),
+        judge: shipped,
+        name: "default".to_owned(),
+    }));
+    let timed = Judge::new(Arc::new(combined), Some(model))?.with_embedder(embedder);
+    let mut ms: Vec<f64> = Vec::new();
+    // Fresh texts (nothing cached): a match is timed once.
+    for p in pairs.iter().filter(|p| p.family != trained::NULL_FAMILY).take(40) {
+        let input = MatchInput {
+            prompt: p.prompt.clone(),
+            reference: p.reference.clone(),
+            candidates: vec![
+                judge::Candidate { id: "a".to_owned(), text: p.better.clone() },
+                judge::Candidate { id: "b".to_owned(), text: p.worse.clone() },
+            ],
+        };
+        let t = std::time::Instant::now();
+        timed.judge(&input)?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |f: f64| ms.get(((ms.len() as f64 - 1.0) * f).round() as usize).copied().unwrap_or(0.0);
+    println!(
+        "combined judge time per 2-candidate match (all defenses, {} matches, {} threads): p50 {:.0} ms, p99 {:.0} ms",
+        ms.len(),
+        args.threads.unwrap_or_else(default_threads),
+        q(0.5),
+        q(0.99)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The known-better pairs of a corpus of good answers (its degradation
+/// families and its null set) plus red-team cases, and the files' sha256s.
+fn corpus_pairs(
+    answers: &Path,
+    cases: &[std::path::PathBuf],
+    seed: u64,
+) -> anyhow::Result<(Vec<judge::degrade::Generated>, BTreeMap<String, String>)> {
+    let text = std::fs::read_to_string(answers).with_context(|| format!("reading {}", answers.display()))?;
+    let corpus = judge::degrade::parse_corpus(&text).map_err(|e| anyhow::anyhow!("{}: {e}", answers.display()))?;
+    let mut sources = BTreeMap::new();
+    sources.insert(answers.display().to_string(), file_sha256(answers)?);
+    let mut pairs = judge::degrade::generate(&corpus, seed);
+    pairs.extend(judge::degrade::null_pairs(&corpus));
+    for file in cases {
+        let loaded = judge::calibrate::load_cases(file).map_err(anyhow::Error::msg)?;
+        let name = file.file_stem().map_or("cases".to_owned(), |s| format!("redteam-{}", s.to_string_lossy()));
+        pairs.extend(trained::from_cases(&loaded, &name));
+        sources.insert(file.display().to_string(), file_sha256(file)?);
+    }
+    Ok((pairs, sources))
+}
+
+/// `arena judge train`.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    answers: &Path,
+    cases: &[std::path::PathBuf],
+    features: Option<&Path>,
+    features_out: Option<&Path>,
+    out: &Path,
+    exclude: &[String],
+    without: &[String],
+    refresh: &[String],
+    seed: u64,
+    args: &ModelArgs,
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let reader = || -> anyhow::Result<Judge> {
+        let path = model_path(args, settings)?;
+        let threads = args.threads.unwrap_or_else(default_threads);
+        let model = Arc::new(JudgeModel::load(&path, threads).map_err(anyhow::Error::msg)?);
+        let embedder = Arc::new(Embedder::load(&judge::embed::default_dir(&path)).map_err(anyhow::Error::msg)?);
+        // Read as a Space with the default rubric and a 160-token cap.
+        let cfg = JudgeConfig::parse(
+            "[judge]\nmode = \"pairwise\"\nmax_candidate_tokens = 160\n",
+            &Default::default(),
+            Path::new("."),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(Judge::new(Arc::new(cfg), Some(model))?.with_embedder(Some(embedder)))
+    };
+    let table = match features {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut table = FeatureTable::parse(&text).map_err(anyhow::Error::msg)?;
+            if !refresh.is_empty() {
+                let (pairs, sources) = corpus_pairs(answers, cases, seed)?;
+                let chosen: Vec<_> = pairs.into_iter().filter(|p| refresh.contains(&p.family)).collect();
+                eprintln!("reading {} pairs of {} again", chosen.len(), refresh.join(", "));
+                let fresh = trained::build_table(&reader()?, &chosen, sources.clone(), |done, total| {
+                    eprintln!("read {done}/{total} pairs ({:.0} s)", started.elapsed().as_secs_f64())
+                })?;
+                // In place of the old rows, so the table keeps its order.
+                let at = table.rows.iter().position(|r| refresh.contains(&r.family)).unwrap_or(table.rows.len());
+                table.rows.retain(|r| !refresh.contains(&r.family));
+                let at = at.min(table.rows.len());
+                table.rows.splice(at..at, fresh.rows);
+                table.sources = sources;
+                let mut bytes = serde_json::to_vec(&table)?;
+                bytes.push(b'\n');
+                if let Some(out) = features_out {
+                    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+                }
+                table = FeatureTable::parse(std::str::from_utf8(&bytes)?).map_err(anyhow::Error::msg)?;
+            }
+            table
+        }
+        None => {
+            let (pairs, sources) = corpus_pairs(answers, cases, seed)?;
+            let reader = reader()?;
+            eprintln!("reading {} pairs with the judge model and the embedding model", pairs.len());
+            let table = trained::build_table(&reader, &pairs, sources, |done, total| {
+                eprintln!("read {done}/{total} pairs ({:.0} s)", started.elapsed().as_secs_f64())
+            })?;
+            let mut bytes = serde_json::to_vec(&table)?;
+            bytes.push(b'\n');
+            if let Some(path) = features_out {
+                std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote the feature table {} (sha256 {})", path.display(), table.sha256());
+            }
+            // Fit on the table as the file gives it back, so that a refit
+            // from the file (`--features`) gives the same bytes.
+            FeatureTable::parse(std::str::from_utf8(&bytes)?).map_err(anyhow::Error::msg)?
+        }
+    };
+    let judge = trained::fit_artifact(&table, exclude, without, trained::DEFAULT_L2, trained::DEFAULT_ITERATIONS);
+    std::fs::write(out, judge.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    println!("{} sha256 {}", out.display(), judge.sha256());
+    println!(
+        "fitted on {} pairs in {} families ({} null pairs set the tie threshold |z| < {:.4}; pairwise |s| < {:.4})",
+        judge.manifest.families.values().sum::<usize>(),
+        judge.manifest.families.len(),
+        judge.manifest.null_pairs,
+        judge.tie_threshold,
+        judge.pairwise_tie
+    );
+    for (name, w) in judge.features.iter().zip(&judge.weights) {
+        println!(
+            "  {name:<16} {w:+.4}{}",
+            if judge.held_at_zero.contains(name) { "  (held at zero when judging)" } else { "" }
+        );
+    }
+    println!("\n{}", trained::render_evaluation(&table, &judge));
+    println!("({:.0} s)", started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }

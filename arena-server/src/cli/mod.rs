@@ -103,9 +103,42 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::Judge(args) => {
             let settings = settings.clone();
             return blocking(move || match args.command {
-                Some(JudgeCommand::Calibrate { space, cases, limit, json, model }) => {
-                    judge::calibrate(&space, &cases, limit, json, &model, &settings)
+                Some(JudgeCommand::Calibrate { space, cases, limit, json, answers, features, model }) => {
+                    judge::calibrate(
+                        &space,
+                        &cases,
+                        limit,
+                        json,
+                        answers.as_deref(),
+                        features.as_deref(),
+                        &model,
+                        &settings,
+                    )
                 }
+                Some(JudgeCommand::Train {
+                    answers,
+                    cases,
+                    features,
+                    features_out,
+                    refresh,
+                    out,
+                    exclude,
+                    without,
+                    seed,
+                    model,
+                }) => judge::train(
+                    &answers,
+                    &cases,
+                    features.as_deref(),
+                    features_out.as_deref(),
+                    &out,
+                    &exclude,
+                    &without,
+                    &refresh,
+                    seed,
+                    &model,
+                    &settings,
+                ),
                 None => judge::judge(args.space.as_deref(), args.input.as_deref(), &args.model, &settings),
             })
             .await;

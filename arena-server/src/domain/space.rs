@@ -797,6 +797,16 @@ impl Space {
                 "An AI judge scores each answer from 1 to {} (weight {}), by this rubric: {}",
                 self.judge.scale, self.judge.weight, self.judge.rubric
             ),
+            JudgeMode::Combined => format!(
+                "A trained judge ({}, sha256 {}) compares every two answers (weight {}) from what the judge model \
+                 reads in them (how likely the answer is after the question, how much it raises the question's \
+                 likelihood, its similarity to the question, whether it repeats or copies), with length held \
+                 out, and the AI judge's reading of both orders by this rubric: {}",
+                self.judge.trained.as_ref().map_or("default", |t| t.name.as_str()),
+                self.judge.trained.as_ref().map_or("", |t| &t.sha256[..12]),
+                self.judge.weight,
+                self.judge.rubric
+            ),
         };
         let data = format!(
             "Preference pairs are kept when the winner leads by more than {}; licence: {}; outputs and pairs are {}.",

@@ -109,6 +109,7 @@ const PAIR_COLUMNS: &str = "p.id, p.match_id, s.slug as space, m.space_version, 
         (p.detail->>'p_chosen_second')::float8 as judge_p_chosen_second,
         p.detail->>'judge_model_sha256' as judge_model_sha256,
         p.detail->>'judge_template_sha256' as judge_template_sha256,
+        p.detail->>'judge_trained_sha256' as judge_trained_sha256,
         (vd.verdict->'verifiers'->(p.chosen_slot::text))::text as chosen_verifiers,
         (vd.verdict->'verifiers'->(p.rejected_slot::text))::text as rejected_verifiers,
         mc.agent_id as chosen_agent, mc.agent_version as chosen_version, mc.mu_before * 40 as chosen_rating,
@@ -168,6 +169,8 @@ pub struct DataPair {
     pub judge_p_chosen_second: Option<f64>,
     pub judge_model_sha256: Option<String>,
     pub judge_template_sha256: Option<String>,
+    /// The combined judge's artifact (sha256 of its file), when it decided.
+    pub judge_trained_sha256: Option<String>,
     /// Each answer's verifier and guard results (from the match's verdict),
     /// as JSON text: passed through, never parsed.
     pub chosen_verifiers: Option<String>,
@@ -194,6 +197,7 @@ impl DataPair {
             judge_p_chosen_second: self.judge_p_chosen_second,
             judge_model_sha256: self.judge_model_sha256,
             judge_template_sha256: self.judge_template_sha256,
+            judge_trained_sha256: self.judge_trained_sha256,
             space: self.space,
             space_version: self.space_version,
             system: clean(self.system),
@@ -323,6 +327,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for CardPart {
             licenses: row.try_get("licenses")?,
             judge_models: row.try_get("judge_models")?,
             judge_templates: row.try_get("judge_templates")?,
+            judge_trained: row.try_get("judge_trained")?,
             chain_seq: row.try_get("chain_seq")?,
             chain_head: row.try_get("chain_head")?,
         })
@@ -356,6 +361,7 @@ const CARD_COLUMNS: &str = "select s.slug as space, count(*) as pairs,
                 array_remove(array_agg(distinct p.license), null) as licenses,
                 array_remove(array_agg(distinct p.detail->>'judge_model_sha256'), null) as judge_models,
                 array_remove(array_agg(distinct p.detail->>'judge_template_sha256'), null) as judge_templates,
+                array_remove(array_agg(distinct p.detail->>'judge_trained_sha256'), null) as judge_trained,
                 max(s.chain_seq) as chain_seq, max(s.chain_head) as chain_head";
 
 /// Per Space, what a dataset card says of the pairs `filter` selects.

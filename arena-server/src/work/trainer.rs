@@ -331,7 +331,7 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     } else {
         None
     };
-    let judge = Judge::new(judge_config, judge_model)?;
+    let judge = Judge::new(judge_config, judge_model)?.with_embedder_for(&trainer.model_path)?;
     let space_for_judge = space.clone();
     let prompts_for_judge = prompts.clone();
     let games = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Game>> {

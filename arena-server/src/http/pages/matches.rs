@@ -53,6 +53,10 @@ struct ComparisonView {
     p_a_first: f64,
     p_a_second: Option<f64>,
     consistent: bool,
+    #[serde(default)]
+    s: Option<f64>,
+    #[serde(default)]
+    z: Option<f64>,
     outcome: f64,
 }
 
@@ -88,6 +92,9 @@ pub struct Reading {
     pub first: String,
     pub second: String,
     pub consistent: bool,
+    /// The debiased pairwise reading and the trained judge's z ("—" if none).
+    pub s: String,
+    pub z: String,
     pub outcome: String,
 }
 
@@ -157,6 +164,8 @@ async fn body(state: &State, ctx: &PageCtx, id: MatchId) -> Result<MatchBody, Pa
             first: percent(c.p_a_first),
             second: c.p_a_second.map_or_else(|| "—".to_owned(), percent),
             consistent: c.consistent,
+            s: c.s.map_or_else(|| "—".to_owned(), |s| format!("{s:+.2}")),
+            z: c.z.map_or_else(|| "—".to_owned(), |z| format!("{z:+.2}")),
             outcome: percent(c.outcome),
         })
         .collect();

@@ -909,8 +909,11 @@ pub async fn red_team(
                 None
             };
             let config = std::sync::Arc::new(space.judge.clone());
+            let embedder = judge::Judge::new(config.clone(), model.clone())?
+                .with_embedder_for(state.playground.model_path())?
+                .embedder;
             let report = tokio::task::spawn_blocking(move || {
-                judge::calibrate::run(config, model, &cases, |line| {
+                judge::calibrate::run(config, model, embedder, &cases, |line| {
                     if let Ok(mut runs) = dry_runs().lock()
                         && let Some(run) = runs.get_mut(&id)
                     {
@@ -990,7 +993,10 @@ async fn run_dry(
     } else {
         None
     };
-    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?);
+    let judge = Arc::new(
+        judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?
+            .with_embedder_for(state.playground.model_path())?,
+    );
     crate::work::dry_run::run(&space, generator, judge, n, seats, move |done, _| {
         if let Ok(mut runs) = dry_runs().lock()
             && let Some(run) = runs.get_mut(&id)
