@@ -138,9 +138,6 @@ mod tests {
 
     /// The shipped embedder folder, as `arena model fetch` lays it out.
     pub(crate) fn shipped_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("ARENA_EMBEDDER_DIR") {
-            return PathBuf::from(dir);
-        }
         let model = std::env::var_os("ARENA_MODEL_PATH").map(PathBuf::from).unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../.arena/models/SmolLM2-135M-Instruct.Q4_1.gguf")
         });

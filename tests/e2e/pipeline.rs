@@ -315,19 +315,23 @@ async fn the_open_ended_example_space_yields_pairs_on_the_real_model() {
         .unwrap()
         .replace("max_new_tokens = 96", "max_new_tokens = 40");
     arena.publish(&designer, &source, json!({})).await;
-    let players = [
-        ("ada", "You explain science to children simply and correctly, in one or two sentences."),
-        ("bob", "Whatever you are asked, reply only with: Maybe. It depends. Who knows?"),
-    ];
-    for (name, system) in players {
+    // A careful agent, and one whose sampling is so hot that it writes word
+    // salad (a misconfigured agent the judge must rank below).
+    let players = [("ada", json!({"temperature": 0})), ("bob", json!({"temperature": 4.0, "top_p": 1.0, "seed": 5}))];
+    for (name, sampling) in players {
         let user = arena.user(name, "player").await;
+        let system = "You explain science to children simply and correctly, in one or two sentences.";
         let (status, agent) =
-            user.post("/agents", json!({"name": name, "system_prompt": system, "sampling": {"temperature": 0}})).await;
+            user.post("/agents", json!({"name": name, "system_prompt": system, "sampling": sampling})).await;
         assert_eq!(status, 201, "{agent}");
         let id = agent["id"].as_str().unwrap();
         assert_eq!(user.post(&format!("/agents/{id}/entries"), json!({"space": "explain"})).await.0, 201);
     }
-    arena.start(Roles::ALL, None);
+    // The agents' answers come from the real model too.
+    let runtime = agent_runtime::engine::Runtime::load(&crate::helpers::model_path(), 2).unwrap();
+    let engine = agent_runtime::engine::Engine::start(Arc::new(runtime), Default::default());
+    let generator = Arc::new(arena_server::work::generate::EngineGenerator { engine });
+    arena.start(Roles::ALL, Some(generator));
     arena.wait_settled(4, 600).await;
     arena.pause_all().await;
     let (pairs, named): (i64, i64) = sqlx::query_as(
@@ -338,7 +342,8 @@ async fn the_open_ended_example_space_yields_pairs_on_the_real_model() {
     .unwrap();
     let verdicts: Vec<serde_json::Value> =
         sqlx::query_scalar("select verdict from verdicts").fetch_all(&arena.db).await.unwrap();
-    assert!(pairs > 0, "the combined judge decided no match: {verdicts:?}");
+    let outputs: Vec<String> = sqlx::query_scalar("select text from outputs").fetch_all(&arena.db).await.unwrap();
+    assert!(pairs > 0, "the combined judge decided no match: {outputs:?} {verdicts:?}");
     assert_eq!(named, pairs, "every pair names the trained judge");
     assert!(verdicts.iter().all(|v| v["judge"]["mode"] == "combined" && v["judge"]["signals"].is_object()));
     arena.settled_exactly_once().await;
