@@ -245,7 +245,7 @@ pub fn render(report: &Report, space: &str) -> String {
     match &report.swap_consistency {
         Some(r) => out
             .push_str(&format!("\nswap consistency (raw diagnostic: the two orders' verdicts agree): {}\n", r.show())),
-        None => out.push_str("\nswap consistency: no AI comparisons ran (judge mode none)\n"),
+        None => out.push_str("\nswap consistency: no pair was read in both orders (no A/B reading in this judge)\n"),
     }
     if let Some(r) = &report.template_consistency {
         out.push_str(&format!(

@@ -127,7 +127,16 @@ pub fn calibrate(
         (None, None) => return Ok(ExitCode::SUCCESS),
         (_, Some(path)) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            (FeatureTable::parse(&text).map_err(anyhow::Error::msg)?, trained::from_cases(&cases, "cases"))
+            // Timed on the corpus's pairs, which this run has not read yet
+            // (the red-team cases are cached by now).
+            let corpus = judge::degrade::parse_corpus(trained::ANSWERS_JSONL).map_err(anyhow::Error::msg)?;
+            // One pair per answer (nothing shared), the gross families in turn.
+            let mut fresh = judge::degrade::generate(&corpus, 1);
+            fresh.retain(|p| {
+                let k: usize = p.id.split('-').next().and_then(|k| k.parse().ok()).unwrap_or(0);
+                p.family == judge::degrade::GROSS[k % judge::degrade::GROSS.len()]
+            });
+            (FeatureTable::parse(&text).map_err(anyhow::Error::msg)?, fresh)
         }
         (Some(answers), None) => {
             // Read the corpus's degradation families with this Space's
