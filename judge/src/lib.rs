@@ -265,6 +265,12 @@ pub struct Judge {
     pub recent: Arc<signals::RecentAnswers>,
 }
 
+/// Records P(i better than j) = `o` both ways.
+fn set_outcome(outcome: &mut [Vec<Option<(f64, bool)>>], i: usize, j: usize, o: f64, consistent: bool) {
+    outcome[i][j] = Some((o, consistent));
+    outcome[j][i] = Some((1.0 - o, consistent));
+}
+
 /// The pairwise mode's tie threshold on |s| when the Space sets none: the
 /// one the default trained judge measured on its null set.
 pub fn default_pairwise_tie() -> f64 {
@@ -500,7 +506,8 @@ impl Judge {
             let (question, judged) = self.judged_texts(model, input, &capped, &prompt, &mut truncated);
             let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
             let nonce = ai::nonce(&question, &refs);
-            let mut tier_wins: Option<Vec<Vec<f64>>> = None;
+            // Pairwise and combined outcomes are fitted per gate tier.
+            let mut bradley_terry = false;
             match cfg.mode {
                 JudgeMode::Pairwise => {
                     // Only candidates on the same side of the hard gate need
@@ -522,7 +529,6 @@ impl Judge {
                     by_order = orders.iter().copied().zip(probs).collect();
                     let tie = cfg.tie_threshold.unwrap_or_else(default_pairwise_tie);
                     report.tie_threshold = Some(tie);
-                    let mut wins = vec![vec![0.0f64; n]; n];
                     for (&(i, j), &(p_first, mass)) in &by_order {
                         if i > j {
                             continue;
@@ -538,10 +544,7 @@ impl Judge {
                             Some(s) => aggregate::sigmoid(s),
                             None => p_first,
                         };
-                        wins[i][j] = o;
-                        wins[j][i] = 1.0 - o;
-                        outcome[i][j] = Some((o, consistent));
-                        outcome[j][i] = Some((1.0 - o, consistent));
+                        set_outcome(&mut outcome, i, j, o, consistent);
                         report.comparisons.push(Comparison {
                             a: input.candidates[i].id.clone(),
                             b: input.candidates[j].id.clone(),
@@ -554,7 +557,7 @@ impl Judge {
                             mass,
                         });
                     }
-                    tier_wins = Some(wins);
+                    bradley_terry = true;
                 }
                 JudgeMode::Combined => {
                     let trained = cfg.trained.as_ref().ok_or_else(|| {
@@ -583,7 +586,6 @@ impl Judge {
                     report.tie_threshold = Some(tie);
                     report.trained_sha256 = Some(trained.sha256.clone());
                     report.embedder_sha256 = self.embedder.as_ref().map(|e| e.sha256.clone());
-                    let mut wins = vec![vec![0.0f64; n]; n];
                     for i in 0..n {
                         for j in i + 1..n {
                             if gate[i] != gate[j] {
@@ -603,10 +605,7 @@ impl Judge {
                                 by_order.insert((i, j), (p[i][j].0, 1.0));
                                 by_order.insert((j, i), (p[i][j].1, 1.0));
                             }
-                            wins[i][j] = o;
-                            wins[j][i] = 1.0 - o;
-                            outcome[i][j] = Some((o, consistent));
-                            outcome[j][i] = Some((1.0 - o, consistent));
+                            set_outcome(&mut outcome, i, j, o, consistent);
                             report.comparisons.push(Comparison {
                                 a: input.candidates[i].id.clone(),
                                 b: input.candidates[j].id.clone(),
@@ -621,7 +620,7 @@ impl Judge {
                         }
                     }
                     report.signals = Some(sig);
-                    tier_wins = Some(wins);
+                    bradley_terry = true;
                 }
                 JudgeMode::Pointwise => {
                     let scored = model
@@ -634,7 +633,9 @@ impl Judge {
                 }
                 JudgeMode::None => {}
             }
-            if let Some(wins) = tier_wins {
+            if bradley_terry {
+                let wins: Vec<Vec<f64>> =
+                    outcome.iter().map(|row| row.iter().map(|o| o.map_or(0.0, |(p, _)| p)).collect()).collect();
                 for tier in [true, false] {
                     let members: Vec<usize> = (0..n).filter(|&i| gate[i] == tier).collect();
                     if members.len() < 2 {
