@@ -63,8 +63,15 @@ pub enum Finish {
 pub struct Completion {
     pub text: String,
     pub tokens: Vec<u32>,
+    /// Each sampled token's log-probability under the distribution it was
+    /// drawn from before top-k, top-p and the repetition penalty: the
+    /// model's logits divided by the temperature (the logits as they are
+    /// for greedy decoding). With [`Finish::EndOfTurn`] the last entry is
+    /// the end-of-turn token's ([`Completion::end_token`]).
     pub logprobs: Option<Vec<f32>>,
     pub finish: Finish,
+    /// The token that ended the turn, when one did (it is not in `tokens`).
+    pub end_token: Option<u32>,
     pub prompt_tokens: usize,
     /// Time from joining the batch to the first new token.
     pub prefill: Duration,
@@ -511,8 +518,12 @@ impl Runtime {
                 a.prefill = Some(a.started.elapsed());
             }
             let raw = a.logprobs.is_some().then(|| logits.clone());
+            let temperature = a.sampler.params().temperature;
             let token = a.sampler.sample(&mut logits, &a.context);
-            if let (Some(lp), Some(raw)) = (&mut a.logprobs, raw) {
+            if let (Some(lp), Some(mut raw)) = (&mut a.logprobs, raw) {
+                if temperature > 0.0 && temperature != 1.0 {
+                    raw.iter_mut().for_each(|v| *v /= temperature);
+                }
                 lp.push(log_prob(&raw, token));
             }
             a.context.push(token);
@@ -551,6 +562,7 @@ impl Runtime {
             tokens: a.generated.clone(),
             logprobs: a.logprobs.clone(),
             finish,
+            end_token: (finish == Finish::EndOfTurn).then(|| *a.context.last().unwrap_or(&0)),
             prompt_tokens: a.prompt_len,
             prefill: a.prefill.unwrap_or_default(),
             total: a.started.elapsed(),

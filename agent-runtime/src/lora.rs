@@ -624,6 +624,8 @@ pub struct AdapterCache {
 #[derive(Default)]
 struct CacheInner {
     entries: HashMap<PathBuf, (Arc<Adapter>, u64)>,
+    /// Adapters put in memory by name ([`AdapterCache::insert`]).
+    named: HashMap<PathBuf, Arc<Adapter>>,
     bytes: usize,
     clock: u64,
 }
@@ -633,8 +635,27 @@ impl AdapterCache {
         AdapterCache { max_bytes, limits, inner: Mutex::new(CacheInner::default()) }
     }
 
+    /// Puts an adapter that lives in memory (a policy being trained) under
+    /// `name`, which [`AdapterCache::get`] then answers without touching
+    /// the file system; it replaces what was there and is never evicted
+    /// (remove it with [`AdapterCache::remove`]).
+    pub fn insert(&self, name: &Path, adapter: Arc<Adapter>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = inner.named.insert(name.to_owned(), adapter) {
+            drop(old);
+        }
+    }
+
+    /// Takes an adapter put with [`AdapterCache::insert`] out again.
+    pub fn remove(&self, name: &Path) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).named.remove(name);
+    }
+
     /// The adapter in `dir`, from the cache or loaded and validated.
     pub fn get(&self, dir: &Path, model: &ModelConfig) -> Result<Arc<Adapter>, AdapterError> {
+        if let Some(adapter) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).named.get(dir) {
+            return Ok(adapter.clone());
+        }
         let key = dir.canonicalize().map_err(|source| AdapterError::Io { path: dir.to_owned(), source })?;
         {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

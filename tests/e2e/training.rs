@@ -430,3 +430,67 @@ async fn a_job_its_owner_cannot_pay_for_is_refused_and_changes_nothing() {
         .await;
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("settings.steps")), "{body}");
 }
+
+#[tokio::test]
+async fn a_grpo_job_samples_only_training_prompts_rewarded_by_the_judge_and_is_gated() {
+    let arena = Arena::new().await;
+    let designer = arena.user("dana", "designer").await;
+    arena.publish(&designer, &training_space("sums"), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let agent = ada.agent("learner", "sums").await;
+    let space = arena_server::domain::space::Space::parse(
+        &training_space("sums"),
+        &Default::default(),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+
+    // GRPO needs no pairs: the agent has played no match.
+    let jobs = format!("/agents/{agent}/training-jobs");
+    let settings = json!({"objective": "grpo", "steps": 2, "group": 3, "prompts_per_step": 2, "iterations": 2,
+                          "max_length": 64, "max_prompt_length": 48, "rank": 4, "alpha": 8,
+                          "target_modules": ["q_proj", "v_proj"], "gate_prompts": 4, "learning_rate": 0.001});
+    // Bad GRPO settings are named and change nothing.
+    let mut bad = settings.clone();
+    bad["group"] = json!(1);
+    let (status, body) = ada.post(&jobs, json!({"space": "sums", "settings": bad})).await;
+    assert!(status == 422 && body["error"]["message"].as_str().unwrap().contains("group"), "{body}");
+    let mut bad = settings.clone();
+    bad["steps"] = json!(100000);
+    let (status, body) = ada.post(&jobs, json!({"space": "sums", "settings": bad})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("settings.steps")), "{body}");
+    let none: i64 = sqlx::query_scalar("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(none, 0);
+
+    let (status, job) = ada.post(&jobs, json!({"space": "sums", "settings": settings})).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    arena.start(Roles { trainer: true, ..Roles::NONE }, None);
+    let job = wait_finished(&ada, &id, 300).await;
+    assert_ne!(job["status"], "failed", "{job}");
+
+    // One metrics row per rollout step, with GRPO's figures.
+    let metrics = job["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    for m in metrics {
+        for key in ["reward_mean", "reward_std", "skipped_share", "kl", "clip_fraction", "entropy", "completion_length"]
+        {
+            assert!(m[key].as_f64().is_some_and(f64::is_finite), "{key}: {m}");
+        }
+        assert_eq!(m["groups"], 2);
+    }
+    // The manifest: GRPO over the Space's training prompts, none held out.
+    let manifest = &job["manifest"];
+    assert_eq!(manifest["objective"], "grpo");
+    assert_eq!(manifest["result"]["adapter_sha256"], job["adapter_sha256"]);
+    let trained: Vec<usize> =
+        manifest["prompts"].as_array().unwrap().iter().map(|p| p["index"].as_u64().unwrap() as usize).collect();
+    assert_eq!(trained.len(), space.prompts.len() - space.held_out.len());
+    assert!(trained.iter().all(|i| !space.held_out.contains(i)), "{trained:?} vs {:?}", space.held_out);
+    // The gate played the held-out prompts, as for DPO.
+    let games = job["gate"]["games"].as_array().unwrap();
+    assert_eq!(games.len(), 4);
+    assert!(games.iter().all(|g| space.held_out.contains(&(g["prompt_index"].as_u64().unwrap() as usize))));
+    assert_eq!(job["new_version"], 2);
+    arena.ledger_ok().await;
+}

@@ -8,6 +8,7 @@
 //! computed once before the first step with the same forward. With the same
 //! seed, thread count and inputs, a run gives the same adapter bytes.
 
+pub mod grpo;
 pub mod manifest;
 pub mod net;
 
@@ -32,6 +33,10 @@ pub enum Objective {
     Dpo,
     /// Supervised fine-tuning on the chosen answers (mean token NLL).
     Sft,
+    /// Group-relative policy optimisation on the policy's own samples,
+    /// rewarded by the Space's judge ([`grpo`]); it takes prompts, not
+    /// pairs.
+    Grpo,
 }
 
 /// The learning-rate schedule after warm-up.
@@ -393,6 +398,11 @@ impl Run<'_, '_> {
     /// Trains; `progress` sees every step's figures as it ends.
     pub fn train(&self, progress: &mut dyn FnMut(&StepMetrics)) -> Result<Trained, TrainError> {
         let targets = self.cfg.validate()?;
+        if self.cfg.objective == Objective::Grpo {
+            return Err(TrainError::Config(
+                "GRPO trains on prompts and rewards (train::grpo), not on pairs".to_owned(),
+            ));
+        }
         if self.examples.is_empty() {
             return Err(TrainError::Config("no training pairs".to_owned()));
         }

@@ -393,11 +393,21 @@ pub(crate) struct Batch {
     /// (row whose logits score, the token scored, sequence).
     scored: Vec<(usize, u32, usize)>,
     sequences: usize,
+    /// Log-probabilities are of softmax(logits / temperature) (GRPO scores
+    /// its samples at the temperature they were drawn at).
+    pub(crate) temperature: f32,
 }
 
 impl Batch {
     fn empty() -> Batch {
-        Batch { tokens: Vec::new(), pos: Vec::new(), spans: Vec::new(), scored: Vec::new(), sequences: 0 }
+        Batch {
+            tokens: Vec::new(),
+            pos: Vec::new(),
+            spans: Vec::new(),
+            scored: Vec::new(),
+            sequences: 0,
+            temperature: 1.0,
+        }
     }
 
     pub(crate) fn new(seqs: &[Seq]) -> Batch {
@@ -512,6 +522,16 @@ pub(crate) struct Saved {
     final_inv: Vec<f32>,
     /// Softmax of every scored row's logits, `[scored × vocab]`.
     probs: Vec<f32>,
+}
+
+impl Saved {
+    /// Σ over the scored rows of the policy's entropy −Σ p·ln p (nats).
+    pub(crate) fn entropy_sum(&self, vocab: usize) -> f64 {
+        self.probs
+            .par_chunks(vocab)
+            .map(|row| -row.iter().filter(|&&p| p > 0.0).map(|&p| f64::from(p) * f64::from(p).ln()).sum::<f64>())
+            .sum()
+    }
 }
 
 fn rms_forward(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut [f32], inv: &mut [f32]) {
@@ -690,6 +710,7 @@ impl Base<'_> {
         let mut final_inv = vec![0f32; scored];
         rms_forward(&final_x, &self.output_norm, c.rms_eps, hidden, &mut normed, &mut final_inv);
         let vocab = c.vocab;
+        let inv_t = 1.0 / batch.temperature;
         const CHUNK: usize = 256;
         let mut logp = vec![0f32; scored];
         let mut probs = if keep { vec![0f32; scored * vocab] } else { Vec::new() };
@@ -716,7 +737,7 @@ impl Base<'_> {
                     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                     let mut total = 0f64;
                     for v in row.iter_mut() {
-                        *v = (*v - max).exp();
+                        *v = ((*v - max) * inv_t).exp();
                         total += f64::from(*v);
                     }
                     *lp = (f64::from(row[tok as usize]) / total).ln() as f32;
@@ -855,9 +876,11 @@ impl Base<'_> {
         let scored = batch.scored.len();
         let Saved { layers, final_x, final_inv, mut probs } = saved;
 
-        // d logp / d logits = onehot − softmax.
+        // d logp / d logits = (onehot − softmax) / temperature.
+        let inv_t = 1.0 / batch.temperature;
         probs.par_chunks_mut(vocab).zip(g.par_iter()).zip(batch.scored.par_iter()).for_each(
             |((row, &g), &(_, tok, _))| {
+                let g = g * inv_t;
                 row.iter_mut().for_each(|p| *p *= -g);
                 row[tok as usize] += g;
             },

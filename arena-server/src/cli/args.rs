@@ -36,6 +36,9 @@ pub enum ObjectiveArg {
     Dpo,
     /// SFT on the pairs' chosen answers, each once.
     Sft,
+    /// GRPO on the agent's own samples of the training prompts, rewarded
+    /// by the Space's judge (no pairs).
+    Grpo,
 }
 
 /// The learning-rate schedule after warm-up.
@@ -175,9 +178,29 @@ pub struct LoopArgs {
     /// address, a number) — the very thing many Spaces check.
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
-    /// `dpo` (the judge's pairs) or `sft` (their chosen answers, each once).
+    /// `dpo` (the judge's pairs), `sft` (their chosen answers, each once)
+    /// or `grpo` (groups of --samples answers per prompt, rewarded by the
+    /// judge; --steps rollout steps per generation, default 10).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Dpo)]
     pub objective: ObjectiveArg,
+    /// GRPO: prompts (groups) per rollout step.
+    #[arg(long, default_value_t = 4)]
+    pub prompts_per_step: usize,
+    /// GRPO: optimizer steps over each step's rollouts.
+    #[arg(long, default_value_t = 2)]
+    pub iterations: usize,
+    /// GRPO: the KL penalty to the generation's parent (0: none).
+    #[arg(long, default_value_t = 0.04)]
+    pub kl_beta: f64,
+    /// GRPO: the clip range.
+    #[arg(long, default_value_t = 0.2)]
+    pub epsilon: f64,
+    /// GRPO: Dr. GRPO's advantages (no std division).
+    #[arg(long)]
+    pub dr_grpo: bool,
+    /// GRPO: draw prompts uniformly instead of by recent pass rate and tier.
+    #[arg(long)]
+    pub no_curriculum: bool,
     /// Optimizer steps per generation (default: --epochs over its pairs).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -213,6 +236,12 @@ pub enum TrainCommand {
     /// Supervised fine-tuning on the chosen answers of PAIRS (same files,
     /// same outputs).
     Sft(TrainArgs),
+    /// GRPO: the adapter samples groups of answers to the Space's training
+    /// prompts (never its held-out ones), the Space's judge rewards them,
+    /// and the clipped group-relative objective trains the adapter. Writes
+    /// the adapter, metrics.jsonl, rollouts.jsonl (every prompt, seed,
+    /// answer and reward) and manifest.json into --out.
+    Grpo(GrpoArgs),
     /// Replay the run a manifest records and check that it gives the same
     /// adapter. Exits 1 naming the first difference.
     Verify {
@@ -241,6 +270,38 @@ pub enum TrainCommand {
         /// prompt + answer).
         #[arg(long, value_name = "PATH")]
         pairs: Option<PathBuf>,
+        /// The Python with torch, trl, peft, transformers and gguf.
+        #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
+        python: PathBuf,
+        /// Skip the TRL side.
+        #[arg(long)]
+        no_trl: bool,
+    },
+    /// GRPO throughput: seconds per rollout step (sampling + μ optimizer
+    /// steps) and completion tokens per second, ours and TRL's
+    /// GRPOTrainer + PEFT beside it on the same model, prompts (the
+    /// arithmetic Space's), reward, group size, lengths and LoRA rank.
+    BenchGrpo {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Timed rollout steps (after one warm-up step), each side.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 8)]
+        group: usize,
+        #[arg(long, default_value_t = 2)]
+        prompts_per_step: usize,
+        #[arg(long, default_value_t = 2)]
+        iterations: usize,
+        #[arg(long, default_value_t = 48)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        #[arg(long, default_value_t = 0.04)]
+        beta: f64,
+        /// The Space whose prompts and hard checks are used.
+        #[arg(long, default_value = "spaces/arithmetic.toml")]
+        space: PathBuf,
         /// The Python with torch, trl, peft, transformers and gguf.
         #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
         python: PathBuf,
@@ -716,4 +777,67 @@ pub struct ExportCli {
     /// The folder to write (created; its files must not exist yet).
     #[arg(long)]
     pub out: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GrpoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The Space file: its training prompts and its judge.
+    #[arg(long, value_name = "FILE")]
+    pub space: PathBuf,
+    /// The parent adapter: the start and the KL reference (default: a new
+    /// adapter over the base model, which is then the reference).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Completions per prompt (G).
+    #[arg(long, default_value_t = 8)]
+    pub group: usize,
+    /// Rollout steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Prompts (groups) per step.
+    #[arg(long, default_value_t = 4)]
+    pub prompts_per_step: usize,
+    /// Optimizer steps over each step's rollouts (μ).
+    #[arg(long, default_value_t = 2)]
+    pub iterations: usize,
+    /// KL penalty to the parent (0: none, and no reference pass).
+    #[arg(long, default_value_t = 0.04)]
+    pub beta: f64,
+    /// Clip range of the ratio.
+    #[arg(long, default_value_t = 0.2)]
+    pub epsilon: f64,
+    /// Upper clip range, when it differs ("clip higher").
+    #[arg(long)]
+    pub epsilon_high: Option<f64>,
+    /// Dr. GRPO: advantages without the std division, loss over a constant
+    /// token count.
+    #[arg(long)]
+    pub dr_grpo: bool,
+    /// Draw prompts uniformly instead of by recent pass rate and tier.
+    #[arg(long)]
+    pub no_curriculum: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Tokens per completion (default: the Space's max_new_tokens).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    #[arg(long = "lr", default_value_t = 2e-5)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    /// Comma-separated PEFT module names.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    pub targets: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The agent's system prompt, if it has one.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Reward by the Space's verifiers alone (no AI judge calls).
+    #[arg(long)]
+    pub verifiers_only: bool,
 }

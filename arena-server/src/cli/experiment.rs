@@ -18,7 +18,8 @@ use crate::domain::space::PromptItem;
 use agent_runtime::chat::Message;
 use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
 use agent_runtime::sampling::SamplingParams;
-use agent_runtime::train::manifest::{self, RunFiles};
+use agent_runtime::train::grpo::{AdvantageKind, GrpoPrompt, GrpoSettings};
+use agent_runtime::train::manifest::{self, GrpoFiles, RunFiles};
 use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
 use anyhow::{Context, bail};
 use judge::calibrate::Rate;
@@ -45,8 +46,18 @@ struct Generation {
     /// With a gate: the candidate's and the current adapter's gate passes,
     /// and whether the candidate was kept.
     gate: Option<(usize, usize, bool)>,
+    /// GRPO's figures for the next adapter.
+    grpo: Option<GrpoSummary>,
     train_seconds: f64,
     elapsed_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct GrpoSummary {
+    first_reward_mean: f64,
+    last_reward_mean: f64,
+    skipped_share: f64,
+    open_tier: u32,
 }
 
 fn chat(prompt: &str) -> Prompt {
@@ -106,6 +117,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         bail!("--samples must be at least 2 (a match needs two answers)");
     }
     let sft = args.objective == ObjectiveArg::Sft;
+    let grpo_run = args.objective == ObjectiveArg::Grpo;
     let model = model_path(&ModelArgs { model: None, device: DeviceArg::Cpu, threads: None }, settings)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let started = Instant::now();
@@ -117,6 +129,16 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let held = args.eval_prompts + args.gate_prompts;
     let gate: Vec<&PromptItem> = order[args.eval_prompts..held].iter().map(|&i| &space.prompts[i]).collect();
     let train_pool: Vec<&PromptItem> = order[held..].iter().map(|&i| &space.prompts[i]).collect();
+    let grpo_prompts: Vec<GrpoPrompt> = order[held..]
+        .iter()
+        .map(|&i| GrpoPrompt {
+            index: i,
+            system: None,
+            prompt: space.prompts[i].prompt.clone(),
+            reference: space.prompts[i].reference.clone(),
+            tier: space.prompts[i].tier,
+        })
+        .collect();
 
     let model_sha = {
         let file = std::fs::File::open(&model).with_context(|| format!("opening {}", model.display()))?;
@@ -136,7 +158,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     } else {
         Judge::new(judge.config.clone(), judge.model.clone())?.with_embedder(judge.embedder.clone())
     };
-    let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 16, queue_capacity: 1 << 16 });
+    let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
     let max_new = space.max_new_tokens as usize;
 
     let greedy: Vec<(&PromptItem, SamplingParams)> =
@@ -159,6 +181,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     let mut current_gate = if gate.is_empty() { 0 } else { gate_passes(answer(&engine, None, &gate_greedy).await?)? };
     let mut carried: Vec<String> = Vec::new();
+    let mut curriculum: Option<agent_runtime::train::grpo::Curriculum> = None;
     let mut report: Vec<Generation> = Vec::new();
     let mut adapter: Option<PathBuf> = None;
     let table_path = args.out.join("generations.jsonl");
@@ -198,6 +221,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             pairs: 0,
             trained_on: 0,
             gate: None,
+            grpo: None,
             train_seconds: 0.0,
             elapsed_seconds: started.elapsed().as_secs_f64(),
         };
@@ -211,6 +235,85 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             writeln!(table, "{}", serde_json::to_string(&generation)?)?;
             report.push(generation);
             break;
+        }
+
+        if grpo_run {
+            // Learn by GRPO from the current adapter (start and reference).
+            let gen_dir = args.out.join(format!("gen{}", g + 1));
+            let out = gen_dir.join("adapter");
+            let cfg = TrainConfig {
+                objective: Objective::Grpo,
+                learning_rate: args.learning_rate,
+                rank: args.rank,
+                alpha: 2.0 * args.rank as f32,
+                schedule: agent_runtime::train::Schedule::Constant,
+                seed: args.seed.wrapping_add(g as u64),
+                threads,
+                ..TrainConfig::default()
+            };
+            let settings = GrpoSettings {
+                group: args.samples,
+                prompts_per_step: args.prompts_per_step,
+                steps: args.steps.unwrap_or(10),
+                iterations: args.iterations,
+                beta: args.kl_beta,
+                epsilon: args.epsilon,
+                advantage: if args.dr_grpo { AdvantageKind::DrGrpo } else { AdvantageKind::Grpo },
+                temperature: args.temperature,
+                max_new_tokens: max_new,
+                curriculum: !args.no_curriculum,
+                ..GrpoSettings::default()
+            };
+            let source = format!("{} (the loop's training split, seed {})", args.space.display(), args.seed);
+            let files = GrpoFiles {
+                model: &model,
+                parent: adapter.as_deref(),
+                out: &out,
+                prompt_source: &source,
+                curriculum: curriculum.clone(),
+            };
+            let train_started = Instant::now();
+            let mut reward = crate::work::grpo::judge_reward(&compete_judge);
+            let mut printer = super::train::grpo_printer();
+            let manifest = tokio::task::block_in_place(|| {
+                manifest::grpo_to_dir(
+                    &runtime,
+                    &engine,
+                    &files,
+                    &grpo_prompts,
+                    &cfg,
+                    &settings,
+                    &mut reward,
+                    &mut printer,
+                )
+            })?;
+            generation.train_seconds = train_started.elapsed().as_secs_f64();
+            generation.trained_on = manifest.result.steps * settings.prompts_per_step * settings.group;
+            // The next generation's curriculum goes on from this one's.
+            curriculum = Some(manifest.result.curriculum.clone());
+            generation.grpo = Some(GrpoSummary {
+                first_reward_mean: manifest.result.first_reward_mean,
+                last_reward_mean: manifest.result.last_reward_mean,
+                skipped_share: manifest.result.skipped_share,
+                open_tier: manifest.result.open_tier,
+            });
+            let keep = if gate.is_empty() {
+                true
+            } else {
+                let passes = gate_passes(answer(&engine, Some(&out), &gate_greedy).await?)?;
+                let keep = passes >= current_gate;
+                generation.gate = Some((passes, current_gate, keep));
+                if keep {
+                    current_gate = passes;
+                }
+                keep
+            };
+            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            if keep {
+                adapter = Some(out);
+            }
+            continue;
         }
 
         // Compete: each training prompt's sampled answers are one match.
@@ -344,7 +447,20 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         args.train_prompts,
         args.samples,
         if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
-        if sft { "SFT" } else { "DPO" },
+        match args.objective {
+            ObjectiveArg::Sft => "SFT".to_owned(),
+            ObjectiveArg::Dpo => "DPO".to_owned(),
+            ObjectiveArg::Grpo => format!(
+                "GRPO ({} steps × {} prompts per generation, μ {}, KL β {}, ε {}{}{})",
+                args.steps.unwrap_or(10),
+                args.prompts_per_step,
+                args.iterations,
+                args.kl_beta,
+                args.epsilon,
+                if args.dr_grpo { ", Dr. GRPO" } else { "" },
+                if args.no_curriculum { ", no curriculum" } else { ", curriculum" }
+            ),
+        },
         args.beta,
         args.rpo_alpha,
         args.learning_rate,
@@ -363,7 +479,11 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         }
     ));
     md.push_str(
-        "| generation | pass rate [95% CI] | win rate vs base [95% CI] | pairs made / trained on | next adapter at the gate | elapsed |\n",
+        if grpo_run {
+            "| generation | pass rate [95% CI] | win rate vs base [95% CI] | GRPO on the way to the next | next adapter at the gate | elapsed |\n"
+        } else {
+            "| generation | pass rate [95% CI] | win rate vs base [95% CI] | pairs made / trained on | next adapter at the gate | elapsed |\n"
+        },
     );
     md.push_str("| --- | --- | --- | --- | --- | --- |\n");
     for r in &report {
@@ -373,7 +493,17 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             r.generation,
             r.pass.show(),
             r.win_vs_base.as_ref().map_or("—".to_owned(), Rate::show),
-            if last { "—".to_owned() } else { format!("{} / {}", r.pairs, r.trained_on) },
+            match (&r.grpo, last) {
+                (_, true) => "—".to_owned(),
+                (Some(g), false) => format!(
+                    "{} samples, reward {:.2} → {:.2}, {:.0}% groups skipped",
+                    r.trained_on,
+                    g.first_reward_mean,
+                    g.last_reward_mean,
+                    100.0 * g.skipped_share
+                ),
+                (None, false) => format!("{} / {}", r.pairs, r.trained_on),
+            },
             match r.gate {
                 Some((new, cur, kept)) =>
                     format!("{} ({new} vs {cur} of {})", if kept { "kept" } else { "discarded" }, args.gate_prompts),

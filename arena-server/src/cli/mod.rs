@@ -220,10 +220,38 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         }
         Command::Train(TrainCommand::Dpo(args)) => train::train(&args, Objective::Dpo, settings)?,
         Command::Train(TrainCommand::Sft(args)) => train::train(&args, Objective::Sft, settings)?,
+        Command::Train(TrainCommand::Grpo(args)) => train::grpo(&args, settings)?,
         Command::Train(TrainCommand::Verify { manifest, model, pairs }) => {
             if !train::verify(&manifest, model.as_deref(), pairs.as_deref())? {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Train(TrainCommand::BenchGrpo {
+            model,
+            steps,
+            group,
+            prompts_per_step,
+            iterations,
+            max_new_tokens,
+            rank,
+            beta,
+            space,
+            python,
+            no_trl,
+        }) => {
+            let args = train::GrpoBenchArgs {
+                steps,
+                group,
+                prompts_per_step,
+                iterations,
+                max_new_tokens,
+                rank,
+                beta,
+                space,
+                python,
+                trl: !no_trl,
+            };
+            train::bench_grpo(&model, &args, settings)?;
         }
         Command::Train(TrainCommand::Bench { model, steps, batch_size, pairs, python, no_trl }) => {
             let args = train::BenchArgs { steps, batch_size, pairs, python, trl: !no_trl };

@@ -63,6 +63,9 @@ struct PromptsFile {
     template: Option<Spanned<String>>,
     reference_template: Option<Spanned<String>>,
     variables: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+    /// Per template variable, one tier per value; a prompt's tier is the
+    /// highest of its values' tiers.
+    tiers: Option<Spanned<BTreeMap<String, Vec<u32>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,7 +95,13 @@ struct MatchmakingFile {
 pub struct PromptItem {
     pub prompt: String,
     pub reference: Option<String>,
+    /// Difficulty tier, 0 the easiest (GRPO's curriculum opens the tiers
+    /// one by one as the agent improves).
+    pub tier: u32,
 }
+
+/// The highest difficulty tier a prompt may declare.
+pub const MAX_TIER: u32 = 15;
 
 /// How the pot is paid out.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -390,16 +399,35 @@ fn load_prompts(p: &Spanned<PromptsFile>, files: &SpaceFiles, errors: &mut Vec<S
         errors.push(SpecError::new(p.span(), "[prompts] needs exactly one of `inline`, `file`, `template`"));
         return Vec::new();
     }
-    if s.template.is_none() && (s.variables.is_some() || s.reference_template.is_some()) {
-        errors.push(SpecError::new(p.span(), "`variables` and `reference_template` go with `template`"));
+    if s.template.is_none() && (s.variables.is_some() || s.reference_template.is_some() || s.tiers.is_some()) {
+        errors.push(SpecError::new(p.span(), "`variables`, `reference_template` and `tiers` go with `template`"));
+    }
+    if let (Some(tiers), Some(vars)) = (&s.tiers, &s.variables) {
+        for (name, list) in tiers.get_ref() {
+            match vars.get_ref().get(name) {
+                None => errors.push(SpecError::new(
+                    tiers.span(),
+                    format!("tiers names `{name}`, which is not a variable of the template"),
+                )),
+                Some(values) if values.len() != list.len() => errors.push(SpecError::new(
+                    tiers.span(),
+                    format!("tiers.{name} has {} tiers for the variable's {} values", list.len(), values.len()),
+                )),
+                Some(_) if list.iter().any(|&t| t > MAX_TIER) => errors.push(SpecError::new(
+                    tiers.span(),
+                    format!("tiers.{name}: a tier is above the highest, {MAX_TIER}"),
+                )),
+                Some(_) => {}
+            }
+        }
     }
     let mut items = Vec::new();
     if let Some(inline) = &s.inline {
         for item in inline.get_ref() {
             items.push(match item {
-                InlinePrompt::Text(t) => PromptItem { prompt: t.clone(), reference: None },
+                InlinePrompt::Text(t) => PromptItem { prompt: t.clone(), reference: None, tier: 0 },
                 InlinePrompt::WithReference { prompt, reference } => {
-                    PromptItem { prompt: prompt.clone(), reference: reference.clone() }
+                    PromptItem { prompt: prompt.clone(), reference: reference.clone(), tier: 0 }
                 }
             });
         }
@@ -419,13 +447,22 @@ fn load_prompts(p: &Spanned<PromptsFile>, files: &SpaceFiles, errors: &mut Vec<S
                 struct Line {
                     prompt: String,
                     reference: Option<String>,
+                    #[serde(default)]
+                    tier: u32,
                 }
                 for (n, line) in text.lines().enumerate() {
                     if line.trim().is_empty() {
                         continue;
                     }
                     match serde_json::from_str::<Line>(line) {
-                        Ok(l) => items.push(PromptItem { prompt: l.prompt, reference: l.reference }),
+                        Ok(l) if l.tier > MAX_TIER => {
+                            errors.push(SpecError::new(
+                                file.span(),
+                                format!("{name}:{}: tier {} is above the highest, {MAX_TIER}", n + 1, l.tier),
+                            ));
+                            break;
+                        }
+                        Ok(l) => items.push(PromptItem { prompt: l.prompt, reference: l.reference, tier: l.tier }),
                         Err(e) => {
                             errors.push(SpecError::new(file.span(), format!("{name}:{}: {e}", n + 1)));
                             break;
@@ -474,7 +511,8 @@ fn load_prompts(p: &Spanned<PromptsFile>, files: &SpaceFiles, errors: &mut Vec<S
                 format!("the template makes more than {MAX_PROMPTS} prompts (the product of its variables' counts)"),
             )),
             Some(count) if errors.is_empty() => {
-                expand(template, s.reference_template.as_ref(), &names, &vars, count, &mut items, errors)
+                let tiers = s.tiers.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+                expand(template, s.reference_template.as_ref(), &names, &vars, &tiers, count, &mut items, errors)
             }
             Some(_) => {}
         }
@@ -486,11 +524,13 @@ fn load_prompts(p: &Spanned<PromptsFile>, files: &SpaceFiles, errors: &mut Vec<S
 /// stopping at the first one over `MAX_PROMPT_CHARS` or once their total
 /// passes `MAX_PROMPTS_BYTES`: what is built never exceeds the caps by
 /// more than one prompt.
+#[allow(clippy::too_many_arguments)]
 fn expand(
     template: &Spanned<String>,
     reference: Option<&Spanned<String>>,
     names: &[String],
     vars: &BTreeMap<String, Vec<String>>,
+    tiers: &BTreeMap<String, Vec<u32>>,
     count: usize,
     items: &mut Vec<PromptItem>,
     errors: &mut Vec<SpecError>,
@@ -501,9 +541,12 @@ fn expand(
         // the last variable varying fastest.
         let mut rest = index;
         let mut combo: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut tier = 0u32;
         for name in names.iter().rev() {
             let values = &vars[name];
-            combo.insert(name.as_str(), values[rest % values.len()].as_str());
+            let at = rest % values.len();
+            combo.insert(name.as_str(), values[at].as_str());
+            tier = tier.max(tiers.get(name).and_then(|t| t.get(at)).copied().unwrap_or(0));
             rest /= values.len();
         }
         let prompt = fill(template.get_ref(), &combo);
@@ -524,7 +567,7 @@ fn expand(
             ));
             return;
         }
-        items.push(PromptItem { prompt, reference });
+        items.push(PromptItem { prompt, reference, tier });
     }
     check_items(items, template.span(), errors);
 }
@@ -670,6 +713,39 @@ max = 10
         let files = SpaceFiles::from([("prompts/p.jsonl".to_owned(), "{\"prompt\": \"hi\"}\n".to_owned())]);
         let space = Space::parse(&with_file("prompts/p.jsonl"), &files, Path::new(".")).unwrap();
         assert_eq!(space.prompts[0].prompt, "hi");
+    }
+
+    #[test]
+    fn prompts_carry_difficulty_tiers_from_a_file_or_a_template() {
+        let vars = "variables = { a = [\"1\", \"2\"], b = [\"3\", \"4\", \"5\"] }";
+        let tiered = GOOD.replace(vars, &format!("{vars}\ntiers = {{ b = [0, 2, 1] }}"));
+        let space = Space::parse(&tiered, &SpaceFiles::new(), Path::new(".")).unwrap();
+        let tiers: Vec<u32> = space.prompts.iter().map(|p| p.tier).collect();
+        // b varies fastest: 3, 4, 5 for a = 1, then for a = 2.
+        assert_eq!(tiers, vec![0, 2, 1, 0, 2, 1]);
+        assert!(Space::parse(GOOD, &SpaceFiles::new(), Path::new(".")).unwrap().prompts.iter().all(|p| p.tier == 0));
+        // Bad tiers name the line and what is wrong.
+        for (bad, needle) in [
+            ("tiers = { b = [0, 1] }", "2 tiers for the variable's 3 values"),
+            ("tiers = { c = [0] }", "not a variable of the template"),
+            ("tiers = { b = [0, 1, 99] }", "above the highest"),
+        ] {
+            let errs = errors(&GOOD.replace(vars, &format!("{vars}\n{bad}")));
+            assert!(errs.iter().any(|(l, m)| *l == 7 && m.contains(needle)), "{bad}: {errs:?}");
+        }
+        let file = GOOD.replace(&format!("template = \"What is {{a}} + {{b}}?\"\n{vars}"), "file = \"p.jsonl\"");
+        let files = SpaceFiles::from([(
+            "p.jsonl".to_owned(),
+            "{\"prompt\": \"easy\"}\n{\"prompt\": \"hard\", \"tier\": 3}\n".to_owned(),
+        )]);
+        let space = Space::parse(&file, &files, Path::new(".")).unwrap();
+        assert_eq!(space.prompts.iter().map(|p| p.tier).collect::<Vec<_>>(), vec![0, 3]);
+        let files = SpaceFiles::from([("p.jsonl".to_owned(), "{\"prompt\": \"x\", \"tier\": 16}\n".to_owned())]);
+        let errs = match Space::parse(&file, &files, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs.iter().map(|e| e.message.clone()).collect(),
+        };
+        assert!(errs.iter().any(|m| m.contains("p.jsonl:1: tier 16")), "{errs:?}");
     }
 
     #[test]

@@ -35,6 +35,19 @@ pub struct JobSettings {
     pub max_pairs: usize,
     /// Held-out prompts the gate plays (fewer if the Space holds out fewer).
     pub gate_prompts: usize,
+    /// GRPO (objective `grpo`): completions per prompt, prompts per
+    /// rollout step, optimizer steps per rollout, the KL penalty to the
+    /// parent, the clip range, sampling temperature, and whether prompts
+    /// are drawn by the curriculum. `steps` counts rollout steps (20 when
+    /// absent); the job samples the Space's training prompts, never its
+    /// held-out ones, and needs no pairs.
+    pub group: usize,
+    pub prompts_per_step: usize,
+    pub iterations: usize,
+    pub kl_beta: f64,
+    pub epsilon: f64,
+    pub temperature: f32,
+    pub curriculum: bool,
 }
 
 impl Default for JobSettings {
@@ -63,6 +76,13 @@ impl Default for JobSettings {
             min_pairs: 16,
             max_pairs: 256,
             gate_prompts: 32,
+            group: 8,
+            prompts_per_step: 4,
+            iterations: 2,
+            kl_beta: 0.04,
+            epsilon: 0.2,
+            temperature: 1.0,
+            curriculum: true,
         }
     }
 }
@@ -94,11 +114,46 @@ impl JobSettings {
         }
     }
 
+    /// Rollout steps of a GRPO job.
+    pub fn grpo_steps(&self) -> usize {
+        self.steps.unwrap_or(20)
+    }
+
+    /// GRPO's settings for a Space whose answers have `max_new_tokens`.
+    pub fn grpo_settings(&self, max_new_tokens: usize) -> agent_runtime::train::grpo::GrpoSettings {
+        agent_runtime::train::grpo::GrpoSettings {
+            group: self.group,
+            prompts_per_step: self.prompts_per_step,
+            steps: self.grpo_steps(),
+            iterations: self.iterations,
+            beta: self.kl_beta,
+            epsilon: self.epsilon,
+            temperature: self.temperature,
+            max_new_tokens: max_new_tokens.clamp(1, self.max_length),
+            max_prompt_length: self.max_prompt_length,
+            curriculum: self.curriculum,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the job needs pairs (every objective but GRPO).
+    pub fn needs_pairs(&self) -> bool {
+        self.objective != Objective::Grpo
+    }
+
     /// The most tokens a job with these settings trains on over `pairs`
     /// pairs: every pair pass (`steps × batch_size × grad_accum`, or
     /// `epochs × pairs`) at `max_length` tokens for each of its two
-    /// answers. What a job is priced by.
+    /// answers; for GRPO every completion (`steps × prompts_per_step ×
+    /// group`) at `max_length` tokens, once per iteration. What a job is
+    /// priced by.
     pub fn token_budget(&self, pairs: usize) -> u64 {
+        if self.objective == Objective::Grpo {
+            return (self.grpo_steps() as u64)
+                .saturating_mul(self.prompts_per_step as u64 * self.group as u64)
+                .saturating_mul(self.iterations.max(1) as u64)
+                .saturating_mul(self.max_length as u64);
+        }
         let passes = match self.steps {
             Some(steps) => steps as u64 * self.batch_size.max(1) as u64 * self.grad_accum.max(1) as u64,
             None => self.epochs as u64 * pairs as u64,
@@ -139,9 +194,20 @@ impl JobSettings {
             return bad("gate_prompts", format!("gate_prompts must be 4..=256, not {}", self.gate_prompts));
         }
         self.train_config(1).validate().map_err(|e| DomainError::new("settings", e.to_string()))?;
+        if self.objective == Objective::Grpo {
+            if self.grpo_steps() > 500 {
+                return bad("steps", "at most 500 rollout steps per GRPO job".into());
+            }
+            if self.prompts_per_step > 32 {
+                return bad("prompts_per_step", "at most 32 prompts per step".into());
+            }
+            self.grpo_settings(self.max_length / 2)
+                .validate()
+                .map_err(|e| DomainError::new("settings", e.to_string()))?;
+        }
         // With a step count the budget is known now; by epochs it depends
         // on the pairs, and the job is checked again when they are picked.
-        if self.steps.is_some() {
+        if self.steps.is_some() || self.objective == Objective::Grpo {
             self.check_budget(self.token_budget(0))?;
         }
         Ok(())

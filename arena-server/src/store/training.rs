@@ -85,8 +85,13 @@ pub async fn create_job(
     if let Some(open) = open {
         return Err(Refused::Open(open));
     }
-    let pairs = usable_pairs(conn, agent, space_id, settings.max_pairs).await?;
-    if pairs.len() < settings.min_pairs {
+    // GRPO samples its own answers to the Space's training prompts.
+    let pairs = if settings.needs_pairs() {
+        usable_pairs(conn, agent, space_id, settings.max_pairs).await?
+    } else {
+        Vec::new()
+    };
+    if settings.needs_pairs() && pairs.len() < settings.min_pairs {
         return Err(Refused::TooFewPairs { have: pairs.len(), need: settings.min_pairs });
     }
     let id = JobId::new();

@@ -7,6 +7,7 @@ pub mod dry_run;
 pub mod exports;
 pub mod gauges;
 pub mod generate;
+pub mod grpo;
 pub mod judge;
 pub mod matchmaker;
 pub mod policies;

@@ -28,7 +28,8 @@ use crate::store::training::{self, Claimed};
 use crate::store::{adapters, agents};
 use agent_runtime::engine::{Engine, EngineConfig, Runtime};
 use agent_runtime::train::StepMetrics;
-use agent_runtime::train::manifest::{self, RunFiles};
+use agent_runtime::train::grpo::GrpoStepMetrics;
+use agent_runtime::train::manifest::{self, GrpoFiles, RunFiles};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use judge::{Candidate, Judge, JudgeModel, MatchInput};
@@ -225,7 +226,11 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     let (system_prompt, sampling, parent_adapter) = (parent.system_prompt, parent.sampling, parent.adapter_sha256);
     let space = ctx.spaces.get(&ctx.db, job.space_id, job.space_version).await?;
     let pairs = training::pair_texts(&ctx.db, &job.pair_ids).await?;
-    anyhow::ensure!(!pairs.is_empty(), "none of the job's {} pairs can be read", job.pair_ids.len());
+    anyhow::ensure!(
+        !pairs.is_empty() || !settings.needs_pairs(),
+        "none of the job's {} pairs can be read",
+        job.pair_ids.len()
+    );
 
     // Inputs on disk, as `arena train dpo` reads them: the manifest then
     // names every pair by its arena id.
@@ -256,15 +261,47 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     let cfg = settings.train_config(trainer.threads);
     let out = work.join("adapter");
 
+    let manifest_json = if settings.needs_pairs() {
+        train_on_pairs(ctx, trainer, &job, &loaded, &pairs_path, parent_dir.clone(), &out, cfg).await?
+    } else {
+        train_grpo(ctx, trainer, &job, &loaded, &settings, &space, &system_prompt, parent_dir.clone(), &out, cfg)
+            .await?
+    };
+
+    // The adapter goes where every adapter goes: checked, stored by content.
+    let config = std::fs::read(out.join(agent_runtime::lora::CONFIG_FILE))?;
+    let weights = std::fs::read(out.join(agent_runtime::lora::WEIGHTS_FILE))?;
+    let (sha, _, config) = adapters::validate(&config, &weights, loaded.runtime.config())
+        .map_err(|why| anyhow::anyhow!("the trained adapter does not validate: {why}"))?;
+    // The job was priced when it was made: its adapter counts against no quota.
+    adapters::insert(&ctx.db, &sha, &String::from_utf8(config)?, &weights, job.owner_id, None).await?;
+    let moved = training::start_gate(&ctx.db, job.id, &ctx.consumer, &sha, &manifest_json).await?;
+    anyhow::ensure!(moved, "another trainer took the job over");
+    let new_dir = adapters::materialize(&ctx.db, &data_dir, &sha).await?;
+    gate(ctx, trainer, &job, &loaded, &settings, &space, &system_prompt, &sampling, new_dir, parent_dir).await
+}
+
+/// DPO or SFT on the job's pairs (written to `pairs_path`); the manifest.
+#[allow(clippy::too_many_arguments)]
+async fn train_on_pairs(
+    ctx: &Context,
+    trainer: &Trainer,
+    job: &Claimed,
+    loaded: &Arc<Loaded>,
+    pairs_path: &std::path::Path,
+    parent_dir: Option<PathBuf>,
+    out: &std::path::Path,
+    cfg: agent_runtime::train::TrainConfig,
+) -> anyhow::Result<serde_json::Value> {
     // Train on a blocking thread; each step's metrics come back here.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepMetrics>();
     let training = {
         let (runtime, model, pairs_path, parent_dir, out, cfg) = (
             loaded.runtime.clone(),
             trainer.model_path.clone(),
-            pairs_path.clone(),
+            pairs_path.to_owned(),
             parent_dir.clone(),
-            out.clone(),
+            out.to_owned(),
             cfg,
         );
         tokio::task::spawn_blocking(move || {
@@ -278,18 +315,103 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
         training::record_step(&ctx.db, job.id, &ctx.consumer, m.step, m.steps, &serde_json::to_value(&m)?).await?;
     }
     let manifest = training.await?.map_err(|e| anyhow::anyhow!("training: {e}"))?;
+    Ok(serde_json::to_value(&manifest)?)
+}
 
-    // The adapter goes where every adapter goes: checked, stored by content.
-    let config = std::fs::read(out.join(agent_runtime::lora::CONFIG_FILE))?;
-    let weights = std::fs::read(out.join(agent_runtime::lora::WEIGHTS_FILE))?;
-    let (sha, _, config) = adapters::validate(&config, &weights, loaded.runtime.config())
-        .map_err(|why| anyhow::anyhow!("the trained adapter does not validate: {why}"))?;
-    // The job was priced when it was made: its adapter counts against no quota.
-    adapters::insert(&ctx.db, &sha, &String::from_utf8(config)?, &weights, job.owner_id, None).await?;
-    let moved = training::start_gate(&ctx.db, job.id, &ctx.consumer, &sha, &serde_json::to_value(&manifest)?).await?;
-    anyhow::ensure!(moved, "another trainer took the job over");
-    let new_dir = adapters::materialize(&ctx.db, &data_dir, &sha).await?;
+/// GRPO on the Space's training prompts, rewarded by the Space's judge,
+/// sampled on the trainer's engine; the manifest.
+#[allow(clippy::too_many_arguments)]
+async fn train_grpo(
+    ctx: &Context,
+    trainer: &Trainer,
+    job: &Claimed,
+    loaded: &Arc<Loaded>,
+    settings: &JobSettings,
+    space: &Arc<crate::domain::space::Space>,
+    system_prompt: &str,
+    parent_dir: Option<PathBuf>,
+    out: &std::path::Path,
+    cfg: agent_runtime::train::TrainConfig,
+) -> anyhow::Result<serde_json::Value> {
+    let grpo = settings.grpo_settings(space.max_new_tokens as usize);
+    let prompts = crate::work::grpo::training_prompts(space, Some(system_prompt));
+    anyhow::ensure!(!prompts.is_empty(), "the Space has no training prompts (every prompt is held out)");
+    let judge = space_judge(trainer, loaded, space).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GrpoStepMetrics>();
+    let training = {
+        let (loaded, model, out, source) = (
+            loaded.clone(),
+            trainer.model_path.clone(),
+            out.to_owned(),
+            format!("space {} v{}", job.space_id, job.space_version),
+        );
+        tokio::task::spawn_blocking(move || {
+            let files = GrpoFiles {
+                model: &model,
+                parent: parent_dir.as_deref(),
+                out: &out,
+                prompt_source: &source,
+                curriculum: None,
+            };
+            let mut reward = crate::work::grpo::judge_reward(&judge);
+            manifest::grpo_to_dir(
+                &loaded.runtime,
+                &loaded.engine,
+                &files,
+                &prompts,
+                &cfg,
+                &grpo,
+                &mut reward,
+                &mut |m: &GrpoStepMetrics| {
+                    let _ = tx.send(m.clone());
+                },
+            )
+        })
+    };
+    while let Some(m) = rx.recv().await {
+        training::record_step(&ctx.db, job.id, &ctx.consumer, m.step, m.steps, &serde_json::to_value(&m)?).await?;
+    }
+    let manifest = training.await?.map_err(|e| anyhow::anyhow!("training: {e}"))?;
+    Ok(serde_json::to_value(&manifest)?)
+}
 
+/// The Space's judge on the trainer's model (or the one it names).
+async fn space_judge(
+    trainer: &Trainer,
+    loaded: &Arc<Loaded>,
+    space: &crate::domain::space::Space,
+) -> anyhow::Result<Judge> {
+    let judge_config = Arc::new(space.judge.clone());
+    let judge_model = if judge_config.needs_model() {
+        let model = match &judge_config.model {
+            Some(path) => {
+                let (path, threads) = (path.clone(), trainer.threads);
+                tokio::task::spawn_blocking(move || JudgeModel::load(&path, threads)).await?
+            }
+            None => JudgeModel::new(loaded.runtime.clone(), loaded.model_sha256.clone()),
+        };
+        Some(Arc::new(model.map_err(anyhow::Error::msg)?))
+    } else {
+        None
+    };
+    Ok(Judge::new(judge_config, judge_model)?.with_embedder_for(&trainer.model_path)?)
+}
+
+/// The gate: the new version against its parent on held-out prompts,
+/// same seeds, judged by the Space's judge; the job's final status.
+#[allow(clippy::too_many_arguments)]
+async fn gate(
+    ctx: &Context,
+    trainer: &Trainer,
+    job: &Claimed,
+    loaded: &Arc<Loaded>,
+    settings: &JobSettings,
+    space: &Arc<crate::domain::space::Space>,
+    system_prompt: &str,
+    sampling: &crate::domain::agent::AgentSampling,
+    new_dir: PathBuf,
+    parent_dir: Option<PathBuf>,
+) -> anyhow::Result<JobStatus> {
     // The gate: new against parent on held-out prompts, same seeds.
     let mut prompts = space.held_out.clone();
     let mut seed = [0u8; 8];
@@ -303,7 +425,7 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
         let params = sampling.params(space.max_new_tokens as usize, match_seed(sampling.seed, job.id.0, i));
         for adapter in [Some(new_dir.clone()), parent_dir.clone()] {
             jobs.push(GenJob {
-                system: system_prompt.clone(),
+                system: system_prompt.to_owned(),
                 prompt: item.prompt.clone(),
                 adapter,
                 params: params.clone(),
@@ -318,20 +440,7 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     for answer in answers {
         texts.push(answer.context("gate generation")?.text);
     }
-    let judge_config = Arc::new(space.judge.clone());
-    let judge_model = if judge_config.needs_model() {
-        let model = match &judge_config.model {
-            Some(path) => {
-                let (path, threads) = (path.clone(), trainer.threads);
-                tokio::task::spawn_blocking(move || JudgeModel::load(&path, threads)).await?
-            }
-            None => JudgeModel::new(loaded.runtime.clone(), loaded.model_sha256.clone()),
-        };
-        Some(Arc::new(model.map_err(anyhow::Error::msg)?))
-    } else {
-        None
-    };
-    let judge = Judge::new(judge_config, judge_model)?.with_embedder_for(&trainer.model_path)?;
+    let judge = space_judge(trainer, loaded, space).await?;
     let space_for_judge = space.clone();
     let prompts_for_judge = prompts.clone();
     let games = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Game>> {

@@ -340,20 +340,35 @@ async fn agent_page_with(
                 "step",
                 &[Series { name: "loss".into(), points: steps.iter().map(|m| (step(m), metric(m, "loss"))).collect() }],
             );
-            let rewards = chart::lines(
-                "Reward accuracy and margin per step",
-                "step",
-                &[
-                    Series {
-                        name: "reward accuracy".into(),
-                        points: steps.iter().map(|m| (step(m), metric(m, "reward_accuracy"))).collect(),
-                    },
-                    Series {
-                        name: "reward margin".into(),
-                        points: steps.iter().map(|m| (step(m), metric(m, "reward_margin"))).collect(),
-                    },
-                ],
-            );
+            let series = |pairs: &[(&str, &str)]| -> Vec<Series> {
+                pairs
+                    .iter()
+                    .map(|&(name, key)| Series {
+                        name: name.into(),
+                        points: steps.iter().map(|m| (step(m), metric(m, key))).collect(),
+                    })
+                    .collect()
+            };
+            // A GRPO job's steps carry the group rewards instead of pairs'.
+            let grpo = steps.first().is_some_and(|m| m.get("reward_mean").is_some());
+            let rewards = if grpo {
+                chart::lines(
+                    "Reward, pass rate, skipped groups and KL per step",
+                    "step",
+                    &series(&[
+                        ("mean reward", "reward_mean"),
+                        ("pass rate", "pass_rate"),
+                        ("share of groups skipped", "skipped_share"),
+                        ("KL to the parent", "kl"),
+                    ]),
+                )
+            } else {
+                chart::lines(
+                    "Reward accuracy and margin per step",
+                    "step",
+                    &series(&[("reward accuracy", "reward_accuracy"), ("reward margin", "reward_margin")]),
+                )
+            };
             let gate = j.gate.as_ref().and_then(|g| g["reason"].as_str().map(str::to_owned));
             jobs.push(JobLine {
                 id: job.to_string(),
