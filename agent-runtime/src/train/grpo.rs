@@ -355,24 +355,66 @@ struct Micro {
 }
 
 impl Micro {
-    fn new(groups: Vec<(&Group, Vec<f64>)>, temperature: f32) -> Micro {
-        let shapes: Vec<(&[u32], Vec<&[u32]>)> =
-            groups.iter().map(|(g, _)| (&g.prompt[..], g.samples.iter().map(|s| &s.tokens[..]).collect())).collect();
+    /// A micro-batch of whole or partial groups: per group, the samples
+    /// it takes (by index) with their advantages.
+    fn new(parts: &[(&Group, Vec<usize>, Vec<f64>)], temperature: f32) -> Micro {
+        let shapes: Vec<(&[u32], Vec<&[u32]>)> = parts
+            .iter()
+            .map(|(g, picked, _)| (&g.prompt[..], picked.iter().map(|&k| &g.samples[k].tokens[..]).collect()))
+            .collect();
         let mut batch = Batch::shared(&shapes);
         batch.temperature = temperature;
         let mut advantage = Vec::with_capacity(batch.scored_tokens());
         let mut sampler = Vec::with_capacity(batch.scored_tokens());
-        for (g, adv) in &groups {
-            for (s, &a) in g.samples.iter().zip(adv) {
+        for (g, picked, adv) in parts {
+            for (&k, &a) in picked.iter().zip(adv) {
+                let s = &g.samples[k];
                 advantage.extend(std::iter::repeat_n(a, s.tokens.len()));
-                sampler.extend(
-                    s.tokens.iter().enumerate().map(|(i, _)| s.sampler_logprobs.get(i).copied().unwrap_or(0.0)),
-                );
+                sampler.extend((0..s.tokens.len()).map(|i| s.sampler_logprobs.get(i).copied().unwrap_or(0.0)));
             }
         }
         Micro { batch, advantage, sampler }
     }
+
+    /// Packs the kept groups into micro-batches of at most
+    /// `groups_per_micro_batch` groups and [`MAX_MICRO_ROWS`] scored rows
+    /// (the backward keeps a vocabulary-wide row per scored token); a group
+    /// larger than that is split across micro-batches (its prompt is then
+    /// computed once per part).
+    fn pack(kept: &[(&Group, Vec<f64>)], groups_per_micro_batch: usize, temperature: f32) -> Vec<Micro> {
+        let mut micros = Vec::new();
+        let mut parts: Vec<(&Group, Vec<usize>, Vec<f64>)> = Vec::new();
+        let mut rows = 0usize;
+        for (g, adv) in kept {
+            let mut opened = false;
+            for (k, s) in g.samples.iter().enumerate() {
+                let full = parts.len() >= groups_per_micro_batch && !opened;
+                if !parts.is_empty() && (rows + s.tokens.len() > MAX_MICRO_ROWS || full) {
+                    micros.push(Micro::new(&parts, temperature));
+                    parts.clear();
+                    rows = 0;
+                    opened = false;
+                }
+                if !opened {
+                    parts.push((g, Vec::new(), Vec::new()));
+                    opened = true;
+                }
+                let last = parts.last_mut().expect("a part was just opened");
+                last.1.push(k);
+                last.2.push(adv[k]);
+                rows += s.tokens.len();
+            }
+        }
+        if !parts.is_empty() {
+            micros.push(Micro::new(&parts, temperature));
+        }
+        micros
+    }
 }
+
+/// The most scored rows one forward/backward keeps (about 800 MB of
+/// softmax rows for a 49,152-token vocabulary).
+pub const MAX_MICRO_ROWS: usize = 4096;
 
 /// The loss of one micro-batch given θ's log-probabilities, and (with
 /// `grad`) its per-row gradient; `(loss, clipped rows, Σ kl)`.
@@ -509,11 +551,7 @@ impl GrpoRun<'_, '_> {
                 1.0 / (kept.iter().map(|(gr, _)| gr.samples.len()).sum::<usize>() * g.max_new_tokens) as f64
             }
         };
-        let mut micros: Vec<Micro> = Vec::new();
-        let mut kept = kept.into_iter().peekable();
-        while kept.peek().is_some() {
-            micros.push(Micro::new(kept.by_ref().take(g.groups_per_micro_batch).collect(), g.temperature));
-        }
+        let micros = Micro::pack(&kept, g.groups_per_micro_batch, g.temperature);
         let references: Vec<Option<Vec<f32>>> = micros
             .iter()
             .map(|mb| (g.beta > 0.0).then(|| self.base.forward(self.parent, &mb.batch, false).0))
@@ -968,7 +1006,9 @@ mod tests {
                 (g, advantages(&g.samples.iter().map(|s| s.reward).collect::<Vec<_>>(), AdvantageKind::Grpo).unwrap())
             })
             .collect();
-        let mb = Micro::new(with_adv, 0.8);
+        let parts: Vec<(&Group, Vec<usize>, Vec<f64>)> =
+            with_adv.into_iter().map(|(g, a)| (g, (0..g.samples.len()).collect(), a)).collect();
+        let mb = Micro::new(&parts, 0.8);
         let settings = GrpoSettings { beta: 0.3, epsilon: 0.2, ..GrpoSettings::default() };
         // Old and reference log-probs near θ's, so some ratios clip and
         // most do not.
@@ -1007,6 +1047,26 @@ mod tests {
             }
         }
         assert!(checked >= 3 * 2 * 7 * 2);
+    }
+
+    #[test]
+    fn micro_batches_are_bounded_in_rows_and_keep_every_sample_once() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut gs = groups(&mut rng);
+        // A group whose samples alone pass the row cap.
+        for s in &mut gs[1].samples {
+            s.tokens = vec![1; MAX_MICRO_ROWS / 2 + 7];
+        }
+        let kept: Vec<(&Group, Vec<f64>)> = gs.iter().map(|g| (g, vec![0.5; g.samples.len()])).collect();
+        let micros = Micro::pack(&kept, 2, 1.0);
+        assert!(micros.iter().all(|m| m.batch.scored_tokens() <= MAX_MICRO_ROWS));
+        let total: usize = micros.iter().map(|m| m.batch.scored_tokens()).sum();
+        let want: usize = gs.iter().flat_map(|g| &g.samples).map(|s| s.tokens.len()).sum();
+        assert_eq!(total, want, "every sample's tokens once");
+        assert!(micros.len() >= 3, "the big group was split");
+        // One group per micro-batch when asked.
+        let small: Vec<(&Group, Vec<f64>)> = kept[..1].to_vec();
+        assert_eq!(Micro::pack(&small, 1, 1.0).len(), 1);
     }
 
     /// Recorded rollouts, stepwise, for a run on the tiny model.

@@ -731,7 +731,8 @@ max = 10
             ("tiers = { b = [0, 1, 99] }", "above the highest"),
         ] {
             let errs = errors(&GOOD.replace(vars, &format!("{vars}\n{bad}")));
-            assert!(errs.iter().any(|(l, m)| *l == 7 && m.contains(needle)), "{bad}: {errs:?}");
+            // Line 9: the `tiers` line itself.
+            assert!(errs.iter().any(|(l, m)| *l == 9 && m.contains(needle)), "{bad}: {errs:?}");
         }
         let file = GOOD.replace(&format!("template = \"What is {{a}} + {{b}}?\"\n{vars}"), "file = \"p.jsonl\"");
         let files = SpaceFiles::from([(
