@@ -289,7 +289,9 @@ pub fn token_term(
     TokenTerm { loss: -objective + beta * kl, grad: -d_objective + beta * d_kl, clipped: was_clipped, kl }
 }
 
-/// One optimizer step's (rollout step's) figures.
+/// One rollout step's figures. Those of the forward (loss, KL, clipping,
+/// entropy, sampler mismatch, gradient norm) are 0 at a step whose every
+/// group was skipped: no forward ran.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GrpoStepMetrics {
     pub step: usize,
@@ -399,9 +401,10 @@ impl Micro {
                     parts.push((g, Vec::new(), Vec::new()));
                     opened = true;
                 }
-                let last = parts.last_mut().expect("a part was just opened");
-                last.1.push(k);
-                last.2.push(adv[k]);
+                if let Some(last) = parts.last_mut() {
+                    last.1.push(k);
+                    last.2.push(adv[k]);
+                }
                 rows += s.tokens.len();
             }
         }
@@ -478,7 +481,7 @@ impl GrpoRun<'_, '_> {
             let train_started = Instant::now();
             let mut m = self.update(&mut lora, &mut adam, step, total_updates, &rollouts);
             m.train_seconds = train_started.elapsed().as_secs_f64();
-            m.train_tokens_per_second = m.train_tokens_per_second / m.train_seconds.max(1e-9);
+            m.train_tokens_per_second /= m.train_seconds.max(1e-9);
             m.seconds = started.elapsed().as_secs_f64();
             progress(&m, &rollouts);
             metrics.push(m);

@@ -440,29 +440,33 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     }
 
     let mut md = String::new();
+    let method = match args.objective {
+        ObjectiveArg::Grpo => format!(
+            "GRPO: {} steps × {} prompts × {} samples per generation (rewarded by {}), μ {}, KL β {}, ε {}{}{}",
+            args.steps.unwrap_or(10),
+            args.prompts_per_step,
+            args.samples,
+            if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
+            args.iterations,
+            args.kl_beta,
+            args.epsilon,
+            if args.dr_grpo { ", Dr. GRPO" } else { "" },
+            if args.no_curriculum { ", no curriculum" } else { ", curriculum" }
+        ),
+        objective => format!(
+            "{} training prompts × {} samples per generation (ranked by {}), {} β {} RPO α {}",
+            args.train_prompts,
+            args.samples,
+            if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
+            if objective == ObjectiveArg::Sft { "SFT" } else { "DPO" },
+            args.beta,
+            args.rpo_alpha
+        ),
+    };
     md.push_str(&format!(
-        "Space `{}`, {} held-out prompts, {} training prompts × {} samples per generation (ranked by {}), {} β {} RPO α {} lr {} r {}, T {} repetition penalty {}, seed {}\n\n",
+        "Space `{}`, {} held-out prompts, {method}, lr {} r {}, T {} repetition penalty {}, seed {}\n\n",
         space.name,
         args.eval_prompts,
-        args.train_prompts,
-        args.samples,
-        if args.verifiers_only { "the Space's verifiers" } else { "the Space's judge" },
-        match args.objective {
-            ObjectiveArg::Sft => "SFT".to_owned(),
-            ObjectiveArg::Dpo => "DPO".to_owned(),
-            ObjectiveArg::Grpo => format!(
-                "GRPO ({} steps × {} prompts per generation, μ {}, KL β {}, ε {}{}{})",
-                args.steps.unwrap_or(10),
-                args.prompts_per_step,
-                args.iterations,
-                args.kl_beta,
-                args.epsilon,
-                if args.dr_grpo { ", Dr. GRPO" } else { "" },
-                if args.no_curriculum { ", no curriculum" } else { ", curriculum" }
-            ),
-        },
-        args.beta,
-        args.rpo_alpha,
         args.learning_rate,
         args.rank,
         args.temperature,
@@ -472,7 +476,9 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     md.push_str(&format!(
         "{} gate prompts; pairs {}\n\n",
         args.gate_prompts,
-        if args.carry_pairs {
+        if grpo_run {
+            "none (GRPO learns from its own samples; the curriculum carries over generations)".to_owned()
+        } else if args.carry_pairs {
             format!("carried across generations (newest {})", args.max_pairs)
         } else {
             "of each generation only".to_owned()
