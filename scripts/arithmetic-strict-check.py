@@ -5,7 +5,7 @@
 #   space  — the Space's rule: the last number in the answer is the result;
 #   strict — every number in the answer other than the two operands is the
 #            result, and there is one (no lists of guesses, no other sums).
-# Usage: scripts/arithmetic-strict-check.py [ADAPTER_DIR ...]
+# Usage: scripts/arithmetic-strict-check.py [base|ADAPTER_DIR ...]  (default: base)
 # (run from the repository root after a release build; ARENA_BIN names the
 # binary, default $CARGO_TARGET_DIR/release/arena or target/release/arena).
 import json, os, random, re, subprocess, sys
@@ -24,7 +24,7 @@ while len(problems) < 60:
         continue
     problems.append((prompt, a, b, fn(a, b)))
 binary = os.environ.get("ARENA_BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "arena")
-for adapter in (sys.argv[1:] or [None]):
+for adapter in [None if a == "base" else a for a in (sys.argv[1:] or ["base"])]:
     space = strict = 0
     for prompt, a, b, result in problems:
         cmd = [binary, "model", "generate", "--prompt", prompt, "--max-tokens", "48", "--temperature", "0",

@@ -10,8 +10,11 @@ Made like-for-like with ours: fp32 (TRL defaults to bf16), no gradient
 checkpointing, the model's own `generate` on the CPU (no vLLM), sampling at
 temperature 1 with no top-k/top-p (TRL's defaults), the same group size,
 prompts per step, completion length, KL β, clip ε, iterations per rollout
-(μ) and LoRA rank on the same modules. The reward is the arithmetic
-Space's hard check (the last number of the answer equals the reference).
+(μ) and LoRA rank on the same modules. The reward: 1 when the last
+number of the answer is the reference (the arithmetic Space's hard check)
+plus 0.2 / (1 + characters / 10), so rewards differ within every group and
+both sides train on every group (ours skips all-equal groups, which would
+make its step cheaper by luck).
 One rollout step is `num_generations × prompts` completions, then μ
 optimizer steps over them (TRL: `steps_per_generation` = 1, so each
 optimizer step regenerates unless μ > 1 reuses the batch). The first
@@ -73,7 +76,8 @@ def main():
         for c, ref in zip(completions, reference):
             text = c[0]["content"] if isinstance(c, list) else c
             numbers = re.findall(r"-?\d+", text.replace(",", ""))
-            out.append(1.0 if numbers and numbers[-1] == ref else 0.0)
+            right = 1.0 if numbers and numbers[-1] == ref else 0.0
+            out.append(right + 0.2 / (1.0 + len(text) / 10.0))
         return out
 
     out = tempfile.mkdtemp(prefix="trl-grpo-bench-")

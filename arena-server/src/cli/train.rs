@@ -474,6 +474,7 @@ pub fn bench_grpo(model: &super::args::ModelArgs, args: &GrpoBenchArgs, settings
         group: args.group,
         prompts_per_step: args.prompts_per_step,
         steps: args.steps + 1,
+        temperature: 1.0,
         iterations: args.iterations,
         beta: args.beta,
         max_new_tokens: args.max_new_tokens,
@@ -490,11 +491,27 @@ pub fn bench_grpo(model: &super::args::ModelArgs, args: &GrpoBenchArgs, settings
         args.rank
     );
     let runtime = Arc::new(Runtime::load(&path, threads).with_context(|| format!("loading {}", path.display()))?);
-    let mut verifiers_only = space.judge.clone();
-    verifiers_only.mode = judge::JudgeMode::None;
-    let judge = Judge::new(Arc::new(verifiers_only), None)?;
     let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
-    let mut reward = crate::work::grpo::judge_reward(&judge);
+    // The TRL script's reward: the Space's hard check (the last number is
+    // the reference) plus a little for brevity, so every group trains on
+    // both sides (ours would skip an all-equal group and look faster).
+    let mut reward = |p: &agent_runtime::train::grpo::GrpoPrompt, texts: &[String]| {
+        let reference = p.reference.clone().unwrap_or_default();
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let cleaned = t.replace(',', "");
+                let last = cleaned
+                    .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+                    .filter(|w| w.trim_start_matches('-').chars().next().is_some_and(|c| c.is_ascii_digit()))
+                    .last()
+                    .map(str::to_owned);
+                let right = last.as_deref() == Some(reference.as_str());
+                let value = f64::from(u8::from(right)) + 0.2 / (1.0 + t.chars().count() as f64 / 10.0);
+                agent_runtime::train::grpo::Reward { value, passed: right }
+            })
+            .collect())
+    };
     let mut metrics: Vec<GrpoStepMetrics> = Vec::new();
     let mut log = grpo_printer();
     let out = dir.path().join("out");
