@@ -367,29 +367,17 @@ pub fn bench(model: &super::args::ModelArgs, args: &BenchArgs, settings: &Settin
     drop(runtime);
 
     let theirs: Option<serde_json::Value> = if args.trl {
-        let script = dir.path().join("trl_dpo_bench.py");
-        std::fs::write(&script, TRL_BENCH)?;
-        eprintln!("TRL: {} {} (a few minutes)", args.python.display(), script.display());
-        let out = std::process::Command::new(&args.python)
-            .arg(&script)
-            .arg(&path)
-            .arg(&pairs_path)
-            .args(["--threads", &threads.to_string(), "--steps", &args.steps.to_string()])
-            .args(["--batch", &args.batch_size.to_string()])
-            .env("OMP_NUM_THREADS", threads.to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", args.python.display()))?;
-        if !out.status.success() {
-            bail!(
-                "the TRL side failed ({}); it needs `pip install torch trl peft transformers gguf` in {} (or --no-trl)",
-                out.status,
-                args.python.display()
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
-        Some(serde_json::from_str(last).with_context(|| format!("reading the TRL side's output: {text}"))?)
+        let args_out = [
+            path.display().to_string(),
+            pairs_path.display().to_string(),
+            "--threads".into(),
+            threads.to_string(),
+            "--steps".into(),
+            args.steps.to_string(),
+            "--batch".into(),
+            args.batch_size.to_string(),
+        ];
+        Some(run_trl(&args.python, dir.path(), "trl_dpo_bench.py", TRL_BENCH, &args_out, threads)?)
     } else {
         None
     };
@@ -540,31 +528,27 @@ pub fn bench_grpo(model: &super::args::ModelArgs, args: &GrpoBenchArgs, settings
     drop(runtime);
 
     let theirs: Option<serde_json::Value> = if args.trl {
-        let script = dir.path().join("trl_grpo_bench.py");
-        std::fs::write(&script, TRL_GRPO_BENCH)?;
-        eprintln!("TRL: {} {} (several minutes)", args.python.display(), script.display());
-        let out = std::process::Command::new(&args.python)
-            .arg(&script)
-            .arg(&path)
-            .arg(&prompts_path)
-            .args(["--threads", &threads.to_string(), "--steps", &args.steps.to_string()])
-            .args(["--group", &args.group.to_string(), "--prompts-per-step", &args.prompts_per_step.to_string()])
-            .args(["--iterations", &args.iterations.to_string(), "--max-new-tokens", &args.max_new_tokens.to_string()])
-            .args(["--rank", &args.rank.to_string(), "--beta", &args.beta.to_string()])
-            .env("OMP_NUM_THREADS", threads.to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", args.python.display()))?;
-        if !out.status.success() {
-            bail!(
-                "the TRL side failed ({}); it needs `pip install torch trl peft transformers gguf` in {} (or --no-trl)",
-                out.status,
-                args.python.display()
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
-        Some(serde_json::from_str(last).with_context(|| format!("reading the TRL side's output: {text}"))?)
+        let args_out = [
+            path.display().to_string(),
+            prompts_path.display().to_string(),
+            "--threads".into(),
+            threads.to_string(),
+            "--steps".into(),
+            args.steps.to_string(),
+            "--group".into(),
+            args.group.to_string(),
+            "--prompts-per-step".into(),
+            args.prompts_per_step.to_string(),
+            "--iterations".into(),
+            args.iterations.to_string(),
+            "--max-new-tokens".into(),
+            args.max_new_tokens.to_string(),
+            "--rank".into(),
+            args.rank.to_string(),
+            "--beta".into(),
+            args.beta.to_string(),
+        ];
+        Some(run_trl(&args.python, dir.path(), "trl_grpo_bench.py", TRL_GRPO_BENCH, &args_out, threads)?)
     } else {
         None
     };
@@ -596,4 +580,36 @@ pub fn bench_grpo(model: &super::args::ModelArgs, args: &GrpoBenchArgs, settings
         println!("TRL side: {}", v["engine"].as_str().unwrap_or("?"));
     }
     Ok(())
+}
+
+/// Runs one of the TRL benchmark scripts (written into `dir`) with
+/// `python` on `threads` threads and reads the JSON object it prints last.
+fn run_trl(
+    python: &Path,
+    dir: &Path,
+    name: &str,
+    text: &str,
+    args: &[String],
+    threads: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let script = dir.join(name);
+    std::fs::write(&script, text)?;
+    eprintln!("TRL: {} {} (minutes)", python.display(), script.display());
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the TRL side failed ({}); it needs `pip install torch trl peft transformers gguf` in {} (or --no-trl)",
+            out.status,
+            python.display()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("reading the TRL side's output: {stdout}"))
 }
