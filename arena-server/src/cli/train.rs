@@ -491,8 +491,7 @@ pub fn bench_grpo(model: &super::args::ModelArgs, args: &GrpoBenchArgs, settings
                 let cleaned = t.replace(',', "");
                 let last = cleaned
                     .split(|c: char| !(c.is_ascii_digit() || c == '-'))
-                    .filter(|w| w.trim_start_matches('-').chars().next().is_some_and(|c| c.is_ascii_digit()))
-                    .last()
+                    .rfind(|w| w.trim_start_matches('-').chars().next().is_some_and(|c| c.is_ascii_digit()))
                     .map(str::to_owned);
                 let right = last.as_deref() == Some(reference.as_str());
                 let value = f64::from(u8::from(right)) + 0.2 / (1.0 + t.chars().count() as f64 / 10.0);
