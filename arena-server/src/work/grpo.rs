@@ -48,3 +48,56 @@ pub fn judge_reward(judge: &Judge) -> impl FnMut(&GrpoPrompt, &[String]) -> Resu
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use judge::files::SpaceFiles;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn space(extra: &str) -> Space {
+        let text = format!(
+            r#"name = "sums"
+agents_per_match = 2
+[prompts]
+inline = [{{ prompt = "What is 2 + 3?", reference = "5" }}, {{ prompt = "What is 4 + 4?", reference = "8" }},
+          {{ prompt = "What is 1 + 6?", reference = "7" }}, {{ prompt = "What is 9 + 9?", reference = "18" }}]
+{extra}
+[judge]
+mode = "none"
+[training]
+holdout = 0.25
+"#
+        );
+        Space::parse(&text, &SpaceFiles::new(), Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn the_reward_is_the_judges_score_and_a_pass_is_the_hard_check() {
+        let hard = space("[[verifiers]]\nkind = \"answer\"\nmode = \"numeric\"\nhard = true\n");
+        let judge = Judge::new(Arc::new(hard.judge.clone()), None).unwrap();
+        let prompts = training_prompts(&hard, Some("Be brief."));
+        assert_eq!(prompts.len(), 3, "the held-out prompt is not a training prompt");
+        assert!(prompts.iter().all(|p| !hard.held_out.contains(&p.index)));
+        assert!(prompts.iter().all(|p| p.system.as_deref() == Some("Be brief.")));
+        let p = &prompts[0];
+        let right = p.reference.clone().unwrap();
+        let texts = vec![format!("It is {right}."), "It is 1000.".to_owned(), String::new()];
+        let rewards = judge_reward(&judge)(p, &texts).unwrap();
+        assert_eq!(rewards.len(), 3);
+        assert!(rewards[0].passed && !rewards[1].passed && !rewards[2].passed, "{rewards:?}");
+        assert!(rewards[0].value > rewards[1].value, "{rewards:?}");
+
+        // Without a hard check, a pass is a score of at least one half.
+        let soft = space("[[verifiers]]\nkind = \"length\"\nunit = \"words\"\nmax = 3\n");
+        let judge = Judge::new(Arc::new(soft.judge.clone()), None).unwrap();
+        let texts = vec!["Five.".to_owned(), "one two three four five six seven eight nine ten".to_owned()];
+        let rewards = judge_reward(&judge)(p, &texts).unwrap();
+        assert_eq!(
+            rewards.iter().map(|r| r.passed).collect::<Vec<_>>(),
+            vec![rewards[0].value >= 0.5, rewards[1].value >= 0.5]
+        );
+        assert!(rewards[0].value > rewards[1].value, "{rewards:?}");
+    }
+}
