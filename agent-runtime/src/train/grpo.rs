@@ -948,22 +948,7 @@ mod tests {
     }
 
     fn tiny() -> crate::gguf::ModelConfig {
-        crate::gguf::ModelConfig {
-            architecture: "llama".to_owned(),
-            name: None,
-            n_layers: 2,
-            hidden: 64,
-            ffn: 96,
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 16,
-            vocab: 50,
-            context_length: 64,
-            rope_base: 10_000.0,
-            rms_eps: 1e-5,
-            tied_embeddings: true,
-            qkv_bias: false,
-        }
+        super::super::net::tests::tiny("llama")
     }
 
     fn groups(rng: &mut impl Rng) -> Vec<Group> {

@@ -980,10 +980,11 @@ impl Base<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny(architecture: &str) -> ModelConfig {
+    /// A small model's shape for gradient checks (also GRPO's tests).
+    pub(crate) fn tiny(architecture: &str) -> ModelConfig {
         ModelConfig {
             architecture: architecture.to_owned(),
             name: None,
