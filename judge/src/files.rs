@@ -37,13 +37,16 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// The names of the files a Space's text refers to (`[prompts] file`,
-/// `schema_file` of its verifiers), in order, without duplicates. Text
+/// `[referee] script`, `schema_file` of its verifiers), in order, without duplicates. Text
 /// that is not TOML names nothing (its parse reports the error).
 pub fn referenced_names(source: &str) -> Vec<String> {
     let Ok(value) = toml::from_str::<toml::Value>(source) else { return Vec::new() };
     let mut names: Vec<String> = Vec::new();
     if let Some(file) = value.get("prompts").and_then(|p| p.get("file")).and_then(|f| f.as_str()) {
         names.push(file.to_owned());
+    }
+    if let Some(script) = value.get("referee").and_then(|r| r.get("script")).and_then(|f| f.as_str()) {
+        names.push(script.to_owned());
     }
     if let Some(trained) = value.get("judge").and_then(|j| j.get("trained")).and_then(|t| t.as_str())
         && trained != "default"

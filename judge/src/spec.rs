@@ -141,6 +141,10 @@ pub struct JudgeSections {
     pub verifiers: Vec<Spanned<VerifierSpec>>,
     pub judge: Option<Spanned<JudgeSpec>>,
     pub pairs: Option<Spanned<PairsSpec>>,
+    /// A multi-turn Space's referee ranks the seats itself (its outcome),
+    /// so the judge may have nothing to rank with.
+    #[serde(skip)]
+    pub ranked_by_referee: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -322,7 +326,7 @@ impl JudgeConfig {
                 None
             }
         };
-        if mode == JudgeMode::None && verifiers.is_empty() && errors.is_empty() {
+        if mode == JudgeMode::None && verifiers.is_empty() && errors.is_empty() && !sections.ranked_by_referee {
             errors.push(SpecError::new(
                 judge.span(),
                 "nothing ranks the outputs: add a [[verifiers]] entry or set judge.mode to \"pairwise\" or \"pointwise\"",

@@ -182,7 +182,8 @@ impl Grid {
         let mut mv = Move::legal(format!("{symbol} {} {n}", self.unit()));
         if self.winner(&cells) == Some(symbol) {
             let scores = (0..2).map(|s| if s == seat { 1.0 } else { 0.0 }).collect();
-            mv.end = Some((scores, format!("{} ({symbol}) wins with {} in a row", crate::seat_name(seat), self.connect())));
+            mv.end =
+                Some((scores, format!("{} ({symbol}) wins with {} in a row", crate::seat_name(seat), self.connect())));
         } else if cells.iter().all(|c| *c != '.') {
             mv.end = Some((vec![0.5, 0.5], "draw: the board is full".into()));
         }
@@ -238,7 +239,11 @@ impl Grid {
             GridKind::TicTacToe => "Answer with the number of a free cell, like: move: 5",
             GridKind::ConnectFour => "Answer with the number of a column that is not full, like: move: 4",
         };
-        Ok(format!("{}You play {symbol}.\n\n{}\n{how}", if intro.trim().is_empty() { String::new() } else { format!("{}\n\n", intro.trim()) }, self.board(state)?))
+        Ok(format!(
+            "{}You play {symbol}.\n\n{}\n{how}",
+            if intro.trim().is_empty() { String::new() } else { format!("{}\n\n", intro.trim()) },
+            self.board(state)?
+        ))
     }
 }
 
@@ -313,7 +318,9 @@ mod tests {
         assert_eq!(g.seat_to_move(&s).expect("seat"), 0);
         let view = g.view(&s, 0, "Play well.\nopening: 5").expect("view");
         assert!(view.contains("You play O") && view.contains(" 4 | X | 6") && !view.contains("opening"), "{view}");
-        for (bad, why) in [("opening: 5 5", "taken"), ("opening: 1 4 2 5 3", "already won"), ("opening: x", "not a number")] {
+        for (bad, why) in
+            [("opening: 5 5", "taken"), ("opening: 1 4 2 5 3", "already won"), ("opening: x", "not a number")]
+        {
             let err = g.start(bad).expect_err(bad);
             assert!(err.to_string().contains(why), "{bad}: {err}");
         }

@@ -230,7 +230,9 @@ impl Referee {
     pub fn view(&self, state: &State, prompt: &str, seat: usize) -> Result<String, RefereeError> {
         let mut text = match (self.turns.view, &self.rules) {
             (View::Referee, Rules::Grid(g)) => g.view(&state.game, seat, prompt)?,
-            (View::Referee, Rules::Negotiation(n)) => n.view(&state.game, seat, prompt, state.turn, self.turns.max_turns)?,
+            (View::Referee, Rules::Negotiation(n)) => {
+                n.view(&state.game, seat, prompt, state.turn, self.turns.max_turns)?
+            }
             (View::Referee, Rules::Script(s)) => s.view(&state.game, seat)?,
             (View::Referee, Rules::Debate(d)) => d.view(state, seat, prompt, self.turns.max_turns, self.seats),
             (View::Transcript, Rules::Debate(d)) => d.view(state, seat, prompt, self.turns.max_turns, self.seats),
@@ -328,9 +330,9 @@ impl Referee {
                         Rules::Grid(_) => (vec![0.5; self.seats], "draw: the turn limit was reached".to_owned()),
                         Rules::Negotiation(_) => (vec![0.0; self.seats], "no deal before the turn limit".to_owned()),
                         Rules::Debate(_) => (vec![0.5; self.seats], "the turn limit was reached".to_owned()),
-                        Rules::Script(s) => s.outcome(&next.game, self.seats)?.unwrap_or_else(|| {
-                            (vec![0.5; self.seats], "draw: the turn limit was reached".to_owned())
-                        }),
+                        Rules::Script(s) => s
+                            .outcome(&next.game, self.seats)?
+                            .unwrap_or_else(|| (vec![0.5; self.seats], "draw: the turn limit was reached".to_owned())),
                     };
                     Outcome { scores, reason, judged: false }
                 }

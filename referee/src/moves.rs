@@ -70,7 +70,10 @@ pub fn keyword_number(text: &str, keywords: &[&str]) -> Option<u64> {
             let Some(&(at, n)) = nums.iter().find(|(at, _)| *at >= end) else { continue };
             let between = text[end..at].to_ascii_lowercase();
             let between = between.trim_matches(|c: char| c.is_whitespace() || ":=-#.,(".contains(c));
-            let between = between.strip_prefix("is").unwrap_or(between).trim_matches(|c: char| c.is_whitespace() || ":=-#".contains(c));
+            let between = between
+                .strip_prefix("is")
+                .unwrap_or(between)
+                .trim_matches(|c: char| c.is_whitespace() || ":=-#".contains(c));
             let between = between.strip_prefix("number").unwrap_or(between).trim();
             if between.is_empty() && best.is_none_or(|(b, _)| start < b) {
                 best = Some((start, n));

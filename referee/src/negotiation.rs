@@ -52,7 +52,10 @@ impl Negotiation {
                     let pot = self.pot.max(1) as f64;
                     let scores = (0..2).map(|s| if s == by { keep as f64 / pot } else { give as f64 / pot }).collect();
                     let mut mv = Move::legal(format!("accepts {keep} / {give}"));
-                    mv.end = Some((scores, format!("deal: {} keeps {keep}, {} gets {give}", crate::seat_name(by), crate::seat_name(seat))));
+                    mv.end = Some((
+                        scores,
+                        format!("deal: {} keeps {keep}, {} gets {give}", crate::seat_name(by), crate::seat_name(seat)),
+                    ));
                     Ok(mv)
                 }
                 Some(_) => Ok(Move::illegal("you cannot accept your own offer")),
@@ -62,7 +65,14 @@ impl Negotiation {
         Ok(Move::illegal("neither an offer (OFFER n) nor ACCEPT found in the answer"))
     }
 
-    pub fn view(&self, state: &Value, seat: usize, prompt: &str, turn: u32, max_turns: u32) -> Result<String, RefereeError> {
+    pub fn view(
+        &self,
+        state: &Value,
+        seat: usize,
+        prompt: &str,
+        turn: u32,
+        max_turns: u32,
+    ) -> Result<String, RefereeError> {
         let standing = match Negotiation::standing(state) {
             Some((by, keep)) if by != seat => {
                 format!("The other player offers: they keep {keep}, you get {}.", self.pot - keep)

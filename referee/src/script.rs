@@ -82,11 +82,7 @@ fn engine(limits: Limits) -> Engine {
     engine.on_debug(|_, _, _| {});
     let deadline = Instant::now() + Duration::from_millis(limits.max_ms);
     engine.on_progress(move |ops| {
-        if ops % 256 == 0 && Instant::now() > deadline {
-            Some(Dynamic::from("time limit"))
-        } else {
-            None
-        }
+        if ops % 256 == 0 && Instant::now() > deadline { Some(Dynamic::from("time limit")) } else { None }
     });
     engine
 }
@@ -151,7 +147,9 @@ impl Script {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(RefereeError::Script(format!("{}: {function}: {}", self.name, describe(&err, self.limits)))),
+            Ok(Err(err)) => {
+                Err(RefereeError::Script(format!("{}: {function}: {}", self.name, describe(&err, self.limits))))
+            }
             Err(_) => Err(RefereeError::Script(format!("{}: {function}: the interpreter panicked", self.name))),
         }
     }
@@ -161,8 +159,9 @@ impl Script {
     }
 
     fn from_dyn(&self, function: &str, value: &Dynamic) -> Result<Value, RefereeError> {
-        rhai::serde::from_dynamic::<Value>(value)
-            .map_err(|e| RefereeError::Script(format!("{}: {function} returned a value that is not data: {e}", self.name)))
+        rhai::serde::from_dynamic::<Value>(value).map_err(|e| {
+            RefereeError::Script(format!("{}: {function} returned a value that is not data: {e}", self.name))
+        })
     }
 
     pub fn init(&self, seats: usize, prompt: &str) -> Result<Value, RefereeError> {
@@ -192,19 +191,27 @@ impl Script {
         let array = value.clone().into_array().map_err(|_| bad())?;
         array
             .iter()
-            .map(|v| v.as_float().ok().or_else(|| v.as_int().ok().map(|i| i as f64)).filter(|f| f.is_finite()).ok_or_else(bad))
+            .map(|v| {
+                v.as_float()
+                    .ok()
+                    .or_else(|| v.as_int().ok().map(|i| i as f64))
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(bad)
+            })
             .collect::<Result<Vec<f64>, _>>()
             .map(Some)
     }
 
     pub fn apply(&self, state: &mut Value, seat: usize, text: &str) -> Result<Move, RefereeError> {
-        let result = self.call("play", vec![self.to_dyn(state)?, Dynamic::from(seat as i64), Dynamic::from(text.to_owned())])?;
-        let map: Map = result
-            .try_cast::<Map>()
-            .ok_or_else(|| RefereeError::Script(format!("{}: play must return a map #{{ state, legal, … }}", self.name)))?;
-        let legal = map.get("legal").and_then(|v| v.as_bool().ok()).ok_or_else(|| {
-            RefereeError::Script(format!("{}: play's result has no boolean `legal`", self.name))
+        let result =
+            self.call("play", vec![self.to_dyn(state)?, Dynamic::from(seat as i64), Dynamic::from(text.to_owned())])?;
+        let map: Map = result.try_cast::<Map>().ok_or_else(|| {
+            RefereeError::Script(format!("{}: play must return a map #{{ state, legal, … }}", self.name))
         })?;
+        let legal = map
+            .get("legal")
+            .and_then(|v| v.as_bool().ok())
+            .ok_or_else(|| RefereeError::Script(format!("{}: play's result has no boolean `legal`", self.name)))?;
         let note = map.get("note").map(|v| v.to_string()).unwrap_or_default();
         let mut mv = if legal { Move::legal(note) } else { Move::illegal(note) };
         if legal {
@@ -213,7 +220,8 @@ impl Script {
                 .ok_or_else(|| RefereeError::Script(format!("{}: play's result has no `state`", self.name)))?;
             *state = self.from_dyn("play", next)?;
             if let Some(scores) = map.get("scores").map(|s| self.scores("play", s)).transpose()?.flatten() {
-                let reason = map.get("reason").map(|v| v.to_string()).unwrap_or_else(|| "the referee ended the game".into());
+                let reason =
+                    map.get("reason").map(|v| v.to_string()).unwrap_or_else(|| "the referee ended the game".into());
                 mv.end = Some((scores, reason));
             }
         }
@@ -237,9 +245,9 @@ impl Script {
         if result.is_unit() {
             return Ok(None);
         }
-        let map: Map = result
-            .try_cast::<Map>()
-            .ok_or_else(|| RefereeError::Script(format!("{}: outcome must return () or #{{ scores, reason }}", self.name)))?;
+        let map: Map = result.try_cast::<Map>().ok_or_else(|| {
+            RefereeError::Script(format!("{}: outcome must return () or #{{ scores, reason }}", self.name))
+        })?;
         let scores = map.get("scores").map(|s| self.scores("outcome", s)).transpose()?.flatten();
         match scores {
             Some(scores) if scores.len() == seats => {
@@ -311,7 +319,8 @@ mod tests {
         let source = format!(
             "fn deep(n) {{ deep(n + 1) }} fn init(seats, prompt) {{ {body} }} fn to_move(s) {{ 0 }} fn view(s, seat) {{ \"\" }} fn play(s, seat, a) {{ #{{}} }}"
         );
-        let s = Script::compile("runaway.rhai", &source, Limits { max_operations: 1_000_000, max_ms: 300 }).expect("compiles");
+        let s = Script::compile("runaway.rhai", &source, Limits { max_operations: 1_000_000, max_ms: 300 })
+            .expect("compiles");
         let started = Instant::now();
         let err = s.init(2, "").expect_err("stopped");
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
@@ -359,7 +368,8 @@ mod tests {
 
     #[test]
     fn wrong_shapes_are_script_errors() {
-        let source = "fn init(seats, prompt) { 1 } fn to_move(s) { 9 } fn view(s, seat) { 3 } fn play(s, seat, a) { 5 }";
+        let source =
+            "fn init(seats, prompt) { 1 } fn to_move(s) { 9 } fn view(s, seat) { 3 } fn play(s, seat, a) { 5 }";
         let s = Script::compile("shape.rhai", source, Limits::default()).expect("compiles");
         let mut state = s.init(2, "").expect("init");
         assert!(s.to_move(&state, 2).expect_err("seat 9").to_string().contains("not a seat"));

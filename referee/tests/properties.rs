@@ -12,7 +12,11 @@ fn rules(kind: u8) -> (Rules, u32, OnLimit) {
         0 => (Rules::Grid(Grid::new(GridKind::TicTacToe)), 9, OnLimit::Rules),
         1 => (Rules::Grid(Grid::new(GridKind::ConnectFour)), 42, OnLimit::Rules),
         2 => (Rules::Negotiation(Negotiation { pot: 100 }), 8, OnLimit::Rules),
-        _ => (Rules::Debate(referee::debate::Debate { positions: vec!["for".into(), "against".into()] }), 4, OnLimit::Judge),
+        _ => (
+            Rules::Debate(referee::debate::Debate { positions: vec!["for".into(), "against".into()] }),
+            4,
+            OnLimit::Judge,
+        ),
     }
 }
 

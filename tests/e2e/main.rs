@@ -10,6 +10,7 @@ mod arena;
 mod browser;
 mod cli;
 mod data;
+mod games;
 mod hardening;
 mod health;
 mod helpers;

@@ -20,6 +20,7 @@ pub mod settings;
 pub mod space;
 pub mod status;
 pub mod training;
+pub mod turns;
 pub mod user;
 
 pub use ids::{AgentId, JobId, MatchId, PairId, SpaceId, TokenId, UserId};

@@ -39,6 +39,8 @@ struct SpaceFile {
     pairs: Option<Spanned<PairsSpec>>,
     training: Option<Spanned<TrainingFile>>,
     data: Option<Spanned<DataFile>>,
+    turns: Option<Spanned<super::turns::TurnsFile>>,
+    referee: Option<Spanned<super::turns::RefereeFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +181,10 @@ pub struct Space {
     pub match_prompts: Vec<usize>,
     /// The file's text, kept so a version can be stored and hashed as written.
     pub source: String,
+    /// A multi-turn Space's referee (`[turns]` and `[referee]`): matches
+    /// are played turn by turn and the referee's outcome ranks the seats.
+    /// `None` for a one-answer Space.
+    pub game: Option<referee::Referee>,
 }
 
 fn is_slug(name: &str) -> bool {
@@ -330,7 +336,21 @@ impl Space {
         let held = held_out(&prompts, training.holdout);
         let match_prompts: Vec<usize> = (0..prompts.len()).filter(|i| !held.contains(i)).collect();
 
-        let sections = JudgeSections { verifiers: file.verifiers, judge: file.judge, pairs: file.pairs };
+        let game = super::turns::check(
+            file.turns.as_ref(),
+            file.referee.as_ref(),
+            agents_per_match,
+            max_new_tokens,
+            files,
+            &prompts,
+            &mut errors,
+        );
+        let sections = JudgeSections {
+            verifiers: file.verifiers,
+            judge: file.judge,
+            pairs: file.pairs,
+            ranked_by_referee: game.as_ref().is_some_and(|g| g.turns.on_limit == referee::OnLimit::Rules),
+        };
         let license = sections.pairs.as_ref().and_then(|p| p.get_ref().license.clone());
         let visibility = match sections.pairs.as_ref().and_then(|p| p.get_ref().visibility.as_ref()) {
             None => Visibility::Public,
@@ -367,6 +387,7 @@ impl Space {
                 held_out: held,
                 match_prompts,
                 source: text.to_owned(),
+                game,
             }),
             _ => {
                 errors.sort_by_key(|e| e.span.start);

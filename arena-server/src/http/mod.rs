@@ -276,6 +276,14 @@ pub const API: &[ApiRoute] = &[
     ),
     route!(get, "/matches", matches::list, Public, "Matches, newest first (?space, ?status, ?limit)", None),
     route!(get, "/matches/{id}", matches::get, Public, "One match: seats, outputs, verdict, payouts", None),
+    route!(
+        get,
+        "/matches/{id}/turns",
+        matches::turns,
+        Public,
+        "A multi-turn match's turns: each answer with the referee's reading, the board after each step, the outcome",
+        None
+    ),
     route!(get, "/events", matches::events, Public, "Server-Sent Events of match progress (?space, ?match)", None),
 ];
 

@@ -17,6 +17,7 @@ pub mod pairs;
 pub mod settlement;
 pub mod spaces;
 pub mod training;
+pub mod turns;
 pub mod users;
 
 use crate::domain::{DomainError, redacted};

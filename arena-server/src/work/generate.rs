@@ -97,7 +97,7 @@ pub fn match_seed(agent_seed: u64, match_id: Uuid, slot: usize) -> u64 {
 
 /// The runtime's reason when it refused the request itself (bad input,
 /// not a passing fault).
-fn refusal(err: &anyhow::Error) -> Option<String> {
+pub(super) fn refusal(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|cause| match cause.downcast_ref::<agent_runtime::RuntimeError>() {
         Some(agent_runtime::RuntimeError::Request(why)) => Some(why.clone()),
         _ => None,
@@ -105,7 +105,7 @@ fn refusal(err: &anyhow::Error) -> Option<String> {
 }
 
 /// One seat's request: its pinned version's prompt, sampling and adapter.
-async fn job_for(ctx: &Context, seat: &matches::GenerateSeat) -> anyhow::Result<GenJob> {
+pub(super) async fn job_for(ctx: &Context, seat: &matches::GenerateSeat) -> anyhow::Result<GenJob> {
     let space = ctx.spaces.get(&ctx.db, seat.space_id, seat.space_version).await?;
     let adapter = match &seat.adapter_sha256 {
         Some(sha) => Some(crate::store::adapters::materialize(&ctx.db, &ctx.data_dir, sha).await?),
@@ -152,84 +152,125 @@ impl Work for GenerateStage {
                 return Ok(done);
             }
             let seats = matches::generate_seats(&ctx.db, &open).await?;
-            // One match's trouble (its Space version, an adapter) is that
-            // match's alone: the rest of the batch goes on.
-            let mut broken: Vec<MatchId> = Vec::new();
-            let mut jobs = Vec::with_capacity(seats.len());
-            let mut job_seats: Vec<&matches::GenerateSeat> = Vec::with_capacity(seats.len());
-            for seat in &seats {
-                if broken.contains(&seat.match_id) {
-                    continue;
-                }
-                match job_for(ctx, seat).await {
-                    Ok(job) => {
-                        jobs.push(job);
-                        job_seats.push(seat);
-                    }
-                    Err(err) => {
-                        tracing::warn!(match_id = %seat.match_id, error = %err, "cannot prepare the match; will retry");
-                        broken.push(seat.match_id);
-                    }
+            // Multi-turn matches play one step each; their requests and the
+            // one-answer matches' go to the engine at the same time.
+            let mut games: Vec<MatchId> = Vec::new();
+            for id in &open {
+                if let Some(seat) = seats.iter().find(|s| s.match_id == *id)
+                    && let Ok(space) = ctx.spaces.get(&ctx.db, seat.space_id, seat.space_version).await
+                    && space.game.is_some()
+                {
+                    games.push(*id);
                 }
             }
-            let keep: Vec<usize> = (0..jobs.len()).filter(|&i| !broken.contains(&job_seats[i].match_id)).collect();
-            let jobs: Vec<GenJob> = keep.iter().map(|&i| jobs[i].clone()).collect();
-            let job_seats: Vec<&matches::GenerateSeat> = keep.iter().map(|&i| job_seats[i]).collect();
-            let outputs = self.generator.generate(jobs).await;
-            let mut ok_matches: Vec<MatchId> = Vec::new();
-            let mut refused: Vec<(MatchId, String)> = Vec::new();
-            let mut rows: Vec<NewOutput> = Vec::new();
-            for id in open.iter().filter(|m| !broken.contains(m)) {
-                let mine: Vec<(&&matches::GenerateSeat, &anyhow::Result<GenOutput>)> =
-                    job_seats.iter().zip(&outputs).filter(|(s, _)| s.match_id == *id).collect();
-                // A request the runtime refuses (a prompt longer than the
-                // context, say) is refused again on every retry: fail the
-                // match now, with the reason.
-                if let Some(why) = mine.iter().find_map(|(_, o)| o.as_ref().err().and_then(refusal)) {
-                    refused.push((*id, format!("the runtime refused an agent's request: {why}")));
-                    continue;
-                }
-                if mine.iter().any(|(_, o)| o.is_err()) {
-                    for (_, o) in &mine {
-                        if let Err(err) = o {
-                            tracing::warn!(match_id = %id, error = %err, "generation failed; will retry");
-                        }
-                    }
-                    continue;
-                }
-                for (seat, output) in mine {
-                    let Ok(output) = output else { continue };
-                    rows.push(NewOutput {
-                        match_id: *id,
-                        slot: seat.slot,
-                        text: output.text.clone(),
-                        finish: output.finish.clone(),
-                        tokens: output.tokens as i32,
-                    });
-                }
-                ok_matches.push(*id);
-            }
-            for (id, why) in &refused {
-                super::fail_match(ctx, *id, why).await?;
-                done.push(id.0);
-            }
-            if ok_matches.is_empty() {
-                return Ok(done);
-            }
-            let mut tx = ctx.db.begin().await?;
-            matches::insert_outputs(&mut tx, &rows).await?;
-            let moved = matches::advance(&mut tx, Stage::Generate, &ok_matches).await?;
-            tx.commit().await?;
-            let events: Vec<Event> = moved
-                .iter()
-                .map(|id| {
-                    let space = seats.iter().find(|s| s.match_id == *id).map(|s| s.slug.clone()).unwrap_or_default();
-                    Event::new(*id, space, MatchStatus::Generated)
-                })
-                .collect();
-            Events::publish_many(&ctx.redis, &events).await;
-            done.extend(ok_matches.iter().map(|m| m.0));
+            let (game_seats, seats): (Vec<_>, Vec<_>) = seats.into_iter().partition(|s| games.contains(&s.match_id));
+            let open: Vec<MatchId> = open.into_iter().filter(|id| !games.contains(id)).collect();
+            let (answered, stepped) = futures_util::future::join(
+                self.one_answer(ctx, open, seats),
+                super::turns::step(ctx, self.generator.as_ref(), &games, &game_seats),
+            )
+            .await;
+            done.extend(answered?);
+            done.extend(stepped?);
             Ok(done)
         })
+    }
+}
+
+impl GenerateStage {
+    /// One-answer matches: every seat answers the prompt once.
+    async fn one_answer(
+        &self,
+        ctx: &Context,
+        open: Vec<MatchId>,
+        seats: Vec<matches::GenerateSeat>,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let mut done: Vec<Uuid> = Vec::new();
+        if open.is_empty() {
+            return Ok(done);
+        }
+        {
+            {
+                // One match's trouble (its Space version, an adapter) is that
+                // match's alone: the rest of the batch goes on.
+                let mut broken: Vec<MatchId> = Vec::new();
+                let mut jobs = Vec::with_capacity(seats.len());
+                let mut job_seats: Vec<&matches::GenerateSeat> = Vec::with_capacity(seats.len());
+                for seat in &seats {
+                    if broken.contains(&seat.match_id) {
+                        continue;
+                    }
+                    match job_for(ctx, seat).await {
+                        Ok(job) => {
+                            jobs.push(job);
+                            job_seats.push(seat);
+                        }
+                        Err(err) => {
+                            tracing::warn!(match_id = %seat.match_id, error = %err, "cannot prepare the match; will retry");
+                            broken.push(seat.match_id);
+                        }
+                    }
+                }
+                let keep: Vec<usize> = (0..jobs.len()).filter(|&i| !broken.contains(&job_seats[i].match_id)).collect();
+                let jobs: Vec<GenJob> = keep.iter().map(|&i| jobs[i].clone()).collect();
+                let job_seats: Vec<&matches::GenerateSeat> = keep.iter().map(|&i| job_seats[i]).collect();
+                let outputs = self.generator.generate(jobs).await;
+                let mut ok_matches: Vec<MatchId> = Vec::new();
+                let mut refused: Vec<(MatchId, String)> = Vec::new();
+                let mut rows: Vec<NewOutput> = Vec::new();
+                for id in open.iter().filter(|m| !broken.contains(m)) {
+                    let mine: Vec<(&&matches::GenerateSeat, &anyhow::Result<GenOutput>)> =
+                        job_seats.iter().zip(&outputs).filter(|(s, _)| s.match_id == *id).collect();
+                    // A request the runtime refuses (a prompt longer than the
+                    // context, say) is refused again on every retry: fail the
+                    // match now, with the reason.
+                    if let Some(why) = mine.iter().find_map(|(_, o)| o.as_ref().err().and_then(refusal)) {
+                        refused.push((*id, format!("the runtime refused an agent's request: {why}")));
+                        continue;
+                    }
+                    if mine.iter().any(|(_, o)| o.is_err()) {
+                        for (_, o) in &mine {
+                            if let Err(err) = o {
+                                tracing::warn!(match_id = %id, error = %err, "generation failed; will retry");
+                            }
+                        }
+                        continue;
+                    }
+                    for (seat, output) in mine {
+                        let Ok(output) = output else { continue };
+                        rows.push(NewOutput {
+                            match_id: *id,
+                            slot: seat.slot,
+                            text: output.text.clone(),
+                            finish: output.finish.clone(),
+                            tokens: output.tokens as i32,
+                        });
+                    }
+                    ok_matches.push(*id);
+                }
+                for (id, why) in &refused {
+                    super::fail_match(ctx, *id, why).await?;
+                    done.push(id.0);
+                }
+                if ok_matches.is_empty() {
+                    return Ok(done);
+                }
+                let mut tx = ctx.db.begin().await?;
+                matches::insert_outputs(&mut tx, &rows).await?;
+                let moved = matches::advance(&mut tx, Stage::Generate, &ok_matches).await?;
+                tx.commit().await?;
+                let events: Vec<Event> = moved
+                    .iter()
+                    .map(|id| {
+                        let space =
+                            seats.iter().find(|s| s.match_id == *id).map(|s| s.slug.clone()).unwrap_or_default();
+                        Event::new(*id, space, MatchStatus::Generated)
+                    })
+                    .collect();
+                Events::publish_many(&ctx.redis, &events).await;
+                done.extend(ok_matches.iter().map(|m| m.0));
+                Ok(done)
+            }
+        }
     }
 }

@@ -64,6 +64,8 @@ impl Work for JudgeStage {
             let open_ids: Vec<MatchId> = open.iter().map(|o| o.id).collect();
             let outputs = matches::outputs(&ctx.db, &open_ids).await?;
             let mut pending = Vec::new();
+            let mut verdict_ids: Vec<MatchId> = Vec::new();
+            let mut verdicts: Vec<String> = Vec::new();
             for m in &open {
                 // One match's trouble is that match's alone.
                 let config = match self.config(ctx, m.space_id, m.space_version).await {
@@ -73,6 +75,25 @@ impl Work for JudgeStage {
                         continue;
                     }
                 };
+                // A game the referee decided needs no judge: its outcome
+                // ranks the seats.
+                let game = match ctx.spaces.get(&ctx.db, m.space_id, m.space_version).await {
+                    Ok(space) if space.game.is_some() => match super::turns::final_state(ctx, m.id).await {
+                        Ok(state) => state,
+                        Err(err) => {
+                            tracing::warn!(match_id = %m.id, error = %err, "cannot read the game; will retry");
+                            continue;
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some(state) = game.as_ref().filter(|s| s.outcome.as_ref().is_some_and(|o| !o.judged)) {
+                    let slots: Vec<i16> = outputs.iter().filter(|o| o.match_id == m.id).map(|o| o.slot).collect();
+                    let verdict = super::turns::outcome_verdict(state, &slots, config.min_margin);
+                    verdict_ids.push(m.id);
+                    verdicts.push(serde_json::to_string(&verdict)?);
+                    continue;
+                }
                 let candidates: Vec<Candidate> = outputs
                     .iter()
                     .filter(|o| o.match_id == m.id)
@@ -88,8 +109,6 @@ impl Work for JudgeStage {
                 };
                 pending.push((m, rx));
             }
-            let mut verdict_ids: Vec<MatchId> = Vec::new();
-            let mut verdicts: Vec<String> = Vec::new();
             let mut failed: Vec<(MatchId, String)> = Vec::new();
             for (m, rx) in pending {
                 match rx.await {

@@ -17,6 +17,7 @@ pub mod runner;
 pub mod settle;
 pub mod test_double;
 pub mod trainer;
+pub mod turns;
 
 use crate::context::Context;
 use crate::domain::{MatchId, MatchStatus};

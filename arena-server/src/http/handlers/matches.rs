@@ -100,6 +100,67 @@ pub async fn get(
     })))
 }
 
+/// A multi-turn match's turns as the API and the pages show them: every
+/// answer in order with the referee's reading, the board after each step
+/// for a grid game, and the outcome once there is one. `readable` false
+/// leaves out the answers' text and views (the Space's visibility).
+pub async fn game_turns(
+    state: &Context,
+    id: MatchId,
+    head: &matches::MatchHead,
+    readable: bool,
+) -> Result<serde_json::Value, ApiError> {
+    let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(ApiError::internal)?;
+    let Some(referee) = &space.game else {
+        return Err(ApiError::NotFound("turns: this match's Space is not multi-turn".into()));
+    };
+    let rows = crate::store::turns::rows(&state.db, &[id]).await?;
+    let grid = match &referee.rules {
+        referee::Rules::Grid(g) => Some(g),
+        _ => None,
+    };
+    let mut turns = Vec::new();
+    for row in &rows {
+        let board = grid.and_then(|g| g.board(&row.state.0.game).ok());
+        for m in &row.moves.0 {
+            turns.push(serde_json::json!({
+                "step": row.step, "turn": row.turn, "seat": m.seat, "legal": m.legal, "note": m.note,
+                "tokens": m.tokens, "at": row.created_at,
+                "text": readable.then_some(&m.text), "view": readable.then_some(&m.view),
+                "board_after": board,
+            }));
+        }
+    }
+    let kind = match &referee.rules {
+        referee::Rules::Grid(g) if g.kind == referee::grid::GridKind::TicTacToe => "tic-tac-toe",
+        referee::Rules::Grid(_) => "connect-four",
+        referee::Rules::Negotiation(_) => "negotiation",
+        referee::Rules::Debate(_) => "debate",
+        referee::Rules::Script(_) => "script",
+    };
+    let start_board = grid.and_then(|g| referee.start(&head.prompt).ok().and_then(|s| g.board(&s.game).ok()));
+    Ok(serde_json::json!({
+        "id": id, "status": head.status, "kind": kind, "max_turns": referee.turns.max_turns,
+        "start_board": start_board, "turns": turns,
+        "outcome": rows.last().and_then(|r| r.state.0.outcome.clone()),
+        "illegal": rows.last().map(|r| r.state.0.illegal.clone()),
+        "outputs_hidden": !readable,
+    }))
+}
+
+/// GET /api/v1/matches/{id}/turns — a multi-turn match's turns so far.
+pub async fn turns(
+    state: web::Data<Context>,
+    caller: MaybeCaller,
+    path: web::Path<MatchId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let head = matches::head(&state.db, id).await?.ok_or_else(|| ApiError::NotFound("match".into()))?;
+    let seats = matches::seats(&state.db, id).await?;
+    let readable = may_read_outputs(&state, caller.0.as_ref(), &head, &seats).await?;
+    Ok(HttpResponse::Ok().json(game_turns(&state, id, &head, readable).await?))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {

@@ -1,0 +1,326 @@
+//! The `[turns]` and `[referee]` tables of a multi-turn Space, checked into
+//! a [`referee::Referee`]. Every error carries its span, like the rest of
+//! the Space format.
+
+use judge::files::{SpaceFiles, check_name};
+use judge::spec::{SpecError, int_in};
+use referee::grid::{Grid, GridKind};
+use referee::script::{Limits, MAX_MS, MAX_OPERATIONS, Script};
+use referee::{Illegal, MAX_SEATS, MAX_TURNS, OnLimit, Order, Referee, Rules, Turns, View};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TurnsFile {
+    order: Option<Spanned<String>>,
+    max_turns: Option<Spanned<i64>>,
+    rounds: Option<Spanned<i64>>,
+    view: Option<Spanned<String>>,
+    max_tokens_per_turn: Option<Spanned<i64>>,
+    on_limit: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RefereeFile {
+    kind: Spanned<String>,
+    illegal: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    penalty: Option<Spanned<f64>>,
+    max_illegal: Option<Spanned<i64>>,
+    pot: Option<Spanned<i64>>,
+    positions: Option<Spanned<Vec<String>>>,
+    script: Option<Spanned<String>>,
+    max_operations: Option<Spanned<i64>>,
+    max_ms: Option<Spanned<i64>>,
+}
+
+/// Which keys each kind reads; any other is an error (a designer who
+/// writes `pot` for a grid game learns it does nothing).
+fn allowed(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "tic-tac-toe" | "connect-four" => &[],
+        "negotiation" => &["pot"],
+        "debate" => &["positions"],
+        "script" => &["script", "max_operations", "max_ms"],
+        _ => &[],
+    }
+}
+
+fn choice<T: Copy>(
+    v: &Option<Spanned<String>>,
+    what: &str,
+    options: &[(&str, T)],
+    default: T,
+    errors: &mut Vec<SpecError>,
+) -> T {
+    let Some(v) = v else { return default };
+    match options.iter().find(|(name, _)| name == v.get_ref()) {
+        Some((_, t)) => *t,
+        None => {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+            errors
+                .push(SpecError::new(v.span(), format!("{what} {:?} is not one of {}", v.get_ref(), names.join(", "))));
+            default
+        }
+    }
+}
+
+/// Checks the two tables together (each names what the other must agree
+/// with). `whole` is the span reported for a missing table.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn check(
+    turns: Option<&Spanned<TurnsFile>>,
+    referee: Option<&Spanned<RefereeFile>>,
+    seats: u32,
+    max_new_tokens: u32,
+    files: &SpaceFiles,
+    prompts: &[super::space::PromptItem],
+    errors: &mut Vec<SpecError>,
+) -> Option<Referee> {
+    let (t, r) = match (turns, referee) {
+        (None, None) => return None,
+        (Some(t), None) => {
+            errors.push(SpecError::new(t.span(), "[turns] needs a [referee] table (kind = \"tic-tac-toe\", …)"));
+            return None;
+        }
+        (None, Some(r)) => {
+            errors.push(SpecError::new(r.span(), "[referee] needs a [turns] table (the turn protocol)"));
+            return None;
+        }
+        (Some(t), Some(r)) => (t, r),
+    };
+    let before = errors.len();
+    let (t, r) = (t.get_ref(), r.get_ref());
+    let kind = r.kind.get_ref().as_str();
+    let seats = seats as usize;
+    let known = ["tic-tac-toe", "connect-four", "negotiation", "debate", "script"];
+    if !known.contains(&kind) {
+        errors.push(SpecError::new(
+            r.kind.span(),
+            format!("referee.kind {kind:?} is not one of \"tic-tac-toe\", \"connect-four\", \"negotiation\", \"debate\", \"script\""),
+        ));
+        return None;
+    }
+    for (key, present, span) in [
+        ("pot", r.pot.is_some(), r.pot.as_ref().map(|v| v.span())),
+        ("positions", r.positions.is_some(), r.positions.as_ref().map(|v| v.span())),
+        ("script", r.script.is_some(), r.script.as_ref().map(|v| v.span())),
+        ("max_operations", r.max_operations.is_some(), r.max_operations.as_ref().map(|v| v.span())),
+        ("max_ms", r.max_ms.is_some(), r.max_ms.as_ref().map(|v| v.span())),
+    ] {
+        if present && !allowed(kind).contains(&key) {
+            errors.push(SpecError::new(span.unwrap_or(0..0), format!("referee.{key} does not apply to kind {kind:?}")));
+        }
+    }
+    if matches!(kind, "tic-tac-toe" | "connect-four" | "negotiation") && seats != 2 {
+        errors.push(SpecError::new(r.kind.span(), format!("a {kind} match has 2 seats; agents_per_match is {seats}")));
+    }
+    if seats > MAX_SEATS {
+        errors.push(SpecError::new(r.kind.span(), format!("at most {MAX_SEATS} seats")));
+    }
+
+    let order = choice(
+        &t.order,
+        "turns.order",
+        &[("round-robin", Order::RoundRobin), ("simultaneous", Order::Simultaneous)],
+        Order::RoundRobin,
+        errors,
+    );
+    if order == Order::Simultaneous && matches!(kind, "tic-tac-toe" | "connect-four" | "negotiation") {
+        let span = t.order.as_ref().map(|o| o.span()).unwrap_or(0..0);
+        errors.push(SpecError::new(span, format!("a {kind} game is played in turns: order must be \"round-robin\"")));
+    }
+    let default_view = if kind == "debate" { View::Transcript } else { View::Referee };
+    let view = choice(
+        &t.view,
+        "turns.view",
+        &[("transcript", View::Transcript), ("referee", View::Referee)],
+        default_view,
+        errors,
+    );
+    let default_limit = if kind == "debate" { OnLimit::Judge } else { OnLimit::Rules };
+    let on_limit = choice(
+        &t.on_limit,
+        "turns.on_limit",
+        &[("rules", OnLimit::Rules), ("judge", OnLimit::Judge)],
+        default_limit,
+        errors,
+    );
+    if kind == "debate" && on_limit != OnLimit::Judge {
+        let span = t.on_limit.as_ref().map(|o| o.span()).unwrap_or(0..0);
+        errors.push(SpecError::new(span, "a debate is decided by the judge: on_limit must be \"judge\""));
+    }
+    let per_round = if order == Order::RoundRobin { seats as i64 } else { 1 };
+    let grid_cells = match kind {
+        "tic-tac-toe" => 9,
+        "connect-four" => 42,
+        _ => 0,
+    };
+    let default_turns = match kind {
+        "tic-tac-toe" | "connect-four" => grid_cells,
+        "negotiation" => 10,
+        "debate" => 3 * per_round,
+        _ => 20,
+    };
+    let max_turns = match (&t.max_turns, &t.rounds) {
+        (Some(m), Some(_)) => {
+            errors.push(SpecError::new(m.span(), "give turns.max_turns or turns.rounds, not both"));
+            default_turns
+        }
+        (Some(_), None) => int_in(&t.max_turns, "turns.max_turns", 1, MAX_TURNS as i64, default_turns, errors),
+        (None, Some(r)) => {
+            let rounds = int_in(&t.rounds, "turns.rounds", 1, MAX_TURNS as i64, 1, errors);
+            let turns = rounds * per_round;
+            if turns > MAX_TURNS as i64 {
+                errors
+                    .push(SpecError::new(r.span(), format!("{rounds} rounds make {turns} turns; at most {MAX_TURNS}")));
+            }
+            turns.min(MAX_TURNS as i64)
+        }
+        (None, None) => default_turns,
+    } as u32;
+    let max_tokens = int_in(
+        &t.max_tokens_per_turn,
+        "turns.max_tokens_per_turn",
+        1,
+        max_new_tokens as i64,
+        max_new_tokens as i64,
+        errors,
+    ) as u32;
+
+    let illegal_kind = t_illegal(r, errors);
+    let illegal = match illegal_kind {
+        "penalty" => {
+            let points = match &r.penalty {
+                None => 0.5,
+                Some(p) if p.get_ref().is_finite() && (0.0..=10.0).contains(p.get_ref()) => *p.get_ref(),
+                Some(p) => {
+                    errors.push(SpecError::new(p.span(), format!("referee.penalty {} is outside 0..=10", p.get_ref())));
+                    0.5
+                }
+            };
+            let max = int_in(&r.max_illegal, "referee.max_illegal", 0, MAX_TURNS as i64, 3, errors) as u32;
+            Illegal::Penalty { points, max }
+        }
+        "retry" => {
+            if order != Order::RoundRobin {
+                let span = t.order.as_ref().map(|o| o.span()).unwrap_or(0..0);
+                errors.push(SpecError::new(span, "illegal = \"retry\" needs order = \"round-robin\""));
+            }
+            Illegal::Retry { retries: int_in(&r.retries, "referee.retries", 1, 5, 1, errors) as u32 }
+        }
+        _ => Illegal::Forfeit,
+    };
+    for (key, given, wanted) in [
+        ("penalty", r.penalty.as_ref().map(|v| v.span()), "penalty"),
+        ("max_illegal", r.max_illegal.as_ref().map(|v| v.span()), "penalty"),
+        ("retries", r.retries.as_ref().map(|v| v.span()), "retry"),
+    ] {
+        if let Some(span) = given
+            && illegal_kind != wanted
+        {
+            errors.push(SpecError::new(span, format!("referee.{key} goes with illegal = {wanted:?}")));
+        }
+    }
+
+    let rules = match kind {
+        "tic-tac-toe" => Rules::Grid(Grid::new(GridKind::TicTacToe)),
+        "connect-four" => Rules::Grid(Grid::new(GridKind::ConnectFour)),
+        "negotiation" => Rules::Negotiation(referee::negotiation::Negotiation {
+            pot: int_in(&r.pot, "referee.pot", 1, 1_000_000, 100, errors) as u64,
+        }),
+        "debate" => {
+            let positions = match &r.positions {
+                None if seats == 2 => vec!["for the motion".to_owned(), "against the motion".to_owned()],
+                None => (1..=seats).map(|k| format!("position {k}")).collect(),
+                Some(p) => {
+                    let list = p.get_ref().clone();
+                    if list.len() != seats {
+                        errors.push(SpecError::new(
+                            p.span(),
+                            format!("referee.positions has {} entries for {seats} seats", list.len()),
+                        ));
+                    }
+                    if list.iter().any(|x| x.trim().is_empty() || x.chars().count() > 200) {
+                        errors.push(SpecError::new(p.span(), "each position is 1-200 characters"));
+                    }
+                    list
+                }
+            };
+            Rules::Debate(referee::debate::Debate { positions })
+        }
+        _ => {
+            let limits = Limits {
+                max_operations: int_in(
+                    &r.max_operations,
+                    "referee.max_operations",
+                    1,
+                    MAX_OPERATIONS as i64,
+                    200_000,
+                    errors,
+                ) as u64,
+                max_ms: int_in(&r.max_ms, "referee.max_ms", 1, MAX_MS as i64, 200, errors) as u64,
+            };
+            let Some(name) = &r.script else {
+                errors.push(SpecError::new(r.kind.span(), "a script referee needs referee.script (the .rhai file)"));
+                return None;
+            };
+            let source = match check_name(name.get_ref()).map(|()| files.get(name.get_ref())) {
+                Err(e) => {
+                    errors.push(SpecError::new(name.span(), format!("referee.script: {e}")));
+                    return None;
+                }
+                Ok(None) => {
+                    errors.push(SpecError::new(
+                        name.span(),
+                        format!(
+                            "referee script {:?} is not among the Space's files (send it in `files`)",
+                            name.get_ref()
+                        ),
+                    ));
+                    return None;
+                }
+                Ok(Some(source)) => source,
+            };
+            match Script::compile(name.get_ref(), source, limits) {
+                Ok(script) => Rules::Script(script),
+                Err(why) => {
+                    errors.push(SpecError::new(name.span(), format!("referee.script: {why}")));
+                    return None;
+                }
+            }
+        }
+    };
+    if errors.len() > before {
+        return None;
+    }
+    let built = Referee { turns: Turns { order, max_turns, view, max_tokens, on_limit }, rules, illegal, seats };
+    // Every prompt must start a game (a grid game's opening is checked
+    // here, not when a match meets it). Scripts are checked when a match
+    // starts: their `init` may be costly, and its errors refund the match.
+    if matches!(built.rules, Rules::Grid(_)) {
+        for (k, p) in prompts.iter().enumerate() {
+            if let Err(e) = built.start(&p.prompt) {
+                errors.push(SpecError::new(0..0, format!("prompt {}: {e}", k + 1)));
+                return None;
+            }
+        }
+    }
+    Some(built)
+}
+
+fn t_illegal<'a>(r: &'a RefereeFile, errors: &mut Vec<SpecError>) -> &'a str {
+    match &r.illegal {
+        None => "forfeit",
+        Some(v) if ["forfeit", "penalty", "retry"].contains(&v.get_ref().as_str()) => v.get_ref(),
+        Some(v) => {
+            errors.push(SpecError::new(
+                v.span(),
+                format!("referee.illegal {:?} is not one of \"forfeit\", \"penalty\", \"retry\"", v.get_ref()),
+            ));
+            "forfeit"
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Multi-turn Spaces end to end on the real pipeline: each referee kind
+//! played turn by turn (the `GameStub` test generator — named as one —
+//! where the model is too slow; one game on the real model), every stored
+//! step replayed through the referee, outcomes settled as ranks, payouts
+//! and pairs; a runaway referee script failing its match with a refund;
+//! a worker killed mid-game resumed at the right step and settled once.
+
+use crate::arena::{Arena, User};
+use arena_server::app::Roles;
+use arena_server::domain::space::Space;
+use arena_server::work::generate::{GenJob, GenOutput, Generator};
+use arena_server::work::test_double::GameStub;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn game_space(name: &str, turns: &str, referee: &str, judge: &str) -> String {
+    format!(
+        r#"name = "{name}"
+agents_per_match = 2
+max_new_tokens = 24
+entry_fee = 10
+
+[prompts]
+inline = ["Play a fair game.", "A friendly game.", "Your best game."]
+
+[payout]
+shares = [1.0]
+
+[matchmaking]
+rating_window = 10000
+max_concurrent_matches = 1
+
+[turns]
+{turns}
+
+[referee]
+{referee}
+
+{judge}
+
+[pairs]
+min_margin = 0.05
+"#
+    )
+}
+
+const NO_JUDGE: &str = "[judge]\nmode = \"none\"";
+
+/// A designer, the Space, and two players with one agent each in it.
+async fn league(arena: &Arena, source: &str, files: Value) -> (User, Vec<User>) {
+    let designer = arena.user("dana", "designer").await;
+    arena.publish(&designer, source, files).await;
+    let slug = source.lines().next().unwrap().split('"').nth(1).unwrap().to_owned();
+    let mut players = Vec::new();
+    for name in ["ada", "bob"] {
+        let player = arena.user(name, "player").await;
+        player.agent(&format!("{name}-agent"), &slug).await;
+        players.push(player);
+    }
+    (designer, players)
+}
+
+#[derive(sqlx::FromRow)]
+struct Step {
+    step: i32,
+    moves: sqlx::types::Json<Vec<arena_server::store::turns::StoredMove>>,
+    state: sqlx::types::Json<referee::State>,
+}
+
+/// Replays every stored step of `match_id` through the Space's referee:
+/// the steps are numbered without a gap, each stored state is what the
+/// referee makes of the stored answers, and the last one is over.
+async fn replay(arena: &Arena, source: &str, files: &judge::files::SpaceFiles, match_id: uuid::Uuid) -> referee::State {
+    let space = Space::parse(source, files, std::path::Path::new(".")).expect("the Space parses");
+    let referee = space.game.expect("a multi-turn Space");
+    let prompt: String = sqlx::query_scalar("select prompt from matches where id = $1")
+        .bind(match_id)
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    let steps: Vec<Step> =
+        sqlx::query_as("select step, moves, state from match_turns where match_id = $1 order by step")
+            .bind(match_id)
+            .fetch_all(&arena.db)
+            .await
+            .unwrap();
+    assert!(!steps.is_empty(), "no stored steps");
+    let mut state = referee.start(&prompt).unwrap();
+    for (k, step) in steps.iter().enumerate() {
+        assert_eq!(step.step, k as i32, "steps are numbered without a gap");
+        let seats = referee.to_move(&state).unwrap();
+        let answers: Vec<(usize, String)> = step.moves.0.iter().map(|m| (m.seat, m.text.clone())).collect();
+        assert_eq!(answers.iter().map(|a| a.0).collect::<Vec<_>>(), seats, "step {k}: the seats that were to move");
+        for m in &step.moves.0 {
+            assert_eq!(m.view, referee.view(&state, &prompt, m.seat).unwrap(), "step {k}: the view shown");
+        }
+        state = referee.play(&state, &answers).unwrap();
+        let stored = referee::State { transcript: state.transcript.clone(), ..step.state.0.clone() };
+        assert_eq!(stored, state, "step {k}: the stored state is the referee's");
+    }
+    assert!(state.outcome.is_some(), "the last step ends the game");
+    state
+}
+
+async fn first_settled(arena: &Arena) -> uuid::Uuid {
+    sqlx::query_scalar("select id from matches where status = 'settled' order by created_at limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap()
+}
+
+/// (slot, rank, payout) of a match.
+async fn results(arena: &Arena, id: uuid::Uuid) -> Vec<(i16, i32, i64)> {
+    sqlx::query_as("select slot, rank, payout from match_agents where match_id = $1 order by slot")
+        .bind(id)
+        .fetch_all(&arena.db)
+        .await
+        .unwrap()
+}
+
+async fn verdict(arena: &Arena, id: uuid::Uuid) -> Value {
+    sqlx::query_scalar("select verdict from verdicts where match_id = $1").bind(id).fetch_one(&arena.db).await.unwrap()
+}
+
+#[tokio::test]
+async fn each_built_in_game_is_played_turn_by_turn_and_settled_by_its_outcome() {
+    let cases = [
+        // Tic-tac-toe with retries: the odd seat's first answer of every
+        // turn is no move, its retry is; X takes the diagonal 3-5-7.
+        ("ttt", "max_turns = 9", "kind = \"tic-tac-toe\"\nillegal = \"retry\"\nretries = 1", true),
+        // Connect-four with penalties and legal play throughout.
+        ("c4", "", "kind = \"connect-four\"\nillegal = \"penalty\"\npenalty = 0.25\nmax_illegal = 3", false),
+        // A negotiation: 60 offered, accepted.
+        ("deal", "max_turns = 6", "kind = \"negotiation\"\npot = 100", false),
+    ];
+    for (name, turns, referee_table, illegal_first) in cases {
+        let arena = Arena::new().await;
+        let source = game_space(name, turns, referee_table, NO_JUDGE);
+        let (_, players) = league(&arena, &source, json!({})).await;
+        arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first })));
+        arena.wait_settled(2, 60).await;
+        arena.pause_all().await;
+        arena.wait_settled(2, 30).await;
+        arena.settled_exactly_once().await;
+        arena.ledger_ok().await;
+        let id = first_settled(&arena).await;
+        let state = replay(&arena, &source, &Default::default(), id).await;
+        let outcome = state.outcome.clone().unwrap();
+        let v = verdict(&arena, id).await;
+        assert_eq!(v["judge"]["mode"], "referee", "{name}: {v}");
+        let ranks = referee::ranks(&outcome.scores);
+        let got = results(&arena, id).await;
+        for (slot, rank, _) in &got {
+            assert_eq!(*rank as usize, ranks[*slot as usize], "{name}: rank of slot {slot} ({})", outcome.reason);
+        }
+        // The winner takes the pot; a pair says so.
+        let pot: i64 = got.iter().map(|g| g.2).sum();
+        assert_eq!(pot, 20, "{name}: the whole pot is paid");
+        let pairs: Vec<(i16, i16)> = sqlx::query_as("select chosen_slot, rejected_slot from pairs where match_id = $1")
+            .bind(id)
+            .fetch_all(&arena.db)
+            .await
+            .unwrap();
+        let winner = ranks.iter().position(|r| *r == 1).unwrap() as i16;
+        assert_eq!(pairs, vec![(winner, 1 - winner)], "{name}: {}", outcome.reason);
+        match name {
+            "ttt" => {
+                assert!(outcome.reason.contains("Player 1 (X) wins"), "{}", outcome.reason);
+                assert_eq!(state.illegal, vec![0, 3], "every O turn took a retry");
+                assert_eq!(v["passed_hard"]["1"], false);
+                let steps: i64 = sqlx::query_scalar("select count(*) from match_turns where match_id = $1")
+                    .bind(id)
+                    .fetch_one(&arena.db)
+                    .await
+                    .unwrap();
+                assert_eq!(steps, 10, "7 moves and 3 retries");
+            }
+            "c4" => assert!(outcome.reason.contains("wins with 4 in a row"), "{}", outcome.reason),
+            _ => {
+                assert!(outcome.reason.contains("deal"), "{}", outcome.reason);
+                assert_eq!(outcome.scores, vec![0.6, 0.4]);
+            }
+        }
+        // The players see their game's turns through the API.
+        let (status, body) = players[0].get(&format!("/matches/{id}/turns")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["turns"].as_array().map(Vec::len), Some(state.transcript.len()), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_debate_is_judged_on_each_side_s_whole_part() {
+    let arena = Arena::new().await;
+    let judge = "[[verifiers]]\nname = \"gives reasons\"\nkind = \"regex\"\npattern = \"because\"\nhard = false\n\n[judge]\nmode = \"none\"";
+    let source = game_space("debate", "rounds = 2", "kind = \"debate\"", judge);
+    league(&arena, &source, json!({})).await;
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    arena.wait_settled(1, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(1, 30).await;
+    arena.settled_exactly_once().await;
+    let id = first_settled(&arena).await;
+    let state = replay(&arena, &source, &Default::default(), id).await;
+    assert!(state.outcome.as_ref().unwrap().judged);
+    assert_eq!(state.transcript.len(), 4, "two rounds of two speeches");
+    let v = verdict(&arena, id).await;
+    assert_ne!(v["judge"]["mode"], "referee");
+    // Each output is its seat's whole part: both of its speeches.
+    let text: String = sqlx::query_scalar("select text from outputs where match_id = $1 and slot = 0")
+        .bind(id)
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(text.matches("because").count(), 2, "{text}");
+    assert_eq!(results(&arena, id).await.iter().map(|r| r.1).collect::<Vec<_>>(), vec![1, 2]);
+    arena.ledger_ok().await;
+}
+
+const COUNT_TO_TEN: &str = r#"
+fn init(seats, prompt) { #{ total: 0, seats: seats } }
+fn to_move(state) { state.total % state.seats }
+fn view(state, seat) { `The total is ${state.total}. Say something; its length moves the total.` }
+fn play(state, seat, answer) {
+    let n = answer.len() % 3 + 1;
+    state.total += n;
+    if state.total >= 10 {
+        let scores = [];
+        for s in 0..state.seats { scores.push(if s == seat { 1.0 } else { 0.0 }); }
+        return #{ state: state, legal: true, note: `+${n}`, scores: scores, reason: "reached ten" };
+    }
+    #{ state: state, legal: true, note: `+${n}` }
+}
+"#;
+
+#[tokio::test]
+async fn a_script_referee_plays_and_a_runaway_script_fails_its_match_with_a_refund() {
+    let arena = Arena::new().await;
+    let source = game_space("count", "max_turns = 30", "kind = \"script\"\nscript = \"count.rhai\"", NO_JUDGE);
+    let files: judge::files::SpaceFiles = [("count.rhai".to_owned(), COUNT_TO_TEN.to_owned())].into();
+    league(&arena, &source, json!(files)).await;
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    arena.wait_settled(1, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(1, 30).await;
+    let id = first_settled(&arena).await;
+    let state = replay(&arena, &source, &files, id).await;
+    assert_eq!(state.outcome.as_ref().unwrap().reason, "reached ten");
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+
+    // A script whose `play` never ends: the match fails with the limit as
+    // its reason, every fee goes back, and the worker goes on.
+    let arena = Arena::new().await;
+    let runaway = COUNT_TO_TEN.replace("let n = answer.len() % 3 + 1;", "let n = 1; loop { n += 1; }");
+    let source =
+        game_space("runaway", "max_turns = 30", "kind = \"script\"\nscript = \"count.rhai\"\nmax_ms = 200", NO_JUDGE);
+    let files: judge::files::SpaceFiles = [("count.rhai".to_owned(), runaway)].into();
+    let (_, players) = league(&arena, &source, json!(files)).await;
+    let before = [players[0].balance().await, players[1].balance().await];
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    let failed = crate::helpers::eventually(30, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status = 'failed'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            >= 2
+    })
+    .await;
+    arena.pause_all().await;
+    assert!(failed, "{:?}", arena.status_counts().await);
+    let errors: Vec<String> =
+        sqlx::query_scalar("select error from matches where status = 'failed'").fetch_all(&arena.db).await.unwrap();
+    for error in &errors {
+        assert!(
+            error.contains("count.rhai: play") && (error.contains("operations") || error.contains("longer than")),
+            "{error}"
+        );
+    }
+    // What formed before the pause fails the same way.
+    let all_failed = crate::helpers::eventually(30, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status <> 'failed'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    assert!(all_failed, "{:?}", arena.status_counts().await);
+    assert_eq!([players[0].balance().await, players[1].balance().await], before, "every fee refunded");
+    arena.ledger_ok().await;
+}
+
+/// Test double: the game stub for the first `left` answers, then a worker
+/// that hangs (as one that died mid-game).
+struct StubThenHang {
+    left: AtomicUsize,
+}
+
+impl Generator for StubThenHang {
+    fn generate(&self, jobs: Vec<GenJob>) -> BoxFuture<'static, Vec<anyhow::Result<GenOutput>>> {
+        let n = jobs.len();
+        if self.left.load(Ordering::SeqCst) < n {
+            return Box::pin(std::future::pending());
+        }
+        self.left.fetch_sub(n, Ordering::SeqCst);
+        GameStub { illegal_first: false }.generate(jobs)
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_game_is_resumed_at_its_step_and_settled_once() {
+    let mut arena = Arena::new().await;
+    let source = game_space("resume", "", "kind = \"connect-four\"", NO_JUDGE);
+    league(&arena, &source, json!({})).await;
+    arena.start(Roles { web: true, judge: true, ..Roles::NONE }, None);
+    arena.start(Roles { runtime: true, ..Roles::NONE }, Some(Arc::new(StubThenHang { left: AtomicUsize::new(5) })));
+    let stepped = crate::helpers::eventually(20, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from match_turns").fetch_one(&arena.db).await.unwrap() >= 5
+    })
+    .await;
+    assert!(stepped, "five steps before the worker hangs");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    arena.pause_all().await;
+    let before: i64 = sqlx::query_scalar("select count(*) from match_turns").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(before, 5, "the hung worker stored nothing more");
+    let formed: i64 =
+        sqlx::query_scalar("select count(*) from matches where status = 'formed'").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(formed, 1);
+    // Kill it; a new process takes the match over from its sixth step.
+    arena.stop_workers();
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    arena.wait_settled(1, 30).await;
+    let id = first_settled(&arena).await;
+    let state = replay(&arena, &source, &Default::default(), id).await;
+    assert!(state.transcript.len() > 5);
+    let sixth: (i32, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("select step, created_at from match_turns where match_id = $1 and step = 5")
+            .bind(id)
+            .fetch_one(&arena.db)
+            .await
+            .unwrap();
+    assert_eq!(sixth.0, 5);
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_game_on_the_real_model() {
+    let arena = Arena::new().await;
+    let source = game_space(
+        "real",
+        "max_tokens_per_turn = 12",
+        "kind = \"tic-tac-toe\"\nillegal = \"penalty\"\npenalty = 0.1\nmax_illegal = 9",
+        NO_JUDGE,
+    );
+    league(&arena, &source, json!({})).await;
+    let runtime = agent_runtime::engine::Runtime::load(&crate::helpers::model_path(), 2).unwrap();
+    let engine = agent_runtime::engine::Engine::start(Arc::new(runtime), Default::default());
+    let generator = Arc::new(arena_server::work::generate::EngineGenerator { engine });
+    arena.start(Roles { web: true, judge: true, ..Roles::NONE }, None);
+    arena.start(Roles { runtime: true, ..Roles::NONE }, Some(generator));
+    arena.wait_settled(1, 120).await;
+    arena.pause_all().await;
+    arena.wait_settled(1, 120).await;
+    let id = first_settled(&arena).await;
+    let state = replay(&arena, &source, &Default::default(), id).await;
+    // The model's answers are what the referee read, move by move.
+    assert!(!state.transcript.is_empty());
+    eprintln!(
+        "real-model game: {} answers, {} legal, outcome: {}",
+        state.transcript.len(),
+        state.transcript.iter().filter(|e| e.legal).count(),
+        state.outcome.as_ref().unwrap().reason
+    );
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}
