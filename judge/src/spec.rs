@@ -207,7 +207,16 @@ impl JudgeConfig {
     /// files it names come from `files`; a relative `judge.model` path
     /// resolves against `model_base`.
     pub fn parse(text: &str, files: &SpaceFiles, model_base: &Path) -> Result<JudgeConfig, Vec<SpecError>> {
-        let sections: JudgeSections = toml::from_str(text).map_err(|e| vec![toml_error(&e)])?;
+        let mut sections: JudgeSections = toml::from_str(text).map_err(|e| vec![toml_error(&e)])?;
+        // A multi-turn Space's referee ranks the seats unless the judge
+        // decides its games (a debate, or `turns.on_limit = "judge"`).
+        if let Ok(value) = toml::from_str::<toml::Value>(text)
+            && let Some(referee) = value.get("referee")
+        {
+            let judged = referee.get("kind").and_then(|k| k.as_str()) == Some("debate")
+                || value.get("turns").and_then(|t| t.get("on_limit")).and_then(|o| o.as_str()) == Some("judge");
+            sections.ranked_by_referee = !judged;
+        }
         JudgeConfig::from_sections(&sections, files, model_base)
     }
 

@@ -342,15 +342,17 @@ fn judge_refuses_a_malformed_match_file() {
 
 #[test]
 fn space_validate_accepts_the_examples_and_names_every_error() {
-    let examples: Vec<String> = ["arithmetic", "json-contact", "explain", "contact-cards"]
-        .iter()
-        .map(|n| repo_root().join(format!("spaces/{n}.toml")).display().to_string())
-        .collect();
+    let examples: Vec<String> =
+        ["arithmetic", "json-contact", "explain", "contact-cards", "tic-tac-toe", "negotiation", "debate", "nim"]
+            .iter()
+            .map(|n| repo_root().join(format!("spaces/{n}.toml")).display().to_string())
+            .collect();
     let mut args = vec!["space", "validate"];
     args.extend(examples.iter().map(String::as_str));
     let output = judge_cmd(&args, &repo_root());
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).matches(": ok").count(), 4, "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).matches(": ok").count(), examples.len(), "{}", text(&output));
+    assert!(text(&output).contains("tic-tac-toe, at most 9 turns, illegal moves: forfeit"), "{}", text(&output));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -392,11 +394,19 @@ async fn seed_publishes_the_example_spaces_with_their_files_and_is_idempotent() 
     .unwrap();
     assert_eq!(
         versions,
-        vec![("arithmetic".into(), 1, 1), ("explain".into(), 1, 0), ("json-contact".into(), 1, 1)],
-        "one version each, prompt file and schema stored with them"
+        vec![
+            ("arithmetic".into(), 1, 1),
+            ("debate".into(), 1, 0),
+            ("explain".into(), 1, 0),
+            ("json-contact".into(), 1, 1),
+            ("negotiation".into(), 1, 0),
+            ("nim".into(), 1, 1),
+            ("tic-tac-toe".into(), 1, 1),
+        ],
+        "one version each, prompt file, schema and referee script stored with them"
     );
     let entries: i64 = sqlx::query_scalar("select count(*) from entries").fetch_one(&pool).await.unwrap();
-    assert_eq!(entries, 12, "four demo agents in three Spaces");
+    assert_eq!(entries, 28, "four demo agents in seven Spaces");
     // Publishing a changed file makes version 2; the CLI reports errors per file.
     let dir = tempfile::tempdir().unwrap();
     let edited = dir.path().join("explain.toml");

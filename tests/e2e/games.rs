@@ -378,3 +378,77 @@ async fn a_game_on_the_real_model() {
     arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 }
+
+/// Test double: the game stub, slowed down so a game stays in flight.
+struct SlowGame(Duration);
+
+impl Generator for SlowGame {
+    fn generate(&self, jobs: Vec<GenJob>) -> BoxFuture<'static, Vec<anyhow::Result<GenOutput>>> {
+        let delay = self.0;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            GameStub { illegal_first: false }.generate(jobs).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
+    use crate::browser::Browser;
+    let arena = Arena::new().await;
+    let source = game_space("ttt", "", "kind = \"tic-tac-toe\"", NO_JUDGE);
+    league(&arena, &source, json!({})).await;
+    // One game in flight, a turn every 400 ms.
+    arena.start(Roles::ALL, Some(Arc::new(SlowGame(Duration::from_millis(400)))));
+    let formed = crate::helpers::eventually(10, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from match_turns").fetch_one(&arena.db).await.unwrap() >= 1
+    })
+    .await;
+    assert!(formed);
+    let id: uuid::Uuid =
+        sqlx::query_scalar("select id from matches order by created_at limit 1").fetch_one(&arena.db).await.unwrap();
+    let b = Browser::start(&arena, 1280, 1600).await;
+    b.open(&format!("/matches/{id}")).await;
+    b.client.execute("window.__marker = 7", vec![]).await.unwrap();
+    let before: Value =
+        b.client.execute("return document.querySelectorAll('ol.turns li').length", vec![]).await.unwrap();
+    // The page follows the game turn by turn, in place.
+    assert!(b.wait_text("#game + ul", "wins", 30).await, "the game did not end live: {}", b.body().await);
+    let after: Value =
+        b.client.execute("return document.querySelectorAll('ol.turns li').length", vec![]).await.unwrap();
+    assert!(after.as_u64() > before.as_u64(), "turns {before} → {after}");
+    let marker: Value = b.client.execute("return window.__marker", vec![]).await.unwrap();
+    assert_eq!(marker, 7, "updated in place, not reloaded");
+    arena.pause_all().await;
+    arena.wait_settled(1, 30).await;
+    b.open(&format!("/matches/{id}")).await;
+    let marks: Value = b
+        .client
+        .execute("return document.querySelectorAll('table.board td.x, table.board td.o').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(marks, 7, "X takes 3-5-7 on the seventh move");
+    b.shot("game-match-desktop").await;
+    // Replay: the start, then one step at a time, by links.
+    b.click("nav.replay a[href$='step=0#game']").await;
+    assert!(b.wait_text("nav.replay span", "the start", 5).await);
+    let marks: Value = b
+        .client
+        .execute("return document.querySelectorAll('table.board td.x, table.board td.o').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(marks, 0);
+    b.click("nav.replay a[rel=next]").await;
+    assert!(b.wait_text("nav.replay span", "step 1 of 7", 5).await, "{}", b.body().await);
+    let x: Value =
+        b.client.execute("return document.querySelectorAll('table.board td.x').length", vec![]).await.unwrap();
+    assert_eq!(x, 1);
+    b.shot("game-replay-step1-desktop").await;
+    // At phone width: nothing scrolls sideways.
+    let p = Browser::start(&arena, 360, 1400).await;
+    p.open(&format!("/matches/{id}?step=4")).await;
+    let wide: Value =
+        p.client.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![]).await.unwrap();
+    assert_eq!(wide, false, "the game scrolls sideways at 360 px");
+    p.shot("game-match-phone").await;
+}

@@ -139,6 +139,55 @@ pub enum ExperimentCommand {
     /// judge), with 95% intervals. Writes report.md, generations.jsonl and
     /// every generation's pairs and adapter (with its manifest) into --out.
     Loop(LoopArgs),
+    /// Play → credit decisions by outcome → DPO cycles for a two-seat
+    /// multi-turn Space (a grid game, a negotiation): reports per
+    /// generation the agent's score against the base model over held-out
+    /// starting positions with seats alternated (a draw is half a win), with
+    /// a 95% interval, and both sides' illegal-move rates. Writes
+    /// report.md, generations.jsonl and each generation's decision pairs
+    /// and adapter into --out.
+    Games(GamesArgs),
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct GamesArgs {
+    /// A two-seat multi-turn Space whose referee decides the games.
+    #[arg(long)]
+    pub space: PathBuf,
+    #[arg(long, default_value = "runs/games")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub generations: usize,
+    /// Held-out starting prompts; each is played twice, once per seat.
+    #[arg(long, default_value_t = 30)]
+    pub eval_prompts: usize,
+    /// Training prompts per generation; each is played twice.
+    #[arg(long, default_value_t = 32)]
+    pub train_prompts: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// More answers sampled at each of the agent's training turns, each
+    /// line played out and compared with the game's own.
+    #[arg(long, default_value_t = 2)]
+    pub alternatives: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub max_pairs: usize,
+    /// Optimizer steps per generation (default: --epochs over its pairs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    #[arg(long = "lr", default_value_t = 2e-4)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads (default: ARENA_THREADS or all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

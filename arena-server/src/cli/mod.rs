@@ -9,6 +9,7 @@ pub mod config;
 pub mod doctor;
 pub mod experiment;
 pub mod export;
+pub mod games;
 pub mod judge;
 pub mod ledger;
 pub mod migrate;
@@ -258,6 +259,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             train::bench(&model, &args, settings)?;
         }
         Command::Experiment(ExperimentCommand::Loop(args)) => experiment::run(args, settings).await?,
+        Command::Experiment(ExperimentCommand::Games(args)) => games::run(args, settings).await?,
         Command::Seed { spaces } => {
             let pool = pool(settings).await?;
             store::migrate(&pool, &redact_url(&settings.database.url)).await?;

@@ -66,7 +66,15 @@ pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyh
     ensure_user("buyer", Role::Buyer).await?;
     let by = Publisher { user: designer.id, admin: false, quota_bytes: None };
     let mut slugs = Vec::new();
-    for name in ["arithmetic.toml", "json-contact.toml", "explain.toml"] {
+    for name in [
+        "arithmetic.toml",
+        "json-contact.toml",
+        "explain.toml",
+        "tic-tac-toe.toml",
+        "negotiation.toml",
+        "debate.toml",
+        "nim.toml",
+    ] {
         slugs.push(publish_file(pool, by, &spaces_dir.join(name)).await?.slug);
     }
     for (user, agent, prompt, temperature) in DEMO_AGENTS {

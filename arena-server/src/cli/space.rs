@@ -36,13 +36,14 @@ pub fn validate(files: &[PathBuf]) -> bool {
     for path in files {
         match load_space(path) {
             Ok(space) => println!(
-                "{}: ok — {} ({} prompts, {} agents per match, {} verifiers, judge {})",
+                "{}: ok — {} ({} prompts, {} agents per match, {} verifiers, judge {}{})",
                 path.display(),
                 space.name,
                 space.prompts.len(),
                 space.agents_per_match,
                 space.judge.verifiers.len(),
-                format!("{:?}", space.judge.mode).to_lowercase()
+                format!("{:?}", space.judge.mode).to_lowercase(),
+                space.game.as_ref().map(game_summary).unwrap_or_default()
             ),
             Err(errors) => {
                 ok = false;
@@ -144,4 +145,21 @@ pub async fn dry_run(
     .await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A multi-turn Space's game in a few words, for `validate`.
+fn game_summary(game: &referee::Referee) -> String {
+    let kind = match &game.rules {
+        referee::Rules::Grid(g) if g.kind == referee::grid::GridKind::TicTacToe => "tic-tac-toe".to_owned(),
+        referee::Rules::Grid(_) => "connect-four".to_owned(),
+        referee::Rules::Negotiation(n) => format!("negotiation over {}", n.pot),
+        referee::Rules::Debate(_) => "debate".to_owned(),
+        referee::Rules::Script(s) => format!("script {}", s.name),
+    };
+    let illegal = match game.illegal {
+        referee::Illegal::Forfeit => "forfeit".to_owned(),
+        referee::Illegal::Penalty { points, max } => format!("penalty {points}, forfeit past {max}"),
+        referee::Illegal::Retry { retries } => format!("{retries} retries, then forfeit"),
+    };
+    format!("; {kind}, at most {} turns, illegal moves: {illegal}", game.turns.max_turns)
 }

@@ -324,3 +324,128 @@ fn t_illegal<'a>(r: &'a RefereeFile, errors: &mut Vec<SpecError>) -> &'a str {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::space::Space;
+    use judge::files::SpaceFiles;
+    use std::path::Path;
+
+    fn space(game: &str) -> String {
+        format!(
+            "name = \"game\"\nagents_per_match = 2\n\n[prompts]\ninline = [\"Play.\", \"opening: 5\"]\n\n{game}\n\n[judge]\nmode = \"none\"\n"
+        )
+    }
+
+    /// (line, column, message) of every error.
+    fn errors(text: &str, files: &SpaceFiles) -> Vec<(usize, usize, String)> {
+        match Space::parse(text, files, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs
+                .iter()
+                .map(|e| {
+                    let (l, c) = e.line_col(text);
+                    (l, c, e.message.clone())
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_game_space_parses_with_its_defaults() {
+        let text = space("[turns]\n\n[referee]\nkind = \"connect-four\"");
+        let game = Space::parse(&text, &SpaceFiles::new(), Path::new(".")).expect("valid").game.expect("a game");
+        assert_eq!(game.turns.max_turns, 42);
+        assert_eq!(game.turns.order, referee::Order::RoundRobin);
+        assert_eq!(game.turns.view, referee::View::Referee);
+        assert_eq!(game.illegal, referee::Illegal::Forfeit);
+        // Without a referee a judge with nothing to rank is still refused.
+        assert!(!errors(&space(""), &SpaceFiles::new()).is_empty());
+    }
+
+    #[test]
+    fn every_game_error_is_placed_and_named() {
+        let files = SpaceFiles::new();
+        let cases: Vec<(String, (usize, usize), &str)> = vec![
+            (space("[turns]\nmax_turns = 3"), (7, 1), "[turns] needs a [referee] table"),
+            (space("[referee]\nkind = \"chess\"\n[turns]"), (8, 8), "referee.kind \"chess\" is not one of"),
+            (
+                space("[turns]\norder = \"simultaneous\"\n[referee]\nkind = \"tic-tac-toe\""),
+                (8, 9),
+                "order must be \"round-robin\"",
+            ),
+            (
+                space("[turns]\nmax_turns = 500\n[referee]\nkind = \"negotiation\""),
+                (8, 13),
+                "turns.max_turns 500 is outside 1..=200",
+            ),
+            (space("[turns]\nrounds = 2\nmax_turns = 4\n[referee]\nkind = \"debate\""), (9, 13), "not both"),
+            (space("[turns]\n[referee]\nkind = \"tic-tac-toe\"\npot = 5"), (10, 7), "referee.pot does not apply"),
+            (
+                space("[turns]\n[referee]\nkind = \"tic-tac-toe\"\nillegal = \"shrug\""),
+                (10, 11),
+                "referee.illegal \"shrug\"",
+            ),
+            (
+                space("[turns]\n[referee]\nkind = \"tic-tac-toe\"\nretries = 2"),
+                (10, 11),
+                "goes with illegal = \"retry\"",
+            ),
+            (space("[turns]\non_limit = \"rules\"\n[referee]\nkind = \"debate\""), (8, 12), "decided by the judge"),
+            (space("[turns]\n[referee]\nkind = \"debate\"\npositions = [\"for\"]"), (10, 13), "1 entries for 2 seats"),
+            (space("[turns]\n[referee]\nkind = \"script\"\nscript = \"../etc/passwd\""), (10, 10), "relative path"),
+            (
+                space("[turns]\n[referee]\nkind = \"script\"\nscript = \"missing.rhai\""),
+                (10, 10),
+                "not among the Space's files",
+            ),
+            (
+                space("[turns]\nmax_tokens_per_turn = 4096\n[referee]\nkind = \"negotiation\""),
+                (8, 23),
+                "max_tokens_per_turn",
+            ),
+        ];
+        for (text, (line, col), message) in cases {
+            let errs = errors(&text, &files);
+            assert!(
+                errs.iter().any(|(l, c, m)| (*l, *c) == (line, col) && m.contains(message)),
+                "expected {line}:{col} {message:?} in {errs:?}\n{text}"
+            );
+        }
+        // A grid opening that cannot be played is named by its prompt.
+        let text = space("[turns]\n[referee]\nkind = \"tic-tac-toe\"").replace("opening: 5", "opening: 5 5");
+        let errs = errors(&text, &files);
+        assert!(errs.iter().any(|(_, _, m)| m.contains("prompt 2") && m.contains("cell 5 is taken")), "{errs:?}");
+        // A script that does not compile is placed at its key, the script's
+        // own line and column in the message.
+        let files: SpaceFiles = [("r.rhai".to_owned(), "fn init(a, b) { 1 +".to_owned())].into();
+        let text = space("[turns]\n[referee]\nkind = \"script\"\nscript = \"r.rhai\"");
+        let errs = errors(&text, &files);
+        assert!(errs.iter().any(|(l, c, m)| (*l, *c) == (10, 10) && m.contains("r.rhai:1:")), "{errs:?}");
+    }
+
+    #[test]
+    fn the_example_games_parse_and_nim_s_script_plays() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spaces");
+        for name in ["tic-tac-toe", "negotiation", "debate", "nim"] {
+            let read = judge::files::read_space(&root.join(format!("{name}.toml"))).expect("readable");
+            let space = Space::parse(&read.source, &read.files, &root).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let game = space.game.expect("a game");
+            for prompt in &space.prompts {
+                game.start(&prompt.prompt).expect("every prompt starts a game");
+            }
+            if name == "nim" {
+                let mut state = game.start("stones: 5").expect("starts");
+                let mut seat = 0;
+                for take in ["take 2", "I take 9", "3"] {
+                    state = game.play(&state, &[(seat, take.to_owned())]).expect("plays");
+                    seat = game.to_move(&state).expect("next").first().copied().unwrap_or(seat);
+                }
+                // 5 - 2 = 3; "9" is illegal (penalty, the turn passes); 3 takes the last.
+                let outcome = state.outcome.expect("over");
+                assert_eq!(state.illegal, vec![0, 1]);
+                assert!(outcome.reason.contains("Player 1 took the last stone"), "{}", outcome.reason);
+            }
+        }
+    }
+}

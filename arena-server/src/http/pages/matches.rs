@@ -106,6 +106,106 @@ pub struct PairLine {
     pub consistent: bool,
 }
 
+/// One answer in a game's turn list.
+pub struct TurnLine {
+    pub step: usize,
+    pub who: String,
+    pub text: Option<String>,
+    pub legal: bool,
+    pub note: String,
+    /// At or before the step shown.
+    pub played: bool,
+}
+
+/// A multi-turn match's game: the board at the step shown, links to step
+/// through it, and every turn.
+pub struct GameView {
+    pub kind: String,
+    pub outcome: Option<String>,
+    pub illegal: String,
+    /// Steps stored, and the one shown (0 = the start).
+    pub steps: usize,
+    pub shown: usize,
+    pub prev: Option<usize>,
+    pub next: Option<usize>,
+    /// Rows of cells, top first ("" for an empty cell), for a grid game.
+    pub board: Vec<Vec<String>>,
+    pub turns: Vec<TurnLine>,
+}
+
+/// The game of match `id` at step `step` (the last when none), or `None`
+/// for a one-answer Space.
+async fn game_view(
+    state: &State,
+    id: MatchId,
+    head: &matches::MatchHead,
+    readable: bool,
+    names: &[String],
+    step: Option<usize>,
+) -> Result<Option<GameView>, PageError> {
+    let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(PageError::internal)?;
+    let Some(referee) = &space.game else { return Ok(None) };
+    let rows = crate::store::turns::rows(&state.db, &[id]).await?;
+    let steps = rows.len();
+    let shown = step.unwrap_or(steps).min(steps);
+    let game_state = match shown {
+        0 => referee.start(&head.prompt).ok().map(|s| s.game),
+        n => Some(rows[n - 1].state.0.game.clone()),
+    };
+    let (kind, board) = match &referee.rules {
+        referee::Rules::Grid(g) => {
+            let cells: Vec<char> =
+                game_state.as_ref().and_then(|s| s["cells"].as_str()).unwrap_or_default().chars().collect();
+            let tic = g.kind == referee::grid::GridKind::TicTacToe;
+            let rows: Vec<Vec<String>> = cells
+                .chunks(g.width())
+                .map(|row| row.iter().map(|c| if *c == '.' { String::new() } else { c.to_string() }).collect())
+                .collect();
+            (if tic { "tic-tac-toe" } else { "connect-four" }, rows)
+        }
+        referee::Rules::Negotiation(_) => ("negotiation", Vec::new()),
+        referee::Rules::Debate(_) => ("debate", Vec::new()),
+        referee::Rules::Script(_) => ("a scripted game", Vec::new()),
+    };
+    let name =
+        |seat: usize| format!("{} ({})", referee::seat_name(seat), names.get(seat).map(String::as_str).unwrap_or("?"));
+    let turns = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(k, row)| row.moves.0.iter().map(move |m| (k + 1, m.clone())))
+        .map(|(k, m)| TurnLine {
+            step: k,
+            who: name(m.seat),
+            text: readable.then(|| m.text.clone()),
+            legal: m.legal,
+            note: m.note.clone(),
+            played: k <= shown,
+        })
+        .collect();
+    let last = rows.last().map(|r| &r.state.0);
+    Ok(Some(GameView {
+        kind: kind.to_owned(),
+        outcome: last.and_then(|s| s.outcome.as_ref()).map(|o| o.reason.clone()),
+        illegal: last
+            .map(|s| {
+                s.illegal.iter().enumerate().map(|(i, n)| format!("{}: {n}", name(i))).collect::<Vec<_>>().join(", ")
+            })
+            .unwrap_or_default(),
+        steps,
+        shown,
+        prev: shown.checked_sub(1),
+        next: (shown < steps).then_some(shown + 1),
+        board,
+        turns,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct StepQuery {
+    /// The step of a game to show (0: the start).
+    step: Option<usize>,
+}
+
 #[derive(Template)]
 #[template(path = "match.html")]
 struct MatchPage {
@@ -136,13 +236,14 @@ struct MatchBody {
     record_hash: Option<String>,
     prev_hash: Option<String>,
     prev_id: Option<String>,
+    game: Option<GameView>,
 }
 
 fn percent(p: f64) -> String {
     format!("{:.0}%", p * 100.0)
 }
 
-async fn body(state: &State, ctx: &PageCtx, id: MatchId) -> Result<MatchBody, PageError> {
+async fn body(state: &State, ctx: &PageCtx, id: MatchId, step: Option<usize>) -> Result<MatchBody, PageError> {
     let head = matches::head(&state.db, id).await?.ok_or(PageError::NotFound)?;
     let seats = matches::seats(&state.db, id).await?;
     let readable = may_read_outputs(state, ctx.caller.as_ref(), &head, &seats).await?;
@@ -211,6 +312,8 @@ async fn body(state: &State, ctx: &PageCtx, id: MatchId) -> Result<MatchBody, Pa
             }
         })
         .collect();
+    let names: Vec<String> = seats.iter().map(|s| s.agent.clone()).collect();
+    let game = game_view(state, id, &head, readable, &names, step).await?;
     let running = !matches!(head.status, MatchStatus::Settled | MatchStatus::Failed);
     Ok(MatchBody {
         id: id.to_string(),
@@ -233,6 +336,7 @@ async fn body(state: &State, ctx: &PageCtx, id: MatchId) -> Result<MatchBody, Pa
         record_hash: head.record_hash.clone(),
         prev_hash: head.prev_hash.clone().filter(|h| !h.is_empty()),
         prev_id: head.prev_id.map(|p| p.to_string()),
+        game,
     })
 }
 
@@ -241,9 +345,10 @@ pub async fn page(
     req: HttpRequest,
     caller: Visitor,
     path: web::Path<MatchId>,
+    query: web::Query<StepQuery>,
 ) -> Result<HttpResponse, PageError> {
     let ctx = PageCtx::new(&req, caller);
-    let body = body(&state, &ctx, path.into_inner()).await?;
+    let body = body(&state, &ctx, path.into_inner(), query.step).await?;
     render(&ctx.chrome, &MatchPage { chrome: ctx.chrome.clone(), body })
 }
 
@@ -255,7 +360,7 @@ pub async fn live(
     path: web::Path<MatchId>,
 ) -> Result<HttpResponse, PageError> {
     let ctx = PageCtx::new(&req, caller);
-    let html = body(&state, &ctx, path.into_inner()).await?.render().map_err(PageError::internal)?;
+    let html = body(&state, &ctx, path.into_inner(), None).await?.render().map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))

@@ -1,0 +1,443 @@
+//! `arena experiment games`: the closed loop for a two-seat multi-turn
+//! Space on one machine — play, credit decisions by outcome, DPO, repeat —
+//! measured as the agent's score against the base model over held-out
+//! starting positions with seats alternated.
+//!
+//! Each generation: the current agent plays the base model greedily from
+//! every held-out prompt twice (once in each seat): a win counts 1, a draw
+//! ½, with a 95% interval; each side's illegal-move rate is counted. Then
+//! it plays the base model from training prompts with sampling, and at
+//! every one of its own turns more answers are sampled from the same view
+//! and their lines played out too: when a line ends differently for the
+//! agent than the game's own, the answer whose line ended better is chosen
+//! over the other — a decision-point pair whose prompt is the view
+//! the agent was shown. DPO on those pairs (the current adapter as parent
+//! and reference) makes the next generation's adapter.
+
+use super::args::{DeviceArg, GamesArgs, ModelArgs};
+use super::model::model_path;
+use super::space::load_space;
+use crate::app::config::Settings;
+use agent_runtime::chat::Message;
+use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
+use agent_runtime::sampling::SamplingParams;
+use agent_runtime::train::manifest::{self, RunFiles};
+use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
+use anyhow::{Context, bail};
+use futures_util::future::{BoxFuture, join_all};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use referee::{Referee, State};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A score over games (a win 1, a draw ½) with its 95% Wilson interval.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Score {
+    pub wins: usize,
+    pub draws: usize,
+    pub losses: usize,
+    pub rate: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Score {
+    /// Wilson's interval on the mean score, draws as half a win (the
+    /// score's variance is at most a Bernoulli's of the same mean, so the
+    /// interval is, if anything, wide).
+    pub fn new(wins: usize, draws: usize, losses: usize) -> Score {
+        let n = (wins + draws + losses) as f64;
+        if n == 0.0 {
+            return Score { wins, draws, losses, rate: 0.0, low: 0.0, high: 1.0 };
+        }
+        let p = (wins as f64 + 0.5 * draws as f64) / n;
+        let z = 1.96f64;
+        let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+        let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / (1.0 + z * z / n);
+        Score { wins, draws, losses, rate: p, low: (centre - half).max(0.0), high: (centre + half).min(1.0) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Generation {
+    generation: usize,
+    adapter: Option<PathBuf>,
+    vs_base: Score,
+    /// Illegal answers / answers, the agent's and the base model's.
+    agent_illegal: (usize, usize),
+    base_illegal: (usize, usize),
+    pairs: usize,
+    train_games: usize,
+    train_seconds: f64,
+    elapsed_seconds: f64,
+}
+
+/// One seat's player: the base model, or the base with an adapter.
+#[derive(Clone)]
+struct Player {
+    adapter: Option<PathBuf>,
+}
+
+/// A decision where two sampled answers' lines ended differently.
+struct Decision {
+    view: String,
+    better: String,
+    worse: String,
+    margin: f64,
+}
+
+/// Everything a game needs, shared by its lines.
+struct Table {
+    engine: Engine,
+    referee: Arc<Referee>,
+    max_tokens: usize,
+}
+
+impl Table {
+    async fn ask(&self, player: &Player, view: &str, temperature: f32, seed: u64) -> anyhow::Result<String> {
+        let params = if temperature == 0.0 {
+            SamplingParams::greedy(self.max_tokens)
+        } else {
+            SamplingParams {
+                temperature,
+                repetition_penalty: 1.0,
+                max_new_tokens: self.max_tokens,
+                seed,
+                ..Default::default()
+            }
+        };
+        let request = Request {
+            prompt: Prompt::Chat(vec![Message::user(view.to_owned())]),
+            adapter: player.adapter.clone(),
+            params,
+            logprobs: false,
+        };
+        let rx = loop {
+            match self.engine.submit(request.clone()) {
+                Ok(rx) => break rx,
+                Err(agent_runtime::engine::SubmitError::OverCapacity { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Err(err) => bail!("{err}"),
+            }
+        };
+        Ok(rx.await.context("the engine stopped")??.text)
+    }
+
+    /// Plays `state` to its end.
+    async fn finish(
+        &self,
+        prompt: &str,
+        players: &[Player; 2],
+        mut state: State,
+        temperature: f32,
+        seed: u64,
+    ) -> anyhow::Result<State> {
+        let mut step = 0u64;
+        while state.outcome.is_none() {
+            let mut answers = Vec::new();
+            for seat in self.referee.to_move(&state)? {
+                let view = self.referee.view(&state, prompt, seat)?;
+                let s = seed ^ (step.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ seat as u64;
+                answers.push((seat, self.ask(&players[seat], &view, temperature, s).await?));
+            }
+            state = self.referee.play(&state, &answers)?;
+            step += 1;
+        }
+        Ok(state)
+    }
+
+    /// Plays a game; at each turn of `learner`, `alternatives` more answers
+    /// are sampled from the same view and their lines played out, and each
+    /// line's outcome for `learner` compared with the main line's.
+    async fn play_with_branches(
+        &self,
+        prompt: &str,
+        players: &[Player; 2],
+        learner: usize,
+        alternatives: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> anyhow::Result<(State, Vec<Decision>)> {
+        let mut state = self.referee.start(prompt)?;
+        // (view, the main line's answer, the other answer, its line's end)
+        let mut branches: Vec<(String, String, String, BoxFuture<'_, anyhow::Result<State>>)> = Vec::new();
+        let mut step = 0u64;
+        while state.outcome.is_none() {
+            let seats = self.referee.to_move(&state)?;
+            let mut answers = Vec::new();
+            for seat in seats {
+                let view = self.referee.view(&state, prompt, seat)?;
+                let s = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seat as u64) << 56;
+                let main = self.ask(&players[seat], &view, temperature, s).await?;
+                if seat == learner && state.retry.is_none() {
+                    for k in 0..alternatives as u64 {
+                        let alt = self.ask(&players[seat], &view, temperature, s ^ (0xA5A5_5A5A + k)).await?;
+                        if alt != main {
+                            let branch_state = self.referee.play(&state, &[(seat, alt.clone())])?;
+                            let rollout = self.finish(prompt, players, branch_state, temperature, s ^ (0x5151 + k));
+                            branches.push((view.clone(), main.clone(), alt, Box::pin(rollout)));
+                        }
+                    }
+                }
+                answers.push((seat, main));
+            }
+            state = self.referee.play(&state, &answers)?;
+            step += 1;
+        }
+        let main_score = seat_score(&state, learner);
+        let (keys, rollouts): (Vec<(String, String, String)>, Vec<_>) =
+            branches.into_iter().map(|(view, main, alt, f)| ((view, main, alt), f)).unzip();
+        let ends = join_all(rollouts).await;
+        let mut decisions = Vec::new();
+        for ((view, main, alt), end) in keys.into_iter().zip(ends) {
+            let alt_score = seat_score(&end?, learner);
+            if (alt_score - main_score).abs() > 1e-9 {
+                let (better, worse) = if alt_score > main_score { (alt, main) } else { (main, alt) };
+                decisions.push(Decision { view, better, worse, margin: (alt_score - main_score).abs() });
+            }
+        }
+        Ok((state, decisions))
+    }
+}
+
+/// A seat's score in a finished game (½ for a judged outcome, which this
+/// loop does not use).
+fn seat_score(state: &State, seat: usize) -> f64 {
+    state.outcome.as_ref().and_then(|o| o.scores.get(seat).copied()).unwrap_or(0.5)
+}
+
+/// Illegal answers and answers by `seat`.
+fn illegal(state: &State, seat: usize) -> (usize, usize) {
+    let mine = state.transcript.iter().filter(|e| e.seat == seat);
+    (mine.clone().filter(|e| !e.legal).count(), mine.count())
+}
+
+pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
+    let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
+    let space = load_space(&args.space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    let Some(referee) = space.game.clone() else {
+        bail!("{} is not a multi-turn Space (it has no [turns] and [referee])", args.space.display());
+    };
+    if referee.seats != 2 {
+        bail!("this loop plays two-seat games; {} has {}", args.space.display(), referee.seats);
+    }
+    if referee.turns.on_limit == referee::OnLimit::Judge {
+        bail!("this loop needs games the referee decides (turns.on_limit = \"rules\")");
+    }
+    if space.prompts.len() < args.eval_prompts + 2 {
+        bail!(
+            "{} has {} prompts; --eval-prompts {} leaves too few to train on",
+            args.space.display(),
+            space.prompts.len(),
+            args.eval_prompts
+        );
+    }
+    let model = model_path(&ModelArgs { model: None, device: DeviceArg::Cpu, threads: None }, settings)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let started = Instant::now();
+
+    let mut order: Vec<usize> = (0..space.prompts.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
+    let eval: Vec<String> = order[..args.eval_prompts].iter().map(|&i| space.prompts[i].prompt.clone()).collect();
+    let pool: Vec<String> = order[args.eval_prompts..].iter().map(|&i| space.prompts[i].prompt.clone()).collect();
+
+    let runtime = Arc::new(Runtime::load(&model, threads)?);
+    let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
+    let table = Table {
+        engine,
+        referee: Arc::new(referee),
+        max_tokens: space.game.as_ref().map_or(16, |g| g.turns.max_tokens as usize),
+    };
+    let base = Player { adapter: None };
+    let mut current = Player { adapter: None };
+    let mut report: Vec<Generation> = Vec::new();
+    let mut jsonl = std::fs::File::create(args.out.join("generations.jsonl"))?;
+    for g in 0..=args.generations {
+        // Evaluate: every held-out prompt from both seats, greedy.
+        let games = eval.iter().flat_map(|p| [(p, 0usize), (p, 1usize)]).map(|(prompt, seat)| {
+            let players = if seat == 0 { [current.clone(), base.clone()] } else { [base.clone(), current.clone()] };
+            let table = &table;
+            async move {
+                let start = table.referee.start(prompt)?;
+                let end = table.finish(prompt, &players, start, 0.0, 0).await?;
+                Ok::<_, anyhow::Error>((end, seat))
+            }
+        });
+        let ended = join_all(games).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let (mut w, mut d, mut l) = (0, 0, 0);
+        let (mut ai, mut an, mut bi, mut bn) = (0, 0, 0, 0);
+        for (state, seat) in &ended {
+            let (mine, theirs) = (seat_score(state, *seat), seat_score(state, 1 - seat));
+            if mine > theirs {
+                w += 1
+            } else if mine < theirs {
+                l += 1
+            } else {
+                d += 1
+            }
+            let (i, n) = illegal(state, *seat);
+            ai += i;
+            an += n;
+            let (i, n) = illegal(state, 1 - seat);
+            bi += i;
+            bn += n;
+        }
+        let mut generation = Generation {
+            generation: g,
+            adapter: current.adapter.clone(),
+            vs_base: Score::new(w, d, l),
+            agent_illegal: (ai, an),
+            base_illegal: (bi, bn),
+            pairs: 0,
+            train_games: 0,
+            train_seconds: 0.0,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+        };
+        let s = generation.vs_base;
+        eprintln!(
+            "generation {g}: vs base {:.1}% [{:.1}, {:.1}] ({w} won, {d} drawn, {l} lost); illegal: agent {ai}/{an}, base {bi}/{bn} ({:.0} s)",
+            100.0 * s.rate,
+            100.0 * s.low,
+            100.0 * s.high,
+            generation.elapsed_seconds
+        );
+        if g == args.generations {
+            writeln!(jsonl, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            break;
+        }
+
+        // Play training games with branches; pairs from the decisions.
+        let gen_dir = args.out.join(format!("gen{}", g + 1));
+        std::fs::create_dir_all(&gen_dir)?;
+        let mut picks = pool.clone();
+        picks.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ (g as u64 + 1) * 7919));
+        picks.truncate(args.train_prompts);
+        let games =
+            picks.iter().enumerate().flat_map(|(i, p)| [(i, p, 0usize), (i, p, 1usize)]).map(|(i, prompt, seat)| {
+                let players = if seat == 0 { [current.clone(), base.clone()] } else { [base.clone(), current.clone()] };
+                let table = &table;
+                let seed = args.seed.wrapping_mul(1_000_003) ^ ((g as u64) << 40) ^ ((i as u64) << 8) ^ seat as u64;
+                async move {
+                    table.play_with_branches(prompt, &players, seat, args.alternatives, args.temperature, seed).await
+                }
+            });
+        let played = join_all(games).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        generation.train_games = played.len();
+        let mut lines = Vec::new();
+        for (k, (_, decisions)) in played.iter().enumerate() {
+            for (j, d) in decisions.iter().enumerate() {
+                lines.push(
+                    serde_json::json!({
+                        "id": format!("g{}-game{k}-d{j}", g + 1),
+                        "prompt": d.view, "chosen": d.better, "rejected": d.worse, "margin": d.margin,
+                    })
+                    .to_string(),
+                );
+            }
+        }
+        lines.truncate(args.max_pairs);
+        generation.pairs = lines.len();
+        let pairs_path = gen_dir.join("pairs.jsonl");
+        std::fs::write(&pairs_path, lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        eprintln!("generation {g}: {} training games, {} decision pairs", played.len(), lines.len());
+        if lines.is_empty() {
+            writeln!(jsonl, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            continue;
+        }
+        let cfg = TrainConfig {
+            objective: Objective::Dpo,
+            learning_rate: args.learning_rate,
+            beta: args.beta,
+            rank: args.rank,
+            alpha: 2.0 * args.rank as f32,
+            steps: args.steps,
+            epochs: args.epochs,
+            max_length: 384,
+            max_prompt_length: 320,
+            seed: args.seed.wrapping_add(g as u64),
+            threads,
+            ..TrainConfig::default()
+        };
+        let out = gen_dir.join("adapter");
+        let files = RunFiles { model: &model, pairs: &pairs_path, parent: current.adapter.as_deref(), out: &out };
+        let train_started = Instant::now();
+        let mut last: Option<StepMetrics> = None;
+        manifest::train_to_dir(&runtime, &files, &cfg, &mut |m: &StepMetrics| last = Some(m.clone()))?;
+        generation.train_seconds = train_started.elapsed().as_secs_f64();
+        if let Some(m) = last {
+            eprintln!(
+                "generation {g}: DPO {} steps, loss {:.3}, reward accuracy {:.2} ({:.0} s)",
+                m.steps, m.loss, m.reward_accuracy, generation.train_seconds
+            );
+        }
+        writeln!(jsonl, "{}", serde_json::to_string(&generation)?)?;
+        report.push(generation);
+        current = Player { adapter: Some(out) };
+    }
+    let md = render(&args, &report);
+    std::fs::write(args.out.join("report.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}
+
+fn render(args: &GamesArgs, report: &[Generation]) -> String {
+    let rate = |(i, n): (usize, usize)| {
+        if n == 0 { "—".to_owned() } else { format!("{:.1}% ({i}/{n})", 100.0 * i as f64 / n as f64) }
+    };
+    let mut md = format!(
+        "# {} — the agent against the base model\n\n{} held-out starting positions × both seats, greedy; \
+         a win 1, a draw ½, 95% Wilson interval. Training: {} positions × both seats per generation against the base \
+         at temperature {}, {} more answers sampled at each of the agent's turns and played out; DPO (β {}, lr {}) on \
+         the decisions whose two lines ended differently.\n\n\
+         | gen | score vs base [95% CI] | won / drawn / lost | agent illegal | base illegal | pairs | elapsed |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+        args.space.display(),
+        args.eval_prompts,
+        args.train_prompts,
+        args.temperature,
+        args.alternatives,
+        args.beta,
+        args.learning_rate
+    );
+    for g in report {
+        let s = g.vs_base;
+        md.push_str(&format!(
+            "| {} | {:.1}% [{:.1}, {:.1}] | {} / {} / {} | {} | {} | {} | {:.0} s |\n",
+            g.generation,
+            100.0 * s.rate,
+            100.0 * s.low,
+            100.0 * s.high,
+            s.wins,
+            s.draws,
+            s.losses,
+            rate(g.agent_illegal),
+            rate(g.base_illegal),
+            g.pairs,
+            g.elapsed_seconds
+        ));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_count_half_and_the_interval_holds_the_rate() {
+        let s = Score::new(30, 20, 10);
+        assert!((s.rate - 40.0 / 60.0).abs() < 1e-12);
+        assert!(s.low < s.rate && s.rate < s.high);
+        let even = Score::new(0, 60, 0);
+        assert!((even.rate - 0.5).abs() < 1e-12 && even.low < 0.5 && even.high > 0.5);
+        let none = Score::new(0, 0, 0);
+        assert_eq!((none.low, none.high), (0.0, 1.0));
+    }
+}
