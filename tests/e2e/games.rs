@@ -452,3 +452,58 @@ async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
     assert_eq!(wide, false, "the game scrolls sideways at 360 px");
     p.shot("game-match-phone").await;
 }
+
+#[tokio::test]
+async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent() {
+    let arena = Arena::new().await;
+    let source = game_space("ttt-train", "max_tokens_per_turn = 10", "kind = \"tic-tac-toe\"", NO_JUDGE)
+        .replace(
+            "inline = [\"Play a fair game.\", \"A friendly game.\", \"Your best game.\"]",
+            "inline = [\"opening: 1\", \"opening: 2\", \"opening: 3\", \"opening: 4\", \"opening: 5\", \"opening: 6\"]",
+        )
+        .replace("[pairs]", "[training]\nholdout = 0.34\n\n[pairs]");
+    let space = Space::parse(&source, &Default::default(), std::path::Path::new(".")).unwrap();
+    assert_eq!(space.held_out.len(), 2);
+    let (_, players) = league(&arena, &source, json!({})).await;
+    // Whole-game pairs from a few stub games make the job possible.
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    arena.wait_settled(4, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(4, 30).await;
+    let agent: String = sqlx::query_scalar::<_, uuid::Uuid>("select id from agents where name = 'ada-agent'")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap()
+        .to_string();
+    let settings = json!({"steps": 2, "batch_size": 2, "max_length": 160, "max_prompt_length": 128, "rank": 4,
+                          "alpha": 8, "target_modules": ["q_proj", "v_proj"], "min_pairs": 1, "max_pairs": 8,
+                          "gate_prompts": 4, "learning_rate": 0.001});
+    let (status, job) = players[0]
+        .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": settings}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    arena.start(Roles { trainer: true, ..Roles::NONE }, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let job = loop {
+        let (_, body) = players[0].get(&format!("/training-jobs/{id}")).await;
+        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap_or_default()) {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job still {}", body["status"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_ne!(job["status"], "failed", "{job}");
+    // DPO trained on decisions: each pair's prompt is a board the agent was shown.
+    let pairs = job["manifest"]["pairs"]["items"].as_array().expect("the manifest lists its pairs");
+    assert!(!pairs.is_empty());
+    assert!(pairs.iter().all(|p| p["id"].as_str().unwrap().starts_with("decision-")), "{pairs:?}");
+    // (The job's folder, with its pairs file, is cleared when the job ends.)
+    // The gate played the parent from the held-out openings, seats swapped.
+    let games = job["gate"]["games"].as_array().unwrap();
+    assert_eq!(games.len(), 4, "{games:?}");
+    assert!(games.iter().all(|g| space.held_out.contains(&(g["prompt_index"].as_u64().unwrap() as usize))));
+    assert_eq!(games.iter().filter(|g| g["new_first"] == true).count(), 2);
+    assert_eq!(job["new_version"], 2);
+    arena.ledger_ok().await;
+}

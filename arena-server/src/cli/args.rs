@@ -447,6 +447,26 @@ pub enum BenchCommand {
         /// How often the matchmaker runs a round.
         #[arg(long, default_value_t = 10)]
         matchmaker_interval_ms: u64,
+        /// Then the same as a multi-turn game of this many turns (one
+        /// generate step per turn), reported beside the single-turn figure;
+        /// 0 skips it.
+        #[arg(long, default_value_t = 6)]
+        game_turns: u32,
+    },
+    /// Turns per second of concurrent two-seat games of a multi-turn Space
+    /// on the real model (requests batched on one engine), beside the same
+    /// games played one at a time.
+    Games {
+        #[arg(long, default_value = "spaces/tic-tac-toe.toml")]
+        space: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        games: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// An illegal move passes the turn instead of ending the game, so
+        /// every game runs its full length.
+        #[arg(long)]
+        no_forfeit: bool,
     },
     /// Data export throughput (pairs/s) and peak memory growth for JSON
     /// Lines and Parquet on a throwaway database of synthetic pairs, beside

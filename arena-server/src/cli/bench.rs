@@ -29,6 +29,18 @@ pub struct BenchArgs {
     pub pgbench: bool,
     pub pgbench_seconds: u32,
     pub matchmaker_interval_ms: u64,
+    /// Also run a multi-turn stub game of this many turns (0: skip).
+    pub game_turns: u32,
+}
+
+/// The benchmark Space as a multi-turn game: the same prompts, verifiers
+/// and pot, played as a `turns`-turn debate (every answer a legal turn; the
+/// verifiers rank each seat's part at the end).
+pub(super) fn bench_game_space(name: &str, k: u32, turns: u32) -> String {
+    format!(
+        "{}\n[turns]\nmax_turns = {turns}\nview = \"transcript\"\n\n[referee]\nkind = \"debate\"\n",
+        bench_space(name, k)
+    )
 }
 
 pub(super) fn bench_space(name: &str, k: u32) -> String {
@@ -88,11 +100,37 @@ pub async fn control_plane(settings: &Settings, args: BenchArgs) -> anyhow::Resu
     let admin_url = with_database(settings.database.url.expose_secret(), "postgres")?;
     let admin = sqlx::PgPool::connect(&admin_url).await?;
     crate::store::create_database(&admin, &db_name).await?;
-    let result = run(settings, &args, &db_name, &id).await;
+    let result = run(settings, &args, &db_name, &id, None).await;
     crate::store::drop_database(&admin, &db_name).await?;
+    let game = if args.game_turns > 0 {
+        let game_db = format!("{db_name}_game");
+        crate::store::create_database(&admin, &game_db).await?;
+        let r = run(settings, &args, &game_db, &format!("{id}g"), Some(args.game_turns)).await;
+        crate::store::drop_database(&admin, &game_db).await?;
+        Some(r?)
+    } else {
+        None
+    };
     let pg = if args.pgbench { Some(pgbench(settings, &admin, &id, args.pgbench_seconds).await) } else { None };
     let report = result?;
     println!("{report}");
+    if let Some(game) = &game {
+        println!("\n{game}");
+        let rate = |r: &str| {
+            r.lines()
+                .find_map(|l| l.strip_prefix("throughput: "))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        println!(
+            "single-turn {:.0} matches/s, {}-turn game {:.0} matches/s ({:.0} turns/s) in the same run",
+            rate(&report),
+            args.game_turns,
+            rate(game),
+            rate(game) * f64::from(args.game_turns)
+        );
+    }
     match pg {
         Some(Ok(tps)) => {
             println!("pgbench (TPC-B-like, 8 clients, 2 threads, same server):  {tps:.0} transactions/s");
@@ -113,7 +151,13 @@ pub async fn control_plane(settings: &Settings, args: BenchArgs) -> anyhow::Resu
     Ok(())
 }
 
-async fn run(settings: &Settings, args: &BenchArgs, db_name: &str, id: &str) -> anyhow::Result<String> {
+async fn run(
+    settings: &Settings,
+    args: &BenchArgs,
+    db_name: &str,
+    id: &str,
+    game_turns: Option<u32>,
+) -> anyhow::Result<String> {
     let mut settings = settings.clone();
     settings.database.url = SecretString::from(with_database(settings.database.url.expose_secret(), db_name)?);
     settings.database.max_connections = 16;
@@ -129,7 +173,7 @@ async fn run(settings: &Settings, args: &BenchArgs, db_name: &str, id: &str) -> 
     let app = Application::build_with(settings.clone(), options.clone()).await?;
     let db = app.ctx.db.clone();
 
-    seed(&db, &app.ctx.base_model, args.spaces, args.agents_per_match, args.players).await?;
+    seed(&db, &app.ctx.base_model, args.spaces, args.agents_per_match, args.players, game_turns).await?;
 
     let started = Instant::now();
     crate::app::start_workers(&app.ctx, &settings, &options, app.stop.subscribe())?;
@@ -180,7 +224,12 @@ async fn run(settings: &Settings, args: &BenchArgs, db_name: &str, id: &str) -> 
     let _ = std::fs::remove_dir_all(&settings.data_dir);
 
     let mut out = String::new();
-    out += "control plane, stub generator (StubGenerator: no model), verifier-only judge\n";
+    out += &match game_turns {
+        None => "control plane, stub generator (StubGenerator: no model), verifier-only judge\n".to_owned(),
+        Some(t) => format!(
+            "control plane, a {t}-turn game (one generate step per turn), stub generator (StubGenerator: no model), verifier-only judge\n"
+        ),
+    };
     out += &format!(
         "setup: {} Spaces × {} agents per match, {} players, stage batch {}, {} cores\n",
         args.spaces,
@@ -213,6 +262,7 @@ pub(super) async fn seed(
     spaces: usize,
     k: u32,
     players: usize,
+    game_turns: Option<u32>,
 ) -> anyhow::Result<()> {
     // Seed: a designer, the Spaces, players with one agent entered in each.
     let password = || Password::parse("benchmark-password").map_err(|e| anyhow::anyhow!("{e}"));
@@ -221,7 +271,11 @@ pub(super) async fn seed(
     let by = Publisher { user: designer.id, admin: false, quota_bytes: None };
     let mut space_ids = Vec::new();
     for s in 0..spaces {
-        let published = space_store::publish(db, by, &bench_space(&format!("bench-{s}"), k), &BTreeMap::new()).await?;
+        let source = match game_turns {
+            None => bench_space(&format!("bench-{s}"), k),
+            Some(t) => bench_game_space(&format!("bench-{s}"), k, t),
+        };
+        let published = space_store::publish(db, by, &source, &BTreeMap::new()).await?;
         space_ids.push(published.id);
     }
     let initial = rating::initial();

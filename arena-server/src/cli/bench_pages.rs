@@ -50,7 +50,7 @@ async fn measure(settings: &Settings, args: &PagesArgs, db_name: &str, id: &str)
     let options = Options { roles: Roles::ALL, workers: false, generator: Some(Arc::new(StubGenerator)), threads: 1 };
     let app = Application::build_with(settings.clone(), options.clone()).await?;
     let (db, ctx, port) = (app.ctx.db.clone(), app.ctx.clone(), app.port());
-    seed(&db, &app.ctx.base_model, 3, 4, 12).await?;
+    seed(&db, &app.ctx.base_model, 3, 4, 12, None).await?;
     crate::app::start_workers(&ctx, &settings, &options, app.stop.subscribe())?;
     let stop = app.stop.clone();
     tokio::spawn(app.run_until_stopped());

@@ -125,7 +125,7 @@ async fn run_bench(settings: &Settings, url: &str, args: &BenchArgs) -> anyhow::
     let pool = crate::store::connect(&db_settings, std::time::Duration::from_secs(10)).await?;
     crate::store::migrate(&pool, url).await?;
     let base_model = "bench-model";
-    super::bench::seed(&pool, base_model, 1, 4, 8).await?;
+    super::bench::seed(&pool, base_model, 1, 4, 8, None).await?;
     let t = Instant::now();
     seed_pairs(&pool, args.pairs).await?;
     let seeding = t.elapsed().as_secs_f64();

@@ -18,49 +18,20 @@ use super::args::{DeviceArg, GamesArgs, ModelArgs};
 use super::model::model_path;
 use super::space::load_space;
 use crate::app::config::Settings;
-use agent_runtime::chat::Message;
-use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
-use agent_runtime::sampling::SamplingParams;
+use crate::work::games::{Player, Score, Table, illegal, seat_score};
+use agent_runtime::engine::{Engine, EngineConfig, Runtime};
 use agent_runtime::train::manifest::{self, RunFiles};
 use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
 use anyhow::{Context, bail};
-use futures_util::future::{BoxFuture, join_all};
+use futures_util::future::join_all;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use referee::{Referee, State};
+use referee::State;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// A score over games (a win 1, a draw ½) with its 95% Wilson interval.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Score {
-    pub wins: usize,
-    pub draws: usize,
-    pub losses: usize,
-    pub rate: f64,
-    pub low: f64,
-    pub high: f64,
-}
-
-impl Score {
-    /// Wilson's interval on the mean score, draws as half a win (the
-    /// score's variance is at most a Bernoulli's of the same mean, so the
-    /// interval is, if anything, wide).
-    pub fn new(wins: usize, draws: usize, losses: usize) -> Score {
-        let n = (wins + draws + losses) as f64;
-        if n == 0.0 {
-            return Score { wins, draws, losses, rate: 0.0, low: 0.0, high: 1.0 };
-        }
-        let p = (wins as f64 + 0.5 * draws as f64) / n;
-        let z = 1.96f64;
-        let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
-        let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / (1.0 + z * z / n);
-        Score { wins, draws, losses, rate: p, low: (centre - half).max(0.0), high: (centre + half).min(1.0) }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 struct Generation {
@@ -74,147 +45,6 @@ struct Generation {
     train_games: usize,
     train_seconds: f64,
     elapsed_seconds: f64,
-}
-
-/// One seat's player: the base model, or the base with an adapter.
-#[derive(Clone)]
-struct Player {
-    adapter: Option<PathBuf>,
-}
-
-/// A decision where two sampled answers' lines ended differently.
-struct Decision {
-    view: String,
-    better: String,
-    worse: String,
-    margin: f64,
-}
-
-/// Everything a game needs, shared by its lines.
-struct Table {
-    engine: Engine,
-    referee: Arc<Referee>,
-    max_tokens: usize,
-}
-
-impl Table {
-    async fn ask(&self, player: &Player, view: &str, temperature: f32, seed: u64) -> anyhow::Result<String> {
-        let params = if temperature == 0.0 {
-            SamplingParams::greedy(self.max_tokens)
-        } else {
-            SamplingParams {
-                temperature,
-                repetition_penalty: 1.0,
-                max_new_tokens: self.max_tokens,
-                seed,
-                ..Default::default()
-            }
-        };
-        let request = Request {
-            prompt: Prompt::Chat(vec![Message::user(view.to_owned())]),
-            adapter: player.adapter.clone(),
-            params,
-            logprobs: false,
-        };
-        let rx = loop {
-            match self.engine.submit(request.clone()) {
-                Ok(rx) => break rx,
-                Err(agent_runtime::engine::SubmitError::OverCapacity { .. }) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
-                }
-                Err(err) => bail!("{err}"),
-            }
-        };
-        Ok(rx.await.context("the engine stopped")??.text)
-    }
-
-    /// Plays `state` to its end.
-    async fn finish(
-        &self,
-        prompt: &str,
-        players: &[Player; 2],
-        mut state: State,
-        temperature: f32,
-        seed: u64,
-    ) -> anyhow::Result<State> {
-        let mut step = 0u64;
-        while state.outcome.is_none() {
-            let mut answers = Vec::new();
-            for seat in self.referee.to_move(&state)? {
-                let view = self.referee.view(&state, prompt, seat)?;
-                let s = seed ^ (step.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ seat as u64;
-                answers.push((seat, self.ask(&players[seat], &view, temperature, s).await?));
-            }
-            state = self.referee.play(&state, &answers)?;
-            step += 1;
-        }
-        Ok(state)
-    }
-
-    /// Plays a game; at each turn of `learner`, `alternatives` more answers
-    /// are sampled from the same view and their lines played out, and each
-    /// line's outcome for `learner` compared with the main line's.
-    async fn play_with_branches(
-        &self,
-        prompt: &str,
-        players: &[Player; 2],
-        learner: usize,
-        alternatives: usize,
-        temperature: f32,
-        seed: u64,
-    ) -> anyhow::Result<(State, Vec<Decision>)> {
-        let mut state = self.referee.start(prompt)?;
-        // (view, the main line's answer, the other answer, its line's end)
-        let mut branches: Vec<(String, String, String, BoxFuture<'_, anyhow::Result<State>>)> = Vec::new();
-        let mut step = 0u64;
-        while state.outcome.is_none() {
-            let seats = self.referee.to_move(&state)?;
-            let mut answers = Vec::new();
-            for seat in seats {
-                let view = self.referee.view(&state, prompt, seat)?;
-                let s = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seat as u64) << 56;
-                let main = self.ask(&players[seat], &view, temperature, s).await?;
-                if seat == learner && state.retry.is_none() {
-                    for k in 0..alternatives as u64 {
-                        let alt = self.ask(&players[seat], &view, temperature, s ^ (0xA5A5_5A5A + k)).await?;
-                        if alt != main {
-                            let branch_state = self.referee.play(&state, &[(seat, alt.clone())])?;
-                            let rollout = self.finish(prompt, players, branch_state, temperature, s ^ (0x5151 + k));
-                            branches.push((view.clone(), main.clone(), alt, Box::pin(rollout)));
-                        }
-                    }
-                }
-                answers.push((seat, main));
-            }
-            state = self.referee.play(&state, &answers)?;
-            step += 1;
-        }
-        let main_score = seat_score(&state, learner);
-        let (keys, rollouts): (Vec<(String, String, String)>, Vec<_>) =
-            branches.into_iter().map(|(view, main, alt, f)| ((view, main, alt), f)).unzip();
-        let ends = join_all(rollouts).await;
-        let mut decisions = Vec::new();
-        for ((view, main, alt), end) in keys.into_iter().zip(ends) {
-            let alt_score = seat_score(&end?, learner);
-            if (alt_score - main_score).abs() > 1e-9 {
-                let (better, worse) = if alt_score > main_score { (alt, main) } else { (main, alt) };
-                decisions.push(Decision { view, better, worse, margin: (alt_score - main_score).abs() });
-            }
-        }
-        Ok((state, decisions))
-    }
-}
-
-/// A seat's score in a finished game (½ for a judged outcome, which this
-/// loop does not use).
-fn seat_score(state: &State, seat: usize) -> f64 {
-    state.outcome.as_ref().and_then(|o| o.scores.get(seat).copied()).unwrap_or(0.5)
-}
-
-/// Illegal answers and answers by `seat`.
-fn illegal(state: &State, seat: usize) -> (usize, usize) {
-    let mine = state.transcript.iter().filter(|e| e.seat == seat);
-    (mine.clone().filter(|e| !e.legal).count(), mine.count())
 }
 
 pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -253,8 +83,8 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         referee: Arc::new(referee),
         max_tokens: space.game.as_ref().map_or(16, |g| g.turns.max_tokens as usize),
     };
-    let base = Player { adapter: None };
-    let mut current = Player { adapter: None };
+    let base = Player::default();
+    let mut current = Player::default();
     let mut report: Vec<Generation> = Vec::new();
     let mut jsonl = std::fs::File::create(args.out.join("generations.jsonl"))?;
     for g in 0..=args.generations {
@@ -379,7 +209,7 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         writeln!(jsonl, "{}", serde_json::to_string(&generation)?)?;
         report.push(generation);
-        current = Player { adapter: Some(out) };
+        current = Player { adapter: Some(out), system: String::new() };
     }
     let md = render(&args, &report);
     std::fs::write(args.out.join("report.md"), &md)?;
@@ -440,4 +270,62 @@ mod tests {
         let none = Score::new(0, 0, 0);
         assert_eq!((none.low, none.high), (0.0, 1.0));
     }
+}
+
+/// `arena bench games`: turns per second of concurrent two-seat games on
+/// the real model (the base model in both seats, sampled), their requests
+/// batched on one engine, beside the same games played one at a time.
+pub async fn bench(
+    space: &std::path::Path,
+    games: usize,
+    threads: Option<usize>,
+    no_forfeit: bool,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let threads = threads.unwrap_or_else(agent_runtime::model::default_threads);
+    let loaded = load_space(space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    let Some(mut referee) = loaded.game.clone() else { bail!("{} is not a multi-turn Space", space.display()) };
+    if no_forfeit {
+        // Illegal moves pass the turn and never end the game: games run
+        // their full length.
+        referee.illegal = referee::Illegal::Penalty { points: 0.0, max: u32::MAX };
+    }
+    if referee.seats != 2 {
+        bail!("this bench plays two-seat games");
+    }
+    let model = model_path(&ModelArgs { model: None, device: DeviceArg::Cpu, threads: None }, settings)?;
+    let runtime = Arc::new(Runtime::load(&model, threads)?);
+    let engine = Engine::start(runtime, EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
+    let table = Table { engine, referee: Arc::new(referee.clone()), max_tokens: referee.turns.max_tokens as usize };
+    let players = [Player::default(), Player::default()];
+    let prompts: Vec<String> = loaded.prompts.iter().cycle().take(games).map(|p| p.prompt.clone()).collect();
+    let play = |k: usize| {
+        let (table, players, prompt) = (&table, &players, &prompts[k]);
+        async move {
+            let start = table.referee.start(prompt)?;
+            table.finish(prompt, players, start, 1.0, 1000 + k as u64).await
+        }
+    };
+    // Warm-up: one game.
+    play(0).await?;
+    let started = Instant::now();
+    let together = join_all((0..games).map(play)).await.into_iter().collect::<anyhow::Result<Vec<State>>>()?;
+    let together_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut alone = Vec::new();
+    for k in 0..games {
+        alone.push(play(k).await?);
+    }
+    let alone_s = started.elapsed().as_secs_f64();
+    let turns = |states: &[State]| states.iter().map(|s| s.transcript.len()).sum::<usize>();
+    let (t1, t2) = (turns(&together), turns(&alone));
+    println!(
+        "{} — {games} two-seat games, the base model in both seats, temperature 1, {threads} threads{}",
+        space.display(),
+        if no_forfeit { ", illegal moves pass the turn (no forfeit)" } else { "" }
+    );
+    println!("{games} at once:    {t1} turns in {together_s:.1} s = {:.2} turns/s", t1 as f64 / together_s);
+    println!("one at a time: {t2} turns in {alone_s:.1} s = {:.2} turns/s", t2 as f64 / alone_s);
+    println!("(the same seeds; each game's turns are the same either way: {})", if t1 == t2 { "yes" } else { "no" });
+    Ok(())
 }

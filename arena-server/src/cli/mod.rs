@@ -174,6 +174,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             no_pgbench,
             pgbench_seconds,
             matchmaker_interval_ms,
+            game_turns,
         }) => {
             let args = bench::BenchArgs {
                 matches,
@@ -183,8 +184,12 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
                 pgbench: !no_pgbench,
                 pgbench_seconds,
                 matchmaker_interval_ms,
+                game_turns,
             };
             bench::control_plane(settings, args).await?;
+        }
+        Command::Bench(BenchCommand::Games { space, games: n, threads, no_forfeit }) => {
+            games::bench(&space, n, threads, no_forfeit, settings).await?;
         }
         Command::Bench(BenchCommand::Export { pairs, keep, out }) => {
             export::bench(settings, export::BenchArgs { pairs, keep, out }).await?;

@@ -5,6 +5,7 @@
 
 pub mod dry_run;
 pub mod exports;
+pub mod games;
 pub mod gauges;
 pub mod generate;
 pub mod grpo;

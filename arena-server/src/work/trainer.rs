@@ -260,6 +260,46 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     let loaded = trainer.loaded().await?;
     let cfg = settings.train_config(trainer.threads);
     let out = work.join("adapter");
+    // A game the referee decides: DPO learns from decisions, not from the
+    // matches' whole-game pairs. The parent plays itself from training
+    // prompts; at its turns other answers are played out, and each
+    // decision whose lines ended differently is a pair (the view as the
+    // prompt).
+    let game = referee_game(&space);
+    if game.is_some() {
+        anyhow::ensure!(
+            settings.needs_pairs(),
+            "GRPO rewards one answer per prompt; in a game Space train with DPO (pairs from played decisions)"
+        );
+        let table = crate::work::games::Table {
+            engine: loaded.engine.clone(),
+            referee: Arc::new(space.game.clone().ok_or_else(|| anyhow::anyhow!("no referee"))?),
+            max_tokens: space.game.as_ref().map_or(16, |g| g.turns.max_tokens as usize),
+        };
+        let player = crate::work::games::Player { adapter: parent_dir.clone(), system: system_prompt.clone() };
+        let prompts: Vec<String> =
+            space.match_prompts.iter().take(GAME_TRAIN_PROMPTS).map(|&i| space.prompts[i].prompt.clone()).collect();
+        let decisions = crate::work::games::self_play_pairs(
+            &table,
+            &player,
+            &prompts,
+            GAME_ALTERNATIVES,
+            1.0,
+            settings.seed ^ job.id.0.as_u64_pair().0,
+        )
+        .await?;
+        anyhow::ensure!(!decisions.is_empty(), "the games played gave no decision whose lines ended differently");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&pairs_path)?);
+        for (k, d) in decisions.iter().enumerate() {
+            let mut line = serde_json::json!({"id": format!("decision-{k}"), "prompt": d.view, "chosen": d.better,
+                                              "rejected": d.worse});
+            if !system_prompt.is_empty() {
+                line["system"] = serde_json::Value::String(system_prompt.clone());
+            }
+            writeln!(file, "{line}")?;
+        }
+        file.flush()?;
+    }
 
     let manifest_json = if settings.needs_pairs() {
         train_on_pairs(ctx, trainer, &job, &loaded, &pairs_path, parent_dir.clone(), &out, cfg).await?
@@ -278,7 +318,79 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     let moved = training::start_gate(&ctx.db, job.id, &ctx.consumer, &sha, &manifest_json).await?;
     anyhow::ensure!(moved, "another trainer took the job over");
     let new_dir = adapters::materialize(&ctx.db, &data_dir, &sha).await?;
+    if game.is_some() {
+        return game_gate(ctx, &job, &loaded, &settings, &space, &system_prompt, &sampling, new_dir, parent_dir).await;
+    }
     gate(ctx, trainer, &job, &loaded, &settings, &space, &system_prompt, &sampling, new_dir, parent_dir).await
+}
+
+/// Training prompts a game job plays itself from (each from both seats).
+const GAME_TRAIN_PROMPTS: usize = 24;
+/// Other answers played out at each of the learner's turns.
+const GAME_ALTERNATIVES: usize = 2;
+
+/// The Space's referee when it decides the games itself (two seats, the
+/// rules' outcome at the limit): such a Space trains and gates by play.
+fn referee_game(space: &crate::domain::space::Space) -> Option<&referee::Referee> {
+    space.game.as_ref().filter(|g| g.seats == 2 && g.turns.on_limit == referee::OnLimit::Rules)
+}
+
+/// The gate of a game Space: the new version plays its parent from the
+/// held-out starting prompts, once from each seat, at the agent's sampling
+/// temperature with seeds fixed by the job; each game a win, a tie or a
+/// loss for the new version; the same decision rule as every gate.
+#[allow(clippy::too_many_arguments)]
+async fn game_gate(
+    ctx: &Context,
+    job: &Claimed,
+    loaded: &Arc<Loaded>,
+    settings: &JobSettings,
+    space: &Arc<crate::domain::space::Space>,
+    system_prompt: &str,
+    sampling: &crate::domain::agent::AgentSampling,
+    new_dir: PathBuf,
+    parent_dir: Option<PathBuf>,
+) -> anyhow::Result<JobStatus> {
+    let mut prompts = space.held_out.clone();
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&job.id.0.as_bytes()[..8]);
+    let seed = u64::from_le_bytes(seed) ^ settings.seed;
+    prompts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    // Each prompt is two games.
+    prompts.truncate(settings.gate_prompts.div_ceil(2).max(1));
+    prompts.sort_unstable();
+    let referee = space.game.clone().ok_or_else(|| anyhow::anyhow!("no referee"))?;
+    let table = crate::work::games::Table {
+        engine: loaded.engine.clone(),
+        max_tokens: referee.turns.max_tokens as usize,
+        referee: Arc::new(referee),
+    };
+    let new = crate::work::games::Player { adapter: Some(new_dir), system: system_prompt.to_owned() };
+    let old = crate::work::games::Player { adapter: parent_dir, system: system_prompt.to_owned() };
+    let starts: Vec<(usize, String)> = prompts.iter().map(|&i| (i, space.prompts[i].prompt.clone())).collect();
+    let ended = crate::work::games::head_to_head(&table, &new, &old, &starts, sampling.temperature, seed).await?;
+    let games = ended
+        .into_iter()
+        .map(|(index, seat, state)| {
+            let (mine, theirs) =
+                (crate::work::games::seat_score(&state, seat), crate::work::games::seat_score(&state, 1 - seat));
+            let outcome = if mine > theirs {
+                Outcome::Win
+            } else if mine < theirs {
+                Outcome::Loss
+            } else {
+                Outcome::Tie
+            };
+            Game {
+                prompt_index: index,
+                new_first: seat == 0,
+                outcome,
+                new: clip(&referee::Referee::seat_transcript(&state, seat)),
+                parent: clip(&referee::Referee::seat_transcript(&state, 1 - seat)),
+            }
+        })
+        .collect();
+    Ok(training::record_gate(&ctx.db, job.id, &ctx.consumer, games).await?)
 }
 
 /// DPO or SFT on the job's pairs (written to `pairs_path`); the manifest.

@@ -139,6 +139,10 @@ pub async fn step(
     }
 
     let mut moved: Vec<(MatchId, String, MatchStatus)> = Vec::new();
+    // Every match's step in one transaction: a batch of steps commits once.
+    let mut tx = ctx.db.begin().await?;
+    let mut next_steps: Vec<Uuid> = Vec::new();
+    let mut finished_now: Vec<MatchId> = Vec::new();
     for (k, p) in pending.iter().enumerate() {
         if broken.contains(&k) {
             continue;
@@ -187,28 +191,28 @@ pub async fn step(
                 }
             })
             .collect();
-        let mut tx = ctx.db.begin().await?;
         if !turns::insert(&mut tx, p.id, p.step, p.state.turn as i32, &moves, &next).await? {
             // Another worker stored this step: its transaction handed on.
-            tx.rollback().await?;
             done.push(p.id.0);
             continue;
         }
         if next.outcome.is_some() {
             let outputs = seat_outputs(p.id, &p.seats, &next, &rows, &moves);
             matches::insert_outputs(&mut tx, &outputs).await?;
-            let advanced = matches::advance(&mut tx, Stage::Generate, &[p.id]).await?;
-            tx.commit().await?;
-            if !advanced.is_empty() {
-                moved.push((p.id, p.slug.clone(), MatchStatus::Generated));
-            }
+            finished_now.push(p.id);
         } else {
-            outbox::enqueue_many(&mut tx, Topic::Stage(Stage::Generate), &[p.id.0]).await?;
-            turns::touch(&mut tx, &[p.id]).await?;
-            tx.commit().await?;
+            next_steps.push(p.id.0);
             moved.push((p.id, p.slug.clone(), MatchStatus::Formed));
         }
         done.push(p.id.0);
+    }
+    let advanced = matches::advance(&mut tx, Stage::Generate, &finished_now).await?;
+    outbox::enqueue_many(&mut tx, Topic::Stage(Stage::Generate), &next_steps).await?;
+    let formed: Vec<MatchId> = next_steps.iter().map(|u| MatchId(*u)).collect();
+    turns::touch(&mut tx, &formed).await?;
+    tx.commit().await?;
+    for p in pending.iter().filter(|p| advanced.contains(&p.id)) {
+        moved.push((p.id, p.slug.clone(), MatchStatus::Generated));
     }
     for (id, slug, _, state) in &finished {
         let mine: Vec<&GenerateSeat> = seats.iter().filter(|s| s.match_id == *id).collect();

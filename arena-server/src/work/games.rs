@@ -1,0 +1,238 @@
+//! Two-seat games on an engine, without the pipeline: what the trainer
+//! and `arena experiment games` play. A game runs a Space's referee over
+//! answers sampled from the engine (each seat its own adapter and system
+//! prompt); `play_with_branches` also samples other answers at one seat's
+//! turns and plays their lines out, so the decisions whose lines ended
+//! differently become preference pairs (the view as the prompt, the answer
+//! whose line ended better chosen). `Score` is a score over games with its
+//! interval.
+
+use agent_runtime::chat::Message;
+use agent_runtime::engine::{Engine, Prompt, Request};
+use agent_runtime::sampling::SamplingParams;
+use anyhow::{Context, bail};
+use futures_util::future::{BoxFuture, join_all};
+use referee::{Referee, State};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A score over games (a win 1, a draw ½) with its 95% Wilson interval.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Score {
+    pub wins: usize,
+    pub draws: usize,
+    pub losses: usize,
+    pub rate: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Score {
+    /// Wilson's interval on the mean score, draws as half a win (the
+    /// score's variance is at most a Bernoulli's of the same mean, so the
+    /// interval is, if anything, wide).
+    pub fn new(wins: usize, draws: usize, losses: usize) -> Score {
+        let n = (wins + draws + losses) as f64;
+        if n == 0.0 {
+            return Score { wins, draws, losses, rate: 0.0, low: 0.0, high: 1.0 };
+        }
+        let p = (wins as f64 + 0.5 * draws as f64) / n;
+        let z = 1.96f64;
+        let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+        let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / (1.0 + z * z / n);
+        Score { wins, draws, losses, rate: p, low: (centre - half).max(0.0), high: (centre + half).min(1.0) }
+    }
+}
+
+/// One seat's player: the base model, or the base with an adapter, and
+/// its system prompt.
+#[derive(Clone, Default)]
+pub struct Player {
+    pub adapter: Option<PathBuf>,
+    pub system: String,
+}
+
+/// A decision where two sampled answers' lines ended differently.
+pub struct Decision {
+    pub view: String,
+    pub better: String,
+    pub worse: String,
+    pub margin: f64,
+}
+
+/// Everything a game needs, shared by its lines.
+pub struct Table {
+    pub engine: Engine,
+    pub referee: Arc<Referee>,
+    pub max_tokens: usize,
+}
+
+impl Table {
+    pub async fn ask(&self, player: &Player, view: &str, temperature: f32, seed: u64) -> anyhow::Result<String> {
+        let params = if temperature == 0.0 {
+            SamplingParams::greedy(self.max_tokens)
+        } else {
+            SamplingParams {
+                temperature,
+                repetition_penalty: 1.0,
+                max_new_tokens: self.max_tokens,
+                seed,
+                ..Default::default()
+            }
+        };
+        let request = Request {
+            prompt: Prompt::Chat(if player.system.is_empty() {
+                vec![Message::user(view.to_owned())]
+            } else {
+                vec![Message::system(player.system.clone()), Message::user(view.to_owned())]
+            }),
+            adapter: player.adapter.clone(),
+            params,
+            logprobs: false,
+        };
+        let rx = loop {
+            match self.engine.submit(request.clone()) {
+                Ok(rx) => break rx,
+                Err(agent_runtime::engine::SubmitError::OverCapacity { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Err(err) => bail!("{err}"),
+            }
+        };
+        Ok(rx.await.context("the engine stopped")??.text)
+    }
+
+    /// Plays `state` to its end.
+    pub async fn finish(
+        &self,
+        prompt: &str,
+        players: &[Player; 2],
+        mut state: State,
+        temperature: f32,
+        seed: u64,
+    ) -> anyhow::Result<State> {
+        let mut step = 0u64;
+        while state.outcome.is_none() {
+            let mut answers = Vec::new();
+            for seat in self.referee.to_move(&state)? {
+                let view = self.referee.view(&state, prompt, seat)?;
+                let s = seed ^ (step.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ seat as u64;
+                answers.push((seat, self.ask(&players[seat], &view, temperature, s).await?));
+            }
+            state = self.referee.play(&state, &answers)?;
+            step += 1;
+        }
+        Ok(state)
+    }
+
+    /// Plays a game; at each turn of `learner`, `alternatives` more answers
+    /// are sampled from the same view and their lines played out, and each
+    /// line's outcome for `learner` compared with the main line's.
+    pub async fn play_with_branches(
+        &self,
+        prompt: &str,
+        players: &[Player; 2],
+        learner: usize,
+        alternatives: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> anyhow::Result<(State, Vec<Decision>)> {
+        let mut state = self.referee.start(prompt)?;
+        // (view, the main line's answer, the other answer, its line's end)
+        let mut branches: Vec<(String, String, String, BoxFuture<'_, anyhow::Result<State>>)> = Vec::new();
+        let mut step = 0u64;
+        while state.outcome.is_none() {
+            let seats = self.referee.to_move(&state)?;
+            let mut answers = Vec::new();
+            for seat in seats {
+                let view = self.referee.view(&state, prompt, seat)?;
+                let s = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seat as u64) << 56;
+                let main = self.ask(&players[seat], &view, temperature, s).await?;
+                if seat == learner && state.retry.is_none() {
+                    for k in 0..alternatives as u64 {
+                        let alt = self.ask(&players[seat], &view, temperature, s ^ (0xA5A5_5A5A + k)).await?;
+                        if alt != main {
+                            let branch_state = self.referee.play(&state, &[(seat, alt.clone())])?;
+                            let rollout = self.finish(prompt, players, branch_state, temperature, s ^ (0x5151 + k));
+                            branches.push((view.clone(), main.clone(), alt, Box::pin(rollout)));
+                        }
+                    }
+                }
+                answers.push((seat, main));
+            }
+            state = self.referee.play(&state, &answers)?;
+            step += 1;
+        }
+        let main_score = seat_score(&state, learner);
+        let (keys, rollouts): (Vec<(String, String, String)>, Vec<_>) =
+            branches.into_iter().map(|(view, main, alt, f)| ((view, main, alt), f)).unzip();
+        let ends = join_all(rollouts).await;
+        let mut decisions = Vec::new();
+        for ((view, main, alt), end) in keys.into_iter().zip(ends) {
+            let alt_score = seat_score(&end?, learner);
+            if (alt_score - main_score).abs() > 1e-9 {
+                let (better, worse) = if alt_score > main_score { (alt, main) } else { (main, alt) };
+                decisions.push(Decision { view, better, worse, margin: (alt_score - main_score).abs() });
+            }
+        }
+        Ok((state, decisions))
+    }
+}
+
+/// A seat's score in a finished game (½ for a judged outcome, which this
+/// loop does not use).
+pub fn seat_score(state: &State, seat: usize) -> f64 {
+    state.outcome.as_ref().and_then(|o| o.scores.get(seat).copied()).unwrap_or(0.5)
+}
+
+/// Illegal answers and answers by `seat`.
+pub fn illegal(state: &State, seat: usize) -> (usize, usize) {
+    let mine = state.transcript.iter().filter(|e| e.seat == seat);
+    (mine.clone().filter(|e| !e.legal).count(), mine.count())
+}
+
+/// Decision pairs for `player` playing itself from each of `prompts`, once
+/// from each seat, sampled at `temperature`: at each of the learning
+/// seat's turns `alternatives` more answers are played out (see
+/// [`Table::play_with_branches`]).
+pub async fn self_play_pairs(
+    table: &Table,
+    player: &Player,
+    prompts: &[String],
+    alternatives: usize,
+    temperature: f32,
+    seed: u64,
+) -> anyhow::Result<Vec<Decision>> {
+    let players = [player.clone(), player.clone()];
+    let games =
+        prompts.iter().enumerate().flat_map(|(i, p)| [(i, p, 0usize), (i, p, 1usize)]).map(|(i, prompt, seat)| {
+            let players = &players;
+            let seed = seed ^ ((i as u64) << 8) ^ seat as u64;
+            async move { table.play_with_branches(prompt, players, seat, alternatives, temperature, seed).await }
+        });
+    let played = join_all(games).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(played.into_iter().flat_map(|(_, decisions)| decisions).collect())
+}
+
+/// `new` against `old` from each prompt twice, seats swapped; each game
+/// with the seat `new` played, its prompt's index, and its end.
+pub async fn head_to_head(
+    table: &Table,
+    new: &Player,
+    old: &Player,
+    prompts: &[(usize, String)],
+    temperature: f32,
+    seed: u64,
+) -> anyhow::Result<Vec<(usize, usize, State)>> {
+    let games = prompts.iter().flat_map(|(i, p)| [(*i, p, 0usize), (*i, p, 1usize)]).map(|(i, prompt, seat)| {
+        let players = if seat == 0 { [new.clone(), old.clone()] } else { [old.clone(), new.clone()] };
+        let seed = seed ^ ((i as u64) << 8);
+        async move {
+            let start = table.referee.start(prompt)?;
+            let end = table.finish(prompt, &players, start, temperature, seed).await?;
+            Ok::<_, anyhow::Error>((i, seat, end))
+        }
+    });
+    join_all(games).await.into_iter().collect()
+}
