@@ -345,6 +345,13 @@ impl Referee {
                 *score -= points * f64::from(*n);
             }
         }
+        // Scores to a millionth: short decimals survive a JSON round trip
+        // (the state is stored as JSON) bit for bit.
+        if let Some(outcome) = &mut next.outcome {
+            for score in &mut outcome.scores {
+                *score = (*score * 1e6).round() / 1e6;
+            }
+        }
         Ok(next)
     }
 

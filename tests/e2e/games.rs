@@ -251,10 +251,20 @@ async fn a_script_referee_plays_and_a_runaway_script_fails_its_match_with_a_refu
     arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 
-    // A script whose `play` never ends: the match fails with the limit as
-    // its reason, every fee goes back, and the worker goes on.
+    // A script whose `play` never ends, and one that allocates without
+    // end: each match fails with the limit as its reason, every fee goes
+    // back, and the worker goes on.
+    for (body, reason) in [
+        ("let n = 1; loop { n += 1; }", "operations|longer than"),
+        ("let n = 1; let hoard = []; loop { hoard.push(\"xxxxxxxxxxxxxxxx\"); }", "too large|operations|longer than"),
+    ] {
+        runaway_fails_with_a_refund(body, reason).await;
+    }
+}
+
+async fn runaway_fails_with_a_refund(body: &str, reason: &str) {
     let arena = Arena::new().await;
-    let runaway = COUNT_TO_TEN.replace("let n = answer.len() % 3 + 1;", "let n = 1; loop { n += 1; }");
+    let runaway = COUNT_TO_TEN.replace("let n = answer.len() % 3 + 1;", body);
     let source =
         game_space("runaway", "max_turns = 30", "kind = \"script\"\nscript = \"count.rhai\"\nmax_ms = 200", NO_JUDGE);
     let files: judge::files::SpaceFiles = [("count.rhai".to_owned(), runaway)].into();
@@ -274,10 +284,7 @@ async fn a_script_referee_plays_and_a_runaway_script_fails_its_match_with_a_refu
     let errors: Vec<String> =
         sqlx::query_scalar("select error from matches where status = 'failed'").fetch_all(&arena.db).await.unwrap();
     for error in &errors {
-        assert!(
-            error.contains("count.rhai: play") && (error.contains("operations") || error.contains("longer than")),
-            "{error}"
-        );
+        assert!(error.contains("count.rhai: play") && reason.split('|').any(|r| error.contains(r)), "{error}");
     }
     // What formed before the pause fails the same way.
     let all_failed = crate::helpers::eventually(30, || async {
@@ -478,6 +485,15 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     let settings = json!({"steps": 2, "batch_size": 2, "max_length": 160, "max_prompt_length": 128, "rank": 4,
                           "alpha": 8, "target_modules": ["q_proj", "v_proj"], "min_pairs": 1, "max_pairs": 8,
                           "gate_prompts": 4, "learning_rate": 0.001});
+    // GRPO has no single answers to reward here: refused, nothing made.
+    let mut grpo = settings.clone();
+    grpo["objective"] = json!("grpo");
+    let (status, body) = players[0]
+        .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": grpo}))
+        .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("settings.objective")), "{body}");
+    let none: i64 = sqlx::query_scalar("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(none, 0);
     let (status, job) = players[0]
         .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": settings}))
         .await;
@@ -505,5 +521,62 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     assert!(games.iter().all(|g| space.held_out.contains(&(g["prompt_index"].as_u64().unwrap() as usize))));
     assert_eq!(games.iter().filter(|g| g["new_first"] == true).count(), 2);
     assert_eq!(job["new_version"], 2);
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_game_whose_turns_keep_failing_is_dead_lettered_and_refunded() {
+    let arena = Arena::new().await;
+    let source = game_space("poison", "", "kind = \"tic-tac-toe\"", NO_JUDGE);
+    let (_, players) = league(&arena, &source, json!({})).await;
+    let before = [players[0].balance().await, players[1].balance().await];
+    arena.start(Roles::ALL, Some(Arc::new(crate::arena::FailingGenerator)));
+    let failed = crate::helpers::eventually(30, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status = 'failed'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            >= 1
+    })
+    .await;
+    arena.pause_all().await;
+    assert!(failed, "{:?}", arena.status_counts().await);
+    let error: String = sqlx::query_scalar("select error from matches where status = 'failed' limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert!(error.contains("generate stage: failed"), "{error}");
+    let all_failed = crate::helpers::eventually(30, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status <> 'failed'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    assert!(all_failed, "{:?}", arena.status_counts().await);
+    assert_eq!([players[0].balance().await, players[1].balance().await], before, "every fee refunded");
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_game_survives_redis_losing_everything_mid_game() {
+    let arena = Arena::new().await;
+    let source = game_space("flushed", "", "kind = \"connect-four\"", NO_JUDGE);
+    league(&arena, &source, json!({})).await;
+    arena.start(Roles::ALL, Some(Arc::new(SlowGame(Duration::from_millis(150)))));
+    let mid_game = crate::helpers::eventually(20, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from match_turns").fetch_one(&arena.db).await.unwrap() >= 3
+    })
+    .await;
+    assert!(mid_game);
+    // The next step's message is lost with everything else; the reconciler
+    // finds the game stalled and hands it on from its stored step.
+    arena.flush_redis().await;
+    arena.pause_all().await;
+    arena.wait_settled(1, 60).await;
+    let id = first_settled(&arena).await;
+    replay(&arena, &source, &Default::default(), id).await;
+    arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 }

@@ -196,6 +196,7 @@ impl From<Refused> for ApiError {
             Refused::Open(_) => ApiError::conflict("agent", r.to_string()),
             Refused::TooFewPairs { .. } => ApiError::invalid("settings.min_pairs", r.to_string()),
             Refused::NoHoldout => ApiError::invalid("space", r.to_string()),
+            Refused::GrpoInGame => ApiError::invalid("settings.objective", r.to_string()),
             Refused::CannotPay { .. } => ApiError::InsufficientFunds(r.to_string()),
             Refused::OverBudget(e) => e.into(),
             Refused::Db(e) => e.into(),

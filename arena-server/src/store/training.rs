@@ -23,6 +23,11 @@ pub enum Refused {
          be gated"
     )]
     NoHoldout,
+    #[error(
+        "GRPO rewards single answers to prompts; this Space is a game its referee decides: train with DPO, whose \
+         pairs the trainer makes from the agent's own decisions"
+    )]
+    GrpoInGame,
     #[error(transparent)]
     OverBudget(crate::domain::DomainError),
     #[error("the job costs {price} credits (its budget is {budget} tokens) and you hold {balance}")]
@@ -73,6 +78,9 @@ pub async fn create_job(
     let JobPlace { space_id, space, space_version, credits_per_mtoken } = place;
     if space.held_out.is_empty() {
         return Err(Refused::NoHoldout);
+    }
+    if !settings.needs_pairs() && space.game.as_ref().is_some_and(|g| g.turns.on_limit == referee::OnLimit::Rules) {
+        return Err(Refused::GrpoInGame);
     }
     // The agent row serialises job creation for the agent.
     let head = agents::lock(conn, agent).await?.ok_or(sqlx::Error::RowNotFound)?;
