@@ -30,10 +30,11 @@ pub fn numbers(text: &str) -> Vec<(usize, u64)> {
         let before = text[..start].chars().next_back();
         let after = text[i..].chars().next();
         let standalone = !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char);
-        if standalone && i - start <= MAX_DIGITS {
-            if let Ok(n) = text[start..i].parse::<u64>() {
-                found.push((start, n));
-            }
+        if standalone
+            && i - start <= MAX_DIGITS
+            && let Ok(n) = text[start..i].parse::<u64>()
+        {
+            found.push((start, n));
         }
     }
     found

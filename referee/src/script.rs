@@ -154,11 +154,11 @@ impl Script {
         }
     }
 
-    fn to_dyn(&self, value: &Value) -> Result<Dynamic, RefereeError> {
+    fn dynamic_of(&self, value: &Value) -> Result<Dynamic, RefereeError> {
         rhai::serde::to_dynamic(value).map_err(|e| RefereeError::Script(format!("{}: state: {e}", self.name)))
     }
 
-    fn from_dyn(&self, function: &str, value: &Dynamic) -> Result<Value, RefereeError> {
+    fn data_of(&self, function: &str, value: &Dynamic) -> Result<Value, RefereeError> {
         rhai::serde::from_dynamic::<Value>(value).map_err(|e| {
             RefereeError::Script(format!("{}: {function} returned a value that is not data: {e}", self.name))
         })
@@ -166,11 +166,11 @@ impl Script {
 
     pub fn init(&self, seats: usize, prompt: &str) -> Result<Value, RefereeError> {
         let state = self.call("init", vec![Dynamic::from(seats as i64), Dynamic::from(prompt.to_owned())])?;
-        self.from_dyn("init", &state)
+        self.data_of("init", &state)
     }
 
     pub fn to_move(&self, state: &Value, seats: usize) -> Result<usize, RefereeError> {
-        let seat = self.call("to_move", vec![self.to_dyn(state)?])?;
+        let seat = self.call("to_move", vec![self.dynamic_of(state)?])?;
         match seat.as_int() {
             Ok(s) if (0..seats as i64).contains(&s) => Ok(s as usize),
             _ => Err(RefereeError::Script(format!("{}: to_move returned {seat}, not a seat 0..{seats}", self.name))),
@@ -178,7 +178,7 @@ impl Script {
     }
 
     pub fn view(&self, state: &Value, seat: usize) -> Result<String, RefereeError> {
-        let text = self.call("view", vec![self.to_dyn(state)?, Dynamic::from(seat as i64)])?;
+        let text = self.call("view", vec![self.dynamic_of(state)?, Dynamic::from(seat as i64)])?;
         text.into_string()
             .map_err(|t| RefereeError::Script(format!("{}: view returned a {t}, not a string", self.name)))
     }
@@ -203,8 +203,8 @@ impl Script {
     }
 
     pub fn apply(&self, state: &mut Value, seat: usize, text: &str) -> Result<Move, RefereeError> {
-        let result =
-            self.call("play", vec![self.to_dyn(state)?, Dynamic::from(seat as i64), Dynamic::from(text.to_owned())])?;
+        let result = self
+            .call("play", vec![self.dynamic_of(state)?, Dynamic::from(seat as i64), Dynamic::from(text.to_owned())])?;
         let map: Map = result.try_cast::<Map>().ok_or_else(|| {
             RefereeError::Script(format!("{}: play must return a map #{{ state, legal, … }}", self.name))
         })?;
@@ -218,7 +218,7 @@ impl Script {
             let next = map
                 .get("state")
                 .ok_or_else(|| RefereeError::Script(format!("{}: play's result has no `state`", self.name)))?;
-            *state = self.from_dyn("play", next)?;
+            *state = self.data_of("play", next)?;
             if let Some(scores) = map.get("scores").map(|s| self.scores("play", s)).transpose()?.flatten() {
                 let reason =
                     map.get("reason").map(|v| v.to_string()).unwrap_or_else(|| "the referee ended the game".into());
@@ -230,8 +230,8 @@ impl Script {
 
     pub fn pass(&self, state: &mut Value, seat: usize) -> Result<(), RefereeError> {
         if self.has_pass {
-            let next = self.call("pass", vec![self.to_dyn(state)?, Dynamic::from(seat as i64)])?;
-            *state = self.from_dyn("pass", &next)?;
+            let next = self.call("pass", vec![self.dynamic_of(state)?, Dynamic::from(seat as i64)])?;
+            *state = self.data_of("pass", &next)?;
         }
         Ok(())
     }
@@ -241,7 +241,7 @@ impl Script {
         if !self.has_outcome {
             return Ok(None);
         }
-        let result = self.call("outcome", vec![self.to_dyn(state)?])?;
+        let result = self.call("outcome", vec![self.dynamic_of(state)?])?;
         if result.is_unit() {
             return Ok(None);
         }

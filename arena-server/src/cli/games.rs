@@ -146,7 +146,7 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         let gen_dir = args.out.join(format!("gen{}", g + 1));
         std::fs::create_dir_all(&gen_dir)?;
         let mut picks = pool.clone();
-        picks.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ (g as u64 + 1) * 7919));
+        picks.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ ((g as u64 + 1) * 7919)));
         picks.truncate(args.train_prompts);
         let games =
             picks.iter().enumerate().flat_map(|(i, p)| [(i, p, 0usize), (i, p, 1usize)]).map(|(i, prompt, seat)| {
@@ -256,22 +256,6 @@ fn render(args: &GamesArgs, report: &[Generation]) -> String {
     md
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn draws_count_half_and_the_interval_holds_the_rate() {
-        let s = Score::new(30, 20, 10);
-        assert!((s.rate - 40.0 / 60.0).abs() < 1e-12);
-        assert!(s.low < s.rate && s.rate < s.high);
-        let even = Score::new(0, 60, 0);
-        assert!((even.rate - 0.5).abs() < 1e-12 && even.low < 0.5 && even.high > 0.5);
-        let none = Score::new(0, 0, 0);
-        assert_eq!((none.low, none.high), (0.0, 1.0));
-    }
-}
-
 /// `arena bench games`: turns per second of concurrent two-seat games on
 /// the real model (the base model in both seats, sampled), their requests
 /// batched on one engine, beside the same games played one at a time.
@@ -328,4 +312,20 @@ pub async fn bench(
     println!("one at a time: {t2} turns in {alone_s:.1} s = {:.2} turns/s", t2 as f64 / alone_s);
     println!("(the same seeds; each game's turns are the same either way: {})", if t1 == t2 { "yes" } else { "no" });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_count_half_and_the_interval_holds_the_rate() {
+        let s = Score::new(30, 20, 10);
+        assert!((s.rate - 40.0 / 60.0).abs() < 1e-12);
+        assert!(s.low < s.rate && s.rate < s.high);
+        let even = Score::new(0, 60, 0);
+        assert!((even.rate - 0.5).abs() < 1e-12 && even.low < 0.5 && even.high > 0.5);
+        let none = Score::new(0, 0, 0);
+        assert_eq!((none.low, none.high), (0.0, 1.0));
+    }
 }

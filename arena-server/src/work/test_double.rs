@@ -68,7 +68,7 @@ impl GameStub {
         if view.contains("OFFER n") {
             return if view.contains("The other player offers") { "ACCEPT".to_owned() } else { "OFFER 60".to_owned() };
         }
-        if slot % 2 == 0 {
+        if slot.is_multiple_of(2) {
             "This side is right because the evidence supports it.".to_owned()
         } else {
             "This side is right.".to_owned()
