@@ -386,6 +386,22 @@ async fn a_game_on_the_real_model() {
     arena.ledger_ok().await;
 }
 
+/// Test double: the game stub, one call per permit of a semaphore the test
+/// holds, so a game advances only when the test lets it.
+struct HeldGame(Arc<tokio::sync::Semaphore>);
+
+impl Generator for HeldGame {
+    fn generate(&self, jobs: Vec<GenJob>) -> BoxFuture<'static, Vec<anyhow::Result<GenOutput>>> {
+        let gate = self.0.clone();
+        Box::pin(async move {
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            GameStub { illegal_first: false }.generate(jobs).await
+        })
+    }
+}
+
 /// Test double: the game stub, slowed down so a game stays in flight.
 struct SlowGame(Duration);
 
@@ -405,8 +421,9 @@ async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
     let arena = Arena::new().await;
     let source = game_space("ttt", "", "kind = \"tic-tac-toe\"", NO_JUDGE);
     league(&arena, &source, json!({})).await;
-    // One game in flight, a turn every 400 ms.
-    arena.start(Roles::ALL, Some(Arc::new(SlowGame(Duration::from_millis(400)))));
+    // One game in flight, held after its first step until the page is open.
+    let gate = Arc::new(tokio::sync::Semaphore::new(1));
+    arena.start(Roles::ALL, Some(Arc::new(HeldGame(gate.clone()))));
     let formed = crate::helpers::eventually(10, || async {
         sqlx::query_scalar::<_, i64>("select count(*) from match_turns").fetch_one(&arena.db).await.unwrap() >= 1
     })
@@ -419,6 +436,8 @@ async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
     b.client.execute("window.__marker = 7", vec![]).await.unwrap();
     let before: Value =
         b.client.execute("return document.querySelectorAll('ol.turns li').length", vec![]).await.unwrap();
+    assert_eq!(before, 1, "the page opened after the first step");
+    gate.add_permits(64);
     // The page follows the game turn by turn, in place.
     assert!(b.wait_text("#game + ul", "wins", 30).await, "the game did not end live: {}", b.body().await);
     let after: Value =

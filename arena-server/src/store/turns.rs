@@ -9,7 +9,9 @@ use sqlx::{PgConnection, PgPool};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredMove {
     pub seat: usize,
-    /// What the seat was shown (its prompt for this turn).
+    /// What the seat was shown (its prompt for this turn); empty where a
+    /// read left it out ([`resume_rows`]).
+    #[serde(default)]
     pub view: String,
     pub text: String,
     pub legal: bool,
@@ -34,6 +36,22 @@ pub async fn rows(pool: &PgPool, ids: &[MatchId]) -> Result<Vec<TurnRow>, sqlx::
     sqlx::query_as(
         "select match_id, step, turn, moves, state, created_at from match_turns
          where match_id = any($1) order by match_id, step",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every step of the given matches without the views the seats were
+/// shown: what resuming a game needs (a view can be 12,000 characters; a
+/// step reads every earlier step of its match).
+pub async fn resume_rows(pool: &PgPool, ids: &[MatchId]) -> Result<Vec<TurnRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select match_id, step, turn,
+                (select coalesce(jsonb_agg(m - 'view' order by k), '[]'::jsonb)
+                 from jsonb_array_elements(moves) with ordinality as e(m, k)) as moves,
+                state, created_at
+         from match_turns where match_id = any($1) order by match_id, step",
     )
     .bind(ids)
     .fetch_all(pool)

@@ -54,7 +54,7 @@ pub async fn step(
     ids: &[MatchId],
     seats: &[GenerateSeat],
 ) -> anyhow::Result<Vec<Uuid>> {
-    let rows = turns::rows(&ctx.db, ids).await?;
+    let rows = turns::resume_rows(&ctx.db, ids).await?;
     let mut done: Vec<Uuid> = Vec::new();
     let mut failed: Vec<(MatchId, String)> = Vec::new();
     let mut finished: Vec<(MatchId, String, Arc<Referee>, State)> = Vec::new();
@@ -310,6 +310,6 @@ pub fn outcome_verdict(state: &State, slots: &[i16], min_margin: f64) -> serde_j
 
 /// The finished game of a match, read back from its stored turns.
 pub async fn final_state(ctx: &Context, id: MatchId) -> anyhow::Result<Option<State>> {
-    let rows = turns::rows(&ctx.db, &[id]).await?;
+    let rows = turns::resume_rows(&ctx.db, &[id]).await?;
     Ok(turns::resume(&rows).map(|(state, _)| state).filter(|s| s.outcome.is_some()))
 }
