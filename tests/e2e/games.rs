@@ -454,6 +454,7 @@ async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(marks, 7, "X takes 3-5-7 on the seventh move");
+    assert!(b.body().await.contains("decided by the game's outcome"));
     b.shot("game-match-desktop").await;
     // Replay: the start, then one step at a time, by links.
     b.click("nav.replay a[href$='step=0#game']").await;

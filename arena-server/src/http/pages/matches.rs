@@ -280,6 +280,7 @@ async fn body(state: &State, ctx: &PageCtx, id: MatchId, step: Option<usize>) ->
             orders: match (p.p_chosen_first, p.p_chosen_second) {
                 (Some(a), Some(b)) => format!("{} shown first, {} shown second", percent(a), percent(b)),
                 (Some(a), None) => format!("{} (one order)", percent(a)),
+                _ if verdict.judge.mode == "referee" => "decided by the game's outcome".to_owned(),
                 _ => "decided by the checks".to_owned(),
             },
             consistent: p.consistent,
