@@ -287,17 +287,7 @@ async fn runaway_fails_with_a_refund(body: &str, reason: &str) {
         assert!(error.contains("count.rhai: play") && reason.split('|').any(|r| error.contains(r)), "{error}");
     }
     // What formed before the pause fails the same way.
-    let all_failed = crate::helpers::eventually(30, || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from matches where status <> 'failed'")
-            .fetch_one(&arena.db)
-            .await
-            .unwrap()
-            == 0
-    })
-    .await;
-    assert!(all_failed, "{:?}", arena.status_counts().await);
-    assert_eq!([players[0].balance().await, players[1].balance().await], before, "every fee refunded");
-    arena.ledger_ok().await;
+    every_match_failed_and_refunded(&arena, &players, before).await;
 }
 
 /// Test double: the game stub for the first `left` answers, then a worker
@@ -369,9 +359,9 @@ async fn a_game_on_the_real_model() {
     let generator = Arc::new(arena_server::work::generate::EngineGenerator { engine });
     arena.start(Roles { web: true, judge: true, ..Roles::NONE }, None);
     arena.start(Roles { runtime: true, ..Roles::NONE }, Some(generator));
-    arena.wait_settled(1, 120).await;
+    arena.wait_settled(1, 300).await;
     arena.pause_all().await;
-    arena.wait_settled(1, 120).await;
+    arena.wait_settled(1, 300).await;
     let id = first_settled(&arena).await;
     let state = replay(&arena, &source, &Default::default(), id).await;
     // The model's answers are what the referee read, move by move.
@@ -566,17 +556,7 @@ async fn a_game_whose_turns_keep_failing_is_dead_lettered_and_refunded() {
         .await
         .unwrap();
     assert!(error.contains("generate stage: failed"), "{error}");
-    let all_failed = crate::helpers::eventually(30, || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from matches where status <> 'failed'")
-            .fetch_one(&arena.db)
-            .await
-            .unwrap()
-            == 0
-    })
-    .await;
-    assert!(all_failed, "{:?}", arena.status_counts().await);
-    assert_eq!([players[0].balance().await, players[1].balance().await], before, "every fee refunded");
-    arena.ledger_ok().await;
+    every_match_failed_and_refunded(&arena, &players, before).await;
 }
 
 #[tokio::test]
@@ -598,5 +578,21 @@ async fn a_game_survives_redis_losing_everything_mid_game() {
     let id = first_settled(&arena).await;
     replay(&arena, &source, &Default::default(), id).await;
     arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}
+
+/// Waits until every match failed (those formed before a pause too), then
+/// checks that both players hold what they held before and the books agree.
+async fn every_match_failed_and_refunded(arena: &Arena, players: &[User], before: [i64; 2]) {
+    let all_failed = crate::helpers::eventually(30, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status <> 'failed'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    assert!(all_failed, "{:?}", arena.status_counts().await);
+    assert_eq!([players[0].balance().await, players[1].balance().await], before, "every fee refunded");
     arena.ledger_ok().await;
 }

@@ -351,14 +351,8 @@ async fn game_gate(
     new_dir: PathBuf,
     parent_dir: Option<PathBuf>,
 ) -> anyhow::Result<JobStatus> {
-    let mut prompts = space.held_out.clone();
-    let mut seed = [0u8; 8];
-    seed.copy_from_slice(&job.id.0.as_bytes()[..8]);
-    let seed = u64::from_le_bytes(seed) ^ settings.seed;
-    prompts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
     // Each prompt is two games.
-    prompts.truncate(settings.gate_prompts.div_ceil(2).max(1));
-    prompts.sort_unstable();
+    let (prompts, seed) = gate_draw(job, settings, space, settings.gate_prompts.div_ceil(2).max(1));
     let referee = space.game.clone().ok_or_else(|| anyhow::anyhow!("no referee"))?;
     let table = crate::work::games::Table {
         engine: loaded.engine.clone(),
@@ -509,6 +503,24 @@ async fn space_judge(
     Ok(Judge::new(judge_config, judge_model)?.with_embedder_for(&trainer.model_path)?)
 }
 
+/// The gate's prompts: `count` of the Space's held-out prompts drawn by a
+/// seed the job fixes (its id and settings), in index order; and the seed.
+fn gate_draw(
+    job: &Claimed,
+    settings: &JobSettings,
+    space: &crate::domain::space::Space,
+    count: usize,
+) -> (Vec<usize>, u64) {
+    let mut prompts = space.held_out.clone();
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&job.id.0.as_bytes()[..8]);
+    let seed = u64::from_le_bytes(seed) ^ settings.seed;
+    prompts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    prompts.truncate(count);
+    prompts.sort_unstable();
+    (prompts, seed)
+}
+
 /// The gate: the new version against its parent on held-out prompts,
 /// same seeds, judged by the Space's judge; the job's final status.
 #[allow(clippy::too_many_arguments)]
@@ -525,12 +537,7 @@ async fn gate(
     parent_dir: Option<PathBuf>,
 ) -> anyhow::Result<JobStatus> {
     // The gate: new against parent on held-out prompts, same seeds.
-    let mut prompts = space.held_out.clone();
-    let mut seed = [0u8; 8];
-    seed.copy_from_slice(&job.id.0.as_bytes()[..8]);
-    prompts.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(u64::from_le_bytes(seed) ^ settings.seed));
-    prompts.truncate(settings.gate_prompts);
-    prompts.sort_unstable();
+    let (prompts, _) = gate_draw(job, settings, space, settings.gate_prompts);
     let mut jobs = Vec::with_capacity(2 * prompts.len());
     for (i, &index) in prompts.iter().enumerate() {
         let item = &space.prompts[index];
