@@ -102,6 +102,19 @@ pub enum Rules {
     Script(script::Script),
 }
 
+impl Rules {
+    /// The kind as a Space names it (`referee.kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rules::Grid(g) if g.kind == grid::GridKind::TicTacToe => "tic-tac-toe",
+            Rules::Grid(_) => "connect-four",
+            Rules::Negotiation(_) => "negotiation",
+            Rules::Debate(_) => "debate",
+            Rules::Script(_) => "script",
+        }
+    }
+}
+
 /// A checked referee: the turn protocol, the rules, the illegal-move policy
 /// and the number of seats.
 #[derive(Debug, Clone)]

@@ -78,11 +78,8 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
 
     let runtime = Arc::new(Runtime::load(&model, threads)?);
     let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
-    let table = Table {
-        engine,
-        referee: Arc::new(referee),
-        max_tokens: space.game.as_ref().map_or(16, |g| g.turns.max_tokens as usize),
-    };
+    let max_tokens = referee.turns.max_tokens as usize;
+    let table = Table { engine, referee: Arc::new(referee), max_tokens };
     let base = Player::default();
     let mut current = Player::default();
     let mut report: Vec<Generation> = Vec::new();

@@ -150,11 +150,9 @@ pub async fn dry_run(
 /// A multi-turn Space's game in a few words, for `validate`.
 fn game_summary(game: &referee::Referee) -> String {
     let kind = match &game.rules {
-        referee::Rules::Grid(g) if g.kind == referee::grid::GridKind::TicTacToe => "tic-tac-toe".to_owned(),
-        referee::Rules::Grid(_) => "connect-four".to_owned(),
         referee::Rules::Negotiation(n) => format!("negotiation over {}", n.pot),
-        referee::Rules::Debate(_) => "debate".to_owned(),
         referee::Rules::Script(s) => format!("script {}", s.name),
+        rules => rules.kind().to_owned(),
     };
     let illegal = match game.illegal {
         referee::Illegal::Forfeit => "forfeit".to_owned(),

@@ -266,15 +266,15 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     // decision whose lines ended differently is a pair (the view as the
     // prompt).
     let game = referee_game(&space);
-    if game.is_some() {
+    if let Some(referee) = game {
         anyhow::ensure!(
             settings.needs_pairs(),
             "GRPO rewards one answer per prompt; in a game Space train with DPO (pairs from played decisions)"
         );
         let table = crate::work::games::Table {
             engine: loaded.engine.clone(),
-            referee: Arc::new(space.game.clone().ok_or_else(|| anyhow::anyhow!("no referee"))?),
-            max_tokens: space.game.as_ref().map_or(16, |g| g.turns.max_tokens as usize),
+            referee: Arc::new(referee.clone()),
+            max_tokens: referee.turns.max_tokens as usize,
         };
         let player = crate::work::games::Player { adapter: parent_dir.clone(), system: system_prompt.clone() };
         let prompts: Vec<String> =

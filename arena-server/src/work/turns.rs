@@ -57,7 +57,9 @@ pub async fn step(
     let rows = turns::resume_rows(&ctx.db, ids).await?;
     let mut done: Vec<Uuid> = Vec::new();
     let mut failed: Vec<(MatchId, String)> = Vec::new();
-    let mut finished: Vec<(MatchId, String, Arc<Referee>, State)> = Vec::new();
+    // Games stored as over but not handed on (cannot come of this stage,
+    // whose last step and hand-over commit together; a row written by hand).
+    let mut finished: Vec<(MatchId, String, State)> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     for &id in ids {
         let mine: Vec<&GenerateSeat> = seats.iter().filter(|s| s.match_id == id).collect();
@@ -86,9 +88,7 @@ pub async fn step(
             }
         };
         if state.outcome.is_some() {
-            // Stored as over but not handed on (cannot happen in one
-            // transaction; kept for a row written by hand).
-            finished.push((id, first.slug.clone(), referee, state));
+            finished.push((id, first.slug.clone(), state));
             continue;
         }
         let (r, s, prompt) = (referee.clone(), state.clone(), first.prompt.clone());
@@ -206,23 +206,20 @@ pub async fn step(
         }
         done.push(p.id.0);
     }
+    for (id, _, state) in &finished {
+        let mine: Vec<&GenerateSeat> = seats.iter().filter(|s| s.match_id == *id).collect();
+        matches::insert_outputs(&mut tx, &seat_outputs(*id, &mine, state, &rows, &[])).await?;
+        finished_now.push(*id);
+        done.push(id.0);
+    }
     let advanced = matches::advance(&mut tx, Stage::Generate, &finished_now).await?;
     outbox::enqueue_many(&mut tx, Topic::Stage(Stage::Generate), &next_steps).await?;
     let formed: Vec<MatchId> = next_steps.iter().map(|u| MatchId(*u)).collect();
     turns::touch(&mut tx, &formed).await?;
     tx.commit().await?;
-    for p in pending.iter().filter(|p| advanced.contains(&p.id)) {
-        moved.push((p.id, p.slug.clone(), MatchStatus::Generated));
-    }
-    for (id, slug, _, state) in &finished {
-        let mine: Vec<&GenerateSeat> = seats.iter().filter(|s| s.match_id == *id).collect();
-        let outputs = seat_outputs(*id, &mine, state, &rows, &[]);
-        let mut tx = ctx.db.begin().await?;
-        matches::insert_outputs(&mut tx, &outputs).await?;
-        matches::advance(&mut tx, Stage::Generate, &[*id]).await?;
-        tx.commit().await?;
-        moved.push((*id, slug.clone(), MatchStatus::Generated));
-        done.push(id.0);
+    let slugs = pending.iter().map(|p| (p.id, &p.slug)).chain(finished.iter().map(|(id, slug, _)| (*id, slug)));
+    for (id, slug) in slugs.filter(|(id, _)| advanced.contains(id)) {
+        moved.push((id, slug.clone(), MatchStatus::Generated));
     }
     for (id, why) in &failed {
         super::fail_match(ctx, *id, why).await?;

@@ -131,16 +131,9 @@ pub async fn game_turns(
             }));
         }
     }
-    let kind = match &referee.rules {
-        referee::Rules::Grid(g) if g.kind == referee::grid::GridKind::TicTacToe => "tic-tac-toe",
-        referee::Rules::Grid(_) => "connect-four",
-        referee::Rules::Negotiation(_) => "negotiation",
-        referee::Rules::Debate(_) => "debate",
-        referee::Rules::Script(_) => "script",
-    };
     let start_board = grid.and_then(|g| referee.start(&head.prompt).ok().and_then(|s| g.board(&s.game).ok()));
     Ok(serde_json::json!({
-        "id": id, "status": head.status, "kind": kind, "max_turns": referee.turns.max_turns,
+        "id": id, "status": head.status, "kind": referee.rules.kind(), "max_turns": referee.turns.max_turns,
         "start_board": start_board, "turns": turns,
         "outcome": rows.last().and_then(|r| r.state.0.outcome.clone()),
         "illegal": rows.last().map(|r| r.state.0.illegal.clone()),

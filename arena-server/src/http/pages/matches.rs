@@ -152,21 +152,18 @@ async fn game_view(
         0 => referee.start(&head.prompt).ok().map(|s| s.game),
         n => Some(rows[n - 1].state.0.game.clone()),
     };
-    let (kind, board) = match &referee.rules {
+    let board: Vec<Vec<String>> = match &referee.rules {
         referee::Rules::Grid(g) => {
             let cells: Vec<char> =
                 game_state.as_ref().and_then(|s| s["cells"].as_str()).unwrap_or_default().chars().collect();
-            let tic = g.kind == referee::grid::GridKind::TicTacToe;
-            let rows: Vec<Vec<String>> = cells
+            cells
                 .chunks(g.width())
                 .map(|row| row.iter().map(|c| if *c == '.' { String::new() } else { c.to_string() }).collect())
-                .collect();
-            (if tic { "tic-tac-toe" } else { "connect-four" }, rows)
+                .collect()
         }
-        referee::Rules::Negotiation(_) => ("negotiation", Vec::new()),
-        referee::Rules::Debate(_) => ("debate", Vec::new()),
-        referee::Rules::Script(_) => ("a scripted game", Vec::new()),
+        _ => Vec::new(),
     };
+    let kind = referee.rules.kind();
     let name =
         |seat: usize| format!("{} ({})", referee::seat_name(seat), names.get(seat).map(String::as_str).unwrap_or("?"));
     let turns = rows
