@@ -75,6 +75,15 @@ pub struct Row {
     pub margin: f64,
     /// Whether the judge's two orders agreed (or a hard check decided).
     pub consistent: bool,
+    /// "whole" (two whole answers to the match's prompt) or "decision"
+    /// (two answers to one seat's view at one turn of a game).
+    pub kind: String,
+    /// A decision pair's step in its game.
+    pub step: Option<i32>,
+    /// The matches each answer was given in (a decision pair's two answers
+    /// can come from two games that reached the same view).
+    pub chosen_match_id: String,
+    pub rejected_match_id: String,
     pub license: Option<String>,
     /// ISO 639-1 code from a cheap detector, "und" when unsure.
     pub language: String,
@@ -284,6 +293,10 @@ pub fn schema(shape: Shape) -> Schema {
         text("system"),
         Field::new("margin", DataType::Float64, false),
         Field::new("consistent", DataType::Boolean, false),
+        text("kind"),
+        opt("step", DataType::Int32),
+        text("chosen_match_id"),
+        text("rejected_match_id"),
         opt("license", DataType::Utf8),
         text("language"),
         text("chosen_agent"),
@@ -317,6 +330,10 @@ struct Columns {
     system: StringBuilder,
     margin: Float64Builder,
     consistent: BooleanBuilder,
+    kind: StringBuilder,
+    step: Int32Builder,
+    chosen_match_id: StringBuilder,
+    rejected_match_id: StringBuilder,
     license: StringBuilder,
     language: StringBuilder,
     chosen_agent: StringBuilder,
@@ -391,6 +408,10 @@ impl Columns {
             system: StringBuilder::new(),
             margin: Float64Builder::new(),
             consistent: BooleanBuilder::new(),
+            kind: StringBuilder::new(),
+            step: Int32Builder::new(),
+            chosen_match_id: StringBuilder::new(),
+            rejected_match_id: StringBuilder::new(),
             license: StringBuilder::new(),
             language: StringBuilder::new(),
             chosen_agent: StringBuilder::new(),
@@ -426,6 +447,10 @@ impl Columns {
         self.system.append_value(&row.system);
         self.margin.append_value(row.margin);
         self.consistent.append_value(row.consistent);
+        self.kind.append_value(&row.kind);
+        self.step.append_option(row.step);
+        self.chosen_match_id.append_value(&row.chosen_match_id);
+        self.rejected_match_id.append_value(&row.rejected_match_id);
         self.license.append_option(row.license.as_deref());
         self.language.append_value(&row.language);
         self.chosen_agent.append_value(&row.chosen_agent);
@@ -457,6 +482,10 @@ impl Columns {
             Arc::new(self.system.finish()),
             Arc::new(self.margin.finish()),
             Arc::new(self.consistent.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.step.finish()),
+            Arc::new(self.chosen_match_id.finish()),
+            Arc::new(self.rejected_match_id.finish()),
             Arc::new(self.license.finish()),
             Arc::new(self.language.finish()),
             Arc::new(self.chosen_agent.finish()),
@@ -587,6 +616,9 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
             "chosen_verifiers",
             "rejected_verifiers",
             "record_hash",
+            "kind",
+            "chosen_match_id",
+            "rejected_match_id",
         ];
         let t: Vec<ArrayRef> = names.iter().map(|n| col(n)).collect::<io::Result<_>>()?;
         let i32s: Vec<ArrayRef> = ["space_version", "chosen_version", "rejected_version"]
@@ -599,6 +631,7 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
                 .map(|n| col(n))
                 .collect::<io::Result<_>>()?;
         let consistent = col("consistent")?;
+        let step = col("step")?;
         let created = col("created_at")?;
         for i in 0..batch.num_rows() {
             let micros = created.as_primitive::<TimestampMicrosecondType>().value(i);
@@ -613,6 +646,13 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
                 rejected: text_at(&rejected, i),
                 margin: f64s[0].as_primitive::<Float64Type>().value(i),
                 consistent: consistent.as_boolean().value(i),
+                kind: text_at(&t[14], i),
+                step: {
+                    let s = step.as_primitive::<Int32Type>();
+                    (!s.is_null(i)).then(|| s.value(i))
+                },
+                chosen_match_id: text_at(&t[15], i),
+                rejected_match_id: text_at(&t[16], i),
                 license: opt_text(&t[4], i),
                 language: text_at(&t[5], i),
                 chosen_agent: text_at(&t[6], i),
@@ -657,6 +697,10 @@ mod tests {
             rejected: "I do not know.".into(),
             margin: i as f64 / 7.0,
             consistent: i.is_multiple_of(3),
+            kind: if i.is_multiple_of(2) { "whole".into() } else { "decision".into() },
+            step: (!i.is_multiple_of(2)).then_some(i as i32),
+            chosen_match_id: format!("m-{i}"),
+            rejected_match_id: format!("m-{}", i / 2),
             license: (!i.is_multiple_of(4)).then(|| "CC-BY-4.0".into()),
             language: "en".into(),
             chosen_agent: "a".into(),

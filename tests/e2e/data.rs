@@ -80,6 +80,9 @@ async fn filters_select_exactly_what_they_say_and_exports_are_trls_formats() {
         if rng.random_bool(0.3) {
             f.rejected_passed = Some(b.rejected_passed);
         }
+        if rng.random_bool(0.3) {
+            f.kind = Some(a.kind);
+        }
         if f.check().is_err() {
             continue;
         }

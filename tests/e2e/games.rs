@@ -159,13 +159,31 @@ async fn each_built_in_game_is_played_turn_by_turn_and_settled_by_its_outcome() 
         // The winner takes the pot; a pair says so.
         let pot: i64 = got.iter().map(|g| g.2).sum();
         assert_eq!(pot, 20, "{name}: the whole pot is paid");
-        let pairs: Vec<(i16, i16)> = sqlx::query_as("select chosen_slot, rejected_slot from pairs where match_id = $1")
-            .bind(id)
-            .fetch_all(&arena.db)
-            .await
-            .unwrap();
+        let pairs: Vec<(i16, i16)> =
+            sqlx::query_as("select chosen_slot, rejected_slot from pairs where match_id = $1 and kind = 'whole'")
+                .bind(id)
+                .fetch_all(&arena.db)
+                .await
+                .unwrap();
         let winner = ranks.iter().position(|r| *r == 1).unwrap() as i16;
         assert_eq!(pairs, vec![(winner, 1 - winner)], "{name}: {}", outcome.reason);
+        // Decision pairs: each retried move's legal answer over its
+        // illegal attempt, at the view the attempt answered.
+        let decisions: Vec<(i16, i16, String, String, String)> = sqlx::query_as(
+            "select chosen_slot, rejected_slot, prompt, chosen_text, rejected_text from pairs
+             where match_id = $1 and kind = 'decision' order by step",
+        )
+        .bind(id)
+        .fetch_all(&arena.db)
+        .await
+        .unwrap();
+        let retried = if name == "ttt" { 3 } else { 0 };
+        assert_eq!(decisions.len(), retried, "{name}: {decisions:?}");
+        for (chosen, rejected, view, good, bad) in &decisions {
+            assert_eq!((*chosen, *rejected), (1, 1), "O's own answers");
+            assert!(view.contains(" | ") && !view.contains("not a legal move"), "the board, first asked: {view}");
+            assert!(good.starts_with("move: ") && bad.contains("think"), "{good} over {bad}");
+        }
         match name {
             "ttt" => {
                 assert!(outcome.reason.contains("Player 1 (X) wins"), "{}", outcome.reason);
@@ -189,6 +207,95 @@ async fn each_built_in_game_is_played_turn_by_turn_and_settled_by_its_outcome() 
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["turns"].as_array().map(Vec::len), Some(state.transcript.len()), "{body}");
     }
+}
+
+/// Answers as `GameStub`, except the first answer ever asked at an empty
+/// tic-tac-toe board, which is no move (a test double).
+struct ResignsFirst {
+    empty_boards: AtomicUsize,
+}
+
+impl Generator for ResignsFirst {
+    fn generate(&self, jobs: Vec<GenJob>) -> BoxFuture<'static, Vec<anyhow::Result<GenOutput>>> {
+        let outputs = jobs
+            .into_iter()
+            .map(|job| {
+                let board: Vec<&str> = job.prompt.lines().filter(|l| l.contains(" | ")).collect();
+                let empty = board.len() == 3 && !board.iter().any(|l| l.contains('X') || l.contains('O'));
+                let text = if empty && self.empty_boards.fetch_add(1, Ordering::SeqCst) == 0 {
+                    "I resign.".to_owned()
+                } else {
+                    GameStub { illegal_first: false }.answer(&job.prompt, job.slot)
+                };
+                Ok(GenOutput { tokens: 2, text, finish: "end_of_turn".into() })
+            })
+            .collect();
+        Box::pin(std::future::ready(outputs))
+    }
+}
+
+#[tokio::test]
+async fn moves_at_the_same_view_in_two_games_are_sold_as_decision_pairs() {
+    let arena = Arena::new().await;
+    let source = game_space("same", "", "kind = \"tic-tac-toe\"\nillegal = \"forfeit\"", NO_JUDGE)
+        .replace(r#"inline = ["Play a fair game.", "A friendly game.", "Your best game."]"#, r#"inline = ["Play."]"#);
+    league(&arena, &source, json!({})).await;
+    arena.start(Roles::ALL, Some(Arc::new(ResignsFirst { empty_boards: AtomicUsize::new(0) })));
+    arena.wait_settled(2, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(2, 30).await;
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+    let out = crate::cli::arena(&arena.env, &["verify-log", "same"], &[]);
+    assert_eq!(out.status.code(), Some(0), "the records commit to the decision pairs: {}", crate::cli::text(&out));
+
+    // The first game: X gave no move at the empty board and forfeited.
+    // The second: X played 1 there and won. One view, two moves, two ends.
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("select id from matches where status = 'settled' order by seq")
+        .fetch_all(&arena.db)
+        .await
+        .unwrap();
+    let pairs: Vec<(uuid::Uuid, Option<uuid::Uuid>, Option<uuid::Uuid>, String, String, String, f64)> = sqlx::query_as(
+        "select match_id, chosen_match_id, rejected_match_id, prompt, chosen_text, rejected_text, margin
+             from pairs where kind = 'decision'",
+    )
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    // Every later game plays 1 there: each pairs its move with the first
+    // game's (the later games' moves are one move, so never a pair).
+    assert_eq!(pairs.len(), ids.len() - 1, "{pairs:?}");
+    let mut makers: Vec<uuid::Uuid> = pairs.iter().map(|p| p.0).collect();
+    makers.sort();
+    let mut later = ids[1..].to_vec();
+    later.sort();
+    assert_eq!(makers, later, "each later game's settlement made one");
+    let (made_by, chosen_in, rejected_in, view, chosen, rejected, margin) = pairs[0].clone();
+    assert_eq!((chosen_in, rejected_in), (None, Some(ids[0])), "its own move over the first game's");
+    assert_eq!((chosen.as_str(), rejected.as_str(), margin), ("move: 1", "I resign.", 1.0));
+    let board: Vec<&str> = view.lines().filter(|l| l.contains(" | ")).collect();
+    assert!(board.len() == 3 && board.iter().all(|l| !l.contains('X') && !l.contains('O')), "the empty board: {view}");
+
+    // A buyer selects them by kind and gets their own texts and matches.
+    let bea = arena.user("bea", "buyer").await;
+    let (status, body) = bea.get("/data/count?spaces=same&kind=decision").await;
+    assert_eq!((status, body["pairs"].as_i64()), (200, Some(pairs.len() as i64)), "{body}");
+    let (_, whole) = bea.get("/data/count?spaces=same&kind=whole").await;
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from pairs where kind = 'whole'").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(whole["pairs"].as_i64(), Some(stored), "{whole}");
+    let (status, body) = bea.get("/data/count?kind=moves").await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("kind")), "{body}");
+    let text =
+        bea.client.get(arena.url("/data/pairs?spaces=same&kind=decision")).send().await.unwrap().text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), pairs.len(), "{text}");
+    let line = lines.iter().find(|l| l["match_id"].as_str() == Some(made_by.to_string().as_str())).unwrap();
+    assert_eq!((line["kind"].as_str(), line["prompt"].as_str()), (Some("decision"), Some(view.as_str())), "{line}");
+    assert_eq!((line["chosen"].as_str(), line["rejected"].as_str()), (Some("move: 1"), Some("I resign.")));
+    assert_eq!(line["rejected_match_id"].as_str(), Some(ids[0].to_string().as_str()), "{line}");
+    assert_eq!(line["chosen_match_id"].as_str(), Some(made_by.to_string().as_str()), "{line}");
+    assert!(line["step"].is_i64(), "{line}");
 }
 
 #[tokio::test]

@@ -40,6 +40,37 @@ pub struct PairFilter {
     pub chosen_passed: Option<bool>,
     /// Whether the rejected answer passed every hard check.
     pub rejected_passed: Option<bool>,
+    /// Only pairs of this kind (whole answers, or decisions in games).
+    pub kind: Option<PairKind>,
+}
+
+/// What a pair compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairKind {
+    /// Two whole answers to the match's prompt (in a game: two seats' whole
+    /// parts).
+    Whole,
+    /// Two answers to one seat's view at one turn of a game: a legal answer
+    /// over an illegal attempt, or the answer whose game ended better.
+    Decision,
+}
+
+impl PairKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairKind::Whole => "whole",
+            PairKind::Decision => "decision",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<PairKind, DomainError> {
+        match text {
+            "whole" => Ok(PairKind::Whole),
+            "decision" => Ok(PairKind::Decision),
+            other => Err(DomainError::new("kind", format!("kind {other:?} is not one of whole, decision"))),
+        }
+    }
 }
 
 /// Languages one filter may name.
@@ -112,6 +143,7 @@ impl PairFilter {
             && (!self.dedupe || !pair.duplicate)
             && self.chosen_passed.is_none_or(|p| p == pair.chosen_passed)
             && self.rejected_passed.is_none_or(|p| p == pair.rejected_passed)
+            && self.kind.is_none_or(|k| k == pair.kind)
     }
 }
 
@@ -131,6 +163,7 @@ pub struct PairFacts {
     pub duplicate: bool,
     pub chosen_passed: bool,
     pub rejected_passed: bool,
+    pub kind: PairKind,
 }
 
 /// How a pair is written.

@@ -220,7 +220,7 @@ pub const API: &[ApiRoute] = &[
         "/data/count",
         data::count,
         Scope("export"),
-        "How many preference pairs a filter selects and what an export of them costs (?spaces, space_version, from, to, min_margin, agreed_only, min_rating, max_rating, min_chars, max_chars, languages, dedupe, chosen_passed, rejected_passed)",
+        "How many preference pairs a filter selects and what an export of them costs (?spaces, space_version, from, to, min_margin, agreed_only, min_rating, max_rating, min_chars, max_chars, languages, dedupe, chosen_passed, rejected_passed, kind)",
         None
     ),
     route!(

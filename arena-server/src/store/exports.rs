@@ -100,7 +100,8 @@ async fn sale_parts(conn: &mut sqlx::PgConnection) -> Result<Vec<SpaceSale<UserI
     let answers: Vec<(SpaceId, UserId, i64)> = sqlx::query_as(
         "select p.space_id, ma.owner_id, count(*)
          from sale_pairs sp join pairs p on p.id = sp.pair_id
-         join match_agents ma on ma.match_id = p.match_id and ma.slot in (p.chosen_slot, p.rejected_slot)
+         join match_agents ma on (ma.match_id = coalesce(p.chosen_match_id, p.match_id) and ma.slot = p.chosen_slot)
+                                or (ma.match_id = coalesce(p.rejected_match_id, p.match_id) and ma.slot = p.rejected_slot)
          group by p.space_id, ma.owner_id",
     )
     .fetch_all(&mut *conn)
@@ -123,7 +124,7 @@ async fn select_pairs(conn: &mut sqlx::PgConnection, filter: &PairFilter, limit:
     let ids = super::pairs::filtered_ids_sql();
     let sql = format!(
         "with chosen as (insert into sale_pairs (seq, pair_id)
-                         select row_number() over (order by created_at, id), id from ({ids} limit $15) picked
+                         select row_number() over (order by created_at, id), id from ({ids} limit $16) picked
                          returning 1)
          select count(*) from chosen"
     );

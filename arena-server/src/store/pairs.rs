@@ -44,12 +44,13 @@ pub async fn export_to(
 }
 
 const EXPORT: &str =
-    "select p.id, p.match_id, m.prompt, oc.text as chosen, orj.text as rejected, p.margin, p.consistent,
+    "select p.id, p.match_id, coalesce(p.prompt, m.prompt) as prompt, coalesce(p.chosen_text, oc.text) as chosen,
+                coalesce(p.rejected_text, orj.text) as rejected, p.margin, p.consistent,
                 p.license, p.created_at
          from pairs p
          join matches m on m.id = p.match_id
-         join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
-         join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+         join outputs oc on oc.match_id = coalesce(p.chosen_match_id, p.match_id) and oc.slot = p.chosen_slot
+         join outputs orj on orj.match_id = coalesce(p.rejected_match_id, p.match_id) and orj.slot = p.rejected_slot
          where p.space_id = $1 and ($2::timestamptz is null or p.created_at > $2) and p.margin >= $3
          order by p.created_at, p.id limit $4";
 
@@ -64,17 +65,34 @@ macro_rules! joins {
     () => {
         "join matches m on m.id = p.match_id
          join spaces s on s.id = p.space_id
-         join match_agents mc on mc.match_id = p.match_id and mc.slot = p.chosen_slot
-         join match_agents mr on mr.match_id = p.match_id and mr.slot = p.rejected_slot
-         join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
-         join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+         join match_agents mc on mc.match_id = coalesce(p.chosen_match_id, p.match_id) and mc.slot = p.chosen_slot
+         join match_agents mr on mr.match_id = coalesce(p.rejected_match_id, p.match_id) and mr.slot = p.rejected_slot
+         join outputs oc on oc.match_id = coalesce(p.chosen_match_id, p.match_id) and oc.slot = p.chosen_slot
+         join outputs orj on orj.match_id = coalesce(p.rejected_match_id, p.match_id) and orj.slot = p.rejected_slot
          left join verdicts vd on vd.match_id = p.match_id
          left join agent_versions vc on vc.agent_id = mc.agent_id and vc.version = mc.agent_version"
     };
 }
 
+/// Whether the chosen answer passed every hard check: a decision pair's
+/// own reading (its move was legal), else the match's verdict.
+macro_rules! chosen_passed {
+    () => {
+        "coalesce((p.detail->>'chosen_passed')::bool,
+                  (vd.verdict->'passed_hard'->>(p.chosen_slot::text))::bool, false)"
+    };
+}
+
+/// As `chosen_passed!` for the rejected answer.
+macro_rules! rejected_passed {
+    () => {
+        "coalesce((p.detail->>'rejected_passed')::bool,
+                  (vd.verdict->'passed_hard'->>(p.rejected_slot::text))::bool, false)"
+    };
+}
+
 /// The joins and the WHERE clause of a `PairFilter`, in the order of
-/// `bind_filter`'s binds ($1..$14). `domain::dataset::PairFilter::keeps`
+/// `bind_filter`'s binds ($1..$15). `domain::dataset::PairFilter::keeps`
 /// is its definition.
 const FILTERED: &str = concat!(
     "from pairs p ",
@@ -88,12 +106,19 @@ const FILTERED: &str = concat!(
            and (not $6 or p.consistent)
            and ($7::float8 is null or (mc.mu_before * 40 >= $7 and mr.mu_before * 40 >= $7))
            and ($8::float8 is null or (mc.mu_before * 40 <= $8 and mr.mu_before * 40 <= $8))
-           and ($9::int is null or (char_length(oc.text) >= $9 and char_length(orj.text) >= $9))
-           and ($10::int is null or (char_length(oc.text) <= $10 and char_length(orj.text) <= $10))
+           and ($9::int is null or (char_length(coalesce(p.chosen_text, oc.text)) >= $9
+                                    and char_length(coalesce(p.rejected_text, orj.text)) >= $9))
+           and ($10::int is null or (char_length(coalesce(p.chosen_text, oc.text)) <= $10
+                                     and char_length(coalesce(p.rejected_text, orj.text)) <= $10))
            and (cardinality($11::text[]) = 0 or coalesce(p.lang, 'und') = any($11))
            and (not $12 or p.duplicate_of is null)
-           and ($13::bool is null or coalesce((vd.verdict->'passed_hard'->>(p.chosen_slot::text))::bool, false) = $13)
-           and ($14::bool is null or coalesce((vd.verdict->'passed_hard'->>(p.rejected_slot::text))::bool, false) = $14)"
+           and ($13::bool is null or ",
+    chosen_passed!(),
+    " = $13)
+           and ($14::bool is null or ",
+    rejected_passed!(),
+    " = $14)
+           and ($15::text is null or p.kind = $15)"
 );
 
 /// The pairs an export paid for, in the order they were fixed ($1: the
@@ -102,8 +127,11 @@ const PINNED: &str =
     concat!("from data_export_pairs e join pairs p on p.id = e.pair_id ", joins!(), " where e.export_id = $1");
 
 /// The columns of a `DataPair`.
-const PAIR_COLUMNS: &str = "p.id, p.match_id, s.slug as space, m.space_version, m.prompt,
-        coalesce(vc.system_prompt, '') as system, oc.text as chosen, orj.text as rejected, p.margin, p.consistent,
+const PAIR_COLUMNS: &str = "p.id, p.match_id, s.slug as space, m.space_version, coalesce(p.prompt, m.prompt) as prompt,
+        coalesce(vc.system_prompt, '') as system, coalesce(p.chosen_text, oc.text) as chosen,
+        coalesce(p.rejected_text, orj.text) as rejected, p.margin, p.consistent, p.kind, p.step,
+        coalesce(p.chosen_match_id, p.match_id) as chosen_match_id,
+        coalesce(p.rejected_match_id, p.match_id) as rejected_match_id,
         p.license, coalesce(p.lang, 'und') as language,
         (p.detail->>'p_chosen_first')::float8 as judge_p_chosen_first,
         (p.detail->>'p_chosen_second')::float8 as judge_p_chosen_second,
@@ -135,6 +163,7 @@ pub(crate) fn bind_filter<'q, O>(
         .bind(f.dedupe)
         .bind(f.chosen_passed)
         .bind(f.rejected_passed)
+        .bind(f.kind.map(|k| k.as_str()))
 }
 
 /// The ids `filter` selects, oldest first (binds as `bind_filter`).
@@ -162,6 +191,13 @@ pub struct DataPair {
     pub rejected: String,
     pub margin: f64,
     pub consistent: bool,
+    /// "whole" or "decision" (`domain::dataset::PairKind`).
+    pub kind: String,
+    /// A decision pair's step in its game.
+    pub step: Option<i32>,
+    /// The match each answer was given in.
+    pub chosen_match_id: MatchId,
+    pub rejected_match_id: MatchId,
     pub license: Option<String>,
     pub language: String,
     /// The judge's readings in both orders and its identity.
@@ -206,6 +242,10 @@ impl DataPair {
             rejected: clean(self.rejected),
             margin: self.margin,
             consistent: self.consistent,
+            kind: self.kind,
+            step: self.step,
+            chosen_match_id: self.chosen_match_id.to_string(),
+            rejected_match_id: self.rejected_match_id.to_string(),
             license: self.license,
             language: self.language,
             chosen_agent: self.chosen_agent.to_string(),
@@ -246,7 +286,7 @@ pub async fn export_filtered(
     limit: i64,
     to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
 ) {
-    let sql = format!("select {PAIR_COLUMNS} {FILTERED} order by p.created_at, p.id limit $15");
+    let sql = format!("select {PAIR_COLUMNS} {FILTERED} order by p.created_at, p.id limit $16");
     let rows = bind_filter(sqlx::query_as::<_, DataPair>(&sql), &filter).bind(limit).fetch(&pool);
     pump(rows, to).await;
 }
@@ -274,11 +314,13 @@ pub async fn all_facts(pool: &PgPool) -> Result<Vec<PairFacts>, sqlx::Error> {
     let sql = format!(
         "select s.slug as space, m.space_version, p.created_at, p.margin, p.consistent,
                 mc.mu_before * 40 as chosen_rating, mr.mu_before * 40 as rejected_rating,
-                char_length(oc.text) as chosen_chars, char_length(orj.text) as rejected_chars,
+                char_length(coalesce(p.chosen_text, oc.text)) as chosen_chars,
+                char_length(coalesce(p.rejected_text, orj.text)) as rejected_chars,
                 coalesce(p.lang, 'und') as language, p.duplicate_of is not null as duplicate,
-                coalesce((vd.verdict->'passed_hard'->>(p.chosen_slot::text))::bool, false) as chosen_passed,
-                coalesce((vd.verdict->'passed_hard'->>(p.rejected_slot::text))::bool, false) as rejected_passed
-         {FILTERED}"
+                {} as chosen_passed, {} as rejected_passed, p.kind
+         {FILTERED}",
+        chosen_passed!(),
+        rejected_passed!()
     );
     // The same joins as every filtered read, with nothing filtered.
     let everything = PairFilter::default();
@@ -352,6 +394,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for PairFacts {
             duplicate: row.try_get("duplicate")?,
             chosen_passed: row.try_get("chosen_passed")?,
             rejected_passed: row.try_get("rejected_passed")?,
+            kind: crate::domain::dataset::PairKind::parse(row.try_get("kind")?)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
         })
     }
 }
@@ -392,11 +436,12 @@ pub async fn enrich(pool: &PgPool) -> Result<u64, sqlx::Error> {
         let mut tx = pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(LOCK).execute(&mut *tx).await?;
         let rows: Vec<(PairId, String, String, String)> = sqlx::query_as(
-            "select p.id, m.prompt, oc.text, orj.text
+            "select p.id, coalesce(p.prompt, m.prompt), coalesce(p.chosen_text, oc.text),
+                    coalesce(p.rejected_text, orj.text)
              from pairs p
              join matches m on m.id = p.match_id
-             join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
-             join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+             join outputs oc on oc.match_id = coalesce(p.chosen_match_id, p.match_id) and oc.slot = p.chosen_slot
+             join outputs orj on orj.match_id = coalesce(p.rejected_match_id, p.match_id) and orj.slot = p.rejected_slot
              where p.lang is null order by p.created_at, p.id limit $1",
         )
         .bind(ENRICH_BATCH)

@@ -180,10 +180,15 @@ pub async fn settle_batch(pool: &PgPool, spaces: &SpaceCache, ids: &[MatchId]) -
     // only those above the Space's margin); the license is the Space's. The
     // verifier results stay in the verdict, not copied into every pair.
     sqlx::query(
-        "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail)
+        "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail,
+                            kind, decision_key, step, chosen_match_id, rejected_match_id, prompt, chosen_text,
+                            rejected_text)
          select gen_random_uuid(), v.match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
                 (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), l.license,
-                p - 'chosen_verifiers' - 'rejected_verifiers'
+                p - 'chosen_verifiers' - 'rejected_verifiers' - 'prompt' - 'chosen_text' - 'rejected_text',
+                case when p->>'kind' = 'decision' then 'decision' else 'whole' end, coalesce(p->>'key', ''),
+                (p->>'step')::int, (p->>'chosen_match')::uuid, (p->>'rejected_match')::uuid, p->>'prompt',
+                p->>'chosen_text', p->>'rejected_text'
          from unnest($2::uuid[], $3::text[]) as l(match_id, license)
          join verdicts v on v.match_id = l.match_id
          cross join lateral jsonb_array_elements(v.verdict->'pairs') as p
@@ -271,8 +276,11 @@ pub async fn records(conn: &mut PgConnection, ids: &[MatchId]) -> anyhow::Result
                  where ma.match_id = m.id) as seats,
                 (select encode(sha256(convert_to(v.verdict::text, 'UTF8')), 'hex') from verdicts v
                  where v.match_id = m.id) as verdict_sha256,
-                (select coalesce(json_agg(json_build_array(p.chosen_slot, p.rejected_slot, p.margin::text)
-                        order by p.chosen_slot, p.rejected_slot), '[]')
+                (select coalesce(json_agg(case when p.decision_key = ''
+                                               then json_build_array(p.chosen_slot, p.rejected_slot, p.margin::text)
+                                               else json_build_array(p.chosen_slot, p.rejected_slot, p.margin::text,
+                                                                     p.decision_key) end
+                        order by p.chosen_slot, p.rejected_slot, p.decision_key), '[]')
                  from pairs p where p.match_id = m.id) as pairs
          from matches m where m.id = any($1)",
     )

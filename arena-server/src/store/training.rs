@@ -46,8 +46,12 @@ pub async fn usable_pairs(
 ) -> Result<Vec<PairId>, sqlx::Error> {
     sqlx::query_scalar(
         "select p.id from pairs p
-         join match_agents ma on ma.match_id = p.match_id and ma.slot in (p.chosen_slot, p.rejected_slot)
-         where p.space_id = $2 and ma.agent_id = $1 and p.consistent
+         where p.space_id = $2 and p.consistent
+           and exists (select 1 from match_agents ma
+                       where ma.agent_id = $1
+                         and ((ma.match_id = coalesce(p.chosen_match_id, p.match_id) and ma.slot = p.chosen_slot)
+                              or (ma.match_id = coalesce(p.rejected_match_id, p.match_id)
+                                  and ma.slot = p.rejected_slot)))
          order by p.created_at desc, p.id limit $3",
     )
     .bind(agent)
@@ -161,8 +165,9 @@ pub async fn due_policies(pool: &PgPool) -> Result<Vec<DuePolicy>, sqlx::Error> 
         "select tp.agent_id, tp.space_id, tp.settings from training_policies tp
          where tp.mode = $1
            and not exists (select 1 from training_jobs j where j.agent_id = tp.agent_id and j.status = any($2))
-           and (select count(*) from pairs p
-                join match_agents ma on ma.match_id = p.match_id and ma.slot in (p.chosen_slot, p.rejected_slot)
+           and (select count(distinct p.id) from pairs p
+                join match_agents ma on (ma.match_id = coalesce(p.chosen_match_id, p.match_id) and ma.slot = p.chosen_slot)
+                              or (ma.match_id = coalesce(p.rejected_match_id, p.match_id) and ma.slot = p.rejected_slot)
                 where p.space_id = tp.space_id and ma.agent_id = tp.agent_id and p.consistent
                   and p.created_at > coalesce((select max(j.created_at) from training_jobs j
                                                where j.agent_id = tp.agent_id and j.space_id = tp.space_id),
@@ -325,9 +330,11 @@ pub struct PairText {
 /// The job's pairs, oldest first.
 pub async fn pair_texts(pool: &PgPool, ids: &[PairId]) -> Result<Vec<PairText>, sqlx::Error> {
     sqlx::query_as(
-        "select p.id, m.prompt, co.text as chosen, ro.text as rejected from pairs p join matches m on m.id = p.match_id
-         join outputs co on co.match_id = p.match_id and co.slot = p.chosen_slot
-         join outputs ro on ro.match_id = p.match_id and ro.slot = p.rejected_slot
+        "select p.id, coalesce(p.prompt, m.prompt) as prompt, coalesce(p.chosen_text, co.text) as chosen,
+                coalesce(p.rejected_text, ro.text) as rejected
+         from pairs p join matches m on m.id = p.match_id
+         join outputs co on co.match_id = coalesce(p.chosen_match_id, p.match_id) and co.slot = p.chosen_slot
+         join outputs ro on ro.match_id = coalesce(p.rejected_match_id, p.match_id) and ro.slot = p.rejected_slot
          where p.id = any($1) order by p.created_at, p.id",
     )
     .bind(ids)

@@ -112,3 +112,77 @@ pub fn resume(rows: &[TurnRow]) -> Option<(referee::State, i32)> {
         .collect();
     Some((state, last.step + 1))
 }
+
+/// One move of a finished, referee-decided game, kept so that a later
+/// game's move at the same view can be paired with it (the view by its
+/// sha256; `score` is the moving seat's final score in its game).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct GameDecision {
+    pub match_id: MatchId,
+    pub step: i32,
+    pub slot: i16,
+    pub view_sha256: String,
+    pub answer: String,
+    pub note: String,
+    pub legal: bool,
+    pub score: f64,
+}
+
+/// Keeps a judged game's moves (a redelivered match stores nothing twice).
+pub async fn insert_decisions(
+    conn: &mut PgConnection,
+    space: crate::domain::SpaceId,
+    decisions: &[GameDecision],
+) -> Result<(), sqlx::Error> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&GameDecision) -> String| decisions.iter().map(f).collect::<Vec<String>>();
+    let ids: Vec<MatchId> = decisions.iter().map(|d| d.match_id).collect();
+    let steps: Vec<i32> = decisions.iter().map(|d| d.step).collect();
+    let slots: Vec<i16> = decisions.iter().map(|d| d.slot).collect();
+    let legal: Vec<bool> = decisions.iter().map(|d| d.legal).collect();
+    let scores: Vec<f64> = decisions.iter().map(|d| d.score).collect();
+    sqlx::query(
+        "insert into game_decisions (space_id, match_id, step, slot, view_sha256, answer, note, legal, score)
+         select $1, * from unnest($2::uuid[], $3::int[], $4::smallint[], $5::text[], $6::text[], $7::text[],
+                                  $8::bool[], $9::float8[])
+         on conflict do nothing",
+    )
+    .bind(space)
+    .bind(&ids)
+    .bind(&steps)
+    .bind(&slots)
+    .bind(col(|d| d.view_sha256.clone()))
+    .bind(col(|d| d.answer.clone()))
+    .bind(col(|d| d.note.clone()))
+    .bind(&legal)
+    .bind(&scores)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Earlier games' moves in `space` at any of `views` (sha256s), the
+/// newest `per_view` of each, `not_in` left out.
+pub async fn same_views(
+    pool: &PgPool,
+    space: crate::domain::SpaceId,
+    views: &[String],
+    not_in: MatchId,
+    per_view: i64,
+) -> Result<Vec<GameDecision>, sqlx::Error> {
+    sqlx::query_as(
+        "select d.match_id, d.step, d.slot, d.view_sha256, d.answer, d.note, d.legal, d.score
+         from unnest($2::text[]) as h(view)
+         cross join lateral (select * from game_decisions g
+                             where g.space_id = $1 and g.view_sha256 = h.view and g.match_id <> $3
+                             order by g.created_at desc, g.match_id, g.step, g.slot limit $4) d",
+    )
+    .bind(space)
+    .bind(views)
+    .bind(not_in)
+    .bind(per_view)
+    .fetch_all(pool)
+    .await
+}

@@ -66,6 +66,8 @@ impl Work for JudgeStage {
             let mut pending = Vec::new();
             let mut verdict_ids: Vec<MatchId> = Vec::new();
             let mut verdicts: Vec<String> = Vec::new();
+            // Judged games' moves, kept with their verdicts.
+            let mut kept: Vec<(SpaceId, crate::store::turns::GameDecision)> = Vec::new();
             for m in &open {
                 // One match's trouble is that match's alone.
                 let config = match self.config(ctx, m.space_id, m.space_version).await {
@@ -89,7 +91,24 @@ impl Work for JudgeStage {
                 };
                 if let Some(state) = game.as_ref().filter(|s| s.outcome.as_ref().is_some_and(|o| !o.judged)) {
                     let slots: Vec<i16> = outputs.iter().filter(|o| o.match_id == m.id).map(|o| o.slot).collect();
-                    let verdict = super::turns::outcome_verdict(state, &slots, config.min_margin);
+                    let mut verdict = super::turns::outcome_verdict(state, &slots, config.min_margin);
+                    // Decision pairs: retried moves, and moves at views
+                    // earlier games' moves answered too.
+                    let made =
+                        super::turns::game_decisions(ctx, m.id, m.space_id, state, &slots, config.min_margin, &kept)
+                            .await;
+                    match made {
+                        Ok((pairs, moves)) => {
+                            if let Some(all) = verdict.get_mut("pairs").and_then(|p| p.as_array_mut()) {
+                                all.extend(pairs);
+                            }
+                            kept.extend(moves.into_iter().map(|d| (m.space_id, d)));
+                        }
+                        Err(err) => {
+                            tracing::warn!(match_id = %m.id, error = %err, "cannot read the game's moves; will retry");
+                            continue;
+                        }
+                    }
                     verdict_ids.push(m.id);
                     verdicts.push(serde_json::to_string(&verdict)?);
                     continue;
@@ -126,6 +145,13 @@ impl Work for JudgeStage {
             }
             let mut tx = ctx.db.begin().await?;
             matches::insert_verdicts(&mut tx, &verdict_ids, &verdicts).await?;
+            let mut spaces: Vec<SpaceId> = kept.iter().map(|(s, _)| *s).collect();
+            spaces.sort_by_key(|s| s.0);
+            spaces.dedup();
+            for space in spaces {
+                let moves: Vec<_> = kept.iter().filter(|(s, _)| *s == space).map(|(_, d)| d.clone()).collect();
+                crate::store::turns::insert_decisions(&mut tx, space, &moves).await?;
+            }
             let moved = matches::advance(&mut tx, Stage::Judge, &verdict_ids).await?;
             let mut failed_slugs = Vec::new();
             for (id, why) in &failed {

@@ -310,3 +310,251 @@ pub async fn final_state(ctx: &Context, id: MatchId) -> anyhow::Result<Option<St
     let rows = turns::resume_rows(&ctx.db, &[id]).await?;
     Ok(turns::resume(&rows).map(|(state, _)| state).filter(|s| s.outcome.is_some()))
 }
+
+/// Decision pairs one match may make (retries first, then same views).
+pub const MAX_DECISION_PAIRS: usize = 16;
+/// Earlier moves at one view a match's move is compared with.
+pub const PARTNERS_PER_VIEW: i64 = 4;
+
+/// A finished game's moves as [`turns::GameDecision`]s, each with the view
+/// its seat was shown (`rows` read with their views; `slots[i]` is seat
+/// i's slot; each move scored with its seat's final score). Moves whose
+/// view was not kept are left out.
+pub fn decisions(
+    match_id: MatchId,
+    rows: &[turns::TurnRow],
+    state: &State,
+    slots: &[i16],
+) -> Vec<(turns::GameDecision, String)> {
+    use sha2::{Digest, Sha256};
+    let score = |seat: usize| state.outcome.as_ref().and_then(|o| o.scores.get(seat).copied()).unwrap_or(0.0);
+    rows.iter()
+        .flat_map(|r| r.moves.0.iter().map(move |m| (r.step, m)))
+        .filter(|(_, m)| !m.view.is_empty() && m.seat < slots.len())
+        .map(|(step, m)| {
+            let decision = turns::GameDecision {
+                match_id,
+                step,
+                slot: slots[m.seat],
+                view_sha256: hex::encode(Sha256::digest(m.view.as_bytes())),
+                answer: m.text.clone(),
+                note: m.note.clone(),
+                legal: m.legal,
+                score: score(m.seat),
+            };
+            (decision, m.view.clone())
+        })
+        .collect()
+}
+
+/// The decision pairs a finished game makes, as verdict pairs (what
+/// settlement stores): for each illegal attempt a seat was asked to retry,
+/// the legal answer it then gave at that turn over the attempt (the first
+/// view as the prompt); and for each move whose view an earlier game's
+/// move also answered (`earlier`, other matches only), the move whose
+/// seat's game ended better by more than `min_margin` over the other —
+/// when the two are different moves (a legality or the referee's reading
+/// differs). At most [`MAX_DECISION_PAIRS`].
+pub fn decision_pairs(
+    rows: &[turns::TurnRow],
+    slots: &[i16],
+    mine: &[(turns::GameDecision, String)],
+    earlier: &[turns::GameDecision],
+    min_margin: f64,
+) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut pairs = Vec::new();
+    // Retries: an illegal move, then the same seat's next legal one in the
+    // same turn.
+    for (i, r) in rows.iter().enumerate() {
+        for m in r.moves.0.iter().filter(|m| !m.legal && !m.view.is_empty()) {
+            let later = rows[i + 1..].iter().take_while(|n| n.turn == r.turn);
+            let Some((step, good)) = later
+                .flat_map(|n| n.moves.0.iter().map(move |g| (n.step, g)))
+                .find(|(_, g)| g.seat == m.seat && g.legal)
+            else {
+                continue;
+            };
+            let Some(&slot) = slots.get(m.seat) else { continue };
+            pairs.push(json!({
+                "kind": "decision", "source": "retry", "key": format!("retry:{}:{slot}:{step}", r.step),
+                "chosen": slot.to_string(), "rejected": slot.to_string(), "margin": 1.0, "consistent": true,
+                "step": r.step, "chosen_step": step,
+                "prompt": m.view, "chosen_text": good.text, "rejected_text": m.text,
+                "chosen_passed": true, "rejected_passed": false, "rejected_note": m.note,
+            }));
+        }
+    }
+    // Same views: another game's move at the view this one answered.
+    for (d, view) in mine {
+        for e in earlier.iter().filter(|e| e.view_sha256 == d.view_sha256 && e.match_id != d.match_id) {
+            let same_move = e.legal == d.legal && (e.note == d.note || e.answer.trim() == d.answer.trim());
+            let margin = d.score - e.score;
+            if same_move || margin.abs() <= min_margin {
+                continue;
+            }
+            let (chosen, rejected) = if margin > 0.0 { (d, e) } else { (e, d) };
+            let other = |x: &turns::GameDecision| (x.match_id != d.match_id).then(|| x.match_id.to_string());
+            pairs.push(json!({
+                "kind": "decision", "source": "same_view",
+                "key": format!("view:{}:{}:{}:{}", d.step, d.slot, e.match_id, e.step),
+                "chosen": chosen.slot.to_string(), "rejected": rejected.slot.to_string(),
+                "chosen_match": other(chosen), "rejected_match": other(rejected),
+                "margin": margin.abs(), "consistent": true, "step": d.step,
+                "prompt": view, "chosen_text": chosen.answer, "rejected_text": rejected.answer,
+                "chosen_passed": chosen.legal, "rejected_passed": rejected.legal,
+                "chosen_score": chosen.score, "rejected_score": rejected.score,
+            }));
+        }
+    }
+    pairs.truncate(MAX_DECISION_PAIRS);
+    pairs
+}
+
+/// A finished game's decision pairs and its moves to keep: its steps read
+/// with their views, paired with earlier games' moves at the same views
+/// (stored ones, and `batch`'s: moves of games judged just before it in
+/// the same batch, by Space).
+pub async fn game_decisions(
+    ctx: &Context,
+    id: MatchId,
+    space: crate::domain::SpaceId,
+    state: &State,
+    slots: &[i16],
+    min_margin: f64,
+    batch: &[(crate::domain::SpaceId, turns::GameDecision)],
+) -> anyhow::Result<(Vec<serde_json::Value>, Vec<turns::GameDecision>)> {
+    let rows = turns::rows(&ctx.db, &[id]).await?;
+    let mine = decisions(id, &rows, state, slots);
+    let mut views: Vec<String> = mine.iter().map(|(d, _)| d.view_sha256.clone()).collect();
+    views.sort();
+    views.dedup();
+    let mut earlier = turns::same_views(&ctx.db, space, &views, id, PARTNERS_PER_VIEW).await?;
+    earlier.extend(
+        batch
+            .iter()
+            .filter(|(s, d)| *s == space && views.binary_search(&d.view_sha256).is_ok())
+            .map(|(_, d)| d.clone()),
+    );
+    let pairs = decision_pairs(&rows, slots, &mine, &earlier, min_margin);
+    Ok((pairs, mine.into_iter().map(|(d, _)| d).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::space::Space;
+    use crate::store::turns::{StoredMove, TurnRow};
+    use judge::files::SpaceFiles;
+    use std::path::Path;
+
+    fn referee(illegal: &str) -> Referee {
+        let text = format!(
+            "name = \"game\"\nagents_per_match = 2\n[prompts]\ninline = [\"Play.\"]\n[turns]\n[referee]\nkind = \"tic-tac-toe\"\n{illegal}\n[judge]\nmode = \"none\"\n"
+        );
+        Space::parse(&text, &SpaceFiles::new(), Path::new(".")).expect("valid").game.expect("a game")
+    }
+
+    /// Plays `answers` (one per step, for the seat to move) as the pipeline
+    /// stores them: one row per step, each move with its view.
+    fn play(referee: &Referee, id: MatchId, answers: &[&str]) -> (Vec<TurnRow>, State) {
+        let mut state = referee.start("Play.").unwrap();
+        let mut rows = Vec::new();
+        for (step, answer) in answers.iter().enumerate() {
+            let seat = referee.to_move(&state).unwrap()[0];
+            let view = referee.view(&state, "Play.", seat).unwrap();
+            let next = referee.play(&state, &[(seat, answer.to_string())]).unwrap();
+            let entry = next.transcript.last().unwrap();
+            let moves = vec![StoredMove {
+                seat,
+                view,
+                text: answer.to_string(),
+                legal: entry.legal,
+                note: entry.note.clone(),
+                tokens: 1,
+                finish: "stop".into(),
+            }];
+            rows.push(TurnRow {
+                match_id: id,
+                step: step as i32,
+                turn: state.turn as i32,
+                moves: sqlx::types::Json(moves),
+                state: sqlx::types::Json(next.clone()),
+                created_at: chrono::Utc::now(),
+            });
+            state = next;
+            if state.outcome.is_some() {
+                break;
+            }
+        }
+        (rows, state)
+    }
+
+    #[test]
+    fn a_retried_move_pairs_the_legal_answer_over_the_illegal_attempt_at_the_first_view() {
+        let r = referee("illegal = \"retry\"\nretries = 2");
+        let id = MatchId(Uuid::new_v4());
+        // X: 5; O: 5 (taken), then "none", then 1; X: 9 …
+        let (rows, state) = play(&r, id, &["5", "5", "no idea", "1", "9", "2", "3", "4", "6", "7", "8"]);
+        assert!(state.outcome.is_some());
+        let slots = [4i16, 7];
+        let mine = decisions(id, &rows, &state, &slots);
+        assert_eq!(mine.len(), rows.len(), "one decision per stored move");
+        let pairs = decision_pairs(&rows, &slots, &mine, &[], 0.1);
+        assert_eq!(pairs.len(), 2, "two illegal attempts, each under the legal retry: {pairs:#?}");
+        for (p, bad) in pairs.iter().zip(["5", "no idea"]) {
+            assert_eq!((p["chosen"].as_str(), p["rejected"].as_str()), (Some("7"), Some("7")));
+            assert_eq!((p["chosen_text"].as_str(), p["rejected_text"].as_str()), (Some("1"), Some(bad)));
+            assert_eq!((p["chosen_passed"].as_bool(), p["rejected_passed"].as_bool()), (Some(true), Some(false)));
+            assert_eq!(p["prompt"].as_str(), Some(rows[p["step"].as_i64().unwrap() as usize].moves.0[0].view.as_str()));
+        }
+        assert!(!pairs[0]["prompt"].as_str().unwrap().contains("not a legal move"), "the first view, no complaint");
+        assert!(pairs[1]["prompt"].as_str().unwrap().contains("not a legal move"), "the retry's own view");
+        assert_ne!(pairs[0]["key"], pairs[1]["key"]);
+
+        // Under forfeit an illegal move ends the game: nothing to retry.
+        let f = referee("illegal = \"forfeit\"");
+        let (rows, state) = play(&f, id, &["5", "5"]);
+        let mine = decisions(id, &rows, &state, &slots);
+        assert!(decision_pairs(&rows, &slots, &mine, &[], 0.1).is_empty());
+    }
+
+    #[test]
+    fn moves_at_the_same_view_in_two_games_pair_the_one_whose_game_ended_better() {
+        let r = referee("illegal = \"forfeit\"");
+        let (a, b, c) = (MatchId(Uuid::new_v4()), MatchId(Uuid::new_v4()), MatchId(Uuid::new_v4()));
+        let slots = [0i16, 1];
+        // Game a: X plays 5 and O forfeits at once (O's view after "5").
+        let (rows_a, end_a) = play(&r, a, &["5", "5"]);
+        // Game b: X plays 5, O plays 1 … X wins 5-9-… no: O wins on 1-2-3.
+        let (rows_b, end_b) = play(&r, b, &["5", "1", "9", "2", "4", "3"]);
+        // Game c: X opens at 1 (its first view is the same as a's and b's).
+        let (rows_c, end_c) = play(&r, c, &["1", "1"]);
+        let da = decisions(a, &rows_a, &end_a, &slots);
+        let db = decisions(b, &rows_b, &end_b, &slots);
+        let dc = decisions(c, &rows_c, &end_c, &slots);
+        assert_eq!(da[0].0.view_sha256, dc[0].0.view_sha256, "the empty board is one view");
+        assert_eq!(da[1].0.view_sha256, db[1].0.view_sha256, "O after X at 5 is one view");
+        let earlier: Vec<_> = da.iter().chain(&dc).map(|(d, _)| d.clone()).collect();
+        let pairs = decision_pairs(&rows_b, &slots, &db, &earlier, 0.1);
+        // b's X at 5 (lost) vs a's X at 5 (won): the same move, no pair. b's
+        // X at 5 (lost) vs c's X at 1 (won by O's forfeit): c's move
+        // chosen. b's O at 1 (won) vs a's O at 5 (illegal, lost): b's chosen.
+        assert_eq!(pairs.len(), 2, "{pairs:#?}");
+        let first = pairs.iter().find(|p| p["step"] == 0).expect("the opening move");
+        assert_eq!((first["chosen_text"].as_str(), first["rejected_text"].as_str()), (Some("1"), Some("5")));
+        assert_eq!(first["chosen_match"].as_str(), Some(c.to_string().as_str()));
+        assert!(first["rejected_match"].is_null(), "the rejected move is this game's");
+        let second = pairs.iter().find(|p| p["step"] == 1).expect("O's reply");
+        assert_eq!((second["chosen_text"].as_str(), second["rejected_text"].as_str()), (Some("1"), Some("5")));
+        assert!(second["chosen_match"].is_null());
+        assert_eq!(second["rejected_match"].as_str(), Some(a.to_string().as_str()));
+        assert_eq!((second["chosen_passed"].as_bool(), second["rejected_passed"].as_bool()), (Some(true), Some(false)));
+        assert!(pairs.iter().all(|p| p["margin"].as_f64() == Some(1.0)));
+        // A margin at or under the Space's minimum makes none; a game's own
+        // moves never pair with themselves.
+        assert!(decision_pairs(&rows_b, &slots, &db, &earlier, 1.0).is_empty());
+        let own: Vec<_> = db.iter().map(|(d, _)| d.clone()).collect();
+        assert!(decision_pairs(&rows_b, &slots, &db, &own, 0.1).is_empty());
+    }
+}

@@ -4,7 +4,7 @@
 //! downloadable by the buyer who paid).
 
 use crate::context::Context;
-use crate::domain::dataset::{Format, PairFilter, dataset_card};
+use crate::domain::dataset::{Format, PairFilter, PairKind, dataset_card};
 use crate::domain::user::Scope;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
@@ -50,6 +50,9 @@ pub struct DataQuery {
     chosen_passed: Option<bool>,
     #[serde(default)]
     rejected_passed: Option<bool>,
+    /// "whole" or "decision".
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     format: Option<String>,
     /// Replace e-mail addresses, URLs and phone numbers.
@@ -82,6 +85,7 @@ impl DataQuery {
             dedupe: self.dedupe.unwrap_or(false),
             chosen_passed: self.chosen_passed,
             rejected_passed: self.rejected_passed,
+            kind: self.kind.as_deref().map(PairKind::parse).transpose()?,
         };
         filter.check()?;
         Ok(filter)

@@ -87,6 +87,9 @@ pub struct FilterForm {
     pub chosen_passed: String,
     #[serde(default)]
     pub rejected_passed: String,
+    /// "", "whole" or "decision".
+    #[serde(default)]
+    pub kind: String,
 }
 
 impl FilterForm {
@@ -110,6 +113,10 @@ impl FilterForm {
             dedupe: self.dedupe.as_deref() == Some("on"),
             chosen_passed: yes_no("chosen_passed", &self.chosen_passed)?,
             rejected_passed: yes_no("rejected_passed", &self.rejected_passed)?,
+            kind: match self.kind.trim() {
+                "" => None,
+                k => Some(crate::domain::dataset::PairKind::parse(k).map_err(|e| e.to_string())?),
+            },
             space_version: None,
             from: None,
             to: None,
@@ -129,6 +136,7 @@ impl FilterForm {
             ("min_chars", &self.min_chars),
             ("max_chars", &self.max_chars),
             ("languages", &self.languages),
+            ("kind", &self.kind),
         ] {
             if !v.trim().is_empty() {
                 parts.push((k, v.trim().to_owned()));
