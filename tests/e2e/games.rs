@@ -602,15 +602,6 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     let settings = json!({"steps": 2, "batch_size": 2, "max_length": 160, "max_prompt_length": 128, "rank": 4,
                           "alpha": 8, "target_modules": ["q_proj", "v_proj"], "min_pairs": 1, "max_pairs": 8,
                           "gate_prompts": 4, "learning_rate": 0.001});
-    // GRPO has no single answers to reward here: refused, nothing made.
-    let mut grpo = settings.clone();
-    grpo["objective"] = json!("grpo");
-    let (status, body) = players[0]
-        .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": grpo}))
-        .await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("settings.objective")), "{body}");
-    let none: i64 = sqlx::query_scalar("select count(*) from training_jobs").fetch_one(&arena.db).await.unwrap();
-    assert_eq!(none, 0);
     let (status, job) = players[0]
         .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": settings}))
         .await;
@@ -638,6 +629,40 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     assert!(games.iter().all(|g| space.held_out.contains(&(g["prompt_index"].as_u64().unwrap() as usize))));
     assert_eq!(games.iter().filter(|g| g["new_first"] == true).count(), 2);
     assert_eq!(job["new_version"], 2);
+
+    // GRPO with per-turn rewards: answers sampled at positions of the
+    // parent's self-play, each rewarded by how its line ended.
+    let grpo = json!({"objective": "grpo", "steps": 2, "group": 3, "prompts_per_step": 2, "iterations": 1,
+                      "max_length": 160, "max_prompt_length": 128, "rank": 4, "alpha": 8,
+                      "target_modules": ["q_proj", "v_proj"], "gate_prompts": 4, "learning_rate": 0.001});
+    let (status, job) = players[0]
+        .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": grpo}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let job = loop {
+        let (_, body) = players[0].get(&format!("/training-jobs/{id}")).await;
+        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap_or_default()) {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job still {}", body["status"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_ne!(job["status"], "failed", "{job}");
+    let manifest = &job["manifest"];
+    assert_eq!(manifest["objective"], "grpo", "{manifest}");
+    assert!(manifest["prompt_source"].as_str().unwrap().contains("self-play"), "{manifest}");
+    let metrics = job["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    for m in metrics {
+        // Rewards are seats' scores: a loss 0, a draw ½, a win 1.
+        let mean = m["reward_mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{m}");
+        assert_eq!(m["groups"], 2, "{m}");
+    }
+    let games = job["gate"]["games"].as_array().unwrap();
+    assert_eq!(games.len(), 4, "the gate plays as for DPO: {games:?}");
     arena.ledger_ok().await;
 }
 

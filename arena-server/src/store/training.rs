@@ -24,8 +24,8 @@ pub enum Refused {
     )]
     NoHoldout,
     #[error(
-        "GRPO rewards single answers to prompts; this Space is a game its referee decides: train with DPO, whose \
-         pairs the trainer makes from the agent's own decisions"
+        "GRPO in a game its referee decides plays lines out between two seats; this game has more: train with \
+         DPO on its pairs"
     )]
     GrpoInGame,
     #[error(transparent)]
@@ -83,7 +83,9 @@ pub async fn create_job(
     if space.held_out.is_empty() {
         return Err(Refused::NoHoldout);
     }
-    if !settings.needs_pairs() && space.game.as_ref().is_some_and(|g| g.turns.on_limit == referee::OnLimit::Rules) {
+    if !settings.needs_pairs()
+        && space.game.as_ref().is_some_and(|g| g.turns.on_limit == referee::OnLimit::Rules && g.seats != 2)
+    {
         return Err(Refused::GrpoInGame);
     }
     // The agent row serialises job creation for the agent.

@@ -49,6 +49,11 @@ pub fn judge_reward(judge: &Judge) -> impl FnMut(&GrpoPrompt, &[String]) -> Resu
     }
 }
 
+/// [`judge_reward`] holding its judge (for a training thread).
+pub fn judge_reward_owned(judge: Judge) -> impl FnMut(&GrpoPrompt, &[String]) -> Result<Vec<Reward>, String> + Send {
+    move |prompt: &GrpoPrompt, texts: &[String]| judge_reward(&judge)(prompt, texts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use crate::store::training::{self, Claimed};
 use crate::store::{adapters, agents};
 use agent_runtime::engine::{Engine, EngineConfig, Runtime};
 use agent_runtime::train::StepMetrics;
-use agent_runtime::train::grpo::GrpoStepMetrics;
+use agent_runtime::train::grpo::{GrpoPrompt, GrpoStepMetrics, Reward};
 use agent_runtime::train::manifest::{self, GrpoFiles, RunFiles};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
@@ -266,11 +266,7 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     // decision whose lines ended differently is a pair (the view as the
     // prompt).
     let game = referee_game(&space);
-    if let Some(referee) = game {
-        anyhow::ensure!(
-            settings.needs_pairs(),
-            "GRPO rewards one answer per prompt; in a game Space train with DPO (pairs from played decisions)"
-        );
+    if let Some(referee) = game.filter(|_| settings.needs_pairs()) {
         let table = crate::work::games::Table {
             engine: loaded.engine.clone(),
             referee: Arc::new(referee.clone()),
@@ -304,8 +300,9 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     let manifest_json = if settings.needs_pairs() {
         train_on_pairs(ctx, trainer, &job, &loaded, &pairs_path, parent_dir.clone(), &out, cfg).await?
     } else {
-        train_grpo(ctx, trainer, &job, &loaded, &settings, &space, &system_prompt, parent_dir.clone(), &out, cfg)
-            .await?
+        let player = crate::work::games::Player { adapter: parent_dir.clone(), system: system_prompt.clone() };
+        let place = GrpoPlace { space: &space, system_prompt: &system_prompt, game: game.map(|_| player) };
+        train_grpo(ctx, trainer, &job, &loaded, &settings, place, parent_dir.clone(), &out, cfg).await?
     };
 
     // The adapter goes where every adapter goes: checked, stored by content.
@@ -424,8 +421,23 @@ async fn train_on_pairs(
     Ok(serde_json::to_value(&manifest)?)
 }
 
+/// Where a GRPO job trains: its Space, the agent's system prompt, and in
+/// a game the referee decides, the parent playing the lines out.
+struct GrpoPlace<'a> {
+    space: &'a Arc<crate::domain::space::Space>,
+    system_prompt: &'a str,
+    game: Option<crate::work::games::Player>,
+}
+
+/// Positions a game GRPO job samples answers at.
+const GAME_GRPO_POSITIONS: usize = 64;
+
 /// GRPO on the Space's training prompts, rewarded by the Space's judge,
-/// sampled on the trainer's engine; the manifest.
+/// sampled on the trainer's engine; the manifest. In a game the referee
+/// decides, the prompts are positions from the parent's self-play on the
+/// training openings (each the view of the seat to move) and a sampled
+/// answer's reward is that seat's final score when its line is played out
+/// by the parent (a per-turn reward; legal answers pass).
 #[allow(clippy::too_many_arguments)]
 async fn train_grpo(
     ctx: &Context,
@@ -433,24 +445,65 @@ async fn train_grpo(
     job: &Claimed,
     loaded: &Arc<Loaded>,
     settings: &JobSettings,
-    space: &Arc<crate::domain::space::Space>,
-    system_prompt: &str,
+    place: GrpoPlace<'_>,
     parent_dir: Option<PathBuf>,
     out: &std::path::Path,
     cfg: agent_runtime::train::TrainConfig,
 ) -> anyhow::Result<serde_json::Value> {
-    let grpo = settings.grpo_settings(space.max_new_tokens as usize);
-    let prompts = crate::work::grpo::training_prompts(space, Some(system_prompt));
-    anyhow::ensure!(!prompts.is_empty(), "the Space has no training prompts (every prompt is held out)");
-    let judge = space_judge(trainer, loaded, space).await?;
+    let GrpoPlace { space, system_prompt, game } = place;
+    let source = match game {
+        Some(_) => format!("space {} v{}: positions from the parent's self-play", job.space_id, job.space_version),
+        None => format!("space {} v{}", job.space_id, job.space_version),
+    };
+    let seed = settings.seed ^ job.id.0.as_u64_pair().0;
+    let (grpo, prompts, mut reward): (_, _, Box<agent_runtime::train::grpo::RewardFn<'static>>) = match game {
+        Some(player) => {
+            let referee = space.game.clone().ok_or_else(|| anyhow::anyhow!("no referee"))?;
+            let table = Arc::new(crate::work::games::Table {
+                engine: loaded.engine.clone(),
+                max_tokens: referee.turns.max_tokens as usize,
+                referee: Arc::new(referee),
+            });
+            let openings: Vec<String> =
+                space.match_prompts.iter().take(GAME_TRAIN_PROMPTS).map(|&i| space.prompts[i].prompt.clone()).collect();
+            let positions =
+                crate::work::games::self_play_positions(&table, &player, &openings, 1.0, seed, GAME_GRPO_POSITIONS)
+                    .await?;
+            anyhow::ensure!(!positions.is_empty(), "the parent's self-play reached no position to learn at");
+            let prompts: Vec<GrpoPrompt> = positions
+                .iter()
+                .enumerate()
+                .map(|(index, p)| GrpoPrompt {
+                    index,
+                    system: Some(system_prompt.to_owned()).filter(|s| !s.is_empty()),
+                    prompt: p.view.clone(),
+                    reference: None,
+                    tier: 0,
+                })
+                .collect();
+            let grpo = settings.grpo_settings(table.max_tokens);
+            let handle = tokio::runtime::Handle::current();
+            let mut calls = 0u64;
+            let reward = move |prompt: &GrpoPrompt, texts: &[String]| {
+                let at = positions.get(prompt.index).ok_or_else(|| format!("no position {}", prompt.index))?;
+                calls += 1;
+                let lines = crate::work::games::line_rewards(&table, &player, at, texts, 1.0, seed ^ calls);
+                let ends = handle.block_on(lines).map_err(|e| format!("playing the lines out: {e}"))?;
+                Ok(ends.into_iter().map(|(value, passed)| Reward { value, passed }).collect())
+            };
+            (grpo, prompts, Box::new(reward))
+        }
+        None => {
+            let prompts = crate::work::grpo::training_prompts(space, Some(system_prompt));
+            anyhow::ensure!(!prompts.is_empty(), "the Space has no training prompts (every prompt is held out)");
+            let judge = space_judge(trainer, loaded, space).await?;
+            let reward = crate::work::grpo::judge_reward_owned(judge);
+            (settings.grpo_settings(space.max_new_tokens as usize), prompts, Box::new(reward))
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GrpoStepMetrics>();
     let training = {
-        let (loaded, model, out, source) = (
-            loaded.clone(),
-            trainer.model_path.clone(),
-            out.to_owned(),
-            format!("space {} v{}", job.space_id, job.space_version),
-        );
+        let (loaded, model, out, source) = (loaded.clone(), trainer.model_path.clone(), out.to_owned(), source);
         tokio::task::spawn_blocking(move || {
             let files = GrpoFiles {
                 model: &model,
@@ -459,7 +512,6 @@ async fn train_grpo(
                 prompt_source: &source,
                 curriculum: None,
             };
-            let mut reward = crate::work::grpo::judge_reward(&judge);
             manifest::grpo_to_dir(
                 &loaded.runtime,
                 &loaded.engine,
@@ -467,7 +519,7 @@ async fn train_grpo(
                 &prompts,
                 &cfg,
                 &grpo,
-                &mut reward,
+                &mut *reward,
                 &mut |m: &GrpoStepMetrics| {
                     let _ = tx.send(m.clone());
                 },
