@@ -188,6 +188,19 @@ pub struct GamesArgs {
     /// Threads (default: ARENA_THREADS or all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// "dpo" (decision pairs from branches) or "grpo" (answers sampled at
+    /// the agent's positions, each rewarded by how its line ended).
+    #[arg(long, default_value = "dpo", value_parser = ["dpo", "grpo"])]
+    pub objective: String,
+    /// GRPO: rollout steps per generation.
+    #[arg(long, default_value_t = 24)]
+    pub grpo_steps: usize,
+    /// GRPO: answers sampled per position.
+    #[arg(long, default_value_t = 4)]
+    pub group: usize,
+    /// GRPO: positions per step.
+    #[arg(long, default_value_t = 4)]
+    pub prompts_per_step: usize,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

@@ -79,7 +79,7 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
     let runtime = Arc::new(Runtime::load(&model, threads)?);
     let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
     let max_tokens = referee.turns.max_tokens as usize;
-    let table = Table { engine, referee: Arc::new(referee), max_tokens };
+    let table = Arc::new(Table { engine, referee: Arc::new(referee), max_tokens });
     let base = Player::default();
     let mut current = Player::default();
     let mut report: Vec<Generation> = Vec::new();
@@ -88,7 +88,7 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         // Evaluate: every held-out prompt from both seats, greedy.
         let games = eval.iter().flat_map(|p| [(p, 0usize), (p, 1usize)]).map(|(prompt, seat)| {
             let players = if seat == 0 { [current.clone(), base.clone()] } else { [base.clone(), current.clone()] };
-            let table = &table;
+            let table = &*table;
             async move {
                 let start = table.referee.start(prompt)?;
                 let end = table.finish(prompt, &players, start, 0.0, 0).await?;
@@ -145,10 +145,29 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         let mut picks = pool.clone();
         picks.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ ((g as u64 + 1) * 7919)));
         picks.truncate(args.train_prompts);
+        if args.objective == "grpo" {
+            let table = table.clone();
+            let out = gen_dir.join("adapter");
+            let train_started = Instant::now();
+            let (positions, last) = grpo_generation(&args, &runtime, &model, table, &current, &picks, g, &out).await?;
+            generation.train_seconds = train_started.elapsed().as_secs_f64();
+            generation.train_games = 2 * picks.len();
+            generation.pairs = positions;
+            if let Some(m) = last {
+                eprintln!(
+                    "generation {g}: GRPO at {positions} positions, {} steps, last reward {:.3} ({:.0} s)",
+                    m.steps, m.reward_mean, generation.train_seconds
+                );
+            }
+            writeln!(jsonl, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            current = Player { adapter: Some(out), system: String::new() };
+            continue;
+        }
         let games =
             picks.iter().enumerate().flat_map(|(i, p)| [(i, p, 0usize), (i, p, 1usize)]).map(|(i, prompt, seat)| {
                 let players = if seat == 0 { [current.clone(), base.clone()] } else { [base.clone(), current.clone()] };
-                let table = &table;
+                let table = &*table;
                 let seed = args.seed.wrapping_mul(1_000_003) ^ ((g as u64) << 40) ^ ((i as u64) << 8) ^ seat as u64;
                 async move {
                     table.play_with_branches(prompt, &players, seat, args.alternatives, args.temperature, seed).await
@@ -214,24 +233,124 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One GRPO generation: positions from the agent's games against the base
+/// model on `picks` (the agent's turns, both seats), answers sampled there
+/// by the policy, each rewarded by the agent's end of the line it starts
+/// (played out against the base at the sampling temperature). Returns the
+/// positions used and the last step's figures.
+#[allow(clippy::too_many_arguments)]
+async fn grpo_generation(
+    args: &GamesArgs,
+    runtime: &Arc<Runtime>,
+    model: &std::path::Path,
+    table: Arc<Table>,
+    current: &Player,
+    picks: &[String],
+    g: usize,
+    out: &std::path::Path,
+) -> anyhow::Result<(usize, Option<agent_runtime::train::grpo::GrpoStepMetrics>)> {
+    use agent_runtime::train::grpo::{GrpoPrompt, GrpoSettings, Reward};
+    use agent_runtime::train::manifest::GrpoFiles;
+    let base = Player::default();
+    let seed = args.seed.wrapping_mul(1_000_003) ^ ((g as u64) << 40);
+    let mut positions = Vec::new();
+    for seat in [0usize, 1] {
+        let players = if seat == 0 { [current.clone(), base.clone()] } else { [base.clone(), current.clone()] };
+        let found = crate::work::games::play_positions(
+            &table,
+            &players,
+            Some(seat),
+            picks,
+            args.temperature,
+            seed ^ seat as u64,
+            usize::MAX,
+        )
+        .await?;
+        positions.extend(found.into_iter().map(|p| (p, players.clone())));
+    }
+    anyhow::ensure!(!positions.is_empty(), "the games reached no position of the agent's");
+    let prompts: Vec<GrpoPrompt> = positions
+        .iter()
+        .enumerate()
+        .map(|(index, (p, _))| GrpoPrompt { index, system: None, prompt: p.view.clone(), reference: None, tier: 0 })
+        .collect();
+    let grpo = GrpoSettings {
+        group: args.group,
+        prompts_per_step: args.prompts_per_step,
+        steps: args.grpo_steps,
+        temperature: args.temperature,
+        max_new_tokens: table.max_tokens,
+        max_prompt_length: 320,
+        curriculum: false,
+        ..GrpoSettings::default()
+    };
+    let cfg = TrainConfig {
+        objective: Objective::Dpo,
+        learning_rate: args.learning_rate,
+        rank: args.rank,
+        alpha: 2.0 * args.rank as f32,
+        max_length: 384,
+        max_prompt_length: 320,
+        seed: args.seed.wrapping_add(g as u64),
+        threads: args.threads.unwrap_or_else(agent_runtime::model::default_threads),
+        ..TrainConfig::default()
+    };
+    let handle = tokio::runtime::Handle::current();
+    let (temperature, n) = (args.temperature, positions.len());
+    let (runtime, model, out, parent) = (runtime.clone(), model.to_owned(), out.to_owned(), current.adapter.clone());
+    let last = tokio::task::spawn_blocking(move || {
+        let mut calls = 0u64;
+        let mut reward = |prompt: &GrpoPrompt, texts: &[String]| {
+            let (at, players) = positions.get(prompt.index).ok_or_else(|| format!("no position {}", prompt.index))?;
+            calls += 1;
+            let lines = crate::work::games::line_rewards(&table, players, at, texts, temperature, seed ^ calls);
+            let ends = handle.block_on(lines).map_err(|e| format!("playing the lines out: {e}"))?;
+            Ok(ends.into_iter().map(|(value, passed)| Reward { value, passed }).collect())
+        };
+        let files = GrpoFiles {
+            model: &model,
+            parent: parent.as_deref(),
+            out: &out,
+            prompt_source: "positions of the agent's games against the base model",
+            curriculum: None,
+        };
+        let mut last = None;
+        manifest::grpo_to_dir(&runtime, &table.engine, &files, &prompts, &cfg, &grpo, &mut reward, &mut |m| {
+            last = Some(m.clone())
+        })?;
+        Ok::<_, anyhow::Error>(last)
+    })
+    .await??;
+    Ok((n, last))
+}
+
 fn render(args: &GamesArgs, report: &[Generation]) -> String {
     let rate = |(i, n): (usize, usize)| {
         if n == 0 { "—".to_owned() } else { format!("{:.1}% ({i}/{n})", 100.0 * i as f64 / n as f64) }
     };
+    let training = if args.objective == "grpo" {
+        format!(
+            "GRPO (lr {}, {} steps of {} positions × {} answers per generation) at the agent's turns of its games \
+             against the base at temperature {}, each answer rewarded by the agent's end of the line it starts",
+            args.learning_rate, args.grpo_steps, args.prompts_per_step, args.group, args.temperature
+        )
+    } else {
+        format!(
+            "at temperature {}, {} more answers sampled at each of the agent's turns and played out; DPO (β {}, lr {}) \
+             on the decisions whose two lines ended differently",
+            args.temperature, args.alternatives, args.beta, args.learning_rate
+        )
+    };
+    let column = if args.objective == "grpo" { "positions" } else { "pairs" };
     let mut md = format!(
         "# {} — the agent against the base model\n\n{} held-out starting positions × both seats, greedy; \
-         a win 1, a draw ½, 95% Wilson interval. Training: {} positions × both seats per generation against the base \
-         at temperature {}, {} more answers sampled at each of the agent's turns and played out; DPO (β {}, lr {}) on \
-         the decisions whose two lines ended differently.\n\n\
-         | gen | score vs base [95% CI] | won / drawn / lost | agent illegal | base illegal | pairs | elapsed |\n\
+         a win 1, a draw ½, 95% Wilson interval. Training: {} positions × both seats per generation against the base; \
+         {training}.\n\n\
+         | gen | score vs base [95% CI] | won / drawn / lost | agent illegal | base illegal | {column} | elapsed |\n\
          | --- | --- | --- | --- | --- | --- | --- |\n",
         args.space.display(),
         args.eval_prompts,
         args.train_prompts,
-        args.temperature,
-        args.alternatives,
-        args.beta,
-        args.learning_rate
     );
     for g in report {
         let s = g.vs_base;

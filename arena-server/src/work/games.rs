@@ -251,45 +251,42 @@ pub struct Position {
     pub others: Vec<(usize, String)>,
 }
 
-/// Positions from `player` playing itself from each of `prompts` at
-/// `temperature`: every turn of either seat (retries left out), at most
-/// `max`, spread evenly over the games' turns in order.
-pub async fn self_play_positions(
+/// Positions from `players` playing each of `prompts` at `temperature`:
+/// every turn of `learner` (of either seat when `None`; retries left
+/// out), at most `max`, spread evenly over the games' turns in order.
+pub async fn play_positions(
     table: &Table,
-    player: &Player,
+    players: &[Player; 2],
+    learner: Option<usize>,
     prompts: &[String],
     temperature: f32,
     seed: u64,
     max: usize,
 ) -> anyhow::Result<Vec<Position>> {
-    let players = [player.clone(), player.clone()];
-    let games = prompts.iter().enumerate().map(|(i, prompt)| {
-        let players = &players;
-        async move {
-            let mut state = table.referee.start(prompt)?;
-            let mut found = Vec::new();
-            let mut step = 0u64;
-            while state.outcome.is_none() {
-                let seats = table.referee.to_move(&state)?;
-                let mut answers = Vec::new();
-                let mut views = Vec::new();
-                for &seat in &seats {
-                    let view = table.referee.view(&state, prompt, seat)?;
-                    let s = seed ^ ((i as u64) << 24) ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seat as u64;
-                    answers.push((seat, table.ask(&players[seat], &view, temperature, s).await?));
-                    views.push((seat, view));
-                }
-                if state.retry.is_none() {
-                    for (seat, view) in views {
-                        let others = answers.iter().filter(|(s, _)| *s != seat).cloned().collect();
-                        found.push(Position { prompt: prompt.clone(), state: state.clone(), seat, view, others });
-                    }
-                }
-                state = table.referee.play(&state, &answers)?;
-                step += 1;
+    let games = prompts.iter().enumerate().map(|(i, prompt)| async move {
+        let mut state = table.referee.start(prompt)?;
+        let mut found = Vec::new();
+        let mut step = 0u64;
+        while state.outcome.is_none() {
+            let seats = table.referee.to_move(&state)?;
+            let mut answers = Vec::new();
+            let mut views = Vec::new();
+            for &seat in &seats {
+                let view = table.referee.view(&state, prompt, seat)?;
+                let s = seed ^ ((i as u64) << 24) ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seat as u64;
+                answers.push((seat, table.ask(&players[seat], &view, temperature, s).await?));
+                views.push((seat, view));
             }
-            Ok::<_, anyhow::Error>(found)
+            if state.retry.is_none() {
+                for (seat, view) in views.into_iter().filter(|(s, _)| learner.is_none_or(|l| l == *s)) {
+                    let others = answers.iter().filter(|(s, _)| *s != seat).cloned().collect();
+                    found.push(Position { prompt: prompt.clone(), state: state.clone(), seat, view, others });
+                }
+            }
+            state = table.referee.play(&state, &answers)?;
+            step += 1;
         }
+        Ok::<_, anyhow::Error>(found)
     });
     let all: Vec<Position> =
         join_all(games).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().flatten().collect();
@@ -301,34 +298,28 @@ pub async fn self_play_positions(
 }
 
 /// Each answer's reward at `at`: the seat's final score when the line the
-/// answer starts is played to its end by `player` at every seat (draws
-/// ½), and whether the answer was a legal move.
+/// answer starts is played to its end by `players` (draws ½), and whether
+/// the answer was a legal move.
 pub async fn line_rewards(
     table: &Table,
-    player: &Player,
+    players: &[Player; 2],
     at: &Position,
     answers: &[String],
     temperature: f32,
     seed: u64,
 ) -> anyhow::Result<Vec<(f64, bool)>> {
-    let players = [player.clone(), player.clone()];
-    let lines = answers.iter().enumerate().map(|(k, answer)| {
-        let players = &players;
-        async move {
-            let mut moves = at.others.clone();
-            moves.push((at.seat, answer.clone()));
-            moves.sort_by_key(|(s, _)| *s);
-            let next = table.referee.play(&at.state, &moves)?;
-            let legal = next.transcript.iter().rev().find(|e| e.seat == at.seat).is_some_and(|e| e.legal);
-            let end = if next.outcome.is_some() {
-                next
-            } else {
-                table
-                    .finish(&at.prompt, players, next, temperature, seed ^ (k as u64).wrapping_mul(0x2545_F491))
-                    .await?
-            };
-            Ok::<_, anyhow::Error>((seat_score(&end, at.seat), legal))
-        }
+    let lines = answers.iter().enumerate().map(|(k, answer)| async move {
+        let mut moves = at.others.clone();
+        moves.push((at.seat, answer.clone()));
+        moves.sort_by_key(|(s, _)| *s);
+        let next = table.referee.play(&at.state, &moves)?;
+        let legal = next.transcript.iter().rev().find(|e| e.seat == at.seat).is_some_and(|e| e.legal);
+        let end = if next.outcome.is_some() {
+            next
+        } else {
+            table.finish(&at.prompt, players, next, temperature, seed ^ (k as u64).wrapping_mul(0x2545_F491)).await?
+        };
+        Ok::<_, anyhow::Error>((seat_score(&end, at.seat), legal))
     });
     join_all(lines).await.into_iter().collect()
 }

@@ -466,8 +466,9 @@ async fn train_grpo(
             });
             let openings: Vec<String> =
                 space.match_prompts.iter().take(GAME_TRAIN_PROMPTS).map(|&i| space.prompts[i].prompt.clone()).collect();
+            let players = [player.clone(), player];
             let positions =
-                crate::work::games::self_play_positions(&table, &player, &openings, 1.0, seed, GAME_GRPO_POSITIONS)
+                crate::work::games::play_positions(&table, &players, None, &openings, 1.0, seed, GAME_GRPO_POSITIONS)
                     .await?;
             anyhow::ensure!(!positions.is_empty(), "the parent's self-play reached no position to learn at");
             let prompts: Vec<GrpoPrompt> = positions
@@ -487,7 +488,7 @@ async fn train_grpo(
             let reward = move |prompt: &GrpoPrompt, texts: &[String]| {
                 let at = positions.get(prompt.index).ok_or_else(|| format!("no position {}", prompt.index))?;
                 calls += 1;
-                let lines = crate::work::games::line_rewards(&table, &player, at, texts, 1.0, seed ^ calls);
+                let lines = crate::work::games::line_rewards(&table, &players, at, texts, 1.0, seed ^ calls);
                 let ends = handle.block_on(lines).map_err(|e| format!("playing the lines out: {e}"))?;
                 Ok(ends.into_iter().map(|(value, passed)| Reward { value, passed }).collect())
             };
