@@ -206,6 +206,25 @@ async fn each_built_in_game_is_played_turn_by_turn_and_settled_by_its_outcome() 
         let (status, body) = players[0].get(&format!("/matches/{id}/turns")).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["turns"].as_array().map(Vec::len), Some(state.transcript.len()), "{body}");
+        let steps = body["steps"].as_i64().unwrap();
+        assert!(body["next_from"].is_null() && body["turns"][0]["view"].is_null(), "views only on request");
+        // Pages of steps: together the whole game, each bounded.
+        let k = steps / 2;
+        assert!(k >= 1, "{body}");
+        let (_, first) = players[0].get(&format!("/matches/{id}/turns?limit={k}&views=true")).await;
+        assert_eq!(first["next_from"].as_i64(), Some(k), "{first}");
+        assert!(first["turns"].as_array().unwrap().iter().all(|t| t["step"].as_i64().unwrap() < k));
+        assert!(first["turns"][0]["view"].as_str().is_some_and(|v| !v.is_empty()), "{first}");
+        let (_, rest) = players[0].get(&format!("/matches/{id}/turns?from={k}&limit=200")).await;
+        assert!(rest["next_from"].is_null(), "{rest}");
+        let paged = first["turns"].as_array().unwrap().len() + rest["turns"].as_array().unwrap().len();
+        assert_eq!(paged, state.transcript.len(), "{name}");
+        assert_eq!((rest["steps"].as_i64(), &rest["outcome"]), (Some(steps), &body["outcome"]));
+        for bad in ["limit=0", "limit=201", "from=-1"] {
+            let (status, err) = players[0].get(&format!("/matches/{id}/turns?{bad}")).await;
+            let field = bad.split('=').next().unwrap();
+            assert_eq!((status, err["error"]["field"].as_str()), (422, Some(field)), "{bad}: {err}");
+        }
     }
 }
 

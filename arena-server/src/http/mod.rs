@@ -281,7 +281,7 @@ pub const API: &[ApiRoute] = &[
         "/matches/{id}/turns",
         matches::turns,
         Public,
-        "A multi-turn match's turns: each answer with the referee's reading, the board after each step, the outcome",
+        "A multi-turn match's turns: each answer with the referee's reading, the board after each step, the outcome (?from=STEP, limit=1..200 steps, views=true)",
         None
     ),
     route!(get, "/events", matches::events, Public, "Server-Sent Events of match progress (?space, ?match)", None),

@@ -42,6 +42,39 @@ pub async fn rows(pool: &PgPool, ids: &[MatchId]) -> Result<Vec<TurnRow>, sqlx::
     .await
 }
 
+/// At most `limit` steps of one match from step `from` on, with the views
+/// the seats were shown only when `views` says so.
+pub async fn window(
+    pool: &PgPool,
+    id: MatchId,
+    from: i32,
+    limit: i64,
+    views: bool,
+) -> Result<Vec<TurnRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select match_id, step, turn,
+                case when $4 then moves
+                     else (select coalesce(jsonb_agg(m - 'view' order by k), '[]'::jsonb)
+                           from jsonb_array_elements(moves) with ordinality as e(m, k)) end as moves,
+                state, created_at
+         from match_turns where match_id = $1 and step >= $2 order by step limit $3",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(limit)
+    .bind(views)
+    .fetch_all(pool)
+    .await
+}
+
+/// The number of a match's last stored step and the state after it.
+pub async fn last(pool: &PgPool, id: MatchId) -> Result<Option<(i32, sqlx::types::Json<referee::State>)>, sqlx::Error> {
+    sqlx::query_as("select step, state from match_turns where match_id = $1 order by step desc limit 1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Every step of the given matches without the views the seats were
 /// shown: what resuming a game needs (a view can be 12,000 characters; a
 /// step reads every earlier step of its match).

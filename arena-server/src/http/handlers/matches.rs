@@ -109,24 +109,37 @@ pub async fn game_turns(
     id: MatchId,
     head: &matches::MatchHead,
     readable: bool,
+    page: &TurnsQuery,
 ) -> Result<serde_json::Value, ApiError> {
     let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(ApiError::internal)?;
     let Some(referee) = &space.game else {
         return Err(ApiError::NotFound("turns: this match's Space is not multi-turn".into()));
     };
-    let rows = crate::store::turns::rows(&state.db, &[id]).await?;
+    let from = page.from.unwrap_or(0);
+    if from < 0 {
+        return Err(ApiError::invalid("from", "from is a step number, 0 or more"));
+    }
+    let limit = page.limit.unwrap_or(DEFAULT_TURN_STEPS);
+    if !(1..=MAX_TURN_STEPS).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("limit is 1 to {MAX_TURN_STEPS} steps")));
+    }
+    let views = page.views.unwrap_or(false);
+    let rows = crate::store::turns::window(&state.db, id, from, limit + 1, views && readable).await?;
+    let more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let last = crate::store::turns::last(&state.db, id).await?;
     let grid = match &referee.rules {
         referee::Rules::Grid(g) => Some(g),
         _ => None,
     };
     let mut turns = Vec::new();
-    for row in &rows {
+    for row in rows {
         let board = grid.and_then(|g| g.board(&row.state.0.game).ok());
         for m in &row.moves.0 {
             turns.push(serde_json::json!({
                 "step": row.step, "turn": row.turn, "seat": m.seat, "legal": m.legal, "note": m.note,
                 "tokens": m.tokens, "at": row.created_at,
-                "text": readable.then_some(&m.text), "view": readable.then_some(&m.view),
+                "text": readable.then_some(&m.text), "view": (readable && views).then_some(&m.view),
                 "board_after": board,
             }));
         }
@@ -135,10 +148,33 @@ pub async fn game_turns(
     Ok(serde_json::json!({
         "id": id, "status": head.status, "kind": referee.rules.kind(), "max_turns": referee.turns.max_turns,
         "start_board": start_board, "turns": turns,
-        "outcome": rows.last().and_then(|r| r.state.0.outcome.clone()),
-        "illegal": rows.last().map(|r| r.state.0.illegal.clone()),
+        "from": from, "next_from": more.then(|| rows.last().map(|r| r.step + 1)).flatten(),
+        "steps": last.as_ref().map_or(0, |(step, _)| step + 1),
+        "outcome": last.as_ref().and_then(|(_, s)| s.0.outcome.clone()),
+        "illegal": last.as_ref().map(|(_, s)| s.0.illegal.clone()),
         "outputs_hidden": !readable,
     }))
+}
+
+/// Steps one page of turns holds unless `limit` says otherwise.
+pub const DEFAULT_TURN_STEPS: i64 = 50;
+/// The most steps one page of turns holds.
+pub const MAX_TURN_STEPS: i64 = 200;
+
+/// A window of a game's steps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnsQuery {
+    /// The first step (0 unless given).
+    #[serde(default)]
+    pub from: Option<i32>,
+    /// Steps at most ([`DEFAULT_TURN_STEPS`] unless given, at most
+    /// [`MAX_TURN_STEPS`]).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Also each view the seats were shown (up to 12,000 characters each).
+    #[serde(default)]
+    pub views: Option<bool>,
 }
 
 /// GET /api/v1/matches/{id}/turns — a multi-turn match's turns so far.
@@ -146,12 +182,13 @@ pub async fn turns(
     state: web::Data<Context>,
     caller: MaybeCaller,
     path: web::Path<MatchId>,
+    query: web::Query<TurnsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let head = matches::head(&state.db, id).await?.ok_or_else(|| ApiError::NotFound("match".into()))?;
     let seats = matches::seats(&state.db, id).await?;
     let readable = may_read_outputs(&state, caller.0.as_ref(), &head, &seats).await?;
-    Ok(HttpResponse::Ok().json(game_turns(&state, id, &head, readable).await?))
+    Ok(HttpResponse::Ok().json(game_turns(&state, id, &head, readable, &query).await?))
 }
 
 #[derive(Deserialize)]

@@ -145,7 +145,7 @@ async fn game_view(
 ) -> Result<Option<GameView>, PageError> {
     let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(PageError::internal)?;
     let Some(referee) = &space.game else { return Ok(None) };
-    let rows = crate::store::turns::rows(&state.db, &[id]).await?;
+    let rows = crate::store::turns::resume_rows(&state.db, &[id]).await?;
     let steps = rows.len();
     let shown = step.unwrap_or(steps).min(steps);
     let game_state = match shown {
