@@ -342,6 +342,18 @@ async fn a_debate_is_judged_on_each_side_s_whole_part() {
         .unwrap();
     assert_eq!(text.matches("because").count(), 2, "{text}");
     assert_eq!(results(&arena, id).await.iter().map(|r| r.1).collect::<Vec<_>>(), vec![1, 2]);
+    // And round by round: each round's two speeches ranked as a match.
+    let rounds = v["rounds"].as_array().expect("per-round scores");
+    assert_eq!(rounds.len(), 2, "{v}");
+    for (i, r) in rounds.iter().enumerate() {
+        assert_eq!(r["round"], i + 1);
+        let (a, b) = (r["scores"]["0"].as_f64().unwrap(), r["scores"]["1"].as_f64().unwrap());
+        assert!(a > b, "the side giving reasons wins round {}: {r}", i + 1);
+    }
+    let turns: Value = reqwest::get(arena.url(&format!("/matches/{id}/turns"))).await.unwrap().json().await.unwrap();
+    assert_eq!(turns["rounds"], v["rounds"], "{turns}");
+    let page = arena.get(&format!("/matches/{id}")).await.text().await.unwrap();
+    assert_eq!(page.matches("round 1: ").count(), 2, "each side's first speech shows its round score");
     arena.ledger_ok().await;
 }
 

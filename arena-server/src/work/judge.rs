@@ -38,6 +38,23 @@ impl JudgeStage {
     }
 }
 
+impl JudgeStage {
+    /// Hands one match to the judge's worker, waiting while it is full.
+    async fn submit(
+        &self,
+        config: &Arc<JudgeConfig>,
+        input: MatchInput,
+    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<judge::Verdict, JudgeError>>> {
+        loop {
+            match self.worker.submit(config.clone(), input.clone()) {
+                Ok(rx) => return Ok(rx),
+                Err(SubmitError::OverCapacity { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(err) => anyhow::bail!("judge worker: {err}"),
+            }
+        }
+    }
+}
+
 impl Work for JudgeStage {
     fn spec(&self, ctx: &Context) -> RunnerSpec {
         RunnerSpec {
@@ -118,21 +135,50 @@ impl Work for JudgeStage {
                     .filter(|o| o.match_id == m.id)
                     .map(|o| Candidate { id: o.slot.to_string(), text: o.text.clone() })
                     .collect();
+                let slots: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
                 let input = MatchInput { prompt: m.prompt.clone(), reference: m.reference.clone(), candidates };
-                let rx = loop {
-                    match self.worker.submit(config.clone(), input.clone()) {
-                        Ok(rx) => break rx,
-                        Err(SubmitError::OverCapacity { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
-                        Err(err) => anyhow::bail!("judge worker: {err}"),
+                let rx = self.submit(&config, input).await?;
+                // A judged game (a debate) is also judged round by round:
+                // the seats' speeches of each round ranked as one match.
+                let mut rounds = Vec::new();
+                if let Some(state) = &game {
+                    for speeches in super::turns::rounds(state, slots.len()) {
+                        let candidates =
+                            slots.iter().zip(speeches).map(|(id, text)| Candidate { id: id.clone(), text }).collect();
+                        let input = MatchInput { prompt: m.prompt.clone(), reference: m.reference.clone(), candidates };
+                        rounds.push(self.submit(&config, input).await?);
                     }
-                };
-                pending.push((m, rx));
+                }
+                pending.push((m, rx, rounds));
             }
             let mut failed: Vec<(MatchId, String)> = Vec::new();
-            for (m, rx) in pending {
+            'matches: for (m, rx, rounds) in pending {
                 match rx.await {
-                    // Straight to JSON text: PostgreSQL parses it once.
                     Ok(Ok(verdict)) => {
+                        let mut verdict = serde_json::to_value(&verdict)?;
+                        if !rounds.is_empty() {
+                            let mut per_round = Vec::new();
+                            for (i, round) in rounds.into_iter().enumerate() {
+                                match round.await {
+                                    Ok(Ok(v)) => per_round.push(serde_json::json!({
+                                        "round": i + 1, "scores": v.scores, "ranking": v.ranking,
+                                        "confidence": v.confidence,
+                                    })),
+                                    Ok(Err(JudgeError::Input(why))) => per_round.push(serde_json::json!({
+                                        "round": i + 1, "error": why,
+                                    })),
+                                    Ok(Err(err)) => {
+                                        tracing::warn!(match_id = %m.id, error = %err, "judging a round failed; will retry");
+                                        continue 'matches;
+                                    }
+                                    Err(_) => {
+                                        tracing::warn!(match_id = %m.id, "judge worker dropped a round; will retry");
+                                        continue 'matches;
+                                    }
+                                }
+                            }
+                            verdict["rounds"] = serde_json::Value::Array(per_round);
+                        }
                         verdict_ids.push(m.id);
                         verdicts.push(serde_json::to_string(&verdict)?);
                     }

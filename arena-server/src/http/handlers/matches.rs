@@ -128,6 +128,8 @@ pub async fn game_turns(
     let more = rows.len() as i64 > limit;
     let rows = &rows[..rows.len().min(limit as usize)];
     let last = crate::store::turns::last(&state.db, id).await?;
+    // A judged game's per-round scores, once judged.
+    let rounds = matches::verdict(&state.db, id).await?.map(|mut v| v["rounds"].take()).unwrap_or_default();
     let grid = match &referee.rules {
         referee::Rules::Grid(g) => Some(g),
         _ => None,
@@ -152,6 +154,7 @@ pub async fn game_turns(
         "steps": last.as_ref().map_or(0, |(step, _)| step + 1),
         "outcome": last.as_ref().and_then(|(_, s)| s.0.outcome.clone()),
         "illegal": last.as_ref().map(|(_, s)| s.0.illegal.clone()),
+        "rounds": rounds,
         "outputs_hidden": !readable,
     }))
 }

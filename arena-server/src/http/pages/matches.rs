@@ -115,6 +115,9 @@ pub struct TurnLine {
     pub note: String,
     /// At or before the step shown.
     pub played: bool,
+    /// A judged game's score of this speech against the others of its
+    /// round (in [0, 1]), once judged.
+    pub round_score: Option<String>,
 }
 
 /// A multi-turn match's game: the board at the step shown, links to step
@@ -166,6 +169,21 @@ async fn game_view(
     let kind = referee.rules.kind();
     let name =
         |seat: usize| format!("{} ({})", referee::seat_name(seat), names.get(seat).map(String::as_str).unwrap_or("?"));
+    // Round scores: seat s's i-th legal speech is its speech of round i.
+    let rounds = matches::verdict(&state.db, id).await?.map(|mut v| v["rounds"].take()).unwrap_or_default();
+    let mut spoken: Vec<usize> = Vec::new();
+    let mut round_score = |seat: usize, legal: bool| -> Option<String> {
+        if !legal {
+            return None;
+        }
+        if spoken.len() <= seat {
+            spoken.resize(seat + 1, 0);
+        }
+        let i = spoken[seat];
+        spoken[seat] += 1;
+        let score = rounds.get(i)?.get("scores")?.get(seat.to_string())?.as_f64()?;
+        Some(format!("round {}: {score:.2}", i + 1))
+    };
     let turns = rows
         .iter()
         .enumerate()
@@ -177,6 +195,7 @@ async fn game_view(
             legal: m.legal,
             note: m.note.clone(),
             played: k <= shown,
+            round_score: round_score(m.seat, m.legal),
         })
         .collect();
     let last = rows.last().map(|r| &r.state.0);
