@@ -694,6 +694,20 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     }
     let games = job["gate"]["games"].as_array().unwrap();
     assert_eq!(games.len(), 4, "the gate plays as for DPO: {games:?}");
+
+    // A DPO job by epochs is priced for the decision pairs it may make
+    // (max_pairs of them), not for the whole-game pairs it pinned.
+    let mut by_epochs = settings.clone();
+    by_epochs.as_object_mut().unwrap().remove("steps");
+    by_epochs["epochs"] = json!(2);
+    by_epochs["max_pairs"] = json!(40);
+    let (status, job) = players[0]
+        .post(&format!("/agents/{agent}/training-jobs"), json!({"space": "ttt-train", "settings": by_epochs}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let pinned = job["pairs"].as_i64().unwrap();
+    assert!(pinned < 40, "fewer whole-game pairs than max_pairs: {job}");
+    assert_eq!(job["token_budget"].as_i64(), Some(2 * 40 * 2 * 160), "{job}");
     arena.ledger_ok().await;
 }
 

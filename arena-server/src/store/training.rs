@@ -109,7 +109,11 @@ pub async fn create_job(
         return Err(Refused::TooFewPairs { have: pairs.len(), need: settings.min_pairs });
     }
     let id = JobId::new();
-    let budget = settings.token_budget(pairs.len());
+    // In a two-seat game its referee decides, DPO trains on the decision
+    // pairs the trainer makes by self-play, at most max_pairs of them:
+    // priced as that many.
+    let plays = space.game.as_ref().is_some_and(|g| g.seats == 2 && g.turns.on_limit == referee::OnLimit::Rules);
+    let budget = settings.token_budget(if plays && settings.needs_pairs() { settings.max_pairs } else { pairs.len() });
     settings.check_budget(budget).map_err(Refused::OverBudget)?;
     let price = crate::domain::training::training_price(budget, credits_per_mtoken);
     if price > 0 {

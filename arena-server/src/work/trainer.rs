@@ -285,6 +285,8 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
         )
         .await?;
         anyhow::ensure!(!decisions.is_empty(), "the games played gave no decision whose lines ended differently");
+        // The job was priced for at most max_pairs pairs.
+        let decisions = &decisions[..decisions.len().min(settings.max_pairs)];
         let mut file = std::io::BufWriter::new(std::fs::File::create(&pairs_path)?);
         for (k, d) in decisions.iter().enumerate() {
             let mut line = serde_json::json!({"id": format!("decision-{k}"), "prompt": d.view, "chosen": d.better,
