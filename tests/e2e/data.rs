@@ -142,7 +142,7 @@ async fn filters_select_exactly_what_they_say_and_exports_are_trls_formats() {
         .fetch_one(&arena.db)
         .await
         .unwrap();
-    assert!(card.contains(&format!("| mailing | {n} | 1 |")), "{card}");
+    assert!(card.contains(&format!("| mailing | {n} | 0 | 1 |")), "{card}");
     assert!(card.contains(&format!("| {seq} | `{head}` |")), "{card}");
     assert!(card.contains("\"agreed_only\": true"), "the filters are written down: {card}");
 }

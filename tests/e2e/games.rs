@@ -315,6 +315,11 @@ async fn moves_at_the_same_view_in_two_games_are_sold_as_decision_pairs() {
     assert_eq!(line["rejected_match_id"].as_str(), Some(ids[0].to_string().as_str()), "{line}");
     assert_eq!(line["chosen_match_id"].as_str(), Some(made_by.to_string().as_str()), "{line}");
     assert!(line["step"].is_i64(), "{line}");
+    // The dataset card counts them.
+    let card = bea.client.get(arena.url("/data/card?spaces=same&kind=decision")).send().await.unwrap();
+    let card = card.text().await.unwrap();
+    let n = pairs.len();
+    assert!(card.contains(&format!("| same | {n} | {n} |")), "{card}");
 }
 
 #[tokio::test]

@@ -304,6 +304,8 @@ mod tests {
 pub struct CardPart {
     pub space: String,
     pub pairs: i64,
+    /// Of them, decision pairs from games (one turn's view, two moves).
+    pub decision_pairs: i64,
     pub versions: Vec<i32>,
     pub licenses: Vec<String>,
     pub judge_models: Vec<String>,
@@ -380,17 +382,18 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
     let _ = writeln!(out, "## How the data was made\n");
     let _ = writeln!(
         out,
-        "| Space | pairs | versions | judge model sha256 | judge template sha256 | trained judge sha256 | chain length | chain head |"
+        "| Space | pairs | of them game decisions | versions | judge model sha256 | judge template sha256 | trained judge sha256 | chain length | chain head |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for p in parts {
         let list = |v: &[String]| if v.is_empty() { "none (checks only)".to_owned() } else { v.join(", ") };
         let versions: Vec<String> = p.versions.iter().map(|v| v.to_string()).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | `{}` |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
             p.space,
             p.pairs,
+            p.decision_pairs,
             versions.join(", "),
             list(&p.judge_models),
             list(&p.judge_templates),
@@ -402,8 +405,10 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
     let _ = writeln!(
         out,
         "\nA pair is kept when the chosen answer's rank key (passing every hard check, then the weighted score) \
-         beats the rejected one's by more than the Space's `pairs.min_margin`. Each line names its match and that \
-         match's record hash; `arena verify-log SPACE` on the platform recomputes each Space's hash chain up to the \
+         beats the rejected one's by more than the Space's `pairs.min_margin`. A decision pair (`kind` \"decision\") \
+         is one seat's view at one turn of a game and two answers to it: a legal move over an illegal attempt it \
+         replaced, or the move whose game ended better over another game's move at the same view \
+         (`chosen_match_id`, `rejected_match_id`). Each line names its match and that match's record hash; `arena verify-log SPACE` on the platform recomputes each Space's hash chain up to the \
          head above.\n"
     );
     let _ = writeln!(out, "## Filters applied\n");

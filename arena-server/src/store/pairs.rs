@@ -365,6 +365,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for CardPart {
         Ok(CardPart {
             space: row.try_get("space")?,
             pairs: row.try_get("pairs")?,
+            decision_pairs: row.try_get("decision_pairs")?,
             versions: row.try_get("versions")?,
             licenses: row.try_get("licenses")?,
             judge_models: row.try_get("judge_models")?,
@@ -401,6 +402,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for PairFacts {
 }
 
 const CARD_COLUMNS: &str = "select s.slug as space, count(*) as pairs,
+                count(*) filter (where p.kind = 'decision') as decision_pairs,
                 array_agg(distinct m.space_version order by m.space_version) as versions,
                 array_remove(array_agg(distinct p.license), null) as licenses,
                 array_remove(array_agg(distinct p.detail->>'judge_model_sha256'), null) as judge_models,
