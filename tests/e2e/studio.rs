@@ -86,6 +86,32 @@ async fn the_cli_dry_run_plays_a_draft_on_the_real_model_and_stores_nothing() {
         assert_eq!(m["outputs"].as_object().unwrap().len(), 2, "{m}");
         assert!(m["verdict"]["ranks"].is_object(), "{m}");
     }
+    // A game Space's dry run plays its games: the referee's outcome ranks
+    // the seats, each seat's part is its output.
+    let ttt = concat!(env!("CARGO_MANIFEST_DIR"), "/../spaces/tic-tac-toe.toml");
+    let out = crate::cli::arena(
+        &env,
+        &["space", "dry-run", ttt, "--matches", "2", "--threads", "2"],
+        &[("ARENA_MODEL_PATH", model.display().to_string())],
+    );
+    assert!(out.status.success(), "{}", crate::cli::text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &report["summary"];
+    assert!(s["steps_per_game"].as_f64().is_some_and(|n| n >= 1.0), "{s}");
+    assert!(s["illegal_move_rate"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)), "{s}");
+    for m in report["matches"].as_array().unwrap() {
+        let game = &m["game"];
+        assert!(game["steps"].as_u64().unwrap() >= 1 && !game["reason"].as_str().unwrap().is_empty(), "{m}");
+        assert_eq!(m["verdict"]["ranks"].as_object().unwrap().len(), 2, "{m}");
+        // The ranks are the referee's: the higher score ranks first.
+        let (a, b) = (game["scores"]["0"].as_f64().unwrap(), game["scores"]["1"].as_f64().unwrap());
+        let (ra, rb) = (m["verdict"]["ranks"]["0"].as_u64().unwrap(), m["verdict"]["ranks"]["1"].as_u64().unwrap());
+        assert_eq!(a.partial_cmp(&b).map(|o| o.reverse()), ra.partial_cmp(&rb), "{m}");
+        assert_eq!(m["verdict"]["pairs"].as_array().unwrap().len(), usize::from(a != b), "{m}");
+        // Each output is that seat's answers, turn by turn.
+        assert!(m["outputs"]["0"].as_str().is_some_and(|t| !t.is_empty()), "{m}");
+    }
+
     // An invalid draft is refused with its errors, placed.
     std::fs::write(&file, quick_space("draft", 2, 2).replace("agents_per_match = 2", "agents_per_match = 99")).unwrap();
     let out = crate::cli::arena(&env, &["space", "dry-run", file.to_str().unwrap()], &[]);

@@ -62,6 +62,20 @@ pub struct DryMatch {
     pub tokens: usize,
     pub seconds: f64,
     pub verdict: judge::Verdict,
+    /// A multi-turn Space's game: how it went.
+    pub game: Option<DryGame>,
+}
+
+/// A sample game: the referee's outcome, its steps, illegal moves per seat.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryGame {
+    pub reason: String,
+    /// Seat id → its score (empty when the judge decides).
+    pub scores: BTreeMap<String, f64>,
+    pub steps: usize,
+    /// Answers given (a retry is an answer too).
+    pub answers: usize,
+    pub illegal: Vec<u32>,
 }
 
 /// What the dry run says about the rules.
@@ -82,6 +96,10 @@ pub struct Summary {
     pub matches_per_hour: f64,
     /// Always 0: nothing is paid in a dry run.
     pub credits_moved: i64,
+    /// A multi-turn Space: steps per game, and the share of the answers
+    /// given that were illegal moves.
+    pub steps_per_game: Option<f64>,
+    pub illegal_move_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,8 +144,14 @@ pub async fn run(
             .collect();
         let names: Vec<String> = chosen.iter().map(|s| s.name.clone()).collect();
         let (generator, judge, progress, done) = (generator.clone(), judge.clone(), progress.clone(), done.clone());
+        let game_seats: Vec<Seat> = chosen.iter().map(|s| (*s).clone()).collect();
         async move {
             let t = Instant::now();
+            if let Some(referee) = &space.game {
+                return play(space, referee, generator, judge, &game_seats, (prompt, reference), m, t)
+                    .await
+                    .inspect(|_| progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n));
+            }
             let outs = generator.generate(jobs).await;
             let outs: Vec<_> = outs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
             let input = judge::MatchInput {
@@ -150,12 +174,119 @@ pub async fn run(
                 tokens: outs.iter().map(|o| o.tokens).sum(),
                 seconds: t.elapsed().as_secs_f64(),
                 verdict,
+                game: None,
             })
         }
     });
     let matches: Vec<DryMatch> = futures_util::future::join_all(runs).await.into_iter().collect::<Result<_, _>>()?;
     let wall = started.elapsed().as_secs_f64();
     Ok(Report { summary: summarise(&matches, wall), matches })
+}
+
+/// One sample game of a multi-turn Space: the seats to move answer their
+/// views on `generator` step by step until the referee ends it; each seat's
+/// part is its output. The Space's judge reads the parts (its verifiers'
+/// results are the report's); when the referee decides, its outcome ranks
+/// the seats and makes the pairs, as in the arena.
+#[allow(clippy::too_many_arguments)]
+async fn play(
+    space: &Space,
+    referee: &referee::Referee,
+    generator: Arc<dyn Generator>,
+    judge: Arc<judge::Judge>,
+    seats: &[Seat],
+    (prompt, reference): (String, Option<String>),
+    m: usize,
+    t: Instant,
+) -> anyhow::Result<DryMatch> {
+    let mut state = referee.start(&prompt)?;
+    let (mut steps, mut tokens) = (0usize, 0usize);
+    while state.outcome.is_none() {
+        let to_move = referee.to_move(&state)?;
+        let mut jobs = Vec::with_capacity(to_move.len());
+        for &seat in &to_move {
+            let s = &seats[seat];
+            jobs.push(GenJob {
+                system: s.system.clone(),
+                prompt: referee.view(&state, &prompt, seat)?,
+                adapter: s.adapter.clone(),
+                params: s.sampling.params(referee.turns.max_tokens as usize, 1000 + (m * 1000 + steps) as u64 * 31),
+                reference: None,
+                slot: seat,
+            });
+        }
+        let outs: Vec<_> = generator.generate(jobs).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        tokens += outs.iter().map(|o| o.tokens).sum::<usize>();
+        let answers: Vec<(usize, String)> = to_move.iter().copied().zip(outs.into_iter().map(|o| o.text)).collect();
+        let next = referee.clone();
+        state = tokio::task::spawn_blocking(move || next.play(&state, &answers)).await??;
+        steps += 1;
+    }
+    let outcome = state.outcome.clone().unwrap_or_else(|| referee::Outcome {
+        scores: Vec::new(),
+        reason: String::new(),
+        judged: true,
+    });
+    let parts: Vec<String> = (0..seats.len()).map(|seat| referee::Referee::seat_transcript(&state, seat)).collect();
+    let input = judge::MatchInput {
+        prompt: prompt.clone(),
+        reference: reference.clone(),
+        candidates: parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| judge::Candidate { id: i.to_string(), text: p.clone() })
+            .collect(),
+    };
+    let mut verdict = tokio::task::spawn_blocking(move || judge.judge(&input)).await??;
+    if !outcome.judged {
+        let decided = crate::work::turns::outcome_verdict(
+            &state,
+            &(0..seats.len() as i16).collect::<Vec<_>>(),
+            space.judge.min_margin,
+        );
+        let read = |key: &str| decided.get(key).cloned().unwrap_or_default();
+        verdict.ranking = serde_json::from_value(read("ranking"))?;
+        verdict.ranks = serde_json::from_value(read("ranks"))?;
+        verdict.scores = serde_json::from_value(read("scores"))?;
+        verdict.passed_hard = serde_json::from_value(read("passed_hard"))?;
+        verdict.confidence = read("confidence").as_f64().unwrap_or(0.0);
+        let template = verdict.judge.template_sha256.clone();
+        verdict.pairs = read("pairs")
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| judge::Pair {
+                chosen: p["chosen"].as_str().unwrap_or_default().to_owned(),
+                rejected: p["rejected"].as_str().unwrap_or_default().to_owned(),
+                margin: p["margin"].as_f64().unwrap_or(0.0),
+                p_chosen_first: None,
+                p_chosen_second: None,
+                consistent: true,
+                chosen_verifiers: Vec::new(),
+                rejected_verifiers: Vec::new(),
+                judge_model_sha256: None,
+                judge_template_sha256: template.clone(),
+                judge_trained_sha256: None,
+            })
+            .collect();
+    }
+    Ok(DryMatch {
+        prompt,
+        reference,
+        agents: seats.iter().enumerate().map(|(i, s)| (i.to_string(), s.name.clone())).collect(),
+        outputs: parts.into_iter().enumerate().map(|(i, p)| (i.to_string(), p)).collect(),
+        tokens,
+        seconds: t.elapsed().as_secs_f64(),
+        verdict,
+        game: Some(DryGame {
+            reason: outcome.reason,
+            scores: outcome.scores.iter().enumerate().map(|(i, s)| (i.to_string(), *s)).collect(),
+            steps,
+            answers: state.transcript.len(),
+            illegal: state.illegal.clone(),
+        }),
+    })
 }
 
 /// The summary of finished sample matches run in `wall` seconds.
@@ -172,6 +303,10 @@ pub fn summarise(matches: &[DryMatch], wall: f64) -> Summary {
         }
     }
     let pairs: usize = matches.iter().map(|m| m.verdict.pairs.len()).sum();
+    let played: Vec<&DryGame> = matches.iter().filter_map(|m| m.game.as_ref()).collect();
+    let games = |f: fn(&DryGame) -> f64| {
+        (!played.is_empty()).then(|| played.iter().map(|g| f(g)).sum::<f64>() / played.len() as f64)
+    };
     Summary {
         matches: matches.len(),
         verifier_pass_rate: passes.into_iter().map(|(k, (p, t))| (k, p as f64 / t.max(1) as f64)).collect(),
@@ -182,5 +317,11 @@ pub fn summarise(matches: &[DryMatch], wall: f64) -> Summary {
         seconds_per_match: matches.iter().map(|m| m.seconds).sum::<f64>() / n,
         matches_per_hour: if wall > 0.0 { matches.len() as f64 * 3600.0 / wall } else { 0.0 },
         credits_moved: 0,
+        steps_per_game: games(|g| g.steps as f64),
+        illegal_move_rate: {
+            let illegal: u32 = matches.iter().filter_map(|m| m.game.as_ref()).flat_map(|g| &g.illegal).sum();
+            let answers: usize = played.iter().map(|g| g.answers).sum();
+            (answers > 0).then(|| f64::from(illegal) / answers as f64)
+        },
     }
 }
