@@ -401,12 +401,13 @@ async fn seed_publishes_the_example_spaces_with_their_files_and_is_idempotent() 
             ("json-contact".into(), 1, 1),
             ("negotiation".into(), 1, 0),
             ("nim".into(), 1, 1),
+            ("rock-paper-scissors".into(), 1, 1),
             ("tic-tac-toe".into(), 1, 1),
         ],
         "one version each, prompt file, schema and referee script stored with them"
     );
     let entries: i64 = sqlx::query_scalar("select count(*) from entries").fetch_one(&pool).await.unwrap();
-    assert_eq!(entries, 28, "four demo agents in seven Spaces");
+    assert_eq!(entries, 32, "four demo agents in eight Spaces");
     // Publishing a changed file makes version 2; the CLI reports errors per file.
     let dir = tempfile::tempdir().unwrap();
     let edited = dir.path().join("explain.toml");

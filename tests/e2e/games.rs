@@ -323,6 +323,54 @@ async fn moves_at_the_same_view_in_two_games_are_sold_as_decision_pairs() {
 }
 
 #[tokio::test]
+async fn a_simultaneous_game_asks_both_seats_each_turn_and_pairs_their_answers_to_one_view() {
+    let arena = Arena::new().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spaces");
+    let read = judge::files::read_space(&root.join("rock-paper-scissors.toml")).unwrap();
+    let source = read.source.replace("max_concurrent_matches = 4", "max_concurrent_matches = 1").replace(
+        r#"inline = ["rounds: 3", "rounds: 5", "Play well. rounds: 3", "rounds: 1"]"#,
+        r#"inline = ["rounds: 3"]"#,
+    );
+    // The league reads the slug from the first line.
+    let source = format!("name = \"rock-paper-scissors\"\n{}", source.replace("name = \"rock-paper-scissors\"\n", ""));
+    let files = read.files.clone();
+    league(&arena, &source, json!(files)).await;
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    arena.wait_settled(1, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(1, 30).await;
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+    let id = first_settled(&arena).await;
+    let state = replay(&arena, &source, &files, id).await;
+    // The stub's seat 0 plays rock, seat 1 scissors: 3-0, one step a round.
+    assert_eq!(state.outcome.as_ref().unwrap().reason, "3-0 after 3 rounds");
+    let steps: Vec<(i32, i64)> = sqlx::query_as(
+        "select step, jsonb_array_length(moves)::int8 from match_turns where match_id = $1 order by step",
+    )
+    .bind(id)
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(steps, vec![(0, 2), (1, 2), (2, 2)], "both seats answer every step");
+    // Each round both seats answered one view: rock (won) over scissors.
+    let pairs: Vec<(String, String, String, Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
+        "select prompt, chosen_text, rejected_text, chosen_match_id, rejected_match_id from pairs
+         where match_id = $1 and kind = 'decision' and chosen_match_id is null and rejected_match_id is null
+         order by step",
+    )
+    .bind(id)
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(pairs.len(), 3, "{pairs:?}");
+    for (k, (view, chosen, rejected, ..)) in pairs.iter().enumerate() {
+        assert!(view.contains(&format!("round {} of 3", k + 1)), "{view}");
+        assert_eq!((chosen.as_str(), rejected.as_str()), ("Rock.", "I choose scissors."));
+    }
+}
+
+#[tokio::test]
 async fn a_debate_is_judged_on_each_side_s_whole_part() {
     let arena = Arena::new().await;
     let judge = "[[verifiers]]\nname = \"gives reasons\"\nkind = \"regex\"\npattern = \"because\"\nhard = false\n\n[judge]\nmode = \"none\"";

@@ -74,6 +74,7 @@ pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyh
         "negotiation.toml",
         "debate.toml",
         "nim.toml",
+        "rock-paper-scissors.toml",
     ] {
         slugs.push(publish_file(pool, by, &spaces_dir.join(name)).await?.slug);
     }

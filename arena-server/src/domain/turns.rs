@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn the_example_games_parse_and_nim_s_script_plays() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spaces");
-        for name in ["tic-tac-toe", "negotiation", "debate", "nim"] {
+        for name in ["tic-tac-toe", "negotiation", "debate", "nim", "rock-paper-scissors"] {
             let read = judge::files::read_space(&root.join(format!("{name}.toml"))).expect("readable");
             let space = Space::parse(&read.source, &read.files, &root).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             let game = space.game.expect("a game");
@@ -445,6 +445,20 @@ mod tests {
                 let outcome = state.outcome.expect("over");
                 assert_eq!(state.illegal, vec![0, 1]);
                 assert!(outcome.reason.contains("Player 1 took the last stone"), "{}", outcome.reason);
+            }
+            if name == "rock-paper-scissors" {
+                // Both seats answer each round, from one view.
+                let mut state = game.start("rounds: 3").expect("starts");
+                for (a, b) in [("rock", "Scissors!"), ("paper, I think", "hmm"), ("scissors", "rock")] {
+                    assert_eq!(game.to_move(&state).unwrap(), vec![0, 1]);
+                    assert_eq!(game.view(&state, "", 0).unwrap(), game.view(&state, "", 1).unwrap(), "one view");
+                    state = game.play(&state, &[(0, a.to_owned()), (1, b.to_owned())]).expect("plays");
+                }
+                // Rock beats scissors; "hmm" is void (seat 0 takes the
+                // round); rock beats scissors for seat 1: 2-1.
+                let outcome = state.outcome.expect("over after three rounds");
+                assert_eq!((outcome.scores.clone(), state.illegal.clone()), (vec![1.0, 0.0], vec![0, 1]));
+                assert_eq!(outcome.reason, "2-1 after 3 rounds");
             }
         }
     }

@@ -65,6 +65,9 @@ impl GameStub {
                 .unwrap_or(0);
             return format!("I drop in column {}", column + 1);
         }
+        if view.contains("Answer rock, paper or scissors") {
+            return if slot.is_multiple_of(2) { "Rock.".to_owned() } else { "I choose scissors.".to_owned() };
+        }
         if view.contains("OFFER n") {
             return if view.contains("The other player offers") { "ACCEPT".to_owned() } else { "OFFER 60".to_owned() };
         }

@@ -385,27 +385,42 @@ pub fn decision_pairs(
             }));
         }
     }
-    // Same views: another game's move at the view this one answered.
-    for (d, view) in mine {
-        for e in earlier.iter().filter(|e| e.view_sha256 == d.view_sha256 && e.match_id != d.match_id) {
-            let same_move = e.legal == d.legal && (e.note == d.note || e.answer.trim() == d.answer.trim());
-            let margin = d.score - e.score;
-            if same_move || margin.abs() <= min_margin {
-                continue;
-            }
-            let (chosen, rejected) = if margin > 0.0 { (d, e) } else { (e, d) };
-            let other = |x: &turns::GameDecision| (x.match_id != d.match_id).then(|| x.match_id.to_string());
-            pairs.push(json!({
-                "kind": "decision", "source": "same_view",
-                "key": format!("view:{}:{}:{}:{}", d.step, d.slot, e.match_id, e.step),
-                "chosen": chosen.slot.to_string(), "rejected": rejected.slot.to_string(),
-                "chosen_match": other(chosen), "rejected_match": other(rejected),
-                "margin": margin.abs(), "consistent": true, "step": d.step,
-                "prompt": view, "chosen_text": chosen.answer, "rejected_text": rejected.answer,
-                "chosen_passed": chosen.legal, "rejected_passed": rejected.legal,
-                "chosen_score": chosen.score, "rejected_score": rejected.score,
-            }));
+    // Same views: another seat's move at the view this one answered — in
+    // this game (simultaneous moves at one shared view) first, then in
+    // earlier games.
+    let own = mine
+        .iter()
+        .flat_map(|(d, view)| {
+            mine.iter()
+                .map(|(e, _)| e)
+                .filter(move |e| e.view_sha256 == d.view_sha256 && (e.step, e.slot) < (d.step, d.slot))
+                .map(move |e| (d, view, e))
+        })
+        .filter(|(d, _, e)| e.slot != d.slot);
+    let others = mine.iter().flat_map(|(d, view)| {
+        earlier
+            .iter()
+            .filter(move |e| e.view_sha256 == d.view_sha256 && e.match_id != d.match_id)
+            .map(move |e| (d, view, e))
+    });
+    for (d, view, e) in own.chain(others) {
+        let same_move = e.legal == d.legal && (e.note == d.note || e.answer.trim() == d.answer.trim());
+        let margin = d.score - e.score;
+        if same_move || margin.abs() <= min_margin {
+            continue;
         }
+        let (chosen, rejected) = if margin > 0.0 { (d, e) } else { (e, d) };
+        let other = |x: &turns::GameDecision| (x.match_id != d.match_id).then(|| x.match_id.to_string());
+        pairs.push(json!({
+            "kind": "decision", "source": "same_view",
+            "key": format!("view:{}:{}:{}:{}:{}", d.step, d.slot, e.match_id, e.step, e.slot),
+            "chosen": chosen.slot.to_string(), "rejected": rejected.slot.to_string(),
+            "chosen_match": other(chosen), "rejected_match": other(rejected),
+            "margin": margin.abs(), "consistent": true, "step": d.step,
+            "prompt": view, "chosen_text": chosen.answer, "rejected_text": rejected.answer,
+            "chosen_passed": chosen.legal, "rejected_passed": rejected.legal,
+            "chosen_score": chosen.score, "rejected_score": rejected.score,
+        }));
     }
     pairs.truncate(MAX_DECISION_PAIRS);
     pairs
