@@ -274,7 +274,8 @@ async fn moves_at_the_same_view_in_two_games_are_sold_as_decision_pairs() {
         .fetch_all(&arena.db)
         .await
         .unwrap();
-    let pairs: Vec<(uuid::Uuid, Option<uuid::Uuid>, Option<uuid::Uuid>, String, String, String, f64)> = sqlx::query_as(
+    type Row = (uuid::Uuid, Option<uuid::Uuid>, Option<uuid::Uuid>, String, String, String, f64);
+    let pairs: Vec<Row> = sqlx::query_as(
         "select match_id, chosen_match_id, rejected_match_id, prompt, chosen_text, rejected_text, margin
              from pairs where kind = 'decision'",
     )
@@ -354,7 +355,8 @@ async fn a_simultaneous_game_asks_both_seats_each_turn_and_pairs_their_answers_t
     .unwrap();
     assert_eq!(steps, vec![(0, 2), (1, 2), (2, 2)], "both seats answer every step");
     // Each round both seats answered one view: rock (won) over scissors.
-    let pairs: Vec<(String, String, String, Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
+    type Row = (String, String, String, Option<uuid::Uuid>, Option<uuid::Uuid>);
+    let pairs: Vec<Row> = sqlx::query_as(
         "select prompt, chosen_text, rejected_text, chosen_match_id, rejected_match_id from pairs
          where match_id = $1 and kind = 'decision' and chosen_match_id is null and rejected_match_id is null
          order by step",

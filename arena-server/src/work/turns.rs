@@ -455,6 +455,21 @@ pub async fn game_decisions(
     Ok((pairs, mine.into_iter().map(|(d, _)| d).collect()))
 }
 
+/// Rounds a judged game's speeches are scored in, at most.
+pub const MAX_JUDGED_ROUNDS: usize = 8;
+
+/// A judged game's speeches by round: round i holds each seat's i-th
+/// legal answer, for the rounds every seat spoke in (at most
+/// [`MAX_JUDGED_ROUNDS`]).
+pub fn rounds(state: &State, seats: usize) -> Vec<Vec<String>> {
+    let mut by_seat: Vec<Vec<&str>> = vec![Vec::new(); seats];
+    for e in state.transcript.iter().filter(|e| e.legal && e.seat < seats) {
+        by_seat[e.seat].push(&e.text);
+    }
+    let n = by_seat.iter().map(Vec::len).min().unwrap_or(0).min(MAX_JUDGED_ROUNDS);
+    (0..n).map(|i| by_seat.iter().map(|s| s[i].to_owned()).collect()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,19 +587,4 @@ mod tests {
         let own: Vec<_> = db.iter().map(|(d, _)| d.clone()).collect();
         assert!(decision_pairs(&rows_b, &slots, &db, &own, 0.1).is_empty());
     }
-}
-
-/// Rounds a judged game's speeches are scored in, at most.
-pub const MAX_JUDGED_ROUNDS: usize = 8;
-
-/// A judged game's speeches by round: round i holds each seat's i-th
-/// legal answer, for the rounds every seat spoke in (at most
-/// [`MAX_JUDGED_ROUNDS`]).
-pub fn rounds(state: &State, seats: usize) -> Vec<Vec<String>> {
-    let mut by_seat: Vec<Vec<&str>> = vec![Vec::new(); seats];
-    for e in state.transcript.iter().filter(|e| e.legal && e.seat < seats) {
-        by_seat[e.seat].push(&e.text);
-    }
-    let n = by_seat.iter().map(Vec::len).min().unwrap_or(0).min(MAX_JUDGED_ROUNDS);
-    (0..n).map(|i| by_seat.iter().map(|s| s[i].to_owned()).collect()).collect()
 }
