@@ -663,6 +663,19 @@ async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
     p.shot("game-match-phone").await;
 }
 
+/// Polls a training job until it ends (5 minutes at most).
+async fn finished(player: &User, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, body) = player.get(&format!("/training-jobs/{id}")).await;
+        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap_or_default()) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job still {}", body["status"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent() {
     let arena = Arena::new().await;
@@ -694,15 +707,7 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
     arena.start(Roles { trainer: true, ..Roles::NONE }, None);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let job = loop {
-        let (_, body) = players[0].get(&format!("/training-jobs/{id}")).await;
-        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap_or_default()) {
-            break body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "job still {}", body["status"]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let job = finished(&players[0], &id).await;
     assert_ne!(job["status"], "failed", "{job}");
     // DPO trained on decisions: each pair's prompt is a board the agent was shown.
     let pairs = job["manifest"]["pairs"]["items"].as_array().expect("the manifest lists its pairs");
@@ -726,15 +731,7 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
         .await;
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let job = loop {
-        let (_, body) = players[0].get(&format!("/training-jobs/{id}")).await;
-        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap_or_default()) {
-            break body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "job still {}", body["status"]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let job = finished(&players[0], &id).await;
     assert_ne!(job["status"], "failed", "{job}");
     let manifest = &job["manifest"];
     assert_eq!(manifest["objective"], "grpo", "{manifest}");
