@@ -17,6 +17,10 @@ use std::time::Instant;
 /// Matches one dry run may ask for.
 pub const MAX_MATCHES: usize = 16;
 
+/// Steps a dry run plays of one game (a Space may allow 200 turns, each
+/// with retries; a dry run shares the server's engine).
+pub const MAX_GAME_STEPS: usize = 60;
+
 /// The stock agents a dry run seats, in order: name and system prompt.
 pub const BASELINES: &[(&str, &str)] = &[
     ("base", ""),
@@ -201,7 +205,7 @@ async fn play(
 ) -> anyhow::Result<DryMatch> {
     let mut state = referee.start(&prompt)?;
     let (mut steps, mut tokens) = (0usize, 0usize);
-    while state.outcome.is_none() {
+    while state.outcome.is_none() && steps < MAX_GAME_STEPS {
         let to_move = referee.to_move(&state)?;
         let mut jobs = Vec::with_capacity(to_move.len());
         for &seat in &to_move {
@@ -224,7 +228,7 @@ async fn play(
     }
     let outcome = state.outcome.clone().unwrap_or_else(|| referee::Outcome {
         scores: Vec::new(),
-        reason: String::new(),
+        reason: format!("stopped after {steps} steps (a dry run's limit); the judge ranks the parts so far"),
         judged: true,
     });
     let parts: Vec<String> = (0..seats.len()).map(|seat| referee::Referee::seat_transcript(&state, seat)).collect();
