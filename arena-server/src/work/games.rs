@@ -298,8 +298,11 @@ pub async fn play_positions(
 }
 
 /// Each answer's reward at `at`: the seat's final score when the line the
-/// answer starts is played to its end by `players` (draws ½), and whether
-/// the answer was a legal move.
+/// answer starts is played to its end by `players` (draws ½), at most 0
+/// (a loss) when the answer was not a legal move, and whether it was.
+/// (Under `retry` or `penalty` an illegal answer's line goes on — with the
+/// rollout players answering the retry — so its end alone would credit the
+/// illegal answer with their play: measured, that taught illegal moves.)
 pub async fn line_rewards(
     table: &Table,
     players: &[Player; 2],
@@ -319,7 +322,8 @@ pub async fn line_rewards(
         } else {
             table.finish(&at.prompt, players, next, temperature, seed ^ (k as u64).wrapping_mul(0x2545_F491)).await?
         };
-        Ok::<_, anyhow::Error>((seat_score(&end, at.seat), legal))
+        let score = seat_score(&end, at.seat);
+        Ok::<_, anyhow::Error>((if legal { score } else { score.min(0.0) }, legal))
     });
     join_all(lines).await.into_iter().collect()
 }
