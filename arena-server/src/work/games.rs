@@ -139,38 +139,63 @@ impl Table {
         seed: u64,
     ) -> anyhow::Result<(State, Vec<Decision>)> {
         let mut state = self.referee.start(prompt)?;
-        // (view, the main line's answer, the other answer, its line's end)
-        let mut branches: Vec<(String, String, String, BoxFuture<'_, anyhow::Result<State>>)> = Vec::new();
+        // (view, the main line's answer and whether it was legal, the other
+        // answer and whether it was, its line's end)
+        type Branch<'a> = (String, String, bool, String, bool, BoxFuture<'a, anyhow::Result<State>>);
+        let mut branches: Vec<Branch<'_>> = Vec::new();
+        let legal_of = |s: &State| s.transcript.iter().rev().find(|e| e.seat == learner).is_some_and(|e| e.legal);
         let mut step = 0u64;
         while state.outcome.is_none() {
             let seats = self.referee.to_move(&state)?;
             let mut answers = Vec::new();
+            let mut asked = None;
             for seat in seats {
                 let view = self.referee.view(&state, prompt, seat)?;
                 let s = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seat as u64) << 56;
                 let main = self.ask(&players[seat], &view, temperature, s).await?;
                 if seat == learner && state.retry.is_none() {
-                    for k in 0..alternatives as u64 {
-                        let alt = self.ask(&players[seat], &view, temperature, s ^ (0xA5A5_5A5A + k)).await?;
-                        if alt != main {
-                            let branch_state = self.referee.play(&state, &[(seat, alt.clone())])?;
-                            let rollout = self.finish(prompt, players, branch_state, temperature, s ^ (0x5151 + k));
-                            branches.push((view.clone(), main.clone(), alt, Box::pin(rollout)));
-                        }
-                    }
+                    asked = Some((view, s, main.clone()));
                 }
                 answers.push((seat, main));
             }
-            state = self.referee.play(&state, &answers)?;
+            let next = self.referee.play(&state, &answers)?;
+            // Other answers at the learner's turn, every other seat's answer
+            // as in the game (simultaneous order moves them together).
+            if let Some((view, s, main)) = asked {
+                let main_legal = legal_of(&next);
+                for k in 0..alternatives as u64 {
+                    let alt = self.ask(&players[learner], &view, temperature, s ^ (0xA5A5_5A5A + k)).await?;
+                    if alt != main {
+                        let moves: Vec<(usize, String)> = answers
+                            .iter()
+                            .map(|(seat, a)| (*seat, if *seat == learner { alt.clone() } else { a.clone() }))
+                            .collect();
+                        let branch_state = self.referee.play(&state, &moves)?;
+                        let alt_legal = legal_of(&branch_state);
+                        let rollout = self.finish(prompt, players, branch_state, temperature, s ^ (0x5151 + k));
+                        branches.push((view.clone(), main.clone(), main_legal, alt, alt_legal, Box::pin(rollout)));
+                    }
+                }
+            }
+            state = next;
             step += 1;
         }
-        let main_score = seat_score(&state, learner);
-        let (keys, rollouts): (Vec<(String, String, String)>, Vec<_>) =
-            branches.into_iter().map(|(view, main, alt, f)| ((view, main, alt), f)).unzip();
+        // An illegal answer's line ends at most as a loss for it: under
+        // retry or penalty the line goes on, with the players' next answers
+        // taking the credit otherwise.
+        let credit = |score: f64, legal: bool| if legal { score } else { score.min(0.0) };
+        let end_score = seat_score(&state, learner);
+        let mut keys = Vec::new();
+        let mut rollouts = Vec::new();
+        for (view, main, main_legal, alt, alt_legal, f) in branches {
+            keys.push((view, main, main_legal, alt, alt_legal));
+            rollouts.push(f);
+        }
         let ends = join_all(rollouts).await;
         let mut decisions = Vec::new();
-        for ((view, main, alt), end) in keys.into_iter().zip(ends) {
-            let alt_score = seat_score(&end?, learner);
+        for ((view, main, main_legal, alt, alt_legal), end) in keys.into_iter().zip(ends) {
+            let (alt_score, main_score) =
+                (credit(seat_score(&end?, learner), alt_legal), credit(end_score, main_legal));
             if (alt_score - main_score).abs() > 1e-9 {
                 let (better, worse) = if alt_score > main_score { (alt, main) } else { (main, alt) };
                 decisions.push(Decision { view, better, worse, margin: (alt_score - main_score).abs() });
