@@ -188,6 +188,25 @@ impl Arena {
         assert!(report.ok(), "{}", report.render());
     }
 
+    /// Waits up to `seconds` for a failed match, pauses every Space and
+    /// returns that match's error (panicking when none failed).
+    pub async fn first_failure(&self, seconds: u64) -> String {
+        let failed = crate::helpers::eventually(seconds, || async {
+            sqlx::query_scalar::<_, i64>("select count(*) from matches where status = 'failed'")
+                .fetch_one(&self.db)
+                .await
+                .unwrap()
+                >= 1
+        })
+        .await;
+        self.pause_all().await;
+        assert!(failed, "no match failed: {:?}", self.status_counts().await);
+        sqlx::query_scalar("select error from matches where status = 'failed' limit 1")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     /// Pauses every Space and waits out any matchmaking round in progress,
     /// so no new match forms after this returns.
     pub async fn pause_all(&self) {

@@ -663,19 +663,6 @@ async fn a_game_is_followed_live_and_replayed_step_by_step_in_the_browser() {
     p.shot("game-match-phone").await;
 }
 
-/// Polls a training job until it ends (5 minutes at most).
-async fn finished(player: &User, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, body) = player.get(&format!("/training-jobs/{id}")).await;
-        if ["promoted", "rejected", "failed"].contains(&body["status"].as_str().unwrap_or_default()) {
-            return body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "job still {}", body["status"]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent() {
     let arena = Arena::new().await;
@@ -707,7 +694,7 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
     arena.start(Roles { trainer: true, ..Roles::NONE }, None);
-    let job = finished(&players[0], &id).await;
+    let job = crate::training::wait_finished(&players[0], &id, 300).await;
     assert_ne!(job["status"], "failed", "{job}");
     // DPO trained on decisions: each pair's prompt is a board the agent was shown.
     let pairs = job["manifest"]["pairs"]["items"].as_array().expect("the manifest lists its pairs");
@@ -731,7 +718,7 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
         .await;
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
-    let job = finished(&players[0], &id).await;
+    let job = crate::training::wait_finished(&players[0], &id, 300).await;
     assert_ne!(job["status"], "failed", "{job}");
     let manifest = &job["manifest"];
     assert_eq!(manifest["objective"], "grpo", "{manifest}");
@@ -770,20 +757,7 @@ async fn a_game_whose_turns_keep_failing_is_dead_lettered_and_refunded() {
     let (_, players) = league(&arena, &source, json!({})).await;
     let before = [players[0].balance().await, players[1].balance().await];
     arena.start(Roles::ALL, Some(Arc::new(crate::arena::FailingGenerator)));
-    let failed = crate::helpers::eventually(30, || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from matches where status = 'failed'")
-            .fetch_one(&arena.db)
-            .await
-            .unwrap()
-            >= 1
-    })
-    .await;
-    arena.pause_all().await;
-    assert!(failed, "{:?}", arena.status_counts().await);
-    let error: String = sqlx::query_scalar("select error from matches where status = 'failed' limit 1")
-        .fetch_one(&arena.db)
-        .await
-        .unwrap();
+    let error = arena.first_failure(30).await;
     assert!(error.contains("generate stage: failed"), "{error}");
     every_match_failed_and_refunded(&arena, &players, before).await;
 }

@@ -245,20 +245,7 @@ async fn a_prompt_the_context_cannot_hold_fails_its_match_at_once() {
     let generator = std::sync::Arc::new(arena_server::work::generate::EngineGenerator { engine });
     arena.start(Roles { web: true, judge: true, ..Roles::NONE }, None);
     arena.start(Roles { runtime: true, ..Roles::NONE }, Some(generator));
-    let failed = crate::helpers::eventually(30, || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from matches where status = 'failed'")
-            .fetch_one(&arena.db)
-            .await
-            .unwrap()
-            >= 1
-    })
-    .await;
-    arena.pause_all().await;
-    assert!(failed, "the match failed: {:?}", arena.status_counts().await);
-    let error: String = sqlx::query_scalar("select error from matches where status = 'failed' limit 1")
-        .fetch_one(&arena.db)
-        .await
-        .unwrap();
+    let error = arena.first_failure(30).await;
     assert!(error.contains("the context holds"), "failed with its reason, not after retries: {error}");
     let mut conn = arena.redis.conn();
     let dead: i64 = redis::cmd("XLEN").arg(streams::dead_stream(&arena.redis)).query_async(&mut conn).await.unwrap();

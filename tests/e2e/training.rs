@@ -75,7 +75,8 @@ async fn with_pairs(arena: &Arena, space: &str, pairs: i64) -> (User, String, Us
     (ada, agent, bob)
 }
 
-async fn wait_finished(user: &User, job: &str, seconds: u64) -> Value {
+/// Polls a training job until it ends (promoted, rejected or failed).
+pub async fn wait_finished(user: &User, job: &str, seconds: u64) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
     loop {
         let (status, body) = user.get(&format!("/training-jobs/{job}")).await;
