@@ -125,11 +125,39 @@ ensure_postgres() {
     say "PostgreSQL: postgres://arena:***@127.0.0.1:$ARENA_PG_PORT/arena (password in $ARENA_DATA_DIR/secrets/postgres)"
 }
 
+# redis-cli's arguments for a Redis URL, one per line:
+# redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], the password %-encoded as
+# in any URL. (`redis-cli -u` sends AUTH with an empty user name for
+# redis://:PASSWORD@HOST, which Redis refuses, and warns about the password
+# on stderr.)
+redis_cli_args() {
+    local url=$1 rest auth="" user="" pass="" host port db=0
+    case "$url" in
+        redis://*) rest=${url#redis://} ;;
+        rediss://*) rest=${url#rediss://}; echo --tls ;;
+        *) return 1 ;;
+    esac
+    if [[ "$rest" == *@* ]]; then auth=${rest%@*}; rest=${rest##*@}; fi
+    if [[ "$rest" == */* ]]; then db=${rest#*/}; rest=${rest%%/*}; fi
+    host=${rest%:*}; port=${rest##*:}
+    if [ "$host" = "$rest" ]; then port=6379; fi
+    if [[ "$auth" == *:* ]]; then user=${auth%%:*}; pass=${auth#*:}; else pass=$auth; fi
+    pass=$(printf '%b' "${pass//%/\\x}")
+    user=$(printf '%b' "${user//%/\\x}")
+    printf '%s\n' -h "${host:-127.0.0.1}" -p "$port" -n "${db:-0}"
+    [ -n "$user" ] && printf '%s\n' --user "$user"
+    [ -n "$pass" ] && printf '%s\n' --no-auth-warning -a "$pass"
+    return 0
+}
+
 # Redis: the server REDIS_URL names, or our own on loopback.
 ensure_redis() {
     if [ -n "${REDIS_URL:-}" ]; then
-        [ "$(redis-cli -u "$REDIS_URL" ping 2>&1)" = PONG ] ||
-            die "REDIS_URL is set but Redis there does not answer PING; fix it or unset REDIS_URL"
+        local args=()
+        mapfile -t args < <(redis_cli_args "$REDIS_URL") ||
+            die "REDIS_URL must be redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or rediss://…"
+        [ "$(redis-cli "${args[@]}" ping 2>&1)" = PONG ] ||
+            die "REDIS_URL is set but Redis there does not answer PING ($(redis-cli "${args[@]}" ping 2>&1 | head -1)); fix it or unset REDIS_URL"
         say "Redis: using REDIS_URL"
         return 0
     fi

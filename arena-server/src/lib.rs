@@ -32,3 +32,10 @@ pub mod work;
 mod fuzz;
 #[cfg(test)]
 mod layering;
+
+/// Designers' referee scripts run with their memory metered: every program
+/// built on this crate (the `arena` binary, its tests) counts a script
+/// call's bytes so that the call can be stopped at its budget
+/// (`referee::sandbox`).
+#[global_allocator]
+static ALLOC: referee::sandbox::MeteredAlloc = referee::sandbox::MeteredAlloc;

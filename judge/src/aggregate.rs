@@ -79,13 +79,16 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 }
 
 /// Competition ranks ("1224") of `keys`, higher is better; keys closer than
-/// `eps` tie.
+/// `eps` tie. A key that is not a number (NaN) ranks last, tied with any
+/// other such key: it never orders candidates by their slots.
 pub fn ranks(keys: &[f64], eps: f64) -> (Vec<usize>, Vec<usize>) {
+    let keys: Vec<f64> = keys.iter().map(|k| if k.is_nan() { f64::NEG_INFINITY } else { *k }).collect();
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by(|&a, &b| keys[b].total_cmp(&keys[a]).then(a.cmp(&b)));
     let mut rank = vec![0usize; keys.len()];
     for (pos, &i) in order.iter().enumerate() {
-        rank[i] = if pos > 0 && (keys[order[pos - 1]] - keys[i]).abs() <= eps { rank[order[pos - 1]] } else { pos + 1 };
+        let (prev, key) = if pos > 0 { (keys[order[pos - 1]], keys[i]) } else { (f64::NAN, keys[i]) };
+        rank[i] = if pos > 0 && (prev == key || (prev - key).abs() <= eps) { rank[order[pos - 1]] } else { pos + 1 };
     }
     (order, rank)
 }
@@ -93,6 +96,14 @@ pub fn ranks(keys: &[f64], eps: f64) -> (Vec<usize>, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_that_are_not_numbers_tie_last_and_never_order_by_slot() {
+        let (_, rank) = ranks(&[f64::NAN, 0.3, f64::NAN, f64::NEG_INFINITY], 1e-9);
+        assert_eq!(rank, vec![2, 1, 2, 2]);
+        let (_, rank) = ranks(&[f64::NAN, f64::NAN], 1e-9);
+        assert_eq!(rank, vec![1, 1]);
+    }
 
     #[test]
     fn bradley_terry_orders_by_wins_and_stays_finite() {

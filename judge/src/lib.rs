@@ -592,7 +592,9 @@ impl Judge {
                                 continue;
                             }
                             let z = trained.judge.z(&sig.difference(i, j));
-                            let o = if z.abs() < tie { 0.5 } else { aggregate::sigmoid(z) };
+                            // A signal that is not a number decides nothing:
+                            // a tie, never an order by slot.
+                            let o = if !z.is_finite() || z.abs() < tie { 0.5 } else { aggregate::sigmoid(z) };
                             let (p_first, second, consistent) = match &sig.p_a {
                                 Some(p) => (
                                     p[i][j].0,

@@ -106,6 +106,10 @@ pub struct Manifest {
     pub iterations: usize,
 }
 
+/// Bytes of a trained judge's artifact a Space may carry (the shipped one
+/// is a few kilobytes; its manifest lists families and Spaces, not data).
+pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024;
+
 /// A trained judge.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +130,9 @@ pub struct TrainedJudge {
 impl TrainedJudge {
     /// Parses an artifact and checks it fits this build's signals.
     pub fn parse(text: &str) -> Result<TrainedJudge, String> {
+        if text.len() > MAX_ARTIFACT_BYTES {
+            return Err(format!("trained judge: {} bytes; at most {MAX_ARTIFACT_BYTES}", text.len()));
+        }
         let j: TrainedJudge = serde_json::from_str(text).map_err(|e| format!("trained judge: {e}"))?;
         if j.format != FORMAT {
             return Err(format!("trained judge: format {:?}, this build reads {FORMAT:?}", j.format));
@@ -137,8 +144,16 @@ impl TrainedJudge {
                 crate::signals::feature_names()
             ));
         }
-        if j.weights.iter().any(|w| !w.is_finite()) || !j.tie_threshold.is_finite() || j.tie_threshold < 0.0 {
-            return Err("trained judge: a weight or threshold is not a finite number".to_owned());
+        if j.weights.iter().any(|w| !w.is_finite())
+            || !j.tie_threshold.is_finite()
+            || j.tie_threshold < 0.0
+            || !j.pairwise_tie.is_finite()
+            || j.pairwise_tie < 0.0
+        {
+            return Err("trained judge: a weight or threshold is not a finite number (or is negative)".to_owned());
+        }
+        if let Some(f) = j.held_at_zero.iter().find(|f| !j.features.contains(f)) {
+            return Err(format!("trained judge: held_at_zero names {f:?}, not one of its features"));
         }
         Ok(j)
     }
@@ -565,6 +580,29 @@ mod tests {
 
     fn row(id: usize, family: &str, x: Vec<f64>) -> Row {
         Row { id: format!("r{id}"), family: family.to_owned(), space: "s".to_owned(), x, old: 0 }
+    }
+
+    #[test]
+    fn a_hostile_artifact_is_refused_with_its_reason() {
+        let shipped = TrainedJudge::default_judge().expect("the default parses");
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::to_value(&shipped).expect("json");
+            edit(&mut v);
+            TrainedJudge::parse(&v.to_string())
+        };
+        let err = with(&|v| v["pairwise_tie"] = serde_json::json!(-1.0)).expect_err("negative");
+        assert!(err.contains("finite"), "{err}");
+        let err = with(&|v| v["held_at_zero"] = serde_json::json!(["no_such_feature"])).expect_err("unknown");
+        assert!(err.contains("no_such_feature"), "{err}");
+        let err = with(&|v| v["weights"].as_array_mut().expect("weights").push(serde_json::json!(1.0)))
+            .expect_err("one weight too many");
+        assert!(err.contains("features"), "{err}");
+        let err = with(&|v| v["manifest"]["excluded"] = serde_json::json!(vec!["x".repeat(100); 5_000]))
+            .expect_err("too big");
+        assert!(err.contains("at most"), "{err}");
+        // JSON has no NaN: a weight written as one does not parse at all.
+        let text = serde_json::to_string(&shipped).expect("json").replacen("\"weights\":[", "\"weights\":[NaN,", 1);
+        assert!(TrainedJudge::parse(&text).is_err());
     }
 
     #[test]

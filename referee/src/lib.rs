@@ -18,7 +18,13 @@ pub mod debate;
 pub mod grid;
 pub mod moves;
 pub mod negotiation;
+pub mod sandbox;
 pub mod script;
+
+// The crate's own tests meter scripts' memory as the arena does.
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: sandbox::MeteredAlloc = sandbox::MeteredAlloc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -218,6 +224,17 @@ impl Referee {
             Rules::Script(s) => s.init(self.seats, prompt)?,
         };
         Ok(State { turn: 0, game, transcript: Vec::new(), illegal: vec![0; self.seats], retry: None, outcome: None })
+    }
+
+    /// The starting state where the rules are built in (cheap, pure Rust);
+    /// `None` for a designer's script, whose `init` runs only where scripts
+    /// may run (a blocking thread, through [`sandbox`]) — pages showing a
+    /// game's first position read the stored steps instead.
+    pub fn builtin_start(&self, prompt: &str) -> Option<State> {
+        match &self.rules {
+            Rules::Script(_) => None,
+            _ => self.start(prompt).ok(),
+        }
     }
 
     /// The seats to answer next, in order; empty once the game is over.

@@ -12,14 +12,18 @@
 //!                             // #{ scores: [...], reason: "…" }
 //! ```
 //!
-//! Every call runs on a fresh engine with hard limits: operations
-//! ([`Limits::max_operations`]), wall time ([`Limits::max_ms`]), string
-//! bytes, array and map sizes (nested values count toward them), call and
-//! expression depth. There is no I/O: no modules (so no `import` of
+//! Every call runs on a fresh engine, on a script thread of [`sandbox`],
+//! with hard limits: operations ([`Limits::max_operations`]), wall time
+//! ([`Limits::max_ms`]), memory ([`sandbox::MAX_CALL_BYTES`] where the
+//! program meters it), string bytes, array and map sizes (nested values
+//! count toward them), call and expression depth; what it returns is
+//! refused past [`sandbox::MAX_DEPTH`] levels or [`MAX_STATE_BYTES`], and
+//! notes and reasons are cut to [`MAX_NOTE_CHARS`]. There is no I/O: no modules (so no `import` of
 //! files), no `eval`, `print` and `debug` go nowhere. A script that breaks
 //! a limit, throws, returns the wrong shape or panics the interpreter gives
 //! a [`RefereeError::Script`] naming the function and the reason.
 
+use crate::sandbox::{self, MAX_DEPTH};
 use crate::{Move, RefereeError};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Scope};
 use serde_json::Value;
@@ -82,10 +86,24 @@ fn engine(limits: Limits) -> Engine {
     engine.on_debug(|_, _, _| {});
     let deadline = Instant::now() + Duration::from_millis(limits.max_ms);
     engine.on_progress(move |ops| {
-        if ops % 256 == 0 && Instant::now() > deadline { Some(Dynamic::from("time limit")) } else { None }
+        if sandbox::over_budget() {
+            Some(Dynamic::from(MEMORY_LIMIT))
+        } else if ops % 32 == 0 && Instant::now() > deadline {
+            Some(Dynamic::from(TIME_LIMIT))
+        } else {
+            None
+        }
     });
     engine
 }
+
+const MEMORY_LIMIT: &str = "memory limit";
+const TIME_LIMIT: &str = "time limit";
+
+/// Bytes of a game state a script returns, as JSON.
+pub const MAX_STATE_BYTES: usize = 256 * 1024;
+/// Characters kept of a note or a reason a script returns.
+pub const MAX_NOTE_CHARS: usize = 1_000;
 
 /// The script's error in words.
 fn describe(err: &EvalAltResult, limits: Limits) -> String {
@@ -93,9 +111,32 @@ fn describe(err: &EvalAltResult, limits: Limits) -> String {
         EvalAltResult::ErrorTooManyOperations(_) => {
             format!("it ran more than {} operations", limits.max_operations)
         }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_LIMIT => {
+            format!("it used more than {} MiB of memory", sandbox::MAX_CALL_BYTES >> 20)
+        }
         EvalAltResult::ErrorTerminated(_, _) => format!("it ran longer than {} ms", limits.max_ms),
         EvalAltResult::ErrorDataTooLarge(what, _) => format!("it built a value too large ({what})"),
         other => other.to_string(),
+    }
+}
+
+/// Whether `value` nests at most `left` levels of arrays and maps. Stops at
+/// the first level too deep, so it recurses at most `left` times itself.
+fn within_depth(value: &Dynamic, left: usize) -> bool {
+    if value.is_array() {
+        left > 0 && value.as_array_ref().is_ok_and(|a| a.iter().all(|v| within_depth(v, left - 1)))
+    } else if value.is_map() {
+        left > 0 && value.as_map_ref().is_ok_and(|m| m.values().all(|v| within_depth(v, left - 1)))
+    } else {
+        true
+    }
+}
+
+/// `text` cut to [`MAX_NOTE_CHARS`] characters.
+fn capped(text: String) -> String {
+    match text.char_indices().nth(MAX_NOTE_CHARS) {
+        Some((at, _)) => text[..at].to_owned(),
+        None => text,
     }
 }
 
@@ -139,55 +180,81 @@ impl Script {
         })
     }
 
-    fn call(&self, function: &str, args: Vec<Dynamic>) -> Result<Dynamic, RefereeError> {
-        let run = || {
-            let engine = engine(self.limits);
-            let mut scope = Scope::new();
-            engine.call_fn::<Dynamic>(&mut scope, &self.ast, function, args)
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                Err(RefereeError::Script(format!("{}: {function}: {}", self.name, describe(&err, self.limits))))
+    fn error(&self, text: impl std::fmt::Display) -> RefereeError {
+        RefereeError::Script(format!("{}: {text}", self.name))
+    }
+
+    /// Calls `function` on a script thread (see [`sandbox`]): the state
+    /// goes in as a Rhai value there, the result is checked for depth and
+    /// read by `read` there too, so nothing a script builds is walked,
+    /// converted or dropped on the caller's stack.
+    fn call<T: Send + 'static>(
+        &self,
+        function: &'static str,
+        state: Option<&Value>,
+        args: Vec<Dynamic>,
+        read: impl FnOnce(&Script, Dynamic) -> Result<T, RefereeError> + Send + 'static,
+    ) -> Result<T, RefereeError> {
+        let script = self.clone();
+        let state = state.cloned();
+        let run = move || {
+            let mut all = Vec::with_capacity(args.len() + 1);
+            if let Some(state) = &state {
+                all.push(rhai::serde::to_dynamic(state).map_err(|e| script.error(format!("state: {e}")))?);
             }
-            Err(_) => Err(RefereeError::Script(format!("{}: {function}: the interpreter panicked", self.name))),
+            all.extend(args);
+            let engine = engine(script.limits);
+            let mut scope = Scope::new();
+            let value = engine
+                .call_fn::<Dynamic>(&mut scope, &script.ast, function, all)
+                .map_err(|err| script.error(format!("{function}: {}", describe(&err, script.limits))))?;
+            if !within_depth(&value, MAX_DEPTH) {
+                return Err(script.error(format!("{function} returned a value nested deeper than {MAX_DEPTH} levels")));
+            }
+            read(&script, value)
+        };
+        match sandbox::run(run) {
+            Ok(out) => out,
+            Err(panic) => Err(self.error(format!("{function}: the interpreter panicked ({panic})"))),
         }
     }
 
-    fn dynamic_of(&self, value: &Value) -> Result<Dynamic, RefereeError> {
-        rhai::serde::to_dynamic(value).map_err(|e| RefereeError::Script(format!("{}: state: {e}", self.name)))
-    }
-
+    /// A value a script returned, as data: within [`MAX_STATE_BYTES`].
     fn data_of(&self, function: &str, value: &Dynamic) -> Result<Value, RefereeError> {
-        rhai::serde::from_dynamic::<Value>(value).map_err(|e| {
-            RefereeError::Script(format!("{}: {function} returned a value that is not data: {e}", self.name))
-        })
+        let data = rhai::serde::from_dynamic::<Value>(value)
+            .map_err(|e| self.error(format!("{function} returned a value that is not data: {e}")))?;
+        let bytes = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(usize::MAX);
+        if bytes > MAX_STATE_BYTES {
+            return Err(
+                self.error(format!("{function} returned a state of {bytes} bytes as JSON; at most {MAX_STATE_BYTES}"))
+            );
+        }
+        Ok(data)
     }
 
     pub fn init(&self, seats: usize, prompt: &str) -> Result<Value, RefereeError> {
-        let state = self.call("init", vec![Dynamic::from(seats as i64), Dynamic::from(prompt.to_owned())])?;
-        self.data_of("init", &state)
+        let args = vec![Dynamic::from(seats as i64), Dynamic::from(prompt.to_owned())];
+        self.call("init", None, args, |s, state| s.data_of("init", &state))
     }
 
     pub fn to_move(&self, state: &Value, seats: usize) -> Result<usize, RefereeError> {
-        let seat = self.call("to_move", vec![self.dynamic_of(state)?])?;
-        match seat.as_int() {
-            Ok(s) if (0..seats as i64).contains(&s) => Ok(s as usize),
-            _ => Err(RefereeError::Script(format!("{}: to_move returned {seat}, not a seat 0..{seats}", self.name))),
-        }
+        self.call("to_move", Some(state), Vec::new(), move |s, seat| match seat.as_int() {
+            Ok(n) if (0..seats as i64).contains(&n) => Ok(n as usize),
+            _ => Err(s.error(format!("to_move returned {seat}, not a seat 0..{seats}"))),
+        })
     }
 
     pub fn view(&self, state: &Value, seat: usize) -> Result<String, RefereeError> {
-        let text = self.call("view", vec![self.dynamic_of(state)?, Dynamic::from(seat as i64)])?;
-        text.into_string()
-            .map_err(|t| RefereeError::Script(format!("{}: view returned a {t}, not a string", self.name)))
+        self.call("view", Some(state), vec![Dynamic::from(seat as i64)], |s, text| {
+            text.into_string().map_err(|t| s.error(format!("view returned a {t}, not a string")))
+        })
     }
 
     fn scores(&self, function: &str, value: &Dynamic) -> Result<Option<Vec<f64>>, RefereeError> {
         if value.is_unit() {
             return Ok(None);
         }
-        let bad = || RefereeError::Script(format!("{}: {function}: scores must be an array of numbers", self.name));
+        let bad = || self.error(format!("{function}: scores must be an array of numbers"));
         let array = value.clone().into_array().map_err(|_| bad())?;
         array
             .iter()
@@ -203,35 +270,40 @@ impl Script {
     }
 
     pub fn apply(&self, state: &mut Value, seat: usize, text: &str) -> Result<Move, RefereeError> {
-        let result = self
-            .call("play", vec![self.dynamic_of(state)?, Dynamic::from(seat as i64), Dynamic::from(text.to_owned())])?;
-        let map: Map = result.try_cast::<Map>().ok_or_else(|| {
-            RefereeError::Script(format!("{}: play must return a map #{{ state, legal, … }}", self.name))
-        })?;
-        let legal = map
-            .get("legal")
-            .and_then(|v| v.as_bool().ok())
-            .ok_or_else(|| RefereeError::Script(format!("{}: play's result has no boolean `legal`", self.name)))?;
-        let note = map.get("note").map(|v| v.to_string()).unwrap_or_default();
-        let mut mv = if legal { Move::legal(note) } else { Move::illegal(note) };
-        if legal {
-            let next = map
-                .get("state")
-                .ok_or_else(|| RefereeError::Script(format!("{}: play's result has no `state`", self.name)))?;
-            *state = self.data_of("play", next)?;
-            if let Some(scores) = map.get("scores").map(|s| self.scores("play", s)).transpose()?.flatten() {
-                let reason =
-                    map.get("reason").map(|v| v.to_string()).unwrap_or_else(|| "the referee ended the game".into());
-                mv.end = Some((scores, reason));
+        let args = vec![Dynamic::from(seat as i64), Dynamic::from(text.to_owned())];
+        let (mv, next) = self.call("play", Some(state), args, |s, result| {
+            let map: Map =
+                result.try_cast::<Map>().ok_or_else(|| s.error("play must return a map #{ state, legal, … }"))?;
+            let legal = map
+                .get("legal")
+                .and_then(|v| v.as_bool().ok())
+                .ok_or_else(|| s.error("play's result has no boolean `legal`"))?;
+            let note = capped(map.get("note").map(|v| v.to_string()).unwrap_or_default());
+            let mut mv = if legal { Move::legal(note) } else { Move::illegal(note) };
+            let mut next = None;
+            if legal {
+                let state = map.get("state").ok_or_else(|| s.error("play's result has no `state`"))?;
+                next = Some(s.data_of("play", state)?);
+                if let Some(scores) = map.get("scores").map(|v| s.scores("play", v)).transpose()?.flatten() {
+                    let reason = map
+                        .get("reason")
+                        .map(|v| capped(v.to_string()))
+                        .unwrap_or_else(|| "the referee ended the game".into());
+                    mv.end = Some((scores, reason));
+                }
             }
+            Ok((mv, next))
+        })?;
+        if let Some(next) = next {
+            *state = next;
         }
         Ok(mv)
     }
 
     pub fn pass(&self, state: &mut Value, seat: usize) -> Result<(), RefereeError> {
         if self.has_pass {
-            let next = self.call("pass", vec![self.dynamic_of(state)?, Dynamic::from(seat as i64)])?;
-            *state = self.data_of("pass", &next)?;
+            *state =
+                self.call("pass", Some(state), vec![Dynamic::from(seat as i64)], |s, next| s.data_of("pass", &next))?;
         }
         Ok(())
     }
@@ -241,20 +313,20 @@ impl Script {
         if !self.has_outcome {
             return Ok(None);
         }
-        let result = self.call("outcome", vec![self.dynamic_of(state)?])?;
-        if result.is_unit() {
-            return Ok(None);
-        }
-        let map: Map = result.try_cast::<Map>().ok_or_else(|| {
-            RefereeError::Script(format!("{}: outcome must return () or #{{ scores, reason }}", self.name))
-        })?;
-        let scores = map.get("scores").map(|s| self.scores("outcome", s)).transpose()?.flatten();
-        match scores {
-            Some(scores) if scores.len() == seats => {
-                Ok(Some((scores, map.get("reason").map(|v| v.to_string()).unwrap_or_default())))
+        self.call("outcome", Some(state), Vec::new(), move |s, result| {
+            if result.is_unit() {
+                return Ok(None);
             }
-            _ => Err(RefereeError::Script(format!("{}: outcome's scores must have one number per seat", self.name))),
-        }
+            let map: Map =
+                result.try_cast::<Map>().ok_or_else(|| s.error("outcome must return () or #{ scores, reason }"))?;
+            let scores = map.get("scores").map(|v| s.scores("outcome", v)).transpose()?.flatten();
+            match scores {
+                Some(scores) if scores.len() == seats => {
+                    Ok(Some((scores, capped(map.get("reason").map(|v| v.to_string()).unwrap_or_default()))))
+                }
+                _ => Err(s.error("outcome's scores must have one number per seat")),
+            }
+        })
     }
 
     /// Checks a score list's length against the seats (a script's `play`).
@@ -350,6 +422,82 @@ mod tests {
         assert!(runaway("let s = \"x\"; loop { s += s; }").to_string().contains("too large"));
         let err = runaway("deep(0)");
         assert!(matches!(err, RefereeError::Script(_)), "{err}");
+    }
+
+    fn init_with(body: &str, limits: Limits) -> (Result<Value, RefereeError>, Duration) {
+        let source = format!(
+            "fn init(seats, prompt) {{ {body} }} fn to_move(s) {{ 0 }} fn view(s, seat) {{ \"\" }} fn play(s, seat, a) {{ #{{}} }}"
+        );
+        let s = Script::compile("hostile.rhai", &source, limits).expect("compiles");
+        let started = Instant::now();
+        let out = s.init(2, "");
+        (out, started.elapsed())
+    }
+
+    #[test]
+    fn deeply_nested_values_are_refused_not_a_stack_overflow() {
+        // Nine thousand arrays in one another: before the script threads,
+        // walking this value overflowed a tokio worker's stack and aborted
+        // the process. Now the call ends with an error (the value is too
+        // deep, or the building ran out of time) and the caller's thread is
+        // a small one, as an async worker's is.
+        let caller = std::thread::Builder::new().stack_size(256 * 1024);
+        let handle = caller
+            .spawn(|| {
+                let limits = Limits { max_operations: MAX_OPERATIONS, max_ms: MAX_MS };
+                let deep = init_with("let a = []; for i in 0..9000 { a = [a]; } a", limits).0;
+                let maps = init_with("let m = #{}; for i in 0..900 { m = #{ x: m }; } m", limits).0;
+                let shallow = init_with("let a = []; for i in 0..20 { a = [a]; } a", limits).0;
+                (deep, maps, shallow)
+            })
+            .expect("thread");
+        let (deep, maps, shallow) = handle.join().expect("no overflow");
+        assert!(deep.is_err(), "{deep:?}");
+        let maps = maps.expect_err("900 maps deep");
+        assert!(maps.to_string().contains("nested deeper than 32"), "{maps}");
+        assert!(shallow.is_ok(), "{shallow:?}");
+    }
+
+    #[test]
+    fn a_call_that_allocates_past_its_budget_is_stopped() {
+        assert!(sandbox::metering(), "the tests install the metered allocator");
+        // Map keys do not count toward Rhai's size limits: 60 KB keys, one
+        // per entry, grow memory without breaking any of them.
+        let limits = Limits { max_operations: MAX_OPERATIONS, max_ms: MAX_MS };
+        let keys = r#"let s = "x"; while s.len() < 60000 { s += s; } let all = []; let i = 0;
+                      loop { let m = #{}; for j in 0..900 { m[s + i + "-" + j] = j; } all.push(m.keys().len()); i += 1; }"#;
+        let (out, _) = init_with(keys, limits);
+        let err = out.expect_err("stopped");
+        assert!(err.to_string().contains("MiB of memory") || err.to_string().contains("too large"), "{err}");
+        // Big maps held at every level of a recursion, each under the limits.
+        let source = r#"fn grow(s, n) { let m = #{}; for j in 0..900 { m[s + n + "-" + j] = j; } if n > 0 { grow(s, n - 1) } else { loop { } } }
+                        fn init(seats, prompt) { let s = "x"; while s.len() < 30000 { s += s; } grow(s, 30) }
+                        fn to_move(s) { 0 } fn view(s, seat) { "" } fn play(s, seat, a) { #{} }"#;
+        let script = Script::compile("deep-maps.rhai", source, limits).expect("compiles");
+        let err = script.init(2, "").expect_err("stopped");
+        assert!(err.to_string().contains("MiB of memory"), "{err}");
+    }
+
+    #[test]
+    fn the_deadline_is_kept_within_twice_the_time_limit() {
+        for body in
+            ["loop { }", r#"let s = "ab"; while s.len() < 60000 { s += s; } loop { let t = s; t.replace("a", "c"); }"#]
+        {
+            let (out, took) = init_with(body, Limits { max_operations: MAX_OPERATIONS, max_ms: 100 });
+            let err = out.expect_err("stopped").to_string();
+            assert!(err.contains("longer than 100 ms") || err.contains("operations"), "{body}: {err}");
+            assert!(took < Duration::from_millis(200), "{body}: took {took:?}");
+        }
+    }
+
+    #[test]
+    fn notes_are_capped_before_they_are_kept() {
+        let source = r#"fn init(seats, prompt) { #{} } fn to_move(s) { 0 } fn view(s, seat) { "" }
+                        fn play(s, seat, a) { let n = "n"; while n.len() < 20000 { n += n; } #{ state: s, legal: true, note: n } }"#;
+        let s = Script::compile("note.rhai", source, Limits::default()).expect("compiles");
+        let mut state = s.init(2, "").expect("init");
+        let mv = s.apply(&mut state, 0, "x").expect("plays");
+        assert_eq!(mv.note.chars().count(), MAX_NOTE_CHARS);
     }
 
     #[test]

@@ -541,3 +541,50 @@ fn the_experiment_loop_runs_generations_and_reports_them() {
         }
     }
 }
+
+/// The scripts take the servers a user brings, in the URL forms the README
+/// gives, both with passwords: the project's own Redis as
+/// `redis://:PASSWORD@HOST:PORT` (which `redis-cli -u` could not use) and
+/// PostgreSQL as `postgres://USER:PASSWORD@HOST:PORT/DB`; a wrong password
+/// stops them with the server's own reason.
+#[tokio::test]
+async fn the_scripts_accept_external_servers_that_require_passwords() {
+    let env = TestEnv::new().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = |db: &str, redis: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg("source scripts/lib.sh && ensure_postgres && ensure_redis")
+            .current_dir(&root)
+            .env("DATABASE_URL", db)
+            .env("REDIS_URL", redis)
+            .output()
+            .expect("bash runs")
+    };
+    let redis = url::Url::parse(&env.redis_url).unwrap();
+    assert!(!redis.password().unwrap_or_default().is_empty(), "the test Redis requires a password");
+    let db = url::Url::parse(&env.db_url).unwrap();
+    assert!(!db.password().unwrap_or_default().is_empty(), "the test PostgreSQL requires a password");
+
+    let ok = run(&env.db_url, &env.redis_url);
+    let said = text(&ok);
+    assert!(ok.status.success(), "{said}");
+    assert!(said.contains("using DATABASE_URL") && said.contains("using REDIS_URL"), "{said}");
+    // With a Redis user name, as Redis 6 ACLs have it.
+    let mut with_user = redis.clone();
+    with_user.set_username("default").unwrap();
+    let ok = run(&env.db_url, with_user.as_str());
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    let mut wrong = redis.clone();
+    wrong.set_password(Some("not-the-password")).unwrap();
+    let refused = run(&env.db_url, wrong.as_str());
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("REDIS_URL is set but Redis there does not answer PING"), "{}", text(&refused));
+    assert!(text(&refused).contains("WRONGPASS"), "the server's reason: {}", text(&refused));
+    let mut wrong = db.clone();
+    wrong.set_password(Some("not-the-password")).unwrap();
+    let refused = run(wrong.as_str(), &env.redis_url);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("DATABASE_URL is set but PostgreSQL there is not reachable"), "{}", text(&refused));
+}

@@ -360,3 +360,100 @@ async fn priced_exports_pay_everyone_exactly_once_and_only_the_buyer_downloads()
         assert_eq!(line["chosen_verifiers"], verifiers);
     }
 }
+
+/// What a buyer costs the platform is bounded: counts per minute, free
+/// exports per day, files kept for the retention period only; and the
+/// licences are checked on the very pairs the paying transaction selects.
+#[tokio::test]
+async fn buyers_costs_are_bounded_and_licences_are_checked_where_the_pairs_are_paid_for() {
+    use arena_server::store::exports as export_store;
+    let arena = Arena::new().await;
+    arena.league(2, 2, 2).await;
+    arena.start(arena_server::app::Roles::ALL, None);
+    let made = crate::helpers::eventually(60, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from pairs").fetch_one(&arena.db).await.unwrap() >= 2
+    })
+    .await;
+    assert!(made, "{:?}", arena.status_counts().await);
+    arena.pause_all().await;
+    let bea = arena.user("bea", "buyer").await;
+
+    // The licence, checked inside the paying transaction.
+    let buyer: uuid::Uuid = bea.id.parse().unwrap();
+    let request = |key: &str, licences: Vec<String>| export_store::ExportRequest {
+        buyer: arena_server::domain::UserId(buyer),
+        idempotency_key: key.to_owned(),
+        filter: Default::default(),
+        format: "jsonl",
+        shape: "standard",
+        gzip: false,
+        scrub_pii: false,
+        limit: 100,
+        max_price: None,
+        accept_licenses: licences,
+    };
+    let exports = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from data_exports").fetch_one(&arena.db).await.unwrap()
+    };
+    let refused = export_store::create(&arena.db, &request("no-licence", Vec::new())).await.expect_err("refused");
+    assert!(refused.to_string().contains("CC-BY-4.0"), "{refused}");
+    assert_eq!(exports().await, 0, "a refused export changes nothing");
+
+    // A free export, then its files past retention.
+    let body = json!({"idempotency_key": "free-1", "accept_licenses": ["CC-BY-4.0"], "format": "jsonl"});
+    let (status, export) = bea.post("/data/exports", body).await;
+    assert_eq!(status, 201, "{export}");
+    let id = export["id"].as_str().unwrap().to_owned();
+    let done = finished(&bea, &id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(bytes(&bea, &arena, &format!("/data/exports/{id}/files/pairs.jsonl")).await.0, 200);
+    let dir = arena.settings.data_dir.join("exports").join(&id);
+    assert!(dir.exists());
+    // Retention 30 days: nothing is that old. Retention 0: this one is.
+    let kept = arena_server::work::exports::expire_past_retention(&arena.db, &arena.settings.data_dir, 30).await;
+    assert_eq!(kept.unwrap(), 0);
+    let gone = arena_server::work::exports::expire_past_retention(&arena.db, &arena.settings.data_dir, 0).await;
+    assert_eq!(gone.unwrap(), 1);
+    assert!(!dir.exists(), "its files are deleted");
+    let (status, body) = bytes(&bea, &arena, &format!("/data/exports/{id}/files/pairs.jsonl")).await;
+    assert_eq!(status, 410, "{}", String::from_utf8_lossy(&body));
+    let (_, row) = bea.get(&format!("/data/exports/{id}")).await;
+    assert!(row["expired_at"].is_string() && row["pairs"].as_i64() > Some(0), "the row is kept: {row}");
+
+    // Free exports per day: the quota's worth already made today.
+    sqlx::query(
+        "insert into data_exports (id, buyer_id, idempotency_key, filter, format, shape, gzip, scrub_pii, licenses,
+                                   pairs, price, status)
+         select gen_random_uuid(), $1, 'earlier-' || i, '{}', 'jsonl', 'standard', false, false, '{}', 1, 0, 'done'
+         from generate_series(2, $2) i",
+    )
+    .bind(buyer)
+    .bind(export_store::FREE_EXPORTS_PER_DAY)
+    .execute(&arena.db)
+    .await
+    .unwrap();
+    let before = exports().await;
+    let body = json!({"idempotency_key": "free-too-many", "accept_licenses": ["CC-BY-4.0"]});
+    let (status, err) = bea.post("/data/exports", body).await;
+    assert_eq!(status, 429, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("free exports"), "{err}");
+    assert_eq!(exports().await, before);
+
+    // Counts per minute (the API's and the page's together).
+    crate::arena::start_of_a_minute().await;
+    let limit = arena_server::http::handlers::data::COUNTS_PER_MINUTE as usize;
+    let mut statuses = Vec::new();
+    for i in 0..limit + 1 {
+        let status = if i % 2 == 0 {
+            bea.get("/data/count").await.0
+        } else {
+            let page = bea.client.get(format!("{}/data/live-count", arena.address)).send().await.unwrap();
+            let status = page.status().as_u16();
+            let html = page.text().await.unwrap();
+            if html.contains("per minute") { 429 } else { status }
+        };
+        statuses.push(status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429));
+}

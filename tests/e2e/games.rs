@@ -156,17 +156,26 @@ async fn each_built_in_game_is_played_turn_by_turn_and_settled_by_its_outcome() 
         for (slot, rank, _) in &got {
             assert_eq!(*rank as usize, ranks[*slot as usize], "{name}: rank of slot {slot} ({})", outcome.reason);
         }
-        // The winner takes the pot; a pair says so.
+        // The winner takes the pot; the verdict says so with a whole-game
+        // pair, which is not kept as data (the seats answered different
+        // views): it is counted as dropped.
         let pot: i64 = got.iter().map(|g| g.2).sum();
         assert_eq!(pot, 20, "{name}: the whole pot is paid");
-        let pairs: Vec<(i16, i16)> =
-            sqlx::query_as("select chosen_slot, rejected_slot from pairs where match_id = $1 and kind = 'whole'")
-                .bind(id)
-                .fetch_all(&arena.db)
-                .await
-                .unwrap();
         let winner = ranks.iter().position(|r| *r == 1).unwrap() as i16;
-        assert_eq!(pairs, vec![(winner, 1 - winner)], "{name}: {}", outcome.reason);
+        let proposed: Vec<(i16, i16)> = v["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "game")
+            .map(|p| (p["chosen"].as_str().unwrap().parse().unwrap(), p["rejected"].as_str().unwrap().parse().unwrap()))
+            .collect();
+        assert_eq!(proposed, vec![(winner, 1 - winner)], "{name}: {}", outcome.reason);
+        let pairs: i64 = sqlx::query_scalar("select count(*) from pairs where match_id = $1 and kind = 'whole'")
+            .bind(id)
+            .fetch_one(&arena.db)
+            .await
+            .unwrap();
+        assert_eq!(pairs, 0, "{name}: whole-game pairs are not sold");
         // Decision pairs: each retried move's legal answer over its
         // illegal attempt, at the view the attempt answered.
         let decisions: Vec<(i16, i16, String, String, String)> = sqlx::query_as(
@@ -323,6 +332,130 @@ async fn moves_at_the_same_view_in_two_games_are_sold_as_decision_pairs() {
     assert!(card.contains(&format!("| same | {n} | {n} |")), "{card}");
 }
 
+/// Only real preferences are kept and sold: a referee game's whole-game
+/// pairs (seats that answered different views; a seat that never moved
+/// reads "(no move)") are dropped and counted, and no row a buyer gets
+/// has an empty chosen answer or two identical texts.
+#[tokio::test]
+async fn a_game_keeps_only_real_preferences_and_reports_what_it_dropped() {
+    let arena = Arena::new().await;
+    let source = game_space("real", "", "kind = \"tic-tac-toe\"\nillegal = \"retry\"\nretries = 2", NO_JUDGE);
+    let (dana, _) = league(&arena, &source, json!({})).await;
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: true })));
+    arena.wait_settled(3, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(3, 30).await;
+    arena.settled_exactly_once().await;
+    let out = crate::cli::arena(&arena.env, &["verify-log", "real"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::cli::text(&out));
+
+    // The referee's outcomes proposed whole-game pairs; none was kept.
+    let proposed: i64 = sqlx::query_scalar(
+        "select count(*) from verdicts v, jsonb_array_elements(v.verdict->'pairs') p where p->>'kind' = 'game'",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert!(proposed > 0, "the games had winners");
+    let kept: i64 =
+        sqlx::query_scalar("select count(*) from pairs where kind = 'whole'").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(kept, 0);
+    let decisions: i64 =
+        sqlx::query_scalar("select count(*) from pairs where kind = 'decision'").fetch_one(&arena.db).await.unwrap();
+    assert!(decisions > 0, "the retried moves' pairs are kept");
+    let dropped: i64 = sqlx::query_scalar("select pairs from pair_drops where reason = 'different_views'")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(dropped, proposed, "each dropped pair counted once");
+    // Reported on the studio's analytics, as JSON and on the page.
+    let (status, a) = dana.get("/spaces/real/analytics").await;
+    assert_eq!((status, a["pairs_dropped"]["different_views"].as_i64()), (200, Some(dropped)), "{a}");
+    let page = dana.client.get(format!("{}/studio/real/analytics", arena.address)).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("different_views <strong>"), "{page}");
+
+    // What a buyer gets: no empty chosen answer, never two identical texts.
+    let bea = arena.user("bea", "buyer").await;
+    let text = bea.client.get(arena.url("/data/pairs?spaces=real")).send().await.unwrap().text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len() as i64, decisions, "{text}");
+    for line in &lines {
+        let (chosen, rejected) = (line["chosen"].as_str().unwrap(), line["rejected"].as_str().unwrap());
+        assert!(!chosen.trim().is_empty() && chosen.trim() != rejected.trim(), "{line}");
+    }
+    let card = bea.client.get(arena.url("/data/card?spaces=real")).send().await.unwrap().text().await.unwrap();
+    assert!(card.contains("## Data quality") && card.contains(&format!("different views | {dropped} |")), "{card}");
+}
+
+/// Two judge batches of one Space at once (two judge processes): the one
+/// with the game that resigned at the empty board and the one with the
+/// games that played there. Judged one after the other they make either
+/// one pair per later game (resignation first) or one pair, made by the
+/// resigned game (it last); judged blind to each other, none. The batches
+/// start together, so without the Space's lock the second reads the
+/// moves before the first has kept them.
+#[tokio::test]
+async fn concurrent_judge_batches_pair_moves_as_if_one_after_the_other() {
+    use arena_server::work::runner::Work;
+    let arena = Arena::new().await;
+    let source = game_space("race", "", "kind = \"tic-tac-toe\"\nillegal = \"forfeit\"", NO_JUDGE)
+        .replace(r#"inline = ["Play a fair game.", "A friendly game.", "Your best game."]"#, r#"inline = ["Play."]"#)
+        .replace("max_concurrent_matches = 1", "max_concurrent_matches = 6");
+    league(&arena, &source, json!({})).await;
+    // An agent plays one match at a time: twelve make six at once.
+    for i in 0..10 {
+        arena.user(&format!("player{i}"), "player").await.agent(&format!("agent{i}"), "race").await;
+    }
+    // No judge role: games pile up generated.
+    let roles = Roles { web: true, runtime: true, judge: false, trainer: false };
+    arena.start(roles, Some(Arc::new(ResignsFirst { empty_boards: AtomicUsize::new(0) })));
+    let generated = || async {
+        sqlx::query_scalar::<_, uuid::Uuid>("select id from matches where status = 'generated' order by seq")
+            .fetch_all(&arena.db)
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while generated().await.len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "games: {:?}", arena.status_counts().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    arena.pause_all().await;
+    let ids = generated().await;
+    let resigned: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select distinct match_id from outputs where match_id = any($1) and text like '%I resign.%'",
+    )
+    .bind(&ids)
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(resigned.len(), 1, "one game resigned at the empty board");
+    let played: Vec<uuid::Uuid> = ids.iter().filter(|id| **id != resigned[0]).copied().collect();
+
+    let worker = judge::worker::JudgeWorker::start(arena.settings.model.path.clone(), 1, 16).unwrap();
+    let stage = arena_server::work::judge::JudgeStage::new(worker);
+    let (a, b) = tokio::join!(stage.run(&arena.ctx, &resigned), stage.run(&arena.ctx, &played));
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), ids.len(), "every game judged");
+
+    let made: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "select v.match_id, p->>'chosen_text', p->>'rejected_text'
+         from verdicts v, jsonb_array_elements(v.verdict->'pairs') p
+         where v.match_id = any($1) and p->>'kind' = 'decision'",
+    )
+    .bind(&ids)
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert!(
+        made.iter().all(|(_, chosen, rejected)| chosen == "move: 1" && rejected == "I resign."),
+        "every pair is a move over the resignation: {made:?}"
+    );
+    let resigned_last = made.len() == 1 && made[0].0 == resigned[0];
+    let resigned_first = made.len() == played.len() && made.iter().all(|(m, _, _)| played.contains(m));
+    assert!(resigned_first || resigned_last, "{} pairs of {} games: {made:?}", made.len(), ids.len());
+}
+
 #[tokio::test]
 async fn a_simultaneous_game_asks_both_seats_each_turn_and_pairs_their_answers_to_one_view() {
     let arena = Arena::new().await;
@@ -447,19 +580,51 @@ async fn a_script_referee_plays_and_a_runaway_script_fails_its_match_with_a_refu
     // A script whose `play` never ends, and one that allocates without
     // end: each match fails with the limit as its reason, every fee goes
     // back, and the worker goes on.
-    for (body, reason) in [
-        ("let n = 1; loop { n += 1; }", "operations|longer than"),
-        ("let n = 1; let hoard = []; loop { hoard.push(\"xxxxxxxxxxxxxxxx\"); }", "too large|operations|longer than"),
+    for (body, reason, max_ms) in [
+        ("let n = 1; loop { n += 1; }", "operations|longer than", 200),
+        (
+            "let n = 1; let hoard = []; loop { hoard.push(\"xxxxxxxxxxxxxxxx\"); }",
+            "too large|operations|longer than",
+            200,
+        ),
+        // Memory no size limit sees (map keys), held at every level of a
+        // recursion: stopped at the call's memory budget (given the time to
+        // reach it on a busy machine). Before the budget this reached 1.1 GB.
+        ("let n = grow(\"x\", 30);", "MiB of memory", 1000),
+        // A state nested 900 maps deep: refused before it is converted or
+        // stored (nine thousand arrays deep overflowed a worker's stack).
+        ("let m = #{}; for i in 0..900 { m = #{ x: m }; } state.deep = m; let n = 1;", "nested deeper than", 1000),
     ] {
-        runaway_fails_with_a_refund(body, reason).await;
+        runaway_fails_with_a_refund(body, reason, max_ms).await;
     }
 }
 
-async fn runaway_fails_with_a_refund(body: &str, reason: &str) {
+/// A referee helper that holds ~30 MB of map keys at each of `n` levels.
+const GROW: &str = r#"
+fn grow(s, n) {
+    while s.len() < 30000 { s += s; }
+    let m = #{};
+    for j in 0..900 { m[s + n + "-" + j] = j; }
+    if n > 0 { grow(s, n - 1) + m.len() } else { m.len() }
+}
+"#;
+
+/// The process's peak resident memory, in MiB (Linux).
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+async fn runaway_fails_with_a_refund(body: &str, reason: &str, max_ms: u32) {
     let arena = Arena::new().await;
-    let runaway = COUNT_TO_TEN.replace("let n = answer.len() % 3 + 1;", body);
-    let source =
-        game_space("runaway", "max_turns = 30", "kind = \"script\"\nscript = \"count.rhai\"\nmax_ms = 200", NO_JUDGE);
+    let runaway = format!("{}{GROW}", COUNT_TO_TEN.replace("let n = answer.len() % 3 + 1;", body));
+    let referee = format!("kind = \"script\"\nscript = \"count.rhai\"\nmax_ms = {max_ms}\nmax_operations = 2000000");
+    let source = game_space("runaway", "max_turns = 30", &referee, NO_JUDGE);
     let files: judge::files::SpaceFiles = [("count.rhai".to_owned(), runaway)].into();
     let (_, players) = league(&arena, &source, json!(files)).await;
     let before = [players[0].balance().await, players[1].balance().await];
@@ -481,6 +646,18 @@ async fn runaway_fails_with_a_refund(body: &str, reason: &str) {
     }
     // What formed before the pause fails the same way.
     every_match_failed_and_refunded(&arena, &players, before).await;
+    // The server answers, its pages too, and its memory stayed bounded
+    // (two script threads × the 64 MiB budget above what a test uses).
+    assert_eq!(arena.health().await.0, 200);
+    let id: uuid::Uuid = sqlx::query_scalar("select id from matches where status = 'failed' limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(arena.get(&format!("/matches/{id}")).await.status(), 200);
+    let turns = reqwest::get(arena.url(&format!("/matches/{id}/turns"))).await.unwrap();
+    assert_eq!(turns.status(), 200);
+    let peak = peak_rss_mib();
+    assert!(peak < 700, "peak RSS {peak} MiB");
 }
 
 /// Test double: the game stub for the first `left` answers, then a worker
@@ -675,7 +852,7 @@ async fn a_game_agent_trains_on_its_decisions_and_is_gated_by_playing_its_parent
     let space = Space::parse(&source, &Default::default(), std::path::Path::new(".")).unwrap();
     assert_eq!(space.held_out.len(), 2);
     let (_, players) = league(&arena, &source, json!({})).await;
-    // Whole-game pairs from a few stub games make the job possible.
+    // A few stub games first (the job's pairs are its own self-play's).
     arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
     arena.wait_settled(4, 60).await;
     arena.pause_all().await;

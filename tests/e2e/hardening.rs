@@ -351,8 +351,100 @@ async fn new_terms_are_not_forced_on_entered_players() {
     arena.ledger_ok().await;
 }
 
+/// A file the Space carries is part of its terms: a version that changes
+/// only the referee script pauses the entries as a TOML change does, and
+/// the studio's versions page flags it.
+#[tokio::test]
+async fn a_new_version_that_changes_only_a_file_pauses_the_entries() {
+    use arena_server::app::Roles;
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let script = |points: &str| {
+        format!(
+            r#"fn init(seats, prompt) {{ #{{ turn: 0 }} }}
+fn to_move(state) {{ state.turn % 2 }}
+fn view(state, seat) {{ `Turn ${{state.turn}}` }}
+fn play(state, seat, answer) {{
+    state.turn += 1;
+    if state.turn >= 2 {{ return #{{ state: state, legal: true, note: "", scores: [{points}, 0.0], reason: "done" }}; }}
+    #{{ state: state, legal: true, note: "" }}
+}}"#
+        )
+    };
+    let source = "name = \"scripted\"\nagents_per_match = 2\nmax_new_tokens = 8\nentry_fee = 10\n\
+                  [prompts]\ninline = [\"Play.\"]\n[payout]\nshares = [1.0]\n[matchmaking]\nrating_window = 10000\n\
+                  [turns]\nmax_turns = 4\n[referee]\nkind = \"script\"\nscript = \"r.rhai\"\n[judge]\nmode = \"none\"\n";
+    arena.publish(&dana, source, json!({"r.rhai": script("1.0")})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    let agent = ada.agent("a", "scripted").await;
+    bob.agent("b", "scripted").await;
+    // Version 2: the same TOML, another script (seat 0 now wins less).
+    arena.publish(&dana, source, json!({"r.rhai": script("0.5")})).await;
+    arena.start(
+        Roles::ALL,
+        Some(std::sync::Arc::new(arena_server::work::test_double::GameStub { illegal_first: false })),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let formed: i64 = sqlx::query_scalar("select count(*) from matches").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(formed, 0, "no match under a rule file the players did not accept");
+    let (_, seen) = ada.get(&format!("/agents/{agent}")).await;
+    assert!(seen["entries"][0]["paused"].as_str().unwrap_or_default().contains("version 2"), "{seen}");
+    // The studio says what changed.
+    let page = dana.client.get(format!("{}/studio/scripted/versions", arena.address)).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("file r.rhai changed"), "{page}");
+    arena.pause_all().await;
+}
+
+/// A private game leaks nothing through the turns API or the match page to
+/// those who may not read outputs: no answers, views, notes or boards.
+#[tokio::test]
+async fn a_private_game_shows_no_moves_to_strangers() {
+    use arena_server::app::Roles;
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let source = "name = \"secret-ttt\"\nagents_per_match = 2\nmax_new_tokens = 24\nentry_fee = 10\n\
+                  [prompts]\ninline = [\"Play.\"]\n[payout]\nshares = [1.0]\n[matchmaking]\nrating_window = 10000\n\
+                  [turns]\n[referee]\nkind = \"tic-tac-toe\"\n[judge]\nmode = \"none\"\n\
+                  [pairs]\nvisibility = \"private\"\n";
+    arena.publish(&dana, source, json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    ada.agent("a", "secret-ttt").await;
+    bob.agent("b", "secret-ttt").await;
+    arena.start(
+        Roles::ALL,
+        Some(std::sync::Arc::new(arena_server::work::test_double::GameStub { illegal_first: false })),
+    );
+    arena.wait_settled(1, 60).await;
+    arena.pause_all().await;
+    let id: uuid::Uuid = sqlx::query_scalar("select id from matches where status = 'settled' limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    let (status, turns) = ada.get(&format!("/matches/{id}/turns?views=true")).await;
+    assert_eq!(status, 200);
+    let moves = turns["turns"].as_array().unwrap();
+    assert!(moves.iter().any(|t| t["text"].is_string() && t["board_after"].is_string()), "the player sees: {turns}");
+    let stranger = arena.user("eve", "player").await;
+    for (who, user) in [("stranger", &stranger), ("anonymous", &arena.user_anonymous())] {
+        let (status, turns) = user.get(&format!("/matches/{id}/turns?views=true")).await;
+        assert_eq!(status, 200, "{who}");
+        for t in turns["turns"].as_array().unwrap() {
+            assert!(t["text"].is_null() && t["view"].is_null() && t["note"].is_null(), "{who}: {t}");
+            assert!(t["board_after"].is_null(), "{who}: {t}");
+        }
+        assert!(turns["outcome"]["reason"].is_null(), "{who}: {turns}");
+    }
+    let page = arena.get(&format!("/matches/{id}")).await.text().await.unwrap();
+    assert!(!page.contains("cell x") && !page.contains("cell o"), "no board marks: {page}");
+    assert!(!page.contains("move: "), "no answers");
+}
+
 #[tokio::test]
 async fn a_private_spaces_outputs_are_read_only_by_those_it_names() {
+    // (Its pairs are not streamed free either.)
     use arena_server::app::Roles;
     let arena = Arena::new().await;
     let dana = arena.user("dana", "designer").await;
@@ -379,7 +471,8 @@ async fn a_private_spaces_outputs_are_read_only_by_those_it_names() {
         ("stranger", &eve, false),
         ("player", &ada, true),
         ("designer", &dana, true),
-        ("buyer", &bea, true),
+        // A buyer reads what they bought, not every private match.
+        ("buyer", &bea, false),
     ] {
         let (status, body) = user.get(&path).await;
         assert_eq!(status, 200, "{who}: {body}");
@@ -396,6 +489,102 @@ async fn a_private_spaces_outputs_are_read_only_by_those_it_names() {
     let (status, body) = dana.post("/spaces", json!({"source": source.replace("\"private\"", "\"friends\"")})).await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("pairs.visibility"), "{body}");
+}
+
+/// The page and the API's view of match `id` as `user` sees it: the HTML
+/// of `/matches/{id}` and the JSON of `/api/v1/matches/{id}`.
+async fn match_as(arena: &Arena, user: &crate::arena::User, id: uuid::Uuid) -> (String, Value) {
+    let html = user.client.get(format!("{}/matches/{id}", arena.address)).send().await.unwrap().text().await.unwrap();
+    let (status, body) = user.get(&format!("/matches/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    (html, body)
+}
+
+/// The sample cards of a `/data` page.
+fn samples(html: &str) -> Vec<String> {
+    let from = html.find("<h3>Sample</h3>").expect("the sample section");
+    html[from..]
+        .split("<article class=\"card\">")
+        .skip(1)
+        .map(|c| c.split("</article>").next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_space_that_sells_its_pairs_shows_its_outputs_only_to_its_players_designer_and_buyers() {
+    use arena_server::app::Roles;
+    let arena = Arena::new().await;
+    let dana = arena.user("dana", "designer").await;
+    let source = format!("{}\n[data]\nprice_per_pair = 5\n", quick_space("priced", 2, 2));
+    arena.publish(&dana, &source, json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    ada.agent("a", "priced").await;
+    bob.agent("b", "priced").await;
+    let eve = arena.user("eve", "player").await;
+    let bea = arena.user("bea", "buyer").await;
+    arena.start(Roles::ALL, None);
+    let made = crate::helpers::eventually(60, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from pairs").fetch_one(&arena.db).await.unwrap() >= 6
+    })
+    .await;
+    assert!(made, "{:?}", arena.status_counts().await);
+    arena.pause_all().await;
+    arena.wait_settled(1, 30).await;
+    let id: uuid::Uuid = sqlx::query_scalar("select match_id from pairs order by created_at limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    // The losing answer of every match (the stub's odd seat).
+    let answer = "I am not sure, maybe 7 or 12.";
+    let anonymous = arena.user_anonymous();
+    for (who, user, readable) in [
+        ("anonymous", &anonymous, false),
+        ("another player", &eve, false),
+        ("a buyer who bought nothing", &bea, false),
+        ("a player of the match", &ada, true),
+        ("the designer", &dana, true),
+    ] {
+        let (html, body) = match_as(&arena, user, id).await;
+        assert_eq!(body["outputs_hidden"], !readable, "{who}: {body}");
+        assert_eq!(body.to_string().contains(answer), readable, "{who}: {body}");
+        assert_eq!(body["verdict"].is_object(), readable, "{who}: {body}");
+        assert_eq!(html.contains(answer), readable, "{who}'s page");
+        assert!(body["seats"][0]["rank"].is_i64(), "ranks stay public: {who}: {body}");
+    }
+    // Nor streamed free.
+    assert_eq!(bea.get("/data/pairs?spaces=priced").await.0, 402);
+    assert_eq!(bea.get("/spaces/priced/pairs").await.0, 402);
+
+    // The /data samples of a Space that sells: the same few, whatever the
+    // filter (a filter cannot walk the dataset ten pairs at a time).
+    let page = |q: &'static str| {
+        let client = bea.client.clone();
+        let url = format!("{}/data{q}", arena.address);
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let shown = samples(&page("?spaces=priced").await);
+    assert!(!shown.is_empty() && shown.len() <= 3, "{shown:?}");
+    for q in ["?spaces=priced&min_chars=20", "?spaces=priced&dedupe=on", "", "?spaces=priced&min_margin=0.5"] {
+        assert_eq!(samples(&page(q).await), shown, "{q}");
+    }
+
+    // Bought, the match is the buyer's to read.
+    let pairs: i64 = sqlx::query_scalar("select count(*) from pairs").fetch_one(&arena.db).await.unwrap();
+    let (status, export) = bea
+        .post(
+            "/data/exports",
+            json!({"idempotency_key": "all", "filter": {"spaces": ["priced"]}, "limit": pairs,
+                   "accept_licenses": ["CC-BY-4.0"], "max_price": 5 * pairs}),
+        )
+        .await;
+    assert_eq!(status, 201, "{export}");
+    let (html, body) = match_as(&arena, &bea, id).await;
+    assert_eq!(body["outputs_hidden"], false, "{body}");
+    assert!(html.contains(answer));
+    // Another buyer still reads nothing.
+    let carl = arena.user("carl", "buyer").await;
+    assert_eq!(match_as(&arena, &carl, id).await.1["outputs_hidden"], true);
 }
 
 #[tokio::test]
@@ -467,4 +656,70 @@ async fn api_tokens_expire() {
     assert_eq!(me().await.unwrap().status(), 401);
     let (_, list) = ada.get("/tokens").await;
     assert!(list[0]["expires_at"].is_string(), "{list}");
+}
+
+/// Sign-ins from `client` claiming to forward for `forwarded`, until one is
+/// refused: the statuses.
+async fn logins_forwarded(client: &reqwest::Client, arena: &Arena, forwarded: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        // A new name each time: the per-address limit, not the per-name one.
+        let body = json!({"username": format!("nobody{i}"), "password": "a wrong guess!"});
+        let r = client.post(arena.url("/sessions")).header("x-forwarded-for", forwarded).json(&body).send().await;
+        statuses.push(r.unwrap().status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_per_address_limits_count_clients_not_the_proxy() {
+    use arena_server::http::auth::LOGINS_PER_ADDRESS_PER_MINUTE as LIMIT;
+    let limit = LIMIT as usize;
+    let env = crate::helpers::TestEnv::new().await;
+    let mut settings = crate::arena::quick_settings(&env);
+    settings.arena.trusted_proxies =
+        arena_server::domain::settings::Network::parse_list("127.0.0.3, 127.0.0.4").unwrap();
+    let arena = Arena::with_settings(env, settings).await;
+    start_of_a_minute().await;
+    let proxy = client_from("127.0.0.3");
+    // One client through the proxy spends its own allowance…
+    let first = logins_forwarded(&proxy, &arena, "198.51.100.7", limit + 1).await;
+    assert_eq!(first.iter().filter(|s| **s == 429).count(), 1, "{first:?}");
+    // …and another, through the same proxy, still signs in.
+    assert_eq!(logins_forwarded(&proxy, &arena, "198.51.100.8", 1).await, vec![401]);
+    // A client's own forged hop before the proxy's does not make it new:
+    // the rightmost address that is not a trusted proxy is the client.
+    let chained = logins_forwarded(&proxy, &arena, "203.0.113.9, 198.51.100.7, 127.0.0.4", 1).await;
+    assert_eq!(chained, vec![429], "the same client behind two proxies");
+    // A connection that is not a trusted proxy cannot choose its address.
+    let direct = client_from("127.0.0.5");
+    let forged = logins_forwarded(&direct, &arena, "198.51.100.99", limit + 1).await;
+    assert_eq!(forged.iter().filter(|s| **s == 429).count(), 1, "{forged:?}");
+    assert_eq!(logins_forwarded(&direct, &arena, "198.51.100.100", 1).await, vec![429], "its header was ignored");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_as_configured() {
+    use arena_server::domain::settings::SecureCookies;
+    for (setting, via_proxy, secure) in [
+        (SecureCookies::Auto, false, false),
+        (SecureCookies::Auto, true, true),
+        (SecureCookies::Always, false, true),
+        (SecureCookies::Never, true, false),
+    ] {
+        let env = crate::helpers::TestEnv::new().await;
+        let mut settings = crate::arena::quick_settings(&env);
+        settings.arena.trusted_proxies = arena_server::domain::settings::Network::parse_list("127.0.0.6").unwrap();
+        settings.arena.secure_cookies = setting;
+        let arena = Arena::with_settings(env, settings).await;
+        arena.user("ada", "player").await;
+        let client = client_from(if via_proxy { "127.0.0.6" } else { "127.0.0.7" });
+        let body = json!({"username": "ada", "password": "correct horse battery"});
+        // A client that is not a proxy says https too: it does not count.
+        let r = client.post(arena.url("/sessions")).header("x-forwarded-proto", "https").json(&body).send().await;
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200);
+        let cookie = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert_eq!(cookie.contains("Secure"), secure, "{setting:?} via proxy {via_proxy}: {cookie}");
+    }
 }

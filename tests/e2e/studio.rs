@@ -146,6 +146,34 @@ async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_mo
         .unwrap();
     assert_eq!(started.status(), 303, "{}", started.text().await.unwrap());
     let watch = started.headers()["location"].to_str().unwrap().to_owned();
+    // Meanwhile another designer's run is told to come back later, not
+    // queued behind it (studio runs have slots of their own).
+    arena.user("rita", "designer").await;
+    let rita =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signin = rita
+        .post(format!("{}/api/v1/sessions", arena.address))
+        .json(&serde_json::json!({"username": "rita", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 200);
+    let page = rita.get(format!("{}/studio/new?example=explain", arena.address)).send().await.unwrap();
+    let rita_csrf = page.cookies().find(|c| c.name() == "arena_csrf").map(|c| c.value().to_owned()).unwrap();
+    let busy = rita
+        .post(format!("{}/studio/dry-run", arena.address))
+        .header("Origin", arena.address.clone())
+        .form(&[
+            ("csrf", rita_csrf.as_str()),
+            ("source", &source),
+            ("base", "example:explain"),
+            ("sample_matches", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, text) = (busy.status().as_u16(), busy.text().await.unwrap());
+    assert!(status >= 400 && text.contains("busy") && text.contains("try again in about"), "{status}: {text}");
     let mut report = String::new();
     for _ in 0..240 {
         report = client.get(format!("{}{watch}", arena.address)).send().await.unwrap().text().await.unwrap();
@@ -159,4 +187,41 @@ async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_mo
     // The example uses the combined judge: the trained judge's z is shown.
     assert!(report.contains("trained judge z"), "{report}");
     let _ = dana;
+}
+
+/// A hostile referee script in a draft: the dry run ends with the script's
+/// limit as its error, not with the process killed (nine thousand arrays
+/// deep used to overflow a worker's stack and abort it; a map grown key by
+/// key reached 1.1 GB).
+#[tokio::test]
+async fn a_dry_run_of_a_hostile_script_ends_with_the_scripts_error() {
+    let env = crate::helpers::TestEnv::new().await;
+    let model = crate::helpers::model_path();
+    for (init, reason) in [
+        ("let a = []; for i in 0..9000 { a = [a]; } a", "init"),
+        ("let m = #{}; for i in 0..900 { m = #{ x: m }; } m", "nested deeper than 32"),
+        ("grow(\"x\", 30)", "MiB of memory"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            r#"fn grow(s, n) {{ while s.len() < 30000 {{ s += s; }} let m = #{{}}; for j in 0..900 {{ m[s + n + "-" + j] = j; }}
+                if n > 0 {{ grow(s, n - 1) + m.len() }} else {{ m.len() }} }}
+               fn init(seats, prompt) {{ {init} }} fn to_move(s) {{ 0 }} fn view(s, seat) {{ "" }}
+               fn play(s, seat, a) {{ #{{ state: s, legal: true }} }}"#
+        );
+        std::fs::write(dir.path().join("hostile.rhai"), script).unwrap();
+        let space = "name = \"hostile\"\nagents_per_match = 2\nmax_new_tokens = 8\n[prompts]\ninline = [\"Play.\"]\n\
+                     [turns]\nmax_turns = 4\n[referee]\nkind = \"script\"\nscript = \"hostile.rhai\"\n\
+                     max_operations = 2000000\nmax_ms = 1000\n[judge]\nmode = \"none\"\n";
+        let file = dir.path().join("hostile.toml");
+        std::fs::write(&file, space).unwrap();
+        let out = crate::cli::arena(
+            &env,
+            &["space", "dry-run", file.to_str().unwrap(), "--matches", "1", "--threads", "2"],
+            &[("ARENA_MODEL_PATH", model.display().to_string())],
+        );
+        let said = crate::cli::text(&out);
+        assert!(out.status.code().is_some_and(|c| c != 0), "an error, not a signal: {:?} {said}", out.status);
+        assert!(said.contains("hostile.rhai") && said.contains(reason), "{init}: {said}");
+    }
 }

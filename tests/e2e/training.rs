@@ -495,3 +495,84 @@ async fn a_grpo_job_samples_only_training_prompts_rewarded_by_the_judge_and_is_g
     assert_eq!(job["new_version"], 2);
     arena.ledger_ok().await;
 }
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A job past its time limit is stopped for real: the trainer's thread
+/// ends within a step (the process goes quiet), the job fails without a
+/// refund (it used its time), and the trainer takes the next job.
+/// Open jobs are capped per user, all their agents together.
+#[tokio::test]
+async fn a_job_past_its_time_limit_stops_training_and_is_not_refunded() {
+    let env = crate::helpers::TestEnv::new().await;
+    let mut settings = crate::arena::quick_settings(&env);
+    settings.arena.training_time_limit_s = 4;
+    let arena = Arena::with_settings(env, settings).await;
+    let (ada, agent, _) = with_pairs(&arena, "sums", 12).await;
+    let jobs = format!("/agents/{agent}/training-jobs");
+    // The most steps a job may have: far more than four seconds.
+    let long = json!({"steps": 2000, "batch_size": 2, "max_length": 64, "max_prompt_length": 48, "rank": 4,
+                      "alpha": 8, "target_modules": ["q_proj", "v_proj"], "min_pairs": 4, "max_pairs": 8,
+                      "gate_prompts": 4, "learning_rate": 0.001});
+    let before = ada.balance().await;
+    let (status, job) = ada.post(&jobs, json!({"space": "sums", "settings": long})).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert!(before > ada.balance().await, "the job was priced");
+
+    // The owner's open jobs are capped, whichever agents they train: a
+    // second open job (on another agent of ada's), then a third is refused.
+    // (Entering needs the Space running: briefly.)
+    sqlx::query("update spaces set active = true").execute(&arena.db).await.unwrap();
+    let other = ada.agent("second", "sums").await;
+    let third = ada.agent("third", "sums").await;
+    arena.pause_all().await;
+    sqlx::query(
+        "insert into training_jobs (id, agent_id, owner_id, space_id, space_version, parent_version, trigger,
+                                    settings, pair_ids, status)
+         select gen_random_uuid(), $2, owner_id, space_id, space_version, 1, trigger, settings, pair_ids, 'queued'
+         from training_jobs where id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .bind(uuid::Uuid::parse_str(&other).unwrap())
+    .execute(&arena.db)
+    .await
+    .unwrap();
+    let (status, body) =
+        ada.post(&format!("/agents/{third}/training-jobs"), json!({"space": "sums", "settings": tiny()})).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("all your agents together"), "{body}");
+    sqlx::query("update training_jobs set status = 'failed' where agent_id = $1")
+        .bind(uuid::Uuid::parse_str(&other).unwrap())
+        .execute(&arena.db)
+        .await
+        .unwrap();
+
+    arena.start(Roles { trainer: true, ..Roles::NONE }, None);
+    let ended = wait_finished(&ada, &id, 120).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert!(ended["error"].as_str().unwrap().contains("time limit"), "{ended}");
+    let refunds: i64 = sqlx::query_scalar("select count(*) from ledger_transactions where idempotency_key = $1")
+        .bind(format!("training-refund:{id}"))
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(refunds, 0, "no refund: the time was used");
+    // Within a step the training thread has stopped: the process idles
+    // (before the fix it kept training both cores for thousands of steps).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cpu, wall) = (cpu_seconds(), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let busy = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
+    assert!(busy < 0.5, "the process still uses {busy:.2} cores after the job stopped");
+    arena.ledger_ok().await;
+}

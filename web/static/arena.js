@@ -31,7 +31,9 @@
     });
     el.setAttribute("data-live-state", "following");
   }
-  // The playground streams an answer token by token from its SSE URL.
+  // The playground streams an answer token by token: the form is POSTed
+  // (the system prompt stays out of URLs) and the answer, Server-Sent
+  // Events, is read from the response as it arrives.
   function playground(form) {
     form.addEventListener("submit", function (event) {
       event.preventDefault();
@@ -42,31 +44,53 @@
       [withForm, form].forEach(function (f) {
         if (!f) { return; }
         new FormData(f).forEach(function (value, key) {
-          if (typeof value === "string" && key !== "csrf") { params.set(key, value); }
+          if (typeof value === "string") { params.set(key, value); }
         });
       });
       out.textContent = "";
       status.textContent = "Generating…";
-      var source = new EventSource(form.getAttribute("data-stream") + "?" + params.toString());
-      source.addEventListener("token", function (e) {
-        try { out.textContent += JSON.parse(e.data).text; } catch (err) { /* ignore */ }
-      });
-      source.addEventListener("done", function (e) {
+      function handle(kind, data) {
         var d = {};
-        try { d = JSON.parse(e.data); } catch (err) { /* ignore */ }
-        status.textContent = "Done: " + (d.tokens || 0) + " tokens (" + (d.finish || "") + ")";
-        source.close();
+        try { d = JSON.parse(data); } catch (err) { return; }
+        if (kind === "token") { out.textContent += d.text; }
+        if (kind === "done") { status.textContent = "Done: " + (d.tokens || 0) + " tokens (" + (d.finish || "") + ")"; }
+        if (kind === "problem") { status.textContent = "Error: " + (d.message || "the playground failed"); }
+      }
+      fetch(form.getAttribute("data-stream"), {
+        method: "POST",
+        body: params,
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/x-www-form-urlencoded" }
+      }).then(function (response) {
+        if (!response.ok || !response.body) { throw new Error("status " + response.status); }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) {
+              if (status.textContent === "Generating…") { status.textContent = "The connection closed."; }
+              return;
+            }
+            buffer += decoder.decode(chunk.value, { stream: true });
+            var cut;
+            while ((cut = buffer.indexOf("\n\n")) >= 0) {
+              var block = buffer.slice(0, cut);
+              buffer = buffer.slice(cut + 2);
+              var kind = "message", data = "";
+              block.split("\n").forEach(function (line) {
+                if (line.indexOf("event: ") === 0) { kind = line.slice(7); }
+                if (line.indexOf("data: ") === 0) { data += line.slice(6); }
+              });
+              handle(kind, data);
+            }
+            return pump();
+          });
+        }
+        return pump();
+      }).catch(function () {
+        status.textContent = "The connection closed.";
       });
-      source.addEventListener("problem", function (e) {
-        var d = {};
-        try { d = JSON.parse(e.data); } catch (err) { /* ignore */ }
-        status.textContent = "Error: " + (d.message || "the playground failed");
-        source.close();
-      });
-      source.onerror = function () {
-        if (status.textContent === "Generating…") { status.textContent = "The connection closed."; }
-        source.close();
-      };
     });
   }
   // A studio dry run: its progress as matches finish, then the report.

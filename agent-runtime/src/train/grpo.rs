@@ -476,8 +476,12 @@ impl GrpoRun<'_, '_> {
         let mut metrics = Vec::with_capacity(steps);
         let mut all = Vec::with_capacity(steps);
         for step in 0..steps {
+            self.cfg.cancel.check()?;
             let started = Instant::now();
             let rollouts = source.rollouts(step, &lora)?;
+            // Sampling a step's groups is most of its time: checked again
+            // before the updates.
+            self.cfg.cancel.check()?;
             let train_started = Instant::now();
             let mut m = self.update(&mut lora, &mut adam, step, total_updates, &rollouts);
             m.train_seconds = train_started.elapsed().as_secs_f64();

@@ -87,6 +87,38 @@ pub struct TrainConfig {
     /// Threads of the kernels (part of the result's identity: the same
     /// count gives the same bytes).
     pub threads: usize,
+    /// Stops the run at its next step when set (a job past its time limit):
+    /// no part of a run's identity, never recorded.
+    #[serde(skip)]
+    pub cancel: Cancel,
+}
+
+/// A flag a run checks at every step (and between the reference pass's
+/// batches): once set, the run ends with [`TrainError::Cancelled`] within
+/// one step. Clones share the flag; every two compare equal (it is not
+/// part of a run's settings).
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `Err(Cancelled)` once cancelled.
+    pub fn check(&self) -> Result<(), TrainError> {
+        if self.is_cancelled() { Err(TrainError::Cancelled) } else { Ok(()) }
+    }
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, _: &Cancel) -> bool {
+        true
+    }
 }
 
 impl Default for TrainConfig {
@@ -112,6 +144,7 @@ impl Default for TrainConfig {
             seed: 0,
             storage: Storage::Dense,
             threads: crate::model::default_threads(),
+            cancel: Cancel::default(),
         }
     }
 }
@@ -187,6 +220,8 @@ pub enum TrainError {
     Manifest { path: std::path::PathBuf, message: String },
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 /// One optimizer step's figures (TRL's names where TRL logs the same).
@@ -419,6 +454,7 @@ impl Run<'_, '_> {
         let mut reference = vec![(0f64, 0f64); self.examples.len()];
         if dpo {
             for (chunk_i, chunk) in self.examples.chunks(self.cfg.batch_size).enumerate() {
+                self.cfg.cancel.check()?;
                 let picked: Vec<&Example> = chunk.iter().collect();
                 let batch = answers_batch(&picked, true);
                 let (logp, _) = self.base.forward(self.parent, &batch, false);
@@ -446,6 +482,7 @@ impl Run<'_, '_> {
         let mut pair_tokens = 0usize;
         let train_started = Instant::now();
         for step in 0..total {
+            self.cfg.cancel.check()?;
             let step_started = Instant::now();
             let mut grads = lora.zeros_like();
             let mut sums = [0f64; 5];

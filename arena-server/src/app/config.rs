@@ -4,6 +4,7 @@
 //! global settings object.
 
 pub use crate::domain::settings::ArenaSettings;
+use crate::domain::settings::{Network, SecureCookies};
 pub use crate::queue::RedisSettings;
 pub use crate::store::DatabaseSettings;
 use agent_runtime::model_file::{DEFAULT_MODEL, Expected, known_by_file_name};
@@ -109,6 +110,12 @@ struct FileArena {
     stage_batch: Option<usize>,
     storage_quota_bytes: Option<i64>,
     training_credits_per_mtoken: Option<i64>,
+    /// Addresses or networks, e.g. ["10.0.0.0/8"].
+    trusted_proxies: Option<Vec<String>>,
+    /// "auto", "always" or "never".
+    secure_cookies: Option<String>,
+    export_retention_days: Option<u32>,
+    training_time_limit_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +175,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ARENA_LOG_FORMAT", "log.format (text or json)"),
     ("ARENA_STARTING_CREDITS", "arena.starting_credits"),
     ("ARENA_WRITES_PER_MINUTE", "arena.writes_per_minute"),
+    ("ARENA_TRUSTED_PROXIES", "arena.trusted_proxies (comma-separated addresses or networks)"),
+    ("ARENA_SECURE_COOKIES", "arena.secure_cookies (auto, always or never)"),
+    ("ARENA_EXPORT_RETENTION_DAYS", "arena.export_retention_days (an export's files are deleted after)"),
     ("ARENA_THREADS", "threads of the model's kernels (default: all cores; --threads overrides)"),
     ("ARENA_NEW_PASSWORD", "the password `arena user create` sets (else read from stdin)"),
     ("ARENA_FUZZ_SECONDS", "the fuzz tests' time per target (default: 300 inputs each)"),
@@ -272,6 +282,41 @@ impl Settings {
                         .training_credits_per_mtoken
                         .unwrap_or(d.training_credits_per_mtoken)
                         .max(0),
+                    trusted_proxies: match env("ARENA_TRUSTED_PROXIES") {
+                        Some(value) => Network::parse_list(&value).map_err(|message| ConfigError::BadEnv {
+                            name: "ARENA_TRUSTED_PROXIES".to_owned(),
+                            value,
+                            message,
+                        })?,
+                        None => a
+                            .trusted_proxies
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|n| Network::parse(n))
+                            .collect::<Result<_, _>>()
+                            .map_err(|message| ConfigError::Invalid {
+                                path: source_file.clone().unwrap_or_default(),
+                                message: format!("arena.trusted_proxies: {message}"),
+                            })?,
+                    },
+                    training_time_limit_s: a.training_time_limit_s.unwrap_or(d.training_time_limit_s).max(1),
+                    export_retention_days: env_parse(env, "ARENA_EXPORT_RETENTION_DAYS")?
+                        .or(a.export_retention_days)
+                        .unwrap_or(d.export_retention_days),
+                    secure_cookies: match env("ARENA_SECURE_COOKIES") {
+                        Some(value) => SecureCookies::parse(&value).map_err(|message| ConfigError::BadEnv {
+                            name: "ARENA_SECURE_COOKIES".to_owned(),
+                            value,
+                            message,
+                        })?,
+                        None => match a.secure_cookies {
+                            Some(v) => SecureCookies::parse(&v).map_err(|message| ConfigError::Invalid {
+                                path: source_file.clone().unwrap_or_default(),
+                                message: format!("arena.secure_cookies: {message}"),
+                            })?,
+                            None => d.secure_cookies,
+                        },
+                    },
                 }
             },
             source_file,
@@ -411,6 +456,36 @@ mod tests {
         let stale: Vec<&String> = table.difference(&source).collect();
         assert!(missing.is_empty(), "read in the source but not in ENV_VARS (`arena config`): {missing:?}");
         assert!(stale.is_empty(), "in ENV_VARS but read nowhere: {stale:?}");
+    }
+
+    #[test]
+    fn the_readmes_arena_toml_states_the_defaults() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("# arena.toml — every key is optional").expect("the README's arena.toml");
+        let end = start + readme[start..].find("```").expect("its end");
+        let (_dir, path) = write_config(&readme[start..end]);
+        let documented = Settings::load_from(Some(&path), &env_of(&[])).expect("the README's example loads");
+        let d = ArenaSettings::default();
+        let a = &documented.arena;
+        assert_eq!(a.starting_credits, d.starting_credits, "starting_credits");
+        assert_eq!(a.session_ttl_s, d.session_ttl_s);
+        assert_eq!(a.writes_per_minute, d.writes_per_minute);
+        assert_eq!(a.storage_quota_bytes, d.storage_quota_bytes);
+        assert_eq!(a.training_credits_per_mtoken, d.training_credits_per_mtoken);
+        assert_eq!(a.matchmaker_interval_ms, d.matchmaker_interval_ms);
+        assert_eq!(a.stage_batch, d.stage_batch);
+        assert_eq!(a.reclaim_idle_ms, d.reclaim_idle_ms);
+        assert_eq!(a.max_deliveries, d.max_deliveries);
+        assert_eq!(a.reconcile_after_s, d.reconcile_after_s);
+        assert_eq!(a.trusted_proxies, d.trusted_proxies);
+        assert_eq!(a.secure_cookies, d.secure_cookies);
+        assert_eq!(a.export_retention_days, d.export_retention_days);
+        assert_eq!(a.training_time_limit_s, d.training_time_limit_s);
+        // Sign-up credits may be zero (invitations only).
+        let zero = Settings::load_from(Some(&path), &env_of(&[("ARENA_STARTING_CREDITS", "0")])).expect("loads");
+        assert_eq!(zero.arena.starting_credits, 0);
+        let bad = Settings::load_from(Some(&path), &env_of(&[("ARENA_TRUSTED_PROXIES", "lb.example")]));
+        assert!(bad.expect_err("not an address").to_string().contains("ARENA_TRUSTED_PROXIES"));
     }
 
     #[test]

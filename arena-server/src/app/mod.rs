@@ -261,6 +261,13 @@ pub fn start_workers(
         let period = Duration::from_secs((settings.arena.reconcile_after_s / 2).clamp(1, 60));
         tokio::spawn(reconciler::run(ctx.clone(), period, stop.clone()));
         tokio::spawn(gauges::run(ctx.clone(), Duration::from_secs(5), stop.clone()));
+        tokio::spawn(crate::work::exports::retention(
+            ctx.db.clone(),
+            ctx.data_dir.clone(),
+            settings.arena.export_retention_days,
+            Duration::from_secs(600),
+            stop.clone(),
+        ));
         let every = Duration::from_millis(settings.arena.matchmaker_interval_ms.clamp(50, 10_000) * 20);
         tokio::spawn(policies::run(ctx.clone(), every, stop.clone()));
     }

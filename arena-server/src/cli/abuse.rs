@@ -7,7 +7,10 @@
 //! and SSE connections held open. Printed for both phases: `/healthz`
 //! latency (p50, p99), matches settled, failed and refunded, the process's
 //! peak RSS (the flood's own client is in the same process, so this is an
-//! upper bound for the server) and Redis's memory.
+//! upper bound for the server) and Redis's memory. During the flood a
+//! hostile designer's game Space also runs (unless `--no-hostile-space`):
+//! its referee script grows memory past the script budget and nests its
+//! state deep, so each of its matches fails and is refunded.
 
 use super::bench::{seed, with_database};
 use crate::app::config::Settings;
@@ -32,6 +35,73 @@ pub struct AbuseArgs {
     pub streams: usize,
     /// Requests the flood sends at most, all kinds together.
     pub max_requests: u64,
+    /// A hostile designer's game Space runs during the flood: its referee
+    /// scripts grow memory past the budget or nest their state deep.
+    pub hostile_space: bool,
+}
+
+/// The hostile designer's referee: every other `play` grows ~30 MB of map
+/// keys at each level of a recursion (memory no size limit sees), the
+/// others return a state nested 900 maps deep.
+const HOSTILE_SCRIPT: &str = r#"
+fn grow(s, n) {
+    while s.len() < 30000 { s += s; }
+    let m = #{};
+    for j in 0..900 { m[s + n + "-" + j] = j; }
+    if n > 0 { grow(s, n - 1) + m.len() } else { m.len() }
+}
+fn init(seats, prompt) { #{ turn: 0 } }
+fn to_move(state) { state.turn % 2 }
+fn view(state, seat) { `Turn ${state.turn}: say anything.` }
+fn play(state, seat, answer) {
+    state.turn += 1;
+    if answer.len() % 2 == 0 { let n = grow("x", 30); }
+    let m = #{};
+    for i in 0..900 { m = #{ x: m }; }
+    state.deep = m;
+    #{ state: state, legal: true, note: "" }
+}
+"#;
+
+const HOSTILE_SPACE: &str = r#"name = "hostile"
+agents_per_match = 2
+max_new_tokens = 8
+entry_fee = 1
+[prompts]
+inline = ["Play."]
+[payout]
+shares = [1.0]
+[matchmaking]
+rating_window = 100000
+max_concurrent_matches = 4
+[turns]
+max_turns = 6
+[referee]
+kind = "script"
+script = "hostile.rhai"
+max_operations = 2000000
+max_ms = 1000
+[judge]
+mode = "none"
+"#;
+
+/// Publishes the hostile Space and enters the first four seeded agents.
+async fn hostile_space(db: &sqlx::PgPool) -> anyhow::Result<()> {
+    let designer: crate::domain::UserId =
+        sqlx::query_scalar("select id from users where username = 'designer'").fetch_one(db).await?;
+    let by = crate::store::spaces::Publisher { user: designer, admin: false, quota_bytes: None };
+    let files: std::collections::BTreeMap<String, String> =
+        [("hostile.rhai".to_owned(), HOSTILE_SCRIPT.to_owned())].into();
+    let published = crate::store::spaces::publish(db, by, HOSTILE_SPACE, &files).await?;
+    let seated: Vec<(crate::domain::AgentId, crate::domain::UserId)> =
+        sqlx::query_as("select id, owner_id from agents order by created_at limit 4").fetch_all(db).await?;
+    let initial = crate::domain::rating::initial();
+    let mut tx = db.begin().await?;
+    for (agent, owner) in seated {
+        crate::store::agents::enter(&mut tx, agent, published.id, owner, initial.rating, initial.uncertainty).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What one phase measured.
@@ -127,7 +197,16 @@ async fn measure(settings: &Settings, args: &AbuseArgs, db_name: &str, id: &str)
     // Let the pipeline warm up, then the quiet phase, then the flood.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quiet = phase(&base, &db, &mut redis, args, false).await?;
+    if args.hostile_space {
+        hostile_space(&db).await?;
+    }
     let flood = phase(&base, &db, &mut redis, args, true).await?;
+    let hostile_failed: i64 = sqlx::query_scalar(
+        "select count(*) from matches m join spaces s on s.id = m.space_id
+         where s.slug = 'hostile' and m.status = 'failed'",
+    )
+    .fetch_one(&db)
+    .await?;
 
     crate::store::spaces::pause_all(&db).await?;
     let drain = Instant::now();
@@ -174,6 +253,9 @@ async fn measure(settings: &Settings, args: &AbuseArgs, db_name: &str, id: &str)
         format!("{:.1}", flood.redis_peak_mib),
     );
     out += &row("flood requests sent", "0".into(), flood.sent.to_string());
+    if args.hostile_space {
+        out += &row("hostile Space's matches failed", "0".into(), hostile_failed.to_string());
+    }
     out += &row("SSE streams held at once", "0".into(), flood.streams_open.to_string());
     let statuses: Vec<String> = flood.by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
     out += &format!(

@@ -523,6 +523,10 @@ pub enum BenchCommand {
         /// The most requests the flood sends, all kinds together.
         #[arg(long, default_value_t = 200_000)]
         max_requests: u64,
+        /// Leave out the hostile designer's Space (a referee script that
+        /// grows memory and one that nests its state deep) in the flood.
+        #[arg(long = "no-hostile-space", action = clap::ArgAction::SetFalse)]
+        hostile_space: bool,
     },
 }
 

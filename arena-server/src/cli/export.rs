@@ -155,6 +155,10 @@ async fn run_bench(settings: &Settings, url: &str, args: &BenchArgs) -> anyhow::
             scrub_pii: false,
             limit: args.pairs,
             max_price: None,
+            // The bench seeds its own pairs: every licence they carry.
+            accept_licenses: sqlx::query_scalar("select distinct license from pairs where license is not null")
+                .fetch_all(&pool)
+                .await?,
         };
         let (export, _) = export_store::create(&pool, &req).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let fixing = t.elapsed().as_secs_f64();

@@ -90,7 +90,7 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
             let players = if seat == 0 { [current.clone(), base.clone()] } else { [base.clone(), current.clone()] };
             let table = &*table;
             async move {
-                let start = table.referee.start(prompt)?;
+                let start = table.start(prompt).await?;
                 let end = table.finish(prompt, &players, start, 0.0, 0).await?;
                 Ok::<_, anyhow::Error>((end, seat))
             }
@@ -402,7 +402,7 @@ pub async fn bench(
     let play = |k: usize| {
         let (table, players, prompt) = (&table, &players, &prompts[k]);
         async move {
-            let start = table.referee.start(prompt)?;
+            let start = table.start(prompt).await?;
             table.finish(prompt, players, start, 1.0, 1000 + k as u64).await
         }
     };

@@ -221,8 +221,8 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::Bench(BenchCommand::Pages { matches, requests }) => {
             bench_pages::run(settings, bench_pages::PagesArgs { matches, requests }).await?;
         }
-        Command::Bench(BenchCommand::Abuse { seconds, clients, streams, max_requests }) => {
-            abuse::run(settings, abuse::AbuseArgs { seconds, clients, streams, max_requests }).await?;
+        Command::Bench(BenchCommand::Abuse { seconds, clients, streams, max_requests, hostile_space }) => {
+            abuse::run(settings, abuse::AbuseArgs { seconds, clients, streams, max_requests, hostile_space }).await?;
         }
         Command::Train(TrainCommand::Dpo(args)) => train::train(&args, Objective::Dpo, settings)?,
         Command::Train(TrainCommand::Sft(args)) => train::train(&args, Objective::Sft, settings)?,

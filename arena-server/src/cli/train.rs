@@ -48,6 +48,7 @@ fn config(args: &TrainArgs, objective: Objective) -> anyhow::Result<TrainConfig>
         seed: args.seed,
         storage,
         threads: args.model.threads.unwrap_or_else(default_threads),
+        cancel: Default::default(),
     };
     cfg.validate()?;
     Ok(cfg)

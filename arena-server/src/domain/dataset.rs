@@ -147,6 +147,48 @@ impl PairFilter {
     }
 }
 
+/// Why settlement did not keep a pair a verdict proposed (`pair_drops`):
+/// every pair sold is a real preference — one conditioning on both sides,
+/// two different answers, a chosen answer with text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// A referee game's whole-game pair: the seats answered different
+    /// views, so neither part is an answer to the other's prompt (the
+    /// game's decision pairs, which compare answers to one view, are kept).
+    DifferentViews,
+    /// The chosen answer is empty.
+    EmptyChosen,
+    /// Both answers are the same text.
+    IdenticalAnswers,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] =
+        [DropReason::DifferentViews, DropReason::EmptyChosen, DropReason::IdenticalAnswers];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::DifferentViews => "different_views",
+            DropReason::EmptyChosen => "empty_chosen",
+            DropReason::IdenticalAnswers => "identical_answers",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DropReason> {
+        DropReason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// The reason in words, for the studio and the dataset card.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DropReason::DifferentViews => "whole-game pairs of seats that answered different views",
+            DropReason::EmptyChosen => "the chosen answer was empty",
+            DropReason::IdenticalAnswers => "the two answers were the same text",
+        }
+    }
+}
+
 /// What a filter looks at in one pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairFacts {
@@ -268,6 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn drop_reasons_mirror_their_check_constraint() {
+        let sql = include_str!("../../../migrations/20261207000001_paid_data_and_real_pairs.sql");
+        let names: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(sql.contains(&format!("reason in ('{}')", names.join("', '"))), "pair_drops.reason CHECK");
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::parse(r.as_str()), Some(r));
+        }
+    }
+
+    #[test]
     fn formats_are_trls() {
         let standard = Format::Standard.fields(Some("Be brief."), "Hi?", "Hello.", "Go away.");
         assert_eq!(standard, serde_json::json!({"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}));
@@ -314,6 +366,9 @@ pub struct CardPart {
     pub judge_trained: Vec<String>,
     pub chain_seq: i64,
     pub chain_head: String,
+    /// Pairs the Space's verdicts proposed that were not kept, by reason
+    /// (`DropReason` names).
+    pub dropped: Vec<(String, i64)>,
 }
 
 /// Hugging Face's size category for `n` rows.
@@ -411,6 +466,27 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
          (`chosen_match_id`, `rejected_match_id`). Each line names its match and that match's record hash; `arena verify-log SPACE` on the platform recomputes each Space's hash chain up to the \
          head above.\n"
     );
+    let _ = writeln!(out, "## Data quality\n");
+    let _ = writeln!(
+        out,
+        "Every pair is a real preference: both answers to one prompt (or one view of a game), different texts, a \
+         chosen answer that is not empty. Pairs a Space's verdicts proposed and settlement dropped:\n"
+    );
+    let _ = writeln!(out, "| Space | reason | pairs dropped |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for p in parts {
+        if p.dropped.is_empty() {
+            let _ = writeln!(out, "| {} | none | 0 |", p.space);
+        }
+        for (reason, n) in &p.dropped {
+            let why: &str = match DropReason::parse(reason) {
+                Some(r) => r.describe(),
+                None => reason,
+            };
+            let _ = writeln!(out, "| {} | {why} | {n} |", p.space);
+        }
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "## Filters applied\n");
     let _ = writeln!(out, "```json\n{}\n```\n", serde_json::to_string_pretty(filter).unwrap_or_default());
     let _ = writeln!(

@@ -17,6 +17,7 @@ pub mod payout;
 pub mod rating;
 pub mod record;
 pub mod settings;
+pub mod shown;
 pub mod space;
 pub mod status;
 pub mod training;

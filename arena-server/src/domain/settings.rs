@@ -27,6 +27,95 @@ pub struct ArenaSettings {
     /// Credits a training job costs per million tokens of its budget (the
     /// most tokens it may train on; see `JobSettings::token_budget`).
     pub training_credits_per_mtoken: i64,
+    /// Proxies (load balancers) in front of the server: only a connection
+    /// from one of these has its `X-Forwarded-For` and `X-Forwarded-Proto`
+    /// read, so per-address limits count clients, not the proxy. Empty:
+    /// the connection's own address is the client's.
+    pub trusted_proxies: Vec<Network>,
+    /// When the session cookie carries `Secure`.
+    pub secure_cookies: SecureCookies,
+    /// Days an export's files are kept after it finished; then they are
+    /// deleted (the export's row, pairs and payment are kept).
+    pub export_retention_days: u32,
+    /// Seconds a training job may run (train and gate) before it is
+    /// stopped: it is failed without a refund, having used its time.
+    pub training_time_limit_s: u64,
+}
+
+/// An address or a network of addresses (`10.0.0.0/8`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// `ADDRESS` or `ADDRESS/PREFIX`, IPv4 or IPv6.
+    pub fn parse(text: &str) -> Result<Network, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    /// A comma-separated list of networks.
+    pub fn parse_list(text: &str) -> Result<Vec<Network>, String> {
+        text.split(',').filter(|s| !s.trim().is_empty()).map(Network::parse).collect()
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |a: std::net::IpAddr| -> u128 {
+            match a {
+                std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+                std::net::IpAddr::V6(v6) => u128::from(v6),
+            }
+        };
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        let shift = 128 - (128 - width) - u32::from(self.prefix);
+        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (shift + (128 - width)) };
+        bits(ip) & mask == bits(self.addr) & mask
+    }
+}
+
+/// When the session cookie is marked `Secure` (sent over HTTPS only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecureCookies {
+    /// When the request came over HTTPS: directly, or through a trusted
+    /// proxy that says so (`X-Forwarded-Proto: https`).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl SecureCookies {
+    pub fn parse(text: &str) -> Result<SecureCookies, String> {
+        match text {
+            "auto" => Ok(SecureCookies::Auto),
+            "always" => Ok(SecureCookies::Always),
+            "never" => Ok(SecureCookies::Never),
+            other => Err(format!("{other:?}: secure_cookies is auto, always or never")),
+        }
+    }
 }
 
 impl Default for ArenaSettings {
@@ -42,6 +131,32 @@ impl Default for ArenaSettings {
             stage_batch: 32,
             storage_quota_bytes: 1 << 30,
             training_credits_per_mtoken: 100,
+            trusted_proxies: Vec::new(),
+            secure_cookies: SecureCookies::Auto,
+            export_retention_days: 30,
+            training_time_limit_s: crate::domain::training::JobSettings::MAX_MINUTES * 60,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_hold_their_addresses_and_no_others() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let net = Network::parse("10.1.0.0/16").expect("parses");
+        assert!(net.contains(ip("10.1.200.3")) && !net.contains(ip("10.2.0.1")) && !net.contains(ip("::1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "an IPv4-mapped IPv6 address is its IPv4 address");
+        let one = Network::parse("127.0.0.1").expect("parses");
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let v6 = Network::parse("fd00::/8").expect("parses");
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        assert!(Network::parse("0.0.0.0/0").expect("all").contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "proxy.example", "10.0.0/8", "::1/129"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Network::parse_list("127.0.0.1, 10.0.0.0/8").expect("list").len(), 2);
     }
 }

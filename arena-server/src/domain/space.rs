@@ -823,6 +823,15 @@ fn share_list(shares: &[f64]) -> String {
 }
 
 impl Space {
+    /// The Space's referee when it decides the games itself (two seats,
+    /// the rules' outcome at the limit): such a Space trains and gates by
+    /// play, its DPO pairs its parent's own decisions from self-play.
+    pub fn self_play_game(&self) -> Option<&referee::Referee> {
+        self.game.as_ref().filter(|g| g.seats == 2 && g.turns.on_limit == referee::OnLimit::Rules)
+    }
+}
+
+impl Space {
     pub fn rules_in_words(&self) -> RulesInWords {
         use judge::spec::JudgeMode;
         let references = self.prompts.iter().filter(|p| p.reference.is_some()).count();

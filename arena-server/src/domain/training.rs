@@ -111,6 +111,7 @@ impl JobSettings {
             seed: self.seed,
             storage: Storage::Dense,
             threads,
+            cancel: Default::default(),
         }
     }
 
@@ -161,8 +162,9 @@ impl JobSettings {
         passes.saturating_mul(2 * self.max_length as u64)
     }
 
-    /// Most minutes a job may run before the trainer gives it up (failed,
-    /// refunded): a backstop; the token budget's cap is the real bound.
+    /// The default of `arena.training_time_limit_s`, in minutes: a job
+    /// running longer is stopped at its next step and failed without a
+    /// refund (a backstop; the token budget's cap is the real bound).
     pub const MAX_MINUTES: u64 = 90;
 
     /// The largest token budget one job may have (see `token_budget`).

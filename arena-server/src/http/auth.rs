@@ -192,9 +192,55 @@ pub const REGISTRATIONS_PER_MINUTE: u32 = 20;
 /// How long a sign-in waits for a hashing permit before it is refused.
 pub const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The client's address as this server saw it (not a header it could forge).
+/// The client's address: the connection's own, unless it comes from a
+/// trusted proxy (`arena.trusted_proxies`) — then the rightmost address of
+/// `X-Forwarded-For` that is not itself a trusted proxy. Anyone else's
+/// `X-Forwarded-For` is ignored: it is a header a client could forge.
 pub fn client_address(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".to_owned())
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else { return "unknown".to_owned() };
+    let proxies = match req.app_data::<actix_web::web::Data<Context>>() {
+        Some(ctx) if !ctx.settings.trusted_proxies.is_empty() => &ctx.settings.trusted_proxies,
+        _ => return peer.to_string(),
+    };
+    let trusted = |ip: std::net::IpAddr| proxies.iter().any(|n| n.contains(ip));
+    if !trusted(peer) {
+        return peer.to_string();
+    }
+    let hops: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted(ip) => continue,
+            Ok(ip) => return ip.to_string(),
+            // Garbage from the client's side of the chain: the last proxy's
+            // peer is all that is known.
+            Err(_) => break,
+        }
+    }
+    peer.to_string()
+}
+
+/// Whether the request reached the platform over HTTPS: directly, or
+/// through a trusted proxy that says so (`X-Forwarded-Proto`).
+pub fn over_https(req: &HttpRequest) -> bool {
+    if req.app_config().secure() {
+        return true;
+    }
+    let from_proxy = match (req.peer_addr(), req.app_data::<actix_web::web::Data<Context>>()) {
+        (Some(peer), Some(ctx)) => ctx.settings.trusted_proxies.iter().any(|n| n.contains(peer.ip())),
+        _ => false,
+    };
+    from_proxy
+        && req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.split(',').next().is_some_and(|first| first.trim().eq_ignore_ascii_case("https")))
 }
 
 /// A permit to hash one password; a 429 when the server is saturated.

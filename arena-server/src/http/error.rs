@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The data asked for is sold, not given: buy an export.
     #[error("{0}")]
     PaymentRequired(String),
+    /// It existed and is gone for good (an export's files past retention).
+    #[error("{0}")]
+    Gone(String),
     #[error("too many writes: at most {limit} per minute; retry in {retry_after_s} s")]
     RateLimited { limit: u32, retry_after_s: u64 },
     #[error("{0}")]
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::InsufficientFunds(_) => "insufficient_funds",
             ApiError::PaymentRequired(_) => "payment_required",
+            ApiError::Gone(_) => "gone",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::OverCapacity(_) => "over_capacity",
             ApiError::Payload(_) => "bad_payload",
@@ -101,6 +105,7 @@ impl ResponseError for ApiError {
             ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Conflict { .. } | ApiError::InsufficientFunds(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } | ApiError::OverCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,6 +199,7 @@ impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
         match r {
             Refused::Open(_) => ApiError::conflict("agent", r.to_string()),
+            Refused::TooManyOpen(_) => ApiError::OverCapacity(r.to_string()),
             Refused::TooFewPairs { .. } => ApiError::invalid("settings.min_pairs", r.to_string()),
             Refused::NoHoldout => ApiError::invalid("space", r.to_string()),
             Refused::GrpoInGame => ApiError::invalid("settings.objective", r.to_string()),

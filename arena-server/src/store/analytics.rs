@@ -72,6 +72,9 @@ pub struct Analytics {
     /// judged → settled; the slowest named.
     pub stage_seconds: BTreeMap<String, f64>,
     pub slowest_stage: Option<String>,
+    /// The data-quality report: pairs the verdicts proposed that settlement
+    /// dropped, by reason (`domain::dataset::DropReason`).
+    pub pairs_dropped: BTreeMap<String, i64>,
 }
 
 pub async fn of_space(pool: &PgPool, space: SpaceId) -> Result<Analytics, sqlx::Error> {
@@ -164,7 +167,9 @@ pub async fn of_space(pool: &PgPool, space: SpaceId) -> Result<Analytics, sqlx::
         }
     }
     let slowest_stage = stage_seconds.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(name, _)| name.clone());
+    let pairs_dropped = crate::store::pairs::drops(pool, space).await?.into_iter().collect();
     Ok(Analytics {
+        pairs_dropped,
         per_hour,
         settled,
         failed,

@@ -37,7 +37,14 @@ pub struct ExportRequest {
     /// What the buyer was shown and agreed to pay; a higher price refuses
     /// the export (the data may have grown since).
     pub max_price: Option<i64>,
+    /// The licences the buyer accepted: every licence of the pairs the
+    /// paying transaction selects must be among them.
+    pub accept_licenses: Vec<String>,
 }
+
+/// Free exports (of Spaces that give their pairs away) one buyer may make
+/// in 24 hours: each is a full scan and files on the server's disk.
+pub const FREE_EXPORTS_PER_DAY: i64 = 20;
 
 /// An export as recorded.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -57,6 +64,9 @@ pub struct Export {
     pub rows_written: i64,
     pub files: serde_json::Value,
     pub error: Option<String>,
+    /// When its files were deleted, past the operator's retention period
+    /// (`arena.export_retention_days`); the row and its pairs are kept.
+    pub expired_at: Option<chrono::DateTime<chrono::Utc>>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -72,6 +82,10 @@ pub enum ExportRefused {
     CannotPay { balance: i64, price: i64, pairs: i64 },
     #[error("{0} exports are already queued or running; wait for one to finish")]
     TooMany(i64),
+    #[error("the selected pairs carry the licence {missing:?}, which was not accepted (they carry: {all})")]
+    Licence { missing: String, all: String },
+    #[error("{0} free exports in the last 24 hours: at most {FREE_EXPORTS_PER_DAY}; try again later")]
+    FreeQuota(i64),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -186,6 +200,23 @@ pub async fn create(pool: &PgPool, req: &ExportRequest) -> Result<(Export, bool)
         return Err(ExportRefused::PriceRose { price: split.total, max_price });
     }
     let licenses = licenses(&mut tx).await?;
+    // Checked here, on the pairs this transaction pays for (the data may
+    // have grown since the quote the buyer read).
+    if let Some(missing) = licenses.iter().find(|l| !req.accept_licenses.contains(l)) {
+        return Err(ExportRefused::Licence { missing: missing.clone(), all: licenses.join(", ") });
+    }
+    if split.total == 0 {
+        let free_today: i64 = sqlx::query_scalar(
+            "select count(*) from data_exports
+             where buyer_id = $1 and price = 0 and created_at > now() - interval '24 hours'",
+        )
+        .bind(req.buyer)
+        .fetch_one(&mut *tx)
+        .await?;
+        if free_today >= FREE_EXPORTS_PER_DAY {
+            return Err(ExportRefused::FreeQuota(free_today));
+        }
+    }
     let id = Uuid::new_v4();
     sqlx::query(
         "insert into data_exports (id, buyer_id, idempotency_key, filter, format, shape, gzip, scrub_pii, licenses,
@@ -238,7 +269,7 @@ fn ledger_err(e: LedgerError) -> ExportRefused {
 }
 
 const COLUMNS: &str = "id, buyer_id, filter, format, shape, gzip, scrub_pii, licenses, pairs, price, status,
-                       rows_written, files, error, created_at, finished_at";
+                       rows_written, files, error, created_at, finished_at, expired_at";
 
 async fn by_key(pool: &PgPool, buyer: UserId, key: &str) -> Result<Option<Export>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
@@ -315,7 +346,7 @@ pub async fn finish(pool: &PgPool, id: Uuid, rows: i64, files: &serde_json::Valu
 pub async fn fail(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query("update data_exports set status = 'failed', error = $2, finished_at = now() where id = $1")
         .bind(id)
-        .bind(error)
+        .bind(crate::domain::shown::without_paths(error))
         .execute(pool)
         .await?;
     Ok(())
@@ -346,4 +377,41 @@ pub async fn data_income(pool: &PgPool, user: UserId) -> Result<(i64, i64), sqlx
     .bind(user)
     .fetch_one(pool)
     .await
+}
+
+/// Whether `buyer` paid for a pair made by match `id` (an export of theirs
+/// holds one): they may read that match in full.
+pub async fn bought_from(pool: &PgPool, buyer: UserId, id: crate::domain::MatchId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from pairs p
+                        join data_export_pairs ep on ep.pair_id = p.id
+                        join data_exports e on e.id = ep.export_id
+                        where p.match_id = $2 and e.buyer_id = $1)",
+    )
+    .bind(buyer)
+    .bind(id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Exports finished more than `days` ago whose files are still kept.
+pub async fn past_retention(pool: &PgPool, days: u32) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from data_exports
+         where expired_at is null and status in ('done', 'failed')
+           and coalesce(finished_at, created_at) < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that export `id`'s files were deleted (the row, its pairs and
+/// its payment stay).
+pub async fn expire(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update data_exports set expired_at = now() where id = $1 and expired_at is null")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -66,6 +66,8 @@ pub async fn fail(
     .fetch_optional(&mut *conn)
     .await?;
     let Some((status, space_id, pot, slug, designer)) = row else { return Ok(None) };
+    // Shown on the match page and in the players' ledgers.
+    let reason = &crate::domain::shown::without_paths(reason);
     if status.is_final() {
         return Ok(None);
     }
@@ -316,6 +318,7 @@ pub async fn list(
 /// One match's head.
 #[derive(Debug, sqlx::FromRow)]
 pub struct MatchHead {
+    pub id: MatchId,
     pub space: String,
     pub space_id: crate::domain::SpaceId,
     /// The Space's designer.
@@ -337,7 +340,7 @@ pub struct MatchHead {
 
 pub async fn head(pool: &PgPool, id: MatchId) -> Result<Option<MatchHead>, sqlx::Error> {
     sqlx::query_as(
-        "select s.slug as space, m.space_id, s.owner_id as designer_id, m.space_version, m.status, m.prompt, m.reference, m.pot, m.error, m.seq,
+        "select m.id, s.slug as space, m.space_id, s.owner_id as designer_id, m.space_version, m.status, m.prompt, m.reference, m.pot, m.error, m.seq,
                 m.record_hash, m.prev_hash,
                 (select p.id from matches p where p.space_id = m.space_id and p.seq = m.seq - 1) as prev_id,
                 m.created_at, m.settled_at

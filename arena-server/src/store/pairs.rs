@@ -52,6 +52,9 @@ const EXPORT: &str =
          join outputs oc on oc.match_id = coalesce(p.chosen_match_id, p.match_id) and oc.slot = p.chosen_slot
          join outputs orj on orj.match_id = coalesce(p.rejected_match_id, p.match_id) and orj.slot = p.rejected_slot
          where p.space_id = $1 and ($2::timestamptz is null or p.created_at > $2) and p.margin >= $3
+           and btrim(coalesce(p.chosen_text, oc.text)) <> ''
+           and btrim(coalesce(p.chosen_text, oc.text)) <> btrim(coalesce(p.rejected_text, orj.text))
+           and coalesce(p.detail->>'kind', '') <> 'game'
          order by p.created_at, p.id limit $4";
 
 /// Every pair there is.
@@ -118,7 +121,10 @@ const FILTERED: &str = concat!(
            and ($14::bool is null or ",
     rejected_passed!(),
     " = $14)
-           and ($15::text is null or p.kind = $15)"
+           and ($15::text is null or p.kind = $15)
+           and btrim(coalesce(p.chosen_text, oc.text)) <> ''
+           and btrim(coalesce(p.chosen_text, oc.text)) <> btrim(coalesce(p.rejected_text, orj.text))
+           and coalesce(p.detail->>'kind', '') <> 'game'"
 );
 
 /// The pairs an export paid for, in the order they were fixed ($1: the
@@ -291,6 +297,28 @@ pub async fn export_filtered(
     pump(rows, to).await;
 }
 
+/// Samples of Spaces whose pairs are sold ($1: their slugs, $2: pairs per
+/// Space): the oldest of each, so the same few whatever a buyer filters —
+/// a sample is a window onto a dataset, not a way through it.
+const FIXED_SAMPLES: &str = concat!(
+    "from pairs p ",
+    joins!(),
+    " where p.id in (select x.id from spaces s2
+                      cross join lateral (select q.id from pairs q where q.space_id = s2.id
+                                          order by q.created_at, q.id limit $2) x
+                      where s2.slug = any($1))
+     and btrim(coalesce(p.chosen_text, oc.text)) <> ''
+     and btrim(coalesce(p.chosen_text, oc.text)) <> btrim(coalesce(p.rejected_text, orj.text))
+     and coalesce(p.detail->>'kind', '') <> 'game'"
+);
+
+/// At most `per_space` fixed sample pairs of each of `spaces` (see
+/// [`FIXED_SAMPLES`]), by Space.
+pub async fn fixed_samples(pool: &PgPool, spaces: &[String], per_space: i64) -> Result<Vec<DataPair>, sqlx::Error> {
+    let sql = format!("select {PAIR_COLUMNS} {FIXED_SAMPLES} order by s.slug, p.created_at, p.id");
+    sqlx::query_as(&sql).bind(spaces).bind(per_space).fetch_all(pool).await
+}
+
 /// The SELECT of an export's pairs in their fixed order ($1: the export).
 pub fn pinned_select_sql() -> String {
     format!("select {PAIR_COLUMNS} {PINNED} order by e.seq")
@@ -373,6 +401,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for CardPart {
             judge_trained: row.try_get("judge_trained")?,
             chain_seq: row.try_get("chain_seq")?,
             chain_head: row.try_get("chain_head")?,
+            dropped: Vec::new(),
         })
     }
 }
@@ -413,13 +442,30 @@ const CARD_COLUMNS: &str = "select s.slug as space, count(*) as pairs,
 /// Per Space, what a dataset card says of the pairs `filter` selects.
 pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardPart>, sqlx::Error> {
     let sql = format!("{CARD_COLUMNS} {FILTERED} group by s.slug order by s.slug");
-    bind_filter(sqlx::query_as(&sql), filter).fetch_all(pool).await
+    with_drops(pool, bind_filter(sqlx::query_as(&sql), filter).fetch_all(pool).await?).await
 }
 
 /// Per Space, what a dataset card says of the pairs an export paid for.
 pub async fn card_pinned(pool: &PgPool, export: uuid::Uuid) -> Result<Vec<CardPart>, sqlx::Error> {
     let sql = format!("{CARD_COLUMNS} {PINNED} group by s.slug order by s.slug");
-    sqlx::query_as(&sql).bind(export).fetch_all(pool).await
+    with_drops(pool, sqlx::query_as(&sql).bind(export).fetch_all(pool).await?).await
+}
+
+/// `parts` with each Space's data-quality report.
+async fn with_drops(pool: &PgPool, mut parts: Vec<CardPart>) -> Result<Vec<CardPart>, sqlx::Error> {
+    let slugs: Vec<String> = parts.iter().map(|p| p.space.clone()).collect();
+    let drops: Vec<(String, String, i64)> = sqlx::query_as(
+        "select s.slug, d.reason, d.pairs from pair_drops d join spaces s on s.id = d.space_id
+         where s.slug = any($1) order by s.slug, d.reason",
+    )
+    .bind(&slugs)
+    .fetch_all(pool)
+    .await?;
+    for part in &mut parts {
+        part.dropped =
+            drops.iter().filter(|(s, _, _)| *s == part.space).map(|(_, reason, n)| (reason.clone(), *n)).collect();
+    }
+    Ok(parts)
 }
 
 /// Pairs one enrichment transaction handles.
@@ -501,4 +547,13 @@ pub async fn enrich(pool: &PgPool) -> Result<u64, sqlx::Error> {
         tx.commit().await?;
         done += rows.len() as u64;
     }
+}
+
+/// A Space's data-quality report: the pairs its verdicts proposed that
+/// settlement dropped, by reason (see `domain::dataset::DropReason`).
+pub async fn drops(pool: &PgPool, space: crate::domain::SpaceId) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("select reason, pairs from pair_drops where space_id = $1 order by reason")
+        .bind(space)
+        .fetch_all(pool)
+        .await
 }

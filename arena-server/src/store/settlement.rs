@@ -179,21 +179,50 @@ pub async fn settle_batch(pool: &PgPool, spaces: &SpaceCache, ids: &[MatchId]) -
     // Preference pairs straight from the stored verdicts (the judge kept
     // only those above the Space's margin); the license is the Space's. The
     // verifier results stay in the verdict, not copied into every pair.
+    // Only real preferences are kept (see `domain::dataset::DropReason`):
+    // a chosen answer with text, two different answers, one conditioning
+    // on both sides — a referee game's whole-game pair compares seats that
+    // answered different views, so it is counted as dropped instead. What
+    // is dropped is counted per Space and reason in `pair_drops`.
     sqlx::query(
-        "insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license, detail,
-                            kind, decision_key, step, chosen_match_id, rejected_match_id, prompt, chosen_text,
-                            rejected_text)
-         select gen_random_uuid(), v.match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
-                (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), l.license,
-                p - 'chosen_verifiers' - 'rejected_verifiers' - 'prompt' - 'chosen_text' - 'rejected_text',
-                case when p->>'kind' = 'decision' then 'decision' else 'whole' end, coalesce(p->>'key', ''),
-                (p->>'step')::int, (p->>'chosen_match')::uuid, (p->>'rejected_match')::uuid, p->>'prompt',
-                p->>'chosen_text', p->>'rejected_text'
-         from unnest($2::uuid[], $3::text[]) as l(match_id, license)
-         join verdicts v on v.match_id = l.match_id
-         cross join lateral jsonb_array_elements(v.verdict->'pairs') as p
-         where (p->>'chosen') ~ '^[0-9]+$' and (p->>'rejected') ~ '^[0-9]+$'
-         on conflict do nothing",
+        "with c as (
+             select v.match_id, l.license, p,
+                    coalesce(p->>'chosen_text', oc.text) as chosen_text,
+                    coalesce(p->>'rejected_text', orj.text) as rejected_text
+             from unnest($2::uuid[], $3::text[]) as l(match_id, license)
+             join verdicts v on v.match_id = l.match_id
+             cross join lateral jsonb_array_elements(v.verdict->'pairs') as p
+             cross join lateral (select case when p->>'chosen' ~ '^[0-9]+$' and p->>'rejected' ~ '^[0-9]+$'
+                                             then (p->>'chosen')::smallint end as cs,
+                                        case when p->>'chosen' ~ '^[0-9]+$' and p->>'rejected' ~ '^[0-9]+$'
+                                             then (p->>'rejected')::smallint end as rs) k
+             left join outputs oc on oc.match_id = coalesce((p->>'chosen_match')::uuid, v.match_id) and oc.slot = k.cs
+             left join outputs orj on orj.match_id = coalesce((p->>'rejected_match')::uuid, v.match_id)
+                                  and orj.slot = k.rs
+             where k.cs is not null
+         ), judged as (
+             select c.*, case when p->>'kind' = 'game' then 'different_views'
+                              when btrim(coalesce(chosen_text, '')) = '' then 'empty_chosen'
+                              when btrim(chosen_text) = btrim(coalesce(rejected_text, '')) then 'identical_answers'
+                         end as dropped
+             from c
+         ), kept as (
+             insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license,
+                                detail, kind, decision_key, step, chosen_match_id, rejected_match_id, prompt,
+                                chosen_text, rejected_text)
+             select gen_random_uuid(), match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
+                    (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), license,
+                    p - 'chosen_verifiers' - 'rejected_verifiers' - 'prompt' - 'chosen_text' - 'rejected_text',
+                    case when p->>'kind' = 'decision' then 'decision' else 'whole' end, coalesce(p->>'key', ''),
+                    (p->>'step')::int, (p->>'chosen_match')::uuid, (p->>'rejected_match')::uuid, p->>'prompt',
+                    p->>'chosen_text', p->>'rejected_text'
+             from judged where dropped is null
+             on conflict do nothing
+             returning 1
+         )
+         insert into pair_drops (space_id, reason, pairs)
+         select $1, dropped, count(*) from judged where dropped is not null group by dropped
+         on conflict (space_id, reason) do update set pairs = pair_drops.pairs + excluded.pairs",
     )
     .bind(space_id)
     .bind(&live)

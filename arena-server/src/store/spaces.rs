@@ -78,6 +78,15 @@ pub fn terms(source: &str) -> Option<toml::Value> {
     Some(value)
 }
 
+/// The hash of what a player agrees to: the [`terms`] of the Space file and
+/// every file it carries (referee script, trained judge, schemas, prompt
+/// file), in name order. A new version whose hash differs pauses the
+/// entries until their players enter again.
+pub fn terms_sha256(source: &str, files: &BTreeMap<String, String>) -> String {
+    let terms = terms(source).map(|t| t.to_string()).unwrap_or_else(|| source.to_owned());
+    content_sha256(&terms, files)
+}
+
 /// Parses a version from its TOML and files (no file is read from disk).
 /// A relative `judge.model` resolves against the working directory.
 fn parse(source: &str, files: &SpaceFiles) -> Result<Space, Vec<String>> {
@@ -163,16 +172,18 @@ pub async fn publish(
                 Published { id, slug: space.name.clone(), version: current, sha256: sha, created: false }
             } else {
                 let version = current + 1;
-                let before: String =
-                    sqlx::query_scalar("select source from space_versions where space_id = $1 and version = $2")
+                let (before, before_files): (String, serde_json::Value) =
+                    sqlx::query_as("select source, files from space_versions where space_id = $1 and version = $2")
                         .bind(id)
                         .bind(current)
                         .fetch_one(&mut *tx)
                         .await?;
+                let before_files: BTreeMap<String, String> = serde_json::from_value(before_files).unwrap_or_default();
                 insert_space_version(&mut tx, id, version, &space, &files_json, &sha, by.user).await?;
                 // New terms are not forced on entered players: their
-                // entries wait until they enter again.
-                let terms_changed = terms(&before) != terms(source);
+                // entries wait until they enter again. A file the Space
+                // carries is part of its terms, as its TOML is.
+                let terms_changed = terms_sha256(&before, &before_files) != terms_sha256(source, files);
                 sqlx::query(
                     "update spaces set current_version = $2,
                             terms_version = case when $3 then $2 else terms_version end where id = $1",
@@ -402,6 +413,16 @@ pub async fn current_version(pool: &PgPool, space: SpaceId) -> Result<i32, sqlx:
 }
 
 /// Every Space's slug and the price per pair its current version sets.
+/// Each Space's current version and what it charges per pair.
+pub async fn data_terms(pool: &PgPool) -> Result<Vec<(crate::domain::SpaceId, String, i32, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.id, s.slug, s.current_version, v.data_price from spaces s
+         join space_versions v on v.space_id = s.id and v.version = s.current_version order by s.slug",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 pub async fn data_prices(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
         "select s.slug, v.data_price from spaces s

@@ -16,6 +16,10 @@ use sqlx::{PgConnection, PgPool};
 pub enum Refused {
     #[error("the agent already has training job {0} open; wait for it to finish")]
     Open(JobId),
+    #[error(
+        "you have {0} training jobs open (at most {MAX_OPEN_JOBS_PER_USER}, all your agents together); wait for one to finish"
+    )]
+    TooManyOpen(i64),
     #[error("the agent has {have} usable pairs in this Space; a job needs at least {need} (settings.min_pairs)")]
     TooFewPairs { have: usize, need: usize },
     #[error(
@@ -61,6 +65,10 @@ pub async fn usable_pairs(
     .await
 }
 
+/// Training jobs one user may have open at once, all their agents together
+/// (a job holds a trainer for up to its time limit).
+pub const MAX_OPEN_JOBS_PER_USER: i64 = 2;
+
 /// Makes a job in the caller's transaction: pins the agent's current
 /// version and the pairs, and hands the job to the trainers' stream.
 /// Where a job trains and what it costs: the Space (id, parsed version and
@@ -99,21 +107,39 @@ pub async fn create_job(
     if let Some(open) = open {
         return Err(Refused::Open(open));
     }
-    // GRPO samples its own answers to the Space's training prompts.
-    let pairs = if settings.needs_pairs() {
+    // The owner's open jobs, counted under a lock of the owner's: two of
+    // their agents' jobs made at once cannot both pass.
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('training-jobs:' || $1::text, 0))")
+        .bind(head.owner_id)
+        .execute(&mut *conn)
+        .await?;
+    let owned: i64 = sqlx::query_scalar("select count(*) from training_jobs where owner_id = $1 and status = any($2)")
+        .bind(head.owner_id)
+        .bind(&JobStatus::OPEN[..])
+        .fetch_one(&mut *conn)
+        .await?;
+    if owned >= MAX_OPEN_JOBS_PER_USER {
+        return Err(Refused::TooManyOpen(owned));
+    }
+    // GRPO samples its own answers to the Space's training prompts; in a
+    // game the referee decides, DPO's pairs are the parent's decisions
+    // from self-play (its matches' whole-game pairs are not preferences:
+    // the seats answered different views).
+    let self_play = space.self_play_game().is_some();
+    let pairs = if settings.needs_pairs() && !self_play {
         usable_pairs(conn, agent, space_id, settings.max_pairs).await?
     } else {
         Vec::new()
     };
-    if settings.needs_pairs() && pairs.len() < settings.min_pairs {
+    if settings.needs_pairs() && !self_play && pairs.len() < settings.min_pairs {
         return Err(Refused::TooFewPairs { have: pairs.len(), need: settings.min_pairs });
     }
     let id = JobId::new();
     // In a two-seat game its referee decides, DPO trains on the decision
     // pairs the trainer makes by self-play, at most max_pairs of them:
     // priced as that many.
-    let plays = space.game.as_ref().is_some_and(|g| g.seats == 2 && g.turns.on_limit == referee::OnLimit::Rules);
-    let budget = settings.token_budget(if plays && settings.needs_pairs() { settings.max_pairs } else { pairs.len() });
+    let budget =
+        settings.token_budget(if self_play && settings.needs_pairs() { settings.max_pairs } else { pairs.len() });
     settings.check_budget(budget).map_err(Refused::OverBudget)?;
     let price = crate::domain::training::training_price(budget, credits_per_mtoken);
     if price > 0 {
@@ -246,6 +272,16 @@ pub async fn claim(pool: &PgPool, id: JobId, worker: &str, stale_after_s: u64) -
 /// Ends a job `worker` holds as failed and refunds its price, once (the
 /// refund's key is the job's).
 pub async fn fail(pool: &PgPool, id: JobId, worker: &str, why: &str) -> Result<(), StoreError> {
+    end_failed(pool, id, worker, why, true).await
+}
+
+/// Ends a job that ran to its time limit as failed, without a refund: the
+/// trainer time it was priced for was used (it was cancelled at its limit).
+pub async fn fail_used(pool: &PgPool, id: JobId, worker: &str, why: &str) -> Result<(), StoreError> {
+    end_failed(pool, id, worker, why, false).await
+}
+
+async fn end_failed(pool: &PgPool, id: JobId, worker: &str, why: &str, refund: bool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let failed: Option<(UserId, i64)> = sqlx::query_as(
         "update training_jobs set status = $4, error = $3, finished_at = now()
@@ -253,13 +289,14 @@ pub async fn fail(pool: &PgPool, id: JobId, worker: &str, why: &str) -> Result<(
     )
     .bind(id)
     .bind(worker)
-    .bind(why)
+    .bind(crate::domain::shown::without_paths(why))
     .bind(JobStatus::Failed)
     .bind(&JobStatus::RUNNING[..])
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((owner, price)) = failed
         && price > 0
+        && refund
     {
         let account = ledger::user_account(&mut tx, owner).await?;
         let legs = [ledger::Leg::new(ledger::HOUSE, -price), ledger::Leg::new(account, price)];

@@ -32,13 +32,13 @@ pub struct TurnRow {
 }
 
 /// Every step of the given matches, by match and step.
-pub async fn rows(pool: &PgPool, ids: &[MatchId]) -> Result<Vec<TurnRow>, sqlx::Error> {
+pub async fn rows(conn: &mut PgConnection, ids: &[MatchId]) -> Result<Vec<TurnRow>, sqlx::Error> {
     sqlx::query_as(
         "select match_id, step, turn, moves, state, created_at from match_turns
          where match_id = any($1) order by match_id, step",
     )
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
 }
 
@@ -161,7 +161,21 @@ pub struct GameDecision {
     pub score: f64,
 }
 
-/// Keeps a judged game's moves (a redelivered match stores nothing twice).
+/// Takes the lock under which a Space's judged games are paired with
+/// earlier games' moves and their own moves kept, until the transaction
+/// ends: two judge batches of one Space then pair exactly as they would
+/// one after the other (the second reads what the first kept).
+pub async fn lock_decisions(conn: &mut PgConnection, space: crate::domain::SpaceId) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('game_decisions:' || $1::text, 0))")
+        .bind(space)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Keeps a judged game's moves (a redelivered match stores nothing twice),
+/// stamped with the clock (not the transaction's start), so moves kept one
+/// after another in one transaction keep their order.
 pub async fn insert_decisions(
     conn: &mut PgConnection,
     space: crate::domain::SpaceId,
@@ -177,9 +191,11 @@ pub async fn insert_decisions(
     let legal: Vec<bool> = decisions.iter().map(|d| d.legal).collect();
     let scores: Vec<f64> = decisions.iter().map(|d| d.score).collect();
     sqlx::query(
-        "insert into game_decisions (space_id, match_id, step, slot, view_sha256, answer, note, legal, score)
-         select $1, * from unnest($2::uuid[], $3::int[], $4::smallint[], $5::text[], $6::text[], $7::text[],
-                                  $8::bool[], $9::float8[])
+        "insert into game_decisions (space_id, match_id, step, slot, view_sha256, answer, note, legal, score,
+                                     created_at)
+         select $1, *, clock_timestamp()
+         from unnest($2::uuid[], $3::int[], $4::smallint[], $5::text[], $6::text[], $7::text[],
+                     $8::bool[], $9::float8[])
          on conflict do nothing",
     )
     .bind(space)
@@ -196,10 +212,18 @@ pub async fn insert_decisions(
     Ok(())
 }
 
-/// Earlier games' moves in `space` at any of `views` (sha256s), the
-/// newest `per_view` of each, `not_in` left out.
+/// Moves of one view read before the distinct ones are picked: bounds the
+/// work for a view every game passes through (an empty board).
+pub const VIEW_SCAN: i64 = 512;
+
+/// Earlier games' moves in `space` at any of `views` (sha256s): per view,
+/// the newest move of each distinct kind (legality, the referee's note,
+/// the answer) among its newest [`VIEW_SCAN`], the newest `per_view` of
+/// those, `not_in` left out. Distinct kinds, not just the newest moves: a
+/// view where many games made one move must still offer the one game
+/// that did otherwise (identical moves make no pair).
 pub async fn same_views(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     space: crate::domain::SpaceId,
     views: &[String],
     not_in: MatchId,
@@ -208,14 +232,20 @@ pub async fn same_views(
     sqlx::query_as(
         "select d.match_id, d.step, d.slot, d.view_sha256, d.answer, d.note, d.legal, d.score
          from unnest($2::text[]) as h(view)
-         cross join lateral (select * from game_decisions g
-                             where g.space_id = $1 and g.view_sha256 = h.view and g.match_id <> $3
-                             order by g.created_at desc, g.match_id, g.step, g.slot limit $4) d",
+         cross join lateral (
+             select * from (
+                 select distinct on (r.legal, r.note, btrim(r.answer)) r.*
+                 from (select * from game_decisions g
+                       where g.space_id = $1 and g.view_sha256 = h.view and g.match_id <> $3
+                       order by g.created_at desc, g.match_id, g.step, g.slot limit $5) r
+                 order by r.legal, r.note, btrim(r.answer), r.created_at desc, r.match_id, r.step, r.slot) k
+             order by k.created_at desc, k.match_id, k.step, k.slot limit $4) d",
     )
     .bind(space)
     .bind(views)
     .bind(not_in)
     .bind(per_view)
-    .fetch_all(pool)
+    .bind(VIEW_SCAN)
+    .fetch_all(conn)
     .await
 }

@@ -203,16 +203,26 @@ async fn play(
     m: usize,
     t: Instant,
 ) -> anyhow::Result<DryMatch> {
-    let mut state = referee.start(&prompt)?;
+    // Every referee call on a blocking thread: a designer's script may use
+    // its whole time limit (and runs on the script threads from there).
+    let rules = Arc::new(referee.clone());
+    let (r, p) = (rules.clone(), prompt.clone());
+    let mut state = tokio::task::spawn_blocking(move || r.start(&p)).await??;
     let (mut steps, mut tokens) = (0usize, 0usize);
     while state.outcome.is_none() && steps < MAX_GAME_STEPS {
-        let to_move = referee.to_move(&state)?;
+        let (r, s, p) = (rules.clone(), state.clone(), prompt.clone());
+        let (to_move, views) = tokio::task::spawn_blocking(move || {
+            let to_move = r.to_move(&s)?;
+            let views = to_move.iter().map(|&seat| r.view(&s, &p, seat)).collect::<Result<Vec<String>, _>>()?;
+            Ok::<_, referee::RefereeError>((to_move, views))
+        })
+        .await??;
         let mut jobs = Vec::with_capacity(to_move.len());
-        for &seat in &to_move {
+        for (&seat, view) in to_move.iter().zip(views) {
             let s = &seats[seat];
             jobs.push(GenJob {
                 system: s.system.clone(),
-                prompt: referee.view(&state, &prompt, seat)?,
+                prompt: view,
                 adapter: s.adapter.clone(),
                 params: s.sampling.params(referee.turns.max_tokens as usize, 1000 + (m * 1000 + steps) as u64 * 31),
                 reference: None,
@@ -222,7 +232,7 @@ async fn play(
         let outs: Vec<_> = generator.generate(jobs).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
         tokens += outs.iter().map(|o| o.tokens).sum::<usize>();
         let answers: Vec<(usize, String)> = to_move.iter().copied().zip(outs.into_iter().map(|o| o.text)).collect();
-        let next = referee.clone();
+        let next = rules.clone();
         state = tokio::task::spawn_blocking(move || next.play(&state, &answers)).await??;
         steps += 1;
     }

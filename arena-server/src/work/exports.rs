@@ -33,6 +33,43 @@ pub fn export_dir(data_dir: &Path, id: Uuid) -> PathBuf {
 /// The names an export's files may have.
 pub const FILE_NAMES: &[&str] = &["pairs.jsonl", "pairs.jsonl.gz", "pairs.parquet", "README.md"];
 
+/// Deletes the files of every export finished more than `days` ago and
+/// records it (downloads then answer 410 Gone); returns how many.
+pub async fn expire_past_retention(db: &PgPool, data_dir: &Path, days: u32) -> anyhow::Result<usize> {
+    let ids = export_store::past_retention(db, days).await?;
+    for id in &ids {
+        let dir = export_dir(data_dir, *id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting export {id}'s files")),
+        }
+        export_store::expire(db, *id).await?;
+    }
+    Ok(ids.len())
+}
+
+/// Expires exports past retention every `every` until `stop` (the web role).
+pub async fn retention(
+    db: PgPool,
+    data_dir: PathBuf,
+    days: u32,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match expire_past_retention(&db, &data_dir, days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(exports = n, days, "deleted the files of exports past retention"),
+            Err(e) => tracing::warn!(error = ?e, "export retention failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Runs every export left queued or running (at startup).
 pub async fn resume(db: PgPool, data_dir: PathBuf) {
     match export_store::unfinished(&db).await {

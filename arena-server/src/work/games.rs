@@ -69,6 +69,36 @@ pub struct Table {
 }
 
 impl Table {
+    /// Runs `f` with the referee on a blocking thread: a designer's script
+    /// may use its whole time limit, never on an async worker.
+    async fn rules<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Referee) -> Result<T, referee::RefereeError> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let referee = self.referee.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&referee)).await??)
+    }
+
+    pub async fn start(&self, prompt: &str) -> anyhow::Result<State> {
+        let prompt = prompt.to_owned();
+        self.rules(move |r| r.start(&prompt)).await
+    }
+
+    pub async fn to_move(&self, state: &State) -> anyhow::Result<Vec<usize>> {
+        let state = state.clone();
+        self.rules(move |r| r.to_move(&state)).await
+    }
+
+    pub async fn view(&self, state: &State, prompt: &str, seat: usize) -> anyhow::Result<String> {
+        let (state, prompt) = (state.clone(), prompt.to_owned());
+        self.rules(move |r| r.view(&state, &prompt, seat)).await
+    }
+
+    pub async fn play(&self, state: &State, answers: &[(usize, String)]) -> anyhow::Result<State> {
+        let (state, answers) = (state.clone(), answers.to_vec());
+        self.rules(move |r| r.play(&state, &answers)).await
+    }
+
     pub async fn ask(&self, player: &Player, view: &str, temperature: f32, seed: u64) -> anyhow::Result<String> {
         let params = if temperature == 0.0 {
             SamplingParams::greedy(self.max_tokens)
@@ -115,12 +145,12 @@ impl Table {
         let mut step = 0u64;
         while state.outcome.is_none() {
             let mut answers = Vec::new();
-            for seat in self.referee.to_move(&state)? {
-                let view = self.referee.view(&state, prompt, seat)?;
+            for seat in self.to_move(&state).await? {
+                let view = self.view(&state, prompt, seat).await?;
                 let s = seed ^ (step.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ seat as u64;
                 answers.push((seat, self.ask(&players[seat], &view, temperature, s).await?));
             }
-            state = self.referee.play(&state, &answers)?;
+            state = self.play(&state, &answers).await?;
             step += 1;
         }
         Ok(state)
@@ -138,7 +168,7 @@ impl Table {
         temperature: f32,
         seed: u64,
     ) -> anyhow::Result<(State, Vec<Decision>)> {
-        let mut state = self.referee.start(prompt)?;
+        let mut state = self.start(prompt).await?;
         // (view, the main line's answer and whether it was legal, the other
         // answer and whether it was, its line's end)
         type Branch<'a> = (String, String, bool, String, bool, BoxFuture<'a, anyhow::Result<State>>);
@@ -146,11 +176,11 @@ impl Table {
         let legal_of = |s: &State| s.transcript.iter().rev().find(|e| e.seat == learner).is_some_and(|e| e.legal);
         let mut step = 0u64;
         while state.outcome.is_none() {
-            let seats = self.referee.to_move(&state)?;
+            let seats = self.to_move(&state).await?;
             let mut answers = Vec::new();
             let mut asked = None;
             for seat in seats {
-                let view = self.referee.view(&state, prompt, seat)?;
+                let view = self.view(&state, prompt, seat).await?;
                 let s = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seat as u64) << 56;
                 let main = self.ask(&players[seat], &view, temperature, s).await?;
                 if seat == learner && state.retry.is_none() {
@@ -158,7 +188,7 @@ impl Table {
                 }
                 answers.push((seat, main));
             }
-            let next = self.referee.play(&state, &answers)?;
+            let next = self.play(&state, &answers).await?;
             // Other answers at the learner's turn, every other seat's answer
             // as in the game (simultaneous order moves them together).
             if let Some((view, s, main)) = asked {
@@ -170,7 +200,7 @@ impl Table {
                             .iter()
                             .map(|(seat, a)| (*seat, if *seat == learner { alt.clone() } else { a.clone() }))
                             .collect();
-                        let branch_state = self.referee.play(&state, &moves)?;
+                        let branch_state = self.play(&state, &moves).await?;
                         let alt_legal = legal_of(&branch_state);
                         let rollout = self.finish(prompt, players, branch_state, temperature, s ^ (0x5151 + k));
                         branches.push((view.clone(), main.clone(), main_legal, alt, alt_legal, Box::pin(rollout)));
@@ -254,7 +284,7 @@ pub async fn head_to_head(
         let players = if seat == 0 { [new.clone(), old.clone()] } else { [old.clone(), new.clone()] };
         let seed = seed ^ ((i as u64) << 8);
         async move {
-            let start = table.referee.start(prompt)?;
+            let start = table.start(prompt).await?;
             let end = table.finish(prompt, &players, start, temperature, seed).await?;
             Ok::<_, anyhow::Error>((i, seat, end))
         }
@@ -289,15 +319,15 @@ pub async fn play_positions(
     max: usize,
 ) -> anyhow::Result<Vec<Position>> {
     let games = prompts.iter().enumerate().map(|(i, prompt)| async move {
-        let mut state = table.referee.start(prompt)?;
+        let mut state = table.start(prompt).await?;
         let mut found = Vec::new();
         let mut step = 0u64;
         while state.outcome.is_none() {
-            let seats = table.referee.to_move(&state)?;
+            let seats = table.to_move(&state).await?;
             let mut answers = Vec::new();
             let mut views = Vec::new();
             for &seat in &seats {
-                let view = table.referee.view(&state, prompt, seat)?;
+                let view = table.view(&state, prompt, seat).await?;
                 let s = seed ^ ((i as u64) << 24) ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seat as u64;
                 answers.push((seat, table.ask(&players[seat], &view, temperature, s).await?));
                 views.push((seat, view));
@@ -308,7 +338,7 @@ pub async fn play_positions(
                     found.push(Position { prompt: prompt.clone(), state: state.clone(), seat, view, others });
                 }
             }
-            state = table.referee.play(&state, &answers)?;
+            state = table.play(&state, &answers).await?;
             step += 1;
         }
         Ok::<_, anyhow::Error>(found)
@@ -340,7 +370,7 @@ pub async fn line_rewards(
         let mut moves = at.others.clone();
         moves.push((at.seat, answer.clone()));
         moves.sort_by_key(|(s, _)| *s);
-        let next = table.referee.play(&at.state, &moves)?;
+        let next = table.play(&at.state, &moves).await?;
         let legal = next.transcript.iter().rev().find(|e| e.seat == at.seat).is_some_and(|e| e.legal);
         let end = if next.outcome.is_some() {
             next

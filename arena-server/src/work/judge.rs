@@ -83,8 +83,9 @@ impl Work for JudgeStage {
             let mut pending = Vec::new();
             let mut verdict_ids: Vec<MatchId> = Vec::new();
             let mut verdicts: Vec<String> = Vec::new();
-            // Judged games' moves, kept with their verdicts.
-            let mut kept: Vec<(SpaceId, crate::store::turns::GameDecision)> = Vec::new();
+            // Games the referee decided: paired with earlier games' moves
+            // in the verdicts' transaction (see below).
+            let mut games: Vec<(MatchId, SpaceId, referee::State, Vec<i16>, f64)> = Vec::new();
             for m in &open {
                 // One match's trouble is that match's alone.
                 let config = match self.config(ctx, m.space_id, m.space_version).await {
@@ -108,26 +109,7 @@ impl Work for JudgeStage {
                 };
                 if let Some(state) = game.as_ref().filter(|s| s.outcome.as_ref().is_some_and(|o| !o.judged)) {
                     let slots: Vec<i16> = outputs.iter().filter(|o| o.match_id == m.id).map(|o| o.slot).collect();
-                    let mut verdict = super::turns::outcome_verdict(state, &slots, config.min_margin);
-                    // Decision pairs: retried moves, and moves at views
-                    // earlier games' moves answered too.
-                    let made =
-                        super::turns::game_decisions(ctx, m.id, m.space_id, state, &slots, config.min_margin, &kept)
-                            .await;
-                    match made {
-                        Ok((pairs, moves)) => {
-                            if let Some(all) = verdict.get_mut("pairs").and_then(|p| p.as_array_mut()) {
-                                all.extend(pairs);
-                            }
-                            kept.extend(moves.into_iter().map(|d| (m.space_id, d)));
-                        }
-                        Err(err) => {
-                            tracing::warn!(match_id = %m.id, error = %err, "cannot read the game's moves; will retry");
-                            continue;
-                        }
-                    }
-                    verdict_ids.push(m.id);
-                    verdicts.push(serde_json::to_string(&verdict)?);
+                    games.push((m.id, m.space_id, state.clone(), slots, config.min_margin));
                     continue;
                 }
                 let candidates: Vec<Candidate> = outputs
@@ -190,14 +172,25 @@ impl Work for JudgeStage {
                 }
             }
             let mut tx = ctx.db.begin().await?;
-            matches::insert_verdicts(&mut tx, &verdict_ids, &verdicts).await?;
-            let mut spaces: Vec<SpaceId> = kept.iter().map(|(s, _)| *s).collect();
+            // Decision pairs: retried moves, and moves at views earlier
+            // games' moves answered too — each game in turn, under the
+            // Space's lock, keeping its moves for the games after it.
+            let mut spaces: Vec<SpaceId> = games.iter().map(|g| g.1).collect();
             spaces.sort_by_key(|s| s.0);
             spaces.dedup();
             for space in spaces {
-                let moves: Vec<_> = kept.iter().filter(|(s, _)| *s == space).map(|(_, d)| d.clone()).collect();
-                crate::store::turns::insert_decisions(&mut tx, space, &moves).await?;
+                crate::store::turns::lock_decisions(&mut tx, space).await?;
             }
+            for (id, space, state, slots, min_margin) in &games {
+                let mut verdict = super::turns::outcome_verdict(state, slots, *min_margin);
+                let pairs = super::turns::game_decisions(&mut tx, *id, *space, state, slots, *min_margin).await?;
+                if let Some(all) = verdict.get_mut("pairs").and_then(|p| p.as_array_mut()) {
+                    all.extend(pairs);
+                }
+                verdict_ids.push(*id);
+                verdicts.push(serde_json::to_string(&verdict)?);
+            }
+            matches::insert_verdicts(&mut tx, &verdict_ids, &verdicts).await?;
             let moved = matches::advance(&mut tx, Stage::Judge, &verdict_ids).await?;
             let mut failed_slugs = Vec::new();
             for (id, why) in &failed {

@@ -190,16 +190,28 @@ impl Trainer {
             }
         }
         let _cleanup = Cleanup(work_dir(ctx, id));
-        let limit = std::time::Duration::from_secs(JobSettings::MAX_MINUTES * 60);
+        let limit = std::time::Duration::from_secs(ctx.settings.training_time_limit_s.max(1));
+        // Set at the limit: the training thread (DPO or GRPO steps, GRPO's
+        // rollouts) stops at its next step; the async parts (self-play,
+        // playouts, the gate) stop when their future is dropped.
+        let cancel = agent_runtime::train::Cancel::default();
+        let timed_out = std::sync::atomic::AtomicBool::new(false);
         let run = async {
-            match tokio::time::timeout(limit, run_job(ctx, self, claimed)).await {
+            match tokio::time::timeout(limit, run_job(ctx, self, claimed, cancel.clone())).await {
                 Ok(result) => result,
-                // The blocking training thread finishes its bounded work and
-                // its result is dropped; the job is failed and refunded now.
-                Err(_) => Err(anyhow::anyhow!("the job ran past its {} minutes", JobSettings::MAX_MINUTES)),
+                Err(_) => {
+                    cancel.cancel();
+                    timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Err(anyhow::anyhow!("the job ran past its time limit of {} s and was stopped", limit.as_secs()))
+                }
             }
         };
         match beating(ctx, id, run).await {
+            // It used the trainer time it was priced for: no refund.
+            Err(err) if timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
+                tracing::warn!(%id, error = ?err, "training job stopped at its time limit");
+                let _ = training::fail_used(&ctx.db, id, &ctx.consumer, &format!("{err:#}")).await;
+            }
             Ok(status) => tracing::info!(%id, %status, "training job finished"),
             Err(err) if is_transient(&err) => {
                 tracing::warn!(%id, error = ?err, "training job hit a transient error; it goes back in the queue");
@@ -215,7 +227,12 @@ impl Trainer {
 }
 
 /// Trains, gates and records; returns the job's final status.
-async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Result<JobStatus> {
+async fn run_job(
+    ctx: &Context,
+    trainer: &Trainer,
+    job: Claimed,
+    cancel: agent_runtime::train::Cancel,
+) -> anyhow::Result<JobStatus> {
     let settings: JobSettings = serde_json::from_value(job.settings.clone()).context("the job's settings")?;
     let parent = {
         let mut conn = ctx.db.acquire().await?;
@@ -226,8 +243,9 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
     let (system_prompt, sampling, parent_adapter) = (parent.system_prompt, parent.sampling, parent.adapter_sha256);
     let space = ctx.spaces.get(&ctx.db, job.space_id, job.space_version).await?;
     let pairs = training::pair_texts(&ctx.db, &job.pair_ids).await?;
+    // A referee-decided game's DPO job makes its pairs by self-play below.
     anyhow::ensure!(
-        !pairs.is_empty() || !settings.needs_pairs(),
+        !pairs.is_empty() || !settings.needs_pairs() || space.self_play_game().is_some(),
         "none of the job's {} pairs can be read",
         job.pair_ids.len()
     );
@@ -258,7 +276,8 @@ async fn run_job(ctx: &Context, trainer: &Trainer, job: Claimed) -> anyhow::Resu
         None => None,
     };
     let loaded = trainer.loaded().await?;
-    let cfg = settings.train_config(trainer.threads);
+    let mut cfg = settings.train_config(trainer.threads);
+    cfg.cancel = cancel;
     let out = work.join("adapter");
     // A game the referee decides: DPO learns from decisions, not from the
     // matches' whole-game pairs. The parent plays itself from training
@@ -328,10 +347,10 @@ const GAME_TRAIN_PROMPTS: usize = 24;
 /// Other answers played out at each of the learner's turns.
 const GAME_ALTERNATIVES: usize = 2;
 
-/// The Space's referee when it decides the games itself (two seats, the
-/// rules' outcome at the limit): such a Space trains and gates by play.
+/// The Space's referee when it decides the games itself: see
+/// `Space::self_play_game`.
 fn referee_game(space: &crate::domain::space::Space) -> Option<&referee::Referee> {
-    space.game.as_ref().filter(|g| g.seats == 2 && g.turns.on_limit == referee::OnLimit::Rules)
+    space.self_play_game()
 }
 
 /// The gate of a game Space: the new version plays its parent from the

@@ -426,33 +426,29 @@ pub fn decision_pairs(
     pairs
 }
 
-/// A finished game's decision pairs and its moves to keep: its steps read
-/// with their views, paired with earlier games' moves at the same views
-/// (stored ones, and `batch`'s: moves of games judged just before it in
-/// the same batch, by Space).
+/// A finished game's decision pairs, its moves kept beside them: its
+/// steps read with their views, paired with earlier games' moves at the
+/// same views. Runs in the verdicts' transaction under
+/// [`turns::lock_decisions`] for the Space, so games judged one after
+/// another in it (or in concurrent batches) see each other's moves.
 pub async fn game_decisions(
-    ctx: &Context,
+    conn: &mut sqlx::PgConnection,
     id: MatchId,
     space: crate::domain::SpaceId,
     state: &State,
     slots: &[i16],
     min_margin: f64,
-    batch: &[(crate::domain::SpaceId, turns::GameDecision)],
-) -> anyhow::Result<(Vec<serde_json::Value>, Vec<turns::GameDecision>)> {
-    let rows = turns::rows(&ctx.db, &[id]).await?;
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows = turns::rows(&mut *conn, &[id]).await?;
     let mine = decisions(id, &rows, state, slots);
     let mut views: Vec<String> = mine.iter().map(|(d, _)| d.view_sha256.clone()).collect();
     views.sort();
     views.dedup();
-    let mut earlier = turns::same_views(&ctx.db, space, &views, id, PARTNERS_PER_VIEW).await?;
-    earlier.extend(
-        batch
-            .iter()
-            .filter(|(s, d)| *s == space && views.binary_search(&d.view_sha256).is_ok())
-            .map(|(_, d)| d.clone()),
-    );
+    let earlier = turns::same_views(&mut *conn, space, &views, id, PARTNERS_PER_VIEW).await?;
     let pairs = decision_pairs(&rows, slots, &mine, &earlier, min_margin);
-    Ok((pairs, mine.into_iter().map(|(d, _)| d).collect()))
+    let moves: Vec<turns::GameDecision> = mine.into_iter().map(|(d, _)| d).collect();
+    turns::insert_decisions(&mut *conn, space, &moves).await?;
+    Ok(pairs)
 }
 
 /// Rounds a judged game's speeches are scored in, at most.

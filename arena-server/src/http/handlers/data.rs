@@ -101,6 +101,7 @@ pub async fn count(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Export)?;
     let filter = query.filter()?;
+    count_allowed(&state, caller.user_id).await?;
     pair_store::enrich(&state.db).await?;
     let quote = export_store::quote(&state.db, &filter, MAX_EXPORT).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -108,17 +109,56 @@ pub async fn count(
     })))
 }
 
+/// Counts (and quotes) one buyer may ask for per minute, the API's and the
+/// `/data` page's together: each is a scan of the filtered pairs.
+pub const COUNTS_PER_MINUTE: u32 = 60;
+
+/// Counts one count against the buyer's allowance (a 429 past it).
+pub async fn count_allowed(state: &Context, buyer: crate::domain::UserId) -> Result<(), ApiError> {
+    crate::http::auth::count_attempt(state, &format!("data-count:{buyer}"), COUNTS_PER_MINUTE).await
+}
+
+/// The Spaces whose pairs anyone may read for free: public, and not sold
+/// (`[data] price_per_pair = 0` in the current version). The others' pairs
+/// and outputs are what they sell or keep private.
+pub async fn free_spaces(state: &Context) -> Result<Vec<String>, ApiError> {
+    let mut free = Vec::new();
+    for (id, slug, version, price) in space_store::data_terms(&state.db).await? {
+        if price > 0 {
+            continue;
+        }
+        let space = state.spaces.get(&state.db, id, version).await.map_err(ApiError::internal)?;
+        if space.visibility == crate::domain::space::Visibility::Public {
+            free.push(slug);
+        }
+    }
+    Ok(free)
+}
+
 /// Narrows `filter` to the Spaces whose pairs are free, or says which named
-/// Space sells its pairs. None: no free Space has pairs.
+/// Space sells its pairs or keeps them private. None: no free Space has
+/// pairs.
 async fn free_only(state: &Context, mut filter: PairFilter) -> Result<Option<PairFilter>, ApiError> {
-    let priced = space_store::data_prices(&state.db).await?;
-    if let Some((slug, price)) = filter.spaces.iter().find_map(|s| priced.iter().find(|(p, n)| p == s && *n > 0)) {
-        return Err(ApiError::PaymentRequired(format!(
-            "Space {slug:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)"
-        )));
+    let free = free_spaces(state).await?;
+    let terms = space_store::data_prices(&state.db).await?;
+    for slug in filter.spaces.iter().filter(|s| !free.contains(s)) {
+        match terms.iter().find(|(p, _)| p == slug) {
+            Some((_, price)) if *price > 0 => {
+                return Err(ApiError::PaymentRequired(format!(
+                    "Space {slug:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)"
+                )));
+            }
+            Some(_) => {
+                return Err(ApiError::PaymentRequired(format!(
+                    "Space {slug:?} is private: its pairs are sold only as an export (POST /api/v1/data/exports)"
+                )));
+            }
+            // No such Space: it selects nothing.
+            None => {}
+        }
     }
     if filter.spaces.is_empty() {
-        filter.spaces = priced.into_iter().filter(|(_, n)| *n == 0).map(|(s, _)| s).collect();
+        filter.spaces = free;
         if filter.spaces.is_empty() {
             return Ok(None);
         }
@@ -267,6 +307,7 @@ impl ExportBody {
             scrub_pii: self.scrub_pii,
             limit,
             max_price: self.max_price,
+            accept_licenses: self.accept_licenses.clone(),
         })
     }
 }
@@ -292,6 +333,8 @@ pub async fn create_export(
         ExportRefused::PriceRose { .. } => ApiError::conflict("max_price", e.to_string()),
         ExportRefused::CannotPay { .. } => ApiError::InsufficientFunds(e.to_string()),
         ExportRefused::TooMany(_) => ApiError::OverCapacity(e.to_string()),
+        ExportRefused::Licence { .. } => ApiError::invalid("accept_licenses", e.to_string()),
+        ExportRefused::FreeQuota(_) => ApiError::OverCapacity(e.to_string()),
         ExportRefused::Db(e) => e.into(),
     })?;
     if new {
@@ -370,6 +413,14 @@ pub async fn file(
 /// recorded (one of a fixed few) is opened, under the export's own folder.
 pub async fn download(state: &Context, export: &export_store::Export, name: &str) -> Result<HttpResponse, ApiError> {
     use tokio::io::AsyncReadExt;
+    if let Some(when) = export.expired_at {
+        return Err(ApiError::Gone(format!(
+            "export {}'s files were deleted on {} (kept {} days); the export and its pairs are still recorded",
+            export.id,
+            when.format("%Y-%m-%d"),
+            state.settings.export_retention_days
+        )));
+    }
     let recorded = export.files.as_array().is_some_and(|files| files.iter().any(|f| f["name"] == name));
     let Some(name) = crate::work::exports::FILE_NAMES.iter().find(|n| **n == name && recorded) else {
         return Err(ApiError::NotFound(format!("file {name:?} of export {}", export.id)));

@@ -40,25 +40,34 @@ pub async fn list(state: web::Data<Context>, query: web::Query<ListQuery>) -> Re
     Ok(HttpResponse::Ok().json(list))
 }
 
-/// Whether `caller` may read a match's outputs, verdict and pairs: anyone
-/// in a public Space; in a private one the match's players, the Space's
-/// designer, buyers and admins.
+/// Whether `caller` may read a match's outputs, verdict, pairs and a
+/// game's answers and views: the match's players, the Space's designer and
+/// admins always; anyone else only in a public Space that gives its pairs
+/// away — where a Space sells its pairs (`[data] price_per_pair > 0`) or
+/// is private, what it sells is not readable for free, and a buyer reads
+/// only the matches whose pairs they bought.
 pub async fn may_read_outputs(
     state: &Context,
     caller: Option<&Caller>,
     head: &matches::MatchHead,
     seats: &[matches::SeatView],
 ) -> Result<bool, ApiError> {
-    let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(ApiError::internal)?;
-    if space.visibility == Visibility::Public {
+    let insider = caller.is_some_and(|c| {
+        c.is_admin() || c.user_id == head.designer_id || seats.iter().any(|s| s.owner_id == c.user_id)
+    });
+    if insider {
         return Ok(true);
     }
-    Ok(caller.is_some_and(|c| {
-        c.is_admin()
-            || c.role == Role::Buyer
-            || c.user_id == head.designer_id
-            || seats.iter().any(|s| s.owner_id == c.user_id)
-    }))
+    let space = state.spaces.get(&state.db, head.space_id, head.space_version).await.map_err(ApiError::internal)?;
+    if space.visibility == Visibility::Public && space.data.per_pair == 0 {
+        return Ok(true);
+    }
+    match caller {
+        Some(c) if c.role == Role::Buyer => {
+            Ok(crate::store::exports::bought_from(&state.db, c.user_id, head.id).await?)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// GET /api/v1/matches/{id} — outputs and the verdict only for those the
@@ -136,23 +145,30 @@ pub async fn game_turns(
     };
     let mut turns = Vec::new();
     for row in rows {
-        let board = grid.and_then(|g| g.board(&row.state.0.game).ok());
+        // Where outputs are hidden, so is everything that tells the moves:
+        // the boards, the referee's notes, the per-round scores.
+        let board = grid.filter(|_| readable).and_then(|g| g.board(&row.state.0.game).ok());
         for m in &row.moves.0 {
             turns.push(serde_json::json!({
-                "step": row.step, "turn": row.turn, "seat": m.seat, "legal": m.legal, "note": m.note,
-                "tokens": m.tokens, "at": row.created_at,
+                "step": row.step, "turn": row.turn, "seat": m.seat, "legal": m.legal,
+                "note": readable.then_some(&m.note), "tokens": m.tokens, "at": row.created_at,
                 "text": readable.then_some(&m.text), "view": (readable && views).then_some(&m.view),
                 "board_after": board,
             }));
         }
     }
-    let start_board = grid.and_then(|g| referee.start(&head.prompt).ok().and_then(|s| g.board(&s.game).ok()));
+    let rounds = if readable { rounds } else { serde_json::Value::Null };
+    let start_board = grid.and_then(|g| referee.builtin_start(&head.prompt).and_then(|s| g.board(&s.game).ok()));
     Ok(serde_json::json!({
         "id": id, "status": head.status, "kind": referee.rules.kind(), "max_turns": referee.turns.max_turns,
         "start_board": start_board, "turns": turns,
         "from": from, "next_from": more.then(|| rows.last().map(|r| r.step + 1)).flatten(),
         "steps": last.as_ref().map_or(0, |(step, _)| step + 1),
-        "outcome": last.as_ref().and_then(|(_, s)| s.0.outcome.clone()),
+        "outcome": last.as_ref().and_then(|(_, s)| s.0.outcome.as_ref()).map(|o| if readable {
+            serde_json::json!(o)
+        } else {
+            serde_json::json!({ "scores": o.scores, "judged": o.judged })
+        }),
         "illegal": last.as_ref().map(|(_, s)| s.0.illegal.clone()),
         "rounds": rounds,
         "outputs_hidden": !readable,

@@ -172,12 +172,20 @@ pub async fn pairs(
     let caller = caller.0.ok_or(ApiError::Unauthenticated)?;
     caller.require(Scope::Export)?;
     let (id, _) = space_id(&state, &slug).await?;
-    let price = space_store::data_prices(&state.db).await?.into_iter().find(|(s, _)| *s == *slug).map_or(0, |p| p.1);
-    if price > 0 {
-        return Err(ApiError::PaymentRequired(format!(
-            "Space {:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)",
-            slug.as_str()
-        )));
+    if !super::data::free_spaces(&state).await?.contains(&*slug) {
+        let price =
+            space_store::data_prices(&state.db).await?.into_iter().find(|(s, _)| *s == *slug).map_or(0, |p| p.1);
+        return Err(ApiError::PaymentRequired(if price > 0 {
+            format!(
+                "Space {:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)",
+                slug.as_str()
+            )
+        } else {
+            format!(
+                "Space {:?} is private: its pairs are sold only as an export (POST /api/v1/data/exports)",
+                slug.as_str()
+            )
+        }));
     }
     let limit = query.limit.unwrap_or(1000);
     if !(1..=100_000).contains(&limit) {

@@ -135,7 +135,11 @@ pub async fn sign_in(
     let cookie = Cookie::build(SESSION_COOKIE, secret)
         .path("/")
         .http_only(true)
-        .secure(req.connection_info().scheme() == "https")
+        .secure(match state.settings.secure_cookies {
+            crate::domain::settings::SecureCookies::Always => true,
+            crate::domain::settings::SecureCookies::Never => false,
+            crate::domain::settings::SecureCookies::Auto => auth::over_https(req),
+        })
         .same_site(SameSite::Lax)
         .max_age(actix_web::cookie::time::Duration::seconds(state.settings.session_ttl_s as i64))
         .finish();

@@ -521,6 +521,8 @@ pub const PLAYGROUND_PER_MINUTE: u32 = 20;
 #[derive(Deserialize)]
 pub struct PlaygroundQuery {
     #[serde(default)]
+    csrf: String,
+    #[serde(default)]
     prompt: String,
     /// The builder's fields as they stand.
     #[serde(flatten)]
@@ -531,14 +533,16 @@ fn sse_event(kind: &str, data: serde_json::Value) -> actix_web::web::Bytes {
     actix_web::web::Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
-/// GET /agents/new/playground — the builder's current settings answer a
+/// POST /agents/new/playground — the builder's current settings answer a
 /// test prompt, streamed as Server-Sent Events: `token` pieces, then `done`
 /// (or `problem` with what went wrong). Same checks as the agent itself.
+/// A POST (read by the page with `fetch`), so the system prompt never
+/// travels in a URL (logs, history, a proxy's access log).
 pub async fn playground(
     state: State,
     req: HttpRequest,
     caller: Visitor,
-    query: web::Query<PlaygroundQuery>,
+    query: web::Form<PlaygroundQuery>,
 ) -> Result<HttpResponse, PageError> {
     use agent_runtime::chat::Message;
     use agent_runtime::engine::{Prompt, Request};
@@ -550,7 +554,8 @@ pub async fn playground(
             .insert_header(("Cache-Control", "no-cache"))
             .body(sse_event("problem", serde_json::json!({ "message": message })))
     };
-    let PlaygroundQuery { prompt: asked, draft } = query.into_inner();
+    let PlaygroundQuery { csrf, prompt: asked, draft } = query.into_inner();
+    check_csrf(&req, &csrf)?;
     let checked = (|| {
         let sampling = sampling(&draft)?;
         sampling.check()?;
@@ -573,7 +578,7 @@ pub async fn playground(
     }
     let engine = match state.playground.engine().await {
         Ok(engine) => engine,
-        Err(why) => return Ok(problem(why)),
+        Err(why) => return Ok(problem(crate::domain::shown::without_paths(&why))),
     };
     let mut messages = Vec::new();
     if !system.is_empty() {

@@ -170,7 +170,12 @@ fn may_buy(ctx: &PageCtx) -> bool {
     ctx.caller.as_ref().is_some_and(|c| c.role == Role::Buyer || c.is_admin())
 }
 
-async fn count(state: &State, form: &FilterForm) -> Result<(Option<Quote>, Option<String>), PageError> {
+async fn count(state: &State, form: &FilterForm, ctx: &PageCtx) -> Result<(Option<Quote>, Option<String>), PageError> {
+    if let Some(caller) = &ctx.caller
+        && let Err(limited) = crate::http::handlers::data::count_allowed(state, caller.user_id).await
+    {
+        return Ok((None, Some(limited.to_string())));
+    }
     match form.filter() {
         Ok(filter) => {
             pair_store::enrich(&state.db).await?;
@@ -179,6 +184,9 @@ async fn count(state: &State, form: &FilterForm) -> Result<(Option<Quote>, Optio
         Err(why) => Ok((None, Some(why))),
     }
 }
+
+/// Sample pairs shown of each Space that sells its pairs.
+pub const SOLD_SAMPLES: i64 = 3;
 
 pub async fn page(
     state: State,
@@ -205,22 +213,40 @@ pub async fn page(
                 price: d.price,
             })
             .collect();
-        counted = count(&state, &form).await?;
+        counted = count(&state, &form, &ctx).await?;
         query = form.api_query();
         if let Ok(filter) = form.filter() {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(pair_store::export_filtered(state.db.clone(), filter, 10, tx));
-            while let Some(row) = rx.recv().await {
-                let p = row?;
-                samples.push(Sample {
+            // Free Spaces' pairs follow the filter; a Space that sells its
+            // pairs (or keeps them private) shows its few fixed samples,
+            // whatever the filter says.
+            let free = crate::http::handlers::data::free_spaces(&state).await?;
+            let named = |s: &String| filter.spaces.is_empty() || filter.spaces.contains(s);
+            let sold: Vec<String> =
+                datasets.iter().map(|d| d.space.clone()).filter(|s| !free.contains(s) && named(s)).collect();
+            let mut walk = filter.clone();
+            walk.spaces = free.into_iter().filter(|s| named(s)).collect();
+            let mut pairs = Vec::new();
+            if !walk.spaces.is_empty() {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+                tokio::spawn(pair_store::export_filtered(state.db.clone(), walk, 10, tx));
+                while let Some(row) = rx.recv().await {
+                    pairs.push(row?);
+                }
+            }
+            if !sold.is_empty() {
+                pairs.extend(pair_store::fixed_samples(&state.db, &sold, SOLD_SAMPLES).await?);
+            }
+            samples = pairs
+                .into_iter()
+                .map(|p| Sample {
                     space: p.space,
                     prompt: p.prompt,
                     chosen: p.chosen,
                     rejected: p.rejected,
                     margin: format!("{:.2}", p.margin),
                     agreed: p.consistent,
-                });
-            }
+                })
+                .collect();
         }
     }
     let page = DataPage {
@@ -250,7 +276,7 @@ pub async fn live_count(
     if !may_buy(&ctx) {
         return Err(PageError::Forbidden);
     }
-    let (quote, error) = count(&state, &form).await?;
+    let (quote, error) = count(&state, &form, &ctx).await?;
     let html = CountFragment { quote, error }.render().map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -330,7 +356,7 @@ pub async fn export(
         Ok(_) => Ok(super::see_other("/data/exports")),
         Err(err) => {
             let why = super::FormError::from_api(err)?;
-            let (quote, error) = count(&state, &form.filter).await?;
+            let (quote, error) = count(&state, &form.filter, &ctx).await?;
             let page = DataPage {
                 chrome: ctx.chrome.clone(),
                 allowed: true,

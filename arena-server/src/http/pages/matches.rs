@@ -68,6 +68,10 @@ struct PairView {
     p_chosen_first: Option<f64>,
     p_chosen_second: Option<f64>,
     consistent: bool,
+    /// "game" for a referee game's whole-game pair, which is not kept (the
+    /// seats answered different views).
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 pub struct Seat {
@@ -151,9 +155,11 @@ async fn game_view(
     let rows = crate::store::turns::resume_rows(&state.db, &[id]).await?;
     let steps = rows.len();
     let shown = step.unwrap_or(steps).min(steps);
+    // Where outputs are hidden, so is the board after any move.
     let game_state = match shown {
-        0 => referee.start(&head.prompt).ok().map(|s| s.game),
-        n => Some(rows[n - 1].state.0.game.clone()),
+        0 => referee.builtin_start(&head.prompt).map(|s| s.game),
+        n if readable => Some(rows[n - 1].state.0.game.clone()),
+        _ => None,
     };
     let board: Vec<Vec<String>> = match &referee.rules {
         referee::Rules::Grid(g) => {
@@ -170,7 +176,11 @@ async fn game_view(
     let name =
         |seat: usize| format!("{} ({})", referee::seat_name(seat), names.get(seat).map(String::as_str).unwrap_or("?"));
     // Round scores: seat s's i-th legal speech is its speech of round i.
-    let rounds = matches::verdict(&state.db, id).await?.map(|mut v| v["rounds"].take()).unwrap_or_default();
+    let rounds = if readable {
+        matches::verdict(&state.db, id).await?.map(|mut v| v["rounds"].take()).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
     let mut spoken: Vec<usize> = Vec::new();
     let mut round_score = |seat: usize, legal: bool| -> Option<String> {
         if !legal {
@@ -193,7 +203,7 @@ async fn game_view(
             who: name(m.seat),
             text: readable.then(|| m.text.clone()),
             legal: m.legal,
-            note: m.note.clone(),
+            note: if readable { m.note.clone() } else { String::new() },
             played: k <= shown,
             round_score: round_score(m.seat, m.legal),
         })
@@ -201,7 +211,7 @@ async fn game_view(
     let last = rows.last().map(|r| &r.state.0);
     Ok(Some(GameView {
         kind: kind.to_owned(),
-        outcome: last.and_then(|s| s.outcome.as_ref()).map(|o| o.reason.clone()),
+        outcome: last.and_then(|s| s.outcome.as_ref()).filter(|_| readable).map(|o| o.reason.clone()),
         illegal: last
             .map(|s| {
                 s.illegal.iter().enumerate().map(|(i, n)| format!("{}: {n}", name(i))).collect::<Vec<_>>().join(", ")
@@ -296,6 +306,9 @@ async fn body(state: &State, ctx: &PageCtx, id: MatchId, step: Option<usize>) ->
             orders: match (p.p_chosen_first, p.p_chosen_second) {
                 (Some(a), Some(b)) => format!("{} shown first, {} shown second", percent(a), percent(b)),
                 (Some(a), None) => format!("{} (one order)", percent(a)),
+                _ if p.kind.as_deref() == Some("game") => {
+                    "decided by the game's outcome (not kept as data: the seats answered different views)".to_owned()
+                }
                 _ if verdict.judge.mode == "referee" => "decided by the game's outcome".to_owned(),
                 _ => "decided by the checks".to_owned(),
             },

@@ -85,7 +85,7 @@ pub const PAGES: &[PageRoute] = &[
     page!(get, "/agents/new", agents::new_page, SignedIn, "The agent builder"),
     page!(post, "/agents/new", agents::create, SignedIn, "Create an agent (with an optional adapter upload)"),
     page!(
-        get,
+        post,
         "/agents/new/playground",
         agents::playground,
         SignedIn,

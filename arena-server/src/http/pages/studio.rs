@@ -497,8 +497,10 @@ pub async fn upload_file(
 }
 
 /// One line of a diff.
+#[derive(Debug, Clone)]
 pub struct DiffLine {
-    /// ' ', '+' or '-'.
+    /// ' ' (unchanged), '+', '-', '~' (unchanged lines folded, a note) or
+    /// '!' (a part too large to diff, a note).
     pub op: char,
     pub text: String,
 }
@@ -507,28 +509,91 @@ pub struct DiffLine {
 /// capped in size, so the table stays small).
 pub fn diff_lines(a: &str, b: &str) -> Vec<DiffLine> {
     let (x, y): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let (n, m) = (x.len(), y.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if x[i] == y[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+    // What the two share at either end costs nothing to diff.
+    let head = x.iter().zip(&y).take_while(|(p, q)| p == q).count();
+    let tail = x[head..].iter().rev().zip(y[head..].iter().rev()).take_while(|(p, q)| p == q).count();
+    let (mx, my) = (&x[head..x.len() - tail], &y[head..y.len() - tail]);
+    let (n, m) = (mx.len(), my.len());
+    let mut out: Vec<DiffLine> = x[..head].iter().map(|t| DiffLine { op: ' ', text: (*t).to_owned() }).collect();
+    if n.saturating_mul(m) > MAX_DIFF_CELLS {
+        out.push(DiffLine {
+            op: '!',
+            text: format!("{n} lines against {m} differ here: too large to diff line by line"),
+        });
+    } else {
+        let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                lcs[i][j] = if mx[i] == my[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < n || j < m {
+            if i < n && j < m && mx[i] == my[j] {
+                out.push(DiffLine { op: ' ', text: mx[i].to_owned() });
+                i += 1;
+                j += 1;
+            } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+                // What went out before what came in.
+                out.push(DiffLine { op: '-', text: mx[i].to_owned() });
+                i += 1;
+            } else {
+                out.push(DiffLine { op: '+', text: my[j].to_owned() });
+                j += 1;
+            }
         }
     }
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < n || j < m {
-        if i < n && j < m && x[i] == y[j] {
-            out.push(DiffLine { op: ' ', text: x[i].to_owned() });
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            // What went out before what came in.
-            out.push(DiffLine { op: '-', text: x[i].to_owned() });
-            i += 1;
+    out.extend(x[x.len() - tail..].iter().map(|t| DiffLine { op: ' ', text: (*t).to_owned() }));
+    if out.len() > MAX_DIFF_LINES { fold(out) } else { out }
+}
+
+/// Lines a diff shows at most: past it, unchanged runs keep three lines of
+/// context each side, and what is still too long is cut with a note.
+pub const MAX_DIFF_LINES: usize = 2_000;
+
+fn fold(lines: Vec<DiffLine>) -> Vec<DiffLine> {
+    const CONTEXT: usize = 3;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let run = lines[i..].iter().take_while(|l| l.op == ' ').count();
+        if run > 2 * CONTEXT + 1 {
+            let keep_head = if i == 0 { 0 } else { CONTEXT };
+            let keep_tail = if i + run == lines.len() { 0 } else { CONTEXT };
+            out.extend(lines[i..i + keep_head].iter().cloned());
+            out.push(DiffLine { op: '~', text: format!("… {} unchanged lines", run - keep_head - keep_tail) });
+            out.extend(lines[i + run - keep_tail..i + run].iter().cloned());
+            i += run;
         } else {
-            out.push(DiffLine { op: '+', text: y[j].to_owned() });
-            j += 1;
+            out.push(lines[i].clone());
+            i += 1;
         }
     }
+    if out.len() > MAX_DIFF_LINES {
+        let cut = out.len() - MAX_DIFF_LINES;
+        out.truncate(MAX_DIFF_LINES);
+        out.push(DiffLine { op: '~', text: format!("… {cut} more lines of changes not shown") });
+    }
+    out
+}
+
+/// Cells (changed lines of one side × of the other) a diff may compute: a
+/// few megabytes and milliseconds; beyond, the page says the change is too
+/// large to diff.
+pub const MAX_DIFF_CELLS: usize = 4_000_000;
+
+/// The files a version added, removed or changed against the one before:
+/// part of the terms players agree to, as the Space file is.
+pub fn file_changes(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, text) in now {
+        match before.get(name) {
+            None => out.push(format!("file {name} added")),
+            Some(old) if old != text => out.push(format!("file {name} changed")),
+            _ => {}
+        }
+    }
+    out.extend(before.keys().filter(|n| !now.contains_key(*n)).map(|n| format!("file {n} removed")));
     out
 }
 
@@ -599,11 +664,13 @@ pub async fn versions(
     let a = query.a.unwrap_or((b - 1).max(1));
     let mut parsed: BTreeMap<i32, Option<Space>> = BTreeMap::new();
     let mut sources: BTreeMap<i32, String> = BTreeMap::new();
+    let mut all_files: BTreeMap<i32, BTreeMap<String, String>> = BTreeMap::new();
     for l in &lines {
         if let Some(v) = space_store::version(&state.db, space.id, l.version).await? {
             let files: BTreeMap<String, String> = serde_json::from_value(v.files).unwrap_or_default();
             parsed.insert(l.version, Space::parse(&v.source, &files, Path::new(".")).ok());
             sources.insert(l.version, v.source);
+            all_files.insert(l.version, files);
         }
     }
     let versions = lines
@@ -612,14 +679,22 @@ pub async fn versions(
             version: l.version,
             sha256: l.sha256.clone(),
             when: super::when(&l.created_at),
-            money: match (parsed.get(&(l.version - 1)), parsed.get(&l.version)) {
-                (Some(Some(before)), Some(Some(now))) => money_changes(before, now),
-                _ => Vec::new(),
+            money: {
+                let mut changes = match (parsed.get(&(l.version - 1)), parsed.get(&l.version)) {
+                    (Some(Some(before)), Some(Some(now))) => money_changes(before, now),
+                    _ => Vec::new(),
+                };
+                if let (Some(before), Some(now)) = (all_files.get(&(l.version - 1)), all_files.get(&l.version)) {
+                    changes.extend(file_changes(before, now));
+                }
+                changes
             },
         })
         .collect();
     let (from, to) = (sources.get(&a).ok_or(PageError::NotFound)?, sources.get(&b).ok_or(PageError::NotFound)?);
-    let diff = diff_lines(from, to);
+    // A diff is CPU work bounded by `MAX_DIFF_CELLS`: off the request thread.
+    let (from, to) = (from.clone(), to.clone());
+    let diff = tokio::task::spawn_blocking(move || diff_lines(&from, &to)).await.map_err(PageError::internal)?;
     render(&ctx.chrome, &VersionsPage { chrome: ctx.chrome.clone(), slug: slug.into_inner(), versions, a, b, diff })
 }
 
@@ -769,10 +844,13 @@ pub async fn dry_run(
         });
     }
     let seats = crate::work::dry_run::seats(own);
-    let id = register_run(caller.user_id, &space.name, &form.base, n)?;
+    let (id, slot) = register_run(&state, caller.user_id, &space.name, &form.base, n)?;
     let state = state.clone();
     tokio::spawn(async move {
-        let result = run_dry(&state, space, n, &seats, id).await.map_err(|e| format!("{e:#}"));
+        let _slot = slot;
+        let result = run_dry(&state, space, n, &seats, id)
+            .await
+            .map_err(|e| crate::domain::shown::without_paths(&format!("{e:#}")));
         finish_run(id, result.map(|r| Outcome::DryRun(std::sync::Arc::new(r))));
     });
     Ok(see_other(&format!("/studio/dry-runs/{id}")))
@@ -787,12 +865,36 @@ fn finish_run(id: uuid::Uuid, result: Result<Outcome, String>) {
 }
 
 /// Registers a run for `owner` (one running each; the oldest finished
-/// dropped beyond `KEPT_DRY_RUNS`) and returns its id.
-fn register_run(owner: crate::domain::UserId, name: &str, base: &str, total: usize) -> Result<uuid::Uuid, PageError> {
+/// dropped beyond `KEPT_DRY_RUNS`) and returns its id with its slot (the
+/// process runs `STUDIO_RUNS_AT_ONCE` at once: the next designer is told
+/// how long to wait, not queued behind it).
+fn register_run(
+    state: &State,
+    owner: crate::domain::UserId,
+    name: &str,
+    base: &str,
+    total: usize,
+) -> Result<(uuid::Uuid, tokio::sync::OwnedSemaphorePermit), PageError> {
     let mut runs = dry_runs().lock().map_err(|_| PageError::internal(anyhow::anyhow!("run registry poisoned")))?;
     if runs.values().any(|r| r.owner == owner && r.result.is_none()) {
         return Err(PageError::BadForm("one dry run or red team at a time: wait for yours to finish".to_owned()));
     }
+    let Ok(slot) = state.playground.studio_slots.clone().try_acquire_owned() else {
+        // The running runs' own pace says how long they have left.
+        let left = runs
+            .values()
+            .filter(|r| r.result.is_none())
+            .map(|r| {
+                let per = r.started.elapsed().as_secs_f64() / r.done.max(1) as f64;
+                (per * (r.total.saturating_sub(r.done)) as f64).ceil() as u64
+            })
+            .min()
+            .unwrap_or(30)
+            .clamp(5, 600);
+        return Err(PageError::BadForm(format!(
+            "busy: another designer's dry run or red team is running; try again in about {left} s"
+        )));
+    };
     while runs.len() >= KEPT_DRY_RUNS {
         let Some(oldest) =
             runs.iter().filter(|(_, r)| r.result.is_some()).min_by_key(|(_, r)| r.started).map(|(k, _)| *k)
@@ -815,7 +917,7 @@ fn register_run(owner: crate::domain::UserId, name: &str, base: &str, total: usi
             result: None,
         },
     );
-    Ok(id)
+    Ok((id, slot))
 }
 
 /// The built-in red-team corpora (`spaces/redteam/`), by example.
@@ -894,17 +996,13 @@ pub async fn red_team(
         return Err(PageError::BadForm(format!("choose a corpus or upload cases (1 to {MAX_CASES})")));
     }
     let total = judge::calibrate::configurations().len();
-    let id = register_run(caller.user_id, &space.name, &base, total)?;
+    let (id, slot) = register_run(&state, caller.user_id, &space.name, &base, total)?;
     let state = state.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let result = async {
             let model = if space.judge.needs_model() {
-                let path = state.playground.model_path().to_path_buf();
-                Some(std::sync::Arc::new(
-                    tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1))
-                        .await?
-                        .map_err(anyhow::Error::msg)?,
-                ))
+                Some(state.playground.judge_model().await.map_err(anyhow::Error::msg)?)
             } else {
                 None
             };
@@ -926,7 +1024,7 @@ pub async fn red_team(
             anyhow::Ok(report)
         }
         .await
-        .map_err(|e| format!("{e:#}"));
+        .map_err(|e| crate::domain::shown::without_paths(&format!("{e:#}")));
         finish_run(id, result.map(|r| Outcome::RedTeam(std::sync::Arc::new(r))));
     });
     Ok(see_other(&format!("/studio/dry-runs/{id}")))
@@ -981,15 +1079,10 @@ async fn run_dry(
     id: uuid::Uuid,
 ) -> anyhow::Result<crate::work::dry_run::Report> {
     use std::sync::Arc;
-    let engine = state.playground.engine().await.map_err(anyhow::Error::msg)?;
+    let engine = state.playground.studio_engine().await.map_err(anyhow::Error::msg)?;
     let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
     let judge_model = if space.judge.needs_model() {
-        let path = state.playground.model_path().to_path_buf();
-        Some(Arc::new(
-            tokio::task::spawn_blocking(move || judge::JudgeModel::load(&path, 1))
-                .await?
-                .map_err(anyhow::Error::msg)?,
-        ))
+        Some(state.playground.judge_model().await.map_err(anyhow::Error::msg)?)
     } else {
         None
     };
@@ -1140,6 +1233,22 @@ pub async fn dry_run_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_diff_of_huge_versions_is_bounded() {
+        let a: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
+        let b = a.replacen("line 150000\n", "line 150000 changed\n", 1);
+        let d = diff_lines(&a, &b);
+        assert!(d.len() <= MAX_DIFF_LINES + 1, "{} lines", d.len());
+        let changed: Vec<(char, &str)> =
+            d.iter().filter(|l| l.op == '+' || l.op == '-').map(|l| (l.op, l.text.as_str())).collect();
+        assert_eq!(changed, vec![('-', "line 150000"), ('+', "line 150000 changed")]);
+        assert!(d.iter().any(|l| l.op == '~' && l.text.contains("unchanged lines")));
+        // Two versions with nothing in common: too large to diff, said so.
+        let c: String = (0..300_000).map(|i| format!("other {i}\n")).collect();
+        let d = diff_lines(&a, &c);
+        assert!(d.len() <= 2 && d.iter().any(|l| l.op == '!' && l.text.contains("too large")), "{:?}", &d[..2]);
+    }
 
     #[test]
     fn the_diff_rebuilds_both_sides() {
