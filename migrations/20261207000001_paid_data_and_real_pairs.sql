@@ -16,3 +16,7 @@ create table pair_drops (
 -- Exports' files are deleted past the operator's retention period; the
 -- row (what was bought, paid and by whom) is kept.
 alter table data_exports add column expired_at timestamptz;
+
+-- Why the platform paused a Space (a referee script failing its matches
+-- again and again); cleared when its designer resumes it.
+alter table spaces add column paused_reason text;

@@ -9,7 +9,7 @@
 //! and a value that comes back is refused past [`MAX_DEPTH`] before it is
 //! converted. The pool is process-wide, like rayon's global pool: it is a
 //! resource (threads), not state, and every caller shares its bound —
-//! [`THREADS`] scripts run at once whoever asks, the rest wait in a queue
+//! [`threads`] scripts run at once whoever asks, the rest wait in a queue
 //! of [`QUEUE`].
 //!
 //! Memory: [`MeteredAlloc`], installed as the global allocator by the
@@ -33,8 +33,12 @@ pub const STACK_BYTES: usize = 256 * 1024 * 1024;
 /// Levels of arrays and maps a script's value may nest (state, notes,
 /// scores): deeper values are refused, not stored.
 pub const MAX_DEPTH: usize = 32;
-/// Script calls that run at once in the process.
-pub const THREADS: usize = 2;
+/// Script calls that run at once in the process: half the cores (at least
+/// one, at most four), so designers' scripts, each within its limits,
+/// never hold every core the pipeline needs.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).clamp(1, 4)
+}
 /// Calls waiting for a thread before a caller waits to enqueue.
 pub const QUEUE: usize = 256;
 
@@ -132,7 +136,7 @@ fn pool() -> Result<&'static SyncSender<Job>, String> {
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let mut started = 0;
         let mut failure = String::new();
-        for i in 0..THREADS {
+        for i in 0..threads() {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("referee-script-{i}"))

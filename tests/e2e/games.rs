@@ -599,6 +599,51 @@ async fn a_script_referee_plays_and_a_runaway_script_fails_its_match_with_a_refu
     }
 }
 
+/// A Space whose referee fails match after match is paused by the
+/// platform, its designer told why; every match is refunded; resuming
+/// clears the reason.
+#[tokio::test]
+async fn a_space_whose_referee_keeps_failing_is_paused_with_the_reason() {
+    let arena = Arena::new().await;
+    let broken = COUNT_TO_TEN.replace(
+        "let n = answer.len() % 3 + 1;",
+        "let m = #{}; for i in 0..900 { m = #{ x: m }; } state.deep = m; let n = 1;",
+    );
+    let source = game_space("broken", "max_turns = 30", "kind = \"script\"\nscript = \"count.rhai\"", NO_JUDGE);
+    let files: judge::files::SpaceFiles = [("count.rhai".to_owned(), broken)].into();
+    let (dana, players) = league(&arena, &source, json!(files)).await;
+    let before = [players[0].balance().await, players[1].balance().await];
+    arena.start(Roles::ALL, Some(Arc::new(GameStub { illegal_first: false })));
+    let paused = crate::helpers::eventually(90, || async {
+        !sqlx::query_scalar::<_, bool>("select active from spaces where slug = 'broken'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(paused, "{:?}", arena.status_counts().await);
+    let failed: i64 =
+        sqlx::query_scalar("select count(*) from matches where status = 'failed'").fetch_one(&arena.db).await.unwrap();
+    assert!(failed >= arena_server::store::spaces::REFEREE_FAILURES_TO_PAUSE, "{failed}");
+    let reason: String = sqlx::query_scalar("select paused_reason from spaces where slug = 'broken'")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert!(reason.contains("its referee failed") && reason.contains("nested deeper"), "{reason}");
+    let studio = dana.client.get(format!("{}/studio", arena.address)).send().await.unwrap().text().await.unwrap();
+    assert!(studio.contains("by the platform: its referee failed"), "{studio}");
+    every_match_failed_and_refunded(&arena, &players, before).await;
+    // Resumed by its designer: the reason goes.
+    let (status, body) = dana.patch("/spaces/broken", json!({"active": true})).await;
+    assert_eq!(status, 200, "{body}");
+    arena.pause_all().await;
+    let reason: Option<String> = sqlx::query_scalar("select paused_reason from spaces where slug = 'broken'")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
+    assert_eq!(reason, None);
+}
+
 /// A referee helper that holds ~30 MB of map keys at each of `n` levels.
 const GROW: &str = r#"
 fn grow(s, n) {
@@ -647,7 +692,7 @@ async fn runaway_fails_with_a_refund(body: &str, reason: &str, max_ms: u32) {
     // What formed before the pause fails the same way.
     every_match_failed_and_refunded(&arena, &players, before).await;
     // The server answers, its pages too, and its memory stayed bounded
-    // (two script threads × the 64 MiB budget above what a test uses).
+    // (the script threads × the 64 MiB budget above what a test uses).
     assert_eq!(arena.health().await.0, 200);
     let id: uuid::Uuid = sqlx::query_scalar("select id from matches where status = 'failed' limit 1")
         .fetch_one(&arena.db)

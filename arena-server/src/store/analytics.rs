@@ -14,6 +14,8 @@ pub struct DesignerSpace {
     pub slug: String,
     pub current_version: i32,
     pub active: bool,
+    /// Why the platform paused it, if it did.
+    pub paused_reason: Option<String>,
     pub settled_24h: i64,
     pub pairs: i64,
     pub decisiveness: Option<f64>,
@@ -22,7 +24,7 @@ pub struct DesignerSpace {
 /// The designer's Spaces (an admin's: every Space), by name.
 pub async fn designer_spaces(pool: &PgPool, owner: UserId, all: bool) -> Result<Vec<DesignerSpace>, sqlx::Error> {
     sqlx::query_as(
-        "select s.slug, s.current_version, s.active,
+        "select s.slug, s.current_version, s.active, s.paused_reason,
                 (select count(*) from matches m where m.space_id = s.id and m.status = 'settled'
                    and m.settled_at > now() - interval '24 hours') as settled_24h,
                 (select count(*) from pairs p where p.space_id = s.id) as pairs,

@@ -351,10 +351,47 @@ pub async fn source(pool: &PgPool, space: SpaceId, version: i32) -> Result<Strin
         .await
 }
 
-/// Pauses or resumes matchmaking in a Space.
+/// Pauses or resumes matchmaking in a Space (a resume clears the reason
+/// the platform paused it for).
 pub async fn set_active(pool: &PgPool, space: SpaceId, active: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("update spaces set active = $2 where id = $1").bind(space).bind(active).execute(pool).await?;
+    sqlx::query(
+        "update spaces set active = $2, paused_reason = case when $2 then null else paused_reason end where id = $1",
+    )
+    .bind(space)
+    .bind(active)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Matches of one Space its referee may fail within
+/// [`REFEREE_FAILURE_WINDOW_MIN`] minutes before the platform pauses the
+/// Space: a designer's script that breaks its limits costs its players
+/// nothing (each match is refunded) but costs the server script time, so
+/// it stops until its designer fixes and resumes it.
+pub const REFEREE_FAILURES_TO_PAUSE: i64 = 10;
+pub const REFEREE_FAILURE_WINDOW_MIN: i32 = 10;
+
+/// Pauses `space` when its referee has failed [`REFEREE_FAILURES_TO_PAUSE`]
+/// matches lately; its slug when this call paused it.
+pub async fn pause_if_referee_keeps_failing(pool: &PgPool, space: SpaceId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update spaces set active = false,
+                paused_reason = format('its referee failed %s matches in %s minutes (the last: %s); fix it and resume',
+                                       $2::bigint, $3::int,
+                                       (select m.error from matches m where m.space_id = $1 and m.status = 'failed'
+                                        order by m.created_at desc limit 1))
+         where id = $1 and active
+           and (select count(*) from matches m
+                where m.space_id = $1 and m.status = 'failed' and m.error like 'the referee%'
+                  and m.created_at > now() - make_interval(mins => $3)) >= $2
+         returning slug",
+    )
+    .bind(space)
+    .bind(REFEREE_FAILURES_TO_PAUSE)
+    .bind(REFEREE_FAILURE_WINDOW_MIN)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Pauses every Space (the benchmark's drain).

@@ -225,6 +225,18 @@ pub async fn step(
         super::fail_match(ctx, *id, why).await?;
         done.push(id.0);
     }
+    // A Space whose referee keeps failing its matches is paused (its
+    // designer is told why in the studio).
+    let space_of = |id: MatchId| seats.iter().find(|s| s.match_id == id).map(|s| s.space_id);
+    let mut broken: Vec<crate::domain::SpaceId> =
+        failed.iter().filter(|(_, why)| why.starts_with("the referee")).filter_map(|(id, _)| space_of(*id)).collect();
+    broken.sort_by_key(|s| s.0);
+    broken.dedup();
+    for space in broken {
+        if let Some(slug) = crate::store::spaces::pause_if_referee_keeps_failing(&ctx.db, space).await? {
+            tracing::warn!(space = %slug, "paused: its referee keeps failing its matches");
+        }
+    }
     // A turn is an event too: live pages follow the game move by move.
     let events: Vec<Event> = moved.into_iter().map(|(id, slug, status)| Event::new(id, slug, status)).collect();
     Events::publish_many(&ctx.redis, &events).await;

@@ -113,6 +113,8 @@ pub struct SpaceLine {
     pub slug: String,
     pub version: i32,
     pub active: bool,
+    /// Why the platform paused it (its referee kept failing), if it did.
+    pub paused_reason: Option<String>,
     pub settled_24h: i64,
     pub pairs: i64,
     pub decisiveness: String,
@@ -138,6 +140,7 @@ pub async fn list(state: State, req: HttpRequest, caller: Visitor) -> Result<Htt
             slug: row.slug,
             version: row.current_version,
             active: row.active,
+            paused_reason: row.paused_reason,
             settled_24h: row.settled_24h,
             pairs: row.pairs,
         });
