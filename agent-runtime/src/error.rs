@@ -19,7 +19,7 @@ pub enum RuntimeError {
     #[error("bad request: {0}")]
     Request(String),
     #[error(transparent)]
-    Adapter(#[from] crate::lora::AdapterError),
+    Adapter(#[from] AdapterError),
     #[error(transparent)]
     ModelFile(#[from] crate::model_file::ModelFileError),
     #[error("{0}")]
@@ -29,3 +29,17 @@ pub enum RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// What is wrong with an adapter (the PEFT layout's files), naming the
+/// file and, where it applies, the tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("{path}: tensor `{tensor}` {message}")]
+    Tensor { path: PathBuf, tensor: String, message: String },
+}

@@ -252,3 +252,48 @@ impl Gguf {
         })
     }
 }
+
+/// Which linear layer an adapter's weights belong to (PEFT module names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+
+    /// The PEFT module name (`q_proj`, …).
+    pub fn module(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    pub fn from_module(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.module() == name)
+    }
+
+    /// `(out_features, in_features)` of the layer in this model.
+    pub fn shape(self, c: &ModelConfig) -> (usize, usize) {
+        let kv = c.n_kv_heads * c.head_dim;
+        match self {
+            Target::Q => (c.n_heads * c.head_dim, c.hidden),
+            Target::K | Target::V => (kv, c.hidden),
+            Target::O => (c.hidden, c.n_heads * c.head_dim),
+            Target::Gate | Target::Up => (c.ffn, c.hidden),
+            Target::Down => (c.hidden, c.ffn),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! sequence, written back in the same layout, and cached by content.
 
 use crate::gguf::ModelConfig;
-use crate::model::Target;
+use crate::gguf::Target;
 use crate::quant::{QActs, QMatrix};
 use half::f16;
 use serde::{Deserialize, Serialize};
@@ -32,17 +32,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AdapterError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Weights { path: PathBuf, message: String },
-    #[error("{path}: tensor `{tensor}` {message}")]
-    Tensor { path: PathBuf, tensor: String, message: String },
-}
+pub use crate::error::AdapterError;
 
 /// `adapter_config.json`, the fields we read (PEFT writes many more).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -444,7 +434,7 @@ impl Adapter {
         let r = self.rank;
         for (n, row) in w.chunks_exact_mut(in_dim).enumerate() {
             for j in 0..r {
-                crate::model::axpy(self.scale * pair.b[n * r + j], &pair.a[j * in_dim..(j + 1) * in_dim], row);
+                crate::quant::axpy(self.scale * pair.b[n * r + j], &pair.a[j * in_dim..(j + 1) * in_dim], row);
             }
         }
     }

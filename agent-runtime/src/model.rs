@@ -72,50 +72,7 @@ const DECODE_ROWS: usize = 16;
 /// heads take).
 const SPLIT_HEADS_MIN_POSITIONS: usize = 64;
 
-/// Which linear layer an adapter's weights belong to (PEFT module names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
-
-impl Target {
-    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
-
-    /// The PEFT module name (`q_proj`, …).
-    pub fn module(self) -> &'static str {
-        match self {
-            Target::Q => "q_proj",
-            Target::K => "k_proj",
-            Target::V => "v_proj",
-            Target::O => "o_proj",
-            Target::Gate => "gate_proj",
-            Target::Up => "up_proj",
-            Target::Down => "down_proj",
-        }
-    }
-
-    pub fn from_module(name: &str) -> Option<Target> {
-        Target::ALL.into_iter().find(|t| t.module() == name)
-    }
-
-    /// `(out_features, in_features)` of the layer in this model.
-    pub fn shape(self, c: &ModelConfig) -> (usize, usize) {
-        let kv = c.n_kv_heads * c.head_dim;
-        match self {
-            Target::Q => (c.n_heads * c.head_dim, c.hidden),
-            Target::K | Target::V => (kv, c.hidden),
-            Target::O => (c.hidden, c.n_heads * c.head_dim),
-            Target::Gate | Target::Up => (c.ffn, c.hidden),
-            Target::Down => (c.hidden, c.ffn),
-        }
-    }
-}
+pub use crate::gguf::Target;
 
 /// One sequence's keys and values, per layer, position-major.
 #[derive(Clone)]
@@ -943,21 +900,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
-/// `y += a·x`, fused (each element as `a.mul_add(x, y)`, whichever path
-/// runs it, so a column's value does not depend on how columns are split).
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::quant::has_avx2() {
-            // SAFETY: the features were detected at run time.
-            unsafe { simd::axpy(a, x, y) };
-            return;
-        }
-    }
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(x, *y);
-    }
-}
+pub use crate::quant::axpy;
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
@@ -990,28 +933,5 @@ mod simd {
             total = x.mul_add(*y, total);
         }
         total
-    }
-
-    /// # Safety
-    /// AVX2, FMA and F16C are available.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-        let mut i = 0;
-        // SAFETY: every load and store touches 8 values below `n`.
-        unsafe {
-            let av = _mm256_set1_ps(a);
-            while i + 8 <= n {
-                _mm256_storeu_ps(
-                    py.add(i),
-                    _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))),
-                );
-                i += 8;
-            }
-        }
-        for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
-            *y = a.mul_add(*x, *y);
-        }
     }
 }

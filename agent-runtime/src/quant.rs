@@ -508,6 +508,22 @@ fn scalar_pass(
     }
 }
 
+/// `y += a·x`, fused (each element as `a.mul_add(x, y)`, whichever path
+/// runs it, so a column's value does not depend on how columns are split).
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the features were detected at run time.
+            unsafe { avx2::axpy(a, x, y) };
+            return;
+        }
+    }
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = a.mul_add(x, *y);
+    }
+}
+
 /// AVX2, FMA and F16C, detected once.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
@@ -521,6 +537,30 @@ pub(crate) fn has_avx2() -> bool {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use super::{QActs, QK, QKind, QMatrix};
+
+    /// # Safety
+    /// AVX2, FMA and F16C are available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        // SAFETY: every load and store touches 8 values below `n`.
+        unsafe {
+            let av = _mm256_set1_ps(a);
+            while i + 8 <= n {
+                _mm256_storeu_ps(
+                    py.add(i),
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))),
+                );
+                i += 8;
+            }
+        }
+        for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
+            *y = a.mul_add(*x, *y);
+        }
+    }
+
     use half::f16;
     use std::arch::x86_64::*;
 

@@ -43,6 +43,10 @@ pub struct Generated {
     pub worse: String,
 }
 
+/// The family of pairs that are not known-better: the same answer,
+/// reformatted (the null set the judge's tie threshold is set on).
+pub const NULL_FAMILY: &str = "null";
+
 /// The gross degradations the judge must catch.
 pub const GROSS: [&str; 6] = ["off_topic", "truncated", "shuffled", "repetitive", "evasive", "judge_directed"];
 
@@ -250,7 +254,7 @@ pub fn null_pairs(corpus: &[GoodAnswer]) -> Vec<Generated> {
         .enumerate()
         .map(|(k, g)| Generated {
             id: format!("{k}-null"),
-            family: crate::trained::NULL_FAMILY.to_owned(),
+            family: NULL_FAMILY.to_owned(),
             space: g.space.clone(),
             prompt: g.prompt.clone(),
             reference: g.reference.clone(),

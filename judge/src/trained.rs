@@ -23,8 +23,7 @@ pub static DEFAULT_JSON: &str = include_str!("../trained/default.json");
 pub static DEFAULT_FEATURES_JSON: &str = include_str!("../trained/features.json");
 /// The corpus of good answers the default judge's table was built from.
 pub static ANSWERS_JSONL: &str = include_str!("../trained/answers.jsonl");
-/// Families that are not known-better pairs: the null set.
-pub const NULL_FAMILY: &str = "null";
+pub use crate::degrade::NULL_FAMILY;
 /// The largest share of null pairs the tie threshold lets be decided.
 pub const NULL_DECIDED_MAX: f64 = 0.10;
 /// Features held at zero when judging.

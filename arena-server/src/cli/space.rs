@@ -125,7 +125,7 @@ pub async fn dry_run(
     let load = model.clone();
     let runtime = tokio::task::spawn_blocking(move || agent_runtime::engine::Runtime::load(&load, threads)).await??;
     let engine = agent_runtime::engine::Engine::start(Arc::new(runtime), Default::default());
-    let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
+    let generator = Arc::new(crate::work::generator::EngineGenerator { engine });
     let judge_model = if space.judge.needs_model() {
         let path = space.judge.model.clone().unwrap_or(model.clone());
         Some(Arc::new(

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod leaderboard;
 pub mod pairing;
 pub mod payout;
+pub mod prompts;
 pub mod rating;
 pub mod record;
 pub mod settings;

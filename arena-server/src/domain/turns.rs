@@ -76,7 +76,7 @@ pub(super) fn check(
     seats: u32,
     max_new_tokens: u32,
     files: &SpaceFiles,
-    prompts: &[super::space::PromptItem],
+    prompts: &[super::prompts::PromptItem],
     errors: &mut Vec<SpecError>,
 ) -> Option<Referee> {
     let (t, r) = match (turns, referee) {

@@ -8,7 +8,7 @@
 
 use crate::domain::agent::AgentSampling;
 use crate::domain::space::Space;
-use crate::work::generate::{GenJob, Generator};
+use crate::work::generator::{GenJob, Generator};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -8,6 +8,7 @@ pub mod exports;
 pub mod games;
 pub mod gauges;
 pub mod generate;
+pub mod generator;
 pub mod grpo;
 pub mod judge;
 pub mod matchmaker;

@@ -2,7 +2,7 @@
 //! benchmark is not about. `arena serve` never uses them; `Options`
 //! takes one only when a caller passes it.
 
-use super::generate::{GenJob, GenOutput, Generator};
+use super::generator::{GenJob, GenOutput, Generator};
 use futures_util::future::BoxFuture;
 
 /// A test double for control-plane benchmarks and tests that are not about

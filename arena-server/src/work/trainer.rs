@@ -19,7 +19,7 @@
 //! transient error (PostgreSQL or Redis unreachable, a serialization
 //! failure) is put back in the queue the same way instead of failing.
 
-use super::generate::{EngineGenerator, GenJob, Generator, match_seed};
+use super::generator::{EngineGenerator, GenJob, Generator, match_seed};
 use super::runner::{RunnerSpec, Work};
 use crate::context::Context;
 use crate::domain::training::{Game, JobSettings, Outcome, clip};

@@ -9,7 +9,7 @@
 //! that step. A referee's error (a script's above all) fails the match and
 //! refunds it.
 
-use super::generate::{GenJob, GenOutput, Generator, job_for, refusal};
+use super::generator::{GenJob, GenOutput, Generator, job_for, refusal};
 use crate::context::Context;
 use crate::domain::{MatchId, MatchStatus, Stage, Topic};
 use crate::queue::{Event, Events};
@@ -35,7 +35,7 @@ struct Pending<'a> {
 /// A seed per (agent seed, match, slot, step): each turn samples afresh, a
 /// replay samples the same.
 fn step_seed(agent_seed: u64, match_id: Uuid, slot: usize, step: i32) -> u64 {
-    super::generate::match_seed(agent_seed, match_id, slot) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    super::generator::match_seed(agent_seed, match_id, slot) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Runs `f` with the referee off the async threads (a script may take its

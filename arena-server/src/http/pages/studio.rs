@@ -1083,7 +1083,7 @@ async fn run_dry(
 ) -> anyhow::Result<crate::work::dry_run::Report> {
     use std::sync::Arc;
     let engine = state.playground.studio_engine().await.map_err(anyhow::Error::msg)?;
-    let generator = Arc::new(crate::work::generate::EngineGenerator { engine });
+    let generator = Arc::new(crate::work::generator::EngineGenerator { engine });
     let judge_model = if space.judge.needs_model() {
         Some(state.playground.judge_model().await.map_err(anyhow::Error::msg)?)
     } else {
