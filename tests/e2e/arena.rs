@@ -2,8 +2,6 @@
 //! application (API always; pipeline workers when a test starts them) and
 //! speaks its JSON API as different users.
 
-#![allow(dead_code)]
-
 use crate::helpers::TestEnv;
 use arena_server::app::config::Settings;
 use arena_server::app::{Application, Options, Roles};
@@ -68,6 +66,7 @@ impl Arena {
     }
 
     async fn build(env: TestEnv, settings: Settings, options: Options) -> Arena {
+        crate::helpers::test_log();
         let app =
             Application::build_with(settings.clone(), options).await.unwrap_or_else(|e| panic!("app failed: {e}"));
         let address = format!("http://127.0.0.1:{}", app.port());

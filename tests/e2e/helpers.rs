@@ -1,11 +1,10 @@
 //! The test environment under the harness (`arena::Arena`): a fresh,
 //! migrated database and a Redis key prefix per test, and a TCP proxy that
 //! can cut a dependency off to see how the app behaves when it goes down.
-
-#![allow(dead_code)]
+//! With `TEST_LOG` set, the server's logs print with each test's output.
 
 use arena_server::app::config::Settings;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,10 +154,6 @@ pub fn via_proxy(url: &str, proxy: &Proxy) -> String {
     url.to_string()
 }
 
-pub fn secret_str(s: &SecretString) -> &str {
-    s.expose_secret()
-}
-
 /// Polls `check` until it holds or `seconds` pass.
 pub async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
 where
@@ -173,4 +168,21 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     false
+}
+
+/// With `TEST_LOG` set (`TEST_LOG=1` for `info`, or any filter such as
+/// `TEST_LOG=arena_server=debug`), the application's logs go to the test's
+/// own output, which the runner shows when the test fails. Installed once
+/// per test process.
+pub fn test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let filter = if filter.is_empty() || filter == "1" { "info".to_owned() } else { filter };
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
