@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
-pub struct BenchArgs {
+pub struct ControlPlaneArgs {
     pub matches: i64,
     pub spaces: usize,
     pub agents_per_match: u32,
@@ -94,7 +94,7 @@ pub(super) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
-pub async fn control_plane(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+pub async fn control_plane(settings: &Settings, args: ControlPlaneArgs) -> anyhow::Result<()> {
     let id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let db_name = format!("arena_bench_{id}");
     let admin_url = with_database(settings.database.url.expose_secret(), "postgres")?;
@@ -153,7 +153,7 @@ pub async fn control_plane(settings: &Settings, args: BenchArgs) -> anyhow::Resu
 
 async fn run(
     settings: &Settings,
-    args: &BenchArgs,
+    args: &ControlPlaneArgs,
     db_name: &str,
     id: &str,
     game_turns: Option<u32>,

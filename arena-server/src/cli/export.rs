@@ -75,7 +75,7 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
 
 /// `arena bench export`'s settings.
 #[derive(Debug, Clone)]
-pub struct BenchArgs {
+pub struct ExportBenchArgs {
     pub pairs: i64,
     pub keep: bool,
     /// Copy each export's files (data and card) to OUT/jsonl and OUT/parquet.
@@ -101,7 +101,7 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+pub async fn bench(settings: &Settings, args: ExportBenchArgs) -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let db_name = format!("arena_bench_export_{id}");
     let admin_url = super::bench::with_database(settings.database.url.expose_secret(), "postgres")?;
@@ -118,7 +118,7 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_bench(settings: &Settings, url: &str, args: &BenchArgs) -> anyhow::Result<String> {
+async fn run_bench(settings: &Settings, url: &str, args: &ExportBenchArgs) -> anyhow::Result<String> {
     let mut db_settings = settings.database.clone();
     db_settings.url = SecretString::from(url.to_owned());
     db_settings.max_connections = 8;

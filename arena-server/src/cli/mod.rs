@@ -176,7 +176,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             matchmaker_interval_ms,
             game_turns,
         }) => {
-            let args = bench::BenchArgs {
+            let args = bench::ControlPlaneArgs {
                 matches,
                 spaces,
                 agents_per_match,
@@ -192,7 +192,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             games::bench(&space, n, threads, no_forfeit, settings).await?;
         }
         Command::Bench(BenchCommand::Export { pairs, keep, out }) => {
-            export::bench(settings, export::BenchArgs { pairs, keep, out }).await?;
+            export::bench(settings, export::ExportBenchArgs { pairs, keep, out }).await?;
         }
         Command::Export(a) => {
             let filter = crate::domain::dataset::PairFilter {
@@ -260,7 +260,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
             train::bench_grpo(&model, &args, settings)?;
         }
         Command::Train(TrainCommand::Bench { model, steps, batch_size, pairs, python, no_trl }) => {
-            let args = train::BenchArgs { steps, batch_size, pairs, python, trl: !no_trl };
+            let args = train::DpoBenchArgs { steps, batch_size, pairs, python, trl: !no_trl };
             train::bench(&model, &args, settings)?;
         }
         Command::Experiment(ExperimentCommand::Loop(args)) => experiment::run(args, settings).await?,

@@ -271,7 +271,7 @@ pub fn verify(manifest_path: &Path, model: Option<&Path>, pairs: Option<&Path>) 
     }
 }
 
-pub struct BenchArgs {
+pub struct DpoBenchArgs {
     pub steps: usize,
     pub batch_size: usize,
     pub pairs: Option<std::path::PathBuf>,
@@ -326,7 +326,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-pub fn bench(model: &super::args::ModelArgs, args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
+pub fn bench(model: &super::args::ModelArgs, args: &DpoBenchArgs, settings: &Settings) -> anyhow::Result<()> {
     let path = model_path(model, settings)?;
     let threads = model.threads.unwrap_or(2);
     let dir = tempfile::tempdir()?;

@@ -5,7 +5,7 @@
 use crate::domain::DomainError;
 use crate::store::StoreError;
 use crate::store::ledger::LedgerError;
-use crate::store::training::Refused;
+use crate::store::training::JobRefused;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -195,17 +195,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<Refused> for ApiError {
-    fn from(r: Refused) -> ApiError {
+impl From<JobRefused> for ApiError {
+    fn from(r: JobRefused) -> ApiError {
         match r {
-            Refused::Open(_) => ApiError::conflict("agent", r.to_string()),
-            Refused::TooManyOpen(_) => ApiError::OverCapacity(r.to_string()),
-            Refused::TooFewPairs { .. } => ApiError::invalid("settings.min_pairs", r.to_string()),
-            Refused::NoHoldout => ApiError::invalid("space", r.to_string()),
-            Refused::GrpoInGame => ApiError::invalid("settings.objective", r.to_string()),
-            Refused::CannotPay { .. } => ApiError::InsufficientFunds(r.to_string()),
-            Refused::OverBudget(e) => e.into(),
-            Refused::Db(e) => e.into(),
+            JobRefused::Open(_) => ApiError::conflict("agent", r.to_string()),
+            JobRefused::TooManyOpen(_) => ApiError::OverCapacity(r.to_string()),
+            JobRefused::TooFewPairs { .. } => ApiError::invalid("settings.min_pairs", r.to_string()),
+            JobRefused::NoHoldout => ApiError::invalid("space", r.to_string()),
+            JobRefused::GrpoInGame => ApiError::invalid("settings.objective", r.to_string()),
+            JobRefused::CannotPay { .. } => ApiError::InsufficientFunds(r.to_string()),
+            JobRefused::OverBudget(e) => e.into(),
+            JobRefused::Db(e) => e.into(),
         }
     }
 }

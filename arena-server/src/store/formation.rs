@@ -77,15 +77,15 @@ pub async fn contenders(conn: &mut PgConnection, space: SpaceId, fee: i64) -> Re
 }
 
 /// Why a group was not formed.
-pub enum FormError {
+pub enum FormationError {
     /// This group cannot play now (someone cannot pay, or joined another match).
     Skip(String),
     Db(sqlx::Error),
 }
 
-impl From<sqlx::Error> for FormError {
-    fn from(err: sqlx::Error) -> FormError {
-        FormError::Db(err)
+impl From<sqlx::Error> for FormationError {
+    fn from(err: sqlx::Error) -> FormationError {
+        FormationError::Db(err)
     }
 }
 
@@ -101,7 +101,7 @@ pub async fn form_many(
     space: &Space,
     groups: &[Vec<&Contender>],
     prompts: &[usize],
-) -> Result<Vec<MatchId>, FormError> {
+) -> Result<Vec<MatchId>, FormationError> {
     let agents: Vec<AgentId> = groups.iter().flatten().map(|m| m.agent_id).collect();
     let free: i64 = sqlx::query_scalar(
         "with locked as (select agent_id from entries where space_id = $1 and agent_id = any($2)
@@ -113,7 +113,7 @@ pub async fn form_many(
     .fetch_one(&mut *tx)
     .await?;
     if free as usize != agents.len() {
-        return Err(FormError::Skip("an agent left or joined another match".into()));
+        return Err(FormationError::Skip("an agent left or joined another match".into()));
     }
     let fee = space.entry_fee;
     let sponsor = space.payout.sponsor_pool;
@@ -123,7 +123,7 @@ pub async fn form_many(
                 .bind(space_owner)
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or_else(|| FormError::Skip("the designer has no account".into()))?,
+                .ok_or_else(|| FormationError::Skip("the designer has no account".into()))?,
         )
     } else {
         None
@@ -179,8 +179,8 @@ pub async fn form_many(
         .collect();
     match ledger::post_many(&mut *tx, &postings).await {
         Ok(_) => {}
-        Err(LedgerError::Db(err)) => return Err(FormError::Db(err)),
-        Err(other) => return Err(FormError::Skip(other.to_string())),
+        Err(LedgerError::Db(err)) => return Err(FormationError::Db(err)),
+        Err(other) => return Err(FormationError::Skip(other.to_string())),
     }
     let (mut s_match, mut s_slot, mut s_agent, mut s_version, mut s_owner, mut s_mu, mut s_sigma) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

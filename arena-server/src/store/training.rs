@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 
 /// Why a job was not made.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub enum JobRefused {
     #[error("the agent already has training job {0} open; wait for it to finish")]
     Open(JobId),
     #[error(
@@ -86,15 +86,15 @@ pub async fn create_job(
     place: JobPlace<'_>,
     settings: &JobSettings,
     trigger: JobTrigger,
-) -> Result<JobId, Refused> {
+) -> Result<JobId, JobRefused> {
     let JobPlace { space_id, space, space_version, credits_per_mtoken } = place;
     if space.held_out.is_empty() {
-        return Err(Refused::NoHoldout);
+        return Err(JobRefused::NoHoldout);
     }
     if !settings.needs_pairs()
         && space.game.as_ref().is_some_and(|g| g.turns.on_limit == referee::OnLimit::Rules && g.seats != 2)
     {
-        return Err(Refused::GrpoInGame);
+        return Err(JobRefused::GrpoInGame);
     }
     // The agent row serialises job creation for the agent.
     let head = agents::lock(conn, agent).await?.ok_or(sqlx::Error::RowNotFound)?;
@@ -105,7 +105,7 @@ pub async fn create_job(
             .fetch_optional(&mut *conn)
             .await?;
     if let Some(open) = open {
-        return Err(Refused::Open(open));
+        return Err(JobRefused::Open(open));
     }
     // The owner's open jobs, counted under a lock of the owner's: two of
     // their agents' jobs made at once cannot both pass.
@@ -119,7 +119,7 @@ pub async fn create_job(
         .fetch_one(&mut *conn)
         .await?;
     if owned >= MAX_OPEN_JOBS_PER_USER {
-        return Err(Refused::TooManyOpen(owned));
+        return Err(JobRefused::TooManyOpen(owned));
     }
     // GRPO samples its own answers to the Space's training prompts; in a
     // game the referee decides, DPO's pairs are the parent's decisions
@@ -132,7 +132,7 @@ pub async fn create_job(
         Vec::new()
     };
     if settings.needs_pairs() && !self_play && pairs.len() < settings.min_pairs {
-        return Err(Refused::TooFewPairs { have: pairs.len(), need: settings.min_pairs });
+        return Err(JobRefused::TooFewPairs { have: pairs.len(), need: settings.min_pairs });
     }
     let id = JobId::new();
     // In a two-seat game its referee decides, DPO trains on the decision
@@ -140,23 +140,23 @@ pub async fn create_job(
     // priced as that many.
     let budget =
         settings.token_budget(if self_play && settings.needs_pairs() { settings.max_pairs } else { pairs.len() });
-    settings.check_budget(budget).map_err(Refused::OverBudget)?;
+    settings.check_budget(budget).map_err(JobRefused::OverBudget)?;
     let price = crate::domain::training::training_price(budget, credits_per_mtoken);
     if price > 0 {
         // Paid to the house in the job's own transaction: no job without
         // its payment, no payment without its job.
         let account = ledger::user_account(conn, head.owner_id).await.map_err(|e| match e {
-            ledger::LedgerError::Db(e) => Refused::Db(e),
-            other => Refused::Db(sqlx::Error::Protocol(other.to_string())),
+            ledger::LedgerError::Db(e) => JobRefused::Db(e),
+            other => JobRefused::Db(sqlx::Error::Protocol(other.to_string())),
         })?;
         let legs = [ledger::Leg::new(account, -price), ledger::Leg::new(ledger::HOUSE, price)];
         match ledger::post(conn, &format!("training:{id}"), "training", None, "training job", &legs).await {
             Ok(_) => {}
             Err(ledger::LedgerError::InsufficientFunds { balance, .. }) => {
-                return Err(Refused::CannotPay { price, budget, balance });
+                return Err(JobRefused::CannotPay { price, budget, balance });
             }
-            Err(ledger::LedgerError::Db(e)) => return Err(Refused::Db(e)),
-            Err(other) => return Err(Refused::Db(sqlx::Error::Protocol(other.to_string()))),
+            Err(ledger::LedgerError::Db(e)) => return Err(JobRefused::Db(e)),
+            Err(other) => return Err(JobRefused::Db(sqlx::Error::Protocol(other.to_string()))),
         }
     }
     sqlx::query(

@@ -11,7 +11,7 @@ use crate::domain::pairing::{Contender, pick_groups};
 use crate::domain::space::Space;
 use crate::domain::{MatchId, MatchStatus, SpaceId, UserId};
 use crate::queue::{Event, Events};
-use crate::store::formation::{self, FormError};
+use crate::store::formation::{self, FormationError};
 use crate::store::matches;
 use crate::store::spaces::{self, SpaceCache};
 use rand::Rng;
@@ -115,11 +115,11 @@ async fn form_locked(
             tx.commit().await?;
             return Ok(ids);
         }
-        Err(FormError::Skip(why)) => {
+        Err(FormationError::Skip(why)) => {
             tracing::debug!(%space_id, why, "batch formation fell back to one match at a time");
             tx.rollback().await?;
         }
-        Err(FormError::Db(err)) => return Err(err.into()),
+        Err(FormationError::Db(err)) => return Err(err.into()),
     }
     let mut formed = Vec::new();
     for (members, prompt_index) in groups.into_iter().zip(prompts) {
@@ -129,11 +129,11 @@ async fn form_locked(
                 tx.commit().await?;
                 formed.extend(ids);
             }
-            Err(FormError::Skip(why)) => {
+            Err(FormationError::Skip(why)) => {
                 tracing::debug!(%space_id, why, "match not formed");
                 tx.rollback().await?;
             }
-            Err(FormError::Db(err)) => return Err(err.into()),
+            Err(FormationError::Db(err)) => return Err(err.into()),
         }
     }
     Ok(formed)

@@ -35,7 +35,7 @@ pub async fn round(ctx: &Context) -> anyhow::Result<Vec<JobId>> {
                 tracing::info!(%agent, job = %id, "training policy made a job");
                 made.push(id);
             }
-            Err(training::Refused::Db(e)) => return Err(e.into()),
+            Err(training::JobRefused::Db(e)) => return Err(e.into()),
             Err(why) => tracing::debug!(%agent, %why, "training policy due but no job made"),
         }
     }
