@@ -120,15 +120,15 @@ async fn the_cli_dry_run_plays_a_draft_on_the_real_model_and_stores_nothing() {
     assert!(text.contains("draft.toml:3:") && text.contains("agents_per_match"), "{text}");
 }
 
-#[tokio::test]
-async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_model() {
-    let arena = Arena::new().await;
-    let dana = arena.user("dana", "designer").await;
+/// A new designer `name` signed in to the pages (redirects not followed),
+/// with the CSRF token the studio's editor set.
+async fn studio_client(arena: &Arena, name: &str) -> (reqwest::Client, String) {
+    arena.user(name, "designer").await;
     let client =
         reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let signin = client
         .post(format!("{}/api/v1/sessions", arena.address))
-        .json(&serde_json::json!({"username": "dana", "password": "correct horse battery"}))
+        .json(&serde_json::json!({"username": name, "password": "correct horse battery"}))
         .send()
         .await
         .unwrap();
@@ -136,6 +136,13 @@ async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_mo
     let page = client.get(format!("{}/studio/new?example=explain", arena.address)).send().await.unwrap();
     let csrf = page.cookies().find(|c| c.name() == "arena_csrf").map(|c| c.value().to_owned()).expect("a CSRF cookie");
     assert_eq!(page.status(), 200);
+    (client, csrf)
+}
+
+#[tokio::test]
+async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_model() {
+    let arena = Arena::new().await;
+    let (client, csrf) = studio_client(&arena, "dana").await;
     let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spaces/explain.toml")).unwrap();
     let started = client
         .post(format!("{}/studio/dry-run", arena.address))
@@ -148,18 +155,7 @@ async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_mo
     let watch = started.headers()["location"].to_str().unwrap().to_owned();
     // Meanwhile another designer's run is told to come back later, not
     // queued behind it (studio runs have slots of their own).
-    arena.user("rita", "designer").await;
-    let rita =
-        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let signin = rita
-        .post(format!("{}/api/v1/sessions", arena.address))
-        .json(&serde_json::json!({"username": "rita", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signin.status(), 200);
-    let page = rita.get(format!("{}/studio/new?example=explain", arena.address)).send().await.unwrap();
-    let rita_csrf = page.cookies().find(|c| c.name() == "arena_csrf").map(|c| c.value().to_owned()).unwrap();
+    let (rita, rita_csrf) = studio_client(&arena, "rita").await;
     let busy = rita
         .post(format!("{}/studio/dry-run", arena.address))
         .header("Origin", arena.address.clone())
@@ -186,7 +182,6 @@ async fn a_dry_run_of_an_ai_judged_draft_shows_the_judges_reading_on_the_real_mo
     assert!(report.contains("AI judge, seat 0 vs 1: P(0 better)"), "the judge's reading in both orders: {report}");
     // The example uses the combined judge: the trained judge's z is shown.
     assert!(report.contains("trained judge z"), "{report}");
-    let _ = dana;
 }
 
 /// A hostile referee script in a draft: the dry run ends with the script's

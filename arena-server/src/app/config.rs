@@ -465,22 +465,8 @@ mod tests {
         let end = start + readme[start..].find("```").expect("its end");
         let (_dir, path) = write_config(&readme[start..end]);
         let documented = Settings::load_from(Some(&path), &env_of(&[])).expect("the README's example loads");
-        let d = ArenaSettings::default();
-        let a = &documented.arena;
-        assert_eq!(a.starting_credits, d.starting_credits, "starting_credits");
-        assert_eq!(a.session_ttl_s, d.session_ttl_s);
-        assert_eq!(a.writes_per_minute, d.writes_per_minute);
-        assert_eq!(a.storage_quota_bytes, d.storage_quota_bytes);
-        assert_eq!(a.training_credits_per_mtoken, d.training_credits_per_mtoken);
-        assert_eq!(a.matchmaker_interval_ms, d.matchmaker_interval_ms);
-        assert_eq!(a.stage_batch, d.stage_batch);
-        assert_eq!(a.reclaim_idle_ms, d.reclaim_idle_ms);
-        assert_eq!(a.max_deliveries, d.max_deliveries);
-        assert_eq!(a.reconcile_after_s, d.reconcile_after_s);
-        assert_eq!(a.trusted_proxies, d.trusted_proxies);
-        assert_eq!(a.secure_cookies, d.secure_cookies);
-        assert_eq!(a.export_retention_days, d.export_retention_days);
-        assert_eq!(a.training_time_limit_s, d.training_time_limit_s);
+        // Every key of `[arena]` is in the block, each at its default.
+        assert_eq!(documented.arena, ArenaSettings::default());
         // Sign-up credits may be zero (invitations only).
         let zero = Settings::load_from(Some(&path), &env_of(&[("ARENA_STARTING_CREDITS", "0")])).expect("loads");
         assert_eq!(zero.arena.starting_credits, 0);

@@ -2,7 +2,7 @@
 //! (`[arena]` in `arena.toml`; see `app::config`).
 
 /// The platform's rules and the pipeline's timings (`[arena]` in the file).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ArenaSettings {
     /// Credits a new user receives from the mint.
     pub starting_credits: i64,

@@ -459,12 +459,3 @@ pub async fn data_terms(pool: &PgPool) -> Result<Vec<(crate::domain::SpaceId, St
     .fetch_all(pool)
     .await
 }
-
-pub async fn data_prices(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select s.slug, v.data_price from spaces s
-         join space_versions v on v.space_id = s.id and v.version = s.current_version order by s.slug",
-    )
-    .fetch_all(pool)
-    .await
-}

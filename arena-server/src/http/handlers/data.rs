@@ -140,10 +140,10 @@ pub async fn free_spaces(state: &Context) -> Result<Vec<String>, ApiError> {
 /// pairs.
 async fn free_only(state: &Context, mut filter: PairFilter) -> Result<Option<PairFilter>, ApiError> {
     let free = free_spaces(state).await?;
-    let terms = space_store::data_prices(&state.db).await?;
+    let terms = space_store::data_terms(&state.db).await?;
     for slug in filter.spaces.iter().filter(|s| !free.contains(s)) {
-        match terms.iter().find(|(p, _)| p == slug) {
-            Some((_, price)) if *price > 0 => {
+        match terms.iter().find(|(_, p, _, _)| p == slug) {
+            Some((_, _, _, price)) if *price > 0 => {
                 return Err(ApiError::PaymentRequired(format!(
                     "Space {slug:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)"
                 )));

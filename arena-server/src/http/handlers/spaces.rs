@@ -174,7 +174,7 @@ pub async fn pairs(
     let (id, _) = space_id(&state, &slug).await?;
     if !super::data::free_spaces(&state).await?.contains(&*slug) {
         let price =
-            space_store::data_prices(&state.db).await?.into_iter().find(|(s, _)| *s == *slug).map_or(0, |p| p.1);
+            space_store::data_terms(&state.db).await?.into_iter().find(|(_, s, _, _)| *s == *slug).map_or(0, |t| t.3);
         return Err(ApiError::PaymentRequired(if price > 0 {
             format!(
                 "Space {:?} sells its pairs at {price} credits each: buy an export (POST /api/v1/data/exports)",
