@@ -28,16 +28,25 @@ pub struct Case {
 /// Reads a JSONL corpus; errors name the line.
 pub fn load_cases(path: &Path) -> Result<Vec<Case>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cases = parse_cases(&text, &path.display().to_string(), usize::MAX)?;
+    if cases.is_empty() {
+        return Err(format!("{}: no cases", path.display()));
+    }
+    Ok(cases)
+}
+
+/// Parses cases from JSON Lines (`#` comments and blank lines allowed), at
+/// most `max` of them; an error names `source` and the line.
+pub fn parse_cases(text: &str, source: &str, max: usize) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let case: Case = serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
-        cases.push(case);
-    }
-    if cases.is_empty() {
-        return Err(format!("{}: no cases", path.display()));
+        if cases.len() == max {
+            return Err(format!("{source}: more than {max} cases"));
+        }
+        cases.push(serde_json::from_str(line).map_err(|e| format!("{source}:{}: {e}", n + 1))?);
     }
     Ok(cases)
 }

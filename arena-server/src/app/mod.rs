@@ -171,6 +171,7 @@ impl Application {
             streams: StreamSlots::new(8, 1024),
             flights: Default::default(),
             playground: Arc::new(crate::context::Playground::new(settings.model.path.clone(), options.threads)),
+            studio_runs: Arc::default(),
         };
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(redis.clone().watchdog(Duration::from_secs(5), stop_rx.clone()));

@@ -4,9 +4,11 @@
 
 mod metrics;
 mod playground;
+pub mod studio_runs;
 
 pub use metrics::Metrics;
 pub use playground::Playground;
+pub use studio_runs::StudioRuns;
 
 use crate::domain::settings::ArenaSettings;
 use crate::queue::{Events, Redis};
@@ -48,6 +50,8 @@ pub struct Context {
     pub flights: Arc<Flights>,
     /// The agent builder's playground (its model loads on first use).
     pub playground: Arc<Playground>,
+    /// The studio's dry runs and red teams, running and recently finished.
+    pub studio_runs: Arc<StudioRuns>,
 }
 
 /// Single flight: callers of one key wait for the first one's work instead

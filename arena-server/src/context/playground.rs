@@ -16,13 +16,7 @@ pub struct Playground {
     engine: tokio::sync::OnceCell<Result<Engine, String>>,
     studio_engine: tokio::sync::OnceCell<Result<Engine, String>>,
     judge_model: tokio::sync::OnceCell<Result<Arc<judge::JudgeModel>, String>>,
-    /// Studio runs (dry runs and red teams) running at once in the process.
-    pub studio_slots: Arc<tokio::sync::Semaphore>,
 }
-
-/// Studio runs (dry runs and red teams, all designers together) that run
-/// at once; the next designer is told to try again.
-pub const STUDIO_RUNS_AT_ONCE: usize = 1;
 
 impl Playground {
     pub fn new(model_path: PathBuf, threads: usize) -> Playground {
@@ -32,7 +26,6 @@ impl Playground {
             engine: tokio::sync::OnceCell::new(),
             studio_engine: tokio::sync::OnceCell::new(),
             judge_model: tokio::sync::OnceCell::new(),
-            studio_slots: Arc::new(tokio::sync::Semaphore::new(STUDIO_RUNS_AT_ONCE)),
         }
     }
 

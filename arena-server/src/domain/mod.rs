@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod dataset;
+pub mod dry_run;
 pub mod ids;
 pub mod leaderboard;
 pub mod pairing;

@@ -13,6 +13,7 @@ use judge::files::SpaceFiles;
 use judge::spec::{JudgeSpec, PairsSpec, SpecError, VerifierSpec, int_in};
 use judge::{JudgeConfig, spec::JudgeSections};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use toml::Spanned;
 
@@ -372,6 +373,86 @@ pub fn held_out(prompts: &[PromptItem], share: f64) -> Vec<usize> {
     let mut picked: Vec<usize> = keyed[..k].iter().map(|(_, i)| *i).collect();
     picked.sort_unstable();
     picked
+}
+
+/// One error of a draft, placed.
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The line's text.
+    pub text: String,
+}
+
+/// A draft checked: its problems, or what its rules mean in words.
+pub struct Checked {
+    pub problems: Vec<Problem>,
+    pub rules: Option<RulesInWords>,
+    pub name: String,
+}
+
+/// Parses a draft against `files`; every error with its line and column.
+pub fn check_draft(source: &str, files: &BTreeMap<String, String>) -> Checked {
+    let placed = |start: usize, message: String| {
+        let start = start.min(source.len());
+        let before = &source[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let text = source.lines().nth(line - 1).unwrap_or_default().to_owned();
+        Problem { line, column, message, text }
+    };
+    if source.len() > judge::files::MAX_SOURCE_BYTES {
+        return Checked {
+            problems: vec![placed(0, format!("the Space file exceeds {} bytes", judge::files::MAX_SOURCE_BYTES))],
+            rules: None,
+            name: String::new(),
+        };
+    }
+    match Space::parse(source, files, Path::new(".")) {
+        Ok(space) => Checked { problems: Vec::new(), rules: Some(space.rules_in_words()), name: space.name },
+        Err(errors) => Checked {
+            problems: errors.into_iter().map(|e| placed(e.span.start, e.message)).collect(),
+            rules: None,
+            name: String::new(),
+        },
+    }
+}
+
+/// The files a version added, removed or changed against the one before:
+/// part of the terms players agree to, as the Space file is.
+pub fn file_changes(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, text) in now {
+        match before.get(name) {
+            None => out.push(format!("file {name} added")),
+            Some(old) if old != text => out.push(format!("file {name} changed")),
+            _ => {}
+        }
+    }
+    out.extend(before.keys().filter(|n| !now.contains_key(*n)).map(|n| format!("file {n} removed")));
+    out
+}
+
+/// What changed between two versions that players pay or win by: the
+/// fee, the payout, the match size, the hard checks. Empty: nothing.
+pub fn money_changes(a: &Space, b: &Space) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.entry_fee != b.entry_fee {
+        out.push(format!("entry fee {} → {}", a.entry_fee, b.entry_fee));
+    }
+    if a.payout != b.payout {
+        out.push("payout".to_owned());
+    }
+    if a.agents_per_match != b.agents_per_match {
+        out.push(format!("agents per match {} → {}", a.agents_per_match, b.agents_per_match));
+    }
+    let hard = |s: &Space| -> Vec<String> {
+        s.judge.verifiers.iter().filter(|v| v.hard).map(|v| format!("{} ({})", v.name, v.kind_name())).collect()
+    };
+    if hard(a) != hard(b) {
+        out.push("hard checks".to_owned());
+    }
+    out
 }
 
 #[cfg(test)]

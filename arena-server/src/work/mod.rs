@@ -17,6 +17,7 @@ pub mod reconciler;
 pub mod relay;
 pub mod runner;
 pub mod settle;
+pub mod studio;
 pub mod test_double;
 pub mod trainer;
 pub mod turns;

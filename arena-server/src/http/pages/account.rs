@@ -2,7 +2,8 @@
 //! registration and sign-in (`handlers::users`): the same checks, limits
 //! and a new session id at every sign-in.
 
-use super::{Chrome, FormError, PageCtx, PageError, State, Visitor, check_csrf, render_with, see_other};
+use super::extract::{CsrfOnly, csrf_token};
+use super::{Chrome, Ctx, Form, FormError, PageError, Visit, render_with, see_other};
 use crate::http::handlers::users;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -54,25 +55,22 @@ pub fn safe_next(next: &str) -> String {
     if ok { next.to_owned() } else { "/".to_owned() }
 }
 
-pub async fn signup_page(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
+pub async fn signup_page(state: Ctx, visit: Visit) -> Result<HttpResponse, PageError> {
     let page = SignupPage {
-        chrome: ctx.chrome.clone(),
+        chrome: visit.chrome.clone(),
         username: String::new(),
         error: FormError::default(),
         starting_credits: state.settings.starting_credits,
     };
-    super::render(&ctx.chrome, &page)
+    super::render(&visit.chrome, &page)
 }
 
 pub async fn signup(
-    state: State,
+    state: Ctx,
     req: HttpRequest,
-    caller: Visitor,
-    form: web::Form<AccountForm>,
+    visit: Visit,
+    Form(form): Form<AccountForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
     match users::register_user(&state, &req, &form.username, &form.password, "player").await {
         Ok(_) => {
             let (_, cookie) = users::sign_in(&state, &req, &form.username, &form.password).await?;
@@ -80,35 +78,28 @@ pub async fn signup(
         }
         Err(err) => {
             let page = SignupPage {
-                chrome: ctx.chrome.clone(),
+                chrome: visit.chrome.clone(),
                 username: form.username.chars().take(64).collect(),
                 error: FormError::from_api(err)?,
                 starting_credits: state.settings.starting_credits,
             };
-            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &visit.chrome, &page)
         }
     }
 }
 
-pub async fn signin_page(
-    req: HttpRequest,
-    caller: Visitor,
-    query: web::Query<NextQuery>,
-) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
+pub async fn signin_page(visit: Visit, query: web::Query<NextQuery>) -> Result<HttpResponse, PageError> {
     let next = safe_next(query.next.as_deref().unwrap_or("/"));
-    let page = SigninPage { chrome: ctx.chrome.clone(), username: String::new(), next, error: FormError::default() };
-    super::render(&ctx.chrome, &page)
+    let page = SigninPage { chrome: visit.chrome.clone(), username: String::new(), next, error: FormError::default() };
+    super::render(&visit.chrome, &page)
 }
 
 pub async fn signin(
-    state: State,
+    state: Ctx,
     req: HttpRequest,
-    caller: Visitor,
-    form: web::Form<AccountForm>,
+    visit: Visit,
+    Form(form): Form<AccountForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
     let next = safe_next(&form.next);
     match users::sign_in(&state, &req, &form.username, &form.password).await {
         Ok((_, cookie)) => Ok(HttpResponse::SeeOther().cookie(cookie).insert_header(("Location", next)).finish()),
@@ -118,24 +109,19 @@ pub async fn signin(
                 _ => StatusCode::UNAUTHORIZED,
             };
             let page = SigninPage {
-                chrome: ctx.chrome.clone(),
+                chrome: visit.chrome.clone(),
                 username: form.username.chars().take(64).collect(),
                 next,
                 error: FormError::from_api(err)?,
             };
-            render_with(status, &ctx.chrome, &page)
+            render_with(status, &visit.chrome, &page)
         }
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
+csrf_token!(text: AccountForm);
 
-pub async fn signout(state: State, req: HttpRequest, form: web::Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
+pub async fn signout(state: Ctx, req: HttpRequest, _: Form<CsrfOnly>) -> Result<HttpResponse, PageError> {
     let gone = users::sign_out(&state, &req).await?;
     let mut response = see_other("/");
     response.add_cookie(&gone).map_err(PageError::internal)?;

@@ -5,8 +5,9 @@
 //! API's own (`handlers::agents`, `handlers::adapters`, `handlers::training`).
 
 use super::chart::{self, Series, Svg};
+use super::extract::csrf_token;
 use super::spaces::{Line, match_lines};
-use super::{Chrome, FormError, PageCtx, PageError, State, Visitor, check_csrf, render, render_with, see_other, when};
+use super::{Chrome, Ctx, Form, FormError, PageError, SignedIn, Upload, Visit, render, render_with, see_other, when};
 use crate::domain::agent::AgentSampling;
 use crate::domain::{AgentId, JobId, rating};
 use crate::http::error::ApiError;
@@ -14,7 +15,7 @@ use crate::http::handlers::{adapters as adapter_actions, agents as agent_actions
 use crate::store::{agents, matches, training};
 use actix_multipart::form::{MultipartForm, bytes::Bytes, text::Text};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
@@ -56,10 +57,8 @@ struct NewPage {
     error: FormError,
 }
 
-pub async fn new_page(req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    ctx.signed_in(&req)?;
-    render(&ctx.chrome, &NewPage { chrome: ctx.chrome.clone(), draft: Draft::default(), error: FormError::default() })
+pub async fn new_page(user: SignedIn) -> Result<HttpResponse, PageError> {
+    render(&user.chrome, &NewPage { chrome: user.chrome.clone(), draft: Draft::default(), error: FormError::default() })
 }
 
 /// The builder's and the new-version form's multipart body: the
@@ -85,13 +84,15 @@ pub struct AgentForm {
     adapter_weights: Option<Bytes>,
 }
 
+csrf_token!(multipart: AgentForm);
+
 /// An adapter form's files, when both were sent (an empty file input is none).
 type Files = (Option<Bytes>, Option<Bytes>);
 
 impl AgentForm {
     /// The CSRF token, the settings as typed, the note, whether to remove
     /// the adapter, and the adapter's files.
-    fn into_parts(self) -> (String, Draft, String, bool, Files) {
+    fn into_parts(self) -> (Draft, String, bool, Files) {
         let draft = Draft {
             name: self.name.map(Text::into_inner).unwrap_or_default(),
             system_prompt: self.system_prompt.into_inner(),
@@ -105,14 +106,14 @@ impl AgentForm {
         let remove = self.remove_adapter.is_some_and(|r| r.as_str() == "on");
         let files =
             (self.adapter_config.filter(|f| !f.data.is_empty()), self.adapter_weights.filter(|f| !f.data.is_empty()));
-        (self.csrf.into_inner(), draft, self.note.map(Text::into_inner).unwrap_or_default(), remove, files)
+        (draft, self.note.map(Text::into_inner).unwrap_or_default(), remove, files)
     }
 }
 
 /// What a form asks of the adapter: None keeps it (or has none), Some(None)
 /// removes it, Some(Some(sha)) is a new one, validated and stored here.
 async fn adapter_choice(
-    state: &State,
+    state: &Ctx,
     caller: &crate::http::auth::Caller,
     files: Files,
     remove: bool,
@@ -154,28 +155,21 @@ fn sampling(form: &Draft) -> Result<AgentSampling, ApiError> {
     })
 }
 
-pub async fn create(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    form: MultipartForm<AgentForm>,
-) -> Result<HttpResponse, PageError> {
-    let (csrf, draft, _, _, files) = form.into_inner().into_parts();
-    check_csrf(&req, &csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?.clone();
+pub async fn create(state: Ctx, user: SignedIn, Upload(form): Upload<AgentForm>) -> Result<HttpResponse, PageError> {
+    let (draft, _, _, files) = form.into_parts();
+    let caller = &user.caller;
     let made = async {
         let sampling = sampling(&draft)?;
-        let adapter = adapter_choice(&state, &caller, files, false).await?.flatten();
+        let adapter = adapter_choice(&state, caller, files, false).await?.flatten();
         let body = agent_actions::NewAgent::new(draft.name.clone(), draft.system_prompt.clone(), sampling, adapter);
-        agent_actions::create_agent(&state, &caller, body).await
+        agent_actions::create_agent(&state, caller, body).await
     }
     .await;
     match made {
         Ok(id) => Ok(see_other(&format!("/agents/{id}"))),
         Err(err) => {
-            let page = NewPage { chrome: ctx.chrome.clone(), draft, error: FormError::from_api(err)? };
-            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+            let page = NewPage { chrome: user.chrome.clone(), draft, error: FormError::from_api(err)? };
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &user.chrome, &page)
         }
     }
 }
@@ -245,15 +239,15 @@ fn metric(v: &serde_json::Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(f64::NAN)
 }
 
-async fn agent_page(state: &State, ctx: &PageCtx, id: AgentId, error: FormError) -> Result<AgentPage, PageError> {
-    agent_page_with(state, ctx, id, error, None).await
+async fn agent_page(state: &Ctx, visit: &Visit, id: AgentId, error: FormError) -> Result<AgentPage, PageError> {
+    agent_page_with(state, visit, id, error, None).await
 }
 
 /// The page; `typed` is the new-version form as the owner filled it (shown
 /// again beside its error instead of the current version's settings).
 async fn agent_page_with(
-    state: &State,
-    ctx: &PageCtx,
+    state: &Ctx,
+    visit: &Visit,
     id: AgentId,
     error: FormError,
     typed: Option<Draft>,
@@ -293,7 +287,7 @@ async fn agent_page_with(
         .collect();
     let history = chart::lines("Rating after each match", "matches played", &series);
     let recent = match_lines(matches::lines(&state.db, None, None, Some(id), 15).await?);
-    let is_owner = ctx.caller.as_ref().is_some_and(|c| c.user_id == row.owner_id || c.is_admin());
+    let is_owner = visit.caller.as_ref().is_some_and(|c| c.user_id == row.owner_id || c.is_admin());
     let (mut versions, mut jobs, mut policies) = (Vec::new(), Vec::new(), Vec::new());
     let (mut draft, mut has_adapter) = (Draft::default(), false);
     if is_owner {
@@ -389,7 +383,7 @@ async fn agent_page_with(
         }
     }
     Ok(AgentPage {
-        chrome: ctx.chrome.clone(),
+        chrome: visit.chrome.clone(),
         id: id.to_string(),
         name: row.name,
         owner: row.owner,
@@ -408,29 +402,18 @@ async fn agent_page_with(
     })
 }
 
-pub async fn page(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    path: web::Path<AgentId>,
-) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let page = agent_page(&state, &ctx, path.into_inner(), FormError::default()).await?;
-    render(&ctx.chrome, &page)
+pub async fn page(state: Ctx, visit: Visit, path: web::Path<AgentId>) -> Result<HttpResponse, PageError> {
+    let page = agent_page(&state, &visit, path.into_inner(), FormError::default()).await?;
+    render(&visit.chrome, &page)
 }
 
 /// After an owner's action: back to the page, or the page with the error.
-async fn after(
-    state: &State,
-    ctx: &PageCtx,
-    id: AgentId,
-    done: Result<(), ApiError>,
-) -> Result<HttpResponse, PageError> {
+async fn after(state: &Ctx, visit: &Visit, id: AgentId, done: Result<(), ApiError>) -> Result<HttpResponse, PageError> {
     match done {
         Ok(()) => Ok(see_other(&format!("/agents/{id}"))),
         Err(err) => {
-            let page = agent_page(state, ctx, id, FormError::from_api(err)?).await?;
-            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+            let page = agent_page(state, visit, id, FormError::from_api(err)?).await?;
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &visit.chrome, &page)
         }
     }
 }
@@ -443,18 +426,15 @@ pub struct RollbackForm {
 }
 
 pub async fn rollback(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<AgentId>,
-    form: web::Form<RollbackForm>,
+    Form(form): Form<RollbackForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     let id = path.into_inner();
     let done = agent_actions::roll_back(&state, caller, id, form.version).await;
-    after(&state, &ctx, id, done).await
+    after(&state, &user.visit(), id, done).await
 }
 
 #[derive(Deserialize)]
@@ -465,18 +445,15 @@ pub struct LeaveForm {
 }
 
 pub async fn leave(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<AgentId>,
-    form: web::Form<LeaveForm>,
+    Form(form): Form<LeaveForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     let id = path.into_inner();
     let done = agent_actions::leave_space(&state, caller, id, &form.space).await;
-    after(&state, &ctx, id, done).await
+    after(&state, &user.visit(), id, done).await
 }
 
 #[derive(Deserialize)]
@@ -489,15 +466,12 @@ pub struct TrainForm {
 }
 
 pub async fn train(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<AgentId>,
-    form: web::Form<TrainForm>,
+    Form(form): Form<TrainForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     let id = path.into_inner();
     let settings = match form.steps.trim() {
         "" => Ok(None),
@@ -510,8 +484,10 @@ pub async fn train(
         Ok(settings) => training_actions::start_job(&state, caller, id, &form.space, settings).await.map(|_: JobId| ()),
         Err(e) => Err(e),
     };
-    after(&state, &ctx, id, done).await
+    after(&state, &user.visit(), id, done).await
 }
+
+csrf_token!(text: RollbackForm, LeaveForm, TrainForm, PlaygroundQuery, PolicyForm);
 
 /// Tokens the playground answers with at most.
 pub const PLAYGROUND_TOKENS: usize = 96;
@@ -539,23 +515,20 @@ fn sse_event(kind: &str, data: serde_json::Value) -> actix_web::web::Bytes {
 /// A POST (read by the page with `fetch`), so the system prompt never
 /// travels in a URL (logs, history, a proxy's access log).
 pub async fn playground(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    query: web::Form<PlaygroundQuery>,
+    state: Ctx,
+    user: SignedIn,
+    Form(query): Form<PlaygroundQuery>,
 ) -> Result<HttpResponse, PageError> {
     use agent_runtime::chat::Message;
     use agent_runtime::engine::{Prompt, Request};
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     let problem = |message: String| {
         HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("Cache-Control", "no-cache"))
             .body(sse_event("problem", serde_json::json!({ "message": message })))
     };
-    let PlaygroundQuery { csrf, prompt: asked, draft } = query.into_inner();
-    check_csrf(&req, &csrf)?;
+    let PlaygroundQuery { prompt: asked, draft, .. } = query;
     let checked = (|| {
         let sampling = sampling(&draft)?;
         sampling.check()?;
@@ -632,29 +605,26 @@ pub async fn playground(
 }
 
 pub async fn new_version(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<AgentId>,
-    form: MultipartForm<AgentForm>,
+    Upload(form): Upload<AgentForm>,
 ) -> Result<HttpResponse, PageError> {
-    let (csrf, draft, note, remove, files) = form.into_inner().into_parts();
-    check_csrf(&req, &csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?.clone();
+    let (draft, note, remove, files) = form.into_parts();
+    let caller = &user.caller;
     let id = path.into_inner();
     let done = async {
         let sampling = sampling(&draft)?;
-        let adapter = adapter_choice(&state, &caller, files, remove).await?;
+        let adapter = adapter_choice(&state, caller, files, remove).await?;
         let body = agent_actions::NewVersion::new(draft.system_prompt.clone(), sampling, adapter, note);
-        agent_actions::make_version(&state, &caller, id, body).await
+        agent_actions::make_version(&state, caller, id, body).await
     }
     .await;
     match done {
         Ok(()) => Ok(see_other(&format!("/agents/{id}"))),
         Err(err) => {
-            let page = agent_page_with(&state, &ctx, id, FormError::from_api(err)?, Some(draft)).await?;
-            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+            let page = agent_page_with(&state, &user.visit(), id, FormError::from_api(err)?, Some(draft)).await?;
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &user.chrome, &page)
         }
     }
 }
@@ -670,15 +640,12 @@ pub struct PolicyForm {
 }
 
 pub async fn policy(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<AgentId>,
-    form: web::Form<PolicyForm>,
+    Form(form): Form<PolicyForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     let id = path.into_inner();
     let every = match (form.mode.as_str(), form.every_pairs.trim()) {
         ("every", text) => match text.parse::<i32>() {
@@ -693,5 +660,5 @@ pub async fn policy(
             .map(|_| ()),
         Err(e) => Err(e),
     };
-    after(&state, &ctx, id, done).await
+    after(&state, &user.visit(), id, done).await
 }

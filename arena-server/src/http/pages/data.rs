@@ -8,13 +8,14 @@
 //! anyone else.
 
 use super::chart::{self, Svg};
-use super::{Chrome, PageCtx, PageError, State, Visitor, render};
+use super::extract::csrf_token;
+use super::{Buyer, Chrome, Ctx, Form, PageError, SignedIn, render};
 use crate::domain::dataset::PairFilter;
-use crate::domain::user::Role;
+use crate::http::auth::Caller;
 use crate::http::handlers::data::{ExportBody, MAX_EXPORT, create_export, download};
 use crate::store::exports::{self as export_store, Quote};
 use crate::store::pairs as pair_store;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
@@ -166,14 +167,8 @@ fn yes_no(field: &str, text: &str) -> Result<Option<bool>, String> {
     }
 }
 
-fn may_buy(ctx: &PageCtx) -> bool {
-    ctx.caller.as_ref().is_some_and(|c| c.role == Role::Buyer || c.is_admin())
-}
-
-async fn count(state: &State, form: &FilterForm, ctx: &PageCtx) -> Result<(Option<Quote>, Option<String>), PageError> {
-    if let Some(caller) = &ctx.caller
-        && let Err(limited) = crate::http::handlers::data::count_allowed(state, caller.user_id).await
-    {
+async fn count(state: &Ctx, form: &FilterForm, caller: &Caller) -> Result<(Option<Quote>, Option<String>), PageError> {
+    if let Err(limited) = crate::http::handlers::data::count_allowed(state, caller.user_id).await {
         return Ok((None, Some(limited.to_string())));
     }
     match form.filter() {
@@ -188,16 +183,9 @@ async fn count(state: &State, form: &FilterForm, ctx: &PageCtx) -> Result<(Optio
 /// Sample pairs shown of each Space that sells its pairs.
 pub const SOLD_SAMPLES: i64 = 3;
 
-pub async fn page(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    form: web::Query<FilterForm>,
-) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    ctx.signed_in(&req)?;
+pub async fn page(state: Ctx, user: SignedIn, form: web::Query<FilterForm>) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    let allowed = may_buy(&ctx);
+    let allowed = user.buys();
     let (mut datasets, mut samples, mut counted, mut query) = (Vec::new(), Vec::new(), (None, None), String::new());
     if allowed {
         let labels: Vec<String> = (0..10).map(|b| format!("{:.1}", b as f64 * 0.2)).collect();
@@ -213,7 +201,7 @@ pub async fn page(
                 price: d.price,
             })
             .collect();
-        counted = count(&state, &form, &ctx).await?;
+        counted = count(&state, &form, &user.caller).await?;
         query = form.api_query();
         if let Ok(filter) = form.filter() {
             // Free Spaces' pairs follow the filter; a Space that sells its
@@ -250,7 +238,7 @@ pub async fn page(
         }
     }
     let page = DataPage {
-        chrome: ctx.chrome.clone(),
+        chrome: user.chrome.clone(),
         allowed,
         datasets,
         form,
@@ -261,22 +249,12 @@ pub async fn page(
         idempotency_key: uuid::Uuid::new_v4().to_string(),
         export_error: None,
     };
-    render(&ctx.chrome, &page)
+    render(&user.chrome, &page)
 }
 
 /// The filter's count alone, for the form's live update.
-pub async fn live_count(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    form: web::Query<FilterForm>,
-) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    ctx.signed_in(&req)?;
-    if !may_buy(&ctx) {
-        return Err(PageError::Forbidden);
-    }
-    let (quote, error) = count(&state, &form, &ctx).await?;
+pub async fn live_count(state: Ctx, user: Buyer, form: web::Query<FilterForm>) -> Result<HttpResponse, PageError> {
+    let (quote, error) = count(&state, &form, &user.caller).await?;
     let html = CountFragment { quote, error }.render().map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -309,20 +287,11 @@ pub struct ExportForm {
     accept_licenses: Option<String>,
 }
 
+csrf_token!(text: ExportForm);
+
 /// POST /data/exports — buys the selection and queues its export.
-pub async fn export(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    form: web::Form<ExportForm>,
-) -> Result<HttpResponse, PageError> {
-    super::check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
-    if !may_buy(&ctx) {
-        return Err(PageError::Forbidden);
-    }
-    let form = form.into_inner();
+pub async fn export(state: Ctx, user: Buyer, Form(form): Form<ExportForm>) -> Result<HttpResponse, PageError> {
+    let caller = &user.caller;
     let made = async {
         let filter = form.filter.filter().map_err(|why| crate::http::error::ApiError::invalid("filter", why))?;
         let (format, gzip) = match form.file.as_str() {
@@ -356,9 +325,9 @@ pub async fn export(
         Ok(_) => Ok(super::see_other("/data/exports")),
         Err(err) => {
             let why = super::FormError::from_api(err)?;
-            let (quote, error) = count(&state, &form.filter, &ctx).await?;
+            let (quote, error) = count(&state, &form.filter, &user.caller).await?;
             let page = DataPage {
-                chrome: ctx.chrome.clone(),
+                chrome: user.chrome.clone(),
                 allowed: true,
                 datasets: Vec::new(),
                 query: form.filter.api_query(),
@@ -369,7 +338,7 @@ pub async fn export(
                 idempotency_key: uuid::Uuid::new_v4().to_string(),
                 export_error: Some(why.message),
             };
-            super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+            super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &user.chrome, &page)
         }
     }
 }
@@ -419,7 +388,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-async fn exports_list(state: &State, caller: &crate::http::auth::Caller) -> Result<ExportsList, PageError> {
+async fn exports_list(state: &Ctx, caller: &crate::http::auth::Caller) -> Result<ExportsList, PageError> {
     let exports = export_store::list(&state.db, caller.user_id, 100).await?;
     let live = exports.iter().any(|e| e.status == "queued" || e.status == "running");
     let exports = exports
@@ -461,22 +430,17 @@ async fn exports_list(state: &State, caller: &crate::http::auth::Caller) -> Resu
 }
 
 /// GET /data/exports — the buyer's exports.
-pub async fn exports(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
-    let allowed = may_buy(&ctx);
+pub async fn exports(state: Ctx, user: SignedIn) -> Result<HttpResponse, PageError> {
+    let caller = &user.caller;
+    let allowed = user.buys();
     let list =
         if allowed { exports_list(&state, caller).await? } else { ExportsList { exports: Vec::new(), live: false } };
-    render(&ctx.chrome, &ExportsPage { chrome: ctx.chrome.clone(), allowed, exports: list.exports, live: list.live })
+    render(&user.chrome, &ExportsPage { chrome: user.chrome.clone(), allowed, exports: list.exports, live: list.live })
 }
 
 /// GET /data/exports/live — the list alone, refreshed while exports run.
-pub async fn exports_live(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
-    if !may_buy(&ctx) {
-        return Err(PageError::Forbidden);
-    }
+pub async fn exports_live(state: Ctx, user: Buyer) -> Result<HttpResponse, PageError> {
+    let caller = &user.caller;
     let html = exports_list(&state, caller).await?.render().map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -487,13 +451,11 @@ pub async fn exports_live(state: State, req: HttpRequest, caller: Visitor) -> Re
 /// GET /data/exports/{id}/files/{name} — a file of one of the buyer's
 /// exports; anyone else's is "not found".
 pub async fn file(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<(uuid::Uuid, String)>,
 ) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     let (id, name) = path.into_inner();
     let export =
         export_store::get(&state.db, id).await?.filter(|e| e.buyer_id == caller.user_id).ok_or(PageError::NotFound)?;

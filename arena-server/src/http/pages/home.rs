@@ -2,11 +2,11 @@
 //! matches and the best-rated agents.
 
 use super::spaces::{Line, SpaceCard, cards, match_lines};
-use super::{Chrome, PageCtx, PageError, State, Visitor, render};
+use super::{Chrome, Ctx, PageError, Visit, render};
 use crate::domain::leaderboard::MIN_MATCHES;
 use crate::domain::{MatchStatus, rating};
 use crate::store::{agents, matches};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use askama::Template;
 
 pub struct TopLine {
@@ -27,8 +27,7 @@ struct HomePage {
     top: Vec<TopLine>,
 }
 
-pub async fn page(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
+pub async fn page(state: Ctx, visit: Visit) -> Result<HttpResponse, PageError> {
     let spaces: Vec<SpaceCard> = cards(&state).await?.into_iter().filter(|s| s.active).collect();
     let recent = match_lines(matches::lines(&state.db, None, Some(MatchStatus::Settled), None, 10).await?);
     let top = agents::top(&state.db, MIN_MATCHES, 10)
@@ -43,6 +42,6 @@ pub async fn page(state: State, req: HttpRequest, caller: Visitor) -> Result<Htt
             matches: t.matches,
         })
         .collect();
-    let page = HomePage { chrome: ctx.chrome.clone(), spaces, recent, top };
-    render(&ctx.chrome, &page)
+    let page = HomePage { chrome: visit.chrome.clone(), spaces, recent, top };
+    render(&visit.chrome, &page)
 }

@@ -5,11 +5,11 @@
 //! Outputs and the verdict only for those the Space's visibility allows
 //! (the API's own rule, `handlers::matches::may_read_outputs`).
 
-use super::{Chrome, PageCtx, PageError, State, Visitor, render, when};
+use super::{Chrome, Ctx, PageError, Visit, render, when};
 use crate::domain::{MatchId, MatchStatus, rating};
 use crate::http::handlers::matches::may_read_outputs;
 use crate::store::matches;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -143,7 +143,7 @@ pub struct GameView {
 /// The game of match `id` at step `step` (the last when none), or `None`
 /// for a one-answer Space.
 async fn game_view(
-    state: &State,
+    state: &Ctx,
     id: MatchId,
     head: &matches::MatchHead,
     readable: bool,
@@ -269,10 +269,10 @@ fn percent(p: f64) -> String {
     format!("{:.0}%", p * 100.0)
 }
 
-async fn body(state: &State, ctx: &PageCtx, id: MatchId, step: Option<usize>) -> Result<MatchBody, PageError> {
+async fn body(state: &Ctx, visit: &Visit, id: MatchId, step: Option<usize>) -> Result<MatchBody, PageError> {
     let head = matches::head(&state.db, id).await?.ok_or(PageError::NotFound)?;
     let seats = matches::seats(&state.db, id).await?;
-    let readable = may_read_outputs(state, ctx.caller.as_ref(), &head, &seats).await?;
+    let readable = may_read_outputs(state, visit.caller.as_ref(), &head, &seats).await?;
     let verdict: VerdictView = if readable {
         matches::verdict(&state.db, id).await?.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
     } else {
@@ -371,26 +371,18 @@ async fn body(state: &State, ctx: &PageCtx, id: MatchId, step: Option<usize>) ->
 }
 
 pub async fn page(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    visit: Visit,
     path: web::Path<MatchId>,
     query: web::Query<StepQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let body = body(&state, &ctx, path.into_inner(), query.step).await?;
-    render(&ctx.chrome, &MatchPage { chrome: ctx.chrome.clone(), body })
+    let body = body(&state, &visit, path.into_inner(), query.step).await?;
+    render(&visit.chrome, &MatchPage { chrome: visit.chrome.clone(), body })
 }
 
 /// The match's body alone, for the live view.
-pub async fn live(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    path: web::Path<MatchId>,
-) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let html = body(&state, &ctx, path.into_inner(), None).await?.render().map_err(PageError::internal)?;
+pub async fn live(state: Ctx, visit: Visit, path: web::Path<MatchId>) -> Result<HttpResponse, PageError> {
+    let html = body(&state, &visit, path.into_inner(), None).await?.render().map_err(PageError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))

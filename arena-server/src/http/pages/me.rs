@@ -1,13 +1,14 @@
 //! `/me`: balance, the ledger statement (paged), API tokens — made (shown
 //! once) and revoked with the API's own functions.
 
-use super::{Chrome, FormError, PageCtx, PageError, State, Visitor, check_csrf, render, render_with, see_other, when};
+use super::extract::CsrfOnly;
+use super::{Chrome, Ctx, Form, FormError, PageError, SignedIn, render, render_with, see_other, when};
 use crate::domain::TokenId;
 use crate::domain::user::Scope;
 use crate::http::auth;
 use crate::store::{ledger, users};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -67,13 +68,13 @@ pub struct MeQuery {
 }
 
 async fn me_page(
-    state: &State,
-    ctx: &PageCtx,
+    state: &Ctx,
+    user: &SignedIn,
     before: Option<i64>,
     new_token: Option<NewTokenShown>,
     error: FormError,
 ) -> Result<MePage, PageError> {
-    let caller = ctx.caller.as_ref().ok_or(PageError::Forbidden)?;
+    let caller = &user.caller;
     let mut conn = state.db.acquire().await?;
     let account = ledger::user_account(&mut conn, caller.user_id).await.map_err(PageError::internal)?;
     drop(conn);
@@ -113,7 +114,7 @@ async fn me_page(
         })
         .collect();
     Ok(MePage {
-        chrome: ctx.chrome.clone(),
+        chrome: user.chrome.clone(),
         username: caller.username.clone(),
         role: caller.role.as_str(),
         balance,
@@ -128,29 +129,18 @@ async fn me_page(
     })
 }
 
-pub async fn page(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    query: web::Query<MeQuery>,
-) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    ctx.signed_in(&req)?;
-    let page = me_page(&state, &ctx, query.before, None, FormError::default()).await?;
-    render(&ctx.chrome, &page)
+pub async fn page(state: Ctx, user: SignedIn, query: web::Query<MeQuery>) -> Result<HttpResponse, PageError> {
+    let page = me_page(&state, &user, query.before, None, FormError::default()).await?;
+    render(&user.chrome, &page)
 }
 
 /// POST /me/tokens: `name`, `expires_in_days`, and a `scope_NAME=on` per scope.
 pub async fn create_token(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
-    form: web::Form<HashMap<String, String>>,
+    state: Ctx,
+    user: SignedIn,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Result<HttpResponse, PageError> {
-    let form = form.into_inner();
-    check_csrf(&req, form.get("csrf").map_or("", String::as_str))?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?.clone();
+    let caller = &user.caller;
     if form.len() > 16 {
         return Err(PageError::Forbidden);
     }
@@ -172,7 +162,7 @@ pub async fn create_token(
     let made = match days {
         Ok(days) => {
             caller.write(&state, Scope::Read).await.map_err(PageError::from)?;
-            auth::create_token(&state, &caller, &name, &scopes, days).await
+            auth::create_token(&state, caller, &name, &scopes, days).await
         }
         Err(e) => Err(e),
     };
@@ -184,32 +174,23 @@ pub async fn create_token(
                 expires: when(&token.expires_at),
                 secret: token.token,
             };
-            let page = me_page(&state, &ctx, None, Some(shown), FormError::default()).await?;
-            render_with(StatusCode::CREATED, &ctx.chrome, &page)
+            let page = me_page(&state, &user, None, Some(shown), FormError::default()).await?;
+            render_with(StatusCode::CREATED, &user.chrome, &page)
         }
         Err(err) => {
-            let page = me_page(&state, &ctx, None, None, FormError::from_api(err)?).await?;
-            render_with(StatusCode::UNPROCESSABLE_ENTITY, &ctx.chrome, &page)
+            let page = me_page(&state, &user, None, None, FormError::from_api(err)?).await?;
+            render_with(StatusCode::UNPROCESSABLE_ENTITY, &user.chrome, &page)
         }
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub async fn revoke_token(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     path: web::Path<TokenId>,
-    form: web::Form<CsrfOnly>,
+    _: Form<CsrfOnly>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     caller.write(&state, Scope::Read).await?;
     if !users::revoke_token(&state.db, caller.user_id, path.into_inner()).await? {
         return Err(PageError::NotFound);

@@ -14,6 +14,7 @@ pub mod account;
 pub mod agents;
 pub mod chart;
 pub mod data;
+pub mod extract;
 pub mod home;
 pub mod matches;
 pub mod me;
@@ -22,12 +23,14 @@ pub mod studio;
 
 use crate::context::Context;
 use crate::domain::user::Role;
-use crate::http::auth::{Caller, MaybeCaller, Via};
+use crate::http::auth::{MaybeCaller, Via};
+
 use crate::http::error::ApiError;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 use askama::Template;
+pub use extract::{Buyer, Designer, Form, SignedIn, Upload, Visit};
 
 /// The Content-Security-Policy of every answer: scripts, styles and
 /// connections from this origin only, no inline script or style, no
@@ -122,54 +125,72 @@ pub const PAGES: &[PageRoute] = &[
         "Download a file of one of the buyer's exports"
     ),
     page!(get, "/studio", studio::list, SignedIn, "The designer's Spaces at a glance; new ones from the examples"),
-    page!(get, "/studio/new", studio::new_page, SignedIn, "The editor on a copy of an example (?example=NAME)"),
+    page!(get, "/studio/new", studio::editor::new_page, SignedIn, "The editor on a copy of an example (?example=NAME)"),
     page!(
         post,
         "/studio/new/files",
-        studio::publish_with_file,
+        studio::files::publish_with_file,
         SignedIn,
         "Publish a new Space from the draft with a file beside it"
     ),
     page!(
         post,
         "/studio/check",
-        studio::check,
+        studio::editor::check,
         SignedIn,
         "Check a draft: its errors by line, or its rules in words (fragment)"
     ),
-    page!(post, "/studio/publish", studio::publish, SignedIn, "Publish a draft: a new Space or the next version"),
+    page!(
+        post,
+        "/studio/publish",
+        studio::editor::publish,
+        SignedIn,
+        "Publish a draft: a new Space or the next version"
+    ),
     page!(
         post,
         "/studio/dry-run",
-        studio::dry_run,
+        studio::runs::dry_run,
         SignedIn,
         "Run sample matches of a draft with baseline agents; nothing published or paid"
     ),
     page!(
         post,
         "/studio/red-team",
-        studio::red_team,
+        studio::runs::red_team,
         SignedIn,
         "Run the judge's red-team calibration on a draft (built-in and uploaded cases)"
     ),
     page!(
         get,
         "/studio/dry-runs/{id}",
-        studio::dry_run_page,
+        studio::runs::dry_run_page,
         SignedIn,
         "A dry run's or red team's live progress, then its report"
     ),
-    page!(get, "/studio/dry-runs/{id}/events", studio::dry_run_events, SignedIn, "A dry run's progress (SSE)"),
-    page!(get, "/studio/{slug}", studio::editor, SignedIn, "The editor on the Space's current version"),
-    page!(get, "/studio/{slug}/versions", studio::versions, SignedIn, "The Space's versions and a diff of any two"),
+    page!(get, "/studio/dry-runs/{id}/events", studio::runs::dry_run_events, SignedIn, "A dry run's progress (SSE)"),
+    page!(get, "/studio/{slug}", studio::editor::editor, SignedIn, "The editor on the Space's current version"),
+    page!(
+        get,
+        "/studio/{slug}/versions",
+        studio::versions::versions,
+        SignedIn,
+        "The Space's versions and a diff of any two"
+    ),
     page!(
         post,
         "/studio/{slug}/files",
-        studio::upload_file,
+        studio::files::upload_file,
         SignedIn,
         "Publish the next version with a file added or replaced"
     ),
-    page!(get, "/studio/{slug}/analytics", studio::analytics_page, SignedIn, "The Space's live numbers with charts"),
+    page!(
+        get,
+        "/studio/{slug}/analytics",
+        studio::analytics::analytics_page,
+        SignedIn,
+        "The Space's live numbers with charts"
+    ),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),
     page!(post, "/me/tokens/{id}/revoke", me::revoke_token, SignedIn, "Revoke an API token"),
@@ -213,15 +234,17 @@ async fn require_session(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<actix_web::body::BoxBody>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    use actix_web::FromRequest;
+    use actix_web::{FromRequest, HttpMessage};
     if !req.method().is_safe() && crate::http::auth::same_origin(req.request()).is_err() {
         return Ok(req.error_response(PageError::Csrf));
     }
-    let caller = Visitor::extract(req.request()).await.ok().and_then(|c| c.0).filter(|c| c.via == Via::Session);
-    if caller.is_none() {
+    let caller = MaybeCaller::extract(req.request()).await.ok().and_then(|c| c.0).filter(|c| c.via == Via::Session);
+    let Some(caller) = caller else {
         let back = if req.method().is_safe() { req.path().to_owned() } else { "/".to_owned() };
         return Ok(req.error_response(PageError::SignIn(back)));
-    }
+    };
+    // The page's extractors (`SignedIn` and those built on it) read it here.
+    req.extensions_mut().insert(caller);
     next.call(req).await
 }
 
@@ -298,46 +321,6 @@ pub struct Chrome {
     pub csrf: String,
     /// A CSRF cookie to set with this answer (the first page a browser opens).
     new_csrf: bool,
-}
-
-/// Who opens a page: the session's user, or nobody — a stale or foreign
-/// cookie makes a visitor anonymous rather than an error.
-pub struct Visitor(pub Option<Caller>);
-
-impl actix_web::FromRequest for Visitor {
-    type Error = actix_web::Error;
-    type Future = futures_util::future::LocalBoxFuture<'static, Result<Visitor, actix_web::Error>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let fut = MaybeCaller::from_request(req, payload);
-        Box::pin(async move { Ok(Visitor(fut.await.ok().and_then(|c| c.0))) })
-    }
-}
-
-/// A page request's caller (by session cookie; tokens are for scripts)
-/// and the chrome to render with.
-pub struct PageCtx {
-    pub caller: Option<Caller>,
-    pub chrome: Chrome,
-}
-
-impl PageCtx {
-    pub fn new(req: &HttpRequest, caller: Visitor) -> PageCtx {
-        let caller = caller.0.filter(|c| c.via == Via::Session);
-        let (csrf, new_csrf) = match req.cookie(CSRF_COOKIE) {
-            Some(c) if c.value().len() == 64 && c.value().bytes().all(|b| b.is_ascii_hexdigit()) => {
-                (c.value().to_owned(), false)
-            }
-            _ => (random_token(), true),
-        };
-        let viewer = caller.as_ref().map(|c| Viewer { username: c.username.clone(), role: c.role });
-        PageCtx { caller, chrome: Chrome { viewer, csrf, new_csrf } }
-    }
-
-    /// The caller, or a redirect to the sign-in page that comes back here.
-    pub fn signed_in(&self, req: &HttpRequest) -> Result<&Caller, PageError> {
-        self.caller.as_ref().ok_or_else(|| PageError::SignIn(req.path().to_owned()))
-    }
 }
 
 fn random_token() -> String {
@@ -534,5 +517,5 @@ pub fn clip(text: &str, n: usize) -> String {
     if text.chars().count() <= n { text.to_owned() } else { text.chars().take(n).collect::<String>() + "…" }
 }
 
-/// The shared context, as handlers get it.
-pub type State = web::Data<Context>;
+/// The shared context, as page handlers get it.
+pub type Ctx = web::Data<Context>;

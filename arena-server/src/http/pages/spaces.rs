@@ -3,14 +3,15 @@
 //! live and recent matches, and the form that enters an agent.
 
 use super::chart::{self, Interval, Svg};
-use super::{Chrome, PageCtx, PageError, State, Visitor, check_csrf, render, see_other, when};
+use super::extract::csrf_token;
+use super::{Chrome, Ctx, Form, PageError, SignedIn, Visit, render, see_other, when};
 use crate::domain::AgentId;
 use crate::domain::leaderboard::MIN_MATCHES;
 use crate::domain::space::RulesInWords;
 use crate::http::handlers::agents as agent_actions;
 use crate::http::leaderboard;
 use crate::store::{agents, matches, spaces as space_store};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ pub struct SpaceCard {
 }
 
 /// Every Space with its counts, and matches formed in the last 24 hours.
-pub async fn cards(state: &State) -> Result<Vec<SpaceCard>, PageError> {
+pub async fn cards(state: &Ctx) -> Result<Vec<SpaceCard>, PageError> {
     let since = chrono::Utc::now() - chrono::Duration::hours(24);
     let today: HashMap<String, i64> = matches::formed_since(&state.db, since).await?.into_iter().collect();
     Ok(space_store::list(&state.db)
@@ -55,10 +56,9 @@ struct ListPage {
     spaces: Vec<SpaceCard>,
 }
 
-pub async fn list(state: State, req: HttpRequest, caller: Visitor) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
-    let page = ListPage { chrome: ctx.chrome.clone(), spaces: cards(&state).await? };
-    render(&ctx.chrome, &page)
+pub async fn list(state: Ctx, visit: Visit) -> Result<HttpResponse, PageError> {
+    let page = ListPage { chrome: visit.chrome.clone(), spaces: cards(&state).await? };
+    render(&visit.chrome, &page)
 }
 
 pub struct BoardRow {
@@ -125,13 +125,11 @@ pub struct SpaceQuery {
 }
 
 pub async fn page(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    visit: Visit,
     slug: web::Path<String>,
     query: web::Query<SpaceQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let ctx = PageCtx::new(&req, caller);
     let row = space_store::by_slug(&state.db, &slug).await?.ok_or(PageError::NotFound)?;
     let space = state.spaces.get(&state.db, row.id, row.current_version).await.map_err(PageError::internal)?;
     let board = leaderboard::get(&state, row.id).await?;
@@ -185,7 +183,7 @@ pub async fn page(
         .collect();
     let heatmap = chart::heatmap("Win rate of the row's agent against the column's", &labels, &cells);
     let recent = match_lines(matches::lines(&state.db, Some(&row.slug), None, None, 20).await?);
-    let my_agents = match &ctx.caller {
+    let my_agents = match &visit.caller {
         Some(c) => agents::names_of_owner(&state.db, c.user_id)
             .await?
             .into_iter()
@@ -194,7 +192,7 @@ pub async fn page(
         None => Vec::new(),
     };
     let page = SpacePage {
-        chrome: ctx.chrome.clone(),
+        chrome: visit.chrome.clone(),
         slug: row.slug.clone(),
         description: row.description.clone(),
         owner: row.owner.clone(),
@@ -210,11 +208,11 @@ pub async fn page(
         my_agents,
         entered: query.entered.as_ref().map(|e| super::clip(e, 40)),
     };
-    render(&ctx.chrome, &page)
+    render(&visit.chrome, &page)
 }
 
 /// The recent-matches list alone, for the live view.
-pub async fn live(state: State, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
+pub async fn live(state: Ctx, slug: web::Path<String>) -> Result<HttpResponse, PageError> {
     space_store::by_slug(&state.db, &slug).await?.ok_or(PageError::NotFound)?;
     let recent = match_lines(matches::lines(&state.db, Some(&slug), None, None, 20).await?);
     let html = LiveFragment { recent }.render().map_err(PageError::internal)?;
@@ -231,16 +229,15 @@ pub struct EnterForm {
     agent: AgentId,
 }
 
+csrf_token!(text: EnterForm);
+
 pub async fn enter(
-    state: State,
-    req: HttpRequest,
-    caller: Visitor,
+    state: Ctx,
+    user: SignedIn,
     slug: web::Path<String>,
-    form: web::Form<EnterForm>,
+    Form(form): Form<EnterForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&req, &form.csrf)?;
-    let ctx = PageCtx::new(&req, caller);
-    let caller = ctx.signed_in(&req)?;
+    let caller = &user.caller;
     agent_actions::enter_space(&state, caller, form.agent, &slug).await?;
     let name = agents::agent(&state.db, form.agent).await?.map(|a| a.name).unwrap_or_default();
     let to = format!(
