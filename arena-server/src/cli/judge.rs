@@ -1,6 +1,6 @@
 //! `arena judge` and `arena judge calibrate`: the judge from the command line.
 
-use super::args::ModelArgs;
+use super::args::{CalibrateArgs, JudgeArgs, JudgeTrainArgs, ModelArgs};
 use super::model::model_path;
 use crate::app::config::Settings;
 use agent_runtime::model::default_threads;
@@ -63,13 +63,9 @@ fn load_embedder(
     Ok(Some(Arc::new(Embedder::load(&dir).map_err(anyhow::Error::msg)?)))
 }
 
-pub fn judge(
-    space: Option<&Path>,
-    input: Option<&Path>,
-    args: &ModelArgs,
-    settings: &Settings,
-) -> anyhow::Result<ExitCode> {
-    let (Some(space), Some(input)) = (space, input) else {
+pub fn judge(judge_args: &JudgeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let args = &judge_args.model;
+    let (Some(space), Some(input)) = (judge_args.space.as_deref(), judge_args.input.as_deref()) else {
         bail!("arena judge needs --space FILE and --input MATCH.json");
     };
     let cfg = load_config(space)?;
@@ -93,17 +89,9 @@ pub fn judge(
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn calibrate(
-    space: &Path,
-    cases_file: &Path,
-    limit: Option<usize>,
-    json: bool,
-    answers: Option<&Path>,
-    features: Option<&Path>,
-    args: &ModelArgs,
-    settings: &Settings,
-) -> anyhow::Result<ExitCode> {
+pub fn calibrate(calibrate: &CalibrateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let CalibrateArgs { space, cases: cases_file, limit, json, answers, features, model: args } = calibrate;
+    let (limit, json, answers, features) = (*limit, *json, answers.as_deref(), features.as_deref());
     let cfg = load_config(space)?;
     let mut cases = judge::calibrate::load_cases(cases_file).map_err(anyhow::Error::msg)?;
     if let Some(n) = limit {
@@ -233,20 +221,10 @@ fn corpus_pairs(
 }
 
 /// `arena judge train`.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    answers: &Path,
-    cases: &[std::path::PathBuf],
-    features: Option<&Path>,
-    features_out: Option<&Path>,
-    out: &Path,
-    exclude: &[String],
-    without: &[String],
-    refresh: &[String],
-    seed: u64,
-    args: &ModelArgs,
-    settings: &Settings,
-) -> anyhow::Result<ExitCode> {
+pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let JudgeTrainArgs { answers, cases, features, features_out, out, exclude, without, refresh, seed, model: args } =
+        train;
+    let (features, features_out, seed) = (features.as_deref(), features_out.as_deref(), *seed);
     let started = std::time::Instant::now();
     let reader = || -> anyhow::Result<Judge> {
         let path = model_path(args, settings)?;

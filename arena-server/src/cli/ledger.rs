@@ -1,14 +1,15 @@
 //! `arena ledger check | grant`.
 
+use super::args::{GrantArgs, LedgerCheckArgs};
+use crate::app::config::Settings;
 use crate::store::ledger::{self, Leg};
 use crate::store::users;
-use sqlx::PgPool;
 use std::process::ExitCode;
 
 /// Re-derives every balance; exits 1 when the ledger is broken.
-pub async fn check(pool: &PgPool, json: bool) -> anyhow::Result<ExitCode> {
-    let report = ledger::check(pool).await?;
-    if json {
+pub async fn check(args: &LedgerCheckArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let report = ledger::check(&super::pool(settings).await?).await?;
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
@@ -17,7 +18,10 @@ pub async fn check(pool: &PgPool, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Issues credits to a user from the mint, once per idempotency key.
-pub async fn grant(pool: &PgPool, username: &str, amount: i64, memo: &str, key: Option<&str>) -> anyhow::Result<()> {
+pub async fn grant(args: &GrantArgs, settings: &Settings) -> anyhow::Result<()> {
+    let pool = &super::pool(settings).await?;
+    let GrantArgs { username, amount, memo, key } = args;
+    let (amount, key) = (*amount, key.as_deref());
     anyhow::ensure!(amount > 0, "grant a positive amount");
     let user = users::by_username(pool, username).await?.ok_or_else(|| anyhow::anyhow!("no user {username:?}"))?;
     let key = match key {

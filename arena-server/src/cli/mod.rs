@@ -1,16 +1,14 @@
-//! The `arena` command line: `args` holds clap's types; each command's code
-//! is in the file of its name. `main` parses and calls [`main`] here.
+//! The `arena` command line: `args` holds clap's types, one `Args` struct
+//! per command, which the command's function takes whole; each operator
+//! command's code is in the file of its name, and the benchmarks and
+//! experiments are in `lab/`. `main` parses and calls [`main`] here.
 
-pub mod abuse;
 pub mod args;
-pub mod bench;
-pub mod bench_pages;
 pub mod config;
 pub mod doctor;
-pub mod experiment;
 pub mod export;
-pub mod games;
 pub mod judge;
+pub mod lab;
 pub mod ledger;
 pub mod migrate;
 pub mod model;
@@ -22,7 +20,7 @@ pub mod user;
 pub mod verify_log;
 
 use crate::app::CONNECT_TIMEOUT;
-use crate::app::config::{Settings, redact_url};
+use crate::app::config::Settings;
 use crate::store;
 use agent_runtime::train::Objective;
 use args::{
@@ -67,210 +65,85 @@ async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     Ok(store::connect(&settings.database, CONNECT_TIMEOUT).await?)
 }
 
-/// Runs blocking model work off the async executor.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await?
+/// Runs blocking model work off the async executor, with its own copy of
+/// the settings.
+async fn blocking<T: Send + 'static>(
+    settings: &Settings,
+    f: impl FnOnce(&Settings) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || f(&settings)).await?
+}
+
+/// What a command's function returns, as the process's exit code.
+trait Done {
+    fn code(self) -> ExitCode;
+}
+
+impl Done for () {
+    fn code(self) -> ExitCode {
+        ExitCode::SUCCESS
+    }
+}
+
+impl Done for ExitCode {
+    fn code(self) -> ExitCode {
+        self
+    }
+}
+
+/// A check that passed (true) or failed (false, exit 1).
+impl Done for bool {
+    fn code(self) -> ExitCode {
+        if self { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    }
 }
 
 async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Serve(args) => serve::run(args, settings).await?,
-        Command::Migrate => migrate::run(settings).await?,
-        Command::Doctor => {
-            let findings = doctor::run(settings).await;
-            print!("{}", doctor::render(&findings));
-            if findings.iter().any(|f| !f.ok) {
-                return Ok(ExitCode::FAILURE);
-            }
+    use lab::{abuse, control_plane, experiment, export_bench, games, model_bench, pages, train_bench};
+    Ok(match command {
+        Command::Serve(a) => serve::run(a, settings).await?.code(),
+        Command::Migrate => migrate::run(settings).await?.code(),
+        Command::Doctor => doctor::check(settings).await.code(),
+        Command::Config => {
+            config::show(settings);
+            ExitCode::SUCCESS
         }
-        Command::Model(ModelCommand::Fetch { out }) => {
-            let out = out.unwrap_or_else(|| settings.model.path.clone());
-            blocking(move || model::fetch(&out)).await?
-        }
-        Command::Model(ModelCommand::Verify { model: path }) => {
-            let settings = settings.clone();
-            blocking(move || model::verify(path, &settings)).await?
-        }
-        Command::Model(ModelCommand::Info { model: args }) => model::info(&args, settings)?,
-        Command::Model(ModelCommand::Tokenize { model: args, text }) => model::tokenize(&args, &text, settings)?,
-        Command::Model(ModelCommand::Generate(args)) => {
-            let settings = settings.clone();
-            blocking(move || model::generate(args, &settings)).await?
-        }
-        Command::Model(ModelCommand::Bench { model: args, reps, decode_tokens, no_llama_cpp, reference_ppl }) => {
-            let settings = settings.clone();
-            blocking(move || model::bench(&args, reps, decode_tokens, !no_llama_cpp, reference_ppl, &settings)).await?
-        }
-        Command::Judge(args) => {
-            let settings = settings.clone();
-            return blocking(move || match args.command {
-                Some(JudgeCommand::Calibrate { space, cases, limit, json, answers, features, model }) => {
-                    judge::calibrate(
-                        &space,
-                        &cases,
-                        limit,
-                        json,
-                        answers.as_deref(),
-                        features.as_deref(),
-                        &model,
-                        &settings,
-                    )
-                }
-                Some(JudgeCommand::Train {
-                    answers,
-                    cases,
-                    features,
-                    features_out,
-                    refresh,
-                    out,
-                    exclude,
-                    without,
-                    seed,
-                    model,
-                }) => judge::train(
-                    &answers,
-                    &cases,
-                    features.as_deref(),
-                    features_out.as_deref(),
-                    &out,
-                    &exclude,
-                    &without,
-                    &refresh,
-                    seed,
-                    &model,
-                    &settings,
-                ),
-                None => judge::judge(args.space.as_deref(), args.input.as_deref(), &args.model, &settings),
-            })
-            .await;
-        }
-        Command::Space(SpaceCommand::Validate { files }) => {
-            if !space::validate(&files) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Space(SpaceCommand::DryRun { file, matches, model }) => {
-            return space::dry_run(&file, matches, &model, settings).await;
-        }
-        Command::Space(SpaceCommand::Publish { files, owner }) => {
-            return space::publish(&pool(settings).await?, &files, &owner).await;
-        }
-        Command::User(UserCommand::Create { username, role }) => {
-            user::create(&pool(settings).await?, settings, &username, role).await?
-        }
-        Command::User(UserCommand::Role { username, role }) => {
-            user::set_role(&pool(settings).await?, &username, role).await?
-        }
-        Command::Ledger(LedgerCommand::Check { json }) => return ledger::check(&pool(settings).await?, json).await,
-        Command::Ledger(LedgerCommand::Grant { username, amount, memo, key }) => {
-            ledger::grant(&pool(settings).await?, &username, amount, &memo, key.as_deref()).await?
-        }
-        Command::VerifyLog { space } => return verify_log::run(&pool(settings).await?, &space).await,
-        Command::Bench(BenchCommand::ControlPlane {
-            matches,
-            spaces,
-            agents_per_match,
-            players,
-            no_pgbench,
-            pgbench_seconds,
-            matchmaker_interval_ms,
-            game_turns,
-        }) => {
-            let args = bench::ControlPlaneArgs {
-                matches,
-                spaces,
-                agents_per_match,
-                players,
-                pgbench: !no_pgbench,
-                pgbench_seconds,
-                matchmaker_interval_ms,
-                game_turns,
-            };
-            bench::control_plane(settings, args).await?;
-        }
-        Command::Bench(BenchCommand::Games { space, games: n, threads, no_forfeit }) => {
-            games::bench(&space, n, threads, no_forfeit, settings).await?;
-        }
-        Command::Bench(BenchCommand::Export { pairs, keep, out }) => {
-            export::bench(settings, export::ExportBenchArgs { pairs, keep, out }).await?;
-        }
-        Command::Export(a) => {
-            let filter = crate::domain::dataset::PairFilter {
-                spaces: a.space,
-                min_margin: a.min_margin,
-                agreed_only: a.agreed_only,
-                dedupe: a.dedupe,
-                languages: a.languages,
-                min_rating: a.min_rating,
-                max_rating: a.max_rating,
-                min_chars: a.min_chars,
-                max_chars: a.max_chars,
-                ..Default::default()
-            };
-            let args = export::ExportArgs {
-                filter,
-                format: a.format,
-                conversational: a.conversational,
-                gzip: a.gzip,
-                scrub_pii: a.scrub_pii,
-                limit: a.limit,
-                out: a.out,
-            };
-            export::export(&pool(settings).await?, args).await?;
-        }
-        Command::Bench(BenchCommand::Pages { matches, requests }) => {
-            bench_pages::run(settings, bench_pages::PagesArgs { matches, requests }).await?;
-        }
-        Command::Bench(BenchCommand::Abuse { seconds, clients, streams, max_requests, hostile_space }) => {
-            abuse::run(settings, abuse::AbuseArgs { seconds, clients, streams, max_requests, hostile_space }).await?;
-        }
-        Command::Train(TrainCommand::Dpo(args)) => train::train(&args, Objective::Dpo, settings)?,
-        Command::Train(TrainCommand::Sft(args)) => train::train(&args, Objective::Sft, settings)?,
-        Command::Train(TrainCommand::Grpo(args)) => train::grpo(&args, settings)?,
-        Command::Train(TrainCommand::Verify { manifest, model, pairs }) => {
-            if !train::verify(&manifest, model.as_deref(), pairs.as_deref())? {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Train(TrainCommand::BenchGrpo {
-            model,
-            steps,
-            group,
-            prompts_per_step,
-            iterations,
-            max_new_tokens,
-            rank,
-            beta,
-            space,
-            python,
-            no_trl,
-        }) => {
-            let args = train::GrpoBenchArgs {
-                steps,
-                group,
-                prompts_per_step,
-                iterations,
-                max_new_tokens,
-                rank,
-                beta,
-                space,
-                python,
-                trl: !no_trl,
-            };
-            train::bench_grpo(&model, &args, settings)?;
-        }
-        Command::Train(TrainCommand::Bench { model, steps, batch_size, pairs, python, no_trl }) => {
-            let args = train::DpoBenchArgs { steps, batch_size, pairs, python, trl: !no_trl };
-            train::bench(&model, &args, settings)?;
-        }
-        Command::Experiment(ExperimentCommand::Loop(args)) => experiment::run(args, settings).await?,
-        Command::Experiment(ExperimentCommand::Games(args)) => games::run(args, settings).await?,
-        Command::Seed { spaces } => {
-            let pool = pool(settings).await?;
-            store::migrate(&pool, &redact_url(&settings.database.url)).await?;
-            seed::seed(&pool, settings, &spaces).await?;
-        }
-        Command::Config => config::show(settings),
-    }
-    Ok(ExitCode::SUCCESS)
+        Command::Model(ModelCommand::Fetch(a)) => blocking(settings, move |s| model::fetch(&a, s)).await?.code(),
+        Command::Model(ModelCommand::Verify(a)) => blocking(settings, move |s| model::verify(&a, s)).await?.code(),
+        Command::Model(ModelCommand::Info(a)) => model::info(&a, settings)?.code(),
+        Command::Model(ModelCommand::Tokenize(a)) => model::tokenize(&a, settings)?.code(),
+        Command::Model(ModelCommand::Generate(a)) => blocking(settings, move |s| model::generate(&a, s)).await?.code(),
+        Command::Model(ModelCommand::Bench(a)) => blocking(settings, move |s| model_bench::run(&a, s)).await?.code(),
+        Command::Judge(a) => blocking(settings, move |s| match &a.command {
+            Some(JudgeCommand::Calibrate(c)) => judge::calibrate(c, s),
+            Some(JudgeCommand::Train(t)) => judge::train(t, s),
+            None => judge::judge(&a, s),
+        })
+        .await?
+        .code(),
+        Command::Space(SpaceCommand::Validate(a)) => space::validate(&a).code(),
+        Command::Space(SpaceCommand::DryRun(a)) => space::dry_run(&a, settings).await?.code(),
+        Command::Space(SpaceCommand::Publish(a)) => space::publish(&a, settings).await?.code(),
+        Command::User(UserCommand::Create(a)) => user::create(&a, settings).await?.code(),
+        Command::User(UserCommand::Role(a)) => user::set_role(&a, settings).await?.code(),
+        Command::Ledger(LedgerCommand::Check(a)) => ledger::check(&a, settings).await?.code(),
+        Command::Ledger(LedgerCommand::Grant(a)) => ledger::grant(&a, settings).await?.code(),
+        Command::VerifyLog(a) => verify_log::run(&a, settings).await?.code(),
+        Command::Export(a) => export::run(&a, settings).await?.code(),
+        Command::Seed(a) => seed::run(&a, settings).await?.code(),
+        Command::Train(TrainCommand::Dpo(a)) => train::train(&a, Objective::Dpo, settings)?.code(),
+        Command::Train(TrainCommand::Sft(a)) => train::train(&a, Objective::Sft, settings)?.code(),
+        Command::Train(TrainCommand::Grpo(a)) => train::grpo(&a, settings)?.code(),
+        Command::Train(TrainCommand::Verify(a)) => train::verify(&a)?.code(),
+        Command::Train(TrainCommand::Bench(a)) => train_bench::dpo(&a, settings)?.code(),
+        Command::Train(TrainCommand::BenchGrpo(a)) => train_bench::grpo(&a, settings)?.code(),
+        Command::Bench(BenchCommand::ControlPlane(a)) => control_plane::run(&a, settings).await?.code(),
+        Command::Bench(BenchCommand::Games(a)) => games::bench(&a, settings).await?.code(),
+        Command::Bench(BenchCommand::Export(a)) => export_bench::run(&a, settings).await?.code(),
+        Command::Bench(BenchCommand::Pages(a)) => pages::run(&a, settings).await?.code(),
+        Command::Bench(BenchCommand::Abuse(a)) => abuse::run(&a, settings).await?.code(),
+        Command::Experiment(ExperimentCommand::Loop(a)) => experiment::run(&a, settings).await?.code(),
+        Command::Experiment(ExperimentCommand::Games(a)) => games::run(&a, settings).await?.code(),
+    })
 }

@@ -1,6 +1,7 @@
 //! `arena seed` (and `arena serve --demo`): demo users, the example Spaces
 //! and a few agents entered in each, idempotently.
 
+use super::args::SeedArgs;
 use super::space::publish_file;
 use crate::app::config::Settings;
 use crate::domain::agent::AgentSampling;
@@ -40,6 +41,13 @@ const DEMO_AGENTS: &[(&str, &str, &str, f32)] = &[
 ];
 
 /// Demo users, the example Spaces and agents entered in each (idempotent).
+/// `arena seed`: migrates, then seeds (idempotent).
+pub async fn run(args: &SeedArgs, settings: &Settings) -> anyhow::Result<()> {
+    let pool = super::pool(settings).await?;
+    crate::store::migrate(&pool, &crate::app::config::redact_url(&settings.database.url)).await?;
+    seed(&pool, settings, &args.spaces).await
+}
+
 pub async fn seed(pool: &PgPool, settings: &Settings, spaces_dir: &Path) -> anyhow::Result<()> {
     let base_model = match &settings.model.sha256 {
         Some(sha) => sha.clone(),

@@ -24,7 +24,7 @@ pub async fn run(args: ServeArgs, settings: &mut Settings) -> anyhow::Result<()>
     if let Some(port) = args.port {
         settings.server.port = port;
     }
-    if args.no_migrate {
+    if !args.migrate {
         settings.database.migrate_on_start = false;
     }
     telemetry::init(&settings.log);

@@ -1,11 +1,13 @@
 //! `arena space validate | publish`: Space files from the command line.
 
+use super::args::{SpaceDryRunArgs, SpacePublishArgs, SpaceValidateArgs};
+use crate::app::config::Settings;
 use crate::domain::space::Space;
 use crate::store::spaces::{self, Publisher};
 use crate::store::users;
 use judge::files::SpaceFiles;
 use sqlx::PgPool;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Reads a Space file and the files it names from its own folder (relative
@@ -31,9 +33,9 @@ pub fn load_space(path: &Path) -> Result<Space, Vec<String>> {
 
 /// `arena space validate`: every file checked, every error printed.
 /// Returns whether all were valid.
-pub fn validate(files: &[PathBuf]) -> bool {
+pub fn validate(args: &SpaceValidateArgs) -> bool {
     let mut ok = true;
-    for path in files {
+    for path in &args.files {
         match load_space(path) {
             Ok(space) => println!(
                 "{}: ok — {} ({} prompts, {} agents per match, {} verifiers, judge {}{})",
@@ -69,10 +71,11 @@ pub async fn publisher(pool: &PgPool, owner: &str) -> anyhow::Result<Publisher> 
 }
 
 /// `arena space publish`: each file and the files it names, as `owner`.
-pub async fn publish(pool: &PgPool, files: &[PathBuf], owner: &str) -> anyhow::Result<ExitCode> {
-    let by = publisher(pool, owner).await?;
+pub async fn publish(args: &SpacePublishArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let pool = &super::pool(settings).await?;
+    let by = publisher(pool, &args.owner).await?;
     let mut failed = false;
-    for file in files {
+    for file in &args.files {
         let result = match read_from_disk(file) {
             Ok((source, extra)) => spaces::publish(pool, by, &source, &extra).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
@@ -98,13 +101,10 @@ pub async fn publish_file(pool: &PgPool, by: Publisher, path: &Path) -> anyhow::
 /// `arena space dry-run`: sample matches of a draft on the real runtime
 /// and judge; the summary and the matches as JSON on stdout, progress on
 /// stderr. An invalid file prints its errors and exits 1.
-pub async fn dry_run(
-    path: &Path,
-    matches: usize,
-    args: &super::args::ModelArgs,
-    settings: &crate::app::config::Settings,
-) -> anyhow::Result<ExitCode> {
+pub async fn dry_run(dry: &SpaceDryRunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
+    let SpaceDryRunArgs { file: path, matches, model: args } = dry;
+    let matches = *matches;
     let space = match load_space(path) {
         Ok(space) => space,
         Err(errors) => {

@@ -1,10 +1,9 @@
 //! `arena user create`.
 
-use super::args::UserRole;
+use super::args::{UserCreateArgs, UserRole, UserRoleArgs};
 use crate::app::config::Settings;
 use crate::domain::user::{Password, Role, Username};
 use crate::store::users;
-use sqlx::PgPool;
 use std::io::BufRead;
 
 impl From<UserRole> for Role {
@@ -19,8 +18,9 @@ impl From<UserRole> for Role {
 }
 
 /// Gives a user another role; an admin is made with `user create`.
-pub async fn set_role(pool: &PgPool, username: &str, role: UserRole) -> anyhow::Result<()> {
-    let role = Role::from(role);
+pub async fn set_role(args: &UserRoleArgs, settings: &Settings) -> anyhow::Result<()> {
+    let pool = &super::pool(settings).await?;
+    let (username, role) = (args.username.as_str(), Role::from(args.role));
     anyhow::ensure!(role != Role::Admin, "admins are made with `arena user create --role admin`");
     let user = users::set_role(pool, username, role).await?.ok_or_else(|| anyhow::anyhow!("no user {username:?}"))?;
     println!("{} is now a {}", user.username, role.as_str());
@@ -29,9 +29,10 @@ pub async fn set_role(pool: &PgPool, username: &str, role: UserRole) -> anyhow::
 
 /// Creates a user; the password comes from ARENA_NEW_PASSWORD, or the
 /// first line of stdin.
-pub async fn create(pool: &PgPool, settings: &Settings, username: &str, role: UserRole) -> anyhow::Result<()> {
-    let username = Username::parse(username)?;
-    let role = Role::from(role);
+pub async fn create(args: &UserCreateArgs, settings: &Settings) -> anyhow::Result<()> {
+    let pool = &super::pool(settings).await?;
+    let username = Username::parse(&args.username)?;
+    let role = Role::from(args.role);
     let password = match std::env::var("ARENA_NEW_PASSWORD") {
         Ok(p) => p,
         Err(_) => {

@@ -14,10 +14,10 @@
 //! the agent was shown. DPO on those pairs (the current adapter as parent
 //! and reference) makes the next generation's adapter.
 
-use super::args::{DeviceArg, GamesArgs, ModelArgs};
-use super::model::model_path;
-use super::space::load_space;
 use crate::app::config::Settings;
+use crate::cli::args::{DeviceArg, GamesArgs, GamesBenchArgs, GamesObjective, ModelArgs};
+use crate::cli::model::model_path;
+use crate::cli::space::load_space;
 use crate::work::games::{Player, Score, Table, illegal, seat_score};
 use agent_runtime::engine::{Engine, EngineConfig, Runtime};
 use agent_runtime::train::manifest::{self, RunFiles};
@@ -47,7 +47,7 @@ struct Generation {
     elapsed_seconds: f64,
 }
 
-pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(args: &GamesArgs, settings: &Settings) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
     let space = load_space(&args.space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     let Some(referee) = space.game.clone() else {
@@ -145,11 +145,11 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         let mut picks = pool.clone();
         picks.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ ((g as u64 + 1) * 7919)));
         picks.truncate(args.train_prompts);
-        if args.objective == "grpo" {
+        if args.objective == GamesObjective::Grpo {
             let table = table.clone();
             let out = gen_dir.join("adapter");
             let train_started = Instant::now();
-            let (positions, last) = grpo_generation(&args, &runtime, &model, table, &current, &picks, g, &out).await?;
+            let (positions, last) = grpo_generation(args, &runtime, &model, table, &current, &picks, g, &out).await?;
             generation.train_seconds = train_started.elapsed().as_secs_f64();
             generation.train_games = 2 * picks.len();
             generation.pairs = positions;
@@ -227,7 +227,7 @@ pub async fn run(args: GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         report.push(generation);
         current = Player { adapter: Some(out), system: String::new() };
     }
-    let md = render(&args, &report);
+    let md = render(args, &report);
     std::fs::write(args.out.join("report.md"), &md)?;
     print!("{md}");
     Ok(())
@@ -328,7 +328,7 @@ fn render(args: &GamesArgs, report: &[Generation]) -> String {
     let rate = |(i, n): (usize, usize)| {
         if n == 0 { "—".to_owned() } else { format!("{:.1}% ({i}/{n})", 100.0 * i as f64 / n as f64) }
     };
-    let training = if args.objective == "grpo" {
+    let training = if args.objective == GamesObjective::Grpo {
         format!(
             "GRPO (lr {}, {} steps of {} positions × {} answers per generation) at the agent's turns of its games \
              against the base at temperature {}, each answer rewarded by the agent's end of the line it starts",
@@ -341,7 +341,7 @@ fn render(args: &GamesArgs, report: &[Generation]) -> String {
             args.temperature, args.alternatives, args.beta, args.learning_rate
         )
     };
-    let column = if args.objective == "grpo" { "positions" } else { "pairs" };
+    let column = if args.objective == GamesObjective::Grpo { "positions" } else { "pairs" };
     let mut md = format!(
         "# {} — the agent against the base model\n\n{} held-out starting positions × both seats, greedy; \
          a win 1, a draw ½, 95% Wilson interval. Training: {} positions × both seats per generation against the base; \
@@ -375,17 +375,13 @@ fn render(args: &GamesArgs, report: &[Generation]) -> String {
 /// `arena bench games`: turns per second of concurrent two-seat games on
 /// the real model (the base model in both seats, sampled), their requests
 /// batched on one engine, beside the same games played one at a time.
-pub async fn bench(
-    space: &std::path::Path,
-    games: usize,
-    threads: Option<usize>,
-    no_forfeit: bool,
-    settings: &Settings,
-) -> anyhow::Result<()> {
+pub async fn bench(args: &GamesBenchArgs, settings: &Settings) -> anyhow::Result<()> {
+    let GamesBenchArgs { space, games, threads, forfeit } = args;
+    let (games, threads) = (*games, *threads);
     let threads = threads.unwrap_or_else(agent_runtime::model::default_threads);
     let loaded = load_space(space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     let Some(mut referee) = loaded.game.clone() else { bail!("{} is not a multi-turn Space", space.display()) };
-    if no_forfeit {
+    if !forfeit {
         // Illegal moves pass the turn and never end the game: games run
         // their full length.
         referee.illegal = referee::Illegal::Penalty { points: 0.0, max: u32::MAX };
@@ -422,7 +418,7 @@ pub async fn bench(
     println!(
         "{} — {games} two-seat games, the base model in both seats, temperature 1, {threads} threads{}",
         space.display(),
-        if no_forfeit { ", illegal moves pass the turn (no forfeit)" } else { "" }
+        if !forfeit { ", illegal moves pass the turn (no forfeit)" } else { "" }
     );
     println!("{games} at once:    {t1} turns in {together_s:.1} s = {:.2} turns/s", t1 as f64 / together_s);
     println!("one at a time: {t2} turns in {alone_s:.1} s = {:.2} turns/s", t2 as f64 / alone_s);

@@ -5,8 +5,10 @@
 //! with per-stage latency percentiles, next to pgbench's TPS on the same
 //! PostgreSQL in the same run.
 
+use super::scratch_db::{ScratchDb, with_database};
 use crate::app::config::Settings;
 use crate::app::{Application, Options, Roles};
+use crate::cli::args::ControlPlaneArgs;
 use crate::domain::agent::AgentSampling;
 use crate::domain::user::{Password, Role, Username};
 use crate::domain::{AgentId, MatchStatus, rating};
@@ -14,36 +16,22 @@ use crate::store::agents::{self, NewAgentVersion};
 use crate::store::spaces::{self as space_store, Publisher};
 use crate::store::{ledger, matches, settlement, users};
 use crate::work::test_double::StubGenerator;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
-
-#[derive(Debug, Clone)]
-pub struct ControlPlaneArgs {
-    pub matches: i64,
-    pub spaces: usize,
-    pub agents_per_match: u32,
-    pub players: usize,
-    pub pgbench: bool,
-    pub pgbench_seconds: u32,
-    pub matchmaker_interval_ms: u64,
-    /// Also run a multi-turn stub game of this many turns (0: skip).
-    pub game_turns: u32,
-}
 
 /// The benchmark Space as a multi-turn game: the same prompts, verifiers
 /// and pot, played as a `turns`-turn debate (every answer a legal turn; the
 /// verifiers rank each seat's part at the end).
-pub(super) fn bench_game_space(name: &str, k: u32, turns: u32) -> String {
+pub fn bench_game_space(name: &str, k: u32, turns: u32) -> String {
     format!(
         "{}\n[turns]\nmax_turns = {turns}\nview = \"transcript\"\n\n[referee]\nkind = \"debate\"\n",
         bench_space(name, k)
     )
 }
 
-pub(super) fn bench_space(name: &str, k: u32) -> String {
+pub fn bench_space(name: &str, k: u32) -> String {
     format!(
         r#"name = "{name}"
 description = "Control-plane benchmark Space (verifier-only judge)"
@@ -88,31 +76,21 @@ min_margin = 0.1
     )
 }
 
-pub(super) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let mut url = url::Url::parse(url)?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
-}
-
-pub async fn control_plane(settings: &Settings, args: ControlPlaneArgs) -> anyhow::Result<()> {
-    let id = Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let db_name = format!("arena_bench_{id}");
-    let admin_url = with_database(settings.database.url.expose_secret(), "postgres")?;
-    let admin = sqlx::PgPool::connect(&admin_url).await?;
-    crate::store::create_database(&admin, &db_name).await?;
-    let result = run(settings, &args, &db_name, &id, None).await;
-    crate::store::drop_database(&admin, &db_name).await?;
+pub async fn run(args: &ControlPlaneArgs, settings: &Settings) -> anyhow::Result<()> {
+    let db = ScratchDb::create(settings, "bench").await?;
+    let result = measure(settings, args, &db, None).await;
     let game = if args.game_turns > 0 {
-        let game_db = format!("{db_name}_game");
-        crate::store::create_database(&admin, &game_db).await?;
-        let r = run(settings, &args, &game_db, &format!("{id}g"), Some(args.game_turns)).await;
-        crate::store::drop_database(&admin, &game_db).await?;
-        Some(r?)
+        let game_db = db.sibling("game").await?;
+        let r = measure(settings, args, &game_db, Some(args.game_turns)).await;
+        game_db.drop().await?;
+        Some(r)
     } else {
         None
     };
-    let pg = if args.pgbench { Some(pgbench(settings, &admin, &id, args.pgbench_seconds).await) } else { None };
+    let pg = if args.pgbench { Some(pgbench(settings, db.admin(), &db.id, args.pgbench_seconds).await) } else { None };
+    db.drop().await?;
     let report = result?;
+    let game = game.transpose()?;
     println!("{report}");
     if let Some(game) = &game {
         println!("\n{game}");
@@ -151,15 +129,14 @@ pub async fn control_plane(settings: &Settings, args: ControlPlaneArgs) -> anyho
     Ok(())
 }
 
-async fn run(
+async fn measure(
     settings: &Settings,
     args: &ControlPlaneArgs,
-    db_name: &str,
-    id: &str,
+    db: &ScratchDb,
     game_turns: Option<u32>,
 ) -> anyhow::Result<String> {
-    let mut settings = settings.clone();
-    settings.database.url = SecretString::from(with_database(settings.database.url.expose_secret(), db_name)?);
+    let id = db.id.as_str();
+    let mut settings = db.settings(settings)?;
     settings.database.max_connections = 16;
     settings.database.migrate_on_start = true;
     settings.redis.prefix = format!("bench:{id}:");
@@ -256,7 +233,7 @@ async fn run(
 
 /// Seeds a benchmark database: a designer, `spaces` Spaces of `k` agents per
 /// match, and `players` players with one agent entered in every Space.
-pub(super) async fn seed(
+pub async fn seed(
     db: &sqlx::PgPool,
     base_model: &str,
     spaces: usize,

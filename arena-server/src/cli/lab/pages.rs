@@ -4,41 +4,31 @@
 //! generator, a test double: no model). One signed-in player asks, as a
 //! browser would; the server runs in this process.
 
-use super::bench::{seed, with_database};
+use super::control_plane::seed;
+use super::scratch_db::ScratchDb;
 use crate::app::config::Settings;
 use crate::app::{Application, Options, Roles};
+use crate::cli::args::PagesBenchArgs;
 use crate::domain::MatchStatus;
 use crate::store::matches;
 use crate::work::test_double::StubGenerator;
-use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-#[derive(Debug, Clone)]
-pub struct PagesArgs {
-    /// Settled matches in the database before timing.
-    pub matches: i64,
-    /// Requests per page.
-    pub requests: usize,
-}
-
-pub async fn run(settings: &Settings, args: PagesArgs) -> anyhow::Result<()> {
+pub async fn run(args: &PagesBenchArgs, settings: &Settings) -> anyhow::Result<()> {
     anyhow::ensure!((1..=100_000).contains(&args.matches), "--matches is 1..=100000");
     anyhow::ensure!((1..=10_000).contains(&args.requests), "--requests is 1..=10000");
-    let id = Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let db_name = format!("arena_pages_{id}");
-    let admin = sqlx::PgPool::connect(&with_database(settings.database.url.expose_secret(), "postgres")?).await?;
-    crate::store::create_database(&admin, &db_name).await?;
-    let result = measure(settings, &args, &db_name, &id).await;
-    crate::store::drop_database(&admin, &db_name).await?;
+    let db = ScratchDb::create(settings, "pages").await?;
+    let result = measure(settings, args, &db).await;
+    db.drop().await?;
     println!("{}", result?);
     Ok(())
 }
 
-async fn measure(settings: &Settings, args: &PagesArgs, db_name: &str, id: &str) -> anyhow::Result<String> {
-    let mut settings = settings.clone();
-    settings.database.url = SecretString::from(with_database(settings.database.url.expose_secret(), db_name)?);
+async fn measure(settings: &Settings, args: &PagesBenchArgs, db: &ScratchDb) -> anyhow::Result<String> {
+    let id = db.id.as_str();
+    let mut settings = db.settings(settings)?;
     settings.database.migrate_on_start = true;
     settings.redis.prefix = format!("pages:{id}:");
     settings.server.port = 0;

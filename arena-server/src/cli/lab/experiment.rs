@@ -10,10 +10,10 @@
 //! adapter by DPO (or SFT on their chosen answers) with the current one as
 //! parent and reference, and the next generation plays.
 
-use super::args::{DeviceArg, LoopArgs, ModelArgs, ObjectiveArg};
-use super::model::model_path;
-use super::space::load_space;
 use crate::app::config::Settings;
+use crate::cli::args::{DeviceArg, LoopArgs, ModelArgs, ObjectiveArg};
+use crate::cli::model::model_path;
+use crate::cli::space::load_space;
 use crate::domain::space::PromptItem;
 use agent_runtime::chat::Message;
 use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
@@ -101,7 +101,7 @@ async fn answer(
     Ok(out)
 }
 
-pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(agent_runtime::model::default_threads);
     let space = load_space(&args.space).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     if space.prompts.len() < args.eval_prompts + args.gate_prompts + 2 {
@@ -261,7 +261,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
                 advantage: if args.dr_grpo { AdvantageKind::DrGrpo } else { AdvantageKind::Grpo },
                 temperature: args.temperature,
                 max_new_tokens: max_new,
-                curriculum: !args.no_curriculum,
+                curriculum: args.curriculum,
                 ..GrpoSettings::default()
             };
             let source = format!("{} (the loop's training split, seed {})", args.space.display(), args.seed);
@@ -274,7 +274,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             };
             let train_started = Instant::now();
             let mut reward = crate::work::grpo::judge_reward(&compete_judge);
-            let mut printer = super::train::grpo_printer();
+            let mut printer = crate::cli::train::grpo_printer();
             let manifest = tokio::task::block_in_place(|| {
                 manifest::grpo_to_dir(
                     &runtime,
@@ -451,7 +451,7 @@ pub async fn run(args: LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             args.kl_beta,
             args.epsilon,
             if args.dr_grpo { ", Dr. GRPO" } else { "" },
-            if args.no_curriculum { ", no curriculum" } else { ", curriculum" }
+            if args.curriculum { ", curriculum" } else { ", no curriculum" }
         ),
         objective => format!(
             "{} training prompts × {} samples per generation (ranked by {}), {} β {} RPO α {}",

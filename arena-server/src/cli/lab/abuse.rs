@@ -12,33 +12,20 @@
 //! its referee script grows memory past the script budget and nests its
 //! state deep, so each of its matches fails and is refunded.
 
-use super::bench::{seed, with_database};
+use super::common::{percentile, rss_mib};
+use super::control_plane::seed;
+use super::scratch_db::ScratchDb;
 use crate::app::config::Settings;
 use crate::app::{Application, Options, Roles};
+use crate::cli::args::AbuseArgs;
 use crate::domain::MatchStatus;
 use crate::store::{ledger, matches};
 use crate::work::test_double::StubGenerator;
-use secrecy::{ExposeSecret, SecretString};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-#[derive(Debug, Clone)]
-pub struct AbuseArgs {
-    /// Seconds of each phase (quiet, then flood).
-    pub seconds: u64,
-    /// Concurrent flooding clients per kind (sign-in, GETs).
-    pub clients: usize,
-    /// SSE connections the flood tries to hold open.
-    pub streams: usize,
-    /// Requests the flood sends at most, all kinds together.
-    pub max_requests: u64,
-    /// A hostile designer's game Space runs during the flood: its referee
-    /// scripts grow memory past the budget or nest their state deep.
-    pub hostile_space: bool,
-}
 
 /// The hostile designer's referee: every other `play` grows ~30 MB of map
 /// keys at each level of a recursion (memory no size limit sees), the
@@ -119,23 +106,6 @@ struct Phase {
     streams_open: u64,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 async fn redis_mib(conn: &mut redis::aio::ConnectionManager) -> f64 {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap_or_default();
     info.lines()
@@ -160,24 +130,20 @@ async fn counts(db: &sqlx::PgPool) -> anyhow::Result<(i64, i64, i64)> {
     Ok((settled, failed, refunds))
 }
 
-pub async fn run(settings: &Settings, args: AbuseArgs) -> anyhow::Result<()> {
+pub async fn run(args: &AbuseArgs, settings: &Settings) -> anyhow::Result<()> {
     anyhow::ensure!((1..=600).contains(&args.seconds), "--seconds is 1..=600");
     anyhow::ensure!((1..=256).contains(&args.clients), "--clients is 1..=256");
     anyhow::ensure!(args.streams <= 4096, "--streams is at most 4096");
-    let id = Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let db_name = format!("arena_abuse_{id}");
-    let admin_url = with_database(settings.database.url.expose_secret(), "postgres")?;
-    let admin = sqlx::PgPool::connect(&admin_url).await?;
-    crate::store::create_database(&admin, &db_name).await?;
-    let result = measure(settings, &args, &db_name, &id).await;
-    crate::store::drop_database(&admin, &db_name).await?;
+    let db = ScratchDb::create(settings, "abuse").await?;
+    let result = measure(settings, args, &db).await;
+    db.drop().await?;
     println!("{}", result?);
     Ok(())
 }
 
-async fn measure(settings: &Settings, args: &AbuseArgs, db_name: &str, id: &str) -> anyhow::Result<String> {
-    let mut settings = settings.clone();
-    settings.database.url = SecretString::from(with_database(settings.database.url.expose_secret(), db_name)?);
+async fn measure(settings: &Settings, args: &AbuseArgs, db: &ScratchDb) -> anyhow::Result<String> {
+    let id = db.id.as_str();
+    let mut settings = db.settings(settings)?;
     settings.database.migrate_on_start = true;
     settings.redis.prefix = format!("abuse:{id}:");
     settings.server.port = 0;
