@@ -188,7 +188,7 @@ async fn every_route_refuses_every_caller_it_should() {
             let status = call(&arena, stranger, route.method, &path, body_for(route, owner)).await;
             let ok = match route.access {
                 Access::Public => status != 401 && status != 403 && status < 500,
-                Access::Scope(scope) if !role_scopes(&stranger.name).contains(&scope) => status == 403,
+                Access::Scope(scope) if !role_scopes(&stranger.name).contains(&scope.as_str()) => status == 403,
                 Access::Scope(_) => match owner {
                     Owner::Player | Owner::Designer | Owner::Admin | Owner::Buyer => [403, 404].contains(&status),
                     Owner::Nobody => status != 401 && status != 403 && status < 500,

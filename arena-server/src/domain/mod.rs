@@ -27,7 +27,7 @@ pub mod turns;
 pub mod user;
 
 pub use ids::{AgentId, JobId, MatchId, PairId, SpaceId, TokenId, UserId};
-pub use status::{JobStatus, JobTrigger, MatchStatus, PolicyMode, Stage, Topic};
+pub use status::{ExportStatus, JobStatus, JobTrigger, MatchStatus, PolicyMode, Stage, Topic};
 
 /// Input that breaks a rule: which field, and what a person should change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -172,6 +172,40 @@ impl JobTrigger {
 }
 text_enum!(JobTrigger);
 
+/// Where a buyer's data export is (`data_exports.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStatus {
+    /// Paid for; waiting for the export worker.
+    Queued,
+    /// Its files are being written.
+    Running,
+    /// Its files are ready to download.
+    Done,
+    /// Writing failed (the buyer may retry; the sale stands).
+    Failed,
+}
+
+impl ExportStatus {
+    pub const ALL: [ExportStatus; 4] =
+        [ExportStatus::Queued, ExportStatus::Running, ExportStatus::Done, ExportStatus::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportStatus::Queued => "queued",
+            ExportStatus::Running => "running",
+            ExportStatus::Done => "done",
+            ExportStatus::Failed => "failed",
+        }
+    }
+
+    /// Still to finish (the exports page refreshes while one is).
+    pub fn in_progress(self) -> bool {
+        matches!(self, ExportStatus::Queued | ExportStatus::Running)
+    }
+}
+text_enum!(ExportStatus);
+
 /// A pipeline stage. Each has a stream and a consumer group of its name,
 /// and moves a match on from one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

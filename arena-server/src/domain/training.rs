@@ -6,6 +6,44 @@ use agent_runtime::train::{Objective, Schedule, Storage, TrainConfig};
 use judge::calibrate::Rate;
 use serde::{Deserialize, Serialize};
 
+/// When an agent trains in a Space: when its owner asks, or every N new
+/// pairs it took part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingPolicy {
+    Manual,
+    Every(i32),
+}
+
+impl TrainingPolicy {
+    /// The policy a form or body names: `mode` ("manual" or "every") and,
+    /// for "every", the pair count (1 to 100,000).
+    pub fn parse(mode: &str, every_pairs: Option<i32>) -> Result<TrainingPolicy, DomainError> {
+        match (mode, every_pairs) {
+            ("manual", None) => Ok(TrainingPolicy::Manual),
+            ("manual", Some(_)) => Err(DomainError::new("every_pairs", "every_pairs goes with mode \"every\"")),
+            ("every", Some(n)) if (1..=100_000).contains(&n) => Ok(TrainingPolicy::Every(n)),
+            ("every", _) => Err(DomainError::new("every_pairs", "mode \"every\" needs every_pairs in 1..=100000")),
+            (other, _) => {
+                Err(DomainError::new("mode", format!("mode {other:?} is not one of \"manual\", \"every\"")))
+            }
+        }
+    }
+
+    pub fn mode(self) -> super::PolicyMode {
+        match self {
+            TrainingPolicy::Manual => super::PolicyMode::Manual,
+            TrainingPolicy::Every(_) => super::PolicyMode::Every,
+        }
+    }
+
+    pub fn every_pairs(self) -> Option<i32> {
+        match self {
+            TrainingPolicy::Manual => None,
+            TrainingPolicy::Every(n) => Some(n),
+        }
+    }
+}
+
 /// What a training job does: the trainer's hyper-parameters (see
 /// `agent_runtime::train::TrainConfig`) and the arena's own limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

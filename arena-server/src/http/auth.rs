@@ -312,13 +312,12 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), ApiError> {
 /// handler's extractors read the request; the caller is kept in the
 /// request for the handler's `Caller`.
 pub async fn require_scope(
-    scope: &'static str,
+    scope: Scope,
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<actix_web::body::BoxBody>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     use actix_web::HttpMessage;
     let checked = async {
-        let scope = Scope::parse(scope).map_err(|e| ApiError::internal(anyhow::anyhow!("route scope: {e}")))?;
         let caller = Caller::extract(req.request()).await?;
         caller.require(scope)?;
         Ok::<Caller, ApiError>(caller)

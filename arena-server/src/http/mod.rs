@@ -21,7 +21,7 @@ use handlers::{adapters, agents, data, matches, spaces, training, users};
 pub enum Access {
     Public,
     /// Signed in (session cookie or token) with this scope.
-    Scope(&'static str),
+    Scope(crate::domain::user::Scope),
 }
 
 pub struct ApiRoute {
@@ -34,6 +34,7 @@ pub struct ApiRoute {
     route: fn() -> Route,
 }
 
+use crate::domain::user::Scope::{Admin, Design, Export, Play, Read};
 use Access::{Public, Scope};
 
 macro_rules! route {
@@ -62,7 +63,7 @@ pub const API: &[ApiRoute] = &[
         patch,
         "/users/{username}",
         users::set_role,
-        Scope("admin"),
+        Scope(Admin),
         "Grant a user the player, designer or buyer role (admins only)",
         Some(r#"{"role": "designer"}"#)
     ),
@@ -75,12 +76,12 @@ pub const API: &[ApiRoute] = &[
         Some(r#"{"username": "ada", "password": "…"}"#)
     ),
     route!(delete, "/sessions", users::logout, Public, "Sign out", None),
-    route!(get, "/me", users::me, Scope("read"), "The caller, their role and balance", None),
+    route!(get, "/me", users::me, Scope(Read), "The caller, their role and balance", None),
     route!(
         get,
         "/me/ledger",
         users::statement,
-        Scope("read"),
+        Scope(Read),
         "The caller's ledger entries, newest first (?limit, ?before)",
         None
     ),
@@ -88,18 +89,18 @@ pub const API: &[ApiRoute] = &[
         post,
         "/tokens",
         users::create_token,
-        Scope("read"),
+        Scope(Read),
         "Create an API token (from a session); the secret is shown once; it expires after expires_in_days (1..=365, default 90)",
         Some(r#"{"name": "ci", "scopes": ["read", "play"], "expires_in_days": 30}"#)
     ),
-    route!(get, "/tokens", users::list_tokens, Scope("read"), "The caller's tokens, without secrets", None),
-    route!(delete, "/tokens/{id}", users::revoke_token, Scope("read"), "Revoke a token", None),
+    route!(get, "/tokens", users::list_tokens, Scope(Read), "The caller's tokens, without secrets", None),
+    route!(delete, "/tokens/{id}", users::revoke_token, Scope(Read), "Revoke a token", None),
     route!(get, "/spaces", spaces::list, Public, "Every Space", None),
     route!(
         post,
         "/spaces",
         spaces::publish,
-        Scope("design"),
+        Scope(Design),
         "Publish a Space, or a new version of one's own",
         Some(r#"{"source": "name = \"…\" …", "files": {"prompts/x.jsonl": "…"}}"#)
     ),
@@ -108,7 +109,7 @@ pub const API: &[ApiRoute] = &[
         patch,
         "/spaces/{slug}",
         spaces::patch,
-        Scope("design"),
+        Scope(Design),
         "Pause or resume a Space",
         Some(r#"{"active": false}"#)
     ),
@@ -126,7 +127,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/spaces/{slug}/pairs",
         spaces::pairs,
-        Scope("export"),
+        Scope(Export),
         "Preference pairs as JSON Lines in TRL's format (?after, ?limit, ?min_margin)",
         None
     ),
@@ -134,16 +135,16 @@ pub const API: &[ApiRoute] = &[
         post,
         "/adapters",
         adapters::upload,
-        Scope("play"),
+        Scope(Play),
         "Upload a PEFT adapter (multipart fields `config` and `weights`); validated against the base model",
         None
     ),
-    route!(get, "/agents", agents::mine, Scope("read"), "The caller's agents with their versions", None),
+    route!(get, "/agents", agents::mine, Scope(Read), "The caller's agents with their versions", None),
     route!(
         post,
         "/agents",
         agents::create,
-        Scope("play"),
+        Scope(Play),
         "Create an agent (version 1)",
         Some(
             r#"{"name": "calc", "system_prompt": "…", "sampling": {"temperature": 0.7, "top_p": 0.95, "seed": 1}, "adapter_sha256": null, "base_model": null}"#
@@ -154,7 +155,7 @@ pub const API: &[ApiRoute] = &[
         post,
         "/agents/{id}/versions",
         agents::new_version,
-        Scope("play"),
+        Scope(Play),
         "A new version from the current one",
         Some(r#"{"system_prompt": "…", "sampling": {…}, "adapter_sha256": "…", "note": "…"}"#)
     ),
@@ -162,7 +163,7 @@ pub const API: &[ApiRoute] = &[
         post,
         "/agents/{id}/rollback",
         agents::rollback,
-        Scope("play"),
+        Scope(Play),
         "Make an earlier version current",
         Some(r#"{"version": 1}"#)
     ),
@@ -170,16 +171,16 @@ pub const API: &[ApiRoute] = &[
         post,
         "/agents/{id}/entries",
         agents::enter,
-        Scope("play"),
+        Scope(Play),
         "Enter a Space",
         Some(r#"{"space": "arithmetic"}"#)
     ),
-    route!(delete, "/agents/{id}/entries/{space}", agents::withdraw, Scope("play"), "Withdraw from a Space", None),
+    route!(delete, "/agents/{id}/entries/{space}", agents::withdraw, Scope(Play), "Withdraw from a Space", None),
     route!(
         get,
         "/agents/{id}/training",
         training::overview,
-        Scope("read"),
+        Scope(Read),
         "The agent's training policies and jobs (owner only)",
         None
     ),
@@ -187,7 +188,7 @@ pub const API: &[ApiRoute] = &[
         put,
         "/agents/{id}/training/{space}",
         training::set_policy,
-        Scope("play"),
+        Scope(Play),
         "Set the agent's training policy in a Space: by hand, or a job every N new pairs it took part in",
         Some(r#"{"mode": "every", "every_pairs": 64, "settings": {"learning_rate": 0.0001, "epochs": 2}}"#)
     ),
@@ -195,7 +196,7 @@ pub const API: &[ApiRoute] = &[
         post,
         "/agents/{id}/training-jobs",
         training::start,
-        Scope("play"),
+        Scope(Play),
         "Train the agent now on its pairs in a Space (priced by its token budget; refunded if it fails); the new version is promoted only if it beats its parent",
         Some(r#"{"space": "arithmetic", "settings": {"steps": 20}}"#)
     ),
@@ -203,7 +204,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/training-jobs/{id}",
         training::get,
-        Scope("read"),
+        Scope(Read),
         "A training job: status, progress, per-step metrics, the gate's games and decision, the manifest",
         None
     ),
@@ -211,7 +212,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/spaces/{slug}/analytics",
         spaces::analytics,
-        Scope("design"),
+        Scope(Design),
         "A Space's live numbers for its designer: matches per hour, entries, pair yield, judge decisiveness and ties, verifier pass rates, rating spread, money in and out, mean seconds per stage",
         None
     ),
@@ -219,7 +220,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/data/count",
         data::count,
-        Scope("export"),
+        Scope(Export),
         "How many preference pairs a filter selects and what an export of them costs (?spaces, space_version, from, to, min_margin, agreed_only, min_rating, max_rating, min_chars, max_chars, languages, dedupe, chosen_passed, rejected_passed, kind)",
         None
     ),
@@ -227,7 +228,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/data/pairs",
         data::pairs,
-        Scope("export"),
+        Scope(Export),
         "The free Spaces' pairs a filter selects as JSON Lines: TRL standard or conversational (?format), provenance, optional PII scrub (?scrub_pii), streamed (?limit ≤ 1,000,000); a Space that sells its pairs answers 402",
         None
     ),
@@ -235,7 +236,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/data/card",
         data::card,
-        Scope("export"),
+        Scope(Export),
         "The dataset card (README.md in Hugging Face's format: licence, size, configs, how the data was made, filters, hash-chain heads) for a filter",
         None
     ),
@@ -243,18 +244,18 @@ pub const API: &[ApiRoute] = &[
         post,
         "/data/exports",
         data::create,
-        Scope("export"),
+        Scope(Export),
         "Buy and export the pairs a filter selects: paid once per idempotency key, written as a job (JSON Lines, gzip optional, or Parquet, with a dataset card); 201 new, 200 the key's earlier export",
         Some(
             r#"{"idempotency_key": "2026-12-02-a", "filter": {"spaces": ["arithmetic"], "agreed_only": true, "dedupe": true}, "format": "jsonl|parquet", "shape": "standard|conversational", "gzip": false, "scrub_pii": true, "max_price": 500, "accept_licenses": ["CC-BY-4.0"]}"#
         )
     ),
-    route!(get, "/data/exports", data::list, Scope("export"), "The caller's exports, newest first", None),
+    route!(get, "/data/exports", data::list, Scope(Export), "The caller's exports, newest first", None),
     route!(
         get,
         "/data/exports/{id}",
         data::get,
-        Scope("export"),
+        Scope(Export),
         "One of the caller's exports: status, progress (rows written), files with bytes and sha256, price, licences",
         None
     ),
@@ -262,7 +263,7 @@ pub const API: &[ApiRoute] = &[
         post,
         "/data/exports/{id}/retry",
         data::retry,
-        Scope("export"),
+        Scope(Export),
         "Run a failed export again (its pairs are fixed; nothing is paid again)",
         None
     ),
@@ -270,7 +271,7 @@ pub const API: &[ApiRoute] = &[
         get,
         "/data/exports/{id}/files/{name}",
         data::file,
-        Scope("export"),
+        Scope(Export),
         "Download a finished export's file (pairs.jsonl, pairs.jsonl.gz, pairs.parquet or README.md), the buyer's own only",
         None
     ),
@@ -333,6 +334,7 @@ pub fn openapi() -> serde_json::Value {
             },
         });
         if let Access::Scope(scope) = r.access {
+            let scope = scope.as_str();
             op["security"] = serde_json::json!([{"session": [scope]}, {"token": [scope]}]);
             op["x-scope"] = serde_json::json!(scope);
         }

@@ -60,7 +60,7 @@ pub struct Export {
     pub licenses: Vec<String>,
     pub pairs: i64,
     pub price: i64,
-    pub status: String,
+    pub status: crate::domain::ExportStatus,
     pub rows_written: i64,
     pub files: serde_json::Value,
     pub error: Option<String>,

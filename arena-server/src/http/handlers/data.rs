@@ -314,21 +314,16 @@ impl ExportBody {
 
 /// Pays for and queues an export (or finds the one made under the same
 /// key), checking the licences first. The page and the API share it.
-pub async fn create_export(
-    state: &Context,
-    body: &ExportBody,
-    buyer: crate::domain::UserId,
-) -> Result<(export_store::Export, bool), ApiError> {
-    let req = body.request(buyer)?;
+pub async fn create_export(state: &Context, req: &ExportRequest) -> Result<(export_store::Export, bool), ApiError> {
     pair_store::enrich(&state.db).await?;
     let quote = export_store::quote(&state.db, &req.filter, req.limit).await?;
-    if let Some(missing) = quote.licenses.iter().find(|l| !body.accept_licenses.contains(l)) {
+    if let Some(missing) = quote.licenses.iter().find(|l| !req.accept_licenses.contains(l)) {
         return Err(ApiError::invalid(
             "accept_licenses",
             format!("accept the licence {missing:?} of the selected pairs (they carry: {})", quote.licenses.join(", ")),
         ));
     }
-    let (export, new) = export_store::create(&state.db, &req).await.map_err(|e| match e {
+    let (export, new) = export_store::create(&state.db, req).await.map_err(|e| match e {
         ExportRefused::Empty => ApiError::invalid("filter", e.to_string()),
         ExportRefused::PriceRose { .. } => ApiError::conflict("max_price", e.to_string()),
         ExportRefused::CannotPay { .. } => ApiError::InsufficientFunds(e.to_string()),
@@ -350,7 +345,7 @@ pub async fn create(
     body: web::Json<ExportBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Export)?;
-    let (export, new) = create_export(&state, &body, caller.user_id).await?;
+    let (export, new) = create_export(&state, &body.request(caller.user_id)?).await?;
     let mut response = if new { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok(response.json(export))
 }
@@ -393,7 +388,7 @@ pub async fn retry(
         return Err(ApiError::conflict("status", format!("export {} is {}, not failed", export.id, export.status)));
     }
     tokio::spawn(crate::work::exports::run_logged(state.db.clone(), state.data_dir.clone(), export.id));
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"id": export.id, "status": "queued"})))
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"id": export.id, "status": crate::domain::ExportStatus::Queued})))
 }
 
 /// GET /api/v1/data/exports/{id}/files/{name} — one of a finished export's

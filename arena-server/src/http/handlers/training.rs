@@ -3,9 +3,9 @@
 //! private to the agent's owner (and admins).
 
 use crate::context::Context;
-use crate::domain::training::JobSettings;
+use crate::domain::training::{JobSettings, TrainingPolicy};
 use crate::domain::user::Scope;
-use crate::domain::{AgentId, JobId, JobTrigger, PolicyMode};
+use crate::domain::{AgentId, JobId, JobTrigger};
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::store::{agents, training};
@@ -52,44 +52,32 @@ pub async fn set_policy(
 ) -> Result<HttpResponse, ApiError> {
     let (agent, slug) = path.into_inner();
     let body = body.into_inner();
-    let (every, settings) =
-        set_training_policy(&state, &caller, agent, &slug, &body.mode, body.every_pairs, body.settings).await?;
+    let policy = TrainingPolicy::parse(&body.mode, body.every_pairs)?;
+    let settings = settings_from(body.settings)?;
+    set_training_policy(&state, &caller, agent, &slug, policy, &settings).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "agent": agent, "space": slug, "mode": body.mode, "every_pairs": every, "settings": settings,
+        "agent": agent, "space": slug, "mode": policy.mode(), "every_pairs": policy.every_pairs(), "settings": settings,
     })))
 }
 
-/// Sets an agent's training policy in a Space (`manual`, or `every` N new
-/// pairs), as the API and the agent's page do; the pair count and settings.
+/// Sets an agent's training policy in a Space with the settings its jobs
+/// will use, as the API and the agent's page do.
 pub async fn set_training_policy(
     state: &Context,
     caller: &Caller,
     agent: AgentId,
     slug: &str,
-    mode_name: &str,
-    every_pairs: Option<i32>,
-    settings: Option<serde_json::Value>,
-) -> Result<(Option<i32>, JobSettings), ApiError> {
+    policy: TrainingPolicy,
+    settings: &JobSettings,
+) -> Result<(), ApiError> {
     caller.write(state, Scope::Play).await?;
-    let body = PolicyBody { mode: mode_name.to_owned(), every_pairs, settings };
-    let mode = PolicyMode::parse(&body.mode);
-    let every = match (body.mode.as_str(), body.every_pairs) {
-        ("manual", None) => None,
-        ("manual", Some(_)) => return Err(ApiError::invalid("every_pairs", "every_pairs goes with mode \"every\"")),
-        ("every", Some(n)) if (1..=100_000).contains(&n) => Some(n),
-        ("every", _) => return Err(ApiError::invalid("every_pairs", "mode \"every\" needs every_pairs in 1..=100000")),
-        (other, _) => {
-            return Err(ApiError::invalid("mode", format!("mode {other:?} is not one of \"manual\", \"every\"")));
-        }
-    };
-    let mode = mode.ok_or_else(|| ApiError::internal(anyhow::anyhow!("mode {:?} passed the check", body.mode)))?;
-    let settings = settings_from(body.settings)?;
+    settings.check()?;
     let mut tx = state.db.begin().await?;
     check_owner(&mut tx, caller, agent).await?;
     let (space_id, _) = training::entered_space(&mut tx, agent, slug).await?;
-    training::set_policy(&mut tx, agent, space_id, mode, every, &settings).await?;
+    training::set_policy(&mut tx, agent, space_id, policy.mode(), policy.every_pairs(), settings).await?;
     tx.commit().await?;
-    Ok((every, settings))
+    Ok(())
 }
 
 /// GET /api/v1/agents/{id}/training — policies and jobs, newest first.
@@ -128,7 +116,8 @@ pub async fn start(
     body: web::Json<JobBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let id = start_job(&state, &caller, path.into_inner(), &body.space, body.settings).await?;
+    let settings = body.settings.map(|v| settings_from(Some(v))).transpose()?;
+    let id = start_job(&state, &caller, path.into_inner(), &body.space, settings).await?;
     let mut conn = state.db.acquire().await?;
     Ok(HttpResponse::Accepted().json(job_json(&mut conn, id, true).await?))
 }
@@ -140,11 +129,12 @@ pub async fn start_job(
     caller: &Caller,
     agent: AgentId,
     space: &str,
-    settings: Option<serde_json::Value>,
+    settings: Option<JobSettings>,
 ) -> Result<JobId, ApiError> {
     caller.write(state, Scope::Play).await?;
     let explicit = settings.is_some();
-    let mut settings = settings_from(settings)?;
+    let mut settings = settings.unwrap_or_default();
+    settings.check()?;
     let mut tx = state.db.begin().await?;
     check_owner(&mut tx, caller, agent).await?;
     let (space_id, version) = training::entered_space(&mut tx, agent, space).await?;

@@ -33,7 +33,8 @@ pub async fn register(
     req: HttpRequest,
     body: web::Json<Register>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = register_user(&state, &req, &body.username, &body.password, &body.role).await?;
+    let role = Role::parse(&body.role)?;
+    let user = register_user(&state, &req, &body.username, &body.password, role).await?;
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -44,11 +45,10 @@ pub async fn register_user(
     req: &HttpRequest,
     username: &str,
     password: &str,
-    role: &str,
+    role: Role,
 ) -> Result<users::User, ApiError> {
     let username = Username::parse(username)?;
     let password = Password::parse(password)?;
-    let role = Role::parse(role)?;
     match role {
         Role::Player => {}
         Role::Admin => return Err(ApiError::invalid("role", "admins are made with `arena user create --role admin`")),

@@ -4,6 +4,7 @@
 
 use super::extract::{CsrfOnly, csrf_token};
 use super::{Chrome, Ctx, Form, FormError, PageError, Visit, render_with, see_other};
+use crate::domain::user::Role;
 use crate::http::handlers::users;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -71,7 +72,7 @@ pub async fn signup(
     visit: Visit,
     Form(form): Form<AccountForm>,
 ) -> Result<HttpResponse, PageError> {
-    match users::register_user(&state, &req, &form.username, &form.password, "player").await {
+    match users::register_user(&state, &req, &form.username, &form.password, Role::Player).await {
         Ok(_) => {
             let (_, cookie) = users::sign_in(&state, &req, &form.username, &form.password).await?;
             Ok(HttpResponse::SeeOther().cookie(cookie).insert_header(("Location", "/agents/new")).finish())

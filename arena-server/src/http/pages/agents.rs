@@ -9,6 +9,7 @@ use super::extract::csrf_token;
 use super::spaces::{Line, match_lines};
 use super::{Chrome, Ctx, Form, FormError, PageError, SignedIn, Upload, Visit, render, render_with, see_other, when};
 use crate::domain::agent::AgentSampling;
+use crate::domain::training::{JobSettings, TrainingPolicy};
 use crate::domain::{AgentId, JobId, rating};
 use crate::http::error::ApiError;
 use crate::http::handlers::{adapters as adapter_actions, agents as agent_actions, training as training_actions};
@@ -477,7 +478,7 @@ pub async fn train(
         "" => Ok(None),
         steps => steps
             .parse::<u32>()
-            .map(|s| Some(serde_json::json!({ "steps": s })))
+            .map(|s| Some(JobSettings { steps: Some(s as usize), ..JobSettings::default() }))
             .map_err(|_| ApiError::invalid("settings.steps", "steps must be a whole number")),
     };
     let done = match settings {
@@ -654,10 +655,12 @@ pub async fn policy(
         },
         _ => Ok(None),
     };
-    let done = match every {
-        Ok(every) => training_actions::set_training_policy(&state, caller, id, &form.space, &form.mode, every, None)
-            .await
-            .map(|_| ()),
+    let policy = every.and_then(|every| Ok(TrainingPolicy::parse(&form.mode, every)?));
+    let done = match policy {
+        Ok(policy) => {
+            let defaults = JobSettings::default();
+            training_actions::set_training_policy(&state, caller, id, &form.space, policy, &defaults).await
+        }
         Err(e) => Err(e),
     };
     after(&state, &user.visit(), id, done).await

@@ -318,7 +318,7 @@ pub async fn export(state: Ctx, user: Buyer, Form(form): Form<ExportForm>) -> Re
                 .map(str::to_owned)
                 .collect(),
         };
-        create_export(&state, &body, caller.user_id).await
+        create_export(&state, &body.request(caller.user_id)?).await
     }
     .await;
     match made {
@@ -390,7 +390,7 @@ fn human_bytes(n: u64) -> String {
 
 async fn exports_list(state: &Ctx, caller: &crate::http::auth::Caller) -> Result<ExportsList, PageError> {
     let exports = export_store::list(&state.db, caller.user_id, 100).await?;
-    let live = exports.iter().any(|e| e.status == "queued" || e.status == "running");
+    let live = exports.iter().any(|e| e.status.in_progress());
     let exports = exports
         .into_iter()
         .map(|e| ExportRow {
@@ -419,7 +419,7 @@ async fn exports_list(state: &Ctx, caller: &crate::http::auth::Caller) -> Result
                         .collect()
                 })
                 .unwrap_or_default(),
-            status: e.status,
+            status: e.status.to_string(),
             pairs: e.pairs,
             rows: e.rows_written,
             price: e.price,
