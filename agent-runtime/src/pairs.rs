@@ -7,7 +7,7 @@
 //! value that is not a string, invalid UTF-8, a line longer than the limit
 //! (found without reading the rest of it into memory), an empty file.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,51 @@ impl PreferencePair {
         }
         h.update([u8::from(self.system.is_some())]);
         hex::encode(h.finalize())
+    }
+}
+
+/// One line of a pairs file as the arena writes it — what [`parse`] reads
+/// back. Fields in the order `serde_json` sorts an object's keys, so a line
+/// is the same bytes whichever way it was built.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairRow<'a> {
+    pub chosen: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    /// The judge's margin, where the writer keeps it (training ignores it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    pub prompt: &'a str,
+    pub rejected: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<&'a str>,
+}
+
+impl<'a> PairRow<'a> {
+    /// `chosen` beat `rejected` at `prompt`.
+    pub fn new(prompt: &'a str, chosen: &'a str, rejected: &'a str) -> PairRow<'a> {
+        PairRow { chosen, id: None, margin: None, prompt, rejected, system: None }
+    }
+
+    pub fn id(mut self, id: &'a str) -> PairRow<'a> {
+        self.id = Some(id);
+        self
+    }
+
+    /// The system prompt, when there is one (an empty one is left out).
+    pub fn system(mut self, system: &'a str) -> PairRow<'a> {
+        self.system = Some(system).filter(|s| !s.is_empty());
+        self
+    }
+
+    pub fn margin(mut self, margin: f64) -> PairRow<'a> {
+        self.margin = Some(margin);
+        self
+    }
+
+    /// The JSON line (without its newline).
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -189,6 +234,27 @@ mod tests {
 
     fn parse_str(text: &[u8]) -> Result<Vec<PreferencePair>, PairsError> {
         parse(text, Path::new("pairs.jsonl"), &PairsLimits::default())
+    }
+
+    #[test]
+    fn a_written_row_reads_back_and_is_the_bytes_a_json_object_makes() {
+        let rows = [
+            PairRow::new("What is 2 + 3?", "5", "6").id("p1").system("Be brief.").margin(0.5),
+            PairRow::new("Hi \"there\"\n", "Hello.", "Go away.").system(""),
+        ];
+        let text: String = rows.iter().map(|r| r.line() + "\n").collect();
+        let back = parse_str(text.as_bytes()).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (back[0].prompt.as_str(), back[0].chosen.as_str(), back[0].rejected.as_str()),
+            ("What is 2 + 3?", "5", "6")
+        );
+        assert_eq!((back[0].system.as_deref(), back[0].id.as_deref()), (Some("Be brief."), Some("p1")));
+        assert_eq!((back[1].system.as_deref(), back[1].id.as_deref()), (None, None), "an empty system is left out");
+        assert_eq!(back[1].prompt, "Hi \"there\"\n");
+        let object = serde_json::json!({"id": "p1", "prompt": "What is 2 + 3?", "chosen": "5", "rejected": "6",
+                                        "system": "Be brief.", "margin": 0.5});
+        assert_eq!(rows[0].line(), object.to_string());
     }
 
     fn message(result: Result<Vec<PreferencePair>, PairsError>) -> String {

@@ -8,6 +8,7 @@
 //! capped in tokens and wrapped in delimiters carrying a per-match nonce, and
 //! the instructions say that nothing inside them is an instruction.
 
+use crate::JudgeError;
 use agent_runtime::Runtime;
 use agent_runtime::chat::Message;
 use sha2::{Digest, Sha256};
@@ -111,15 +112,16 @@ pub struct JudgeModel {
 type ScoreCache = HashMap<(Vec<u32>, Vec<u32>), Vec<f32>>;
 
 impl JudgeModel {
-    pub fn load(path: &Path, threads: usize) -> Result<JudgeModel, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("judge model {}: {e}", path.display()))?;
+    pub fn load(path: &Path, threads: usize) -> Result<JudgeModel, JudgeError> {
+        let file = std::fs::File::open(path).map_err(|e| JudgeError::Model(format!("{}: {e}", path.display())))?;
         let sha256 = agent_runtime::model_file::sha256_reader(std::io::BufReader::new(file))
-            .map_err(|e| format!("judge model {}: {e}", path.display()))?;
-        let runtime = Runtime::load(path, threads).map_err(|e| format!("judge model {}: {e}", path.display()))?;
+            .map_err(|e| JudgeError::Model(format!("{}: {e}", path.display())))?;
+        let runtime =
+            Runtime::load(path, threads).map_err(|e| JudgeError::Model(format!("{}: {e}", path.display())))?;
         JudgeModel::new(Arc::new(runtime), sha256)
     }
 
-    pub fn new(runtime: Arc<Runtime>, sha256: String) -> Result<JudgeModel, String> {
+    pub fn new(runtime: Arc<Runtime>, sha256: String) -> Result<JudgeModel, JudgeError> {
         let single = |texts: &[&str]| -> Vec<u32> {
             let mut ids: Vec<u32> = texts
                 .iter()
@@ -135,7 +137,7 @@ impl JudgeModel {
         let b_tokens = single(&["B", " B"]);
         let digit_tokens: Vec<Vec<u32>> = (1..=9).map(|d| single(&[&d.to_string(), &format!(" {d}")])).collect();
         if a_tokens.is_empty() || b_tokens.is_empty() || digit_tokens.iter().any(Vec::is_empty) {
-            return Err("the judge model's vocabulary has no single tokens for A, B or the digits 1-9".to_owned());
+            return Err(JudgeError::Model("its vocabulary has no single tokens for A, B or the digits 1-9".to_owned()));
         }
         Ok(JudgeModel {
             runtime,
@@ -173,27 +175,23 @@ impl JudgeModel {
     /// Renders system + user messages with the model's chat template and
     /// tokenizes them; special-token text inside `user` is honoured, so the
     /// caller decides whether to clean it first.
-    fn encode(&self, system: &str, user: &str) -> Result<Vec<u32>, String> {
-        let text = self
-            .runtime
-            .template
-            .render(&[Message::system(system), Message::user(user)], true)
-            .map_err(|e| e.to_string())?;
-        self.runtime.tokenizer.encode(&text, false, true).map_err(|e| e.to_string())
+    fn encode(&self, system: &str, user: &str) -> Result<Vec<u32>, JudgeError> {
+        let text = self.runtime.template.render(&[Message::system(system), Message::user(user)], true)?;
+        self.runtime.tokenizer.encode(&text, false, true).map_err(JudgeError::from)
     }
 
     /// [`Runtime::score_batch`] with a cache: items read before (the same
     /// text under another defense configuration) cost nothing.
-    pub fn score_cached(&self, items: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn score_cached(&self, items: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>, JudgeError> {
         let mut out: Vec<Option<Vec<f32>>> = {
-            let cache = self.scores.lock().map_err(|_| "judge cache poisoned".to_owned())?;
+            let cache = self.scores.lock().map_err(|_| JudgeError::Model("judge cache poisoned".to_owned()))?;
             items.iter().map(|k| cache.get(k).cloned()).collect()
         };
         let missing: Vec<usize> = (0..items.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let batch: Vec<(Vec<u32>, Vec<u32>)> = missing.iter().map(|&i| items[i].clone()).collect();
-            let scored = self.runtime.score_batch(&batch).map_err(|e| e.to_string())?;
-            let mut cache = self.scores.lock().map_err(|_| "judge cache poisoned".to_owned())?;
+            let scored = self.runtime.score_batch(&batch)?;
+            let mut cache = self.scores.lock().map_err(|_| JudgeError::Model("judge cache poisoned".to_owned()))?;
             if cache.len() > 20_000 {
                 cache.clear();
             }
@@ -212,23 +210,23 @@ impl JudgeModel {
 
     /// The chat-template head for one user turn, up to where the assistant's
     /// answer begins (the model's default system prompt, if it has one).
-    pub fn chat_head(&self, user: &str) -> Result<Vec<u32>, String> {
-        let text = self.runtime.template.render(&[Message::user(user)], true).map_err(|e| e.to_string())?;
-        self.runtime.tokenizer.encode(&text, false, true).map_err(|e| e.to_string())
+    pub fn chat_head(&self, user: &str) -> Result<Vec<u32>, JudgeError> {
+        let text = self.runtime.template.render(&[Message::user(user)], true)?;
+        self.runtime.tokenizer.encode(&text, false, true).map_err(JudgeError::from)
     }
 
     /// Probability groups after each prompt: each returned row holds the
     /// probability mass of each token group in `groups`.
-    fn probabilities(&self, prompts: &[Vec<u32>], groups: &[&[u32]]) -> Result<Vec<Vec<f64>>, String> {
+    fn probabilities(&self, prompts: &[Vec<u32>], groups: &[&[u32]]) -> Result<Vec<Vec<f64>>, JudgeError> {
         let mut out: Vec<Option<Vec<f64>>> = {
-            let cache = self.cache.lock().map_err(|_| "judge cache poisoned".to_owned())?;
+            let cache = self.cache.lock().map_err(|_| JudgeError::Model("judge cache poisoned".to_owned()))?;
             prompts.iter().map(|p| cache.get(p).cloned()).collect()
         };
         let missing: Vec<usize> = (0..prompts.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let batch: Vec<Vec<u32>> = missing.iter().map(|&i| prompts[i].clone()).collect();
-            let logits = self.runtime.next_token_logits(&batch).map_err(|e| e.to_string())?;
-            let mut cache = self.cache.lock().map_err(|_| "judge cache poisoned".to_owned())?;
+            let logits = self.runtime.next_token_logits(&batch)?;
+            let mut cache = self.cache.lock().map_err(|_| JudgeError::Model("judge cache poisoned".to_owned()))?;
             if cache.len() > 100_000 {
                 cache.clear();
             }
@@ -255,7 +253,7 @@ impl JudgeModel {
         pairs: &[(&str, &str)],
         nonce: &str,
         delimit: bool,
-    ) -> Result<Vec<(f64, f64)>, String> {
+    ) -> Result<Vec<(f64, f64)>, JudgeError> {
         let (system, user) =
             if delimit { (PAIRWISE_SYSTEM, PAIRWISE_USER) } else { (PAIRWISE_SYSTEM_PLAIN, PAIRWISE_USER_PLAIN) };
         let system = system.replace("{nonce}", nonce);
@@ -284,8 +282,9 @@ impl JudgeModel {
         rubric: &str,
         pairs: &[(&str, &str)],
         nonce: &str,
-    ) -> Result<Vec<f64>, String> {
-        let (system, user, digits) = PAIRWISE_VARIANTS.get(variant).ok_or("no such pairwise variant")?;
+    ) -> Result<Vec<f64>, JudgeError> {
+        let (system, user, digits) =
+            PAIRWISE_VARIANTS.get(variant).ok_or_else(|| JudgeError::Model("no such pairwise variant".to_owned()))?;
         let system = system.replace("{nonce}", nonce);
         let head = user.replace("{nonce}", nonce).replace("{question}", question).replace("{rubric}", rubric);
         let prompts: Vec<Vec<u32>> =
@@ -309,7 +308,7 @@ impl JudgeModel {
         scale: u32,
         nonce: &str,
         delimit: bool,
-    ) -> Result<Vec<(f64, f64)>, String> {
+    ) -> Result<Vec<(f64, f64)>, JudgeError> {
         let (system, user) =
             if delimit { (POINTWISE_SYSTEM, POINTWISE_USER) } else { (POINTWISE_SYSTEM_PLAIN, POINTWISE_USER_PLAIN) };
         let scale_text = scale.to_string();

@@ -26,27 +26,27 @@ pub struct Case {
 }
 
 /// Reads a JSONL corpus; errors name the line.
-pub fn load_cases(path: &Path) -> Result<Vec<Case>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load_cases(path: &Path) -> Result<Vec<Case>, JudgeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| JudgeError::Cases(format!("{}: {e}", path.display())))?;
     let cases = parse_cases(&text, &path.display().to_string(), usize::MAX)?;
     if cases.is_empty() {
-        return Err(format!("{}: no cases", path.display()));
+        return Err(JudgeError::Cases(format!("{}: no cases", path.display())));
     }
     Ok(cases)
 }
 
 /// Parses cases from JSON Lines (`#` comments and blank lines allowed), at
 /// most `max` of them; an error names `source` and the line.
-pub fn parse_cases(text: &str, source: &str, max: usize) -> Result<Vec<Case>, String> {
+pub fn parse_cases(text: &str, source: &str, max: usize) -> Result<Vec<Case>, JudgeError> {
     let mut cases = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
         if cases.len() == max {
-            return Err(format!("{source}: more than {max} cases"));
+            return Err(JudgeError::Cases(format!("{source}: more than {max} cases")));
         }
-        cases.push(serde_json::from_str(line).map_err(|e| format!("{source}:{}: {e}", n + 1))?);
+        cases.push(serde_json::from_str(line).map_err(|e| JudgeError::Cases(format!("{source}:{}: {e}", n + 1)))?);
     }
     Ok(cases)
 }
@@ -126,10 +126,10 @@ pub fn template_consistency(model: &JudgeModel, rubric: &str, cases: &[Case]) ->
         let (q, a, b) = (case.prompt.as_str(), case.better.as_str(), case.worse.as_str());
         let nonce = crate::ai::nonce(q, &[a, b]);
         let both = [(a, b), (b, a)];
-        let base = model.pairwise(q, rubric, &both, &nonce, true).map_err(JudgeError::Model)?;
+        let base = model.pairwise(q, rubric, &both, &nonce, true)?;
         let mut signs = vec![crate::signals::debiased(base[0].0, base[1].0).signum()];
         for v in 0..crate::ai::PAIRWISE_VARIANTS.len() {
-            let p = model.pairwise_variant(v, q, rubric, &both, &nonce).map_err(JudgeError::Model)?;
+            let p = model.pairwise_variant(v, q, rubric, &both, &nonce)?;
             signs.push(crate::signals::debiased(p[0], p[1]).signum());
         }
         total += 1;

@@ -64,17 +64,18 @@ const JUDGE_TEXT: &str =
 const PADDING: &str = "This answer is complete, correct and carefully checked.";
 
 /// Reads the JSONL corpus; errors name the line.
-pub fn parse_corpus(text: &str) -> Result<Vec<GoodAnswer>, String> {
+pub fn parse_corpus(text: &str) -> Result<Vec<GoodAnswer>, crate::JudgeError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let a: GoodAnswer = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let a: GoodAnswer =
+            serde_json::from_str(line).map_err(|e| crate::JudgeError::Cases(format!("line {}: {e}", n + 1)))?;
         out.push(a);
     }
     if out.is_empty() {
-        return Err("no answers".to_owned());
+        return Err(crate::JudgeError::Cases("no answers".to_owned()));
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@
 //! ([`agent_runtime::model_file::EMBEDDING_MODEL`]); `arena model fetch`
 //! fetches them beside the default model. Nothing here touches the network.
 
+use crate::JudgeError;
 use agent_runtime::model_file::{self, EMBEDDING_MODEL};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -38,44 +39,44 @@ pub fn default_dir(model_path: &Path) -> PathBuf {
 impl Embedder {
     /// Verifies every file of the folder against its pinned sha256, then
     /// loads the tokenizer and the weights (f32, CPU).
-    pub fn load(dir: &Path) -> Result<Embedder, String> {
+    pub fn load(dir: &Path) -> Result<Embedder, JudgeError> {
         let sha256 = model_file::verify_bundle(&EMBEDDING_MODEL, dir).map_err(|e| {
-            format!("embedding model: {e} (fetch it with `arena model fetch`, which puts it in {})", dir.display())
+            JudgeError::Embedder(format!("{e} (fetch it with `arena model fetch`, which puts it in {})", dir.display()))
         })?;
         let config: Config = serde_json::from_slice(
-            &std::fs::read(dir.join("config.json")).map_err(|e| format!("embedding model config: {e}"))?,
+            &std::fs::read(dir.join("config.json")).map_err(|e| JudgeError::Embedder(format!("config: {e}")))?,
         )
-        .map_err(|e| format!("embedding model config: {e}"))?;
+        .map_err(|e| JudgeError::Embedder(format!("config: {e}")))?;
         let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| format!("embedding tokenizer: {e}"))?;
+            .map_err(|e| JudgeError::Embedder(format!("tokenizer: {e}")))?;
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams { max_length: MAX_EMBED_TOKENS, ..Default::default() }))
-            .map_err(|e| format!("embedding tokenizer: {e}"))?;
+            .map_err(|e| JudgeError::Embedder(format!("tokenizer: {e}")))?;
         tokenizer.with_padding(None);
         let device = Device::Cpu;
         // SAFETY: the file was just verified against its pinned sha256 and
         // is only read; nothing in this process writes it.
         let vb = unsafe {
             VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &device)
-                .map_err(|e| format!("embedding weights: {e}"))?
+                .map_err(|e| JudgeError::Embedder(format!("weights: {e}")))?
         };
-        let model = BertModel::load(vb, &config).map_err(|e| format!("embedding model: {e}"))?;
+        let model = BertModel::load(vb, &config).map_err(|e| JudgeError::Embedder(format!("{e}")))?;
         Ok(Embedder { model, tokenizer, device, sha256, cache: Default::default() })
     }
 
     /// Unit-length embeddings of `texts`, in order. An empty text embeds as
     /// its special tokens alone.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, JudgeError> {
         let mut out: Vec<Option<Vec<f32>>> = {
-            let cache = self.cache.lock().map_err(|_| "embedding cache poisoned".to_owned())?;
+            let cache = self.cache.lock().map_err(|_| JudgeError::Embedder("cache poisoned".to_owned()))?;
             texts.iter().map(|t| cache.get(*t).cloned()).collect()
         };
         let missing: Vec<&str> = texts.iter().zip(&out).filter(|(_, o)| o.is_none()).map(|(t, _)| *t).collect();
         let mut fresh = Vec::with_capacity(missing.len());
         for chunk in missing.chunks(BATCH) {
-            fresh.extend(self.embed_batch(chunk).map_err(|e| format!("embedding: {e}"))?);
+            fresh.extend(self.embed_batch(chunk).map_err(|e| JudgeError::Embedder(format!("{e}")))?);
         }
-        let mut cache = self.cache.lock().map_err(|_| "embedding cache poisoned".to_owned())?;
+        let mut cache = self.cache.lock().map_err(|_| JudgeError::Embedder("cache poisoned".to_owned()))?;
         if cache.len() > 20_000 {
             cache.clear();
         }
@@ -116,9 +117,9 @@ impl Embedder {
 }
 
 /// The embedder of `dir`, loaded once per process and shared.
-pub fn shared(dir: &Path) -> Result<std::sync::Arc<Embedder>, String> {
+pub fn shared(dir: &Path) -> Result<std::sync::Arc<Embedder>, JudgeError> {
     static LOADED: std::sync::Mutex<Vec<(PathBuf, std::sync::Arc<Embedder>)>> = std::sync::Mutex::new(Vec::new());
-    let mut loaded = LOADED.lock().map_err(|_| "embedder cache poisoned".to_owned())?;
+    let mut loaded = LOADED.lock().map_err(|_| JudgeError::Embedder("cache poisoned".to_owned()))?;
     if let Some((_, e)) = loaded.iter().find(|(d, _)| d == dir) {
         return Ok(e.clone());
     }
@@ -179,10 +180,10 @@ mod tests {
         let mut config = std::fs::read(dir.path().join("config.json")).unwrap();
         config[10] ^= 1;
         std::fs::write(dir.path().join("config.json"), config).unwrap();
-        let err = Embedder::load(dir.path()).err().unwrap();
+        let err = Embedder::load(dir.path()).err().unwrap().to_string();
         assert!(err.contains("sha256"), "{err}");
         std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
-        let err = Embedder::load(dir.path()).err().unwrap();
+        let err = Embedder::load(dir.path()).err().unwrap().to_string();
         assert!(err.contains("arena model fetch"), "{err}");
     }
 }

@@ -252,6 +252,18 @@ pub enum JudgeError {
     Input(String),
     #[error("judge model: {0}")]
     Model(String),
+    #[error("judge model: {0}")]
+    Runtime(#[from] agent_runtime::RuntimeError),
+    #[error("embedding model: {0}")]
+    Embedder(String),
+    /// A trained judge's artifact or feature table that does not read.
+    #[error("trained judge: {0}")]
+    Artifact(String),
+    /// Red-team cases or a corpus of answers that do not read.
+    #[error("{0}")]
+    Cases(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// A Space's judge, ready to rank matches.
@@ -287,6 +299,17 @@ impl Judge {
         Ok(Judge { config, model, embedder: None, defenses: Defenses::ALL, recent: Default::default() })
     }
 
+    /// A Space's judge as the arena loads it: `config`, the judge `model`
+    /// (needed unless the mode is `none`), and the embedding model kept
+    /// beside `model_path` when its combined judge reads embeddings.
+    pub fn for_space(
+        config: Arc<JudgeConfig>,
+        model: Option<Arc<JudgeModel>>,
+        model_path: &std::path::Path,
+    ) -> Result<Judge, JudgeError> {
+        Judge::new(config, model)?.with_embedder_for(model_path)
+    }
+
     /// The embedding model, for a combined judge that reads embeddings.
     pub fn with_embedder(mut self, embedder: Option<Arc<Embedder>>) -> Judge {
         self.embedder = embedder;
@@ -301,7 +324,7 @@ impl Judge {
         if !needed || self.embedder.is_some() {
             return Ok(self);
         }
-        let e = embed::shared(&embed::default_dir(model_path)).map_err(JudgeError::Model)?;
+        let e = embed::shared(&embed::default_dir(model_path))?;
         Ok(self.with_embedder(Some(e)))
     }
 
@@ -366,15 +389,12 @@ impl Judge {
     ) -> Result<signals::MatchSignals, JudgeError> {
         let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
         let input = signals::SignalInput { question, reference, answers: &refs };
-        let mut sig =
-            signals::compute(model, self.embedder.as_deref(), Some(&self.recent), &input).map_err(JudgeError::Model)?;
+        let mut sig = signals::compute(model, self.embedder.as_deref(), Some(&self.recent), &input)?;
         if !orders.is_empty() {
             let n = judged.len();
             let nonce = ai::nonce(question, &refs);
             let pairs: Vec<(&str, &str)> = orders.iter().map(|&(a, b)| (refs[a], refs[b])).collect();
-            let probs = model
-                .pairwise(question, &self.config.rubric, &pairs, &nonce, self.defenses.delimit)
-                .map_err(JudgeError::Model)?;
+            let probs = model.pairwise(question, &self.config.rubric, &pairs, &nonce, self.defenses.delimit)?;
             let by: BTreeMap<(usize, usize), f64> = orders.iter().copied().zip(probs.iter().map(|p| p.0)).collect();
             let mut s = vec![vec![0.0; n]; n];
             let mut agree = vec![vec![true; n]; n];
@@ -524,8 +544,7 @@ impl Judge {
                         }
                     }
                     let pairs: Vec<(&str, &str)> = orders.iter().map(|&(a, b)| (refs[a], refs[b])).collect();
-                    let probs =
-                        model.pairwise(&question, &cfg.rubric, &pairs, &nonce, d.delimit).map_err(JudgeError::Model)?;
+                    let probs = model.pairwise(&question, &cfg.rubric, &pairs, &nonce, d.delimit)?;
                     by_order = orders.iter().copied().zip(probs).collect();
                     let tie = cfg.tie_threshold.unwrap_or_else(default_pairwise_tie);
                     report.tie_threshold = Some(tie);
@@ -625,9 +644,7 @@ impl Judge {
                     bradley_terry = true;
                 }
                 JudgeMode::Pointwise => {
-                    let scored = model
-                        .pointwise(&question, &cfg.rubric, &refs, cfg.scale, &nonce, d.delimit)
-                        .map_err(JudgeError::Model)?;
+                    let scored = model.pointwise(&question, &cfg.rubric, &refs, cfg.scale, &nonce, d.delimit)?;
                     for (i, (s, mass)) in scored.into_iter().enumerate() {
                         judge_score[i] = s;
                         report.pointwise.insert(input.candidates[i].id.clone(), (s, mass));

@@ -21,6 +21,7 @@
 //!   judging (length-controlled, as AlpacaEval 2.0).
 //! * Per pair, `pairwise`: the debiased A/B reading s = (l₁ − l₂)/2.
 
+use crate::JudgeError;
 use crate::ai::JudgeModel;
 use crate::embed::{Embedder, cosine};
 use std::collections::{HashSet, VecDeque};
@@ -168,7 +169,7 @@ pub fn compute(
     embedder: Option<&Embedder>,
     recent: Option<&RecentAnswers>,
     input: &SignalInput<'_>,
-) -> Result<MatchSignals, String> {
+) -> Result<MatchSignals, JudgeError> {
     let n = input.answers.len();
     let q_tokens = model.tokens(input.question);
     let question: String = if q_tokens.len() > MAX_QUESTION_TOKENS {

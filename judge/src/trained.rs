@@ -13,6 +13,7 @@
 //! (`judge/trained/default.json`), fitted from the committed table
 //! `judge/trained/features.json` by `arena judge train`.
 
+use crate::JudgeError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -56,15 +57,16 @@ pub struct FeatureTable {
 }
 
 impl FeatureTable {
-    pub fn parse(text: &str) -> Result<FeatureTable, String> {
-        let t: FeatureTable = serde_json::from_str(text).map_err(|e| format!("feature table: {e}"))?;
+    pub fn parse(text: &str) -> Result<FeatureTable, JudgeError> {
+        let t: FeatureTable =
+            serde_json::from_str(text).map_err(|e| JudgeError::Artifact(format!("feature table: {e}")))?;
         if let Some(r) = t.rows.iter().find(|r| r.x.len() != t.features.len() || r.x.iter().any(|v| !v.is_finite())) {
-            return Err(format!(
+            return Err(JudgeError::Artifact(format!(
                 "feature table: row {} has {} finite values; expected {}",
                 r.id,
                 r.x.len(),
                 t.features.len()
-            ));
+            )));
         }
         Ok(t)
     }
@@ -128,20 +130,20 @@ pub struct TrainedJudge {
 
 impl TrainedJudge {
     /// Parses an artifact and checks it fits this build's signals.
-    pub fn parse(text: &str) -> Result<TrainedJudge, String> {
+    pub fn parse(text: &str) -> Result<TrainedJudge, JudgeError> {
         if text.len() > MAX_ARTIFACT_BYTES {
-            return Err(format!("trained judge: {} bytes; at most {MAX_ARTIFACT_BYTES}", text.len()));
+            return Err(JudgeError::Artifact(format!("{} bytes; at most {MAX_ARTIFACT_BYTES}", text.len())));
         }
-        let j: TrainedJudge = serde_json::from_str(text).map_err(|e| format!("trained judge: {e}"))?;
+        let j: TrainedJudge = serde_json::from_str(text).map_err(|e| JudgeError::Artifact(e.to_string()))?;
         if j.format != FORMAT {
-            return Err(format!("trained judge: format {:?}, this build reads {FORMAT:?}", j.format));
+            return Err(JudgeError::Artifact(format!("format {:?}, this build reads {FORMAT:?}", j.format)));
         }
         if j.features != crate::signals::feature_names() || j.weights.len() != j.features.len() {
-            return Err(format!(
-                "trained judge: its features {:?} are not this build's {:?}",
+            return Err(JudgeError::Artifact(format!(
+                "its features {:?} are not this build's {:?}",
                 j.features,
                 crate::signals::feature_names()
-            ));
+            )));
         }
         if j.weights.iter().any(|w| !w.is_finite())
             || !j.tie_threshold.is_finite()
@@ -149,16 +151,18 @@ impl TrainedJudge {
             || !j.pairwise_tie.is_finite()
             || j.pairwise_tie < 0.0
         {
-            return Err("trained judge: a weight or threshold is not a finite number (or is negative)".to_owned());
+            return Err(JudgeError::Artifact(
+                "a weight or threshold is not a finite number (or is negative)".to_owned(),
+            ));
         }
         if let Some(f) = j.held_at_zero.iter().find(|f| !j.features.contains(f)) {
-            return Err(format!("trained judge: held_at_zero names {f:?}, not one of its features"));
+            return Err(JudgeError::Artifact(format!("held_at_zero names {f:?}, not one of its features")));
         }
         Ok(j)
     }
 
     /// The shipped default.
-    pub fn default_judge() -> Result<TrainedJudge, String> {
+    pub fn default_judge() -> Result<TrainedJudge, JudgeError> {
         TrainedJudge::parse(DEFAULT_JSON)
     }
 
@@ -587,7 +591,7 @@ mod tests {
         let with = |edit: &dyn Fn(&mut serde_json::Value)| {
             let mut v = serde_json::to_value(&shipped).expect("json");
             edit(&mut v);
-            TrainedJudge::parse(&v.to_string())
+            TrainedJudge::parse(&v.to_string()).map_err(|e| e.to_string())
         };
         let err = with(&|v| v["pairwise_tie"] = serde_json::json!(-1.0)).expect_err("negative");
         assert!(err.contains("finite"), "{err}");

@@ -47,7 +47,7 @@ impl JudgeWorker {
                         let model = match models.get(&path) {
                             Some(m) => m.clone(),
                             None => {
-                                let m = Arc::new(JudgeModel::load(&path, threads).map_err(JudgeError::Model)?);
+                                let m = Arc::new(JudgeModel::load(&path, threads)?);
                                 models.insert(path, m.clone());
                                 m
                             }
@@ -60,7 +60,7 @@ impl JudgeWorker {
                     if job.config.mode == JudgeMode::Combined {
                         if job.config.trained.as_ref().is_some_and(|t| t.judge.uses_embeddings()) && embedder.is_none()
                         {
-                            embedder = Some(Arc::new(Embedder::load(&embedder_dir).map_err(JudgeError::Model)?));
+                            embedder = Some(Arc::new(Embedder::load(&embedder_dir)?));
                         }
                         judge = judge.with_embedder(embedder.clone());
                         recent.retain(|_, (config, _)| config.strong_count() > 0);

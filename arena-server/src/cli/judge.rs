@@ -43,7 +43,7 @@ fn load_model(cfg: &JudgeConfig, args: &ModelArgs, settings: &Settings) -> anyho
         None => model_path(args, settings)?,
     };
     let threads = args.threads.unwrap_or_else(default_threads);
-    let model = JudgeModel::load(&path, threads).map_err(anyhow::Error::msg)?;
+    let model = JudgeModel::load(&path, threads)?;
     Ok(Some(Arc::new(model)))
 }
 
@@ -60,7 +60,7 @@ fn load_embedder(
         return Ok(None);
     }
     let dir = judge::embed::default_dir(&model_path(args, settings)?);
-    Ok(Some(Arc::new(Embedder::load(&dir).map_err(anyhow::Error::msg)?)))
+    Ok(Some(Arc::new(Embedder::load(&dir)?)))
 }
 
 pub fn judge(judge_args: &JudgeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -93,7 +93,7 @@ pub fn calibrate(calibrate: &CalibrateArgs, settings: &Settings) -> anyhow::Resu
     let CalibrateArgs { space, cases: cases_file, limit, json, answers, features, model: args } = calibrate;
     let (limit, json, answers, features) = (*limit, *json, answers.as_deref(), features.as_deref());
     let cfg = load_config(space)?;
-    let mut cases = judge::calibrate::load_cases(cases_file).map_err(anyhow::Error::msg)?;
+    let mut cases = judge::calibrate::load_cases(cases_file)?;
     if let Some(n) = limit {
         cases.truncate(n);
     }
@@ -117,24 +117,24 @@ pub fn calibrate(calibrate: &CalibrateArgs, settings: &Settings) -> anyhow::Resu
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             // Timed on the corpus's pairs, which this run has not read yet
             // (the red-team cases are cached by now).
-            let corpus = judge::degrade::parse_corpus(trained::ANSWERS_JSONL).map_err(anyhow::Error::msg)?;
+            let corpus = judge::degrade::parse_corpus(trained::ANSWERS_JSONL)?;
             // One pair per answer (nothing shared), the gross families in turn.
             let mut fresh = judge::degrade::generate(&corpus, 1);
             fresh.retain(|p| {
                 let k: usize = p.id.split('-').next().and_then(|k| k.parse().ok()).unwrap_or(0);
                 p.family == judge::degrade::GROSS[k % judge::degrade::GROSS.len()]
             });
-            (FeatureTable::parse(&text).map_err(anyhow::Error::msg)?, fresh)
+            (FeatureTable::parse(&text)?, fresh)
         }
         (Some(answers), None) => {
             // Read the corpus's degradation families with this Space's
             // rubric and caps (slow: every pair through both models).
             let model = match &model {
                 Some(m) => m.clone(),
-                None => Arc::new(
-                    JudgeModel::load(&model_path(args, settings)?, args.threads.unwrap_or_else(default_threads))
-                        .map_err(anyhow::Error::msg)?,
-                ),
+                None => Arc::new(JudgeModel::load(
+                    &model_path(args, settings)?,
+                    args.threads.unwrap_or_else(default_threads),
+                )?),
             };
             let (pairs, sources) = corpus_pairs(answers, &[cases_file.to_owned()], 1)?;
             let reader = Judge::new(cfg.clone(), Some(model))?.with_embedder(embedder.clone());
@@ -143,15 +143,12 @@ pub fn calibrate(calibrate: &CalibrateArgs, settings: &Settings) -> anyhow::Resu
             (table, pairs)
         }
     };
-    let shipped = TrainedJudge::default_judge().map_err(anyhow::Error::msg)?;
+    let shipped = TrainedJudge::default_judge()?;
     println!("\n{}", trained::render_evaluation(&table, &shipped));
     // The combined judge's time per two-candidate match, all defenses.
     let model = match model {
         Some(m) => m,
-        None => Arc::new(
-            JudgeModel::load(&model_path(args, settings)?, args.threads.unwrap_or_else(default_threads))
-                .map_err(anyhow::Error::msg)?,
-        ),
+        None => Arc::new(JudgeModel::load(&model_path(args, settings)?, args.threads.unwrap_or_else(default_threads))?),
     };
     let embedder = match embedder {
         Some(e) => Some(e),
@@ -212,7 +209,7 @@ fn corpus_pairs(
     let mut pairs = judge::degrade::generate(&corpus, seed);
     pairs.extend(judge::degrade::null_pairs(&corpus));
     for file in cases {
-        let loaded = judge::calibrate::load_cases(file).map_err(anyhow::Error::msg)?;
+        let loaded = judge::calibrate::load_cases(file)?;
         let name = file.file_stem().map_or("cases".to_owned(), |s| format!("redteam-{}", s.to_string_lossy()));
         pairs.extend(trained::from_cases(&loaded, &name));
         sources.insert(file.display().to_string(), file_sha256(file)?);
@@ -229,8 +226,8 @@ pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<Exit
     let reader = || -> anyhow::Result<Judge> {
         let path = model_path(args, settings)?;
         let threads = args.threads.unwrap_or_else(default_threads);
-        let model = Arc::new(JudgeModel::load(&path, threads).map_err(anyhow::Error::msg)?);
-        let embedder = Arc::new(Embedder::load(&judge::embed::default_dir(&path)).map_err(anyhow::Error::msg)?);
+        let model = Arc::new(JudgeModel::load(&path, threads)?);
+        let embedder = Arc::new(Embedder::load(&judge::embed::default_dir(&path))?);
         // Read as a Space with the default rubric and a 160-token cap.
         let cfg = JudgeConfig::parse(
             "[judge]\nmode = \"pairwise\"\nmax_candidate_tokens = 160\n",
@@ -243,7 +240,7 @@ pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<Exit
     let table = match features {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let mut table = FeatureTable::parse(&text).map_err(anyhow::Error::msg)?;
+            let mut table = FeatureTable::parse(&text)?;
             if !refresh.is_empty() {
                 let (pairs, sources) = corpus_pairs(answers, cases, seed)?;
                 let chosen: Vec<_> = pairs.into_iter().filter(|p| refresh.contains(&p.family)).collect();
@@ -262,7 +259,7 @@ pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<Exit
                 if let Some(out) = features_out {
                     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
                 }
-                table = FeatureTable::parse(std::str::from_utf8(&bytes)?).map_err(anyhow::Error::msg)?;
+                table = FeatureTable::parse(std::str::from_utf8(&bytes)?)?;
             }
             table
         }
@@ -281,7 +278,7 @@ pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<Exit
             }
             // Fit on the table as the file gives it back, so that a refit
             // from the file (`--features`) gives the same bytes.
-            FeatureTable::parse(std::str::from_utf8(&bytes)?).map_err(anyhow::Error::msg)?
+            FeatureTable::parse(std::str::from_utf8(&bytes)?)?
         }
     };
     let judge = trained::fit_artifact(&table, exclude, without, trained::DEFAULT_L2, trained::DEFAULT_ITERATIONS);

@@ -136,7 +136,7 @@ pub async fn dry_run(dry: &SpaceDryRunArgs, settings: &Settings) -> anyhow::Resu
     } else {
         None
     };
-    let judge = Arc::new(judge::Judge::new(Arc::new(space.judge.clone()), judge_model)?.with_embedder_for(&model)?);
+    let judge = Arc::new(judge::Judge::for_space(Arc::new(space.judge.clone()), judge_model, &model)?);
     eprintln!("dry run: models loaded in {:.1} s", started.elapsed().as_secs_f64());
     let seats = crate::work::dry_run::seats(Vec::new());
     let report = crate::work::dry_run::run(&space, generator, judge, matches, &seats, |done, n| {

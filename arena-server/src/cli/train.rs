@@ -126,7 +126,7 @@ pub fn space_judge(
     let judge_model = if config.needs_model() {
         let file = std::fs::File::open(model).with_context(|| format!("opening {}", model.display()))?;
         let sha = agent_runtime::model_file::sha256_reader(std::io::BufReader::new(file))?;
-        Some(Arc::new(JudgeModel::new(runtime.clone(), sha).map_err(anyhow::Error::msg)?))
+        Some(Arc::new(JudgeModel::new(runtime.clone(), sha)?))
     } else {
         None
     };

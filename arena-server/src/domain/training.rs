@@ -23,9 +23,7 @@ impl TrainingPolicy {
             ("manual", Some(_)) => Err(DomainError::new("every_pairs", "every_pairs goes with mode \"every\"")),
             ("every", Some(n)) if (1..=100_000).contains(&n) => Ok(TrainingPolicy::Every(n)),
             ("every", _) => Err(DomainError::new("every_pairs", "mode \"every\" needs every_pairs in 1..=100000")),
-            (other, _) => {
-                Err(DomainError::new("mode", format!("mode {other:?} is not one of \"manual\", \"every\"")))
-            }
+            (other, _) => Err(DomainError::new("mode", format!("mode {other:?} is not one of \"manual\", \"every\""))),
         }
     }
 

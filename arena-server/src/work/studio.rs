@@ -66,7 +66,7 @@ async fn studio_judge(ctx: &Context, space: &Space) -> anyhow::Result<judge::Jud
     } else {
         None
     };
-    Ok(judge::Judge::new(Arc::new(space.judge.clone()), model)?.with_embedder_for(ctx.playground.model_path())?)
+    Ok(judge::Judge::for_space(Arc::new(space.judge.clone()), model, ctx.playground.model_path())?)
 }
 
 async fn dry_run(

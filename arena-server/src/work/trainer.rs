@@ -27,6 +27,7 @@ use crate::domain::{JobId, JobStatus, Topic};
 use crate::store::training::{self, Claimed};
 use crate::store::{adapters, agents};
 use agent_runtime::engine::{Engine, EngineConfig, Runtime};
+use agent_runtime::pairs::PairRow;
 use agent_runtime::train::StepMetrics;
 use agent_runtime::train::grpo::{GrpoPrompt, GrpoStepMetrics, Reward};
 use agent_runtime::train::manifest::{self, GrpoFiles, RunFiles};
@@ -262,12 +263,9 @@ async fn run_job(
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&pairs_path)?);
         for pair in &pairs {
-            let mut line = serde_json::json!({"id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen,
-                                              "rejected": pair.rejected});
-            if !system_prompt.is_empty() {
-                line["system"] = serde_json::Value::String(system_prompt.clone());
-            }
-            writeln!(file, "{line}")?;
+            let id = pair.id.to_string();
+            let row = PairRow::new(&pair.prompt, &pair.chosen, &pair.rejected).id(&id).system(&system_prompt);
+            writeln!(file, "{}", row.line())?;
         }
         file.flush()?;
     }
@@ -308,12 +306,9 @@ async fn run_job(
         let decisions = &decisions[..decisions.len().min(settings.max_pairs)];
         let mut file = std::io::BufWriter::new(std::fs::File::create(&pairs_path)?);
         for (k, d) in decisions.iter().enumerate() {
-            let mut line = serde_json::json!({"id": format!("decision-{k}"), "prompt": d.view, "chosen": d.better,
-                                              "rejected": d.worse});
-            if !system_prompt.is_empty() {
-                line["system"] = serde_json::Value::String(system_prompt.clone());
-            }
-            writeln!(file, "{line}")?;
+            let id = format!("decision-{k}");
+            let row = PairRow::new(&d.view, &d.better, &d.worse).id(&id).system(&system_prompt);
+            writeln!(file, "{}", row.line())?;
         }
         file.flush()?;
     }
@@ -574,7 +569,7 @@ async fn space_judge(
     } else {
         None
     };
-    Ok(Judge::new(judge_config, judge_model)?.with_embedder_for(&trainer.model_path)?)
+    Ok(Judge::for_space(judge_config, judge_model, &trainer.model_path)?)
 }
 
 /// The gate's prompts: `count` of the Space's held-out prompts drawn by a

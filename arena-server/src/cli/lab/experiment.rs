@@ -17,6 +17,7 @@ use crate::cli::space::load_space;
 use crate::domain::space::PromptItem;
 use agent_runtime::chat::Message;
 use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
+use agent_runtime::pairs::PairRow;
 use agent_runtime::sampling::SamplingParams;
 use agent_runtime::train::grpo::{AdvantageKind, GrpoPrompt, GrpoSettings};
 use agent_runtime::train::manifest::{self, GrpoFiles, RunFiles};
@@ -145,12 +146,9 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         agent_runtime::model_file::sha256_reader(std::io::BufReader::new(file))?
     };
     let runtime = Arc::new(Runtime::load(&model, threads)?);
-    let judge_model = if space.judge.needs_model() {
-        Some(Arc::new(JudgeModel::new(runtime.clone(), model_sha).map_err(anyhow::Error::msg)?))
-    } else {
-        None
-    };
-    let judge = Judge::new(Arc::new(space.judge.clone()), judge_model)?.with_embedder_for(&model)?;
+    let judge_model =
+        if space.judge.needs_model() { Some(Arc::new(JudgeModel::new(runtime.clone(), model_sha)?)) } else { None };
+    let judge = Judge::for_space(Arc::new(space.judge.clone()), judge_model, &model)?;
     let compete_judge = if args.verifiers_only {
         let mut cfg = space.judge.clone();
         cfg.mode = judge::JudgeMode::None;
@@ -357,11 +355,8 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
                 if chosen.trim().is_empty() || rejected.trim().is_empty() || chosen == rejected {
                     continue;
                 }
-                let line = serde_json::json!({
-                    "id": format!("g{}-p{i}-{}-{}", g + 1, pair.chosen, pair.rejected),
-                    "prompt": item.prompt, "chosen": chosen, "rejected": rejected, "margin": pair.margin,
-                });
-                made.push(line.to_string());
+                let id = format!("g{}-p{i}-{}-{}", g + 1, pair.chosen, pair.rejected);
+                made.push(PairRow::new(&item.prompt, &chosen, &rejected).id(&id).margin(pair.margin).line());
             }
         }
         std::fs::write(gen_dir.join("pairs.jsonl"), made.iter().map(|l| format!("{l}\n")).collect::<String>())?;
@@ -532,7 +527,7 @@ mod tests {
     #[test]
     fn sft_keeps_each_prompts_winner_once() {
         let line = |prompt: &str, chosen: &str, rejected: &str| {
-            serde_json::json!({"prompt": prompt, "chosen": chosen, "rejected": rejected}).to_string()
+            agent_runtime::pairs::PairRow::new(prompt, chosen, rejected).line()
         };
         let lines = vec![
             line("p1", "a", "x"),

@@ -93,7 +93,12 @@ async fn measure(settings: &Settings, url: &str, args: &ExportBenchArgs) -> anyh
         let took = t.elapsed().as_secs_f64();
         let (peak, _) = rss();
         let done = export_store::get(&pool, export.id).await?.context("the export vanished")?;
-        anyhow::ensure!(done.status == crate::domain::ExportStatus::Done, "export {}: {}", done.status, done.error.unwrap_or_default());
+        anyhow::ensure!(
+            done.status == crate::domain::ExportStatus::Done,
+            "export {}: {}",
+            done.status,
+            done.error.unwrap_or_default()
+        );
         let bytes = done.files[0]["bytes"].as_u64().unwrap_or(0);
         if let Some(to) = &args.out {
             let to = to.join(format);

@@ -20,6 +20,7 @@ use crate::cli::model::model_path;
 use crate::cli::space::load_space;
 use crate::work::games::{Player, Score, Table, illegal, seat_score};
 use agent_runtime::engine::{Engine, EngineConfig, Runtime};
+use agent_runtime::pairs::PairRow;
 use agent_runtime::train::manifest::{self, RunFiles};
 use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
 use anyhow::{Context, bail};
@@ -178,13 +179,8 @@ pub async fn run(args: &GamesArgs, settings: &Settings) -> anyhow::Result<()> {
         let mut lines = Vec::new();
         for (k, (_, decisions)) in played.iter().enumerate() {
             for (j, d) in decisions.iter().enumerate() {
-                lines.push(
-                    serde_json::json!({
-                        "id": format!("g{}-game{k}-d{j}", g + 1),
-                        "prompt": d.view, "chosen": d.better, "rejected": d.worse, "margin": d.margin,
-                    })
-                    .to_string(),
-                );
+                let id = format!("g{}-game{k}-d{j}", g + 1);
+                lines.push(PairRow::new(&d.view, &d.better, &d.worse).id(&id).margin(d.margin).line());
             }
         }
         lines.truncate(args.max_pairs);

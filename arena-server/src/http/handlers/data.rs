@@ -388,7 +388,8 @@ pub async fn retry(
         return Err(ApiError::conflict("status", format!("export {} is {}, not failed", export.id, export.status)));
     }
     tokio::spawn(crate::work::exports::run_logged(state.db.clone(), state.data_dir.clone(), export.id));
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"id": export.id, "status": crate::domain::ExportStatus::Queued})))
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({"id": export.id, "status": crate::domain::ExportStatus::Queued})))
 }
 
 /// GET /api/v1/data/exports/{id}/files/{name} — one of a finished export's

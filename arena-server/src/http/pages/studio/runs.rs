@@ -120,12 +120,17 @@ pub async fn red_team(
     if let Some(name) = form.corpus.map(|c| c.into_inner()).filter(|c| !c.is_empty()) {
         let (_, text) =
             CORPORA.iter().find(|(n, _)| *n == name).ok_or(PageError::BadForm(format!("no corpus {name:?}")))?;
-        cases.extend(judge::calibrate::parse_cases(text, &name, MAX_CASES).map_err(PageError::BadForm)?);
+        cases.extend(
+            judge::calibrate::parse_cases(text, &name, MAX_CASES).map_err(|e| PageError::BadForm(e.to_string()))?,
+        );
     }
     if let Some(upload) = form.cases.filter(|b| !b.data.is_empty()) {
         let text = std::str::from_utf8(&upload.data)
             .map_err(|_| PageError::BadForm("the cases file is not UTF-8".to_owned()))?;
-        cases.extend(judge::calibrate::parse_cases(text, "your cases", MAX_CASES).map_err(PageError::BadForm)?);
+        cases.extend(
+            judge::calibrate::parse_cases(text, "your cases", MAX_CASES)
+                .map_err(|e| PageError::BadForm(e.to_string()))?,
+        );
     }
     if cases.is_empty() || cases.len() > MAX_CASES {
         return Err(PageError::BadForm(format!("choose a corpus or upload cases (1 to {MAX_CASES})")));
