@@ -174,7 +174,8 @@ pub(super) fn load_prompts(
             )),
             Some(count) if errors.is_empty() => {
                 let tiers = s.tiers.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
-                expand(template, s.reference_template.as_ref(), &names, &vars, &tiers, count, &mut items, errors)
+                let grid = Grid { names: &names, vars: &vars, tiers: &tiers, count };
+                expand(template, s.reference_template.as_ref(), grid, &mut items, errors)
             }
             Some(_) => {}
         }
@@ -182,21 +183,28 @@ pub(super) fn load_prompts(
     items
 }
 
+/// A template's variables: their names in order, their values, the tiers
+/// their values carry, and how many combinations they make.
+#[derive(Clone, Copy)]
+struct Grid<'a> {
+    names: &'a [String],
+    vars: &'a BTreeMap<String, Vec<String>>,
+    tiers: &'a BTreeMap<String, Vec<u32>>,
+    count: usize,
+}
+
 /// Builds the template's prompts one combination at a time, in order,
 /// stopping at the first one over `MAX_PROMPT_CHARS` or once their total
 /// passes `MAX_PROMPTS_BYTES`: what is built never exceeds the caps by
 /// more than one prompt.
-#[allow(clippy::too_many_arguments)]
 fn expand(
     template: &Spanned<String>,
     reference: Option<&Spanned<String>>,
-    names: &[String],
-    vars: &BTreeMap<String, Vec<String>>,
-    tiers: &BTreeMap<String, Vec<u32>>,
-    count: usize,
+    grid: Grid<'_>,
     items: &mut Vec<PromptItem>,
     errors: &mut Vec<SpecError>,
 ) {
+    let Grid { names, vars, tiers, count } = grid;
     let mut total = 0usize;
     for index in 0..count {
         // The index's digits in the mixed radix of the variables' counts,

@@ -69,7 +69,6 @@ fn choice<T: Copy>(
 
 /// Checks the two tables together (each names what the other must agree
 /// with). `whole` is the span reported for a missing table.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn check(
     turns: Option<&Spanned<TurnsFile>>,
     referee: Option<&Spanned<RefereeFile>>,

@@ -94,7 +94,8 @@ pub async fn run(
         async move {
             let t = Instant::now();
             if let Some(referee) = &space.game {
-                return play(space, referee, generator, judge, &game_seats, (prompt, reference), m, t)
+                let sample = SampleGame { index: m, prompt, reference, started: t };
+                return play(space, referee, generator, judge, &game_seats, sample)
                     .await
                     .inspect(|_| progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, n));
             }
@@ -134,17 +135,24 @@ pub async fn run(
 /// part is its output. The Space's judge reads the parts (its verifiers'
 /// results are the report's); when the referee decides, its outcome ranks
 /// the seats and makes the pairs, as in the arena.
-#[allow(clippy::too_many_arguments)]
+/// The sample match a game is: its number in the dry run, its prompt and
+/// reference, and when it started.
+struct SampleGame {
+    index: usize,
+    prompt: String,
+    reference: Option<String>,
+    started: Instant,
+}
+
 async fn play(
     space: &Space,
     referee: &referee::Referee,
     generator: Arc<dyn Generator>,
     judge: Arc<judge::Judge>,
     seats: &[Seat],
-    (prompt, reference): (String, Option<String>),
-    m: usize,
-    t: Instant,
+    sample: SampleGame,
 ) -> anyhow::Result<DryMatch> {
+    let SampleGame { index: m, prompt, reference, started: t } = sample;
     // Every referee call on a blocking thread: a designer's script may use
     // its whole time limit (and runs on the script threads from there).
     let rules = Arc::new(referee.clone());

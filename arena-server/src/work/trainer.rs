@@ -274,6 +274,7 @@ async fn run_job(
         None => None,
     };
     let loaded = trainer.loaded().await?;
+    let run = Run { ctx, trainer, job: &job, loaded: &loaded, settings: &settings };
     let mut cfg = settings.train_config(trainer.threads);
     cfg.cancel = cancel;
     let out = work.join("adapter");
@@ -314,11 +315,11 @@ async fn run_job(
     }
 
     let manifest_json = if settings.needs_pairs() {
-        train_on_pairs(ctx, trainer, &job, &loaded, &pairs_path, parent_dir.clone(), &out, cfg).await?
+        train_on_pairs(&run, &pairs_path, parent_dir.clone(), &out, cfg).await?
     } else {
         let player = crate::work::games::Player { adapter: parent_dir.clone(), system: system_prompt.clone() };
         let place = GrpoPlace { space: &space, system_prompt: &system_prompt, game: game.map(|_| player) };
-        train_grpo(ctx, trainer, &job, &loaded, &settings, place, parent_dir.clone(), &out, cfg).await?
+        train_grpo(&run, place, parent_dir.clone(), &out, cfg).await?
     };
 
     // The adapter goes where every adapter goes: checked, stored by content.
@@ -331,10 +332,33 @@ async fn run_job(
     let moved = training::start_gate(&ctx.db, job.id, &ctx.consumer, &sha, &manifest_json).await?;
     anyhow::ensure!(moved, "another trainer took the job over");
     let new_dir = adapters::materialize(&ctx.db, &data_dir, &sha).await?;
+    let input = GateInput { space: &space, system_prompt: &system_prompt, sampling: &sampling, new_dir, parent_dir };
     if game.is_some() {
-        return game_gate(ctx, &job, &loaded, &settings, &space, &system_prompt, &sampling, new_dir, parent_dir).await;
+        return game_gate(&run, input).await;
     }
-    gate(ctx, trainer, &job, &loaded, &settings, &space, &system_prompt, &sampling, new_dir, parent_dir).await
+    gate(&run, input).await
+}
+
+/// What a job's training and gate run on: the job, the trainer's loaded
+/// model, and the job's settings.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    ctx: &'a Context,
+    trainer: &'a Trainer,
+    job: &'a Claimed,
+    loaded: &'a Arc<Loaded>,
+    settings: &'a JobSettings,
+}
+
+/// What a gate compares: the new adapter and its parent, as the agent's
+/// current version plays them (its system prompt and sampling), in the
+/// job's Space.
+struct GateInput<'a> {
+    space: &'a Arc<crate::domain::space::Space>,
+    system_prompt: &'a str,
+    sampling: &'a crate::domain::agent::AgentSampling,
+    new_dir: PathBuf,
+    parent_dir: Option<PathBuf>,
 }
 
 /// Training prompts a game job plays itself from (each from both seats).
@@ -352,18 +376,9 @@ fn referee_game(space: &crate::domain::space::Space) -> Option<&referee::Referee
 /// held-out starting prompts, once from each seat, at the agent's sampling
 /// temperature with seeds fixed by the job; each game a win, a tie or a
 /// loss for the new version; the same decision rule as every gate.
-#[allow(clippy::too_many_arguments)]
-async fn game_gate(
-    ctx: &Context,
-    job: &Claimed,
-    loaded: &Arc<Loaded>,
-    settings: &JobSettings,
-    space: &Arc<crate::domain::space::Space>,
-    system_prompt: &str,
-    sampling: &crate::domain::agent::AgentSampling,
-    new_dir: PathBuf,
-    parent_dir: Option<PathBuf>,
-) -> anyhow::Result<JobStatus> {
+async fn game_gate(run: &Run<'_>, input: GateInput<'_>) -> anyhow::Result<JobStatus> {
+    let Run { ctx, job, loaded, settings, .. } = *run;
+    let GateInput { space, system_prompt, sampling, new_dir, parent_dir } = input;
     // Each prompt is two games.
     let (prompts, seed) = gate_draw(job, settings, space, settings.gate_prompts.div_ceil(2).max(1));
     let referee = space.game.clone().ok_or_else(|| anyhow::anyhow!("no referee"))?;
@@ -401,17 +416,14 @@ async fn game_gate(
 }
 
 /// DPO or SFT on the job's pairs (written to `pairs_path`); the manifest.
-#[allow(clippy::too_many_arguments)]
 async fn train_on_pairs(
-    ctx: &Context,
-    trainer: &Trainer,
-    job: &Claimed,
-    loaded: &Arc<Loaded>,
+    run: &Run<'_>,
     pairs_path: &std::path::Path,
     parent_dir: Option<PathBuf>,
     out: &std::path::Path,
     cfg: agent_runtime::train::TrainConfig,
 ) -> anyhow::Result<serde_json::Value> {
+    let Run { ctx, trainer, job, loaded, .. } = *run;
     // Train on a blocking thread; each step's metrics come back here.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepMetrics>();
     let training = {
@@ -454,18 +466,14 @@ const GAME_GRPO_POSITIONS: usize = 64;
 /// training openings (each the view of the seat to move) and a sampled
 /// answer's reward is that seat's final score when its line is played out
 /// by the parent (a per-turn reward; legal answers pass).
-#[allow(clippy::too_many_arguments)]
 async fn train_grpo(
-    ctx: &Context,
-    trainer: &Trainer,
-    job: &Claimed,
-    loaded: &Arc<Loaded>,
-    settings: &JobSettings,
+    run: &Run<'_>,
     place: GrpoPlace<'_>,
     parent_dir: Option<PathBuf>,
     out: &std::path::Path,
     cfg: agent_runtime::train::TrainConfig,
 ) -> anyhow::Result<serde_json::Value> {
+    let Run { ctx, trainer, job, loaded, settings } = *run;
     let GrpoPlace { space, system_prompt, game } = place;
     let source = match game {
         Some(_) => format!("space {} v{}: positions from the parent's self-play", job.space_id, job.space_version),
@@ -592,19 +600,9 @@ fn gate_draw(
 
 /// The gate: the new version against its parent on held-out prompts,
 /// same seeds, judged by the Space's judge; the job's final status.
-#[allow(clippy::too_many_arguments)]
-async fn gate(
-    ctx: &Context,
-    trainer: &Trainer,
-    job: &Claimed,
-    loaded: &Arc<Loaded>,
-    settings: &JobSettings,
-    space: &Arc<crate::domain::space::Space>,
-    system_prompt: &str,
-    sampling: &crate::domain::agent::AgentSampling,
-    new_dir: PathBuf,
-    parent_dir: Option<PathBuf>,
-) -> anyhow::Result<JobStatus> {
+async fn gate(run: &Run<'_>, input: GateInput<'_>) -> anyhow::Result<JobStatus> {
+    let Run { ctx, trainer, job, loaded, settings } = *run;
+    let GateInput { space, system_prompt, sampling, new_dir, parent_dir } = input;
     // The gate: new against parent on held-out prompts, same seeds.
     let (prompts, _) = gate_draw(job, settings, space, settings.gate_prompts);
     let mut jobs = Vec::with_capacity(2 * prompts.len());

@@ -150,7 +150,8 @@ pub async fn run(args: &GamesArgs, settings: &Settings) -> anyhow::Result<()> {
             let table = table.clone();
             let out = gen_dir.join("adapter");
             let train_started = Instant::now();
-            let (positions, last) = grpo_generation(args, &runtime, &model, table, &current, &picks, g, &out).await?;
+            let plan = GrpoGeneration { index: g, picks: &picks, out: &out };
+            let (positions, last) = grpo_generation(args, &runtime, &model, table, &current, plan).await?;
             generation.train_seconds = train_started.elapsed().as_secs_f64();
             generation.train_games = 2 * picks.len();
             generation.pairs = positions;
@@ -229,22 +230,28 @@ pub async fn run(args: &GamesArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which generation a GRPO step trains, from which training openings,
+/// into which folder.
+struct GrpoGeneration<'a> {
+    index: usize,
+    picks: &'a [String],
+    out: &'a std::path::Path,
+}
+
 /// One GRPO generation: positions from the agent's games against the base
 /// model on `picks` (the agent's turns, both seats), answers sampled there
 /// by the policy, each rewarded by the agent's end of the line it starts
 /// (played out against the base at the sampling temperature). Returns the
 /// positions used and the last step's figures.
-#[allow(clippy::too_many_arguments)]
 async fn grpo_generation(
     args: &GamesArgs,
     runtime: &Arc<Runtime>,
     model: &std::path::Path,
     table: Arc<Table>,
     current: &Player,
-    picks: &[String],
-    g: usize,
-    out: &std::path::Path,
+    plan: GrpoGeneration<'_>,
 ) -> anyhow::Result<(usize, Option<agent_runtime::train::grpo::GrpoStepMetrics>)> {
+    let GrpoGeneration { index: g, picks, out } = plan;
     use agent_runtime::train::grpo::{GrpoPrompt, GrpoSettings, Reward};
     use agent_runtime::train::manifest::GrpoFiles;
     let base = Player::default();
