@@ -277,6 +277,93 @@ pub struct Judge {
     pub recent: Arc<signals::RecentAnswers>,
 }
 
+/// A match's texts as the judge reads them: the prompt and reference cut
+/// to `MAX_PROMPT_CHARS`, each output to `MAX_CANDIDATE_CHARS`, and what
+/// was cut.
+struct Texts {
+    prompt: String,
+    reference: Option<String>,
+    capped: Vec<String>,
+    truncated: BTreeMap<String, Truncation>,
+}
+
+impl Texts {
+    fn capped(input: &MatchInput) -> Texts {
+        let (prompt, _) = text::cap_chars(&input.prompt, MAX_PROMPT_CHARS);
+        let reference = input.reference.as_deref().map(|r| text::cap_chars(r, MAX_PROMPT_CHARS).0);
+        let mut truncated: BTreeMap<String, Truncation> = BTreeMap::new();
+        let capped: Vec<String> = input
+            .candidates
+            .iter()
+            .map(|c| {
+                let (t, cut) = text::cap_chars(&c.text, MAX_CANDIDATE_CHARS);
+                if cut {
+                    truncated.insert(
+                        c.id.clone(),
+                        Truncation { chars: Some((c.text.chars().count(), MAX_CANDIDATE_CHARS)), judge_tokens: None },
+                    );
+                }
+                t
+            })
+            .collect();
+        Texts { prompt, reference, capped, truncated }
+    }
+}
+
+/// The verifiers' side of a verdict.
+struct Checked {
+    results: Vec<Vec<VerifierResult>>,
+    /// Whether each output passed every hard check and guard.
+    gate: Vec<bool>,
+    /// Per output: (weighted sum of verifier scores, their weight).
+    verifier_score: Vec<(f64, f64)>,
+}
+
+/// The AI judge's side of a verdict.
+struct Reading {
+    report: JudgeReport,
+    judge_score: Vec<f64>,
+    /// outcome[i][j]: the debiased P(i better than j) where judged.
+    outcome: Vec<Vec<Option<(f64, bool)>>>,
+    /// P(a better | a shown first) for each ordered pair judged.
+    by_order: BTreeMap<(usize, usize), (f64, f64)>,
+}
+
+impl Reading {
+    /// Judge scores from a Bradley–Terry fit of the outcomes, per gate tier.
+    fn fit_tiers(&mut self, gate: &[bool]) {
+        let n = gate.len();
+        let wins: Vec<Vec<f64>> =
+            self.outcome.iter().map(|row| row.iter().map(|o| o.map_or(0.0, |(p, _)| p)).collect()).collect();
+        for tier in [true, false] {
+            let members: Vec<usize> = (0..n).filter(|&i| gate[i] == tier).collect();
+            if members.len() < 2 {
+                continue;
+            }
+            let sub: Vec<Vec<f64>> = members.iter().map(|&i| members.iter().map(|&j| wins[i][j]).collect()).collect();
+            let theta = aggregate::bradley_terry(&sub, 0.5);
+            for (a, &i) in members.iter().enumerate() {
+                let others = members.len() - 1;
+                self.judge_score[i] = (0..members.len())
+                    .filter(|&b| b != a)
+                    .map(|b| aggregate::sigmoid(theta[a] - theta[b]))
+                    .sum::<f64>()
+                    / others as f64;
+            }
+        }
+    }
+}
+
+/// What the AI judge is asked: the question, the outputs as it reads them,
+/// and the nonce that fences them.
+struct Asked<'a> {
+    model: &'a JudgeModel,
+    question: &'a str,
+    judged: &'a [String],
+    refs: &'a [&'a str],
+    nonce: &'a str,
+}
+
 /// Records P(i better than j) = `o` both ways.
 fn set_outcome(outcome: &mut [Vec<Option<(f64, bool)>>], i: usize, j: usize, o: f64, consistent: bool) {
     outcome[i][j] = Some((o, consistent));
@@ -441,46 +528,35 @@ impl Judge {
     /// Ranks one match.
     pub fn judge(&self, input: &MatchInput) -> Result<Verdict, JudgeError> {
         Judge::check_input(input)?;
-        let cfg = &self.config;
-        let d = self.defenses;
-        let n = input.candidates.len();
-        let (prompt, _) = text::cap_chars(&input.prompt, MAX_PROMPT_CHARS);
-        let reference = input.reference.as_deref().map(|r| text::cap_chars(r, MAX_PROMPT_CHARS).0);
-        let folded_prompt = text::fold(&prompt, true);
-        let mut truncated: BTreeMap<String, Truncation> = BTreeMap::new();
-        let capped: Vec<String> = input
-            .candidates
-            .iter()
-            .map(|c| {
-                let (t, cut) = text::cap_chars(&c.text, MAX_CANDIDATE_CHARS);
-                if cut {
-                    truncated.insert(
-                        c.id.clone(),
-                        Truncation { chars: Some((c.text.chars().count(), MAX_CANDIDATE_CHARS)), judge_tokens: None },
-                    );
-                }
-                t
-            })
-            .collect();
+        let mut texts = Texts::capped(input);
+        let checked = self.verify(&texts);
+        let reading = self.read(input, &mut texts, &checked.gate)?;
+        Ok(self.verdict(input, texts, checked, reading))
+    }
 
-        // Verifiers and guards.
+    /// The verifiers and guards on every (capped) output: each one's
+    /// results, whether it passed the hard checks, and its weighted score.
+    fn verify(&self, texts: &Texts) -> Checked {
+        let (cfg, d) = (&self.config, self.defenses);
+        let n = texts.capped.len();
+        let folded_prompt = text::fold(&texts.prompt, true);
         let counter = self.model.as_ref().map(|m| move |t: &str| m.count_tokens(t));
         let count_ref: Option<&dyn Fn(&str) -> usize> = counter.as_ref().map(|f| f as &dyn Fn(&str) -> usize);
-        let ctx = verify::Context { prompt: &prompt, reference: reference.as_deref(), count_tokens: count_ref };
-        let mut results: Vec<Vec<VerifierResult>> = Vec::with_capacity(n);
-        let mut gate = vec![true; n];
-        let mut verifier_score = vec![(0.0f64, 0.0f64); n]; // (weighted sum, weight)
-        for (i, out) in capped.iter().enumerate() {
+        let ctx =
+            verify::Context { prompt: &texts.prompt, reference: texts.reference.as_deref(), count_tokens: count_ref };
+        let mut checked =
+            Checked { results: Vec::with_capacity(n), gate: vec![true; n], verifier_score: vec![(0.0f64, 0.0f64); n] };
+        for (i, out) in texts.capped.iter().enumerate() {
             let mut list = Vec::new();
             for v in cfg.verifiers.iter().filter(|_| d.verifiers) {
                 let mut r = v.check(out, &ctx);
                 r.hard &= d.hard_verifiers;
                 if r.hard && !r.passed {
-                    gate[i] = false;
+                    checked.gate[i] = false;
                 }
                 if let Some(s) = r.score {
-                    verifier_score[i].0 += v.weight * s;
-                    verifier_score[i].1 += v.weight;
+                    checked.verifier_score[i].0 += v.weight * s;
+                    checked.verifier_score[i].1 += v.weight;
                 }
                 list.push(r);
             }
@@ -489,7 +565,7 @@ impl Judge {
                 for g in &cfg.guards {
                     let failure = g.check(&folded, &folded_prompt);
                     if failure.is_some() {
-                        gate[i] = false;
+                        checked.gate[i] = false;
                     }
                     list.push(VerifierResult {
                         name: format!("guard:{}", g.name()),
@@ -501,184 +577,208 @@ impl Judge {
                     });
                 }
             }
-            results.push(list);
+            checked.results.push(list);
         }
+        checked
+    }
 
-        // The AI judge.
-        let mut report = JudgeReport {
-            mode: cfg.mode,
-            model_sha256: self.model.as_ref().map(|m| m.sha256.clone()),
-            template_sha256: ai::template_sha256(),
-            comparisons: Vec::new(),
-            pointwise: BTreeMap::new(),
-            scores: BTreeMap::new(),
-            trained_sha256: None,
-            embedder_sha256: None,
-            signals: None,
-            tie_threshold: None,
+    /// The AI judge's reading of the outputs on each side of the hard
+    /// `gate`, in the Space's mode (none: every score ½, nothing compared).
+    fn read(&self, input: &MatchInput, texts: &mut Texts, gate: &[bool]) -> Result<Reading, JudgeError> {
+        let cfg = &self.config;
+        let n = texts.capped.len();
+        let mut reading = Reading {
+            report: JudgeReport {
+                mode: cfg.mode,
+                model_sha256: self.model.as_ref().map(|m| m.sha256.clone()),
+                template_sha256: ai::template_sha256(),
+                comparisons: Vec::new(),
+                pointwise: BTreeMap::new(),
+                scores: BTreeMap::new(),
+                trained_sha256: None,
+                embedder_sha256: None,
+                signals: None,
+                tie_threshold: None,
+            },
+            judge_score: vec![0.5f64; n],
+            outcome: vec![vec![None; n]; n],
+            by_order: BTreeMap::new(),
         };
-        let mut judge_score = vec![0.5f64; n];
-        // outcome[i][j]: the debiased P(i better than j) where judged.
-        let mut outcome: Vec<Vec<Option<(f64, bool)>>> = vec![vec![None; n]; n];
-        // P(a better | a shown first) for each ordered pair judged.
-        let mut by_order: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
-        if let (Some(model), true) = (&self.model, cfg.mode != JudgeMode::None) {
-            let (question, judged) = self.judged_texts(model, input, &capped, &prompt, &mut truncated);
-            let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
-            let nonce = ai::nonce(&question, &refs);
-            // Pairwise and combined outcomes are fitted per gate tier.
-            let mut bradley_terry = false;
-            match cfg.mode {
-                JudgeMode::Pairwise => {
-                    // Only candidates on the same side of the hard gate need
-                    // the judge: the gate already orders the others.
-                    let mut orders: Vec<(usize, usize)> = Vec::new();
-                    for i in 0..n {
-                        for j in i + 1..n {
-                            if gate[i] == gate[j] {
-                                orders.push((i, j));
-                                if d.both_orders {
-                                    orders.push((j, i));
-                                }
-                            }
-                        }
-                    }
-                    let pairs: Vec<(&str, &str)> = orders.iter().map(|&(a, b)| (refs[a], refs[b])).collect();
-                    let probs = model.pairwise(&question, &cfg.rubric, &pairs, &nonce, d.delimit)?;
-                    by_order = orders.iter().copied().zip(probs).collect();
-                    let tie = cfg.tie_threshold.unwrap_or_else(default_pairwise_tie);
-                    report.tie_threshold = Some(tie);
-                    for (&(i, j), &(p_first, mass)) in &by_order {
-                        if i > j {
-                            continue;
-                        }
-                        let second = by_order.get(&(j, i)).map(|&(p, _)| 1.0 - p);
-                        let consistent = second.is_none_or(|p2| (p_first - 0.5) * (p2 - 0.5) > 0.0);
-                        // Both orders: the debiased reading s, a tie below
-                        // the threshold set on the null set. One order: its
-                        // verdict as it is (position bias and all).
-                        let s = second.map(|p2| signals::debiased(p_first, 1.0 - p2));
-                        let o = match s {
-                            Some(s) if s.abs() < tie => 0.5,
-                            Some(s) => aggregate::sigmoid(s),
-                            None => p_first,
-                        };
-                        set_outcome(&mut outcome, i, j, o, consistent);
-                        report.comparisons.push(Comparison {
-                            a: input.candidates[i].id.clone(),
-                            b: input.candidates[j].id.clone(),
-                            p_a_first: p_first,
-                            p_a_second: second,
-                            consistent,
-                            s,
-                            z: None,
-                            outcome: o,
-                            mass,
-                        });
-                    }
-                    bradley_terry = true;
-                }
-                JudgeMode::Combined => {
-                    let trained = cfg.trained.as_ref().ok_or_else(|| {
-                        JudgeError::Model("the combined judge has no trained model configured".to_owned())
-                    })?;
-                    if trained.judge.uses_embeddings() && self.embedder.is_none() {
-                        return Err(JudgeError::Model(
-                            "the combined judge reads embeddings: the embedding model is not loaded (fetch it with \
-                             `arena model fetch`)"
-                                .to_owned(),
-                        ));
-                    }
-                    let mut orders: Vec<(usize, usize)> = Vec::new();
-                    if trained.judge.uses_pairwise() {
-                        for i in 0..n {
-                            for j in i + 1..n {
-                                if gate[i] == gate[j] {
-                                    orders.push((i, j));
-                                    orders.push((j, i));
-                                }
-                            }
-                        }
-                    }
-                    let sig = self.read_signals(model, &question, reference.as_deref(), &judged, &orders)?;
-                    let tie = trained.judge.tie_threshold;
-                    report.tie_threshold = Some(tie);
-                    report.trained_sha256 = Some(trained.sha256.clone());
-                    report.embedder_sha256 = self.embedder.as_ref().map(|e| e.sha256.clone());
-                    for i in 0..n {
-                        for j in i + 1..n {
-                            if gate[i] != gate[j] {
-                                continue;
-                            }
-                            let z = trained.judge.z(&sig.difference(i, j));
-                            // A signal that is not a number decides nothing:
-                            // a tie, never an order by slot.
-                            let o = if !z.is_finite() || z.abs() < tie { 0.5 } else { aggregate::sigmoid(z) };
-                            let (p_first, second, consistent) = match &sig.p_a {
-                                Some(p) => (
-                                    p[i][j].0,
-                                    Some(1.0 - p[i][j].1),
-                                    sig.orders_agree.as_ref().is_none_or(|a| a[i][j]),
-                                ),
-                                None => (0.5, None, true),
-                            };
-                            if let Some(p) = &sig.p_a {
-                                by_order.insert((i, j), (p[i][j].0, 1.0));
-                                by_order.insert((j, i), (p[i][j].1, 1.0));
-                            }
-                            set_outcome(&mut outcome, i, j, o, consistent);
-                            report.comparisons.push(Comparison {
-                                a: input.candidates[i].id.clone(),
-                                b: input.candidates[j].id.clone(),
-                                p_a_first: p_first,
-                                p_a_second: second,
-                                consistent,
-                                s: sig.pairwise.as_ref().map(|p| p[i][j]),
-                                z: Some(z),
-                                outcome: o,
-                                mass: 1.0,
-                            });
-                        }
-                    }
-                    report.signals = Some(sig);
-                    bradley_terry = true;
-                }
-                JudgeMode::Pointwise => {
-                    let scored = model.pointwise(&question, &cfg.rubric, &refs, cfg.scale, &nonce, d.delimit)?;
-                    for (i, (s, mass)) in scored.into_iter().enumerate() {
-                        judge_score[i] = s;
-                        report.pointwise.insert(input.candidates[i].id.clone(), (s, mass));
-                    }
-                }
-                JudgeMode::None => {}
+        let (Some(model), true) = (&self.model, cfg.mode != JudgeMode::None) else { return Ok(reading) };
+        let (question, judged) = self.judged_texts(model, input, &texts.capped, &texts.prompt, &mut texts.truncated);
+        let refs: Vec<&str> = judged.iter().map(String::as_str).collect();
+        let nonce = ai::nonce(&question, &refs);
+        let asked = Asked { model, question: &question, judged: &judged, refs: &refs, nonce: &nonce };
+        // Pairwise and combined outcomes are fitted per gate tier.
+        let bradley_terry = match cfg.mode {
+            JudgeMode::Pairwise => {
+                self.pairwise(input, &asked, gate, &mut reading)?;
+                true
             }
-            if bradley_terry {
-                let wins: Vec<Vec<f64>> =
-                    outcome.iter().map(|row| row.iter().map(|o| o.map_or(0.0, |(p, _)| p)).collect()).collect();
-                for tier in [true, false] {
-                    let members: Vec<usize> = (0..n).filter(|&i| gate[i] == tier).collect();
-                    if members.len() < 2 {
-                        continue;
-                    }
-                    let sub: Vec<Vec<f64>> =
-                        members.iter().map(|&i| members.iter().map(|&j| wins[i][j]).collect()).collect();
-                    let theta = aggregate::bradley_terry(&sub, 0.5);
-                    for (a, &i) in members.iter().enumerate() {
-                        let others = members.len() - 1;
-                        judge_score[i] = (0..members.len())
-                            .filter(|&b| b != a)
-                            .map(|b| aggregate::sigmoid(theta[a] - theta[b]))
-                            .sum::<f64>()
-                            / others as f64;
+            JudgeMode::Combined => {
+                self.combined(input, &asked, texts.reference.as_deref(), gate, &mut reading)?;
+                true
+            }
+            JudgeMode::Pointwise => {
+                let d = self.defenses;
+                let scored = model.pointwise(&question, &cfg.rubric, &refs, cfg.scale, &nonce, d.delimit)?;
+                for (i, (s, mass)) in scored.into_iter().enumerate() {
+                    reading.judge_score[i] = s;
+                    reading.report.pointwise.insert(input.candidates[i].id.clone(), (s, mass));
+                }
+                false
+            }
+            JudgeMode::None => false,
+        };
+        if bradley_terry {
+            reading.fit_tiers(gate);
+        }
+        for (i, c) in input.candidates.iter().enumerate() {
+            reading.report.scores.insert(c.id.clone(), reading.judge_score[i]);
+        }
+        Ok(reading)
+    }
+
+    /// The pairwise judge: each pair on the same side of the gate read in
+    /// one or both orders, debiased, a tie under the null-set threshold.
+    fn pairwise(
+        &self,
+        input: &MatchInput,
+        asked: &Asked<'_>,
+        gate: &[bool],
+        reading: &mut Reading,
+    ) -> Result<(), JudgeError> {
+        let (cfg, d, n) = (&self.config, self.defenses, gate.len());
+        // Only candidates on the same side of the hard gate need the
+        // judge: the gate already orders the others.
+        let mut orders: Vec<(usize, usize)> = Vec::new();
+        for i in 0..n {
+            for j in i + 1..n {
+                if gate[i] == gate[j] {
+                    orders.push((i, j));
+                    if d.both_orders {
+                        orders.push((j, i));
                     }
                 }
-            }
-            for (i, c) in input.candidates.iter().enumerate() {
-                report.scores.insert(c.id.clone(), judge_score[i]);
             }
         }
+        let pairs: Vec<(&str, &str)> = orders.iter().map(|&(a, b)| (asked.refs[a], asked.refs[b])).collect();
+        let probs = asked.model.pairwise(asked.question, &cfg.rubric, &pairs, asked.nonce, d.delimit)?;
+        reading.by_order = orders.iter().copied().zip(probs).collect();
+        let tie = cfg.tie_threshold.unwrap_or_else(default_pairwise_tie);
+        reading.report.tie_threshold = Some(tie);
+        let by_order = reading.by_order.clone();
+        for (&(i, j), &(p_first, mass)) in &by_order {
+            if i > j {
+                continue;
+            }
+            let second = by_order.get(&(j, i)).map(|&(p, _)| 1.0 - p);
+            let consistent = second.is_none_or(|p2| (p_first - 0.5) * (p2 - 0.5) > 0.0);
+            // Both orders: the debiased reading s, a tie below the
+            // threshold set on the null set. One order: its verdict as it
+            // is (position bias and all).
+            let s = second.map(|p2| signals::debiased(p_first, 1.0 - p2));
+            let o = match s {
+                Some(s) if s.abs() < tie => 0.5,
+                Some(s) => aggregate::sigmoid(s),
+                None => p_first,
+            };
+            set_outcome(&mut reading.outcome, i, j, o, consistent);
+            reading.report.comparisons.push(Comparison {
+                a: input.candidates[i].id.clone(),
+                b: input.candidates[j].id.clone(),
+                p_a_first: p_first,
+                p_a_second: second,
+                consistent,
+                s,
+                z: None,
+                outcome: o,
+                mass,
+            });
+        }
+        Ok(())
+    }
 
-        // Scores, rank keys, ranks.
+    /// The combined judge: each pair on the same side of the gate decided
+    /// by the trained model on the difference of their signals.
+    fn combined(
+        &self,
+        input: &MatchInput,
+        asked: &Asked<'_>,
+        reference: Option<&str>,
+        gate: &[bool],
+        reading: &mut Reading,
+    ) -> Result<(), JudgeError> {
+        let n = gate.len();
+        let trained = self
+            .config
+            .trained
+            .as_ref()
+            .ok_or_else(|| JudgeError::Model("the combined judge has no trained model configured".to_owned()))?;
+        if trained.judge.uses_embeddings() && self.embedder.is_none() {
+            return Err(JudgeError::Model(
+                "the combined judge reads embeddings: the embedding model is not loaded (fetch it with \
+                 `arena model fetch`)"
+                    .to_owned(),
+            ));
+        }
+        let mut orders: Vec<(usize, usize)> = Vec::new();
+        if trained.judge.uses_pairwise() {
+            for i in 0..n {
+                for j in i + 1..n {
+                    if gate[i] == gate[j] {
+                        orders.push((i, j));
+                        orders.push((j, i));
+                    }
+                }
+            }
+        }
+        let sig = self.read_signals(asked.model, asked.question, reference, asked.judged, &orders)?;
+        let tie = trained.judge.tie_threshold;
+        reading.report.tie_threshold = Some(tie);
+        reading.report.trained_sha256 = Some(trained.sha256.clone());
+        reading.report.embedder_sha256 = self.embedder.as_ref().map(|e| e.sha256.clone());
+        for i in 0..n {
+            for j in i + 1..n {
+                if gate[i] != gate[j] {
+                    continue;
+                }
+                let z = trained.judge.z(&sig.difference(i, j));
+                // A signal that is not a number decides nothing: a tie,
+                // never an order by slot.
+                let o = if !z.is_finite() || z.abs() < tie { 0.5 } else { aggregate::sigmoid(z) };
+                let (p_first, second, consistent) = match &sig.p_a {
+                    Some(p) => (p[i][j].0, Some(1.0 - p[i][j].1), sig.orders_agree.as_ref().is_none_or(|a| a[i][j])),
+                    None => (0.5, None, true),
+                };
+                if let Some(p) = &sig.p_a {
+                    reading.by_order.insert((i, j), (p[i][j].0, 1.0));
+                    reading.by_order.insert((j, i), (p[i][j].1, 1.0));
+                }
+                set_outcome(&mut reading.outcome, i, j, o, consistent);
+                reading.report.comparisons.push(Comparison {
+                    a: input.candidates[i].id.clone(),
+                    b: input.candidates[j].id.clone(),
+                    p_a_first: p_first,
+                    p_a_second: second,
+                    consistent,
+                    s: sig.pairwise.as_ref().map(|p| p[i][j]),
+                    z: Some(z),
+                    outcome: o,
+                    mass: 1.0,
+                });
+            }
+        }
+        reading.report.signals = Some(sig);
+        Ok(())
+    }
+
+    /// Scores, rank keys, ranks, the verdict's confidence and its pairs.
+    fn verdict(&self, input: &MatchInput, texts: Texts, checked: Checked, reading: Reading) -> Verdict {
+        let cfg = &self.config;
+        let n = input.candidates.len();
+        let Checked { results, gate, verifier_score } = checked;
+        let Reading { report, judge_score, outcome, by_order } = reading;
         let judge_weight = if cfg.mode == JudgeMode::None { 0.0 } else { cfg.weight };
         let scores: Vec<f64> = (0..n)
             .map(|i| {
@@ -728,7 +828,7 @@ impl Judge {
         }
 
         let ids = |i: usize| input.candidates[i].id.clone();
-        Ok(Verdict {
+        Verdict {
             ranking: order.iter().map(|&i| ids(i)).collect(),
             ranks: (0..n).map(|i| (ids(i), rank[i])).collect(),
             scores: (0..n).map(|i| (ids(i), scores[i])).collect(),
@@ -737,8 +837,8 @@ impl Judge {
             verifiers: (0..n).map(|i| (ids(i), results[i].clone())).collect(),
             judge: report,
             pairs,
-            truncated,
-            defenses: d,
-        })
+            truncated: texts.truncated,
+            defenses: self.defenses,
+        }
     }
 }

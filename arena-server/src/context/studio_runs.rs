@@ -49,7 +49,7 @@ struct Run {
 
 /// Why a run was not started.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub enum RunRefused {
     #[error("one dry run or red team at a time: wait for yours to finish")]
     OwnRunning,
     #[error("busy: another designer's dry run or red team is running; try again in about {0} s")]
@@ -86,10 +86,10 @@ impl StudioRuns {
     /// Registers a run of `total` steps for `owner` (one running each) and
     /// takes a slot: the process runs `AT_ONCE` at once, and the next
     /// designer is told how long to wait, not queued behind it.
-    pub fn register(&self, owner: UserId, name: &str, base: &str, total: usize) -> Result<Started, Refused> {
+    pub fn register(&self, owner: UserId, name: &str, base: &str, total: usize) -> Result<Started, RunRefused> {
         let mut runs = self.lock();
         if runs.values().any(|r| r.view.owner == owner && r.view.result.is_none()) {
-            return Err(Refused::OwnRunning);
+            return Err(RunRefused::OwnRunning);
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             // The running runs' own pace says how long they have left.
@@ -103,13 +103,13 @@ impl StudioRuns {
                 .min()
                 .unwrap_or(30)
                 .clamp(5, 600);
-            return Err(Refused::Busy(left));
+            return Err(RunRefused::Busy(left));
         };
         while runs.len() >= KEPT {
             let Some(oldest) =
                 runs.iter().filter(|(_, r)| r.view.result.is_some()).min_by_key(|(_, r)| r.started).map(|(k, _)| *k)
             else {
-                return Err(Refused::Full);
+                return Err(RunRefused::Full);
             };
             runs.remove(&oldest);
         }

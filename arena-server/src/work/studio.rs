@@ -7,7 +7,7 @@
 //! stored or paid.
 
 use crate::context::Context;
-use crate::context::studio_runs::{Outcome, Refused};
+use crate::context::studio_runs::{Outcome, RunRefused};
 use crate::domain::space::Space;
 use crate::domain::{AgentId, UserId};
 use crate::work::dry_run::Seat;
@@ -23,7 +23,7 @@ pub fn start_dry_run(
     space: Space,
     n: usize,
     seats: Vec<Seat>,
-) -> Result<Uuid, Refused> {
+) -> Result<Uuid, RunRefused> {
     let started = ctx.studio_runs.register(owner, &space.name, base, n)?;
     let (id, ctx) = (started.id, ctx.clone());
     tokio::spawn(async move {
@@ -41,7 +41,7 @@ pub fn start_red_team(
     base: &str,
     space: Space,
     cases: Vec<judge::calibrate::Case>,
-) -> Result<Uuid, Refused> {
+) -> Result<Uuid, RunRefused> {
     let total = judge::calibrate::configurations().len();
     let started = ctx.studio_runs.register(owner, &space.name, base, total)?;
     let (id, ctx) = (started.id, ctx.clone());

@@ -1,6 +1,8 @@
 //! The web pages: server-rendered askama templates (`web/templates/`), one
 //! handler per page calling the same store functions and the same actions
-//! (`http::handlers`) as the JSON API — a page adds presentation, no rules.
+//! (`http::handlers`) as the JSON API — a page adds presentation and bounds
+//! the work a view asks for; the rules live in the actions. Handlers ask for
+//! who is looking and for their forms through the extractors of `extract`.
 //!
 //! `PAGES` is the one table of page routes: it mounts them and the
 //! authorization matrix test walks it as it walks `http::API`. Every

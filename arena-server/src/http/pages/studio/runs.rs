@@ -7,7 +7,7 @@
 
 use super::editor::lf;
 use super::{base_files, editor_again};
-use crate::context::studio_runs::{Outcome, Refused, RunView};
+use crate::context::studio_runs::{Outcome, RunRefused, RunView};
 use crate::domain::space::Space;
 use crate::domain::user::Scope;
 use crate::http::pages::extract::csrf_token;
@@ -54,8 +54,8 @@ pub struct RedTeamForm {
 csrf_token!(text: DryRunForm);
 csrf_token!(multipart: RedTeamForm);
 
-impl From<Refused> for PageError {
-    fn from(refused: Refused) -> PageError {
+impl From<RunRefused> for PageError {
+    fn from(refused: RunRefused) -> PageError {
         PageError::BadForm(refused.to_string())
     }
 }
