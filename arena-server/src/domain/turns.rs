@@ -68,7 +68,9 @@ fn choice<T: Copy>(
 }
 
 /// Checks the two tables together (each names what the other must agree
-/// with). `whole` is the span reported for a missing table.
+/// with): the referee's kind and its keys, the turn protocol, the policy
+/// for illegal moves, the rules themselves, and that every prompt opens a
+/// game.
 pub(super) fn check(
     turns: Option<&Spanned<TurnsFile>>,
     referee: Option<&Spanned<RefereeFile>>,
@@ -92,8 +94,23 @@ pub(super) fn check(
     };
     let before = errors.len();
     let (t, r) = (t.get_ref(), r.get_ref());
-    let kind = r.kind.get_ref().as_str();
     let seats = seats as usize;
+    let kind = check_kind(r, seats, errors)?;
+    let turns = check_protocol(t, kind, seats, max_new_tokens, errors);
+    let illegal = check_illegal(t, r, turns.order, errors);
+    let rules = check_rules(r, kind, seats, files, errors)?;
+    if errors.len() > before {
+        return None;
+    }
+    let built = Referee { turns, rules, illegal, seats };
+    check_openings(&built, prompts, errors)?;
+    Some(built)
+}
+
+/// The referee's kind (None when unknown), with the keys that do not apply
+/// to it and a seat count it cannot seat reported.
+fn check_kind<'a>(r: &'a RefereeFile, seats: usize, errors: &mut Vec<SpecError>) -> Option<&'a str> {
+    let kind = r.kind.get_ref().as_str();
     let known = ["tic-tac-toe", "connect-four", "negotiation", "debate", "script"];
     if !known.contains(&kind) {
         errors.push(SpecError::new(
@@ -119,7 +136,12 @@ pub(super) fn check(
     if seats > MAX_SEATS {
         errors.push(SpecError::new(r.kind.span(), format!("at most {MAX_SEATS} seats")));
     }
+    Some(kind)
+}
 
+/// The turn protocol: order, view, what happens at the turn limit, the
+/// limit, and tokens per turn.
+fn check_protocol(t: &TurnsFile, kind: &str, seats: usize, max_new_tokens: u32, errors: &mut Vec<SpecError>) -> Turns {
     let order = choice(
         &t.order,
         "turns.order",
@@ -188,7 +210,11 @@ pub(super) fn check(
         max_new_tokens as i64,
         errors,
     ) as u32;
+    Turns { order, max_turns, view, max_tokens, on_limit }
+}
 
+/// What an illegal move costs, and the keys that go with another policy.
+fn check_illegal(t: &TurnsFile, r: &RefereeFile, order: Order, errors: &mut Vec<SpecError>) -> Illegal {
     let illegal_kind = t_illegal(r, errors);
     let illegal = match illegal_kind {
         "penalty" => {
@@ -223,7 +249,18 @@ pub(super) fn check(
             errors.push(SpecError::new(span, format!("referee.{key} goes with illegal = {wanted:?}")));
         }
     }
+    illegal
+}
 
+/// The rules of `kind`: a grid, a negotiation's pot, a debate's positions,
+/// or a designer's script compiled from the Space's files.
+fn check_rules(
+    r: &RefereeFile,
+    kind: &str,
+    seats: usize,
+    files: &SpaceFiles,
+    errors: &mut Vec<SpecError>,
+) -> Option<Rules> {
     let rules = match kind {
         "tic-tac-toe" => Rules::Grid(Grid::new(GridKind::TicTacToe)),
         "connect-four" => Rules::Grid(Grid::new(GridKind::ConnectFour)),
@@ -292,13 +329,13 @@ pub(super) fn check(
             }
         }
     };
-    if errors.len() > before {
-        return None;
-    }
-    let built = Referee { turns: Turns { order, max_turns, view, max_tokens, on_limit }, rules, illegal, seats };
-    // Every prompt must start a game (a grid game's opening is checked
-    // here, not when a match meets it). Scripts are checked when a match
-    // starts: their `init` may be costly, and its errors refund the match.
+    Some(rules)
+}
+
+/// Every prompt must start a game (a grid game's opening is checked here,
+/// not when a match meets it). Scripts are checked when a match starts:
+/// their `init` may be costly, and its errors refund the match.
+fn check_openings(built: &Referee, prompts: &[super::prompts::PromptItem], errors: &mut Vec<SpecError>) -> Option<()> {
     if matches!(built.rules, Rules::Grid(_)) {
         for (k, p) in prompts.iter().enumerate() {
             if let Err(e) = built.start(&p.prompt) {
@@ -307,7 +344,7 @@ pub(super) fn check(
             }
         }
     }
-    Some(built)
+    Some(())
 }
 
 fn t_illegal<'a>(r: &'a RefereeFile, errors: &mut Vec<SpecError>) -> &'a str {

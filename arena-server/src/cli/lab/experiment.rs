@@ -164,20 +164,23 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let base_answers = answer(&engine, None, &greedy).await?;
     let gate_greedy: Vec<(&PromptItem, SamplingParams)> =
         gate.iter().map(|&p| (p, SamplingParams::greedy(max_new))).collect();
-    // Hard-verifier passes of an adapter on the gate prompts.
-    let gate_passes = |answers: Vec<String>| -> anyhow::Result<usize> {
-        let mut passed = 0;
-        for (item, text) in gate.iter().zip(answers) {
-            let verdict = judge.judge(&MatchInput {
-                prompt: item.prompt.clone(),
-                reference: item.reference.clone(),
-                candidates: vec![Candidate { id: "agent".into(), text }],
-            })?;
-            passed += usize::from(verdict.passed_hard["agent"]);
-        }
-        Ok(passed)
+    let lab = Lab {
+        args,
+        engine: &engine,
+        runtime: &runtime,
+        model: &model,
+        judge: &judge,
+        compete_judge: &compete_judge,
+        eval: &eval,
+        greedy: &greedy,
+        base_answers: &base_answers,
+        train_pool: &train_pool,
+        threads,
+        max_new,
+        started,
     };
-    let mut current_gate = if gate.is_empty() { 0 } else { gate_passes(answer(&engine, None, &gate_greedy).await?)? };
+    let mut gate = Gate { prompts: &gate, greedy: &gate_greedy, current: 0 };
+    gate.current = if gate.prompts.is_empty() { 0 } else { gate.passes(&lab, None).await? };
     let mut carried: Vec<String> = Vec::new();
     let mut curriculum: Option<agent_runtime::train::grpo::Curriculum> = None;
     let mut report: Vec<Generation> = Vec::new();
@@ -186,15 +189,91 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut table = std::fs::File::create(&table_path)?;
     for g in 0..=args.generations {
         // Evaluate.
+        let mut generation = lab.evaluate(g, adapter.as_deref()).await?;
+        if g == args.generations {
+            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+            report.push(generation);
+            break;
+        }
+        let out = if grpo_run {
+            // Learn by GRPO from the current adapter (start and reference).
+            lab.learn_grpo(g, adapter.as_deref(), &grpo_prompts, &mut curriculum, &mut generation)?
+        } else {
+            // Compete: each training prompt's sampled answers are one match.
+            let gen_dir = args.out.join(format!("gen{}", g + 1));
+            let made = lab.compete(g, adapter.as_deref(), &gen_dir).await?;
+            generation.pairs = made.len();
+            let train_lines: Vec<String> = if args.carry_pairs {
+                carried.extend(made);
+                let from = carried.len().saturating_sub(args.max_pairs);
+                carried[from..].to_vec()
+            } else {
+                made.into_iter().take(args.max_pairs).collect()
+            };
+            let train_lines = if sft { distinct_chosen(train_lines) } else { train_lines };
+            let pairs = train_lines.len();
+            generation.trained_on = pairs;
+            let pairs_path = gen_dir.join("train-pairs.jsonl");
+            std::fs::write(&pairs_path, train_lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+            if pairs == 0 {
+                eprintln!("generation {g}: the judge found no preference among the samples; the agent stays");
+                writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+                report.push(generation);
+                continue;
+            }
+            // Learn: DPO (or SFT) from the current adapter (parent and reference).
+            lab.learn_pairs(g, adapter.as_deref(), &pairs_path, sft, &mut generation)?
+        };
+        // The gate: keep the candidate only if it passes at least as many
+        // gate prompts as the current adapter.
+        let keep = gate.admits(&lab, g, &out, &mut generation, !grpo_run).await?;
+        writeln!(table, "{}", serde_json::to_string(&generation)?)?;
+        report.push(generation);
+        if keep {
+            adapter = Some(out);
+        }
+    }
+    let md = render(args, &space.name, &report);
+    std::fs::write(args.out.join("report.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
+
+/// What every generation of the loop works with.
+struct Lab<'a> {
+    args: &'a LoopArgs,
+    engine: &'a Engine,
+    runtime: &'a Arc<Runtime>,
+    model: &'a Path,
+    /// The Space's whole judge (evaluation and the gate).
+    judge: &'a Judge,
+    /// The judge that ranks the training matches (`--verifiers-only`: the
+    /// verifiers alone).
+    compete_judge: &'a Judge,
+    eval: &'a [&'a PromptItem],
+    /// The held-out prompts with greedy sampling.
+    greedy: &'a [(&'a PromptItem, SamplingParams)],
+    base_answers: &'a [String],
+    train_pool: &'a [&'a PromptItem],
+    threads: usize,
+    max_new: usize,
+    started: Instant,
+}
+
+impl Lab<'_> {
+    /// The agent (at `adapter`) on the held-out prompts: its pass rate, and
+    /// its wins against the base model's answers.
+    async fn evaluate(&self, g: usize, adapter: Option<&Path>) -> anyhow::Result<Generation> {
+        let (engine, eval, base_answers) = (self.engine, self.eval, self.base_answers);
         let answers =
-            if adapter.is_none() { base_answers.clone() } else { answer(&engine, adapter.as_deref(), &greedy).await? };
+            if adapter.is_none() { base_answers.to_vec() } else { answer(engine, adapter, self.greedy).await? };
         let (mut passed, mut wins, mut ties) = (0usize, 0usize, 0usize);
         for (i, item) in eval.iter().enumerate() {
             let mut candidates = vec![Candidate { id: "agent".into(), text: answers[i].clone() }];
             if adapter.is_some() {
                 candidates.push(Candidate { id: "base".into(), text: base_answers[i].clone() });
             }
-            let verdict = judge.judge(&MatchInput {
+            let verdict = self.judge.judge(&MatchInput {
                 prompt: item.prompt.clone(),
                 reference: item.reference.clone(),
                 candidates,
@@ -209,9 +288,9 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             }
         }
         let n = eval.len();
-        let mut generation = Generation {
+        let generation = Generation {
             generation: g,
-            adapter: adapter.clone(),
+            adapter: adapter.map(Path::to_path_buf),
             pass: Rate::new(passed, n),
             // Ties count half: (2·wins + ties) half-wins out of 2n.
             win_vs_base: adapter.is_some().then(|| Rate::new(2 * wins + ties, 2 * n)),
@@ -221,7 +300,7 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             gate: None,
             grpo: None,
             train_seconds: 0.0,
-            elapsed_seconds: started.elapsed().as_secs_f64(),
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
         };
         eprintln!(
             "generation {g}: pass {} · win vs base {} · {:.0} s",
@@ -229,93 +308,87 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             generation.win_vs_base.as_ref().map_or("-".to_owned(), Rate::show),
             generation.elapsed_seconds
         );
-        if g == args.generations {
-            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
-            report.push(generation);
-            break;
-        }
+        Ok(generation)
+    }
 
-        if grpo_run {
-            // Learn by GRPO from the current adapter (start and reference).
-            let gen_dir = args.out.join(format!("gen{}", g + 1));
-            let out = gen_dir.join("adapter");
-            let cfg = TrainConfig {
-                objective: Objective::Grpo,
-                learning_rate: args.learning_rate,
-                rank: args.rank,
-                alpha: 2.0 * args.rank as f32,
-                schedule: agent_runtime::train::Schedule::Constant,
-                seed: args.seed.wrapping_add(g as u64),
-                threads,
-                ..TrainConfig::default()
-            };
-            let settings = GrpoSettings {
-                group: args.samples,
-                prompts_per_step: args.prompts_per_step,
-                steps: args.steps.unwrap_or(10),
-                iterations: args.iterations,
-                beta: args.kl_beta,
-                epsilon: args.epsilon,
-                advantage: if args.dr_grpo { AdvantageKind::DrGrpo } else { AdvantageKind::Grpo },
-                temperature: args.temperature,
-                max_new_tokens: max_new,
-                curriculum: args.curriculum,
-                ..GrpoSettings::default()
-            };
-            let source = format!("{} (the loop's training split, seed {})", args.space.display(), args.seed);
-            let files = GrpoFiles {
-                model: &model,
-                parent: adapter.as_deref(),
-                out: &out,
-                prompt_source: &source,
-                curriculum: curriculum.clone(),
-            };
-            let train_started = Instant::now();
-            let mut reward = crate::work::grpo::judge_reward(&compete_judge);
-            let mut printer = crate::cli::train::grpo_printer();
-            let manifest = tokio::task::block_in_place(|| {
-                manifest::grpo_to_dir(
-                    &runtime,
-                    &engine,
-                    &files,
-                    &grpo_prompts,
-                    &cfg,
-                    &settings,
-                    &mut reward,
-                    &mut printer,
-                )
-            })?;
-            generation.train_seconds = train_started.elapsed().as_secs_f64();
-            generation.trained_on = manifest.result.steps * settings.prompts_per_step * settings.group;
-            // The next generation's curriculum goes on from this one's.
-            curriculum = Some(manifest.result.curriculum.clone());
-            generation.grpo = Some(GrpoSummary {
-                first_reward_mean: manifest.result.first_reward_mean,
-                last_reward_mean: manifest.result.last_reward_mean,
-                skipped_share: manifest.result.skipped_share,
-                open_tier: manifest.result.open_tier,
-            });
-            let keep = if gate.is_empty() {
-                true
-            } else {
-                let passes = gate_passes(answer(&engine, Some(&out), &gate_greedy).await?)?;
-                let keep = passes >= current_gate;
-                generation.gate = Some((passes, current_gate, keep));
-                if keep {
-                    current_gate = passes;
-                }
-                keep
-            };
-            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
-            report.push(generation);
-            if keep {
-                adapter = Some(out);
-            }
-            continue;
-        }
+    /// GRPO steps from the current adapter (start and reference) on the
+    /// loop's training split; the candidate adapter's folder.
+    fn learn_grpo(
+        &self,
+        g: usize,
+        adapter: Option<&Path>,
+        grpo_prompts: &[GrpoPrompt],
+        curriculum: &mut Option<agent_runtime::train::grpo::Curriculum>,
+        generation: &mut Generation,
+    ) -> anyhow::Result<PathBuf> {
+        let args = self.args;
+        let gen_dir = args.out.join(format!("gen{}", g + 1));
+        let out = gen_dir.join("adapter");
+        let cfg = TrainConfig {
+            objective: Objective::Grpo,
+            learning_rate: args.learning_rate,
+            rank: args.rank,
+            alpha: 2.0 * args.rank as f32,
+            schedule: agent_runtime::train::Schedule::Constant,
+            seed: args.seed.wrapping_add(g as u64),
+            threads: self.threads,
+            ..TrainConfig::default()
+        };
+        let settings = GrpoSettings {
+            group: args.samples,
+            prompts_per_step: args.prompts_per_step,
+            steps: args.steps.unwrap_or(10),
+            iterations: args.iterations,
+            beta: args.kl_beta,
+            epsilon: args.epsilon,
+            advantage: if args.dr_grpo { AdvantageKind::DrGrpo } else { AdvantageKind::Grpo },
+            temperature: args.temperature,
+            max_new_tokens: self.max_new,
+            curriculum: args.curriculum,
+            ..GrpoSettings::default()
+        };
+        let source = format!("{} (the loop's training split, seed {})", args.space.display(), args.seed);
+        let files = GrpoFiles {
+            model: self.model,
+            parent: adapter,
+            out: &out,
+            prompt_source: &source,
+            curriculum: curriculum.clone(),
+        };
+        let train_started = Instant::now();
+        let mut reward = crate::work::grpo::judge_reward(self.compete_judge);
+        let mut printer = crate::cli::train::grpo_printer();
+        let manifest = tokio::task::block_in_place(|| {
+            manifest::grpo_to_dir(
+                self.runtime,
+                self.engine,
+                &files,
+                grpo_prompts,
+                &cfg,
+                &settings,
+                &mut reward,
+                &mut printer,
+            )
+        })?;
+        generation.train_seconds = train_started.elapsed().as_secs_f64();
+        generation.trained_on = manifest.result.steps * settings.prompts_per_step * settings.group;
+        // The next generation's curriculum goes on from this one's.
+        *curriculum = Some(manifest.result.curriculum.clone());
+        generation.grpo = Some(GrpoSummary {
+            first_reward_mean: manifest.result.first_reward_mean,
+            last_reward_mean: manifest.result.last_reward_mean,
+            skipped_share: manifest.result.skipped_share,
+            open_tier: manifest.result.open_tier,
+        });
+        Ok(out)
+    }
 
-        // Compete: each training prompt's sampled answers are one match.
-        let mut picked = train_pool.clone();
+    /// Each picked training prompt's sampled answers as one match, ranked by
+    /// the compete judge; its pairs as lines (also written to
+    /// `gen_dir/pairs.jsonl`).
+    async fn compete(&self, g: usize, adapter: Option<&Path>, gen_dir: &Path) -> anyhow::Result<Vec<String>> {
+        let (args, max_new) = (self.args, self.max_new);
+        let mut picked = self.train_pool.to_vec();
         picked.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(1000 + g as u64)));
         picked.truncate(args.train_prompts);
         let sampled: Vec<(&PromptItem, SamplingParams)> = picked
@@ -335,15 +408,14 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        let outputs = answer(&engine, adapter.as_deref(), &sampled).await?;
-        let gen_dir = args.out.join(format!("gen{}", g + 1));
-        std::fs::create_dir_all(&gen_dir)?;
+        let outputs = answer(self.engine, adapter, &sampled).await?;
+        std::fs::create_dir_all(gen_dir)?;
         let mut made: Vec<String> = Vec::new();
         for (i, item) in picked.iter().enumerate() {
             let texts = &outputs[i * args.samples..(i + 1) * args.samples];
             let candidates: Vec<Candidate> =
                 texts.iter().enumerate().map(|(k, t)| Candidate { id: format!("s{k}"), text: t.clone() }).collect();
-            let verdict = compete_judge.judge(&MatchInput {
+            let verdict = self.compete_judge.judge(&MatchInput {
                 prompt: item.prompt.clone(),
                 reference: item.reference.clone(),
                 candidates: candidates.clone(),
@@ -360,27 +432,20 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             }
         }
         std::fs::write(gen_dir.join("pairs.jsonl"), made.iter().map(|l| format!("{l}\n")).collect::<String>())?;
-        generation.pairs = made.len();
-        let train_lines: Vec<String> = if args.carry_pairs {
-            carried.extend(made);
-            let from = carried.len().saturating_sub(args.max_pairs);
-            carried[from..].to_vec()
-        } else {
-            made.into_iter().take(args.max_pairs).collect()
-        };
-        let train_lines = if sft { distinct_chosen(train_lines) } else { train_lines };
-        let pairs = train_lines.len();
-        generation.trained_on = pairs;
-        let pairs_path = gen_dir.join("train-pairs.jsonl");
-        std::fs::write(&pairs_path, train_lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
-        if pairs == 0 {
-            eprintln!("generation {g}: the judge found no preference among the samples; the agent stays");
-            writeln!(table, "{}", serde_json::to_string(&generation)?)?;
-            report.push(generation);
-            continue;
-        }
+        Ok(made)
+    }
 
-        // Learn: DPO (or SFT) from the current adapter (parent and reference).
+    /// DPO (or SFT) on `pairs_path` from the current adapter (parent and
+    /// reference); the candidate adapter's folder.
+    fn learn_pairs(
+        &self,
+        g: usize,
+        adapter: Option<&Path>,
+        pairs_path: &Path,
+        sft: bool,
+        generation: &mut Generation,
+    ) -> anyhow::Result<PathBuf> {
+        let args = self.args;
         let cfg = TrainConfig {
             objective: if sft { Objective::Sft } else { Objective::Dpo },
             learning_rate: args.learning_rate,
@@ -393,47 +458,82 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             max_length: 256,
             max_prompt_length: 128,
             seed: args.seed.wrapping_add(g as u64),
-            threads,
+            threads: self.threads,
             ..TrainConfig::default()
         };
-        let out = gen_dir.join("adapter");
-        let files = RunFiles { model: &model, pairs: &pairs_path, parent: adapter.as_deref(), out: &out };
+        let out = args.out.join(format!("gen{}", g + 1)).join("adapter");
+        let files = RunFiles { model: self.model, pairs: pairs_path, parent: adapter, out: &out };
         let train_started = Instant::now();
         let mut last: Option<StepMetrics> = None;
-        manifest::train_to_dir(&runtime, &files, &cfg, &mut |m: &StepMetrics| last = Some(m.clone()))?;
+        manifest::train_to_dir(self.runtime, &files, &cfg, &mut |m: &StepMetrics| last = Some(m.clone()))?;
         generation.train_seconds = train_started.elapsed().as_secs_f64();
         if let Some(m) = last {
             eprintln!(
-                "generation {g}: {pairs} pairs, {} steps, loss {:.3}, reward accuracy {:.2} ({:.0} s)",
-                m.steps, m.loss, m.reward_accuracy, generation.train_seconds
+                "generation {g}: {} pairs, {} steps, loss {:.3}, reward accuracy {:.2} ({:.0} s)",
+                generation.trained_on, m.steps, m.loss, m.reward_accuracy, generation.train_seconds
             );
         }
-        // The gate: keep the candidate only if it passes at least as many
-        // gate prompts as the current adapter.
-        let keep = if gate.is_empty() {
-            true
-        } else {
-            let passes = gate_passes(answer(&engine, Some(&out), &gate_greedy).await?)?;
-            let keep = passes >= current_gate;
-            eprintln!(
-                "generation {g}: gate {passes}/{} vs current {current_gate}/{}: {}",
-                gate.len(),
-                gate.len(),
-                if keep { "kept" } else { "discarded" }
-            );
-            generation.gate = Some((passes, current_gate, keep));
-            if keep {
-                current_gate = passes;
-            }
-            keep
-        };
-        writeln!(table, "{}", serde_json::to_string(&generation)?)?;
-        report.push(generation);
-        if keep {
-            adapter = Some(out);
+        Ok(out)
+    }
+}
+
+/// The gate prompts and the hard-check passes of the adapter kept so far.
+struct Gate<'a> {
+    prompts: &'a [&'a PromptItem],
+    greedy: &'a [(&'a PromptItem, SamplingParams)],
+    current: usize,
+}
+
+impl Gate<'_> {
+    /// Hard-verifier passes of `adapter` (None: the base) on the gate prompts.
+    async fn passes(&self, lab: &Lab<'_>, adapter: Option<&Path>) -> anyhow::Result<usize> {
+        let answers = answer(lab.engine, adapter, self.greedy).await?;
+        let mut passed = 0;
+        for (item, text) in self.prompts.iter().zip(answers) {
+            let verdict = lab.judge.judge(&MatchInput {
+                prompt: item.prompt.clone(),
+                reference: item.reference.clone(),
+                candidates: vec![Candidate { id: "agent".into(), text }],
+            })?;
+            passed += usize::from(verdict.passed_hard["agent"]);
         }
+        Ok(passed)
     }
 
+    /// Whether the candidate at `out` is kept: without gate prompts always;
+    /// otherwise when it passes at least as many as the current adapter.
+    async fn admits(
+        &mut self,
+        lab: &Lab<'_>,
+        g: usize,
+        out: &Path,
+        generation: &mut Generation,
+        say: bool,
+    ) -> anyhow::Result<bool> {
+        if self.prompts.is_empty() {
+            return Ok(true);
+        }
+        let passes = self.passes(lab, Some(out)).await?;
+        let keep = passes >= self.current;
+        if say {
+            let n = self.prompts.len();
+            let current = self.current;
+            eprintln!(
+                "generation {g}: gate {passes}/{n} vs current {current}/{n}: {}",
+                if keep { "kept" } else { "discarded" }
+            );
+        }
+        generation.gate = Some((passes, self.current, keep));
+        if keep {
+            self.current = passes;
+        }
+        Ok(keep)
+    }
+}
+
+/// The loop's report in Markdown: its settings and a row per generation.
+fn render(args: &LoopArgs, space: &str, report: &[Generation]) -> String {
+    let grpo_run = args.objective == ObjectiveArg::Grpo;
     let mut md = String::new();
     let method = match args.objective {
         ObjectiveArg::Grpo => format!(
@@ -460,13 +560,7 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     md.push_str(&format!(
         "Space `{}`, {} held-out prompts, {method}, lr {} r {}, T {} repetition penalty {}, seed {}\n\n",
-        space.name,
-        args.eval_prompts,
-        args.learning_rate,
-        args.rank,
-        args.temperature,
-        args.repetition_penalty,
-        args.seed
+        space, args.eval_prompts, args.learning_rate, args.rank, args.temperature, args.repetition_penalty, args.seed
     ));
     md.push_str(&format!(
         "{} gate prompts; pairs {}\n\n",
@@ -487,7 +581,7 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
         },
     );
     md.push_str("| --- | --- | --- | --- | --- | --- |\n");
-    for r in &report {
+    for r in report {
         let last = r.generation == args.generations;
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {:.0} s |\n",
@@ -515,9 +609,7 @@ pub async fn run(args: &LoopArgs, settings: &Settings) -> anyhow::Result<()> {
             r.elapsed_seconds
         ));
     }
-    std::fs::write(args.out.join("report.md"), &md)?;
-    println!("{md}");
-    Ok(())
+    md
 }
 
 #[cfg(test)]
