@@ -9,14 +9,12 @@
 pub mod bench;
 pub mod candle_backend;
 pub mod chat;
-pub mod dpo;
 pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod lora;
 pub mod model;
 pub mod model_file;
-pub mod pairs;
 pub mod pool;
 pub mod quant;
 pub mod sampling;

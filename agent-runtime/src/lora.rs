@@ -507,7 +507,7 @@ impl Adapter {
                 let dst =
                     unsafe { std::slice::from_raw_parts_mut(out.add(row * out_stride + out_offset + c), end - c) };
                 let bt = &pair.bt16[block * r..(block + UP_COLS) * r];
-                kernels::up_block(&t[i * r..(i + 1) * r], bt, c - block, dst);
+                crate::quant::up_block::<UP_COLS>(&t[i * r..(i + 1) * r], bt, c - block, dst);
                 c = end;
             }
         }
@@ -688,90 +688,5 @@ impl AdapterCache {
 
     pub fn bytes(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
-    }
-}
-
-/// The kernel behind [`Adapter::up`]: AVX2 + FMA + F16C where the CPU has
-/// them, plain fused arithmetic elsewhere. Either way one output's
-/// arithmetic does not depend on the other rows or columns of its call.
-mod kernels {
-    /// `dst[c] += Σ_j coef[j]·bt[j·UP_COLS + lo + c]`, each column summed
-    /// in rank order onto its value, fused: one block of the blocked `Bᵀ`.
-    pub(super) fn up_block(coef: &[f32], bt: &[half::f16], lo: usize, dst: &mut [f32]) {
-        const W: usize = super::UP_COLS;
-        assert!(lo + dst.len() <= W && bt.len() == coef.len() * W);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::quant::has_avx2() {
-                // SAFETY: the features were detected at run time; the
-                // assert above bounds every read and write.
-                unsafe { avx2::up_block(coef, bt, lo, dst) };
-                return;
-            }
-        }
-        for (c, d) in dst.iter_mut().enumerate() {
-            *d = coef.iter().enumerate().fold(*d, |acc, (j, &cj)| cj.mul_add(bt[j * W + lo + c].to_f32(), acc));
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod avx2 {
-        use std::arch::x86_64::*;
-
-        /// Eight f16 from `p`, as f32.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        #[inline]
-        unsafe fn load_f16(p: *const half::f16) -> __m256 {
-            // SAFETY: the caller passes a pointer to 8 f16.
-            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-        }
-
-        /// [`super::up_block`]: whole runs of 32 columns in four
-        /// accumulators held over the rank, then 8 at a time, then single
-        /// columns, each column's sum in the same order.
-        ///
-        /// # Safety
-        /// AVX2, FMA and F16C are available; `lo + dst.len() <= UP_COLS`,
-        /// `bt.len() == coef.len() · UP_COLS`.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) unsafe fn up_block(coef: &[f32], bt: &[half::f16], lo: usize, dst: &mut [f32]) {
-            const W: usize = super::super::UP_COLS;
-            let n = dst.len();
-            let (pb, pd) = (bt.as_ptr().wrapping_add(lo), dst.as_mut_ptr());
-            let mut c = 0;
-            // SAFETY: every load and store touches 8 columns below `n`,
-            // within the block by the contract.
-            unsafe {
-                while c + 32 <= n {
-                    let mut acc: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(pd.add(c + 8 * k)));
-                    for (j, &cj) in coef.iter().enumerate() {
-                        // The same line three blocks on: ahead of the
-                        // hardware prefetcher, which stops at page
-                        // boundaries (a batch of distinct adapters reads
-                        // each factor once per step, from memory).
-                        _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(3 * coef.len() * W + j * W + c) as *const i8);
-                        let cv = _mm256_set1_ps(cj);
-                        for (k, acc) in acc.iter_mut().enumerate() {
-                            *acc = _mm256_fmadd_ps(cv, load_f16(pb.add(j * W + c + 8 * k)), *acc);
-                        }
-                    }
-                    for (k, acc) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(pd.add(c + 8 * k), *acc);
-                    }
-                    c += 32;
-                }
-                while c + 8 <= n {
-                    let mut acc = _mm256_loadu_ps(pd.add(c));
-                    for (j, &cj) in coef.iter().enumerate() {
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(cj), load_f16(pb.add(j * W + c)), acc);
-                    }
-                    _mm256_storeu_ps(pd.add(c), acc);
-                    c += 8;
-                }
-            }
-            for (k, d) in dst.iter_mut().enumerate().skip(c) {
-                *d = coef.iter().enumerate().fold(*d, |acc, (j, &cj)| cj.mul_add(bt[j * W + lo + k].to_f32(), acc));
-            }
-        }
     }
 }

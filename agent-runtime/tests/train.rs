@@ -6,8 +6,8 @@
 
 use agent_runtime::Runtime;
 use agent_runtime::chat::Message;
-use agent_runtime::pairs::PreferencePair;
 use agent_runtime::train::manifest::{self, RunFiles};
+use agent_runtime::train::pairs::PreferencePair;
 use agent_runtime::train::{Base, Example, Run, Seq, Storage, TrainConfig, prepare, sequence_logprobs};
 use std::path::{Path, PathBuf};
 

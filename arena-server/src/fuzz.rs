@@ -265,7 +265,7 @@ fn fuzz_adapter_intake() {
 
 #[test]
 fn fuzz_the_pairs_reader() {
-    use agent_runtime::pairs::{PairsLimits, parse};
+    use agent_runtime::train::pairs::{PairsLimits, parse};
     let lines = [
         r#"{"prompt": "What is 2 + 3?", "chosen": "5", "rejected": "6"}"#,
         r#"{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away.", "system": "Be kind.", "id": "p1"}"#,

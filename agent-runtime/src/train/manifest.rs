@@ -6,7 +6,7 @@
 use super::{Example, Run, StepMetrics, TrainConfig, TrainError, Trained};
 use crate::engine::Runtime;
 use crate::lora::{Adapter, Limits};
-use crate::pairs::{PairsLimits, PreferencePair};
+use crate::train::pairs::{PairsLimits, PreferencePair};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -107,7 +107,7 @@ fn inputs(runtime: &Runtime, files: &RunFiles<'_>, cfg: &TrainConfig) -> Result<
         }
         None => None,
     };
-    let pairs = crate::pairs::load(files.pairs, &PairsLimits::default())?;
+    let pairs = crate::train::pairs::load(files.pairs, &PairsLimits::default())?;
     let examples = pairs.iter().map(|p| super::prepare(runtime, p, cfg)).collect::<Result<Vec<_>, _>>()?;
     Ok(Inputs { model_sha256, parent, pairs, examples })
 }

@@ -8,16 +8,17 @@
 //! computed once before the first step with the same forward. With the same
 //! seed, thread count and inputs, a run gives the same adapter bytes.
 
+pub mod dpo;
 pub mod grpo;
 pub mod manifest;
 pub mod net;
+pub mod pairs;
 
 use crate::chat::Message;
-use crate::dpo;
 use crate::engine::{Prompt, Runtime};
 use crate::lora::{Adapter, AdapterError, LoraPair};
 use crate::model::Target;
-use crate::pairs::PreferencePair;
+use crate::train::pairs::PreferencePair;
 pub use net::{Base, LoraWeights, Seq, Storage};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -215,7 +216,7 @@ pub enum TrainError {
     #[error(transparent)]
     Runtime(#[from] crate::RuntimeError),
     #[error(transparent)]
-    Pairs(#[from] crate::pairs::PairsError),
+    Pairs(#[from] crate::train::pairs::PairsError),
     #[error("manifest {path}: {message}")]
     Manifest { path: std::path::PathBuf, message: String },
     #[error("{path}: {source}")]

@@ -7,7 +7,7 @@ pub use super::generator::{EngineGenerator, GenJob, GenOutput, Generator, match_
 use super::generator::{job_for, refusal};
 use super::runner::{RunnerSpec, Work};
 use crate::context::Context;
-use crate::domain::{MatchId, MatchStatus, Stage, Topic};
+use crate::domain::{MatchId, MatchStatus, Stage};
 use crate::queue::{Event, Events};
 use crate::store::matches::{self, NewOutput};
 use futures_util::future::BoxFuture;
@@ -20,16 +20,7 @@ pub struct GenerateStage {
 
 impl Work for GenerateStage {
     fn spec(&self, ctx: &Context) -> RunnerSpec {
-        RunnerSpec {
-            topic: Topic::Stage(Stage::Generate),
-            batch: ctx.settings.stage_batch,
-            ack_on_read: false,
-            cancel_on_stop: false,
-        }
-    }
-
-    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(super::fail_match(ctx, MatchId(subject), reason))
+        RunnerSpec::match_stage(Stage::Generate, ctx)
     }
 
     fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>> {

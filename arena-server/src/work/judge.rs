@@ -4,7 +4,7 @@
 
 use super::runner::{RunnerSpec, Work};
 use crate::context::Context;
-use crate::domain::{MatchId, MatchStatus, SpaceId, Stage, Topic};
+use crate::domain::{MatchId, MatchStatus, SpaceId, Stage};
 use crate::queue::{Event, Events};
 use crate::store::matches;
 use agent_runtime::SubmitError;
@@ -57,16 +57,7 @@ impl JudgeStage {
 
 impl Work for JudgeStage {
     fn spec(&self, ctx: &Context) -> RunnerSpec {
-        RunnerSpec {
-            topic: Topic::Stage(Stage::Judge),
-            batch: ctx.settings.stage_batch,
-            ack_on_read: false,
-            cancel_on_stop: false,
-        }
-    }
-
-    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(super::fail_match(ctx, MatchId(subject), reason))
+        RunnerSpec::match_stage(Stage::Judge, ctx)
     }
 
     fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>> {

@@ -35,6 +35,19 @@ pub struct RunnerSpec {
     pub cancel_on_stop: bool,
 }
 
+impl RunnerSpec {
+    /// A match stage's: `stage_batch` matches at once, acknowledged when
+    /// done, finished when the worker is stopped.
+    pub fn match_stage(stage: crate::domain::Stage, ctx: &Context) -> RunnerSpec {
+        RunnerSpec {
+            topic: Topic::Stage(stage),
+            batch: ctx.settings.stage_batch,
+            ack_on_read: false,
+            cancel_on_stop: false,
+        }
+    }
+}
+
 /// What a worker does with the subjects of its messages.
 pub trait Work: Send + Sync + 'static {
     fn spec(&self, ctx: &Context) -> RunnerSpec;
@@ -44,8 +57,11 @@ pub trait Work: Send + Sync + 'static {
     /// `reclaim_idle_ms` (unless the spec acknowledges on read).
     fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>>;
 
-    /// Gives a subject up after its message was delivered too often.
-    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Gives a subject up after its message was delivered too often. By
+    /// default the subject is a match: it fails, every fee refunded.
+    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(super::fail_match(ctx, crate::domain::MatchId(subject), reason))
+    }
 }
 
 /// Deliveries after which a message is dead-lettered even without counted

@@ -5,7 +5,7 @@
 
 use super::runner::{RunnerSpec, Work};
 use crate::context::Context;
-use crate::domain::{MatchId, MatchStatus, Stage, Topic};
+use crate::domain::{MatchId, MatchStatus, Stage};
 use crate::queue::{Event, Events};
 use crate::store::settlement::{self, Settled};
 use futures_util::StreamExt;
@@ -26,16 +26,7 @@ fn events(settled: Vec<Settled>) -> Vec<Event> {
 
 impl Work for SettleStage {
     fn spec(&self, ctx: &Context) -> RunnerSpec {
-        RunnerSpec {
-            topic: Topic::Stage(Stage::Settle),
-            batch: ctx.settings.stage_batch,
-            ack_on_read: false,
-            cancel_on_stop: false,
-        }
-    }
-
-    fn abandon<'a>(&'a self, ctx: &'a Context, subject: Uuid, reason: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(super::fail_match(ctx, MatchId(subject), reason))
+        RunnerSpec::match_stage(Stage::Settle, ctx)
     }
 
     fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>> {

@@ -17,10 +17,10 @@ use crate::cli::space::load_space;
 use crate::domain::space::PromptItem;
 use agent_runtime::chat::Message;
 use agent_runtime::engine::{Engine, EngineConfig, Prompt, Request, Runtime};
-use agent_runtime::pairs::PairRow;
 use agent_runtime::sampling::SamplingParams;
 use agent_runtime::train::grpo::{AdvantageKind, GrpoPrompt, GrpoSettings};
 use agent_runtime::train::manifest::{self, GrpoFiles, RunFiles};
+use agent_runtime::train::pairs::PairRow;
 use agent_runtime::train::{Objective, StepMetrics, TrainConfig};
 use anyhow::{Context, bail};
 use judge::calibrate::Rate;
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn sft_keeps_each_prompts_winner_once() {
         let line = |prompt: &str, chosen: &str, rejected: &str| {
-            agent_runtime::pairs::PairRow::new(prompt, chosen, rejected).line()
+            agent_runtime::train::pairs::PairRow::new(prompt, chosen, rejected).line()
         };
         let lines = vec![
             line("p1", "a", "x"),
