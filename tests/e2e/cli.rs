@@ -184,7 +184,12 @@ async fn serve_migrates_answers_and_stops_gracefully_on_sigterm() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status}");
-    let rest: Vec<String> = rx.try_iter().collect();
+    // The reader thread may still be passing the last lines on: read until
+    // it hangs up (the pipe closed with the process), not what came so far.
+    let mut rest: Vec<String> = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        rest.push(line);
+    }
     assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
 }
 

@@ -235,7 +235,10 @@ impl Format {
     /// The pair's TRL fields in this format.
     pub fn fields(self, system: Option<&str>, prompt: &str, chosen: &str, rejected: &str) -> serde_json::Value {
         match self {
-            Format::Standard => serde_json::json!({ "prompt": prompt, "chosen": chosen, "rejected": rejected }),
+            Format::Standard => {
+                serde_json::to_value(agent_runtime::train::pairs::PairRow::new(prompt, chosen, rejected))
+                    .unwrap_or_default()
+            }
             Format::Conversational => {
                 let mut prompt_messages = Vec::new();
                 if let Some(system) = system.filter(|s| !s.is_empty()) {
