@@ -500,3 +500,79 @@ fn the_candle_forward_agrees_with_the_runtime() {
     });
     assert_eq!(candle_text.unwrap().tokens, cpu_text.unwrap().tokens);
 }
+
+/// Greedy answers (tokens and log-probs) of `path`'s kernels: alone on 1
+/// and on 2 threads, and in a batch of four with distinct adapters — all
+/// the same bits. Forces the path for this test's process (nextest runs
+/// each test in a process of its own).
+fn a_path_is_bit_identical_to_itself(path: agent_runtime::quant::Kernels) {
+    use agent_runtime::quant;
+    if !path.available() {
+        eprintln!("this CPU cannot run the {} kernels: nothing to check", path.name());
+        return;
+    }
+    quant::force(path).unwrap();
+    assert_eq!(quant::kernels(), path);
+    let dir = tempfile::tempdir().unwrap();
+    let one = Arc::new(Runtime::load(&model_path(), 1).unwrap());
+    let two = Arc::new(Runtime::load(&model_path(), 2).unwrap());
+    let prompts = ["What is the capital of France?", "Write a haiku about rain.", "Who wrote Hamlet?", "12 times 12?"];
+    let requests: Vec<Request> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let adapter_dir = dir.path().join(format!("a{i}"));
+            random_adapter(&one, 8, 300 + i as u64, 0.02).save(&adapter_dir, None).unwrap();
+            let mut messages = vec![Message::user(*p)];
+            if i == 0 {
+                messages.insert(0, Message::system(LONG_SYSTEM));
+            }
+            Request {
+                prompt: Prompt::Chat(messages),
+                adapter: Some(adapter_dir),
+                params: SamplingParams::greedy(8),
+                logprobs: true,
+            }
+        })
+        .collect();
+    let alone: Vec<_> = requests.iter().map(|r| one.generate(r.clone()).unwrap()).collect();
+    for (i, r) in requests.iter().enumerate() {
+        let other = two.generate(r.clone()).unwrap();
+        assert_eq!((&other.tokens, &other.logprobs), (&alone[i].tokens, &alone[i].logprobs), "{path:?} threads, {i}");
+    }
+    let engine = Engine::start(two.clone(), EngineConfig { max_batch: 4, queue_capacity: 8 });
+    let receivers: Vec<_> = requests.iter().map(|r| engine.submit(r.clone()).unwrap()).collect();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let together = rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(
+            (&together.tokens, &together.logprobs),
+            (&alone[i].tokens, &alone[i].logprobs),
+            "{path:?} batch, {i}"
+        );
+    }
+}
+
+#[test]
+fn the_scalar_kernels_are_bit_identical_to_themselves_across_threads_and_batches() {
+    a_path_is_bit_identical_to_itself(agent_runtime::quant::Kernels::Scalar);
+}
+
+#[test]
+fn the_avx2_kernels_are_bit_identical_to_themselves_across_threads_and_batches() {
+    a_path_is_bit_identical_to_itself(agent_runtime::quant::Kernels::Avx2);
+}
+
+#[test]
+fn a_path_that_already_ran_cannot_be_switched() {
+    use agent_runtime::quant::{self, Kernels};
+    let first = quant::kernels();
+    let other = Kernels::ALL.into_iter().find(|k| *k != first && k.available());
+    if let Some(other) = other {
+        let err = quant::force(other).unwrap_err();
+        assert!(err.contains(first.name()), "{err}");
+    }
+    assert!(quant::force(first).is_ok());
+    assert_ne!(Kernels::Scalar.recipe(), Kernels::Avx2.recipe());
+    assert_eq!(Kernels::parse("avx2"), Some(Kernels::Avx2));
+    assert_eq!(Kernels::parse("avx-512"), None);
+}

@@ -510,14 +510,104 @@ pub fn up_block<const W: usize>(coef: &[f32], bt: &[half::f16], lo: usize, dst: 
     scalar::up_block::<W>(coef, bt, lo, dst);
 }
 
-/// AVX2, FMA and F16C, detected once.
+/// The kernel paths, by instruction set. One is chosen per process, once
+/// (the best the CPU has, or the one `ARENA_KERNELS` or [`force`] names),
+/// and every kernel of the process runs it: a path is bit-identical to
+/// itself across thread counts, batch sizes and sequence positions, and its
+/// [`recipe`](Kernels::recipe) names what it computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Portable Rust (`scalar.rs`).
+    Scalar,
+    /// AVX2 with FMA and F16C (`avx2.rs`).
+    Avx2,
+}
+
+impl Kernels {
+    pub const ALL: [Kernels; 2] = [Kernels::Scalar, Kernels::Avx2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Scalar => "scalar",
+            Kernels::Avx2 => "avx2",
+        }
+    }
+
+    /// The numeric recipe a path computes: weights in Q4/Q8 blocks, the
+    /// activations quantized to int16 per block, integer dot products, f32
+    /// scales, fused f32 accumulation in the path's own order. Two runs
+    /// that name the same recipe produce the same bits.
+    pub fn recipe(self) -> &'static str {
+        match self {
+            Kernels::Scalar => "q4q8-i16act-scalar-v1",
+            Kernels::Avx2 => "q4q8-i16act-avx2-v1",
+        }
+    }
+
+    /// A path by its name (`scalar`, `avx2`).
+    pub fn parse(name: &str) -> Option<Kernels> {
+        Kernels::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            Kernels::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernels::Avx2 => false,
+        }
+    }
+
+    /// The best path this CPU has.
+    pub fn best() -> Kernels {
+        if Kernels::Avx2.available() { Kernels::Avx2 } else { Kernels::Scalar }
+    }
+}
+
+static CHOSEN: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+
+/// The environment variable that forces a path (`auto`, `scalar`, `avx2`).
+pub const KERNELS_VAR: &str = "ARENA_KERNELS";
+
+/// The path this process runs (chosen at the first call: `ARENA_KERNELS`
+/// when it names an available path, else the best one; a name that is not
+/// a path, or a path the CPU lacks, falls back to the best with a warning
+/// on stderr).
+pub fn kernels() -> Kernels {
+    *CHOSEN.get_or_init(|| match std::env::var(KERNELS_VAR) {
+        Ok(name) if name != "auto" && !name.is_empty() => match Kernels::parse(&name) {
+            Some(k) if k.available() => k,
+            Some(k) => {
+                eprintln!("warning: {KERNELS_VAR}={name}: this CPU cannot run the {} kernels", k.name());
+                Kernels::best()
+            }
+            None => {
+                eprintln!("warning: {KERNELS_VAR}={name} is not one of auto, scalar, avx2");
+                Kernels::best()
+            }
+        },
+        _ => Kernels::best(),
+    })
+}
+
+/// Runs `path` in this process from now on: for tests and for comparing
+/// paths. Refused when the CPU lacks it, or when another path already ran.
+pub fn force(path: Kernels) -> Result<(), String> {
+    if !path.available() {
+        return Err(format!("this CPU cannot run the {} kernels", path.name()));
+    }
+    let chosen = *CHOSEN.get_or_init(|| path);
+    if chosen == path { Ok(()) } else { Err(format!("the {} kernels already ran in this process", chosen.name())) }
+}
+
+/// Whether the AVX2 path runs (AVX2, FMA and F16C present and chosen).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-    })
+    kernels() == Kernels::Avx2
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -19,7 +19,9 @@ pub fn run(bench_args: &ModelBenchArgs, settings: &Settings) -> anyhow::Result<(
     let threads = args.threads.unwrap_or(2);
     let runtime = Runtime::load(&path, threads).with_context(|| format!("loading {}", path.display()))?;
     let inputs = bench::inputs(&runtime)?;
+    let kernels = agent_runtime::quant::kernels();
     eprintln!("arena: {} on {threads} threads", path.display());
+    println!("kernels: {} (recipe {}; ARENA_KERNELS=scalar|avx2 forces a path)", kernels.name(), kernels.recipe());
     let ours = bench::run(&runtime, &inputs, reps, decode_tokens, |step| eprintln!("  arena: {step}"))?;
     drop(runtime);
 
