@@ -563,6 +563,11 @@ fn the_avx2_kernels_are_bit_identical_to_themselves_across_threads_and_batches()
 }
 
 #[test]
+fn the_avx512_kernels_are_bit_identical_to_themselves_across_threads_and_batches() {
+    a_path_is_bit_identical_to_itself(agent_runtime::quant::Kernels::Avx512);
+}
+
+#[test]
 fn a_path_that_already_ran_cannot_be_switched() {
     use agent_runtime::quant::{self, Kernels};
     let first = quant::kernels();
@@ -572,7 +577,8 @@ fn a_path_that_already_ran_cannot_be_switched() {
         assert!(err.contains(first.name()), "{err}");
     }
     assert!(quant::force(first).is_ok());
-    assert_ne!(Kernels::Scalar.recipe(), Kernels::Avx2.recipe());
+    let recipes: std::collections::BTreeSet<&str> = Kernels::ALL.iter().map(|k| k.recipe()).collect();
+    assert_eq!(recipes.len(), Kernels::ALL.len(), "each path names its own recipe");
     assert_eq!(Kernels::parse("avx2"), Some(Kernels::Avx2));
     assert_eq!(Kernels::parse("avx-512"), None);
 }

@@ -315,10 +315,16 @@ impl QMatrix {
                 {
                     if has_avx2() {
                         assert!(out.len() >= (r0 + take) * out_stride && n1 <= self.rows);
-                        // SAFETY: AVX2 and FMA were detected at run time; the
-                        // assert bounds the rows written and read.
+                        // SAFETY: AVX2 and FMA (and for its path AVX-512 F
+                        // and BW) were detected at run time; the assert
+                        // bounds the rows written and read.
+                        let at = out.as_mut_ptr();
                         unsafe {
-                            avx2::rows(self, x, r0, take, n0..n1, out.as_mut_ptr(), out_stride, out_offset, feed)
+                            if kernels() == Kernels::Avx512 {
+                                avx512::rows(self, x, r0, take, n0..n1, at, out_stride, out_offset, feed)
+                            } else {
+                                avx2::rows(self, x, r0, take, n0..n1, at, out_stride, out_offset, feed)
+                            }
                         };
                         self.add_min_term(x, r0..r0 + take, n0..n1, out, out_stride, out_offset);
                         r0 += take;
@@ -521,15 +527,19 @@ pub enum Kernels {
     Scalar,
     /// AVX2 with FMA and F16C (`avx2.rs`).
     Avx2,
+    /// AVX-512 F and BW for the quantized matmul (`avx512.rs`), the AVX2
+    /// kernels for the rest.
+    Avx512,
 }
 
 impl Kernels {
-    pub const ALL: [Kernels; 2] = [Kernels::Scalar, Kernels::Avx2];
+    pub const ALL: [Kernels; 3] = [Kernels::Scalar, Kernels::Avx2, Kernels::Avx512];
 
     pub fn name(self) -> &'static str {
         match self {
             Kernels::Scalar => "scalar",
             Kernels::Avx2 => "avx2",
+            Kernels::Avx512 => "avx512",
         }
     }
 
@@ -541,6 +551,7 @@ impl Kernels {
         match self {
             Kernels::Scalar => "q4q8-i16act-scalar-v1",
             Kernels::Avx2 => "q4q8-i16act-avx2-v1",
+            Kernels::Avx512 => "q4q8-i16act-avx512-v1",
         }
     }
 
@@ -557,12 +568,17 @@ impl Kernels {
             Kernels::Avx2 => {
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => {
+                Kernels::Avx2.available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernels::Avx2 => false,
+            Kernels::Avx2 | Kernels::Avx512 => false,
         }
     }
 
-    /// The best path this CPU has.
+    /// The best path this CPU has. AVX-512 is chosen only when forced
+    /// until it measures faster than AVX2 here (see the README).
     pub fn best() -> Kernels {
         if Kernels::Avx2.available() { Kernels::Avx2 } else { Kernels::Scalar }
     }
@@ -570,7 +586,8 @@ impl Kernels {
 
 static CHOSEN: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
 
-/// The environment variable that forces a path (`auto`, `scalar`, `avx2`).
+/// The environment variable that forces a path (`auto`, `scalar`, `avx2`,
+/// `avx512`).
 pub const KERNELS_VAR: &str = "ARENA_KERNELS";
 
 /// The path this process runs (chosen at the first call: `ARENA_KERNELS`
@@ -586,7 +603,7 @@ pub fn kernels() -> Kernels {
                 Kernels::best()
             }
             None => {
-                eprintln!("warning: {KERNELS_VAR}={name} is not one of auto, scalar, avx2");
+                eprintln!("warning: {KERNELS_VAR}={name} is not one of auto, scalar, avx2, avx512");
                 Kernels::best()
             }
         },
@@ -604,14 +621,17 @@ pub fn force(path: Kernels) -> Result<(), String> {
     if chosen == path { Ok(()) } else { Err(format!("the {} kernels already ran in this process", chosen.name())) }
 }
 
-/// Whether the AVX2 path runs (AVX2, FMA and F16C present and chosen).
+/// Whether the AVX2 kernels run (the AVX2 path, or the AVX-512 one, which
+/// uses them beside its matmul).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
-    kernels() == Kernels::Avx2
+    matches!(kernels(), Kernels::Avx2 | Kernels::Avx512)
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub(crate) mod scalar;
 
 #[cfg(test)]
@@ -683,6 +703,58 @@ mod tests {
                 for i in 0..rows.min(MAX_ROWS_PER_PASS) * rows_w {
                     assert!((scalar[i] - out[i]).abs() <= 1e-5 * scale.max(1.0), "scalar and SIMD paths differ at {i}");
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 pass (without the Q4 minimum term, which the caller
+    /// adds): within rounding of the AVX2 pass, and for each row the same
+    /// bits whichever number of rows shares its pass.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_pass_agrees_with_avx2_and_not_with_its_row_mates() {
+        if !Kernels::Avx512.available() {
+            eprintln!("this CPU has no AVX-512: nothing to check");
+            return;
+        }
+        let mut next = rng(11);
+        let (rows_w, cols) = (45, 128);
+        let q4 = random_q4(rows_w, cols, &mut next);
+        let wf: Vec<f32> = (0..rows_w * cols).map(|_| next()).collect();
+        let q8 = QMatrix::quantize_q8(rows_w, cols, &wf);
+        for w in [&q4, &q8] {
+            let rows = 4;
+            let x: Vec<f32> = (0..rows * cols).map(|_| next() * 3.0).collect();
+            let mut acts = QActs::default();
+            acts.quantize(&x, rows, cols);
+            let run = |f: &dyn Fn(usize, usize, *mut f32)| {
+                let mut out = vec![0f32; rows * rows_w];
+                f(0, rows, out.as_mut_ptr());
+                out
+            };
+            // SAFETY: AVX-512 F and BW were detected; every row and output
+            // lies within the buffers.
+            let wide = run(&|r0, take, out| unsafe {
+                avx512::rows(w, &acts, r0, take, 0..rows_w, out, rows_w, 0, &mut Feed::default())
+            });
+            // SAFETY: as above (AVX-512 implies AVX2 here).
+            let narrow = run(&|r0, take, out| unsafe {
+                avx2::rows(w, &acts, r0, take, 0..rows_w, out, rows_w, 0, &mut Feed::default())
+            });
+            let scale = narrow.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
+            for (i, (a, b)) in wide.iter().zip(&narrow).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * scale, "{:?} {i}: {a} vs {b}", w.kind);
+            }
+            for r in 0..rows {
+                let mut alone = vec![0f32; rows * rows_w];
+                // SAFETY: as above.
+                unsafe { avx512::rows(w, &acts, r, 1, 0..rows_w, alone.as_mut_ptr(), rows_w, 0, &mut Feed::default()) };
+                assert_eq!(
+                    &alone[r * rows_w..(r + 1) * rows_w],
+                    &wide[r * rows_w..(r + 1) * rows_w],
+                    "{:?} row {r}: its pass's other rows changed its bits",
+                    w.kind
+                );
             }
         }
     }

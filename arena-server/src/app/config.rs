@@ -179,7 +179,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ARENA_SECURE_COOKIES", "arena.secure_cookies (auto, always or never)"),
     ("ARENA_EXPORT_RETENTION_DAYS", "arena.export_retention_days (an export's files are deleted after)"),
     ("ARENA_THREADS", "threads of the model's kernels (default: all cores; --threads overrides)"),
-    ("ARENA_KERNELS", "the model's kernel path: auto (the best the CPU has), scalar or avx2"),
+    ("ARENA_KERNELS", "the model's kernel path: auto (the best the CPU has), scalar, avx2 or avx512"),
     ("ARENA_NEW_PASSWORD", "the password `arena user create` sets (else read from stdin)"),
     ("ARENA_FUZZ_SECONDS", "the fuzz tests' time per target (default: 300 inputs each)"),
     ("ARENA_FUZZ_SEED", "the fuzz tests' seed"),

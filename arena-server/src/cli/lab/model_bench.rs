@@ -21,7 +21,11 @@ pub fn run(bench_args: &ModelBenchArgs, settings: &Settings) -> anyhow::Result<(
     let inputs = bench::inputs(&runtime)?;
     let kernels = agent_runtime::quant::kernels();
     eprintln!("arena: {} on {threads} threads", path.display());
-    println!("kernels: {} (recipe {}; ARENA_KERNELS=scalar|avx2 forces a path)", kernels.name(), kernels.recipe());
+    println!(
+        "kernels: {} (recipe {}; ARENA_KERNELS=scalar|avx2|avx512 forces a path)",
+        kernels.name(),
+        kernels.recipe()
+    );
     let ours = bench::run(&runtime, &inputs, reps, decode_tokens, |step| eprintln!("  arena: {step}"))?;
     drop(runtime);
 
