@@ -137,17 +137,30 @@ pub async fn versions(
     let newest = lines.first().map_or(1, |l| l.version);
     let b = query.b.unwrap_or(newest);
     let a = query.a.unwrap_or((b - 1).max(1));
-    let mut parsed: BTreeMap<i32, Option<Space>> = BTreeMap::new();
     let mut sources: BTreeMap<i32, String> = BTreeMap::new();
     let mut all_files: BTreeMap<i32, BTreeMap<String, String>> = BTreeMap::new();
     for l in &lines {
         if let Some(v) = space_store::version(&state.db, space.id, l.version).await? {
-            let files: BTreeMap<String, String> = serde_json::from_value(v.files).unwrap_or_default();
-            parsed.insert(l.version, Space::parse(&v.source, &files, Path::new(".")).ok());
+            all_files.insert(l.version, serde_json::from_value(v.files).unwrap_or_default());
             sources.insert(l.version, v.source);
-            all_files.insert(l.version, files);
         }
     }
+    // Parsing every version is CPU work (prompt templates expand): off the
+    // request thread, as the diff below is.
+    let parsed: BTreeMap<i32, Option<Space>> = {
+        let (sources, all_files) = (sources.clone(), all_files.clone());
+        tokio::task::spawn_blocking(move || {
+            sources
+                .iter()
+                .map(|(v, source)| {
+                    let files = all_files.get(v).cloned().unwrap_or_default();
+                    (*v, Space::parse(source, &files, Path::new(".")).ok())
+                })
+                .collect()
+        })
+        .await
+        .map_err(PageError::internal)?
+    };
     let versions = lines
         .iter()
         .map(|l| VersionRow {
