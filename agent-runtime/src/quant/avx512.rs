@@ -5,6 +5,7 @@
 //! only when `super::kernels()` chose `Kernels::Avx512`; like every path it
 //! sums each output in one fixed order, whatever the rows and threads.
 
+use super::avx2::prefetch_row;
 use super::{QActs, QK, QKind, QMatrix};
 use half::f16;
 use std::arch::x86_64::*;
@@ -63,15 +64,7 @@ unsafe fn pass<const R: usize, const Q4: bool>(
         let xs = x.s.as_ptr().add(r0 * nb);
         let end = n_range.end;
         let row_bytes = nb * block_bytes;
-        let ask = |n: usize| {
-            let p = w.qs.as_ptr().add(n * row_bytes) as *const i8;
-            for at in (0..row_bytes).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(at));
-            }
-            let d = w.d.as_ptr().add(n * nb);
-            _mm_prefetch::<_MM_HINT_T0>(d as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(d.add(nb - 1) as *const i8);
-        };
+        let ask = |n: usize| prefetch_row(w, n, row_bytes);
         if !Q4 {
             (n_range.start..end.min(n_range.start + super::AHEAD)).for_each(ask);
         }
