@@ -46,7 +46,7 @@ pub struct Request {
     pub logprobs: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {
     /// The model ended its turn.
@@ -95,7 +95,7 @@ pub struct Runtime {
     pub template: ChatTemplate,
     pub adapters: AdapterCache,
     pub path: PathBuf,
-    end_of_turn: Vec<u32>,
+    pub(crate) end_of_turn: Vec<u32>,
     /// With [`Backend::Cuda`], the GPU copy that generation runs on (the CPU
     /// model still serves scoring and training).
     gpu: Option<CandleModel>,

@@ -6,6 +6,7 @@
 //! [`engine::Engine`], a bounded queue with a reply channel per request.
 //! This crate does no networking and knows nothing of PostgreSQL or Redis.
 
+pub mod audit;
 pub mod bench;
 pub mod candle_backend;
 pub mod chat;
