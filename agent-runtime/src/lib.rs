@@ -22,5 +22,9 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod train;
 
+/// This crate's version: part of a rollout's identity (what the exact
+/// audit tier replays with).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use engine::{Backend, Completion, Engine, EngineConfig, Finish, Prompt, Request, Runtime, SubmitError};
 pub use error::{Result, RuntimeError};

@@ -22,6 +22,9 @@ enum Owner {
     Admin,
     /// The data export in the path: the buyer `nell`, and nobody else.
     Buyer,
+    /// The open worker or lease in the path, or a blob a worker may fetch:
+    /// the player `ada`'s worker.
+    Worker,
 }
 
 fn owner_of(method: &str, path: &str) -> Owner {
@@ -34,9 +37,12 @@ fn owner_of(method: &str, path: &str) -> Owner {
         ("patch", "spaces") => Owner::Designer,
         ("get", "spaces") if path.ends_with("/analytics") => Owner::Designer,
         (_, "users") if path.contains("{username}") => Owner::Admin,
+        (_, "workers") if path.contains("{id}") => Owner::Worker,
+        (_, "leases" | "blobs") => Owner::Worker,
         (
             _,
-            "users" | "sessions" | "me" | "tokens" | "spaces" | "adapters" | "agents" | "matches" | "events" | "data",
+            "users" | "sessions" | "me" | "tokens" | "spaces" | "adapters" | "agents" | "matches" | "events" | "data"
+            | "workers" | "audit-secrets",
         ) => Owner::Nobody,
         _ => panic!("the matrix does not know who owns {method} {path}: teach owner_of"),
     }
@@ -47,6 +53,9 @@ struct Fixture {
     token: String,
     job: String,
     export: String,
+    worker: String,
+    lease: String,
+    model_sha: String,
 }
 
 fn fill(path: &str, f: &Fixture) -> String {
@@ -58,6 +67,9 @@ fn fill(path: &str, f: &Fixture) -> String {
             "{id}" if path.starts_with("/tokens") => f.token.clone(),
             "{id}" if path.starts_with("/training-jobs") => f.job.clone(),
             "{id}" if path.starts_with("/data/exports") => f.export.clone(),
+            "{id}" if path.starts_with("/workers") => f.worker.clone(),
+            "{id}" if path.starts_with("/leases") => f.lease.clone(),
+            "{sha256}" => f.model_sha.clone(),
             "{name}" => "README.md".to_owned(),
             "{id}" if path.starts_with("/matches") => uuid::Uuid::new_v4().to_string(),
             "{slug}" | "{space}" => "quick".to_owned(),
@@ -108,6 +120,7 @@ async fn snapshot(db: &sqlx::PgPool) -> String {
              || '/' || (select count(*) from training_policies) || '/' || (select count(*) from training_jobs)
              || '/' || (select count(*) from adapters) || '/' || (select count(*) from ledger_entries)
              || '/' || (select count(*) from data_exports)
+             || '/' || (select count(*) from workers) || '/' || (select count(*) from worker_leases)
              || '/' || (select coalesce(string_agg(status, ',' order by id), '') from data_exports)";
     sqlx::query_scalar::<_, String>(q).fetch_one(db).await.unwrap()
 }
@@ -150,7 +163,36 @@ async fn every_route_refuses_every_caller_it_should() {
     let dir = arena_server::work::exports::export_dir(&arena.settings.data_dir, export);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("README.md"), "card\n").unwrap();
-    let fixture = Fixture { agent, token, job: job.to_string(), export: export.to_string() };
+    // An open worker of ada's, with an open lease.
+    let model_sha: String =
+        sqlx::query_scalar("select base_model from agent_versions limit 1").fetch_one(&arena.db).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+    let (status, registered) = ada
+        .post(
+            "/workers",
+            json!({"name": "box", "public_key": hex::encode(key.verifying_key().to_bytes()),
+                   "model_sha256": model_sha, "runtime_version": "0.1.0", "recipe": "test", "device": "cpu",
+                   "max_batch": 8, "stake": 500}),
+        )
+        .await;
+    assert_eq!(status, 201, "{registered}");
+    let worker = registered["worker"]["id"].as_str().unwrap().to_owned();
+    let lease = uuid::Uuid::new_v4();
+    sqlx::query("insert into worker_leases (id, worker_id, deadline) values ($1, $2, now() + interval '1 hour')")
+        .bind(lease)
+        .bind(uuid::Uuid::parse_str(&worker).unwrap())
+        .execute(&arena.db)
+        .await
+        .unwrap();
+    let fixture = Fixture {
+        agent,
+        token,
+        job: job.to_string(),
+        export: export.to_string(),
+        worker,
+        lease: lease.to_string(),
+        model_sha,
+    };
 
     let anonymous = arena.user_anonymous();
     let player = arena.user("bob", "player").await;
@@ -159,10 +201,10 @@ async fn every_route_refuses_every_caller_it_should() {
     let admin = arena.user("root", "admin").await;
     let role_scopes = |name: &str| -> &'static [&'static str] {
         match name {
-            "bob" => &["read", "play"],
-            "rita" => &["read", "play", "design"],
-            "bea" => &["read", "export"],
-            _ => &["read", "play", "design", "export", "admin"],
+            "bob" => &["read", "play", "work"],
+            "rita" => &["read", "play", "design", "work"],
+            "bea" => &["read", "export", "work"],
+            _ => &["read", "play", "design", "export", "admin", "work"],
         }
     };
 
@@ -190,7 +232,9 @@ async fn every_route_refuses_every_caller_it_should() {
                 Access::Public => status != 401 && status != 403 && status < 500,
                 Access::Scope(scope) if !role_scopes(&stranger.name).contains(&scope.as_str()) => status == 403,
                 Access::Scope(_) => match owner {
-                    Owner::Player | Owner::Designer | Owner::Admin | Owner::Buyer => [403, 404].contains(&status),
+                    Owner::Player | Owner::Designer | Owner::Admin | Owner::Buyer | Owner::Worker => {
+                        [403, 404].contains(&status)
+                    }
                     Owner::Nobody => status != 401 && status != 403 && status < 500,
                 },
             };
@@ -220,6 +264,8 @@ async fn every_route_refuses_every_caller_it_should() {
             Owner::Admin => vec![&admin],
             // An export is its buyer's alone, admins included.
             Owner::Buyer => vec![&nell],
+            // A worker's lease and downloads are its owner's alone.
+            Owner::Worker => vec![&ada],
             Owner::Nobody => continue,
         };
         for caller in callers {

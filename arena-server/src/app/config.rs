@@ -116,6 +116,13 @@ struct FileArena {
     secure_cookies: Option<String>,
     export_retention_days: Option<u32>,
     training_time_limit_s: Option<u64>,
+    worker_pay_per_ktoken: Option<i64>,
+    worker_min_stake: Option<i64>,
+    worker_slash_pct: Option<i64>,
+    worker_audit_floor_pct: Option<u32>,
+    worker_escrow_s: Option<u64>,
+    worker_lease_s: Option<u64>,
+    worker_ban_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +185,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ARENA_TRUSTED_PROXIES", "arena.trusted_proxies (comma-separated addresses or networks)"),
     ("ARENA_SECURE_COOKIES", "arena.secure_cookies (auto, always or never)"),
     ("ARENA_EXPORT_RETENTION_DAYS", "arena.export_retention_days (an export's files are deleted after)"),
+    ("ARENA_WORKER_ESCROW_S", "arena.worker_escrow_s (seconds an open worker's pay stays in escrow)"),
+    ("ARENA_WORKER_TOKEN", "the API token (scope work) `arena worker` and `arena lab cheat-worker` use"),
     ("ARENA_THREADS", "threads of the model's kernels (default: all cores; --threads overrides)"),
     ("ARENA_KERNELS", "the model's kernel path: auto (the best the CPU has), scalar, avx2 or avx512"),
     ("ARENA_NEW_PASSWORD", "the password `arena user create` sets (else read from stdin)"),
@@ -301,6 +310,15 @@ impl Settings {
                             })?,
                     },
                     training_time_limit_s: a.training_time_limit_s.unwrap_or(d.training_time_limit_s).max(1),
+                    worker_pay_per_ktoken: a.worker_pay_per_ktoken.unwrap_or(d.worker_pay_per_ktoken).max(0),
+                    worker_min_stake: a.worker_min_stake.unwrap_or(d.worker_min_stake).max(1),
+                    worker_slash_pct: a.worker_slash_pct.unwrap_or(d.worker_slash_pct).clamp(1, 100),
+                    worker_audit_floor_pct: a.worker_audit_floor_pct.unwrap_or(d.worker_audit_floor_pct).clamp(1, 100),
+                    worker_escrow_s: env_parse(env, "ARENA_WORKER_ESCROW_S")?
+                        .or(a.worker_escrow_s)
+                        .unwrap_or(d.worker_escrow_s),
+                    worker_lease_s: a.worker_lease_s.unwrap_or(d.worker_lease_s).clamp(5, 3600),
+                    worker_ban_s: a.worker_ban_s.unwrap_or(d.worker_ban_s),
                     export_retention_days: env_parse(env, "ARENA_EXPORT_RETENTION_DAYS")?
                         .or(a.export_retention_days)
                         .unwrap_or(d.export_retention_days),

@@ -271,6 +271,10 @@ pub fn start_workers(
         ));
         let every = Duration::from_millis(settings.arena.matchmaker_interval_ms.clamp(50, 10_000) * 20);
         tokio::spawn(policies::run(ctx.clone(), every, stop.clone()));
+        // Open workers: leases expire, escrow is released, held answers
+        // are audited (the reference model loads on the first).
+        tokio::spawn(crate::work::workers::run_upkeep(ctx.clone(), stop.clone()));
+        tokio::spawn(crate::work::workers::run_auditor(ctx.clone(), stop.clone()));
     }
     Ok(())
 }

@@ -122,6 +122,81 @@ pub enum Command {
     /// Create the demo users, publish the example Spaces and enter a few
     /// agents with different system prompts (idempotent).
     Seed(SeedArgs),
+    /// Lend this machine to a server's matches: register (with a stake and
+    /// a key of its own), lease generation jobs, answer with signed
+    /// records. Needs only an API token with the `work` scope.
+    Worker(WorkerArgs),
+    /// Red-team tools.
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The server's base URL, e.g. https://arena.example.
+    #[arg(long)]
+    pub server: String,
+    /// An API token with the `work` scope.
+    #[arg(long, env = "ARENA_WORKER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The model file (default: the configured model path). Its sha256
+    /// must be the server's.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The file whose sha256 is declared (default: --model). Only the
+    /// substitute-model cheat sets it to another file.
+    #[arg(long, hide = true)]
+    pub declared_model: Option<PathBuf>,
+    /// Threads of the model's kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Jobs generated at once (1..=64).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub max_batch: i32,
+    /// The worker's name (default: worker-<first hex of its key>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Credits staked (at least the server's arena.worker_min_stake).
+    #[arg(long, default_value_t = 500)]
+    pub stake: i64,
+    /// The ed25519 key file (made on first run; default
+    /// <data_dir>/worker/worker.key). Downloaded adapters are kept beside it.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Stop after this many leases (default: run until interrupted).
+    #[arg(long)]
+    pub leases: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// A worker that cheats in one named way: the red team the audits are
+    /// measured against. Point it at your own server.
+    CheatWorker(CheatWorkerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheatWorkerArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// How it cheats.
+    #[arg(long, value_enum)]
+    pub kind: CheatKind,
+}
+
+/// The ways `arena lab cheat-worker` cheats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheatKind {
+    SubstituteModel,
+    DropAdapter,
+    OtherAdapter,
+    PrefillAttack,
+    EditTokens,
+    Truncate,
+    Replay,
+    Temperature,
+    Greedy,
+    BestOfN,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub mod space;
 pub mod train;
 pub mod user;
 pub mod verify_log;
+pub mod worker;
 
 use crate::app::CONNECT_TIMEOUT;
 use crate::app::config::Settings;
@@ -132,6 +133,8 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::VerifyLog(a) => verify_log::run(&a, settings).await?.code(),
         Command::Export(a) => export::run(&a, settings).await?.code(),
         Command::Seed(a) => seed::run(&a, settings).await?.code(),
+        Command::Worker(a) => worker::run(&a, settings).await?.code(),
+        Command::Lab(args::LabCommand::CheatWorker(a)) => worker::cheat(&a, settings).await?.code(),
         Command::Train(TrainCommand::Dpo(a)) => train::train(&a, Objective::Dpo, settings)?.code(),
         Command::Train(TrainCommand::Sft(a)) => train::train(&a, Objective::Sft, settings)?.code(),
         Command::Train(TrainCommand::Grpo(a)) => train::grpo(&a, settings)?.code(),

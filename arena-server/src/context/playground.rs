@@ -16,6 +16,7 @@ pub struct Playground {
     engine: tokio::sync::OnceCell<Result<Engine, String>>,
     studio_engine: tokio::sync::OnceCell<Result<Engine, String>>,
     judge_model: tokio::sync::OnceCell<Result<Arc<judge::JudgeModel>, String>>,
+    reference: tokio::sync::OnceCell<Result<Arc<Runtime>, String>>,
 }
 
 impl Playground {
@@ -26,6 +27,7 @@ impl Playground {
             engine: tokio::sync::OnceCell::new(),
             studio_engine: tokio::sync::OnceCell::new(),
             judge_model: tokio::sync::OnceCell::new(),
+            reference: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -52,6 +54,23 @@ impl Playground {
     /// matches must not fill the playground's queue).
     pub async fn studio_engine(&self) -> Result<Engine, String> {
         self.studio_engine.get_or_init(|| self.load(EngineConfig { max_batch: 4, queue_capacity: 16 })).await.clone()
+    }
+
+    /// The reference runtime open workers are held to: it renders their
+    /// prompts to token ids, decodes their answers and replays audits (on
+    /// blocking threads; it has no engine of its own).
+    pub async fn reference(&self) -> Result<Arc<Runtime>, String> {
+        self.reference
+            .get_or_init(|| async {
+                let (path, threads) = (self.model_path.clone(), self.threads);
+                tokio::task::spawn_blocking(move || Runtime::load(&path, threads))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new)
+                    .map_err(|e| format!("the model did not load: {e}"))
+            })
+            .await
+            .clone()
     }
 
     /// The judge model the studio's runs share (loaded once per process).

@@ -25,6 +25,7 @@ pub mod status;
 pub mod training;
 pub mod turns;
 pub mod user;
+pub mod worker;
 
 pub use ids::{AgentId, JobId, MatchId, PairId, SpaceId, TokenId, UserId};
 pub use status::{ExportStatus, JobStatus, JobTrigger, MatchStatus, PolicyMode, Stage, Topic};

@@ -40,6 +40,22 @@ pub struct ArenaSettings {
     /// Seconds a training job may run (train and gate) before it is
     /// stopped: it is failed without a refund, having used its time.
     pub training_time_limit_s: u64,
+    /// Open runtime workers: credits paid per thousand generated tokens
+    /// (issued from the mint into the worker's escrow).
+    pub worker_pay_per_ktoken: i64,
+    /// The least a worker stakes.
+    pub worker_min_stake: i64,
+    /// Per cent of its stake a worker loses at a failed audit (its escrow
+    /// is forfeited too).
+    pub worker_slash_pct: i64,
+    /// The lowest share of a worker's matches audited, in per cent.
+    pub worker_audit_floor_pct: u32,
+    /// Seconds pay stays in escrow before it is released to the owner.
+    pub worker_escrow_s: u64,
+    /// Seconds a worker has to answer a lease.
+    pub worker_lease_s: u64,
+    /// Seconds of a first ban after a failed audit; each strike doubles it.
+    pub worker_ban_s: u64,
 }
 
 /// An address or a network of addresses (`10.0.0.0/8`, `::1`).
@@ -118,6 +134,17 @@ impl SecureCookies {
     }
 }
 
+impl ArenaSettings {
+    /// The workers' money rules.
+    pub fn economics(&self) -> crate::domain::worker::Economics {
+        crate::domain::worker::Economics {
+            pay_per_ktoken: self.worker_pay_per_ktoken,
+            slash_pct: self.worker_slash_pct,
+            audit_floor: f64::from(self.worker_audit_floor_pct) / 100.0,
+        }
+    }
+}
+
 impl Default for ArenaSettings {
     fn default() -> ArenaSettings {
         ArenaSettings {
@@ -135,6 +162,13 @@ impl Default for ArenaSettings {
             secure_cookies: SecureCookies::Auto,
             export_retention_days: 30,
             training_time_limit_s: crate::domain::training::JobSettings::MAX_MINUTES * 60,
+            worker_pay_per_ktoken: 10,
+            worker_min_stake: 500,
+            worker_slash_pct: 50,
+            worker_audit_floor_pct: 5,
+            worker_escrow_s: 3600,
+            worker_lease_s: 120,
+            worker_ban_s: 600,
         }
     }
 }

@@ -87,10 +87,10 @@ impl Role {
     /// The scopes this role can hold (and grant to its tokens).
     pub fn scopes(self) -> &'static [Scope] {
         match self {
-            Role::Player => &[Scope::Read, Scope::Play],
-            Role::Designer => &[Scope::Read, Scope::Play, Scope::Design],
-            Role::Buyer => &[Scope::Read, Scope::Export],
-            Role::Admin => &[Scope::Read, Scope::Play, Scope::Design, Scope::Export, Scope::Admin],
+            Role::Player => &[Scope::Read, Scope::Play, Scope::Work],
+            Role::Designer => &[Scope::Read, Scope::Play, Scope::Design, Scope::Work],
+            Role::Buyer => &[Scope::Read, Scope::Export, Scope::Work],
+            Role::Admin => &[Scope::Read, Scope::Play, Scope::Design, Scope::Export, Scope::Admin, Scope::Work],
         }
     }
 }
@@ -109,6 +109,8 @@ pub enum Scope {
     Export,
     /// Administer users and credits.
     Admin,
+    /// Run an open runtime worker: lease generation jobs and return results.
+    Work,
 }
 
 impl Scope {
@@ -119,7 +121,11 @@ impl Scope {
             "design" => Ok(Scope::Design),
             "export" => Ok(Scope::Export),
             "admin" => Ok(Scope::Admin),
-            _ => Err(DomainError::new("scopes", format!("unknown scope {raw:?}: read, play, design, export or admin"))),
+            "work" => Ok(Scope::Work),
+            _ => Err(DomainError::new(
+                "scopes",
+                format!("unknown scope {raw:?}: read, play, design, export, admin or work"),
+            )),
         }
     }
 
@@ -130,6 +136,7 @@ impl Scope {
             Scope::Design => "design",
             Scope::Export => "export",
             Scope::Admin => "admin",
+            Scope::Work => "work",
         }
     }
 }

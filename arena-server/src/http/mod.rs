@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod pages;
 
 use actix_web::{HttpResponse, Route, web};
-use handlers::{adapters, agents, data, matches, spaces, training, users};
+use handlers::{adapters, agents, data, matches, spaces, training, users, workers};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct ApiRoute {
     route: fn() -> Route,
 }
 
-use crate::domain::user::Scope::{Admin, Design, Export, Play, Read};
+use crate::domain::user::Scope::{Admin, Design, Export, Play, Read, Work};
 use Access::{Public, Scope};
 
 macro_rules! route {
@@ -151,6 +151,14 @@ pub const API: &[ApiRoute] = &[
         )
     ),
     route!(get, "/agents/{id}", agents::get, Public, "An agent; versions only for its owner", None),
+    route!(
+        patch,
+        "/agents/{id}",
+        agents::patch,
+        Scope(Play),
+        "Whether the agent's versions may run on open workers (which then see its system prompt and adapter)",
+        Some(r#"{"open_workers": true}"#)
+    ),
     route!(
         post,
         "/agents/{id}/versions",
@@ -286,6 +294,65 @@ pub const API: &[ApiRoute] = &[
         None
     ),
     route!(get, "/events", matches::events, Public, "Server-Sent Events of match progress (?space, ?match)", None),
+    route!(
+        post,
+        "/workers",
+        workers::register,
+        Scope(Work),
+        "Register an open runtime worker and lock its stake (ed25519 public key, model sha256, recipe, device, max batch)",
+        Some(
+            r#"{"name": "box-1", "public_key": "…64 hex…", "model_sha256": "…", "runtime_version": "0.1.0", "recipe": "q4q8-i16act-avx2-v1", "device": "cpu", "max_batch": 8, "stake": 500}"#
+        )
+    ),
+    route!(
+        get,
+        "/workers",
+        workers::list,
+        Scope(Read),
+        "The caller's workers (an admin's: all) with status, jobs, audits, reputation, stake, escrow and earnings",
+        None
+    ),
+    route!(post, "/workers/{id}/heartbeat", workers::heartbeat, Scope(Work), "A worker says it is alive", None),
+    route!(
+        post,
+        "/workers/{id}/lease",
+        workers::lease,
+        Scope(Work),
+        "Long-poll for generation jobs: 200 with a lease (jobs, deadline), 204 when none came",
+        Some(r#"{"wait_s": 0, "max_jobs": 8}"#)
+    ),
+    route!(
+        post,
+        "/leases/{id}/result",
+        workers::result,
+        Scope(Work),
+        "A lease's signed rollout records, every job at once",
+        Some(r#"{"results": [{"record": {…}, "signature": "…128 hex…"}]}"#)
+    ),
+    route!(
+        get,
+        "/blobs/{sha256}",
+        workers::blob,
+        Scope(Work),
+        "The base model, or an adapter a lease of the caller's worker needs, by sha256",
+        None
+    ),
+    route!(
+        get,
+        "/audit-secrets",
+        workers::audit_secrets,
+        Public,
+        "Each day's commitment to the secret that picks audited matches; the secret once the day is over",
+        None
+    ),
+    route!(
+        delete,
+        "/workers/{id}",
+        workers::leave,
+        Scope(Work),
+        "Leave: no new leases; the stake comes back after the escrow window",
+        None
+    ),
 ];
 
 /// Mounts the API (under `/api/v1`) and its documents.

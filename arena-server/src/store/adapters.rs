@@ -33,6 +33,11 @@ pub async fn materialize(pool: &PgPool, data_dir: &Path, sha256: &str) -> anyhow
     Ok(dir)
 }
 
+/// An adapter's canonical config and weights, as stored.
+pub async fn parts(pool: &PgPool, sha256: &str) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("select config, weights from adapters where sha256 = $1").bind(sha256).fetch_optional(pool).await
+}
+
 /// What an upload may be, at most.
 pub const MAX_WEIGHTS_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;

@@ -151,6 +151,14 @@ pub struct AgentRow {
     pub owner: String,
     pub current_version: i32,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Whether its versions may run on open workers the operator does not run.
+    pub open_workers: bool,
+}
+
+/// Lets (or stops letting) an agent's versions run on open workers.
+pub async fn set_open_workers(pool: &PgPool, agent: AgentId, open: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("update agents set open_workers = $2 where id = $1").bind(agent).bind(open).execute(pool).await?;
+    Ok(())
 }
 
 /// One of an agent's entries, with its rating there.
@@ -184,7 +192,7 @@ pub struct VersionRow {
 
 pub async fn agent(pool: &PgPool, agent: AgentId) -> Result<Option<AgentRow>, sqlx::Error> {
     sqlx::query_as(
-        "select a.id, a.name, a.owner_id, u.username as owner, a.current_version, a.created_at
+        "select a.id, a.name, a.owner_id, u.username as owner, a.current_version, a.created_at, a.open_workers
          from agents a join users u on u.id = a.owner_id where a.id = $1",
     )
     .bind(agent)

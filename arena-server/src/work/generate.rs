@@ -14,6 +14,9 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// How long the runtime's claim on a match it generates holds.
+const RUNTIME_CLAIM_S: u64 = 120;
+
 pub struct GenerateStage {
     pub generator: Arc<dyn Generator>,
 }
@@ -26,7 +29,10 @@ impl Work for GenerateStage {
     fn run<'a>(&'a self, ctx: &'a Context, subjects: &'a [Uuid]) -> BoxFuture<'a, anyhow::Result<Vec<Uuid>>> {
         Box::pin(async move {
             let ids: Vec<MatchId> = subjects.iter().map(|s| MatchId(*s)).collect();
-            let open = matches::in_status(&ctx.db, &ids, MatchStatus::Formed).await?;
+            // The runtime claims what it generates: a match an open worker
+            // holds a lease on is not generated twice (it comes back through
+            // the reconciler if the lease lapses).
+            let open = crate::store::workers::claim_for_runtime(&ctx.db, &ids, RUNTIME_CLAIM_S).await?;
             // Everything else is past this stage (or unknown): done.
             let mut done: Vec<Uuid> = subjects.iter().filter(|m| !open.contains(&MatchId(**m))).copied().collect();
             if open.is_empty() {

@@ -50,13 +50,8 @@ impl Generator for EngineGenerator {
             let runs = jobs.into_iter().map(|job| {
                 let engine = engine.clone();
                 async move {
-                    let mut messages = Vec::new();
-                    if !job.system.is_empty() {
-                        messages.push(ChatMessage::system(&job.system));
-                    }
-                    messages.push(ChatMessage::user(&job.prompt));
                     let request = Request {
-                        prompt: Prompt::Chat(messages),
+                        prompt: chat_prompt(&job.system, &job.prompt),
                         adapter: job.adapter,
                         params: job.params,
                         logprobs: false,
@@ -80,6 +75,17 @@ impl Generator for EngineGenerator {
             join_all(runs).await
         })
     }
+}
+
+/// The chat an agent answers: its system prompt (when it has one) and the
+/// match's prompt. Open workers get it as token ids rendered from this.
+pub fn chat_prompt(system: &str, prompt: &str) -> Prompt {
+    let mut messages = Vec::new();
+    if !system.is_empty() {
+        messages.push(ChatMessage::system(system));
+    }
+    messages.push(ChatMessage::user(prompt));
+    Prompt::Chat(messages)
 }
 
 /// A per-match seed: the agent's seed mixed with the match and slot, so

@@ -1,6 +1,6 @@
 //! The background work: the match pipeline's stages (generate → judge →
 //! settle), the matchmaker, the outbox relay, the reconciler, the trainer
-//! and the training policies — all built on one stream runner
+//! the training policies and the open workers' leases and audits — all built on one stream runner
 //! (`runner`) over the store and the queues. Nothing here knows HTTP.
 
 pub mod dry_run;
@@ -21,6 +21,7 @@ pub mod studio;
 pub mod test_double;
 pub mod trainer;
 pub mod turns;
+pub mod workers;
 
 use crate::context::Context;
 use crate::domain::{MatchId, MatchStatus};

@@ -252,6 +252,7 @@ pub async fn agent_json(
         "created_at": row.created_at, "entries": entries,
     });
     if viewer.is_some_and(|v| v.user_id == row.owner_id || v.is_admin()) {
+        value["open_workers"] = serde_json::json!(row.open_workers);
         value["versions"] =
             serde_json::to_value(agents::versions(&state.db, agent).await?).map_err(ApiError::internal)?;
     }
@@ -265,6 +266,37 @@ pub async fn get(
     path: web::Path<AgentId>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(agent_json(&state, path.into_inner(), caller.0.as_ref()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    open_workers: bool,
+}
+
+/// PATCH /api/v1/agents/{id} — whether the agent's versions may run on
+/// open workers (machines the operator does not run, which then see its
+/// system prompt and adapter).
+pub async fn patch(
+    state: web::Data<Context>,
+    caller: Caller,
+    path: web::Path<AgentId>,
+    body: web::Json<AgentPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let agent = path.into_inner();
+    set_open_workers(&state, &caller, agent, body.open_workers).await?;
+    Ok(HttpResponse::Ok().json(agent_json(&state, agent, Some(&caller)).await?))
+}
+
+/// Sets an agent's open-workers choice, for its owner (or an admin).
+pub async fn set_open_workers(state: &Context, caller: &Caller, agent: AgentId, open: bool) -> Result<(), ApiError> {
+    caller.write(state, Scope::Play).await?;
+    let row = agents::agent(&state.db, agent).await?.ok_or_else(|| ApiError::NotFound("agent".into()))?;
+    if row.owner_id != caller.user_id && !caller.is_admin() {
+        return Err(ApiError::NotFound("agent".into()));
+    }
+    agents::set_open_workers(&state.db, agent, open).await?;
+    Ok(())
 }
 
 /// GET /api/v1/agents — the caller's agents.

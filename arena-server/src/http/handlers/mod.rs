@@ -7,3 +7,4 @@ pub mod matches;
 pub mod spaces;
 pub mod training;
 pub mod users;
+pub mod workers;
