@@ -918,3 +918,83 @@ async fn a_designer_checks_a_draft_dry_runs_it_publishes_and_compares_versions()
     b.open("/studio/quick").await;
     b.shot("studio-editor-phone").await;
 }
+
+/// An owner lends a machine: the agent page's choice, a `work` token made
+/// on /me, the real `arena worker` generating matches, a cheating worker of
+/// hers caught; /workers shows both, the finding, the earnings chart, at
+/// phone width with every input labelled.
+#[tokio::test]
+async fn a_worker_owner_sees_her_workers_their_audits_and_earnings() {
+    use crate::workers::{open_league, output_of, spawn_worker};
+    let (arena, players) = open_league(3600).await;
+    let ada = &players[0];
+    // Ada's first agent is opted in by the API; the page shows the choice
+    // and takes it back and forth.
+    let agent: String = sqlx::query_scalar::<_, uuid::Uuid>("select id from agents where owner_id = $1")
+        .bind(uuid::Uuid::parse_str(&ada.id).unwrap())
+        .fetch_one(&arena.db)
+        .await
+        .unwrap()
+        .to_string();
+    let b = Browser::start(&arena, 360, 1600).await;
+    b.sign_in("ada", "correct horse battery").await;
+    b.open(&format!("/agents/{agent}")).await;
+    let checked = |b: &Browser| {
+        let client = b.client.clone();
+        async move { client.execute("return document.getElementById('open-workers-box').checked", vec![]).await.unwrap() }
+    };
+    assert_eq!(checked(&b).await, json!(true));
+    assert!(b.text("#open-workers-note").await.contains("sees this agent's system prompt and adapter"));
+    b.click("#open-workers-box").await;
+    b.click("#open-workers button").await;
+    assert_eq!(checked(&b).await, json!(false));
+    b.click("#open-workers-box").await;
+    b.click("#open-workers button").await;
+    assert_eq!(checked(&b).await, json!(true), "{}", b.body().await);
+
+    // Wendy makes a work token on /me, then runs an honest worker and a
+    // cheating one.
+    arena.user("wendy", "player").await;
+    let w = Browser::start(&arena, 360, 1600).await;
+    w.sign_in("wendy", "correct horse battery").await;
+    w.open("/me").await;
+    w.fill("#token-name", "box").await;
+    w.click("#scope-work").await;
+    w.click("form[action='/me/tokens'] button").await;
+    assert!(w.wait_text(".notice.good", "shown only this once", 5).await, "{}", w.body().await);
+    let token = w.text("#new-token").await.trim().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let honest = spawn_worker(&arena, &token, dir.path(), None);
+    arena.wait_settled(2, 240).await;
+    let log = output_of(honest);
+    let cheat_dir = tempfile::tempdir().unwrap();
+    let mut cheat = spawn_worker(&arena, &token, cheat_dir.path(), Some("edit-tokens"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while cheat.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the cheat was not stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cheat_log = output_of(cheat);
+    arena.pause_all().await;
+
+    w.open("/workers").await;
+    let table = w.text("#workers").await;
+    assert!(table.contains("banned until"), "{table}\n{log}\n{cheat_log}");
+    assert!(w.text("#findings").await.contains("the seeded sampler draws"), "{}", w.body().await);
+    let chart: Value = w
+        .client
+        .execute("return Array.from(document.querySelectorAll('svg title')).map(t => t.textContent)", vec![])
+        .await
+        .unwrap();
+    assert_eq!(chart, json!(["Credits paid into escrow per day"]));
+    assert!(w.text("#worker-command").await.contains("arena worker --server http://"));
+    let wide: Value =
+        w.client.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![]).await.unwrap();
+    assert_eq!(wide, false, "/workers scrolls sideways at 360 px");
+    w.shot("workers-phone").await;
+    // Another player sees none of hers.
+    b.open("/workers").await;
+    assert!(b.wait_text("#no-workers", "No workers yet", 5).await, "{}", b.body().await);
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}

@@ -20,3 +20,4 @@ mod metrics;
 mod pipeline;
 mod studio;
 mod training;
+mod workers;

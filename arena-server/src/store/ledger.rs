@@ -285,6 +285,9 @@ pub struct CheckReport {
     pub held_by_users: i64,
     pub in_pots: i64,
     pub house: i64,
+    /// Open workers' stakes and escrowed pay.
+    pub staked: i64,
+    pub in_escrow: i64,
     /// Transactions whose entries do not sum to zero.
     pub unbalanced_transactions: Vec<Uuid>,
     /// Accounts whose balance differs from the sum of their entries: (account, balance, sum).
@@ -306,14 +309,16 @@ impl CheckReport {
 
     pub fn render(&self) -> String {
         let mut out = format!(
-            "transactions {}\nentries {}\nsum of entries {}\nissued {}\n  held by users {}\n  in match pots {}\n  house {}\n",
+            "transactions {}\nentries {}\nsum of entries {}\nissued {}\n  held by users {}\n  in match pots {}\n  house {}\n  staked by workers {}\n  in workers' escrow {}\n",
             self.transactions,
             self.entries,
             self.entries_sum,
             self.issued,
             self.held_by_users,
             self.in_pots,
-            self.house
+            self.house,
+            self.staked,
+            self.in_escrow
         );
         for id in &self.unbalanced_transactions {
             out += &format!("UNBALANCED transaction {id}\n");
@@ -374,6 +379,8 @@ pub async fn check(pool: &PgPool) -> Result<CheckReport, LedgerError> {
         held_by_users: total("user"),
         in_pots: total("pot"),
         house: total("house"),
+        staked: total("stake"),
+        in_escrow: total("escrow"),
         unbalanced_transactions,
         mismatched_accounts,
         negative_accounts,

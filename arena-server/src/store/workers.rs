@@ -744,3 +744,46 @@ pub async fn lease_needs(pool: &PgPool, leases: &[Uuid], sha: &str) -> Result<bo
     .fetch_one(pool)
     .await
 }
+
+/// A rejected record, for the owner's page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Finding {
+    pub worker: String,
+    pub match_id: MatchId,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub audit: serde_json::Value,
+}
+
+/// The newest rejected records (one per match) of `owner`'s workers (all with `None`).
+pub async fn findings(pool: &PgPool, owner: Option<UserId>, limit: i64) -> Result<Vec<Finding>, sqlx::Error> {
+    sqlx::query_as(
+        "select distinct on (j.match_id, j.lease_id) w.name as worker, j.match_id, j.answered_at,
+                coalesce(j.audit, '{}') as audit
+         from worker_jobs j join workers w on w.id = j.worker_id
+         where j.state = 'rejected' and ($1::uuid is null or w.owner_id = $1)
+         order by j.match_id, j.lease_id, j.answered_at desc limit $2",
+    )
+    .bind(owner)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Credits paid into escrow per day over the last `days` days (days
+/// without pay included as 0).
+pub async fn pay_by_day(
+    pool: &PgPool,
+    owner: Option<UserId>,
+    days: i32,
+) -> Result<Vec<(chrono::NaiveDate, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select d::date, coalesce((select sum(j.pay) from worker_jobs j join workers w on w.id = j.worker_id
+                                   where j.state = 'accepted' and j.answered_at::date = d::date
+                                     and ($1::uuid is null or w.owner_id = $1)), 0)::bigint
+         from generate_series(current_date - ($2 - 1), current_date, interval '1 day') as d order by d",
+    )
+    .bind(owner)
+    .bind(days)
+    .fetch_all(pool)
+    .await
+}

@@ -228,6 +228,8 @@ struct AgentPage {
     draft: Draft,
     has_adapter: bool,
     policies: Vec<PolicyLine>,
+    /// Whether open workers may generate its matches.
+    open_workers: bool,
     error: FormError,
 }
 
@@ -399,6 +401,7 @@ async fn agent_page_with(
         draft: typed.unwrap_or(draft),
         has_adapter,
         policies,
+        open_workers: row.open_workers,
         error,
     })
 }
@@ -417,6 +420,28 @@ async fn after(state: &Ctx, visit: &Visit, id: AgentId, done: Result<(), ApiErro
             render_with(StatusCode::UNPROCESSABLE_ENTITY, &visit.chrome, &page)
         }
     }
+}
+
+#[derive(Deserialize)]
+pub struct OpenWorkersForm {
+    #[serde(default)]
+    csrf: String,
+    /// A checkbox: present ("on") when ticked.
+    #[serde(default)]
+    open_workers: Option<String>,
+}
+
+/// The owner's choice whether open workers may run the agent.
+pub async fn open_workers(
+    state: Ctx,
+    user: SignedIn,
+    path: web::Path<AgentId>,
+    Form(form): Form<OpenWorkersForm>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let open = form.open_workers.is_some_and(|v| v == "on");
+    let done = agent_actions::set_open_workers(&state, &user.caller, id, open).await;
+    after(&state, &user.visit(), id, done).await
 }
 
 #[derive(Deserialize)]
@@ -488,7 +513,7 @@ pub async fn train(
     after(&state, &user.visit(), id, done).await
 }
 
-csrf_token!(text: RollbackForm, LeaveForm, TrainForm, PlaygroundQuery, PolicyForm);
+csrf_token!(text: OpenWorkersForm, RollbackForm, LeaveForm, TrainForm, PlaygroundQuery, PolicyForm);
 
 /// Tokens the playground answers with at most.
 pub const PLAYGROUND_TOKENS: usize = 96;

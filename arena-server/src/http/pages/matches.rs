@@ -88,6 +88,9 @@ pub struct Seat {
     pub output: Option<String>,
     pub finish: String,
     pub checks: Vec<CheckView>,
+    /// The open worker that generated the answer, and whether its record
+    /// was audited; none: the built-in runtime.
+    pub worker: Option<String>,
 }
 
 pub struct Reading {
@@ -315,11 +318,17 @@ async fn body(state: &Ctx, visit: &Visit, id: MatchId, step: Option<usize>) -> R
             consistent: p.consistent,
         })
         .collect();
+    let workers = crate::store::workers::seat_workers(&state.db, id).await?;
     let seat_views = seats
         .iter()
         .map(|s| {
             let slot = s.slot.to_string();
+            let worker = workers.iter().find(|w| w.slot == s.slot).map(|w| {
+                let how = if w.audited { "audited: replayed exactly" } else { "not audited" };
+                format!("{} ({how}; record {})", w.worker, w.record_sha256.as_deref().map_or("", |h| &h[..12]))
+            });
             Seat {
+                worker,
                 agent_id: s.agent_id.to_string(),
                 agent: s.agent.clone(),
                 owner: s.owner.clone(),

@@ -22,6 +22,7 @@ pub mod matches;
 pub mod me;
 pub mod spaces;
 pub mod studio;
+pub mod workers;
 
 use crate::context::Context;
 use crate::domain::user::Role;
@@ -102,6 +103,20 @@ pub const PAGES: &[PageRoute] = &[
     page!(post, "/agents/{id}/train", agents::train, SignedIn, "Start a training job"),
     page!(post, "/agents/{id}/version", agents::new_version, SignedIn, "Make a new version (settings, adapter, note)"),
     page!(post, "/agents/{id}/policy", agents::policy, SignedIn, "Set the training policy in a Space"),
+    page!(
+        post,
+        "/agents/{id}/open-workers",
+        agents::open_workers,
+        SignedIn,
+        "Whether open workers may generate the agent's matches"
+    ),
+    page!(
+        get,
+        "/workers",
+        workers::page,
+        SignedIn,
+        "Your open workers (an admin's: all): status, audits with reasons, stake, escrow, earnings; how to start one"
+    ),
     page!(
         get,
         "/data",
