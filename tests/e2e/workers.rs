@@ -14,13 +14,17 @@ const ARENA: &str = env!("CARGO_BIN_EXE_arena");
 /// A league whose agents allow open workers (one with an adapter), on a
 /// server with no runtime of its own: only workers generate.
 pub async fn open_league(escrow_s: u64) -> (Arena, Vec<User>) {
+    open_league_with(escrow_s, 30).await
+}
+
+pub async fn open_league_with(escrow_s: u64, lease_s: u64) -> (Arena, Vec<User>) {
     let env = TestEnv::new().await;
     let mut settings = quick_settings(&env);
     // A credit per token, so the small test answers earn something.
     settings.arena.worker_pay_per_ktoken = 1000;
     settings.arena.worker_escrow_s = escrow_s;
     // A killed worker's lease lapses soon, so its matches come back.
-    settings.arena.worker_lease_s = 30;
+    settings.arena.worker_lease_s = lease_s;
     let arena = Arena::with_settings(env, settings).await;
     let dana = arena.user("dana", "designer").await;
     arena.publish(&dana, &quick_space("quick", 2, 2), json!({})).await;
@@ -233,6 +237,141 @@ async fn cheating_workers_are_caught_slashed_banned_and_their_matches_generated_
     arena.pause_all().await;
     let log = output_of(honest);
     assert!(all_settled, "the cheats' matches settle through the honest worker:\n{log}");
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}
+
+/// A worker registered and driven through the API by the test itself.
+async fn api_worker(arena: &Arena, user: &User, seed: u8) -> (String, ed25519_dalek::SigningKey) {
+    let model_sha: String =
+        sqlx::query_scalar("select base_model from agent_versions limit 1").fetch_one(&arena.db).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let (status, body) = user
+        .post(
+            "/workers",
+            json!({"name": format!("api-{seed}"), "public_key": hex::encode(key.verifying_key().to_bytes()),
+                   "model_sha256": model_sha, "runtime_version": agent_runtime::VERSION,
+                   "recipe": agent_runtime::quant::kernels().recipe(), "device": "cpu", "max_batch": 4, "stake": 500}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (body["worker"]["id"].as_str().unwrap().to_owned(), key)
+}
+
+#[tokio::test]
+async fn workers_that_vanish_or_never_answer_lose_their_matches_which_settle_once() {
+    let (arena, players) = open_league_with(3600, 4).await;
+    // A player is never given a match with an agent of her own (both
+    // agents of every match here are hers or bob's).
+    let (ada_worker, _) = api_worker(&arena, &players[0], 11).await;
+    let formed = eventually(30, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where status = 'formed'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            > 0
+    })
+    .await;
+    assert!(formed);
+    let (status, _) = players[0].post(&format!("/workers/{ada_worker}/lease"), json!({"wait_s": 1})).await;
+    assert_eq!(status, 204, "ada's own agents' matches are not hers to generate");
+
+    // A worker that leases and never answers; its answer after the
+    // deadline is refused and changes nothing.
+    let (silent_owner, _) = worker_owner(&arena, "sil").await;
+    let (silent, key) = api_worker(&arena, &silent_owner, 12).await;
+    let (status, lease) = silent_owner.post(&format!("/workers/{silent}/lease"), json!({"wait_s": 5})).await;
+    assert_eq!(status, 200, "{lease}");
+    let lease: arena_server::work::workers::LeaseOut = serde_json::from_value(lease).unwrap();
+    let mut held: Vec<uuid::Uuid> = lease.jobs.iter().map(|j| j.match_id.0).collect();
+    held.sort();
+    held.dedup();
+    // A killed worker: it leases, then dies (SIGKILL) before answering.
+    let (victim_owner, victim_token) = worker_owner(&arena, "vic").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut victim = spawn_worker(&arena, &victim_token, dir.path(), None);
+    let _ = &victim_owner;
+    let leased = eventually(60, || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from worker_leases l join workers w on w.id = l.worker_id
+             join users u on u.id = w.owner_id where u.username = 'vic'",
+        )
+        .fetch_one(&arena.db)
+        .await
+        .unwrap()
+            > 0
+    })
+    .await;
+    assert!(leased);
+    victim.kill().unwrap();
+    let _ = victim.wait();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let records: Vec<serde_json::Value> = lease
+        .jobs
+        .iter()
+        .map(|j| {
+            let record = arena_server::domain::worker::RolloutRecord {
+                lease_id: lease.lease_id,
+                job_id: j.job_id,
+                match_id: j.match_id,
+                slot: j.slot,
+                attempt: j.attempt,
+                identity: j.identity.clone(),
+                tokens: vec![],
+                logprobs: vec![],
+                finish: agent_runtime::Finish::Length,
+                end_token: None,
+                elapsed_ms: 1,
+            };
+            let signature = record.sign(&key);
+            json!({"record": record, "signature": signature})
+        })
+        .collect();
+    let (status, body) =
+        silent_owner.post(&format!("/leases/{}/result", lease.lease_id), json!({"results": records})).await;
+    assert_eq!(status, 409, "a late answer is refused: {body}");
+
+    // An honest worker takes what the others dropped.
+    let (_, token) = worker_owner(&arena, "wendy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let honest = spawn_worker(&arena, &token, dir.path(), None);
+    let settled = eventually(180, || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from matches where id = any($1) and status = 'settled'")
+            .bind(&held)
+            .fetch_one(&arena.db)
+            .await
+            .unwrap()
+            == held.len() as i64
+    })
+    .await;
+    arena.pause_all().await;
+    let log = output_of(honest);
+    let states: Vec<(uuid::Uuid, String, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> = sqlx::query_as(
+        "select m.id, m.status, m.claimed_until,
+                (select string_agg(j.state || '@' || j.lease_id, ',') from worker_jobs j where j.match_id = m.id)
+         from matches m where m.id = any($1)",
+    )
+    .bind(&held)
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert!(settled, "the silent worker's matches settle through another: {states:?}\n{log}");
+    let dropped: Vec<String> = sqlx::query_scalar(
+        "select distinct j.state from worker_jobs j join workers w on w.id = j.worker_id
+         join users u on u.id = w.owner_id where u.username in ('sil', 'vic')",
+    )
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(dropped, vec!["expired".to_owned()], "the vanished workers' jobs expired, nothing else");
+    let from_vanished: i64 = sqlx::query_scalar(
+        "select count(*) from outputs o join worker_jobs j on j.id = o.worker_job_id
+         join workers w on w.id = j.worker_id join users u on u.id = w.owner_id where u.username in ('sil', 'vic')",
+    )
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(from_vanished, 0);
     arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 }

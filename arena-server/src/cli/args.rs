@@ -173,6 +173,35 @@ pub enum LabCommand {
     /// A worker that cheats in one named way: the red team the audits are
     /// measured against. Point it at your own server.
     CheatWorker(CheatWorkerArgs),
+    /// What the open workers' audit catches, on the real model with no
+    /// server: each cheat's catch rate per completion length with a 95%
+    /// interval, honest rejects, adapters' KL and the smallest caught, the
+    /// verifier's cost, the record's size, and the economics simulation.
+    AuditBench(AuditBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditBenchArgs {
+    /// The model file (default: the configured model path).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Honest rollouts per completion length (a third of them at 256 tokens
+    /// and more); each cheat is made once per rollout.
+    #[arg(long, default_value_t = 30)]
+    pub rollouts: usize,
+    /// Completion lengths, in tokens.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+    pub lengths: Vec<usize>,
+    /// Threads of the generating runtime.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Threads of the checking runtime (another count than the generator's
+    /// shows the bits do not depend on it).
+    #[arg(long, default_value_t = 1)]
+    pub check_threads: usize,
+    /// The generating engine's batch.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Args)]

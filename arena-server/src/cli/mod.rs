@@ -135,6 +135,9 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::Seed(a) => seed::run(&a, settings).await?.code(),
         Command::Worker(a) => worker::run(&a, settings).await?.code(),
         Command::Lab(args::LabCommand::CheatWorker(a)) => worker::cheat(&a, settings).await?.code(),
+        Command::Lab(args::LabCommand::AuditBench(a)) => {
+            blocking(settings, move |s| lab::audit_bench::run(&a, s)).await?.code()
+        }
         Command::Train(TrainCommand::Dpo(a)) => train::train(&a, Objective::Dpo, settings)?.code(),
         Command::Train(TrainCommand::Sft(a)) => train::train(&a, Objective::Sft, settings)?.code(),
         Command::Train(TrainCommand::Grpo(a)) => train::grpo(&a, settings)?.code(),

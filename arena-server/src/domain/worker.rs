@@ -330,6 +330,97 @@ impl Economics {
     }
 }
 
+/// A worker's way of playing, for the economics simulation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Strategy {
+    /// Generates every job as assigned.
+    Honest,
+    /// Returns made-up answers without generating (saves all compute).
+    Lazy,
+    /// Cheats on a share of its jobs (to favour an agent, say), honest otherwise.
+    Biased { share: f64 },
+    /// Honest through its probation, then lazy at the falling rate.
+    Sybil,
+}
+
+/// What one simulated worker's life gives its owner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub jobs: u64,
+    pub caught: u64,
+    /// Credits released to the owner, minus what was slashed, minus the
+    /// compute spent (honest generation costs `cost_share` of its pay).
+    pub profit: f64,
+}
+
+/// Simulates `jobs` matches of a worker playing `strategy` with `stake`,
+/// each paying `pay` credits (at most the cap for the stake), with the
+/// arena's audit rate, slash and escrow (pay held for `escrow_jobs` jobs).
+/// A caught worker's stake falls below the minimum, so it leases no more:
+/// the rest of its stake comes back and it registers again with a fresh
+/// one (bans only delay it; they cost it nothing here). A cheated job brings
+/// its cheater `bribe` credits besides its pay.
+#[allow(clippy::too_many_arguments)]
+pub fn simulate(
+    strategy: Strategy,
+    econ: &Economics,
+    stake: i64,
+    pay: f64,
+    cost_share: f64,
+    bribe: f64,
+    escrow_jobs: usize,
+    jobs: u64,
+    seed: u64,
+) -> Outcome {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Outcome { jobs: 0, caught: 0, profit: 0.0 };
+    let mut streak = 0i32;
+    let mut escrow: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut stake_left = stake as f64;
+    out.profit -= stake as f64; // locked now, returned when it leaves unslashed
+    while out.jobs < jobs {
+        out.jobs += 1;
+        let rate = audit_rate(streak, econ.audit_floor);
+        let cheats = match strategy {
+            Strategy::Honest => false,
+            Strategy::Lazy => true,
+            Strategy::Biased { share } => rng.random::<f64>() < share,
+            Strategy::Sybil => streak >= PROBATION,
+        };
+        if !cheats {
+            out.profit -= cost_share * pay;
+        }
+        let audited = rng.random::<f64>() < rate;
+        if cheats && audited {
+            // Escrow forfeited, a slash, and (for the Sybil) a new identity.
+            out.caught += 1;
+            escrow.clear();
+            stake_left -= (stake as f64 * econ.slash_pct as f64 / 100.0).min(stake_left);
+            streak = 0;
+            // Below the minimum stake it leases nothing more: what is left
+            // comes back and a fresh identity stakes again.
+            out.profit += stake_left;
+            out.profit -= stake as f64;
+            stake_left = stake as f64;
+            continue;
+        }
+        if audited {
+            streak += 1;
+        }
+        if cheats {
+            out.profit += bribe;
+        }
+        escrow.push_back(pay);
+        if escrow.len() > escrow_jobs {
+            out.profit += escrow.pop_front().unwrap_or(0.0);
+        }
+    }
+    // It leaves: the escrow and what is left of the stake come back.
+    out.profit += escrow.iter().sum::<f64>() + stake_left;
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +532,23 @@ mod tests {
             assert!(rate * e.slash(stake) as f64 >= 10.0 * pay, "stake {stake}, streak {streak}: {tokens} tokens");
         }
         assert!(e.max_job_tokens(500, 1000) >= 1, "a minimal stake still takes work");
+    }
+
+    #[test]
+    fn every_cheating_strategy_loses_money_and_honesty_earns() {
+        let e = Economics { pay_per_ktoken: 10, slash_pct: 50, audit_floor: 0.05 };
+        let stake = 500;
+        // The biggest job the cap allows a worker at the floor.
+        let pay = pay_for(e.max_job_tokens(stake, 10_000), e.pay_per_ktoken) as f64;
+        assert!(pay >= 1.0);
+        let run = |s: Strategy, bribe: f64| {
+            let total: f64 = (0..20).map(|seed| simulate(s, &e, stake, pay, 0.5, bribe, 50, 5_000, seed).profit).sum();
+            total / 20.0
+        };
+        assert!(run(Strategy::Honest, 0.0) > 0.0, "honest work pays");
+        for s in [Strategy::Lazy, Strategy::Biased { share: 0.2 }, Strategy::Biased { share: 1.0 }, Strategy::Sybil] {
+            // A cheated job's bribe as large as its pay.
+            assert!(run(s, pay) < 0.0, "{s:?} profits: {}", run(s, pay));
+        }
     }
 }

@@ -167,6 +167,14 @@ pub async fn list(pool: &PgPool, owner: Option<UserId>) -> Result<Vec<WorkerView
     .await
 }
 
+/// Credits in the worker's stake account now.
+pub async fn staked(pool: &PgPool, worker: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select coalesce((select balance from accounts where worker_id = $1 and kind = 'stake'), 0)")
+        .bind(worker)
+        .fetch_one(pool)
+        .await
+}
+
 pub async fn heartbeat(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("update workers set last_seen = now() where id = $1").bind(id).execute(pool).await?;
     Ok(())

@@ -39,6 +39,8 @@ pub enum LeaseRefused {
     WrongModel { declared: String, ours: String },
     #[error("lease {0} is still open: answer it first")]
     Open(Uuid),
+    #[error("the stake holds {0} credits, under the minimum of {1}: register a worker with a new stake")]
+    Stake(i64, i64),
 }
 
 /// A lease as the worker receives it.
@@ -75,6 +77,10 @@ pub async fn lease(
     if w.model_sha256 != ctx.base_model {
         return Ok(Err(LeaseRefused::WrongModel { declared: w.model_sha256.clone(), ours: ctx.base_model.clone() }));
     }
+    let staked = store::staked(&ctx.db, w.id).await?;
+    if staked < ctx.settings.worker_min_stake {
+        return Ok(Err(LeaseRefused::Stake(staked, ctx.settings.worker_min_stake)));
+    }
     if let Some(open) = store::open_lease(&ctx.db, w.id).await? {
         if open.deadline > Utc::now() {
             return Ok(Err(LeaseRefused::Open(open.id)));
@@ -85,7 +91,7 @@ pub async fn lease(
     let rt = ctx.playground.reference().await.map_err(anyhow::Error::msg)?;
     let until = tokio::time::Instant::now() + wait;
     loop {
-        if let Some(out) = try_lease(ctx, w, &rt, max_jobs.clamp(1, w.max_batch as usize)).await? {
+        if let Some(out) = try_lease(ctx, w, staked, &rt, max_jobs.clamp(1, w.max_batch as usize)).await? {
             return Ok(Ok(Some(out)));
         }
         if tokio::time::Instant::now() + Duration::from_millis(500) > until {
@@ -95,9 +101,15 @@ pub async fn lease(
     }
 }
 
-async fn try_lease(ctx: &Context, w: &Worker, rt: &Arc<Runtime>, max_jobs: usize) -> anyhow::Result<Option<LeaseOut>> {
+async fn try_lease(
+    ctx: &Context,
+    w: &Worker,
+    staked: i64,
+    rt: &Arc<Runtime>,
+    max_jobs: usize,
+) -> anyhow::Result<Option<LeaseOut>> {
     let econ = ctx.settings.economics();
-    let max_tokens = econ.max_job_tokens(w.stake, w.clean_streak);
+    let max_tokens = econ.max_job_tokens(staked, w.clean_streak);
     let mut tx = ctx.db.begin().await?;
     let candidates = store::candidates(&mut tx, w.owner_id, (max_jobs as i64) * 4).await?;
     let mut chosen: Vec<MatchId> = Vec::new();

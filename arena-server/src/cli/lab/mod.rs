@@ -4,6 +4,7 @@
 //! bench that needs a database makes a throwaway one (`scratch_db`).
 
 pub mod abuse;
+pub mod audit_bench;
 pub mod common;
 pub mod control_plane;
 pub mod experiment;

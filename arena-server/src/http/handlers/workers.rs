@@ -156,6 +156,7 @@ pub async fn lease(
         Ok(Some(out)) => Ok(HttpResponse::Ok().json(out)),
         Ok(None) => Ok(HttpResponse::NoContent().finish()),
         Err(LeaseRefused::Banned(until)) => Err(ApiError::Forbidden(LeaseRefused::Banned(until).to_string())),
+        Err(refused @ LeaseRefused::Stake(..)) => Err(ApiError::Forbidden(refused.to_string())),
         Err(refused @ LeaseRefused::Left) => {
             Err(ApiError::Conflict { field: "worker".into(), message: refused.to_string() })
         }
