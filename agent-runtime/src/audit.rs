@@ -98,6 +98,9 @@ pub struct Replay {
     pub max_logprob_diff: f32,
     /// Tokens accepted as near ties (tolerant tier only).
     pub near_ties: usize,
+    /// The largest log-probability gap between a claimed token and the
+    /// one the replay draws, among the near ties accepted.
+    pub max_near_tie_gap: f32,
 }
 
 impl Runtime {
@@ -110,7 +113,7 @@ impl Runtime {
     /// documentation). An `Err` is a fault of the checker's own (a model
     /// error); every fault of the claim is in [`Replay::fault`].
     pub fn replay(&self, claim: &Claim<'_>, adapter: Option<&Adapter>, tier: Tier) -> Result<Replay> {
-        let mut out = Replay { fault: None, positions: 0, max_logprob_diff: 0.0, near_ties: 0 };
+        let mut out = Replay { fault: None, positions: 0, max_logprob_diff: 0.0, near_ties: 0, max_near_tie_gap: 0.0 };
         if let Some(why) = self.malformed(claim) {
             out.fault = Some(Fault::Malformed { why });
             return Ok(out);
@@ -159,6 +162,7 @@ impl Runtime {
                             return Some(Fault::Token { at, claimed, drawn });
                         }
                         out.near_ties += 1;
+                        out.max_near_tie_gap = out.max_near_tie_gap.max(gap);
                     }
                     if diff.is_nan() || diff > logprob {
                         return Some(Fault::Logprob { at, claimed: said, computed });

@@ -123,6 +123,7 @@ struct FileArena {
     worker_escrow_s: Option<u64>,
     worker_lease_s: Option<u64>,
     worker_ban_s: Option<u64>,
+    worker_full_audit_pot: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -319,6 +320,7 @@ impl Settings {
                         .unwrap_or(d.worker_escrow_s),
                     worker_lease_s: a.worker_lease_s.unwrap_or(d.worker_lease_s).clamp(5, 3600),
                     worker_ban_s: a.worker_ban_s.unwrap_or(d.worker_ban_s),
+                    worker_full_audit_pot: a.worker_full_audit_pot.unwrap_or(d.worker_full_audit_pot).max(0),
                     export_retention_days: env_parse(env, "ARENA_EXPORT_RETENTION_DAYS")?
                         .or(a.export_retention_days)
                         .unwrap_or(d.export_retention_days),

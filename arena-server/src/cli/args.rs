@@ -202,6 +202,14 @@ pub struct AuditBenchArgs {
     /// The generating engine's batch.
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
+    /// Instead: calibrate the tolerant tier — honest rollouts generated on
+    /// each other kernel path this CPU has (a child process per path),
+    /// replayed here; prints the worst drift and the limits at twice it.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// (The calibration's child) write honest claims as JSON Lines here.
+    #[arg(long, hide = true)]
+    pub emit_claims: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -56,6 +56,9 @@ pub struct ArenaSettings {
     pub worker_lease_s: u64,
     /// Seconds of a first ban after a failed audit; each strike doubles it.
     pub worker_ban_s: u64,
+    /// A match whose pot holds at least this many credits is audited
+    /// whatever the worker's rate.
+    pub worker_full_audit_pot: i64,
 }
 
 /// An address or a network of addresses (`10.0.0.0/8`, `::1`).
@@ -169,6 +172,7 @@ impl Default for ArenaSettings {
             worker_escrow_s: 3600,
             worker_lease_s: 120,
             worker_ban_s: 600,
+            worker_full_audit_pot: 500,
         }
     }
 }

@@ -291,17 +291,24 @@ struct RecordParts {
 }
 
 /// Reads the record parts of many matches in one query: who played which
-/// version, what each wrote (hashed), the verdict (hashed), ranks, rating
-/// changes, payouts and pairs. Floats travel as PostgreSQL's text (its
+/// version, what each wrote (hashed; with the sha256 of the open worker's
+/// signed record when one generated it), the verdict (hashed), ranks,
+/// rating changes, payouts and pairs. Floats travel as PostgreSQL's text (its
 /// shortest round-trip form), so a record reads the same however it is
 /// rebuilt.
 pub async fn records(conn: &mut PgConnection, ids: &[MatchId]) -> anyhow::Result<BTreeMap<MatchId, MatchRecord>> {
     let rows: Vec<RecordParts> = sqlx::query_as(
         "select m.id, m.space_id, m.space_version, m.prompt, m.reference, m.pot,
-                (select coalesce(json_agg(json_build_array(ma.slot, ma.agent_id, ma.agent_version, ma.owner_id,
+                (select coalesce(json_agg(case when j.record_sha256 is null
+                        then json_build_array(ma.slot, ma.agent_id, ma.agent_version, ma.owner_id,
                         ma.entry_fee, ma.mu_before::text, ma.sigma_before::text, ma.mu_after::text, ma.sigma_after::text,
-                        ma.rank, ma.payout, encode(sha256(convert_to(o.text, 'UTF8')), 'hex')) order by ma.slot), '[]')
+                        ma.rank, ma.payout, encode(sha256(convert_to(o.text, 'UTF8')), 'hex'))
+                        else json_build_array(ma.slot, ma.agent_id, ma.agent_version, ma.owner_id,
+                        ma.entry_fee, ma.mu_before::text, ma.sigma_before::text, ma.mu_after::text, ma.sigma_after::text,
+                        ma.rank, ma.payout, encode(sha256(convert_to(o.text, 'UTF8')), 'hex'), j.record_sha256) end
+                        order by ma.slot), '[]')
                  from match_agents ma left join outputs o on o.match_id = ma.match_id and o.slot = ma.slot
+                 left join worker_jobs j on j.id = o.worker_job_id
                  where ma.match_id = m.id) as seats,
                 (select encode(sha256(convert_to(v.verdict::text, 'UTF8')), 'hex') from verdicts v
                  where v.match_id = m.id) as verdict_sha256,

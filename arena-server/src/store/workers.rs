@@ -167,6 +167,11 @@ pub async fn list(pool: &PgPool, owner: Option<UserId>) -> Result<Vec<WorkerView
     .await
 }
 
+/// The pots of `ids`.
+pub async fn pots(pool: &PgPool, ids: &[MatchId]) -> Result<Vec<(MatchId, i64)>, sqlx::Error> {
+    sqlx::query_as("select id, pot from matches where id = any($1)").bind(ids).fetch_all(pool).await
+}
+
 /// Credits in the worker's stake account now.
 pub async fn staked(pool: &PgPool, worker: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select coalesce((select balance from accounts where worker_id = $1 and kind = 'stake'), 0)")

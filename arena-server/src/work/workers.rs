@@ -279,9 +279,13 @@ pub async fn answer(
             None => plans.push((job.match_id, broken, why)),
         }
     }
+    let pots = store::pots(&ctx.db, &plans.iter().map(|(m, _, _)| *m).collect::<Vec<_>>()).await?;
     for (m, _, why) in &mut plans {
         if worker::audit_draw(&secret, *m) < rate {
             why.push("drawn");
+        }
+        if pots.iter().any(|(id, pot)| id == m && *pot >= ctx.settings.worker_full_audit_pot) {
+            why.push("a large pot");
         }
     }
     // Store every record under the lease's close: the held ones as

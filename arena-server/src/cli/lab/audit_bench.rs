@@ -147,7 +147,118 @@ fn adapter_dir(dir: &Path, name: &str, rt: &Runtime, seed: u64, b_scale: f32) ->
     Ok(path)
 }
 
+/// An honest rollout as the calibration's child writes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClaimLine {
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    finish: Finish,
+    end_token: Option<u32>,
+    params: SamplingParams,
+}
+
+/// The calibration's child: honest rollouts with the bench's adapter on
+/// this process's kernel path, as claims.
+fn emit_claims(args: &AuditBenchArgs, settings: &Settings, out: &Path) -> anyhow::Result<bool> {
+    let model = args.model.clone().unwrap_or_else(|| settings.model.path.clone());
+    let rt = Arc::new(Runtime::load(&model, args.threads)?);
+    let engine = Engine::start(rt.clone(), EngineConfig { max_batch: args.max_batch, queue_capacity: 4096 });
+    let prompts = QUESTIONS
+        .iter()
+        .map(|q| rt.prompt_tokens(&Prompt::Chat(vec![Message::user(*q)])))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bench = Bench { engine, checker: rt.clone(), prompts };
+    let dir = tempfile::tempdir()?;
+    let mine = adapter_dir(dir.path(), "mine", &rt, 1, 0.02)?;
+    let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..Default::default() };
+    let mut lines = String::new();
+    for &len in &args.lengths {
+        let (done, _) = bench.generate(args.rollouts, len, Some(&mine), &params, 0)?;
+        for (i, c) in done.into_iter().enumerate() {
+            let line = ClaimLine {
+                prompt: bench.prompts[i % bench.prompts.len()].clone(),
+                tokens: c.tokens,
+                logprobs: c.logprobs.unwrap_or_default(),
+                finish: c.finish,
+                end_token: c.end_token,
+                params: SamplingParams { max_new_tokens: len, seed: i as u64, ..params.clone() },
+            };
+            lines.push_str(&serde_json::to_string(&line)?);
+            lines.push('\n');
+        }
+    }
+    std::fs::write(out, lines)?;
+    Ok(true)
+}
+
+/// The tolerant tier's calibration: claims from every other kernel path,
+/// replayed on this one with no limits; the worst drift seen.
+fn calibrate(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
+    use agent_runtime::quant::{self, Kernels};
+    let model = args.model.clone().unwrap_or_else(|| settings.model.path.clone());
+    let here = quant::kernels();
+    let checker = Runtime::load(&model, args.check_threads)?;
+    let dir = tempfile::tempdir()?;
+    let mine = adapter_dir(dir.path(), "mine", &checker, 1, 0.02)?;
+    let adapter = checker.adapter(&mine)?;
+    let open = Tier::Tolerant { logprob: f32::INFINITY, near_tie: f32::INFINITY, max_near_ties: usize::MAX };
+    println!("replayed on {} (recipe {}), claims generated on each other path:\n", here.name(), here.recipe());
+    println!(
+        "| generated on | rollouts | positions | worst log-prob drift (nats) | tokens unlike the replay's draw | worst gap at those (nats) |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    let mut worst = (0f32, 0f32);
+    for other in Kernels::ALL.into_iter().filter(|k| *k != here && k.available()) {
+        let file = dir.path().join(format!("{}.jsonl", other.name()));
+        let lengths = args.lengths.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["lab", "audit-bench", "--rollouts", &args.rollouts.to_string(), "--lengths", &lengths])
+            .args(["--threads", &args.threads.to_string(), "--max-batch", &args.max_batch.to_string()])
+            .arg("--model")
+            .arg(&model)
+            .arg("--emit-claims")
+            .arg(&file)
+            .env("ARENA_KERNELS", other.name())
+            .status()?;
+        anyhow::ensure!(status.success(), "the {} child failed", other.name());
+        let (mut n, mut positions, mut mismatches, mut drift, mut gap) = (0, 0, 0, 0f32, 0f32);
+        for line in std::fs::read_to_string(&file)?.lines() {
+            let c: ClaimLine = serde_json::from_str(line)?;
+            let claim = Claim {
+                prompt: &c.prompt,
+                tokens: &c.tokens,
+                logprobs: &c.logprobs,
+                finish: c.finish,
+                end_token: c.end_token,
+                params: &c.params,
+            };
+            let r = checker.replay(&claim, Some(&adapter), open)?;
+            n += 1;
+            positions += r.positions;
+            mismatches += r.near_ties;
+            drift = drift.max(r.max_logprob_diff);
+            gap = gap.max(r.max_near_tie_gap);
+        }
+        worst = (worst.0.max(drift), worst.1.max(gap));
+        println!("| {} | {n} | {positions} | {drift:.5} | {mismatches} | {gap:.4} |", other.name());
+    }
+    println!(
+        "\nlimits at twice the worst honest drift: log-prob {:.4} nats, near ties {:.4} nats (the server holds {} and {})",
+        2.0 * worst.0,
+        2.0 * worst.1,
+        crate::work::workers::TOLERANT_LOGPROB,
+        crate::work::workers::TOLERANT_NEAR_TIE
+    );
+    Ok(true)
+}
+
 pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
+    if let Some(out) = &args.emit_claims {
+        return emit_claims(args, settings, out);
+    }
+    if args.calibrate {
+        return calibrate(args, settings);
+    }
     let model = args.model.clone().unwrap_or_else(|| settings.model.path.clone());
     let generator = Arc::new(Runtime::load(&model, args.threads)?);
     let checker = Arc::new(Runtime::load(&model, args.check_threads)?);
@@ -300,10 +411,15 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
         tally(
             "edit: insert a token",
             &edit(&|c| {
+                if c.tokens.len() >= len {
+                    return false;
+                }
                 let i = c.tokens.len() / 2;
                 c.tokens.insert(i, 1000);
-                c.logprobs.as_mut().map(|l| l.insert(i, -3.0));
-                c.tokens.len() <= c.logprobs.as_ref().map_or(0, Vec::len) + 1
+                if let Some(l) = c.logprobs.as_mut() {
+                    l.insert(i, -3.0);
+                }
+                true
             }),
         )?;
         tally(
@@ -314,7 +430,9 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
                 }
                 let i = c.tokens.len() / 2;
                 c.tokens.remove(i);
-                c.logprobs.as_mut().map(|l| l.remove(i));
+                if let Some(l) = c.logprobs.as_mut() {
+                    l.remove(i);
+                }
                 true
             }),
         )?;
