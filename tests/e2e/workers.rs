@@ -60,6 +60,16 @@ pub async fn worker_owner(arena: &Arena, name: &str) -> (User, String) {
 
 /// Starts `arena worker` (or `arena lab cheat-worker --kind K`) as a process.
 pub fn spawn_worker(arena: &Arena, token: &str, dir: &std::path::Path, cheat: Option<&str>) -> Child {
+    spawn_worker_with(arena, token, dir, cheat, &[])
+}
+
+pub fn spawn_worker_with(
+    arena: &Arena,
+    token: &str,
+    dir: &std::path::Path,
+    cheat: Option<&str>,
+    env: &[(&str, &str)],
+) -> Child {
     let mut cmd = Command::new(ARENA);
     match cheat {
         Some(kind) => cmd.args(["lab", "cheat-worker", "--kind", kind]),
@@ -76,6 +86,9 @@ pub fn spawn_worker(arena: &Arena, token: &str, dir: &std::path::Path, cheat: Op
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in arena.env.vars() {
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.spawn().unwrap()
@@ -212,6 +225,16 @@ async fn cheating_workers_are_caught_slashed_banned_and_their_matches_generated_
         )
         .await;
         assert_eq!(stored, 0, "{kind}: nothing a cheat sent became an output");
+        // The slash is in its owner's statement, on the worker's stake.
+        let (_, statement) = user.get("/me/ledger?limit=100").await;
+        let slashes: i64 = statement["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "worker_slash" && e["account"] == "stake")
+            .map(|e| -e["amount"].as_i64().unwrap())
+            .sum();
+        assert_eq!(slashes, slashed, "{kind}: {statement}");
         let findings: Vec<serde_json::Value> = sqlx::query_scalar(
             "select j.audit from worker_jobs j join workers w on w.id = j.worker_id
              where w.owner_id = $1 and j.state = 'rejected'",
@@ -383,6 +406,38 @@ async fn workers_that_vanish_or_never_answer_lose_their_matches_which_settle_onc
     .await
     .unwrap();
     assert_eq!(from_vanished, 0);
+    arena.settled_exactly_once().await;
+    arena.ledger_ok().await;
+}
+
+/// A worker on another kernel path (the scalar one, forced) is held to
+/// the tolerant tier: audited, passed or at worst soft-failed, never slashed.
+#[tokio::test]
+async fn an_honest_worker_on_another_kernel_path_is_audited_tolerantly_and_never_slashed() {
+    if agent_runtime::quant::kernels() == agent_runtime::quant::Kernels::Scalar {
+        eprintln!("the server itself runs the scalar kernels here: no other path to hold tolerantly");
+        return;
+    }
+    let (arena, _) = open_league(3600).await;
+    let (wendy, token) = worker_owner(&arena, "wendy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = spawn_worker_with(&arena, &token, dir.path(), None, &[("ARENA_KERNELS", "scalar")]);
+    arena.wait_settled(3, 240).await;
+    arena.pause_all().await;
+    let log = output_of(worker);
+    let (_, list) = wendy.get("/workers").await;
+    let w = &list["workers"][0];
+    assert_eq!(w["recipe"], agent_runtime::quant::Kernels::Scalar.recipe(), "{w}");
+    assert!(w["audits_passed"].as_i64().unwrap() >= 3, "{w}\n{log}");
+    assert_eq!(w["slashed"], 0, "{w}");
+    let tiers: Vec<String> = sqlx::query_scalar(
+        "select distinct s->'tier'->>'tier' from worker_jobs j, jsonb_array_elements(j.audit->'seats') s
+         where j.audited",
+    )
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(tiers, vec!["tolerant".to_owned()], "a scalar worker on an AVX2 server is held to the tolerant tier");
     arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 }

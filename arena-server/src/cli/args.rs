@@ -207,6 +207,11 @@ pub struct AuditBenchArgs {
     /// replayed here; prints the worst drift and the limits at twice it.
     #[arg(long)]
     pub calibrate: bool,
+    /// Instead: this many honest rollouts only (at the first --lengths),
+    /// half generated on one thread and half on two, in batches of up to
+    /// 16, each replayed: the exact tier's false rejects.
+    #[arg(long)]
+    pub honest: Option<usize>,
     /// (The calibration's child) write honest claims as JSON Lines here.
     #[arg(long, hide = true)]
     pub emit_claims: Option<PathBuf>,

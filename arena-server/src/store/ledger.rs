@@ -251,9 +251,13 @@ pub struct StatementLine {
     pub amount: i64,
     pub balance_after: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Which of the user's accounts: `user` (their balance), or an open
+    /// worker's `stake` or `escrow` (slashes and pay show there).
+    pub account: String,
 }
 
-/// The newest entries of an account first, at most `limit`, before entry `before`.
+/// The newest entries of a user's account and of their open workers'
+/// stake and escrow accounts first, at most `limit`, before entry `before`.
 pub async fn statement(
     pool: &PgPool,
     account: Uuid,
@@ -261,9 +265,15 @@ pub async fn statement(
     before: Option<i64>,
 ) -> Result<Vec<StatementLine>, LedgerError> {
     Ok(sqlx::query_as(
-        "select e.id as entry, e.transaction_id, t.kind, t.match_id, t.memo, e.amount, e.balance_after, e.created_at
+        "select e.id as entry, e.transaction_id, t.kind, t.match_id, t.memo, e.amount, e.balance_after, e.created_at,
+                a.kind as account
          from ledger_entries e join ledger_transactions t on t.id = e.transaction_id
-         where e.account_id = $1 and ($2::bigint is null or e.id < $2)
+         join accounts a on a.id = e.account_id
+         where (e.account_id = $1
+                or e.account_id in (select w.id from accounts w join workers k on k.id = w.worker_id
+                                    join accounts u on u.user_id = k.owner_id and u.kind = 'user'
+                                    where u.id = $1))
+           and ($2::bigint is null or e.id < $2)
          order by e.id desc limit $3",
     )
     .bind(account)

@@ -258,9 +258,15 @@ pub struct Candidate {
 }
 
 /// Locks up to `limit` formed, unclaimed matches whose every agent allows
-/// open workers and none of which `owner` owns, oldest first, skipping
-/// rows another transaction holds.
-pub async fn candidates(conn: &mut PgConnection, owner: UserId, limit: i64) -> Result<Vec<Candidate>, sqlx::Error> {
+/// open workers, none of which `owner` owns and none `worker` had rejected
+/// (a match it failed goes to someone else), oldest first, skipping rows
+/// another transaction holds.
+pub async fn candidates(
+    conn: &mut PgConnection,
+    owner: UserId,
+    worker: Uuid,
+    limit: i64,
+) -> Result<Vec<Candidate>, sqlx::Error> {
     sqlx::query_as(
         "select m.id, m.space_id, m.space_version,
                 (select count(*) from match_agents ma where ma.match_id = m.id) as seats
@@ -268,10 +274,13 @@ pub async fn candidates(conn: &mut PgConnection, owner: UserId, limit: i64) -> R
          where m.status = 'formed' and (m.claimed_until is null or m.claimed_until < now())
            and not exists (select 1 from match_agents ma join agents a on a.id = ma.agent_id
                            where ma.match_id = m.id and (ma.owner_id = $1 or not a.open_workers))
+           and not exists (select 1 from worker_jobs j
+                           where j.match_id = m.id and j.worker_id = $3 and j.state = 'rejected')
          order by m.created_at limit $2 for update of m skip locked",
     )
     .bind(owner)
     .bind(limit)
+    .bind(worker)
     .fetch_all(&mut *conn)
     .await
 }
@@ -525,6 +534,31 @@ pub async fn accept(
         .await?;
     }
     Ok(true)
+}
+
+/// A soft fail (the tolerant tier just outside its limits): the match's
+/// records rejected without a slash, the match released for another
+/// worker, the worker's streak — its reputation — started over.
+pub async fn soft_reject(conn: &mut PgConnection, jobs: &[Job], finding: serde_json::Value) -> Result<(), StoreError> {
+    let Some(first) = jobs.first() else { return Ok(()) };
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let rejected = sqlx::query(
+        "update worker_jobs set state = 'rejected', audited = true, audit = audit || $2
+         where id = any($1) and state in ('leased', 'auditing')",
+    )
+    .bind(&ids)
+    .bind(&finding)
+    .execute(&mut *conn)
+    .await?;
+    if rejected.rows_affected() == 0 {
+        return Ok(());
+    }
+    sqlx::query("update matches set claimed_until = null where id = $1 and status = 'formed'")
+        .bind(first.match_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("update workers set clean_streak = 0 where id = $1").bind(first.worker_id).execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// What a failed audit costs.

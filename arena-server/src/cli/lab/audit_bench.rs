@@ -252,7 +252,76 @@ fn calibrate(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool>
     Ok(true)
 }
 
+/// Honest rollouts only: generated on one and on two threads in batches
+/// of up to 16, every one replayed; the exact tier's false rejects.
+fn honest_only(args: &AuditBenchArgs, settings: &Settings, n: usize) -> anyhow::Result<bool> {
+    let model = args.model.clone().unwrap_or_else(|| settings.model.path.clone());
+    let checker = Arc::new(Runtime::load(&model, args.check_threads)?);
+    let prompts = QUESTIONS
+        .iter()
+        .map(|q| checker.prompt_tokens(&Prompt::Chat(vec![Message::user(*q)])))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dir = tempfile::tempdir()?;
+    let mine = adapter_dir(dir.path(), "mine", &checker, 1, 0.02)?;
+    let adapter = checker.adapter(&mine)?;
+    let len = args.lengths.first().copied().unwrap_or(16);
+    let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..Default::default() };
+    let (mut done, mut rejected, mut positions) = (0usize, 0usize, 0usize);
+    let (mut gen_core_s, mut check_core_s) = (0f64, 0f64);
+    for threads in [1usize, 2] {
+        let rt = Arc::new(Runtime::load(&model, threads)?);
+        let engine = Engine::start(rt, EngineConfig { max_batch: 16, queue_capacity: 8192 });
+        let bench = Bench { engine, checker: checker.clone(), prompts: prompts.clone() };
+        let half = if threads == 1 { n / 2 } else { n - n / 2 };
+        // In waves of up to 16 × 8, so the batch's make-up keeps changing.
+        let mut start = 0usize;
+        while start < half {
+            let wave = (half - start).min(128);
+            let seed = (threads as u64) << 32 | start as u64;
+            let (out, took) = bench.generate(wave, len, Some(&mine), &params, seed)?;
+            gen_core_s += took.as_secs_f64() * threads as f64;
+            let started = Instant::now();
+            for (i, c) in out.iter().enumerate() {
+                let p = SamplingParams { max_new_tokens: len, seed: seed + i as u64, ..params.clone() };
+                let claim = Claim {
+                    prompt: &bench.prompts[i % bench.prompts.len()],
+                    tokens: &c.tokens,
+                    logprobs: c.logprobs.as_deref().unwrap_or(&[]),
+                    finish: c.finish,
+                    end_token: c.end_token,
+                    params: &p,
+                };
+                let r = checker.replay(&claim, Some(&adapter), Tier::Exact)?;
+                positions += r.positions;
+                if let Some(f) = r.fault {
+                    rejected += 1;
+                    eprintln!("honest rollout rejected ({threads} threads): {f}");
+                }
+            }
+            check_core_s += started.elapsed().as_secs_f64() * args.check_threads as f64;
+            done += wave;
+            start += wave;
+            eprintln!("  {done} / {n} honest rollouts, {rejected} rejected");
+        }
+    }
+    let (lo, hi) = wilson(rejected, done);
+    println!(
+        "honest rollouts of {len} tokens: {done} generated (half on 1 thread, half on 2, batches of up to 16), {positions} positions replayed on {} thread(s): {rejected} rejected (95% interval {:.3}–{:.3}%)",
+        args.check_threads,
+        100.0 * lo,
+        100.0 * hi
+    );
+    println!(
+        "core-seconds: generation {gen_core_s:.0}, replay {check_core_s:.0} ({:.2}× generation)",
+        check_core_s / gen_core_s.max(1e-9)
+    );
+    Ok(rejected == 0)
+}
+
 pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
+    if let Some(n) = args.honest {
+        return honest_only(args, settings, n);
+    }
     if let Some(out) = &args.emit_claims {
         return emit_claims(args, settings, out);
     }
@@ -411,9 +480,7 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
         tally(
             "edit: insert a token",
             &edit(&|c| {
-                if c.tokens.len() >= len {
-                    return false;
-                }
+                // Past the length limit it is malformed: caught before the replay.
                 let i = c.tokens.len() / 2;
                 c.tokens.insert(i, 1000);
                 if let Some(l) = c.logprobs.as_mut() {
@@ -458,9 +525,6 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
         tally(
             "append text",
             &edit(&|c| {
-                if c.tokens.len() + tail.len() > len {
-                    return false;
-                }
                 c.tokens.extend(&tail);
                 let lp = c.logprobs.get_or_insert_with(Vec::new);
                 let end = lp.pop();
@@ -508,14 +572,16 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
             .count();
         println!("| {name} | {kl:.2e} | {caught} / 8 |");
     }
-    let ratio = check_time.as_secs_f64() / gen_time.as_secs_f64().max(1e-9);
+    // Compared in core-seconds: the checker and the generator run on
+    // different thread counts.
+    let check_core = check_time.as_secs_f64() * args.check_threads as f64;
+    let gen_core = gen_time.as_secs_f64() * args.threads as f64;
+    let ratio = check_core / gen_core.max(1e-9);
     let floor = f64::from(settings.arena.worker_audit_floor_pct) / 100.0;
     println!(
-        "\nverifier: replays took {:.1} s for honest rollouts whose generation took {:.1} s ({gen_tokens} tokens, batched): \
-         {:.2}× a rollout's generation; at a {:.0}% audit rate {:.2}% of generation, at 100% (probation) {:.0}%",
-        check_time.as_secs_f64(),
-        gen_time.as_secs_f64(),
-        ratio,
+        "\nverifier: replays took {check_core:.1} core-s for honest rollouts whose generation took {gen_core:.1} core-s \
+         ({gen_tokens} tokens, batched): {ratio:.2}× a rollout's generation; at a {:.0}% audit rate {:.2}% of \
+         generation, at 100% (probation) {:.0}%",
         100.0 * floor,
         100.0 * floor * ratio,
         100.0 * ratio

@@ -86,7 +86,7 @@ async fn me_page(
         .take(PAGE_LINES as usize)
         .map(|l| Line {
             when: when(&l.created_at),
-            kind: l.kind,
+            kind: if l.account == "user" { l.kind } else { format!("{} (a worker's {} account)", l.kind, l.account) },
             memo: l.memo,
             match_id: l.match_id.map(|m| m.to_string()),
             amount: l.amount,
