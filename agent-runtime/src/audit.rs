@@ -51,9 +51,11 @@ pub enum Tier {
     /// and every token the one the seeded sampler draws.
     Exact,
     /// Another numeric recipe: log-probabilities within `logprob` nats, and
-    /// a token other than the drawn one only where the two are a near tie
-    /// (their log-probabilities within `near_tie` nats), at most
-    /// `max_near_ties` times.
+    /// a token other than the drawn one only at a near tie, at most
+    /// `max_near_ties` times. How near, in probability: for a sampled token
+    /// the distance of the seeded uniform draw from the claimed token's
+    /// interval, for a greedy one the two tokens' probability difference —
+    /// at most `near_tie`.
     Tolerant { logprob: f32, near_tie: f32, max_near_ties: usize },
 }
 
@@ -98,8 +100,8 @@ pub struct Replay {
     pub max_logprob_diff: f32,
     /// Tokens accepted as near ties (tolerant tier only).
     pub near_ties: usize,
-    /// The largest log-probability gap between a claimed token and the
-    /// one the replay draws, among the near ties accepted.
+    /// The farthest from a tie (in probability, see [`Tier::Tolerant`])
+    /// among the near ties accepted.
     pub max_near_tie_gap: f32,
 }
 
@@ -143,7 +145,18 @@ impl Runtime {
             let said = claim.logprobs[at];
             let diff = (said - computed).abs();
             out.max_logprob_diff = out.max_logprob_diff.max(if diff.is_nan() { f32::INFINITY } else { diff });
-            let drawn = sampler.sample(&mut logits.to_vec(), &context);
+            let (drawn, tie) = match tier {
+                Tier::Exact => (sampler.sample(&mut logits.to_vec(), &context), 0.0),
+                Tier::Tolerant { .. } => {
+                    let draw = sampler.sample_explained(&mut logits.to_vec(), &context);
+                    let tie = if draw.intervals.is_empty() {
+                        (log_prob(&scaled, draw.token).exp() - computed.exp()).abs()
+                    } else {
+                        draw.distance(claimed)
+                    };
+                    (draw.token, tie)
+                }
+            };
             context.push(claimed);
             out.positions += 1;
             match tier {
@@ -157,12 +170,11 @@ impl Runtime {
                 }
                 Tier::Tolerant { logprob, near_tie, max_near_ties } => {
                     if drawn != claimed {
-                        let gap = (log_prob(&scaled, drawn) - computed).abs();
-                        if gap > near_tie || out.near_ties >= max_near_ties {
+                        if tie > near_tie || out.near_ties >= max_near_ties {
                             return Some(Fault::Token { at, claimed, drawn });
                         }
                         out.near_ties += 1;
-                        out.max_near_tie_gap = out.max_near_tie_gap.max(gap);
+                        out.max_near_tie_gap = out.max_near_tie_gap.max(tie);
                     }
                     if diff.is_nan() || diff > logprob {
                         return Some(Fault::Logprob { at, claimed: said, computed });

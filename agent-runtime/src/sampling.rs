@@ -138,6 +138,94 @@ impl Sampler {
     }
 }
 
+/// A draw explained: the token, the uniform number it came from, and every
+/// kept candidate's interval of [0, 1) (none for greedy decoding).
+#[derive(Debug, Clone)]
+pub struct Draw {
+    pub token: u32,
+    pub u: f32,
+    pub intervals: Vec<(u32, f32, f32)>,
+}
+
+impl Draw {
+    /// How far `u` lies from `token`'s interval (0 inside; 1 when the
+    /// token was not a candidate).
+    pub fn distance(&self, token: u32) -> f32 {
+        match self.intervals.iter().find(|(t, _, _)| *t == token) {
+            Some(&(_, lo, _)) if self.u < lo => lo - self.u,
+            Some(&(_, _, hi)) if self.u >= hi => self.u - hi,
+            Some(_) => 0.0,
+            None => 1.0,
+        }
+    }
+}
+
+impl Sampler {
+    /// What [`Sampler::sample`] draws, explained (the same arithmetic, the
+    /// same random number used): for checking another machine's draw.
+    pub fn sample_explained(&mut self, logits: &mut [f32], context: &[u32]) -> Draw {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            let window = &context[context.len().saturating_sub(p.repetition_window)..];
+            let mut seen: Vec<u32> = window.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for &t in &seen {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                }
+            }
+        }
+        if p.temperature == 0.0 {
+            return Draw { token: argmax(logits), u: 0.0, intervals: Vec::new() };
+        }
+        let mut candidates: Vec<(u32, f32)> =
+            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
+        let k = if p.top_k == 0 { candidates.len() } else { p.top_k.min(candidates.len()) };
+        if k < candidates.len() {
+            candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            candidates.truncate(k);
+        }
+        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let max = candidates[0].1;
+        let mut probs: Vec<f32> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
+        let total: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|v| *v /= total);
+        if p.top_p < 1.0 {
+            let mut cumulative = 0.0;
+            let mut keep = probs.len();
+            for (i, &q) in probs.iter().enumerate() {
+                cumulative += q;
+                if cumulative >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            let total: f32 = probs.iter().sum();
+            probs.iter_mut().for_each(|v| *v /= total);
+        }
+        let u: f32 = self.rng.random();
+        let mut intervals = Vec::with_capacity(probs.len());
+        let mut at = 0f32;
+        for (i, &q) in probs.iter().enumerate() {
+            intervals.push((candidates[i].0, at, at + q));
+            at += q;
+        }
+        // The same walk as `sample`'s (its subtraction, not these sums, decides).
+        let mut rest = u;
+        let mut token = candidates[probs.len() - 1].0;
+        for (i, &q) in probs.iter().enumerate() {
+            if rest < q {
+                token = candidates[i].0;
+                break;
+            }
+            rest -= q;
+        }
+        Draw { token, u, intervals }
+    }
+}
+
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
@@ -201,6 +289,34 @@ mod tests {
     fn repetition_penalty_demotes_seen_tokens() {
         let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy(1) });
         assert_eq!(s.sample(&mut [0.0, 3.0, 2.0], &[1]), 2);
+    }
+
+    #[test]
+    fn an_explained_draw_is_the_draw() {
+        let logits: Vec<f32> = (0..200).map(|i| ((i * 37) % 23) as f32 * 0.2).collect();
+        for params in [
+            SamplingParams { seed: 3, temperature: 0.8, top_k: 40, top_p: 0.9, ..Default::default() },
+            SamplingParams {
+                seed: 4,
+                temperature: 1.3,
+                top_k: 0,
+                top_p: 1.0,
+                repetition_penalty: 1.2,
+                ..Default::default()
+            },
+            SamplingParams::greedy(1),
+        ] {
+            let (mut a, mut b) = (Sampler::new(params.clone()), Sampler::new(params));
+            for step in 0..200u32 {
+                let context = [step % 200, (step * 7) % 200];
+                let drawn = a.sample(&mut logits.clone(), &context);
+                let explained = b.sample_explained(&mut logits.clone(), &context);
+                assert_eq!(drawn, explained.token);
+                if !explained.intervals.is_empty() {
+                    assert!(explained.distance(drawn) < 1e-5, "the drawn token's interval holds u");
+                }
+            }
+        }
     }
 
     #[test]

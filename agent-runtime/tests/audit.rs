@@ -228,6 +228,13 @@ fn every_kind_of_cheat_is_caught() {
     for (name, fault) in &caught {
         eprintln!("{name:<36} {fault}");
     }
+    // The tolerant tier (another recipe's worker, the server's limits)
+    // still passes the honest rollout and catches the same cheats.
+    let tolerant = Tier::Tolerant { logprob: 0.004, near_tie: 0.094, max_near_ties: 4 };
+    let loose = |c: &Completion| rt.replay(&claim(&prompt, c, &params), Some(&adapter), tolerant).unwrap();
+    assert_eq!(loose(&honest).fault, None);
+    assert!(loose(&run(None, params.clone())).fault.is_some(), "drop-adapter in the tolerant tier");
+    assert!(loose(&run(Some(mine.clone()), SamplingParams { seed: 4321, ..params.clone() })).fault.is_some(), "replay");
     let reasons = |name: &str| caught.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone()).unwrap();
     assert!(matches!(reasons("drop-adapter"), Fault::Token { .. } | Fault::Logprob { .. }));
     assert!(matches!(reasons("truncate (as the length limit)"), Fault::Stop { .. }));

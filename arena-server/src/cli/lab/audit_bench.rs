@@ -205,7 +205,7 @@ fn calibrate(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool>
     let open = Tier::Tolerant { logprob: f32::INFINITY, near_tie: f32::INFINITY, max_near_ties: usize::MAX };
     println!("replayed on {} (recipe {}), claims generated on each other path:\n", here.name(), here.recipe());
     println!(
-        "| generated on | rollouts | positions | worst log-prob drift (nats) | tokens unlike the replay's draw | worst gap at those (nats) |\n| --- | --- | --- | --- | --- | --- |"
+        "| generated on | rollouts | positions | worst log-prob drift (nats) | tokens unlike the replay's draw | farthest from a tie at those (probability) |\n| --- | --- | --- | --- | --- | --- |"
     );
     let mut worst = (0f32, 0f32);
     for other in Kernels::ALL.into_iter().filter(|k| *k != here && k.available()) {
@@ -243,7 +243,7 @@ fn calibrate(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool>
         println!("| {} | {n} | {positions} | {drift:.5} | {mismatches} | {gap:.4} |", other.name());
     }
     println!(
-        "\nlimits at twice the worst honest drift: log-prob {:.4} nats, near ties {:.4} nats (the server holds {} and {})",
+        "\nlimits at twice the worst honest drift: log-prob {:.4} nats, near ties {:.5} in probability (the server holds {} and {})",
         2.0 * worst.0,
         2.0 * worst.1,
         crate::work::workers::TOLERANT_LOGPROB,
