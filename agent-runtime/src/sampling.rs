@@ -85,6 +85,35 @@ impl Sampler {
 
     /// Picks the next token from `logits`, given the tokens so far.
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
+        match self.candidates(logits, context) {
+            None => argmax(logits),
+            Some((candidates, probs)) => {
+                let u: f32 = self.rng.random();
+                walk(&candidates, &probs, u)
+            }
+        }
+    }
+
+    /// What [`Sampler::sample`] draws, explained (the same arithmetic, the
+    /// same random number used): for checking another machine's draw.
+    pub fn sample_explained(&mut self, logits: &mut [f32], context: &[u32]) -> Draw {
+        let Some((candidates, probs)) = self.candidates(logits, context) else {
+            return Draw { token: argmax(logits), u: 0.0, intervals: Vec::new() };
+        };
+        let u: f32 = self.rng.random();
+        let mut intervals = Vec::with_capacity(probs.len());
+        let mut at = 0f32;
+        for (c, &q) in candidates.iter().zip(&probs) {
+            intervals.push((c.0, at, at + q));
+            at += q;
+        }
+        Draw { token: walk(&candidates, &probs, u), u, intervals }
+    }
+
+    /// Applies the repetition penalty to `logits`; then, unless decoding is
+    /// greedy (`None`), the kept candidates, highest first, and their
+    /// probabilities after temperature, top-k and top-p.
+    fn candidates(&self, logits: &mut [f32], context: &[u32]) -> Option<Kept> {
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
             let window = &context[context.len().saturating_sub(p.repetition_window)..];
@@ -98,7 +127,7 @@ impl Sampler {
             }
         }
         if p.temperature == 0.0 {
-            return argmax(logits);
+            return None;
         }
         let mut candidates: Vec<(u32, f32)> =
             logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
@@ -127,15 +156,22 @@ impl Sampler {
             let total: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|v| *v /= total);
         }
-        let mut u: f32 = self.rng.random();
-        for (i, &q) in probs.iter().enumerate() {
-            if u < q {
-                return candidates[i].0;
-            }
-            u -= q;
-        }
-        candidates[probs.len() - 1].0
+        Some((candidates, probs))
     }
+}
+
+/// The kept candidates (token, scaled logit), highest first, and their probabilities.
+type Kept = (Vec<(u32, f32)>, Vec<f32>);
+
+/// The candidate `u` falls on, walking the probabilities in order.
+fn walk(candidates: &[(u32, f32)], probs: &[f32], mut u: f32) -> u32 {
+    for (c, &q) in candidates.iter().zip(probs) {
+        if u < q {
+            return c.0;
+        }
+        u -= q;
+    }
+    candidates[probs.len() - 1].0
 }
 
 /// A draw explained: the token, the uniform number it came from, and every
@@ -157,72 +193,6 @@ impl Draw {
             Some(_) => 0.0,
             None => 1.0,
         }
-    }
-}
-
-impl Sampler {
-    /// What [`Sampler::sample`] draws, explained (the same arithmetic, the
-    /// same random number used): for checking another machine's draw.
-    pub fn sample_explained(&mut self, logits: &mut [f32], context: &[u32]) -> Draw {
-        let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let window = &context[context.len().saturating_sub(p.repetition_window)..];
-            let mut seen: Vec<u32> = window.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for &t in &seen {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
-                }
-            }
-        }
-        if p.temperature == 0.0 {
-            return Draw { token: argmax(logits), u: 0.0, intervals: Vec::new() };
-        }
-        let mut candidates: Vec<(u32, f32)> =
-            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
-        let k = if p.top_k == 0 { candidates.len() } else { p.top_k.min(candidates.len()) };
-        if k < candidates.len() {
-            candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            candidates.truncate(k);
-        }
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let max = candidates[0].1;
-        let mut probs: Vec<f32> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|v| *v /= total);
-        if p.top_p < 1.0 {
-            let mut cumulative = 0.0;
-            let mut keep = probs.len();
-            for (i, &q) in probs.iter().enumerate() {
-                cumulative += q;
-                if cumulative >= p.top_p {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            probs.truncate(keep);
-            let total: f32 = probs.iter().sum();
-            probs.iter_mut().for_each(|v| *v /= total);
-        }
-        let u: f32 = self.rng.random();
-        let mut intervals = Vec::with_capacity(probs.len());
-        let mut at = 0f32;
-        for (i, &q) in probs.iter().enumerate() {
-            intervals.push((candidates[i].0, at, at + q));
-            at += q;
-        }
-        // The same walk as `sample`'s (its subtraction, not these sums, decides).
-        let mut rest = u;
-        let mut token = candidates[probs.len() - 1].0;
-        for (i, &q) in probs.iter().enumerate() {
-            if rest < q {
-                token = candidates[i].0;
-                break;
-            }
-            rest -= q;
-        }
-        Draw { token, u, intervals }
     }
 }
 

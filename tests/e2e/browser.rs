@@ -938,6 +938,7 @@ async fn a_worker_owner_sees_her_workers_their_audits_and_earnings() {
         .to_string();
     let b = Browser::start(&arena, 360, 1600).await;
     b.sign_in("ada", "correct horse battery").await;
+    assert!(b.wait_text("nav", "ada", 10).await, "signed in before the next page");
     b.open(&format!("/agents/{agent}")).await;
     let checked = |b: &Browser| {
         let client = b.client.clone();
@@ -945,11 +946,42 @@ async fn a_worker_owner_sees_her_workers_their_audits_and_earnings() {
     };
     assert_eq!(checked(&b).await, json!(true));
     assert!(b.text("#open-workers-note").await.contains("sees this agent's system prompt and adapter"));
-    b.click("#open-workers-box").await;
-    b.click("#open-workers button").await;
+    // Clicked by script: at 360 px a small checkbox under the sticky
+    // header can have its click intercepted (seen once in a loaded run).
+    let toggle_and_save = |b: &Browser| {
+        let client = b.client.clone();
+        async move {
+            client
+                .execute(
+                    "document.getElementById('open-workers-box').click();
+                     document.querySelector('#open-workers button').click()",
+                    vec![],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let stored = |want: bool| {
+        let (db, agent) = (arena.db.clone(), agent.clone());
+        crate::helpers::eventually(10, move || {
+            let (db, agent) = (db.clone(), agent.clone());
+            async move {
+                sqlx::query_scalar::<_, bool>("select open_workers from agents where id = $1")
+                    .bind(uuid::Uuid::parse_str(&agent).unwrap())
+                    .fetch_one(&db)
+                    .await
+                    .unwrap()
+                    == want
+            }
+        })
+    };
+    toggle_and_save(&b).await;
+    assert!(stored(false).await, "the form turned it off");
+    b.open(&format!("/agents/{agent}")).await;
     assert_eq!(checked(&b).await, json!(false));
-    b.click("#open-workers-box").await;
-    b.click("#open-workers button").await;
+    toggle_and_save(&b).await;
+    assert!(stored(true).await, "the form turned it on");
+    b.open(&format!("/agents/{agent}")).await;
     assert_eq!(checked(&b).await, json!(true), "{}", b.body().await);
 
     // Wendy makes a work token on /me, then runs an honest worker and a
@@ -957,9 +989,10 @@ async fn a_worker_owner_sees_her_workers_their_audits_and_earnings() {
     arena.user("wendy", "player").await;
     let w = Browser::start(&arena, 360, 1600).await;
     w.sign_in("wendy", "correct horse battery").await;
+    assert!(w.wait_text("nav", "wendy", 10).await, "signed in before the next page");
     w.open("/me").await;
     w.fill("#token-name", "box").await;
-    w.click("#scope-work").await;
+    w.client.execute("document.getElementById('scope-work').click()", vec![]).await.unwrap();
     w.click("form[action='/me/tokens'] button").await;
     assert!(w.wait_text(".notice.good", "shown only this once", 5).await, "{}", w.body().await);
     let token = w.text("#new-token").await.trim().to_owned();
@@ -992,6 +1025,12 @@ async fn a_worker_owner_sees_her_workers_their_audits_and_earnings() {
         w.client.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![]).await.unwrap();
     assert_eq!(wide, false, "/workers scrolls sideways at 360 px");
     w.shot("workers-phone").await;
+    let d = Browser::start(&arena, 1280, 1400).await;
+    d.sign_in("wendy", "correct horse battery").await;
+    assert!(d.wait_text("nav", "wendy", 10).await, "signed in before the next page");
+    d.open("/workers").await;
+    assert!(d.wait_text("#workers", "banned until", 5).await, "{}", d.body().await);
+    d.shot("workers-desktop").await;
     // Another player sees none of hers.
     b.open("/workers").await;
     assert!(b.wait_text("#no-workers", "No workers yet", 5).await, "{}", b.body().await);

@@ -536,27 +536,41 @@ pub async fn accept(
     Ok(true)
 }
 
-/// A soft fail (the tolerant tier just outside its limits): the match's
-/// records rejected without a slash, the match released for another
-/// worker, the worker's streak — its reputation — started over.
-pub async fn soft_reject(conn: &mut PgConnection, jobs: &[Job], finding: serde_json::Value) -> Result<(), StoreError> {
-    let Some(first) = jobs.first() else { return Ok(()) };
+/// Rejects a match's waiting records with `finding` and releases the match
+/// for another worker; false when none was still waiting (done already).
+async fn reject_records(
+    conn: &mut PgConnection,
+    jobs: &[Job],
+    match_id: MatchId,
+    finding: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let rejected = sqlx::query(
         "update worker_jobs set state = 'rejected', audited = true, audit = audit || $2
          where id = any($1) and state in ('leased', 'auditing')",
     )
     .bind(&ids)
-    .bind(&finding)
+    .bind(finding)
     .execute(&mut *conn)
     .await?;
     if rejected.rows_affected() == 0 {
-        return Ok(());
+        return Ok(false);
     }
     sqlx::query("update matches set claimed_until = null where id = $1 and status = 'formed'")
-        .bind(first.match_id)
+        .bind(match_id)
         .execute(&mut *conn)
         .await?;
+    Ok(true)
+}
+
+/// A soft fail (the tolerant tier just outside its limits): the match's
+/// records rejected without a slash, the match released for another
+/// worker, the worker's streak — its reputation — started over.
+pub async fn soft_reject(conn: &mut PgConnection, jobs: &[Job], finding: serde_json::Value) -> Result<(), StoreError> {
+    let Some(first) = jobs.first() else { return Ok(()) };
+    if !reject_records(conn, jobs, first.match_id, &finding).await? {
+        return Ok(());
+    }
     sqlx::query("update workers set clean_streak = 0 where id = $1").bind(first.worker_id).execute(&mut *conn).await?;
     Ok(())
 }
@@ -581,22 +595,9 @@ pub async fn reject(
     ban_s: i64,
 ) -> Result<Option<Penalty>, StoreError> {
     let Some(first) = jobs.first() else { return Ok(None) };
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let rejected = sqlx::query(
-        "update worker_jobs set state = 'rejected', audited = true, audit = audit || $2
-         where id = any($1) and state in ('leased', 'auditing')",
-    )
-    .bind(&ids)
-    .bind(&finding)
-    .execute(&mut *conn)
-    .await?;
-    if rejected.rows_affected() == 0 {
+    if !reject_records(conn, jobs, first.match_id, &finding).await? {
         return Ok(None);
     }
-    sqlx::query("update matches set claimed_until = null where id = $1 and status = 'formed'")
-        .bind(first.match_id)
-        .execute(&mut *conn)
-        .await?;
     let strikes: i32 = sqlx::query_scalar(
         "update workers set audits_failed = audits_failed + 1, clean_streak = 0, strikes = strikes + 1,
                 banned_until = now() + make_interval(secs => $2 * power(2, strikes))

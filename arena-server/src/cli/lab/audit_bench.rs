@@ -37,6 +37,16 @@ const QUESTIONS: &[&str] = &[
     "How should I prepare for a job interview?",
 ];
 
+/// The bench's prompts as token ids.
+fn prompts(rt: &Runtime) -> anyhow::Result<Vec<Vec<u32>>> {
+    Ok(QUESTIONS.iter().map(|q| rt.prompt_tokens(&Prompt::Chat(vec![Message::user(*q)]))).collect::<Result<_, _>>()?)
+}
+
+/// How every bench rollout samples (its length and seed set per rollout).
+fn sampling() -> SamplingParams {
+    SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..Default::default() }
+}
+
 /// Wilson's 95% interval for `k` of `n`.
 fn wilson(k: usize, n: usize) -> (f64, f64) {
     if n == 0 {
@@ -164,14 +174,11 @@ fn emit_claims(args: &AuditBenchArgs, settings: &Settings, out: &Path) -> anyhow
     let model = args.model.clone().unwrap_or_else(|| settings.model.path.clone());
     let rt = Arc::new(Runtime::load(&model, args.threads)?);
     let engine = Engine::start(rt.clone(), EngineConfig { max_batch: args.max_batch, queue_capacity: 4096 });
-    let prompts = QUESTIONS
-        .iter()
-        .map(|q| rt.prompt_tokens(&Prompt::Chat(vec![Message::user(*q)])))
-        .collect::<Result<Vec<_>, _>>()?;
+    let prompts = prompts(&rt)?;
     let bench = Bench { engine, checker: rt.clone(), prompts };
     let dir = tempfile::tempdir()?;
     let mine = adapter_dir(dir.path(), "mine", &rt, 1, 0.02)?;
-    let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..Default::default() };
+    let params = sampling();
     let mut lines = String::new();
     for &len in &args.lengths {
         let (done, _) = bench.generate(args.rollouts, len, Some(&mine), &params, 0)?;
@@ -257,15 +264,12 @@ fn calibrate(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool>
 fn honest_only(args: &AuditBenchArgs, settings: &Settings, n: usize) -> anyhow::Result<bool> {
     let model = args.model.clone().unwrap_or_else(|| settings.model.path.clone());
     let checker = Arc::new(Runtime::load(&model, args.check_threads)?);
-    let prompts = QUESTIONS
-        .iter()
-        .map(|q| checker.prompt_tokens(&Prompt::Chat(vec![Message::user(*q)])))
-        .collect::<Result<Vec<_>, _>>()?;
+    let prompts = prompts(&checker)?;
     let dir = tempfile::tempdir()?;
     let mine = adapter_dir(dir.path(), "mine", &checker, 1, 0.02)?;
     let adapter = checker.adapter(&mine)?;
     let len = args.lengths.first().copied().unwrap_or(16);
-    let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..Default::default() };
+    let params = sampling();
     let (mut done, mut rejected, mut positions) = (0usize, 0usize, 0usize);
     let (mut gen_core_s, mut check_core_s) = (0f64, 0f64);
     for threads in [1usize, 2] {
@@ -332,10 +336,7 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
     let generator = Arc::new(Runtime::load(&model, args.threads)?);
     let checker = Arc::new(Runtime::load(&model, args.check_threads)?);
     let engine = Engine::start(generator.clone(), EngineConfig { max_batch: args.max_batch, queue_capacity: 4096 });
-    let prompts = QUESTIONS
-        .iter()
-        .map(|q| checker.prompt_tokens(&Prompt::Chat(vec![Message::user(*q)])))
-        .collect::<Result<Vec<_>, _>>()?;
+    let prompts = prompts(&checker)?;
     let bench = Bench { engine, checker: checker.clone(), prompts };
     let dir = tempfile::tempdir()?;
     let mine = adapter_dir(dir.path(), "mine", &checker, 1, 0.02)?;
@@ -343,7 +344,7 @@ pub fn run(args: &AuditBenchArgs, settings: &Settings) -> anyhow::Result<bool> {
     // The agent's previous version: the same A, B a little smaller.
     let older = adapter_dir(dir.path(), "older", &checker, 1, 0.018)?;
     let mine_a = checker.adapter(&mine)?;
-    let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..Default::default() };
+    let params = sampling();
     println!(
         "kernels {} (recipe {}); generated on {} threads in batches of up to {}, replayed on {} threads; exact tier",
         agent_runtime::quant::kernels().name(),

@@ -102,7 +102,7 @@ pub async fn page(state: Ctx, user: SignedIn, req: actix_web::HttpRequest) -> Re
             why: reason(&f.audit),
         })
         .collect();
-    let days = store::pay_by_day(&state.db, owner, 14).await?;
+    let days = store::pay_by_day(&state.db, owner, 7).await?;
     let labels: Vec<String> = days.iter().map(|(d, _)| d.format("%m-%d").to_string()).collect();
     let values: Vec<i64> = days.iter().map(|(_, v)| *v).collect();
     let earnings = chart::bars("Credits paid into escrow per day", &labels, &values);
