@@ -124,6 +124,10 @@ struct FileArena {
     worker_lease_s: Option<u64>,
     worker_ban_s: Option<u64>,
     worker_full_audit_pot: Option<i64>,
+    vote_read_base_ms: Option<u64>,
+    vote_read_ms_per_word: Option<u64>,
+    vote_daily_cap: Option<i64>,
+    vote_address_daily_cap: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,6 +325,10 @@ impl Settings {
                     worker_lease_s: a.worker_lease_s.unwrap_or(d.worker_lease_s).clamp(5, 3600),
                     worker_ban_s: a.worker_ban_s.unwrap_or(d.worker_ban_s),
                     worker_full_audit_pot: a.worker_full_audit_pot.unwrap_or(d.worker_full_audit_pot).max(0),
+                    vote_read_base_ms: a.vote_read_base_ms.unwrap_or(d.vote_read_base_ms).min(60_000),
+                    vote_read_ms_per_word: a.vote_read_ms_per_word.unwrap_or(d.vote_read_ms_per_word).min(1_000),
+                    vote_daily_cap: a.vote_daily_cap.unwrap_or(d.vote_daily_cap).max(0),
+                    vote_address_daily_cap: a.vote_address_daily_cap.unwrap_or(d.vote_address_daily_cap).max(0),
                     export_retention_days: env_parse(env, "ARENA_EXPORT_RETENTION_DAYS")?
                         .or(a.export_retention_days)
                         .unwrap_or(d.export_retention_days),

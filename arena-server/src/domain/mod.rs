@@ -25,6 +25,7 @@ pub mod status;
 pub mod training;
 pub mod turns;
 pub mod user;
+pub mod votes;
 pub mod worker;
 
 pub use ids::{AgentId, JobId, MatchId, PairId, SpaceId, TokenId, UserId};

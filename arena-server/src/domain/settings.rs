@@ -59,6 +59,14 @@ pub struct ArenaSettings {
     /// A match whose pot holds at least this many credits is audited
     /// whatever the worker's rate.
     pub worker_full_audit_pot: i64,
+    /// Battles: the least time a vote takes to count, in milliseconds, and
+    /// what each word of the prompt and the two answers adds (the reading
+    /// floor; a faster vote is stored as `too_fast`).
+    pub vote_read_base_ms: u64,
+    pub vote_read_ms_per_word: u64,
+    /// Counted votes per voter, and per address, per day.
+    pub vote_daily_cap: i64,
+    pub vote_address_daily_cap: i64,
 }
 
 /// An address or a network of addresses (`10.0.0.0/8`, `::1`).
@@ -173,6 +181,10 @@ impl Default for ArenaSettings {
             worker_lease_s: 120,
             worker_ban_s: 600,
             worker_full_audit_pot: 500,
+            vote_read_base_ms: 1500,
+            vote_read_ms_per_word: 40,
+            vote_daily_cap: 200,
+            vote_address_daily_cap: 600,
         }
     }
 }

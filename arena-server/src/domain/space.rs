@@ -34,6 +34,7 @@ struct SpaceFile {
     pairs: Option<Spanned<PairsSpec>>,
     training: Option<Spanned<TrainingFile>>,
     data: Option<Spanned<DataFile>>,
+    votes: Option<Spanned<VotesFile>>,
     turns: Option<Spanned<super::turns::TurnsFile>>,
     referee: Option<Spanned<super::turns::RefereeFile>>,
 }
@@ -45,6 +46,33 @@ struct DataFile {
     designer_share: Option<Spanned<f64>>,
     players_share: Option<Spanned<f64>>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VotesFile {
+    open: Option<bool>,
+    criterion: Option<Spanned<String>>,
+    designer_votes: Option<bool>,
+    price_per_pair: Option<Spanned<i64>>,
+}
+
+/// Whether people vote on the Space's matches, on what, and what human
+/// pairs cost (`[votes]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Votes {
+    pub open: bool,
+    /// The question a battle card asks ("Which answer explains better?").
+    pub criterion: String,
+    /// Whether the Space's designer may vote on its matches.
+    pub designer_votes: bool,
+    /// Credits per human pair; None: the Space's data price.
+    pub price_per_pair: Option<i64>,
+}
+
+/// The longest voting criterion.
+pub const MAX_CRITERION_CHARS: usize = 200;
+/// The criterion a Space that opens voting without one shows.
+pub const DEFAULT_CRITERION: &str = "Which answer is better?";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +163,8 @@ pub struct Space {
     pub visibility: Visibility,
     /// What buyers pay for the Space's pairs and who is paid (`[data]`).
     pub data: DataPrice,
+    /// Battles and votes (`[votes]`).
+    pub votes: Votes,
     pub training: Training,
     /// Indices of the prompts held out for promotion gates (see
     /// [`held_out`]); matches never use them.
@@ -281,6 +311,35 @@ impl Space {
             }
         }
 
+        let mut votes = Votes::default();
+        if let Some(v) = &file.votes {
+            let v = v.get_ref();
+            votes.open = v.open.unwrap_or(true);
+            votes.designer_votes = v.designer_votes.unwrap_or(false);
+            votes.criterion = DEFAULT_CRITERION.to_owned();
+            if let Some(c) = &v.criterion {
+                let text = c.get_ref().trim();
+                if text.is_empty() || text.chars().count() > MAX_CRITERION_CHARS || text.chars().any(char::is_control) {
+                    errors.push(SpecError::new(
+                        c.span(),
+                        format!("votes.criterion is one line of 1 to {MAX_CRITERION_CHARS} characters"),
+                    ));
+                } else {
+                    votes.criterion = text.to_owned();
+                }
+            }
+            if let Some(p) = &v.price_per_pair {
+                if (0..=MAX_PRICE_PER_PAIR).contains(p.get_ref()) {
+                    votes.price_per_pair = Some(*p.get_ref());
+                } else {
+                    errors.push(SpecError::new(
+                        p.span(),
+                        format!("votes.price_per_pair {} is outside 0..={MAX_PRICE_PER_PAIR}", p.get_ref()),
+                    ));
+                }
+            }
+        }
+
         let training = match &file.training {
             None => Training { holdout: DEFAULT_HOLDOUT },
             Some(t) => match &t.get_ref().holdout {
@@ -331,6 +390,13 @@ impl Space {
                 None
             }
         };
+        if votes.open && (visibility != Visibility::Public || data.per_pair > 0) {
+            errors.push(SpecError::new(
+                file.votes.as_ref().map(|v| v.span()).unwrap_or(0..0),
+                "votes are open only in a public Space whose pairs are free (data.price_per_pair = 0): a battle shows \
+                 its answers to anyone signed in (price the human pairs with votes.price_per_pair)",
+            ));
+        }
         match judge {
             Some(judge) if errors.is_empty() => Ok(Space {
                 name: file.name.into_inner(),
@@ -345,6 +411,7 @@ impl Space {
                 license,
                 visibility,
                 data,
+                votes,
                 training,
                 held_out: held,
                 match_prompts,

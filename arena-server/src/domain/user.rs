@@ -87,10 +87,12 @@ impl Role {
     /// The scopes this role can hold (and grant to its tokens).
     pub fn scopes(self) -> &'static [Scope] {
         match self {
-            Role::Player => &[Scope::Read, Scope::Play, Scope::Work],
-            Role::Designer => &[Scope::Read, Scope::Play, Scope::Design, Scope::Work],
-            Role::Buyer => &[Scope::Read, Scope::Export, Scope::Work],
-            Role::Admin => &[Scope::Read, Scope::Play, Scope::Design, Scope::Export, Scope::Admin, Scope::Work],
+            Role::Player => &[Scope::Read, Scope::Play, Scope::Work, Scope::Vote],
+            Role::Designer => &[Scope::Read, Scope::Play, Scope::Design, Scope::Work, Scope::Vote],
+            Role::Buyer => &[Scope::Read, Scope::Export, Scope::Work, Scope::Vote],
+            Role::Admin => {
+                &[Scope::Read, Scope::Play, Scope::Design, Scope::Export, Scope::Admin, Scope::Work, Scope::Vote]
+            }
         }
     }
 }
@@ -111,6 +113,8 @@ pub enum Scope {
     Admin,
     /// Run an open runtime worker: lease generation jobs and return results.
     Work,
+    /// Take battles and vote on them.
+    Vote,
 }
 
 impl Scope {
@@ -122,9 +126,10 @@ impl Scope {
             "export" => Ok(Scope::Export),
             "admin" => Ok(Scope::Admin),
             "work" => Ok(Scope::Work),
+            "vote" => Ok(Scope::Vote),
             _ => Err(DomainError::new(
                 "scopes",
-                format!("unknown scope {raw:?}: read, play, design, export, admin or work"),
+                format!("unknown scope {raw:?}: read, play, design, export, admin, work or vote"),
             )),
         }
     }
@@ -137,6 +142,7 @@ impl Scope {
             Scope::Export => "export",
             Scope::Admin => "admin",
             Scope::Work => "work",
+            Scope::Vote => "vote",
         }
     }
 }

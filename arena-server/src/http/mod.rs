@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod pages;
 
 use actix_web::{HttpResponse, Route, web};
-use handlers::{adapters, agents, data, matches, spaces, training, users, workers};
+use handlers::{adapters, agents, data, matches, spaces, training, users, votes, workers};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct ApiRoute {
     route: fn() -> Route,
 }
 
-use crate::domain::user::Scope::{Admin, Design, Export, Play, Read, Work};
+use crate::domain::user::Scope::{Admin, Design, Export, Play, Read, Vote, Work};
 use Access::{Public, Scope};
 
 macro_rules! route {
@@ -351,6 +351,46 @@ pub const API: &[ApiRoute] = &[
         workers::leave,
         Scope(Work),
         "Leave: no new leases; the stake comes back after the escrow window",
+        None
+    ),
+    route!(
+        get,
+        "/battles",
+        votes::battle,
+        Scope(Vote),
+        "A battle to vote on: a signed single-use ballot, the prompt and two nameless answers (?space=SLUG); 204 when none is left",
+        None
+    ),
+    route!(
+        post,
+        "/votes",
+        votes::vote,
+        Scope(Vote),
+        "Vote on a ballot (a, b, tie, bad or skip): 201 with the reveal — the agents, the judge's call, the crowd, whether the vote counts and why not",
+        Some(r#"{"ballot": "…", "choice": "a"}"#)
+    ),
+    route!(
+        post,
+        "/reports",
+        votes::report,
+        Scope(Vote),
+        "Report the answers of a battle you voted on (abuse or personal_data)",
+        Some(r#"{"vote": "…uuid…", "reason": "abuse"}"#)
+    ),
+    route!(
+        get,
+        "/spaces/{slug}/audit",
+        votes::audit,
+        Scope(Design),
+        "The Space's judge against people on the audit share: agreement with intervals, κ, confusion, per-agent gaps, disagreements (its designer and admins)",
+        None
+    ),
+    route!(
+        get,
+        "/votes/integrity",
+        votes::integrity,
+        Scope(Admin),
+        "Votes excluded by reason and day, flagged and unreliable voters, gold accuracy, reports (admins)",
         None
     ),
 ];

@@ -19,6 +19,7 @@ pub mod spaces;
 pub mod training;
 pub mod turns;
 pub mod users;
+pub mod votes;
 pub mod workers;
 
 use crate::domain::{DomainError, redacted};

@@ -209,13 +209,19 @@ pub async fn settle_batch(pool: &PgPool, spaces: &SpaceCache, ids: &[MatchId]) -
          ), kept as (
              insert into pairs (id, match_id, space_id, chosen_slot, rejected_slot, margin, consistent, license,
                                 detail, kind, decision_key, step, chosen_match_id, rejected_match_id, prompt,
-                                chosen_text, rejected_text)
+                                chosen_text, rejected_text, label_source)
              select gen_random_uuid(), match_id, $1, (p->>'chosen')::smallint, (p->>'rejected')::smallint,
                     (p->>'margin')::float8, coalesce((p->>'consistent')::bool, false), license,
                     p - 'chosen_verifiers' - 'rejected_verifiers' - 'prompt' - 'chosen_text' - 'rejected_text',
                     case when p->>'kind' = 'decision' then 'decision' else 'whole' end, coalesce(p->>'key', ''),
                     (p->>'step')::int, (p->>'chosen_match')::uuid, (p->>'rejected_match')::uuid, p->>'prompt',
-                    p->>'chosen_text', p->>'rejected_text'
+                    p->>'chosen_text', p->>'rejected_text',
+                    -- A referee's or a hard check's decision, or scores with
+                    -- no AI judge behind them: the verifiers labelled it.
+                    case when p->>'kind' = 'decision' or (p->>'margin')::float8 >= 1
+                              or (p->>'p_chosen_first' is null and p->>'p_chosen_second' is null
+                                  and p->>'judge_trained_sha256' is null)
+                         then 'verifier' else 'judge' end
              from judged where dropped is null
              on conflict do nothing
              returning 1

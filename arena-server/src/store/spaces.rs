@@ -218,8 +218,9 @@ async fn insert_space_version(
     sqlx::query(
         "insert into space_versions
            (space_id, version, source, files, sha256, created_by, description, agents_per_match, entry_fee,
-            data_price, data_designer_share, data_players_share)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            data_price, data_designer_share, data_players_share, votes_open, vote_criterion, designer_votes,
+            human_price)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(space_id)
     .bind(version)
@@ -233,6 +234,10 @@ async fn insert_space_version(
     .bind(space.data.per_pair)
     .bind(space.data.designer_share)
     .bind(space.data.players_share)
+    .bind(space.votes.open)
+    .bind(space.votes.open.then_some(space.votes.criterion.as_str()))
+    .bind(space.votes.designer_votes)
+    .bind(space.votes.price_per_pair)
     .execute(tx)
     .await?;
     Ok(())

@@ -7,4 +7,5 @@ pub mod matches;
 pub mod spaces;
 pub mod training;
 pub mod users;
+pub mod votes;
 pub mod workers;
