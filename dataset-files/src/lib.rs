@@ -109,6 +109,17 @@ pub struct Row {
     pub rejected_verifiers: Option<String>,
     /// The match's record hash (its link in the Space's hash chain).
     pub record_hash: Option<String>,
+    /// Who labelled the pair: "verifier", "judge" or "human".
+    pub label_source: String,
+    /// A human pair's tier ("human_raw" or "human_verified"), its counted
+    /// votes for each side and tied, the voters' mean reliability, and
+    /// whether the AI judge agreed with people (null: it called a tie).
+    pub human_tier: Option<String>,
+    pub votes_chosen: Option<i32>,
+    pub votes_rejected: Option<i32>,
+    pub votes_tied: Option<i32>,
+    pub voter_reliability: Option<f64>,
+    pub judge_agrees: Option<bool>,
     /// Microseconds since the Unix epoch, UTC.
     #[serde(skip)]
     pub created_at_micros: i64,
@@ -313,6 +324,13 @@ pub fn schema(shape: Shape) -> Schema {
         opt("chosen_verifiers", DataType::Utf8),
         opt("rejected_verifiers", DataType::Utf8),
         opt("record_hash", DataType::Utf8),
+        text("label_source"),
+        opt("human_tier", DataType::Utf8),
+        opt("votes_chosen", DataType::Int32),
+        opt("votes_rejected", DataType::Int32),
+        opt("votes_tied", DataType::Int32),
+        opt("voter_reliability", DataType::Float64),
+        opt("judge_agrees", DataType::Boolean),
         Field::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
     ]);
     Schema::new(fields)
@@ -350,6 +368,13 @@ struct Columns {
     chosen_verifiers: StringBuilder,
     rejected_verifiers: StringBuilder,
     record_hash: StringBuilder,
+    label_source: StringBuilder,
+    human_tier: StringBuilder,
+    votes_chosen: Int32Builder,
+    votes_rejected: Int32Builder,
+    votes_tied: Int32Builder,
+    voter_reliability: Float64Builder,
+    judge_agrees: BooleanBuilder,
     created_at: TimestampMicrosecondBuilder,
 }
 
@@ -428,6 +453,13 @@ impl Columns {
             chosen_verifiers: StringBuilder::new(),
             rejected_verifiers: StringBuilder::new(),
             record_hash: StringBuilder::new(),
+            label_source: StringBuilder::new(),
+            human_tier: StringBuilder::new(),
+            votes_chosen: Int32Builder::new(),
+            votes_rejected: Int32Builder::new(),
+            votes_tied: Int32Builder::new(),
+            voter_reliability: Float64Builder::new(),
+            judge_agrees: BooleanBuilder::new(),
             created_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
         }
     }
@@ -467,6 +499,13 @@ impl Columns {
         self.chosen_verifiers.append_option(row.chosen_verifiers.as_deref());
         self.rejected_verifiers.append_option(row.rejected_verifiers.as_deref());
         self.record_hash.append_option(row.record_hash.as_deref());
+        self.label_source.append_value(&row.label_source);
+        self.human_tier.append_option(row.human_tier.as_deref());
+        self.votes_chosen.append_option(row.votes_chosen);
+        self.votes_rejected.append_option(row.votes_rejected);
+        self.votes_tied.append_option(row.votes_tied);
+        self.voter_reliability.append_option(row.voter_reliability);
+        self.judge_agrees.append_option(row.judge_agrees);
         self.created_at.append_value(row.created_at_micros);
     }
 
@@ -502,6 +541,13 @@ impl Columns {
             Arc::new(self.chosen_verifiers.finish()),
             Arc::new(self.rejected_verifiers.finish()),
             Arc::new(self.record_hash.finish()),
+            Arc::new(self.label_source.finish()),
+            Arc::new(self.human_tier.finish()),
+            Arc::new(self.votes_chosen.finish()),
+            Arc::new(self.votes_rejected.finish()),
+            Arc::new(self.votes_tied.finish()),
+            Arc::new(self.voter_reliability.finish()),
+            Arc::new(self.judge_agrees.finish()),
             Arc::new(self.created_at.finish()),
         ];
         RecordBatch::try_new(schema.clone(), columns)
@@ -619,6 +665,8 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
             "kind",
             "chosen_match_id",
             "rejected_match_id",
+            "label_source",
+            "human_tier",
         ];
         let t: Vec<ArrayRef> = names.iter().map(|n| col(n)).collect::<io::Result<_>>()?;
         let i32s: Vec<ArrayRef> = ["space_version", "chosen_version", "rejected_version"]
@@ -630,6 +678,14 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
                 .iter()
                 .map(|n| col(n))
                 .collect::<io::Result<_>>()?;
+        let votes: Vec<ArrayRef> =
+            ["votes_chosen", "votes_rejected", "votes_tied"].iter().map(|n| col(n)).collect::<io::Result<_>>()?;
+        let reliability = col("voter_reliability")?;
+        let judge_agrees = col("judge_agrees")?;
+        let opt_i32 = |a: &ArrayRef, i: usize| -> Option<i32> {
+            let s = a.as_primitive::<Int32Type>();
+            (!s.is_null(i)).then(|| s.value(i))
+        };
         let consistent = col("consistent")?;
         let step = col("step")?;
         let created = col("created_at")?;
@@ -669,6 +725,16 @@ pub fn read_parquet(path: &Path) -> io::Result<Vec<Row>> {
                 chosen_verifiers: opt_text(&t[11], i),
                 rejected_verifiers: opt_text(&t[12], i),
                 record_hash: opt_text(&t[13], i),
+                label_source: text_at(&t[17], i),
+                human_tier: opt_text(&t[18], i),
+                votes_chosen: opt_i32(&votes[0], i),
+                votes_rejected: opt_i32(&votes[1], i),
+                votes_tied: opt_i32(&votes[2], i),
+                voter_reliability: opt_f64(&reliability, i),
+                judge_agrees: {
+                    let b = judge_agrees.as_boolean();
+                    (!b.is_null(i)).then(|| b.value(i))
+                },
                 created_at_micros: micros,
                 created_at: String::new(),
             });
@@ -717,6 +783,13 @@ mod tests {
             chosen_verifiers: Some(r#"[{"name":"exact","passed":true}]"#.to_owned()),
             rejected_verifiers: None,
             record_hash: Some(format!("{i:064x}")),
+            label_source: ["verifier", "judge", "human"][i % 3].into(),
+            human_tier: (i % 3 == 2).then(|| "human_verified".into()),
+            votes_chosen: (i % 3 == 2).then_some(3),
+            votes_rejected: (i % 3 == 2).then_some(i as i32 % 2),
+            votes_tied: (i % 3 == 2).then_some(0),
+            voter_reliability: (i % 3 == 2).then_some(0.75),
+            judge_agrees: (i % 3 == 2).then_some(i % 2 == 0),
             created_at_micros: 1_764_633_600_000_000 + i as i64,
             created_at: String::new(),
         }

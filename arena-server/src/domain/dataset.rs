@@ -42,6 +42,49 @@ pub struct PairFilter {
     pub rejected_passed: Option<bool>,
     /// Only pairs of this kind (whole answers, or decisions in games).
     pub kind: Option<PairKind>,
+    /// Only pairs labelled by this source: a verifier (a hard check, a
+    /// referee or scores alone), the AI judge, or people's votes.
+    pub label_source: Option<LabelSource>,
+    /// Only human pairs of the verified tier (≥ 3 decisive votes,
+    /// posterior ≥ 0.8).
+    pub human_verified: bool,
+    /// Only pairs where the judge and people agreed (true) or disagreed
+    /// (false): a human pair's judge agreement (pairs nobody voted on have
+    /// none and are left out when this is set).
+    pub judge_agrees: Option<bool>,
+    /// Keep judge pairs that people overruled (left out by default).
+    pub include_overruled: bool,
+    /// Leave out human pairs of Spaces that price them (`[votes]
+    /// price_per_pair`): set by the free reads, never by a buyer.
+    #[serde(skip)]
+    pub free_reads: bool,
+}
+
+/// Where a pair's label comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelSource {
+    Verifier,
+    Judge,
+    Human,
+}
+
+impl LabelSource {
+    pub const ALL: [LabelSource; 3] = [LabelSource::Verifier, LabelSource::Judge, LabelSource::Human];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelSource::Verifier => "verifier",
+            LabelSource::Judge => "judge",
+            LabelSource::Human => "human",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<LabelSource, DomainError> {
+        LabelSource::ALL.into_iter().find(|l| l.as_str() == text).ok_or_else(|| {
+            DomainError::new("label_source", format!("label_source {text:?} is not one of verifier, judge, human"))
+        })
+    }
 }
 
 /// What a pair compares.
@@ -144,6 +187,12 @@ impl PairFilter {
             && self.chosen_passed.is_none_or(|p| p == pair.chosen_passed)
             && self.rejected_passed.is_none_or(|p| p == pair.rejected_passed)
             && self.kind.is_none_or(|k| k == pair.kind)
+            && self.label_source.is_none_or(|l| l == pair.label_source)
+            && (!self.human_verified || pair.human_verified)
+            && self.judge_agrees.is_none_or(|a| pair.judge_agrees == Some(a))
+            && (self.include_overruled || !pair.overruled)
+            && !pair.withdrawn
+            && !(self.free_reads && pair.priced_human)
     }
 }
 
@@ -206,6 +255,13 @@ pub struct PairFacts {
     pub chosen_passed: bool,
     pub rejected_passed: bool,
     pub kind: PairKind,
+    pub label_source: LabelSource,
+    pub human_verified: bool,
+    pub judge_agrees: Option<bool>,
+    pub overruled: bool,
+    pub withdrawn: bool,
+    /// A human pair of a Space that prices human pairs.
+    pub priced_human: bool,
 }
 
 /// How a pair is written.
@@ -372,6 +428,13 @@ pub struct CardPart {
     /// Pairs the Space's verdicts proposed that were not kept, by reason
     /// (`DropReason` names).
     pub dropped: Vec<(String, i64)>,
+    /// Pairs by label source, and of the human pairs those where the AI
+    /// judge agreed with people, of those where it was decisive.
+    pub verifier_pairs: i64,
+    pub judge_pairs: i64,
+    pub human_pairs: i64,
+    pub judge_agreed: i64,
+    pub judge_decided: i64,
 }
 
 /// Hugging Face's size category for `n` rows.
@@ -469,6 +532,35 @@ pub fn dataset_card(filter: &PairFilter, format: Format, file: &str, parts: &[Ca
          (`chosen_match_id`, `rejected_match_id`). Each line names its match and that match's record hash; `arena verify-log SPACE` on the platform recomputes each Space's hash chain up to the \
          head above.\n"
     );
+    let _ = writeln!(out, "## Who labelled the pairs\n");
+    let _ = writeln!(
+        out,
+        "`label_source` says who decided each pair: `verifier` (a hard check, a referee, or scores with no AI \
+         judge), `judge` (the Space's AI judge) or `human` (counted votes of people in anonymous battles; \
+         `human_tier` is `human_verified` with 3 or more decisive votes and a posterior of at least 0.8, else \
+         `human_raw`; `votes_chosen`, `votes_rejected`, `votes_tied`, `voter_reliability` and `judge_agrees` \
+         are its provenance). Judge pairs people overruled are left out unless the filter keeps them.\n"
+    );
+    let _ = writeln!(out, "| Space | verifier | judge | human | judge–human agreement on the human pairs |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for p in parts {
+        let agreement = if p.judge_decided == 0 {
+            "none decided by the judge".to_owned()
+        } else {
+            format!(
+                "{:.1}% ({} of {})",
+                100.0 * p.judge_agreed as f64 / p.judge_decided as f64,
+                p.judge_agreed,
+                p.judge_decided
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {agreement} |",
+            p.space, p.verifier_pairs, p.judge_pairs, p.human_pairs
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "## Data quality\n");
     let _ = writeln!(
         out,

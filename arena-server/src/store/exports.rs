@@ -101,32 +101,40 @@ pub struct Quote {
 /// Each Space's price and designer, with its pair count and the answers
 /// each owner has among `pairs` (a temp table of pair ids).
 async fn sale_parts(conn: &mut sqlx::PgConnection) -> Result<Vec<SpaceSale<UserId>>, sqlx::Error> {
-    let spaces: Vec<(SpaceId, UserId, i64, f64, f64, i64)> = sqlx::query_as(
-        "select s.id, s.owner_id, v.data_price, v.data_designer_share, v.data_players_share, count(*)
+    // Human pairs may carry their own price (`[votes] price_per_pair`):
+    // each Space's sale is in two parts, priced apart.
+    let spaces: Vec<(SpaceId, bool, UserId, i64, f64, f64, i64)> = sqlx::query_as(
+        "select s.id, p.label_source = 'human' as human, s.owner_id,
+                case when p.label_source = 'human' then coalesce(v.human_price, v.data_price) else v.data_price end,
+                v.data_designer_share, v.data_players_share, count(*)
          from sale_pairs sp join pairs p on p.id = sp.pair_id
          join spaces s on s.id = p.space_id
          join space_versions v on v.space_id = s.id and v.version = s.current_version
-         group by s.id, s.owner_id, v.data_price, v.data_designer_share, v.data_players_share
-         order by s.id",
+         group by 1, 2, 3, 4, 5, 6
+         order by 1, 2",
     )
     .fetch_all(&mut *conn)
     .await?;
-    let answers: Vec<(SpaceId, UserId, i64)> = sqlx::query_as(
-        "select p.space_id, ma.owner_id, count(*)
+    let answers: Vec<(SpaceId, bool, UserId, i64)> = sqlx::query_as(
+        "select p.space_id, p.label_source = 'human', ma.owner_id, count(*)
          from sale_pairs sp join pairs p on p.id = sp.pair_id
          join match_agents ma on (ma.match_id = coalesce(p.chosen_match_id, p.match_id) and ma.slot = p.chosen_slot)
                                 or (ma.match_id = coalesce(p.rejected_match_id, p.match_id) and ma.slot = p.rejected_slot)
-         group by p.space_id, ma.owner_id",
+         group by 1, 2, 3",
     )
     .fetch_all(&mut *conn)
     .await?;
     Ok(spaces
         .into_iter()
-        .map(|(space, designer, per_pair, designer_share, players_share, pairs)| SpaceSale {
+        .map(|(space, human, designer, per_pair, designer_share, players_share, pairs)| SpaceSale {
             price: DataPrice { per_pair, designer_share, players_share },
             pairs,
             designer,
-            answers: answers.iter().filter(|(s, _, _)| *s == space).map(|(_, o, n)| (*o, *n)).collect(),
+            answers: answers
+                .iter()
+                .filter(|(s, h, _, _)| *s == space && *h == human)
+                .map(|(_, _, o, n)| (*o, *n))
+                .collect(),
         })
         .collect())
 }
@@ -138,7 +146,7 @@ async fn select_pairs(conn: &mut sqlx::PgConnection, filter: &PairFilter, limit:
     let ids = super::pairs::filtered_ids_sql();
     let sql = format!(
         "with chosen as (insert into sale_pairs (seq, pair_id)
-                         select row_number() over (order by created_at, id), id from ({ids} limit $16) picked
+                         select row_number() over (order by created_at, id), id from ({ids} limit $21) picked
                          returning 1)
          select count(*) from chosen"
     );

@@ -55,6 +55,10 @@ const EXPORT: &str =
            and btrim(coalesce(p.chosen_text, oc.text)) <> ''
            and btrim(coalesce(p.chosen_text, oc.text)) <> btrim(coalesce(p.rejected_text, orj.text))
            and coalesce(p.detail->>'kind', '') <> 'game'
+           and not p.withdrawn and not p.overruled
+           and not (p.label_source = 'human' and exists (
+                    select 1 from spaces s join space_versions hv on hv.space_id = s.id and hv.version = s.current_version
+                    where s.id = p.space_id and hv.human_price > 0))
          order by p.created_at, p.id limit $4";
 
 /// Every pair there is.
@@ -94,8 +98,16 @@ macro_rules! rejected_passed {
     };
 }
 
+/// Whether a pair is a human pair of a Space that prices human pairs.
+macro_rules! priced_human {
+    () => {
+        "(p.label_source = 'human' and exists (select 1 from space_versions hv where hv.space_id = s.id
+                                                and hv.version = s.current_version and hv.human_price > 0))"
+    };
+}
+
 /// The joins and the WHERE clause of a `PairFilter`, in the order of
-/// `bind_filter`'s binds ($1..$15). `domain::dataset::PairFilter::keeps`
+/// `bind_filter`'s binds ($1..$20). `domain::dataset::PairFilter::keeps`
 /// is its definition.
 const FILTERED: &str = concat!(
     "from pairs p ",
@@ -122,6 +134,12 @@ const FILTERED: &str = concat!(
     rejected_passed!(),
     " = $14)
            and ($15::text is null or p.kind = $15)
+           and ($16::text is null or p.label_source = $16)
+           and (not $17 or p.tier = 'human_verified')
+           and ($18::bool is null or p.judge_agrees = $18)
+           and ($19 or not p.overruled)
+           and not p.withdrawn
+           and not ($20 and ", priced_human!(), ")
            and btrim(coalesce(p.chosen_text, oc.text)) <> ''
            and btrim(coalesce(p.chosen_text, oc.text)) <> btrim(coalesce(p.rejected_text, orj.text))
            and coalesce(p.detail->>'kind', '') <> 'game'"
@@ -148,7 +166,8 @@ const PAIR_COLUMNS: &str = "p.id, p.match_id, s.slug as space, m.space_version, 
         (vd.verdict->'verifiers'->(p.rejected_slot::text))::text as rejected_verifiers,
         mc.agent_id as chosen_agent, mc.agent_version as chosen_version, mc.mu_before * 40 as chosen_rating,
         mr.agent_id as rejected_agent, mr.agent_version as rejected_version, mr.mu_before * 40 as rejected_rating,
-        m.record_hash, p.created_at";
+        m.record_hash, p.label_source, p.tier as human_tier, p.votes_chosen, p.votes_rejected, p.votes_tied,
+        p.voter_reliability, p.judge_agrees, p.created_at";
 
 pub(crate) fn bind_filter<'q, O>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -170,6 +189,11 @@ pub(crate) fn bind_filter<'q, O>(
         .bind(f.chosen_passed)
         .bind(f.rejected_passed)
         .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.label_source.map(|l| l.as_str()))
+        .bind(f.human_verified)
+        .bind(f.judge_agrees)
+        .bind(f.include_overruled)
+        .bind(f.free_reads)
 }
 
 /// The ids `filter` selects, oldest first (binds as `bind_filter`).
@@ -224,6 +248,14 @@ pub struct DataPair {
     pub rejected_version: i32,
     pub rejected_rating: f64,
     pub record_hash: Option<String>,
+    /// "verifier", "judge" or "human", and a human pair's votes.
+    pub label_source: String,
+    pub human_tier: Option<String>,
+    pub votes_chosen: Option<i32>,
+    pub votes_rejected: Option<i32>,
+    pub votes_tied: Option<i32>,
+    pub voter_reliability: Option<f64>,
+    pub judge_agrees: Option<bool>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -263,6 +295,13 @@ impl DataPair {
             chosen_verifiers: self.chosen_verifiers,
             rejected_verifiers: self.rejected_verifiers,
             record_hash: self.record_hash,
+            label_source: self.label_source,
+            human_tier: self.human_tier,
+            votes_chosen: self.votes_chosen,
+            votes_rejected: self.votes_rejected,
+            votes_tied: self.votes_tied,
+            voter_reliability: self.voter_reliability,
+            judge_agrees: self.judge_agrees,
             created_at_micros: self.created_at.timestamp_micros(),
             created_at: self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         }
@@ -292,7 +331,7 @@ pub async fn export_filtered(
     limit: i64,
     to: tokio::sync::mpsc::Sender<Result<DataPair, sqlx::Error>>,
 ) {
-    let sql = format!("select {PAIR_COLUMNS} {FILTERED} order by p.created_at, p.id limit $16");
+    let sql = format!("select {PAIR_COLUMNS} {FILTERED} order by p.created_at, p.id limit $21");
     let rows = bind_filter(sqlx::query_as::<_, DataPair>(&sql), &filter).bind(limit).fetch(&pool);
     pump(rows, to).await;
 }
@@ -345,13 +384,17 @@ pub async fn all_facts(pool: &PgPool) -> Result<Vec<PairFacts>, sqlx::Error> {
                 char_length(coalesce(p.chosen_text, oc.text)) as chosen_chars,
                 char_length(coalesce(p.rejected_text, orj.text)) as rejected_chars,
                 coalesce(p.lang, 'und') as language, p.duplicate_of is not null as duplicate,
-                {} as chosen_passed, {} as rejected_passed, p.kind
+                {} as chosen_passed, {} as rejected_passed, p.kind, p.label_source,
+                coalesce(p.tier = 'human_verified', false) as human_verified, p.judge_agrees, p.overruled, p.withdrawn,
+                {} as priced_human
          {FILTERED}",
         chosen_passed!(),
-        rejected_passed!()
+        rejected_passed!(),
+        priced_human!()
     );
-    // The same joins as every filtered read, with nothing filtered.
-    let everything = PairFilter::default();
+    // The same joins as every filtered read, with nothing filtered (a
+    // withdrawn human pair is never selected by any filter).
+    let everything = PairFilter { include_overruled: true, ..PairFilter::default() };
     bind_filter(sqlx::query_as(&sql), &everything).fetch_all(pool).await
 }
 
@@ -402,6 +445,11 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for CardPart {
             chain_seq: row.try_get("chain_seq")?,
             chain_head: row.try_get("chain_head")?,
             dropped: Vec::new(),
+            verifier_pairs: row.try_get("verifier_pairs")?,
+            judge_pairs: row.try_get("judge_pairs")?,
+            human_pairs: row.try_get("human_pairs")?,
+            judge_agreed: row.try_get("judge_agreed")?,
+            judge_decided: row.try_get("judge_decided")?,
         })
     }
 }
@@ -426,6 +474,13 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for PairFacts {
             rejected_passed: row.try_get("rejected_passed")?,
             kind: crate::domain::dataset::PairKind::parse(row.try_get("kind")?)
                 .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+            label_source: crate::domain::dataset::LabelSource::parse(row.try_get("label_source")?)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+            human_verified: row.try_get("human_verified")?,
+            judge_agrees: row.try_get("judge_agrees")?,
+            overruled: row.try_get("overruled")?,
+            withdrawn: row.try_get("withdrawn")?,
+            priced_human: row.try_get("priced_human")?,
         })
     }
 }
@@ -437,7 +492,12 @@ const CARD_COLUMNS: &str = "select s.slug as space, count(*) as pairs,
                 array_remove(array_agg(distinct p.detail->>'judge_model_sha256'), null) as judge_models,
                 array_remove(array_agg(distinct p.detail->>'judge_template_sha256'), null) as judge_templates,
                 array_remove(array_agg(distinct p.detail->>'judge_trained_sha256'), null) as judge_trained,
-                max(s.chain_seq) as chain_seq, max(s.chain_head) as chain_head";
+                max(s.chain_seq) as chain_seq, max(s.chain_head) as chain_head,
+                count(*) filter (where p.label_source = 'verifier') as verifier_pairs,
+                count(*) filter (where p.label_source = 'judge') as judge_pairs,
+                count(*) filter (where p.label_source = 'human') as human_pairs,
+                count(*) filter (where p.judge_agrees) as judge_agreed,
+                count(*) filter (where p.judge_agrees is not null) as judge_decided";
 
 /// Per Space, what a dataset card says of the pairs `filter` selects.
 pub async fn card(pool: &PgPool, filter: &PairFilter) -> Result<Vec<CardPart>, sqlx::Error> {

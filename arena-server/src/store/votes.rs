@@ -33,13 +33,14 @@ pub struct VotingSpace {
     pub designer_votes: bool,
 }
 
-/// The Spaces whose current version opens votes.
+/// The Spaces whose current version opens votes (a paused Space's settled
+/// matches still take votes).
 pub async fn voting_spaces(pool: &PgPool) -> Result<Vec<VotingSpace>, sqlx::Error> {
     sqlx::query_as(
         "select s.id, s.slug, s.name, coalesce(v.vote_criterion, '') as criterion, s.owner_id as designer_id,
                 v.designer_votes
          from spaces s join space_versions v on v.space_id = s.id and v.version = s.current_version
-         where v.votes_open and s.active
+         where v.votes_open
          order by s.slug",
     )
     .fetch_all(pool)
@@ -399,7 +400,7 @@ pub async fn aggregate(
     license: Option<&str>,
 ) -> Result<Option<HumanLabel>, sqlx::Error> {
     // Serialise aggregations of one match (two voters at once).
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 7))")
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 31))")
         .bind(match_id.to_string())
         .execute(&mut *conn)
         .await?;

@@ -4,7 +4,7 @@
 //! downloadable by the buyer who paid).
 
 use crate::context::Context;
-use crate::domain::dataset::{Format, PairFilter, PairKind, dataset_card};
+use crate::domain::dataset::{Format, LabelSource, PairFilter, PairKind, dataset_card};
 use crate::domain::user::Scope;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
@@ -53,6 +53,15 @@ pub struct DataQuery {
     /// "whole" or "decision".
     #[serde(default)]
     kind: Option<String>,
+    /// "verifier", "judge" or "human".
+    #[serde(default)]
+    label_source: Option<String>,
+    #[serde(default)]
+    human_verified: Option<bool>,
+    #[serde(default)]
+    judge_agrees: Option<bool>,
+    #[serde(default)]
+    include_overruled: Option<bool>,
     #[serde(default)]
     format: Option<String>,
     /// Replace e-mail addresses, URLs and phone numbers.
@@ -86,6 +95,11 @@ impl DataQuery {
             chosen_passed: self.chosen_passed,
             rejected_passed: self.rejected_passed,
             kind: self.kind.as_deref().map(PairKind::parse).transpose()?,
+            label_source: self.label_source.as_deref().map(LabelSource::parse).transpose()?,
+            human_verified: self.human_verified.unwrap_or(false),
+            judge_agrees: self.judge_agrees,
+            include_overruled: self.include_overruled.unwrap_or(false),
+            free_reads: false,
         };
         filter.check()?;
         Ok(filter)
@@ -163,6 +177,8 @@ async fn free_only(state: &Context, mut filter: PairFilter) -> Result<Option<Pai
             return Ok(None);
         }
     }
+    // Human pairs a Space prices are sold, not read.
+    filter.free_reads = true;
     Ok(Some(filter))
 }
 

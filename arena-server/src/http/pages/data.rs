@@ -91,6 +91,14 @@ pub struct FilterForm {
     /// "", "whole" or "decision".
     #[serde(default)]
     pub kind: String,
+    /// "", "verifier", "judge", "human" or "human_verified".
+    #[serde(default)]
+    pub label_source: String,
+    /// "", "yes" or "no".
+    #[serde(default)]
+    pub judge_agrees: String,
+    #[serde(default)]
+    pub include_overruled: Option<String>,
 }
 
 impl FilterForm {
@@ -118,6 +126,15 @@ impl FilterForm {
                 "" => None,
                 k => Some(crate::domain::dataset::PairKind::parse(k).map_err(|e| e.to_string())?),
             },
+            label_source: match self.label_source.trim() {
+                "" => None,
+                "human_verified" => Some(crate::domain::dataset::LabelSource::Human),
+                l => Some(crate::domain::dataset::LabelSource::parse(l).map_err(|e| e.to_string())?),
+            },
+            human_verified: self.label_source.trim() == "human_verified",
+            judge_agrees: yes_no("judge_agrees", &self.judge_agrees)?,
+            include_overruled: self.include_overruled.as_deref() == Some("on"),
+            free_reads: false,
             space_version: None,
             from: None,
             to: None,
