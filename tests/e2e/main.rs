@@ -20,4 +20,5 @@ mod metrics;
 mod pipeline;
 mod studio;
 mod training;
+mod votes;
 mod workers;

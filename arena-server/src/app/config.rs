@@ -128,6 +128,7 @@ struct FileArena {
     vote_read_ms_per_word: Option<u64>,
     vote_daily_cap: Option<i64>,
     vote_address_daily_cap: Option<i64>,
+    vote_gold_pct: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +330,7 @@ impl Settings {
                     vote_read_ms_per_word: a.vote_read_ms_per_word.unwrap_or(d.vote_read_ms_per_word).min(1_000),
                     vote_daily_cap: a.vote_daily_cap.unwrap_or(d.vote_daily_cap).max(0),
                     vote_address_daily_cap: a.vote_address_daily_cap.unwrap_or(d.vote_address_daily_cap).max(0),
+                    vote_gold_pct: a.vote_gold_pct.unwrap_or(d.vote_gold_pct).min(50),
                     export_retention_days: env_parse(env, "ARENA_EXPORT_RETENTION_DAYS")?
                         .or(a.export_retention_days)
                         .unwrap_or(d.export_retention_days),

@@ -67,6 +67,9 @@ pub struct ArenaSettings {
     /// Counted votes per voter, and per address, per day.
     pub vote_daily_cap: i64,
     pub vote_address_daily_cap: i64,
+    /// Per cent of battles that are hidden gold checks (an answer against
+    /// an answer to another prompt), which rate the voters.
+    pub vote_gold_pct: u32,
 }
 
 /// An address or a network of addresses (`10.0.0.0/8`, `::1`).
@@ -185,6 +188,7 @@ impl Default for ArenaSettings {
             vote_read_ms_per_word: 40,
             vote_daily_cap: 200,
             vote_address_daily_cap: 600,
+            vote_gold_pct: 10,
         }
     }
 }

@@ -197,11 +197,35 @@ pub enum BallotError {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// `data` XOR a keystream of HMAC-SHA256(key, "arena-ballot" ‖ nonce ‖
+/// block counter) blocks: a PRF in counter mode.
+fn keystream_xor(key: &[u8; 32], nonce: &[u8], data: &[u8]) -> Vec<u8> {
+    data.chunks(32)
+        .enumerate()
+        .flat_map(|(i, chunk)| {
+            let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+            mac.update(b"arena-ballot");
+            mac.update(nonce);
+            mac.update(&(i as u64).to_be_bytes());
+            let block = mac.finalize().into_bytes();
+            chunk.iter().zip(block).map(|(d, k)| d ^ k).collect::<Vec<u8>>()
+        })
+        .collect()
+}
+
 impl Ballot {
-    /// The token: the claims as hex JSON, a dot, the HMAC-SHA256 of that
-    /// hex under `key`.
+    /// The token: a random nonce and the claims encrypted under `key` (a
+    /// keystream of HMAC-SHA256 blocks over the nonce and a counter), as
+    /// hex, a dot, and the HMAC-SHA256 of that hex (encrypt, then MAC). The
+    /// voter holds it but cannot read it: a gold check and the order of the
+    /// slots stay hidden.
     pub fn seal(&self, key: &[u8; 32]) -> String {
-        let body = hex::encode(serde_json::to_vec(self).unwrap_or_default());
+        use rand::RngCore;
+        let mut nonce = [0u8; 16];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut body = nonce.to_vec();
+        body.extend(keystream_xor(key, &nonce, &serde_json::to_vec(self).unwrap_or_default()));
+        let body = hex::encode(body);
         let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
         mac.update(body.as_bytes());
         format!("{body}.{}", hex::encode(mac.finalize().into_bytes()))
@@ -209,7 +233,7 @@ impl Ballot {
 
     /// The claims of a token this server sealed for `voter`, not older
     /// than [`BALLOT_TTL_S`] at `now_ms`. The MAC is checked in constant
-    /// time before the claims are parsed.
+    /// time before anything is decrypted.
     pub fn open(token: &str, key: &[u8; 32], voter: uuid::Uuid, now_ms: i64) -> Result<Ballot, BallotError> {
         if token.len() > MAX_BALLOT_CHARS {
             return Err(BallotError::Forged);
@@ -219,10 +243,13 @@ impl Ballot {
         let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
         mac.update(body.as_bytes());
         mac.verify_slice(&tag).map_err(|_| BallotError::Forged)?;
-        let claims: Ballot = hex::decode(body)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(BallotError::Forged)?;
+        let raw = hex::decode(body).map_err(|_| BallotError::Forged)?;
+        if raw.len() < 16 {
+            return Err(BallotError::Forged);
+        }
+        let (nonce, cipher) = raw.split_at(16);
+        let claims: Ballot =
+            serde_json::from_slice(&keystream_xor(key, nonce, cipher)).map_err(|_| BallotError::Forged)?;
         if claims.voter != voter {
             return Err(BallotError::NotYours);
         }
@@ -915,11 +942,17 @@ mod tests {
         assert_eq!(Ballot::open(&token, &[8u8; 32], voter, 1_000_500), Err(BallotError::Forged));
         assert_eq!(Ballot::open(&token, &key, uuid::Uuid::new_v4(), 1_000_500), Err(BallotError::NotYours));
         assert_eq!(Ballot::open(&token, &key, voter, 1_000_000 + BALLOT_TTL_S * 1000 + 1), Err(BallotError::Expired));
-        // Swapping the order inside the claims breaks the MAC.
-        let forged = Ballot { a: 0, b: 1, ..b.clone() }.seal(&[9u8; 32]);
-        let (body, _) = forged.split_once('.').unwrap();
-        let (_, tag) = token.split_once('.').unwrap();
-        assert_eq!(Ballot::open(&format!("{body}.{tag}"), &key, voter, 1_000_500), Err(BallotError::Forged));
+        // The claims cannot be read without the key, and any changed byte
+        // breaks the MAC.
+        let (body, tag) = token.split_once('.').unwrap();
+        assert!(!String::from_utf8_lossy(&hex::decode(body).unwrap()).contains("issued_ms"), "the claims are sealed");
+        let mut flipped = hex::decode(body).unwrap();
+        flipped[20] ^= 1;
+        assert_eq!(
+            Ballot::open(&format!("{}.{tag}", hex::encode(flipped)), &key, voter, 1_000_500),
+            Err(BallotError::Forged)
+        );
+        assert_ne!(b.seal(&key), token, "a fresh nonce each time");
         assert_eq!(Ballot::open("x", &key, voter, 0), Err(BallotError::Forged));
         assert_eq!(Ballot::open(&"a".repeat(5000), &key, voter, 0), Err(BallotError::Forged));
         // A call is on the slots in ascending order whatever the order shown.

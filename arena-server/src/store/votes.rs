@@ -37,7 +37,7 @@ pub struct VotingSpace {
 /// matches still take votes).
 pub async fn voting_spaces(pool: &PgPool) -> Result<Vec<VotingSpace>, sqlx::Error> {
     sqlx::query_as(
-        "select s.id, s.slug, s.name, coalesce(v.vote_criterion, '') as criterion, s.owner_id as designer_id,
+        "select s.id, s.slug, s.slug as name, coalesce(v.vote_criterion, '') as criterion, s.owner_id as designer_id,
                 v.designer_votes
          from spaces s join space_versions v on v.space_id = s.id and v.version = s.current_version
          where v.votes_open
@@ -70,10 +70,9 @@ pub struct Battle {
     pub names: Vec<String>,
 }
 
-/// How the server chooses: a share of gold checks, a uniform share (the
-/// unbiased audit) and the rest active (close or tied verdicts, the least
-/// voted).
-pub const GOLD_SHARE: f64 = 0.1;
+/// How the server chooses: a share of gold checks (`gold_share`, the
+/// operator's `arena.vote_gold_pct`), a uniform share (the unbiased audit)
+/// and the rest active (close or tied verdicts, the least voted).
 pub const UNIFORM_SHARE: f64 = 0.45;
 /// The settled matches a pick looks among, newest first, per Space.
 const WINDOW: i64 = 5000;
@@ -97,12 +96,12 @@ const CANDIDATES: &str = "
       and (select count(distinct btrim(o.text)) from outputs o where o.match_id = r.id and btrim(o.text) <> '') >= 2";
 
 /// Picks a battle for `voter` among the voting Spaces (`only`: one of
-/// them), or None when there is nothing left to vote on. `roll` and `pick`
-/// are uniform draws in [0, 1) (the caller's RNG, so tests can steer).
+/// them), or None when there is nothing left to vote on.
 pub async fn pick(
     pool: &PgPool,
     voter: UserId,
     only: Option<&str>,
+    gold_share: f64,
     rng: &mut (impl rand::Rng + ?Sized),
 ) -> Result<Option<Battle>, sqlx::Error> {
     let mut spaces: Vec<VotingSpace> = voting_spaces(pool)
@@ -129,7 +128,7 @@ pub async fn pick(
             .map(|r| (r.get::<MatchId, _>("id"), r.get("prompt"), r.get::<i64, _>("votes"), r.get::<f64, _>("confidence")))
             .collect();
         // Active: the least voted, then the least confident verdicts, first.
-        if roll >= GOLD_SHARE + UNIFORM_SHARE {
+        if roll >= gold_share + UNIFORM_SHARE {
             ids.sort_by(|a, b| a.2.cmp(&b.2).then(a.3.total_cmp(&b.3)));
             ids.truncate(20);
         }
@@ -146,7 +145,7 @@ pub async fn pick(
             let Some(first) = answers.first().cloned() else { continue };
             let Some(second) = answers.iter().find(|a| a.text.trim() != first.text.trim()).cloned() else { continue };
             let mut names = names_of(pool, &[id]).await?;
-            let (a, b, gold) = if roll < GOLD_SHARE {
+            let (a, b, gold) = if roll < gold_share {
                 // A gold check: one answer of this match against an answer
                 // to another prompt in the same Space.
                 let decoy: Option<Answer> = sqlx::query_as(

@@ -39,7 +39,7 @@ pub async fn next_battle(state: &Context, caller: &Caller, space: Option<&str>) 
         return Err(ApiError::NotFound(format!("a Space {slug:?} that takes votes")));
     }
     let mut rng = rand::rng();
-    let Some(battle) = store::pick(&state.db, caller.user_id, space, &mut rng).await? else { return Ok(None) };
+    let Some(battle) = store::pick(&state.db, caller.user_id, space, state.settings.vote_gold_pct as f64 / 100.0, &mut rng).await? else { return Ok(None) };
     let key = store::ballot_key(&state.db).await?;
     let Battle { space, match_id, prompt, a, b, gold, .. } = battle;
     let ballot = Ballot {

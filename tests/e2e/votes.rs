@@ -1,0 +1,284 @@
+//! Battles and votes through the API: nameless battles, signed single-use
+//! ballots, what is refused and what is stored without counting, human
+//! pairs with their tiers, the judge overruled, the export filter, the
+//! designer's audit. Matches run on the stub generator (a test double):
+//! even slots answer right, odd slots wrong, and the Space's hard check
+//! (the judge here) prefers the right answer.
+
+use crate::arena::{Arena, User, quick_settings, quick_space};
+use crate::helpers::TestEnv;
+use arena_server::app::Roles;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A quick Space that takes votes.
+pub fn voting_space(name: &str) -> String {
+    format!("{}\n[votes]\ncriterion = \"Which answer is right?\"\n", quick_space(name, 2, 2))
+}
+
+/// A league of two players (ada, bob) with `settled` settled matches in a
+/// voting Space, on settings whose reading floor is `floor_ms` flat.
+pub async fn voting_league(settled: i64, floor_ms: u64, gold_pct: u32) -> (Arena, User, Vec<User>) {
+    let env = TestEnv::new().await;
+    let mut settings = quick_settings(&env);
+    settings.arena.vote_gold_pct = gold_pct;
+    settings.arena.vote_read_base_ms = floor_ms;
+    settings.arena.vote_read_ms_per_word = 0;
+    let arena = Arena::with_settings(env, settings).await;
+    let dana = arena.user("dana", "designer").await;
+    arena.publish(&dana, &voting_space("quick"), json!({})).await;
+    let ada = arena.user("ada", "player").await;
+    let bob = arena.user("bob", "player").await;
+    ada.agent("calc", "quick").await;
+    bob.agent("guess", "quick").await;
+    arena.start(Roles::ALL, None);
+    arena.wait_settled(settled, 60).await;
+    arena.pause_all().await;
+    arena.wait_settled(settled, 60).await;
+    (arena, dana, vec![ada, bob])
+}
+
+/// A battle's ballot opened with the server's key (what the server reads
+/// when the vote comes back; the voter cannot).
+pub async fn claims(arena: &Arena, voter: &User, battle: &Value) -> arena_server::domain::votes::Ballot {
+    let key: Vec<u8> = sqlx::query_scalar("select key from ballot_keys").fetch_one(&arena.db).await.unwrap();
+    arena_server::domain::votes::Ballot::open(
+        battle["ballot"].as_str().unwrap(),
+        &key.try_into().unwrap(),
+        uuid::Uuid::parse_str(&voter.id).unwrap(),
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .unwrap()
+}
+
+/// Takes battles until one that is not a gold check (the test skips the
+/// checks, which is what a voter may do); None when nothing is left.
+async fn real_battle(arena: &Arena, voter: &User) -> Option<Value> {
+    for _ in 0..50 {
+        let (status, battle) = voter.get("/battles").await;
+        if status == 204 {
+            return None;
+        }
+        assert_eq!(status, 200, "{battle}");
+        if claims(arena, voter, &battle).await.decoy.is_none() {
+            return Some(battle);
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let (status, body) = voter.post("/votes", json!({"ballot": battle["ballot"], "choice": "skip"})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    None
+}
+
+/// The side (a or b) whose answer is right.
+fn right_side(battle: &Value) -> &'static str {
+    if battle["a"].as_str().unwrap().starts_with("The answer is") { "a" } else { "b" }
+}
+
+async fn count(arena: &Arena, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&arena.db).await.unwrap()
+}
+
+#[tokio::test]
+async fn battles_hide_who_answered_and_each_ballot_counts_once() {
+    let (arena, dana, players) = voting_league(4, 300, 10).await;
+    let [ada, _bob] = [&players[0], &players[1]];
+    let vic = arena.user("vic", "player").await;
+
+    // Nothing in a battle names an agent, an owner, a rating or a verdict.
+    let (status, battle) = vic.get("/battles").await;
+    assert_eq!(status, 200, "{battle}");
+    let mut without_ballot = battle.clone();
+    without_ballot.as_object_mut().unwrap().remove("ballot");
+    let shown = without_ballot.to_string().to_lowercase();
+    for secret in ["ada", "bob", "calc", "guess", "rating", "verdict", "judge", "dana"] {
+        assert!(!shown.contains(secret), "{secret} in {battle}");
+    }
+    assert_eq!(battle["criterion"], "Which answer is right?");
+
+    // Owners get no battle of their own matches (every match has ada's agent).
+    assert_eq!(ada.get("/battles").await.0, 204);
+
+    // A vote cast at once is stored, not counted: too fast.
+    let (status, reveal) = vic.post("/votes", json!({"ballot": battle["ballot"], "choice": "a"})).await;
+    assert_eq!(status, 201, "{reveal}");
+    assert_eq!(reveal["counted"], false);
+    assert_eq!(reveal["reason"], "too_fast");
+    // The reveal names the agents now.
+    let named = [reveal["a"]["agent"].as_str().unwrap_or("?"), reveal["b"]["agent"].as_str().unwrap_or("?")];
+    assert!(named.contains(&"calc") || named.contains(&"guess"), "{reveal}");
+
+    // The same ballot again: refused, nothing stored.
+    let before = count(&arena, "select count(*) from votes").await;
+    let (status, body) = vic.post("/votes", json!({"ballot": battle["ballot"], "choice": "b"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["field"], "ballot", "{body}");
+    // A forged ballot (a byte of its sealed claims changed, the tag kept),
+    // a ballot of another voter, a bad choice: refused, nothing stored.
+    let token = battle["ballot"].as_str().unwrap();
+    let (claims, tag) = token.split_once('.').unwrap();
+    let mut bytes = hex::decode(claims).unwrap();
+    bytes[24] ^= 0x01;
+    let forged = format!("{}.{tag}", hex::encode(bytes));
+    let (status, body) = vic.post("/votes", json!({"ballot": forged, "choice": "a"})).await;
+    assert_eq!(status, 422, "{body}");
+    let (_, other) = vic.get("/battles").await;
+    let (status, body) = dana.post("/votes", json!({"ballot": other["ballot"], "choice": "a"})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = vic.post("/votes", json!({"ballot": other["ballot"], "choice": "maybe"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "choice");
+    // An owner's vote on her own match, even with a ballot the server
+    // signed for her (made here with the server's key): refused.
+    let key: Vec<u8> = sqlx::query_scalar("select key from ballot_keys").fetch_one(&arena.db).await.unwrap();
+    let own_match: uuid::Uuid =
+        sqlx::query_scalar("select id from matches where status = 'settled' limit 1").fetch_one(&arena.db).await.unwrap();
+    let sealed = arena_server::domain::votes::Ballot {
+        id: uuid::Uuid::new_v4(),
+        voter: uuid::Uuid::parse_str(&ada.id).unwrap(),
+        match_id: own_match,
+        a: 0,
+        b: 1,
+        decoy: None,
+        gold_second: false,
+        issued_ms: chrono::Utc::now().timestamp_millis() - 5_000,
+    }
+    .seal(&key.try_into().unwrap());
+    let (status, body) = ada.post("/votes", json!({"ballot": sealed, "choice": "a"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(before, count(&arena, "select count(*) from votes").await, "refused votes stored nothing");
+
+    // Three voters who read before voting and pick the right answer: every
+    // real battle they vote on counts; matches with three decisive votes
+    // make verified human pairs the judge agrees with.
+    let mut voted = 0;
+    let (wes, xia) = (arena.user("wes", "player").await, arena.user("xia", "player").await);
+    for voter in [&vic, &wes, &xia] {
+        while let Some(battle) = real_battle(&arena, voter).await {
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            let (status, reveal) =
+                voter.post("/votes", json!({"ballot": battle["ballot"], "choice": right_side(&battle)})).await;
+            assert_eq!(status, 201, "{reveal}");
+            assert_eq!(reveal["counted"], true, "{reveal}");
+            assert_eq!(reveal["agrees_with_judge"], true, "{reveal}");
+            voted += 1;
+        }
+    }
+    assert!(voted >= 6, "{voted} counted votes");
+    let verified = count(&arena, "select count(*) from pairs where label_source = 'human' and tier = 'human_verified'").await;
+    let agree = count(&arena, "select count(*) from pairs where label_source = 'human' and judge_agrees").await;
+    let human = count(&arena, "select count(*) from pairs where label_source = 'human' and not withdrawn").await;
+    assert!(human >= 1 && agree == human, "{human} human pairs, {agree} agree");
+    let full: i64 = count(
+        &arena,
+        "select count(*) from (select match_id from votes where reason is null and decoy_match_id is null
+                                group by match_id having count(*) >= 3) x",
+    )
+    .await;
+    assert_eq!(verified, full, "a verified pair per match with three decisive votes");
+    // Every human pair's chosen answer is the right one (an even slot).
+    assert_eq!(count(&arena, "select count(*) from pairs where label_source = 'human' and chosen_slot % 2 = 1").await, 0);
+
+    // Buyers filter by label source: the human pairs are exportable now.
+    let nell = arena.user("nell", "buyer").await;
+    let (status, n) = nell.get("/data/count?label_source=human").await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(n["pairs"], human, "{n}");
+    let (_, verified_n) = nell.get("/data/count?label_source=human&human_verified=true").await;
+    assert_eq!(verified_n["pairs"], verified);
+    let (status, body) = nell.get("/data/count?label_source=crowd").await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("label_source")), "{body}");
+
+    // The designer's audit counts the audit share's votes; strangers get 404.
+    let (status, audit) = dana.get("/spaces/quick/audit").await;
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["counted_votes"], voted, "{audit}");
+    assert_eq!(audit["audit"]["agreement"]["k"], audit["audit"]["agreement"]["n"], "people agreed with the judge: {audit}");
+    assert_eq!(vic.get("/spaces/quick/audit").await.0, 403, "a player lacks the design scope");
+    let rita = arena.user("rita", "designer").await;
+    assert_eq!(rita.get("/spaces/quick/audit").await.0, 404);
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn people_who_disagree_overrule_the_judges_pair_and_flips_withdraw_theirs() {
+    // No gold checks: a check on the match the test aims at would use up
+    // a voter's one vote on it.
+    let (arena, _dana, _players) = voting_league(3, 200, 0).await;
+    // Three voters pick the wrong answer of one match.
+    let mut target: Option<String> = None;
+    for name in ["pia", "quinn", "ravi"] {
+        let voter = arena.user(name, "player").await;
+        loop {
+            let battle = real_battle(&arena, &voter).await.expect("a battle");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let this = claims(&arena, &voter, &battle).await.match_id.to_string();
+            let wrong = if right_side(&battle) == "a" { "b" } else { "a" };
+            if target.as_deref().is_some_and(|t| t != this) {
+                let (status, _) = voter.post("/votes", json!({"ballot": battle["ballot"], "choice": "skip"})).await;
+                assert_eq!(status, 201);
+                continue;
+            }
+            target = Some(this);
+            let (status, reveal) = voter.post("/votes", json!({"ballot": battle["ballot"], "choice": wrong})).await;
+            assert_eq!(status, 201, "{reveal}");
+            assert_eq!(reveal["agrees_with_judge"], false, "{reveal}");
+            break;
+        }
+    }
+    let target = uuid::Uuid::parse_str(&target.unwrap()).unwrap();
+    let (overruled, human_chosen): (bool, i16) = sqlx::query_as(
+        "select j.overruled, h.chosen_slot from pairs j join pairs h on h.match_id = j.match_id and h.label_source = 'human'
+         where j.match_id = $1 and j.label_source <> 'human'",
+    )
+    .bind(target)
+    .fetch_one(&arena.db)
+    .await
+    .unwrap();
+    assert!(overruled, "three votes against the judge overrule its pair");
+    assert_eq!(human_chosen % 2, 1, "people chose the wrong (odd) answer");
+    // The default export leaves the overruled pair out; asking keeps it.
+    let nell = arena.user("nell", "buyer").await;
+    let (_, judged) = nell.get("/data/count?label_source=verifier").await;
+    let (_, all_judged) = nell.get("/data/count?label_source=verifier&include_overruled=true").await;
+    assert_eq!(all_judged["pairs"].as_i64().unwrap(), judged["pairs"].as_i64().unwrap() + 1);
+    let (_, disagreed) = nell.get("/data/count?judge_agrees=false").await;
+    assert_eq!(disagreed["pairs"], 1);
+
+    // Four voters the other way flip the majority: the human pair is
+    // withdrawn and a new one made; the judge's pair is no longer overruled.
+    for name in ["sam", "tess", "uma", "val"] {
+        let voter = arena.user(name, "player").await;
+        loop {
+            let battle = real_battle(&arena, &voter).await.expect("a battle");
+            let this = claims(&arena, &voter, &battle).await.match_id;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if this != target {
+                voter.post("/votes", json!({"ballot": battle["ballot"], "choice": "skip"})).await;
+                continue;
+            }
+            let (status, _) = voter.post("/votes", json!({"ballot": battle["ballot"], "choice": right_side(&battle)})).await;
+            assert_eq!(status, 201);
+            break;
+        }
+    }
+    let rows: Vec<(i16, bool, Option<String>)> = sqlx::query_as(
+        "select chosen_slot, withdrawn, tier from pairs where match_id = $1 and label_source = 'human' order by chosen_slot",
+    )
+    .bind(target)
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let live: Vec<_> = rows.iter().filter(|r| !r.1).collect();
+    assert_eq!(live.len(), 1, "{rows:?}");
+    assert_eq!(live[0].0 % 2, 0, "the right answer now: {rows:?}");
+    let overruled: bool =
+        sqlx::query_scalar("select overruled from pairs where match_id = $1 and label_source <> 'human'")
+            .bind(target)
+            .fetch_one(&arena.db)
+            .await
+            .unwrap();
+    assert!(!overruled);
+    arena.ledger_ok().await;
+}
