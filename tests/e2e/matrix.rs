@@ -35,14 +35,15 @@ fn owner_of(method: &str, path: &str) -> Owner {
         (_, "training-jobs") => Owner::Player,
         (_, "data") if path.contains("{id}") => Owner::Buyer,
         ("patch", "spaces") => Owner::Designer,
-        ("get", "spaces") if path.ends_with("/analytics") => Owner::Designer,
+        ("get", "spaces") if path.ends_with("/analytics") || path.ends_with("/audit") => Owner::Designer,
+        (_, "votes") if path.ends_with("/integrity") => Owner::Admin,
         (_, "users") if path.contains("{username}") => Owner::Admin,
         (_, "workers") if path.contains("{id}") => Owner::Worker,
         (_, "leases" | "blobs") => Owner::Worker,
         (
             _,
             "users" | "sessions" | "me" | "tokens" | "spaces" | "adapters" | "agents" | "matches" | "events" | "data"
-            | "workers" | "audit-secrets",
+            | "workers" | "audit-secrets" | "battles" | "votes" | "reports",
         ) => Owner::Nobody,
         _ => panic!("the matrix does not know who owns {method} {path}: teach owner_of"),
     }
@@ -201,10 +202,10 @@ async fn every_route_refuses_every_caller_it_should() {
     let admin = arena.user("root", "admin").await;
     let role_scopes = |name: &str| -> &'static [&'static str] {
         match name {
-            "bob" => &["read", "play", "work"],
-            "rita" => &["read", "play", "design", "work"],
-            "bea" => &["read", "export", "work"],
-            _ => &["read", "play", "design", "export", "admin", "work"],
+            "bob" => &["read", "play", "work", "vote"],
+            "rita" => &["read", "play", "design", "work", "vote"],
+            "bea" => &["read", "export", "work", "vote"],
+            _ => &["read", "play", "design", "export", "admin", "work", "vote"],
         }
     };
 

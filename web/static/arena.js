@@ -150,7 +150,36 @@
       area.scrollTop = Math.max(0, (line - 5) * height);
     });
   }
+  // A battle card: keys 1 to 5 press its vote buttons (not while typing);
+  // after the vote, "n" opens the next battle and the reveal takes focus.
+  function voteKeys() {
+    document.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) { return; }
+      var t = event.target;
+      if (t && /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName)) { return; }
+      var form = document.querySelector("form[data-vote-keys]");
+      if (form) {
+        var button = form.querySelector("button[data-key='" + event.key + "']");
+        if (button && !button.disabled) {
+          event.preventDefault();
+          form.querySelectorAll("button").forEach(function (b) { b.disabled = b !== button; });
+          button.click();
+        }
+        return;
+      }
+      var next = document.getElementById("next-battle");
+      if (next && (event.key === "n" || event.key === "N")) { event.preventDefault(); next.click(); }
+    });
+    document.body.addEventListener("htmx:afterSwap", function (event) {
+      var battle = document.getElementById("battle");
+      if (battle && event.target === battle || (event.detail && event.detail.target && event.detail.target.id === "battle")) {
+        var shown = document.getElementById("battle");
+        if (shown) { shown.focus(); }
+      }
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("form[data-vote-keys]")) { voteKeys(); }
     var source = document.getElementById("source");
     if (source && document.getElementById("gutter")) { codeEditor(source); }
     document.querySelectorAll("[data-dry-run-events]").forEach(dryRun);

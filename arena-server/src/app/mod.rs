@@ -275,6 +275,8 @@ pub fn start_workers(
         // are audited (the reference model loads on the first).
         tokio::spawn(crate::work::workers::run_upkeep(ctx.clone(), stop.clone()));
         tokio::spawn(crate::work::workers::run_auditor(ctx.clone(), stop.clone()));
+        // Votes: the outlier test flags voters who favour one agent.
+        tokio::spawn(crate::work::votes::run_integrity(ctx.clone(), stop.clone()));
     }
     Ok(())
 }

@@ -622,7 +622,12 @@ pub async fn report(pool: &PgPool, vote: uuid::Uuid, reporter: UserId, reason: R
     Ok(true)
 }
 
-/// The counted votes of a Space's audit share, as the audit reads them.
+/// The most recent audit-share votes an audit reads (a page view's work
+/// stays bounded).
+pub const AUDIT_WINDOW: i64 = 20_000;
+
+/// The counted votes of a Space's audit share (the latest
+/// [`AUDIT_WINDOW`]), as the audit reads them.
 pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>, sqlx::Error> {
     let rows = sqlx::query(
         "select v.match_id, v.voter_id, v.slot_a, v.slot_b, v.choice, vd.verdict,
@@ -637,9 +642,10 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
          join agents ax on ax.id = mx.agent_id
          join agents ay on ay.id = my.agent_id
          where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
-         order by v.cast_at",
+         order by v.cast_at desc limit $2",
     )
     .bind(space)
+    .bind(AUDIT_WINDOW)
     .fetch_all(pool)
     .await?;
     Ok(rows

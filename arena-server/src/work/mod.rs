@@ -21,6 +21,7 @@ pub mod studio;
 pub mod test_double;
 pub mod trainer;
 pub mod turns;
+pub mod votes;
 pub mod workers;
 
 use crate::context::Context;

@@ -22,6 +22,7 @@ pub mod matches;
 pub mod me;
 pub mod spaces;
 pub mod studio;
+pub mod votes;
 pub mod workers;
 
 use crate::context::Context;
@@ -207,6 +208,24 @@ pub const PAGES: &[PageRoute] = &[
         studio::analytics::analytics_page,
         SignedIn,
         "The Space's live numbers with charts"
+    ),
+    page!(get, "/vote", votes::page, SignedIn, "A battle: two nameless answers to one prompt and five buttons (keys 1–5)"),
+    page!(post, "/vote", votes::vote, SignedIn, "Vote on a battle's ballot; the reveal (fragment for htmx)"),
+    page!(post, "/vote/report", votes::report, SignedIn, "Report the answers of a battle you voted on"),
+    page!(get, "/spaces/{slug}/vote", votes::space_page, SignedIn, "A battle from one Space"),
+    page!(
+        get,
+        "/studio/{slug}/audit",
+        votes::audit_page,
+        SignedIn,
+        "The judge against people: agreement with intervals, κ, confusion, per-agent gaps, disagreements"
+    ),
+    page!(
+        get,
+        "/votes/integrity",
+        votes::integrity_page,
+        SignedIn,
+        "Admins: votes excluded by reason and day, flagged voters, gold accuracy, reports"
     ),
     page!(get, "/me", me::page, SignedIn, "Balance, ledger statement, API tokens"),
     page!(post, "/me/tokens", me::create_token, SignedIn, "Create an API token (shown once)"),

@@ -110,6 +110,18 @@ struct SpacePage {
     recent: Vec<Line>,
     my_agents: Vec<(String, String)>,
     entered: Option<String>,
+    /// The judge against people, where the Space takes votes.
+    people: Option<PeopleCard>,
+}
+
+/// The "judge vs people" card: what the audit share says in one glance.
+pub struct PeopleCard {
+    pub criterion: String,
+    pub votes: u64,
+    pub agreement: String,
+    pub human_human: String,
+    pub kappa: String,
+    pub designer: bool,
 }
 
 #[derive(Template)]
@@ -191,7 +203,21 @@ pub async fn page(
             .collect(),
         None => Vec::new(),
     };
+    let people = if space.votes.open {
+        let audit = crate::http::handlers::votes::audit_of(&state, row.id).await?;
+        Some(PeopleCard {
+            criterion: space.votes.criterion.clone(),
+            votes: audit.votes,
+            agreement: super::votes::rate_words(&audit.agreement),
+            human_human: super::votes::rate_words(&audit.human_human),
+            kappa: audit.kappa.map_or_else(|| "undefined yet".to_owned(), |k| format!("{k:.2}")),
+            designer: visit.caller.as_ref().is_some_and(|c| c.username == row.owner || c.is_admin()),
+        })
+    } else {
+        None
+    };
     let page = SpacePage {
+        people,
         chrome: visit.chrome.clone(),
         slug: row.slug.clone(),
         description: row.description.clone(),
