@@ -1037,3 +1037,118 @@ async fn a_worker_owner_sees_her_workers_their_audits_and_earnings() {
     arena.settled_exactly_once().await;
     arena.ledger_ok().await;
 }
+
+/// Presses `key` on the keyboard (WebDriver key actions: a real key press,
+/// not a script event), wherever the focus is.
+async fn press(b: &Browser, key: char) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let actions =
+        KeyActions::new("keyboard".to_owned()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    b.client.perform_actions(actions).await.unwrap();
+}
+
+/// The words of a page's visible text, lower case.
+async fn words_of(b: &Browser) -> Vec<String> {
+    b.body()
+        .await
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_voter_votes_by_keyboard_at_phone_width_and_the_designer_reads_the_audit() {
+    let (arena, _dana, _players) = crate::votes::voting_league(4, 300, 0).await;
+    arena.user("vic", "player").await;
+    let b = Browser::start(&arena, 360, 1400).await;
+    b.sign_in("vic", "correct horse battery").await;
+    assert!(b.wait_text("nav", "vic", 10).await, "signed in before the next page");
+    let mut counted = 0;
+    let settled: i64 =
+        sqlx::query_scalar("select count(*) from matches where status = 'settled'").fetch_one(&arena.db).await.unwrap();
+    for round in 0..settled {
+        b.open("/vote").await;
+        assert!(b.wait_text("#battle-question", "Which answer is right?", 5).await, "{}", b.body().await);
+        // Before the vote nothing names an agent, an owner or the judge's call.
+        let words = words_of(&b).await;
+        for secret in ["ada", "bob", "calc", "guess", "dana", "confidence", "verdict"] {
+            assert!(!words.contains(&secret.to_owned()), "round {round}: {secret} shown before the vote");
+        }
+        if round == 0 {
+            let wide: Value = b
+                .client
+                .execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![])
+                .await
+                .unwrap();
+            assert_eq!(wide, false, "/vote scrolls sideways at 360 px");
+            // Every button is labelled by its text and says its key.
+            let labels: Value = b
+                .client
+                .execute(
+                    "return Array.from(document.querySelectorAll('#vote-form button')).map(b => b.textContent.trim() + '|' + b.getAttribute('aria-keyshortcuts'))",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                labels,
+                json!(["A is better 1|1", "B is better 2|2", "Tie 3|3", "Both are bad 4|4", "Skip 5|5"])
+            );
+            b.shot("vote-card-phone").await;
+        }
+        // Read, then vote with the keyboard: 1 (A) or 2 (B).
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let a_right = b.text("#answer-a").await.starts_with("The answer is");
+        press(&b, if a_right { '1' } else { '2' }).await;
+        assert!(
+            b.wait_text("#vote-status", "", 5).await && b.wait_text("#reveal-a", "by", 5).await,
+            "{}",
+            b.body().await
+        );
+        let status = b.text("#vote-status").await;
+        counted += i64::from(status.contains("Your vote counts"));
+        let revealed = b.text("#reveal").await;
+        assert!(revealed.contains("calc by ada") && revealed.contains("guess by bob"), "{revealed}");
+        assert!(revealed.contains("you agreed"), "the judge's hard check agrees: {revealed}");
+        assert_eq!(b.path().await, "/vote", "htmx swapped the reveal in place");
+        if round == 0 {
+            b.shot("vote-reveal-phone").await;
+            // Report the battle from the reveal.
+            b.click("#report-form button").await;
+            assert!(b.wait_text("#reported", "Reported", 5).await, "{}", b.body().await);
+        }
+        // "n" takes the next battle.
+        press(&b, 'n').await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(counted, settled, "every vote read for long enough counts, one per match");
+    b.open("/vote").await;
+    assert!(b.wait_text("#no-battle", "Nothing to vote on", 5).await, "{}", b.body().await);
+    let reports: i64 = sqlx::query_scalar("select count(*) from vote_reports").fetch_one(&arena.db).await.unwrap();
+    assert_eq!(reports, 1);
+
+    // The designer reads the audit; the Space page shows the card.
+    let d = Browser::start(&arena, 1280, 1400).await;
+    d.sign_in("dana", "correct horse battery").await;
+    assert!(d.wait_text("nav", "dana", 10).await, "signed in before the next page");
+    d.open("/studio/quick/audit").await;
+    assert!(d.wait_text("h1", "The judge against people", 5).await, "{}", d.body().await);
+    assert!(d.text("main").await.contains(&format!("In all: {settled} counted votes, 1 voter.")), "{}", d.body().await);
+    assert!(d.text("#confusion").await.contains("tie"));
+    d.shot("studio-audit-desktop").await;
+    d.open("/spaces/quick").await;
+    assert!(d.wait_text("#judge-vs-people", "Which answer is right?", 5).await, "{}", d.body().await);
+    assert!(d.text("#judge-vs-people a[href='/studio/quick/audit']").await.contains("audit"));
+    // Another player's: no audit link; a stranger's audit page: not found.
+    b.open("/spaces/quick").await;
+    assert!(b.wait_text("#judge-vs-people", "Vote", 5).await);
+    let links: Value = b
+        .client
+        .execute("return document.querySelectorAll(\"#judge-vs-people a[href$='/audit']\").length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(links, json!(0));
+    arena.ledger_ok().await;
+}

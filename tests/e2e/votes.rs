@@ -19,6 +19,39 @@ pub fn voting_space(name: &str) -> String {
 /// A league of two players (ada, bob) with `settled` settled matches in a
 /// voting Space, on settings whose reading floor is `floor_ms` flat.
 pub async fn voting_league(settled: i64, floor_ms: u64, gold_pct: u32) -> (Arena, User, Vec<User>) {
+    voting_league_with(settled, floor_ms, gold_pct, None).await
+}
+
+/// Test double: answers by agent — "calc" (ada's) right, every other agent
+/// wrong, whatever the slot.
+struct ByAgent;
+
+impl arena_server::work::generator::Generator for ByAgent {
+    fn generate(
+        &self,
+        jobs: Vec<arena_server::work::generator::GenJob>,
+    ) -> futures_util::future::BoxFuture<'static, Vec<anyhow::Result<arena_server::work::generator::GenOutput>>> {
+        let out = jobs
+            .into_iter()
+            .map(|job| {
+                let text = if job.system.contains("You are calc.") {
+                    format!("The answer is {}.", job.reference.unwrap_or_default())
+                } else {
+                    "I am not sure, maybe 7 or 12.".to_owned()
+                };
+                Ok(arena_server::work::generator::GenOutput { tokens: 6, text, finish: "end_of_turn".into() })
+            })
+            .collect();
+        Box::pin(std::future::ready(out))
+    }
+}
+
+pub async fn voting_league_with(
+    settled: i64,
+    floor_ms: u64,
+    gold_pct: u32,
+    generator: Option<std::sync::Arc<dyn arena_server::work::generator::Generator>>,
+) -> (Arena, User, Vec<User>) {
     let env = TestEnv::new().await;
     let mut settings = quick_settings(&env);
     settings.arena.vote_gold_pct = gold_pct;
@@ -31,7 +64,7 @@ pub async fn voting_league(settled: i64, floor_ms: u64, gold_pct: u32) -> (Arena
     let bob = arena.user("bob", "player").await;
     ada.agent("calc", "quick").await;
     bob.agent("guess", "quick").await;
-    arena.start(Roles::ALL, None);
+    arena.start(Roles::ALL, generator);
     arena.wait_settled(settled, 60).await;
     arena.pause_all().await;
     arena.wait_settled(settled, 60).await;
@@ -131,8 +164,10 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
     // An owner's vote on her own match, even with a ballot the server
     // signed for her (made here with the server's key): refused.
     let key: Vec<u8> = sqlx::query_scalar("select key from ballot_keys").fetch_one(&arena.db).await.unwrap();
-    let own_match: uuid::Uuid =
-        sqlx::query_scalar("select id from matches where status = 'settled' limit 1").fetch_one(&arena.db).await.unwrap();
+    let own_match: uuid::Uuid = sqlx::query_scalar("select id from matches where status = 'settled' limit 1")
+        .fetch_one(&arena.db)
+        .await
+        .unwrap();
     let sealed = arena_server::domain::votes::Ballot {
         id: uuid::Uuid::new_v4(),
         voter: uuid::Uuid::parse_str(&ada.id).unwrap(),
@@ -165,7 +200,8 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
         }
     }
     assert!(voted >= 6, "{voted} counted votes");
-    let verified = count(&arena, "select count(*) from pairs where label_source = 'human' and tier = 'human_verified'").await;
+    let verified =
+        count(&arena, "select count(*) from pairs where label_source = 'human' and tier = 'human_verified'").await;
     let agree = count(&arena, "select count(*) from pairs where label_source = 'human' and judge_agrees").await;
     let human = count(&arena, "select count(*) from pairs where label_source = 'human' and not withdrawn").await;
     assert!(human >= 1 && agree == human, "{human} human pairs, {agree} agree");
@@ -177,7 +213,10 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
     .await;
     assert_eq!(verified, full, "a verified pair per match with three decisive votes");
     // Every human pair's chosen answer is the right one (an even slot).
-    assert_eq!(count(&arena, "select count(*) from pairs where label_source = 'human' and chosen_slot % 2 = 1").await, 0);
+    assert_eq!(
+        count(&arena, "select count(*) from pairs where label_source = 'human' and chosen_slot % 2 = 1").await,
+        0
+    );
 
     // Buyers filter by label source: the human pairs are exportable now.
     let nell = arena.user("nell", "buyer").await;
@@ -193,7 +232,10 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
     let (status, audit) = dana.get("/spaces/quick/audit").await;
     assert_eq!(status, 200, "{audit}");
     assert_eq!(audit["counted_votes"], voted, "{audit}");
-    assert_eq!(audit["audit"]["agreement"]["k"], audit["audit"]["agreement"]["n"], "people agreed with the judge: {audit}");
+    assert_eq!(
+        audit["audit"]["agreement"]["k"], audit["audit"]["agreement"]["n"],
+        "people agreed with the judge: {audit}"
+    );
     assert_eq!(vic.get("/spaces/quick/audit").await.0, 403, "a player lacks the design scope");
     let rita = arena.user("rita", "designer").await;
     assert_eq!(rita.get("/spaces/quick/audit").await.0, 404);
@@ -257,7 +299,8 @@ async fn people_who_disagree_overrule_the_judges_pair_and_flips_withdraw_theirs(
                 voter.post("/votes", json!({"ballot": battle["ballot"], "choice": "skip"})).await;
                 continue;
             }
-            let (status, _) = voter.post("/votes", json!({"ballot": battle["ballot"], "choice": right_side(&battle)})).await;
+            let (status, _) =
+                voter.post("/votes", json!({"ballot": battle["ballot"], "choice": right_side(&battle)})).await;
             assert_eq!(status, 201);
             break;
         }
@@ -280,5 +323,62 @@ async fn people_who_disagree_overrule_the_judges_pair_and_flips_withdraw_theirs(
             .await
             .unwrap();
     assert!(!overruled);
+    arena.ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_voter_who_always_favours_one_agent_is_flagged_and_stops_counting() {
+    // ada's agent always answers right, bob's always wrong.
+    let (arena, _dana, _players) = voting_league_with(6, 100, 0, Some(std::sync::Arc::new(ByAgent))).await;
+    // Three honest voters pick the right answers; one rigger always picks
+    // bob's agent.
+    let mut voters = Vec::new();
+    for name in ["hal", "ida", "jon", "rig"] {
+        voters.push(arena.user(name, "player").await);
+    }
+    let bob_agent: uuid::Uuid =
+        sqlx::query_scalar("select a.id from agents a join users u on u.id = a.owner_id where u.username = 'bob'")
+            .fetch_one(&arena.db)
+            .await
+            .unwrap();
+    for voter in &voters {
+        while let Some(battle) = real_battle(&arena, voter).await {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let right = right_side(&battle);
+            let choice = if voter.name == "rig" { if right == "a" { "b" } else { "a" } } else { right };
+            let (status, reveal) = voter.post("/votes", json!({"ballot": battle["ballot"], "choice": choice})).await;
+            assert_eq!(status, 201, "{reveal}");
+            assert_eq!(reveal["counted"], true);
+        }
+    }
+    let flagged = arena_server::work::votes::check(&arena.ctx).await.unwrap();
+    assert_eq!(flagged, 1, "one voter's flag changed");
+    let who: Vec<(String, String)> = sqlx::query_as(
+        "select u.username, s.flag_reason from voters s join users u on u.id = s.user_id where s.flagged",
+    )
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert_eq!(who.len(), 1, "{who:?}");
+    assert_eq!(who[0].0, "rig", "{who:?}");
+    // The rigger's votes no longer count: every human pair holds the three
+    // honest votes alone, for the right answer.
+    let pairs: Vec<(uuid::Uuid, i32, i32)> = sqlx::query_as(
+        "select ma.agent_id, p.votes_chosen, p.votes_rejected from pairs p
+         join match_agents ma on ma.match_id = p.match_id and ma.slot = p.chosen_slot
+         where p.label_source = 'human' and not p.withdrawn",
+    )
+    .fetch_all(&arena.db)
+    .await
+    .unwrap();
+    assert!(!pairs.is_empty());
+    assert!(pairs.iter().all(|p| p.0 != bob_agent && p.1 == 3 && p.2 == 0), "{pairs:?}");
+    // The admin's integrity page names the flagged voter; a player's: not found.
+    let root = arena.user("root", "admin").await;
+    let (status, integrity) = root.get("/votes/integrity").await;
+    assert_eq!(status, 200, "{integrity}");
+    assert!(integrity["voters"].as_array().unwrap().iter().any(|v| v["username"] == "rig" && v["flagged"] == true));
+    // A second pass changes nothing.
+    assert_eq!(arena_server::work::votes::check(&arena.ctx).await.unwrap(), 0);
     arena.ledger_ok().await;
 }

@@ -293,7 +293,9 @@ pub fn identity_tokens(text: &str) -> Vec<String> {
     use unicode_normalization::UnicodeNormalization;
     let clean: String = text
         .nfkc()
-        .filter(|c| !matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}' | '\u{034F}'))
+        .filter(
+            |c| !matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}' | '\u{034F}'),
+        )
         .flat_map(char::to_lowercase)
         .map(|c| match c {
             'а' | 'α' => 'a',
@@ -542,7 +544,8 @@ pub struct Disagreement {
 pub struct Audit {
     pub votes: u64,
     pub matches: u64,
-    /// Counted votes needed for a ±5-point interval on the agreement.
+    /// Counted votes needed for a ±5-point interval on the agreement, at
+    /// the agreement within its interval nearest to one half.
     pub needed: u64,
     /// Judge–human agreement on every vote (three outcomes).
     pub agreement: Rate,
@@ -654,7 +657,18 @@ pub fn audit(votes: &[AuditVote]) -> Audit {
     Audit {
         votes: votes.len() as u64,
         matches: by_match.len() as u64,
-        needed: needed_for(if votes.is_empty() { 0.5 } else { agreement.p }, 0.05),
+        // The least favourable agreement the interval allows: a run of
+        // agreement (3 of 3) does not prove a narrow interval is near.
+        needed: needed_for(
+            if agreement.lo <= 0.5 && agreement.hi >= 0.5 {
+                0.5
+            } else if agreement.hi < 0.5 {
+                agreement.hi
+            } else {
+                agreement.lo
+            },
+            0.05,
+        ),
         agreement,
         agreement_decisive: Rate::wilson(agree_decisive, decisive.len() as u64),
         human_human: Rate::wilson(hh, hh_n),
@@ -855,7 +869,8 @@ pub fn simulate_rigging(
             (x, y, first_better, judge)
         })
         .collect();
-    let voters: Vec<uuid::Uuid> = (0..honest + riggers).map(|i| uuid::Uuid::from_u128(0xB000_0000 + i as u128)).collect();
+    let voters: Vec<uuid::Uuid> =
+        (0..honest + riggers).map(|i| uuid::Uuid::from_u128(0xB000_0000 + i as u128)).collect();
     let mut facts = Vec::new();
     let mut order: Vec<usize> = (0..matches).collect();
     for (vi, voter) in voters.iter().enumerate() {
@@ -1059,8 +1074,9 @@ mod tests {
         let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
         assert!((a.agreement.lo - (center - half)).abs() < 1e-12 && (a.agreement.hi - (center + half)).abs() < 1e-12);
         assert!((a.agreement.lo - 0.5625).abs() < 5e-4 && (a.agreement.hi - 0.8090).abs() < 5e-4, "{:?}", a.agreement);
-        assert_eq!(a.needed, (z * z * 0.21 / 0.0025).ceil() as u64);
-        assert_eq!(a.needed, 323);
+        // At the interval's end nearest one half: 0.5625 → 379 votes.
+        assert_eq!(a.needed, (z * z * a.agreement.lo * (1.0 - a.agreement.lo) / 0.0025).ceil() as u64);
+        assert_eq!(a.needed, 379);
         // Every match has one voter: no human–human pairs; the judge decided all.
         assert_eq!(a.human_human.n, 0);
         assert_eq!((a.coverage.k, a.coverage.n), (50, 50));
@@ -1072,8 +1088,20 @@ mod tests {
 
         // Two voters on one match, with ties: human–human pairs counted.
         let tied = vec![
-            AuditVote { match_id: m(1), voter: m(2), agents: ("x".into(), "y".into()), human: Call::Tie, judge: Call::Tie },
-            AuditVote { match_id: m(1), voter: m(3), agents: ("x".into(), "y".into()), human: Call::Tie, judge: Call::Tie },
+            AuditVote {
+                match_id: m(1),
+                voter: m(2),
+                agents: ("x".into(), "y".into()),
+                human: Call::Tie,
+                judge: Call::Tie,
+            },
+            AuditVote {
+                match_id: m(1),
+                voter: m(3),
+                agents: ("x".into(), "y".into()),
+                human: Call::Tie,
+                judge: Call::Tie,
+            },
             AuditVote {
                 match_id: m(1),
                 voter: m(4),

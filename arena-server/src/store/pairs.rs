@@ -139,7 +139,9 @@ const FILTERED: &str = concat!(
            and ($18::bool is null or p.judge_agrees = $18)
            and ($19 or not p.overruled)
            and not p.withdrawn
-           and not ($20 and ", priced_human!(), ")
+           and not ($20 and ",
+    priced_human!(),
+    ")
            and btrim(coalesce(p.chosen_text, oc.text)) <> ''
            and btrim(coalesce(p.chosen_text, oc.text)) <> btrim(coalesce(p.rejected_text, orj.text))
            and coalesce(p.detail->>'kind', '') <> 'game'"

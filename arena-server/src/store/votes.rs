@@ -125,7 +125,9 @@ pub async fn pick(
         }
         let mut ids: Vec<(MatchId, String, i64, f64)> = rows
             .iter()
-            .map(|r| (r.get::<MatchId, _>("id"), r.get("prompt"), r.get::<i64, _>("votes"), r.get::<f64, _>("confidence")))
+            .map(|r| {
+                (r.get::<MatchId, _>("id"), r.get("prompt"), r.get::<i64, _>("votes"), r.get::<f64, _>("confidence"))
+            })
             .collect();
         // Active: the least voted, then the least confident verdicts, first.
         if roll >= gold_share + UNIFORM_SHARE {
@@ -430,8 +432,10 @@ pub async fn aggregate(
         }
     }
     let label = votes::human_label(x, y, &calls);
-    let verdict: Option<serde_json::Value> =
-        sqlx::query_scalar("select verdict from verdicts where match_id = $1").bind(match_id).fetch_optional(&mut *conn).await?;
+    let verdict: Option<serde_json::Value> = sqlx::query_scalar("select verdict from verdicts where match_id = $1")
+        .bind(match_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let judge = judge_call(verdict.as_ref(), x, y);
     let space_id: SpaceId =
         sqlx::query_scalar("select space_id from matches where id = $1").bind(match_id).fetch_one(&mut *conn).await?;
@@ -546,7 +550,8 @@ pub async fn reveal(pool: &PgPool, vote: uuid::Uuid, voter: UserId) -> Result<Op
     let (slot_a, slot_b): (i16, i16) = (row.get("slot_a"), row.get("slot_b"));
     let decoy: Option<(MatchId, i16)> = row.get::<Option<MatchId>, _>("decoy_match_id").zip(row.get("decoy_slot"));
     let reason = row.get::<Option<&str>, _>("reason").and_then(Reason::parse);
-    let standing = Standing { gold_total: row.get("gold_total"), gold_right: row.get("gold_right"), flagged: row.get("flagged") };
+    let standing =
+        Standing { gold_total: row.get("gold_total"), gold_right: row.get("gold_right"), flagged: row.get("flagged") };
     let verdict: Option<serde_json::Value> = row.get("verdict");
     let seat = |m: MatchId, slot: i16| {
         sqlx::query_as::<_, RevealSeat>(
@@ -604,7 +609,12 @@ pub async fn reveal(pool: &PgPool, vote: uuid::Uuid, voter: UserId) -> Result<Op
 
 /// Files a report on the caller's own vote's battle; false when the vote
 /// is not theirs. A second report on one vote changes nothing.
-pub async fn report(pool: &PgPool, vote: uuid::Uuid, reporter: UserId, reason: ReportReason) -> Result<bool, sqlx::Error> {
+pub async fn report(
+    pool: &PgPool,
+    vote: uuid::Uuid,
+    reporter: UserId,
+    reason: ReportReason,
+) -> Result<bool, sqlx::Error> {
     let mine: Option<uuid::Uuid> = sqlx::query_scalar("select id from votes where id = $1 and voter_id = $2")
         .bind(vote)
         .bind(reporter)
@@ -651,8 +661,11 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
     Ok(rows
         .iter()
         .filter_map(|r| {
-            let standing =
-                Standing { gold_total: r.get("gold_total"), gold_right: r.get("gold_right"), flagged: r.get("flagged") };
+            let standing = Standing {
+                gold_total: r.get("gold_total"),
+                gold_right: r.get("gold_right"),
+                flagged: r.get("flagged"),
+            };
             if !standing.counts() {
                 return None;
             }
@@ -707,12 +720,18 @@ pub async fn vote_facts(pool: &PgPool, days: i32, limit: i64) -> Result<Vec<Vote
 /// Sets the outlier flags to exactly `flags` (voters no longer flagged
 /// are cleared) and re-aggregates every match a changed voter voted on.
 /// Returns how many voters changed.
-pub async fn set_flags(pool: &PgPool, flags: &[VoterFlag], license_of: &std::collections::HashMap<SpaceId, Option<String>>) -> Result<usize, sqlx::Error> {
+pub async fn set_flags(
+    pool: &PgPool,
+    flags: &[VoterFlag],
+    license_of: &std::collections::HashMap<SpaceId, Option<String>>,
+) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let ids: Vec<uuid::Uuid> = flags.iter().map(|f| f.voter).collect();
     let reasons: Vec<String> = flags
         .iter()
-        .map(|f| format!("favours one agent: {} of {} battles with it ({:.1} log-likelihood)", f.for_agent, f.battles, f.llr))
+        .map(|f| {
+            format!("favours one agent: {} of {} battles with it ({:.1} log-likelihood)", f.for_agent, f.battles, f.llr)
+        })
         .collect();
     let changed: Vec<uuid::Uuid> = sqlx::query_scalar(
         "with wanted as (select * from unnest($1::uuid[], $2::text[]) as w(id, why)),
@@ -750,7 +769,10 @@ pub async fn set_flags(pool: &PgPool, flags: &[VoterFlag], license_of: &std::col
 }
 
 /// Votes per day and reason over the last `days` days (null: counted).
-pub async fn reasons_by_day(pool: &PgPool, days: i32) -> Result<Vec<(chrono::NaiveDate, Option<String>, i64)>, sqlx::Error> {
+pub async fn reasons_by_day(
+    pool: &PgPool,
+    days: i32,
+) -> Result<Vec<(chrono::NaiveDate, Option<String>, i64)>, sqlx::Error> {
     sqlx::query_as(
         "select (cast_at at time zone 'UTC')::date as day, reason, count(*) from votes
          where cast_at > now() - make_interval(days => $1)

@@ -4,9 +4,9 @@
 //! The pages call the same actions (`next_battle`, `cast_vote`, `audit_of`).
 
 use crate::context::Context;
+use crate::domain::user::Scope;
 use crate::domain::votes::{self, Audit, Ballot, BallotError, Call, Choice, Reason, ReportReason};
 use crate::domain::{MatchId, SpaceId};
-use crate::domain::user::Scope;
 use crate::http::auth::{Caller, client_address};
 use crate::http::error::ApiError;
 use crate::store::votes::{self as store, Battle, Reveal};
@@ -39,7 +39,11 @@ pub async fn next_battle(state: &Context, caller: &Caller, space: Option<&str>) 
         return Err(ApiError::NotFound(format!("a Space {slug:?} that takes votes")));
     }
     let mut rng = rand::rng();
-    let Some(battle) = store::pick(&state.db, caller.user_id, space, state.settings.vote_gold_pct as f64 / 100.0, &mut rng).await? else { return Ok(None) };
+    let Some(battle) =
+        store::pick(&state.db, caller.user_id, space, state.settings.vote_gold_pct as f64 / 100.0, &mut rng).await?
+    else {
+        return Ok(None);
+    };
     let key = store::ballot_key(&state.db).await?;
     let Battle { space, match_id, prompt, a, b, gold, .. } = battle;
     let ballot = Ballot {
@@ -49,7 +53,13 @@ pub async fn next_battle(state: &Context, caller: &Caller, space: Option<&str>) 
         // A gold ballot binds the known-better answer as `a` and the decoy
         // apart, with the side it is shown on.
         a: if gold == Some(true) { b.slot } else { a.slot },
-        b: if gold == Some(true) { b.slot } else if gold.is_some() { a.slot } else { b.slot },
+        b: if gold == Some(true) {
+            b.slot
+        } else if gold.is_some() {
+            a.slot
+        } else {
+            b.slot
+        },
         decoy: match gold {
             Some(true) => Some((a.match_id.as_uuid(), a.slot)),
             Some(false) => Some((b.match_id.as_uuid(), b.slot)),
@@ -281,7 +291,11 @@ pub async fn audit_of(state: &Context, space: SpaceId) -> Result<Audit, ApiError
 
 /// GET /api/v1/spaces/{slug}/audit — the judge against people, for the
 /// Space's designer and admins (anyone else: not found).
-pub async fn audit(state: web::Data<Context>, caller: Caller, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn audit(
+    state: web::Data<Context>,
+    caller: Caller,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::Design)?;
     let space = crate::store::spaces::id_and_owner(&state.db, &slug)
         .await?

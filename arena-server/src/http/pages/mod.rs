@@ -209,7 +209,13 @@ pub const PAGES: &[PageRoute] = &[
         SignedIn,
         "The Space's live numbers with charts"
     ),
-    page!(get, "/vote", votes::page, SignedIn, "A battle: two nameless answers to one prompt and five buttons (keys 1–5)"),
+    page!(
+        get,
+        "/vote",
+        votes::page,
+        SignedIn,
+        "A battle: two nameless answers to one prompt and five buttons (keys 1–5)"
+    ),
     page!(post, "/vote", votes::vote, SignedIn, "Vote on a battle's ballot; the reveal (fragment for htmx)"),
     page!(post, "/vote/report", votes::report, SignedIn, "Report the answers of a battle you voted on"),
     page!(get, "/spaces/{slug}/vote", votes::space_page, SignedIn, "A battle from one Space"),

@@ -34,7 +34,8 @@ pub struct RevealView {
 }
 
 fn seat_words(s: &Option<store::RevealSeat>) -> String {
-    s.as_ref().map_or_else(|| "an answer".to_owned(), |s| format!("{} by {} (rating {:.0})", s.agent, s.owner, s.rating))
+    s.as_ref()
+        .map_or_else(|| "an answer".to_owned(), |s| format!("{} by {} (rating {:.0})", s.agent, s.owner, s.rating))
 }
 
 fn choice_words(c: votes::Choice) -> &'static str {
@@ -88,9 +89,10 @@ impl RevealView {
                     if second { "A" } else { "B" }
                 )
             }),
-            judge: r.gold.is_none().then(|| {
-                format!("{} (confidence {:.0}%)", call_words(r.judge), 100.0 * r.confidence)
-            }),
+            judge: r
+                .gold
+                .is_none()
+                .then(|| format!("{} (confidence {:.0}%)", call_words(r.judge), 100.0 * r.confidence)),
             crowd: if a + b + t == 0 {
                 "no counted votes yet".to_owned()
             } else {
@@ -166,7 +168,12 @@ pub struct VoteForm {
 csrf_token!(text: VoteForm, ReportForm);
 
 /// POST /vote — the vote; the reveal (a fragment for htmx, else the page).
-pub async fn vote(state: Ctx, user: SignedIn, req: HttpRequest, Form(form): Form<VoteForm>) -> Result<HttpResponse, PageError> {
+pub async fn vote(
+    state: Ctx,
+    user: SignedIn,
+    req: HttpRequest,
+    Form(form): Form<VoteForm>,
+) -> Result<HttpResponse, PageError> {
     let next = if form.scope.is_empty() || form.scope.len() > 64 {
         "/vote".to_owned()
     } else {
@@ -180,8 +187,14 @@ pub async fn vote(state: Ctx, user: SignedIn, req: HttpRequest, Form(form): Form
             if htmx {
                 render(&chrome, &RevealFragment { chrome: chrome.clone(), reveal: view })
             } else {
-                let page =
-                    VotePage { chrome: chrome.clone(), scope: None, card: None, reveal: Some(view), error: None, spaces: vec![] };
+                let page = VotePage {
+                    chrome: chrome.clone(),
+                    scope: None,
+                    card: None,
+                    reveal: Some(view),
+                    error: None,
+                    spaces: vec![],
+                };
                 render(&chrome, &page)
             }
         }
@@ -197,8 +210,14 @@ pub async fn vote(state: Ctx, user: SignedIn, req: HttpRequest, Form(form): Form
                 // htmx swaps only a success: the error replaces the card.
                 return render(&chrome, &ErrorFragment { message });
             }
-            let page =
-                VotePage { chrome: chrome.clone(), scope: None, card: None, reveal: None, error: Some(message), spaces: vec![] };
+            let page = VotePage {
+                chrome: chrome.clone(),
+                scope: None,
+                card: None,
+                reveal: None,
+                error: Some(message),
+                spaces: vec![],
+            };
             super::render_with(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &chrome, &page)
         }
     }
@@ -216,12 +235,12 @@ pub struct ReportForm {
 
 /// POST /vote/report — a report on the battle of one's own vote.
 pub async fn report(state: Ctx, user: SignedIn, Form(form): Form<ReportForm>) -> Result<HttpResponse, PageError> {
-    let vote = uuid::Uuid::parse_str(form.vote.trim())
-        .map_err(|_| PageError::BadForm("vote: not a vote's id".to_owned()))?;
+    let vote =
+        uuid::Uuid::parse_str(form.vote.trim()).map_err(|_| PageError::BadForm("vote: not a vote's id".to_owned()))?;
     match actions::report_vote(&state, &user.caller, vote, &form.reason).await {
-        Ok(()) => Ok(HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .body("<p class=\"notice good\" id=\"reported\" role=\"status\">Reported. An operator will look at it.</p>")),
+        Ok(()) => Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
+            "<p class=\"notice good\" id=\"reported\" role=\"status\">Reported. An operator will look at it.</p>",
+        )),
         Err(crate::http::error::ApiError::Invalid { message, .. }) => Err(PageError::BadForm(message)),
         Err(e) => Err(e.into()),
     }
@@ -292,7 +311,12 @@ pub async fn audit_page(state: Ctx, user: Designer, slug: web::Path<String>) -> 
         ]
         .iter()
         .filter(|(_, r)| r.n > 0)
-        .map(|(label, r)| Interval { label: (*label).to_owned(), point: 100.0 * r.p, low: 100.0 * r.lo, high: 100.0 * r.hi })
+        .map(|(label, r)| Interval {
+            label: (*label).to_owned(),
+            point: 100.0 * r.p,
+            low: 100.0 * r.lo,
+            high: 100.0 * r.hi,
+        })
         .collect::<Vec<_>>(),
     );
     let page = AuditPage {
