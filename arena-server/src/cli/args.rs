@@ -178,6 +178,28 @@ pub enum LabCommand {
     /// interval, honest rejects, adapters' KL and the smallest caught, the
     /// verifier's cost, the record's size, and the economics simulation.
     AuditBench(AuditBenchArgs),
+    /// The votes' rigging simulation: honest voters (a noisy oracle) and
+    /// riggers who always pick one agent; who the outlier test flags, and
+    /// how far the favoured agent's human win rate moves, per seed.
+    VoteSim(VoteSimArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VoteSimArgs {
+    #[arg(long, default_value_t = 100)]
+    pub honest: usize,
+    #[arg(long, default_value_t = 10)]
+    pub riggers: usize,
+    /// Votes each voter casts.
+    #[arg(long, default_value_t = 100)]
+    pub votes_per_voter: usize,
+    #[arg(long, default_value_t = 8)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 600)]
+    pub matches: usize,
+    /// Seeds 1..=N.
+    #[arg(long, default_value_t = 20)]
+    pub seeds: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -1101,6 +1123,10 @@ pub struct JudgeTrainArgs {
     /// The degradations' shuffling seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Add the arena's verified human pairs from the database (battles'
+    /// votes; the audit share left out) as the family "human".
+    #[arg(long)]
+    pub votes: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }

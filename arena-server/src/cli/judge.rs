@@ -217,10 +217,49 @@ fn corpus_pairs(
     Ok((pairs, sources))
 }
 
+/// Most human pairs one training run reads.
+const MAX_HUMAN_PAIRS: i64 = 20_000;
+
+/// The arena's verified human pairs outside the votes' audit share, as
+/// known-better pairs of the family "human" (runs on a blocking thread of
+/// the CLI's runtime).
+fn human_pairs(settings: &Settings) -> anyhow::Result<Vec<judge::degrade::Generated>> {
+    use crate::domain::votes::{AUDIT_SHARE_PCT, in_audit_share};
+    let handle = tokio::runtime::Handle::current();
+    let rows = handle.block_on(async {
+        let pool = crate::store::connect(&settings.database, std::time::Duration::from_secs(10)).await?;
+        anyhow::Ok(crate::store::votes::training_pairs(&pool, MAX_HUMAN_PAIRS).await?)
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| !in_audit_share(r.match_id.as_uuid(), AUDIT_SHARE_PCT))
+        .map(|r| judge::degrade::Generated {
+            id: format!("human-{}", r.id),
+            family: "human".to_owned(),
+            space: r.space,
+            prompt: r.prompt,
+            reference: r.reference,
+            better: r.better,
+            worse: r.worse,
+        })
+        .collect())
+}
+
 /// `arena judge train`.
 pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let JudgeTrainArgs { answers, cases, features, features_out, out, exclude, without, refresh, seed, model: args } =
-        train;
+    let JudgeTrainArgs {
+        answers,
+        cases,
+        features,
+        features_out,
+        out,
+        exclude,
+        without,
+        refresh,
+        seed,
+        votes,
+        model: args,
+    } = train;
     let (features, features_out, seed) = (features.as_deref(), features_out.as_deref(), *seed);
     let started = std::time::Instant::now();
     let reader = || -> anyhow::Result<Judge> {
@@ -264,7 +303,13 @@ pub fn train(train: &JudgeTrainArgs, settings: &Settings) -> anyhow::Result<Exit
             table
         }
         None => {
-            let (pairs, sources) = corpus_pairs(answers, cases, seed)?;
+            let (mut pairs, mut sources) = corpus_pairs(answers, cases, seed)?;
+            if *votes {
+                let human = human_pairs(settings)?;
+                eprintln!("{} verified human pairs from the arena's votes (the audit share left out)", human.len());
+                sources.insert("arena votes (human_verified pairs)".to_owned(), format!("{} pairs", human.len()));
+                pairs.extend(human);
+            }
             let reader = reader()?;
             eprintln!("reading {} pairs with the judge model and the embedding model", pairs.len());
             let table = trained::build_table(&reader, &pairs, sources, |done, total| {

@@ -135,6 +135,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<ExitCo
         Command::Seed(a) => seed::run(&a, settings).await?.code(),
         Command::Worker(a) => worker::run(&a, settings).await?.code(),
         Command::Lab(args::LabCommand::CheatWorker(a)) => worker::cheat(&a, settings).await?.code(),
+        Command::Lab(args::LabCommand::VoteSim(a)) => lab::vote_sim::run(&a).code(),
         Command::Lab(args::LabCommand::AuditBench(a)) => {
             blocking(settings, move |s| lab::audit_bench::run(&a, s)).await?.code()
         }

@@ -584,6 +584,26 @@ max = 10
     }
 
     #[test]
+    fn votes_open_in_public_free_spaces_with_a_criterion() {
+        let open = format!("{GOOD}\n[votes]\ncriterion = \"Which sum is right?\"\nprice_per_pair = 3\n");
+        let space = Space::parse(&open, &SpaceFiles::new(), Path::new(".")).unwrap();
+        assert_eq!(
+            space.votes,
+            Votes { open: true, criterion: "Which sum is right?".into(), designer_votes: false, price_per_pair: Some(3) }
+        );
+        let default = Space::parse(&format!("{GOOD}\n[votes]\n"), &SpaceFiles::new(), Path::new(".")).unwrap();
+        assert_eq!(default.votes.criterion, DEFAULT_CRITERION);
+        assert!(!Space::parse(GOOD, &SpaceFiles::new(), Path::new(".")).unwrap().votes.open, "closed by default");
+        // Sold or private answers are not shown to voters.
+        let sold = format!("{GOOD}\n[data]\nprice_per_pair = 2\n\n[votes]\n");
+        assert!(errors(&sold).iter().any(|(_, m)| m.contains("votes are open only in a public Space")));
+        let long = format!("{GOOD}\n[votes]\ncriterion = \"{}\"\n", "x".repeat(201));
+        assert!(errors(&long).iter().any(|(_, m)| m.contains("votes.criterion")));
+        let closed = format!("{GOOD}\n[data]\nprice_per_pair = 2\n\n[votes]\nopen = false\n");
+        assert!(!Space::parse(&closed, &SpaceFiles::new(), Path::new(".")).unwrap().votes.open);
+    }
+
+    #[test]
     fn a_missing_prompt_file_is_an_error() {
         let bad = GOOD.replace(
             "template = \"What is {a} + {b}?\"\nvariables = { a = [\"1\", \"2\"], b = [\"3\", \"4\", \"5\"] }",

@@ -836,6 +836,35 @@ pub async fn reports(pool: &PgPool, limit: i64) -> Result<Vec<ReportLine>, sqlx:
     .await
 }
 
+/// A verified human pair as the judge's training reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrainingPair {
+    pub id: uuid::Uuid,
+    pub match_id: MatchId,
+    pub space: String,
+    pub prompt: String,
+    pub reference: Option<String>,
+    pub better: String,
+    pub worse: String,
+}
+
+/// Verified human pairs of whole answers (withdrawn ones left out), the
+/// newest `limit`, for `arena judge train --votes` (which leaves out the
+/// audit share).
+pub async fn training_pairs(pool: &PgPool, limit: i64) -> Result<Vec<TrainingPair>, sqlx::Error> {
+    sqlx::query_as(
+        "select p.id, p.match_id, s.slug as space, m.prompt, m.reference, oc.text as better, orj.text as worse
+         from pairs p join matches m on m.id = p.match_id join spaces s on s.id = p.space_id
+         join outputs oc on oc.match_id = p.match_id and oc.slot = p.chosen_slot
+         join outputs orj on orj.match_id = p.match_id and orj.slot = p.rejected_slot
+         where p.label_source = 'human' and p.tier = 'human_verified' and not p.withdrawn and p.kind = 'whole'
+         order by p.created_at desc limit $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Counted votes of a Space (any share) and the voters who cast them.
 pub async fn space_counts(pool: &PgPool, space: SpaceId) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(

@@ -14,3 +14,4 @@ pub mod model_bench;
 pub mod pages;
 pub mod scratch_db;
 pub mod train_bench;
+pub mod vote_sim;
