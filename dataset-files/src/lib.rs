@@ -789,7 +789,7 @@ mod tests {
             votes_rejected: (i % 3 == 2).then_some(i as i32 % 2),
             votes_tied: (i % 3 == 2).then_some(0),
             voter_reliability: (i % 3 == 2).then_some(0.75),
-            judge_agrees: (i % 3 == 2).then_some(i % 2 == 0),
+            judge_agrees: (i % 3 == 2).then_some(i.is_multiple_of(2)),
             created_at_micros: 1_764_633_600_000_000 + i as i64,
             created_at: String::new(),
         }

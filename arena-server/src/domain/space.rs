@@ -589,7 +589,12 @@ max = 10
         let space = Space::parse(&open, &SpaceFiles::new(), Path::new(".")).unwrap();
         assert_eq!(
             space.votes,
-            Votes { open: true, criterion: "Which sum is right?".into(), designer_votes: false, price_per_pair: Some(3) }
+            Votes {
+                open: true,
+                criterion: "Which sum is right?".into(),
+                designer_votes: false,
+                price_per_pair: Some(3)
+            }
         );
         let default = Space::parse(&format!("{GOOD}\n[votes]\n"), &SpaceFiles::new(), Path::new(".")).unwrap();
         assert_eq!(default.votes.criterion, DEFAULT_CRITERION);

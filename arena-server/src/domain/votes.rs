@@ -197,13 +197,21 @@ pub enum BallotError {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// HMAC-SHA256 under a 32-byte key (zero-padded to the block, as HMAC
+/// pads any shorter key).
+fn keyed(key: &[u8; 32]) -> HmacSha256 {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    <HmacSha256 as hmac::digest::KeyInit>::new(hmac::digest::generic_array::GenericArray::from_slice(&block))
+}
+
 /// `data` XOR a keystream of HMAC-SHA256(key, "arena-ballot" ‖ nonce ‖
 /// block counter) blocks: a PRF in counter mode.
 fn keystream_xor(key: &[u8; 32], nonce: &[u8], data: &[u8]) -> Vec<u8> {
     data.chunks(32)
         .enumerate()
         .flat_map(|(i, chunk)| {
-            let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+            let mut mac = keyed(key);
             mac.update(b"arena-ballot");
             mac.update(nonce);
             mac.update(&(i as u64).to_be_bytes());
@@ -226,7 +234,7 @@ impl Ballot {
         let mut body = nonce.to_vec();
         body.extend(keystream_xor(key, &nonce, &serde_json::to_vec(self).unwrap_or_default()));
         let body = hex::encode(body);
-        let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+        let mut mac = keyed(key);
         mac.update(body.as_bytes());
         format!("{body}.{}", hex::encode(mac.finalize().into_bytes()))
     }
@@ -240,7 +248,7 @@ impl Ballot {
         }
         let (body, tag) = token.split_once('.').ok_or(BallotError::Forged)?;
         let tag = hex::decode(tag).map_err(|_| BallotError::Forged)?;
-        let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+        let mut mac = keyed(key);
         mac.update(body.as_bytes());
         mac.verify_slice(&tag).map_err(|_| BallotError::Forged)?;
         let raw = hex::decode(body).map_err(|_| BallotError::Forged)?;
@@ -350,7 +358,7 @@ pub fn identity_leak<'n>(text: &str, names: &'n [String]) -> Option<&'n str> {
             return false;
         }
         let squashed: String = parts.concat();
-        tokens.iter().any(|t| *t == squashed) || tokens.windows(parts.len()).any(|w| w == parts.as_slice())
+        tokens.contains(&squashed) || tokens.windows(parts.len()).any(|w| w == parts.as_slice())
     })
 }
 

@@ -403,10 +403,14 @@ pub async fn integrity_page(state: Ctx, user: SignedIn) -> Result<HttpResponse, 
     let mut days: Vec<DayLine> = Vec::new();
     for (day, reason, n) in rows {
         let key = day.format("%Y-%m-%d").to_string();
-        if days.last().is_none_or(|d| d.day != key) {
-            days.push(DayLine { day: key, counted: 0, excluded: 0, share: String::new(), reasons: String::new() });
-        }
-        let line = days.last_mut().expect("pushed");
+        let at = match days.iter().position(|d| d.day == key) {
+            Some(at) => at,
+            None => {
+                days.push(DayLine { day: key, counted: 0, excluded: 0, share: String::new(), reasons: String::new() });
+                days.len() - 1
+            }
+        };
+        let line = &mut days[at];
         match reason {
             None => line.counted += n,
             Some(r) => {
