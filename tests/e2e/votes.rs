@@ -108,6 +108,24 @@ fn right_side(battle: &Value) -> &'static str {
     if battle["a"].as_str().unwrap().starts_with("The answer is") { "a" } else { "b" }
 }
 
+/// The Space page's card (counts in SQL) says what the full audit says.
+/// Every vote is put in the audit share first, so the comparison covers
+/// them all (with a handful of matches the hash may pick none).
+async fn card_equals_audit(arena: &Arena) {
+    sqlx::query("update votes set audit_share = true").execute(&arena.db).await.unwrap();
+    let space: uuid::Uuid =
+        sqlx::query_scalar("select id from spaces where slug = 'quick'").fetch_one(&arena.db).await.unwrap();
+    let space = arena_server::domain::SpaceId(space);
+    let card = arena_server::store::votes::audit_summary(&arena.db, space).await.unwrap();
+    let full =
+        arena_server::domain::votes::audit(&arena_server::store::votes::audit_votes(&arena.db, space).await.unwrap());
+    assert!(full.votes > 0 && full.human_human.n > 0, "{full:?}");
+    assert_eq!(card.votes, full.votes);
+    assert_eq!(card.agreement, full.agreement);
+    assert_eq!(card.human_human, full.human_human);
+    assert_eq!(card.kappa, full.kappa);
+}
+
 async fn count(arena: &Arena, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&arena.db).await.unwrap()
 }
@@ -149,8 +167,8 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
     // A forged ballot (a byte of its sealed claims changed, the tag kept),
     // a ballot of another voter, a bad choice: refused, nothing stored.
     let token = battle["ballot"].as_str().unwrap();
-    let (claims, tag) = token.split_once('.').unwrap();
-    let mut bytes = hex::decode(claims).unwrap();
+    let (sealed_claims, tag) = token.split_once('.').unwrap();
+    let mut bytes = hex::decode(sealed_claims).unwrap();
     bytes[24] ^= 0x01;
     let forged = format!("{}.{tag}", hex::encode(bytes));
     let (status, body) = vic.post("/votes", json!({"ballot": forged, "choice": "a"})).await;
@@ -178,9 +196,29 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
         gold_second: false,
         issued_ms: chrono::Utc::now().timestamp_millis() - 5_000,
     }
-    .seal(&key.try_into().unwrap());
+    .seal(&key.clone().try_into().unwrap());
     let (status, body) = ada.post("/votes", json!({"ballot": sealed, "choice": "a"})).await;
     assert_eq!(status, 403, "{body}");
+    // An expired ballot, and a second ballot (the server's key, a fresh
+    // id) for the match vic already voted on: refused.
+    let first = claims(&arena, &vic, &battle).await;
+    let expired = arena_server::domain::votes::Ballot {
+        id: uuid::Uuid::new_v4(),
+        issued_ms: chrono::Utc::now().timestamp_millis() - 31 * 60 * 1000,
+        ..first.clone()
+    }
+    .seal(&key.clone().try_into().unwrap());
+    let (status, body) = vic.post("/votes", json!({"ballot": expired, "choice": "a"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("ballot")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"), "{body}");
+    let again = arena_server::domain::votes::Ballot {
+        id: uuid::Uuid::new_v4(),
+        issued_ms: chrono::Utc::now().timestamp_millis() - 5_000,
+        ..first
+    }
+    .seal(&key.clone().try_into().unwrap());
+    let (status, body) = vic.post("/votes", json!({"ballot": again, "choice": "b"})).await;
+    assert_eq!(status, 409, "a second vote on one match: {body}");
     assert_eq!(before, count(&arena, "select count(*) from votes").await, "refused votes stored nothing");
 
     // Three voters who read before voting and pick the right answer: every
@@ -239,6 +277,7 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
     assert_eq!(vic.get("/spaces/quick/audit").await.0, 403, "a player lacks the design scope");
     let rita = arena.user("rita", "designer").await;
     assert_eq!(rita.get("/spaces/quick/audit").await.0, 404);
+    card_equals_audit(&arena).await;
     arena.ledger_ok().await;
 }
 
@@ -380,5 +419,6 @@ async fn a_voter_who_always_favours_one_agent_is_flagged_and_stops_counting() {
     assert!(integrity["voters"].as_array().unwrap().iter().any(|v| v["username"] == "rig" && v["flagged"] == true));
     // A second pass changes nothing.
     assert_eq!(arena_server::work::votes::check(&arena.ctx).await.unwrap(), 0);
+    card_equals_audit(&arena).await;
     arena.ledger_ok().await;
 }

@@ -572,6 +572,30 @@ pub struct Audit {
     pub disagreements: Vec<Disagreement>,
 }
 
+/// What a Space page's "judge vs people" card shows, from counts alone:
+/// the 3×3 confusion (rows people, columns the judge) and the agreeing and
+/// total pairs of votes on one match.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub votes: u64,
+    pub agreement: Rate,
+    pub human_human: Rate,
+    pub kappa: Option<f64>,
+}
+
+/// The card's figures from the confusion and the human–human pair counts
+/// (the same definitions as [`audit`]).
+pub fn summary(confusion: &[[u64; 3]; 3], hh_agree: u64, hh_total: u64) -> Summary {
+    let votes: u64 = confusion.iter().flatten().sum();
+    let agree: u64 = (0..3).map(|i| confusion[i][i]).sum();
+    Summary {
+        votes,
+        agreement: Rate::wilson(agree, votes),
+        human_human: Rate::wilson(hh_agree, hh_total),
+        kappa: kappa(confusion),
+    }
+}
+
 /// Counted votes needed for a ±`half` interval around `p` at 95%.
 pub fn needed_for(p: f64, half: f64) -> u64 {
     (Z95 * Z95 * p * (1.0 - p) / (half * half)).ceil() as u64

@@ -381,12 +381,26 @@ pub async fn cast(pool: &PgPool, v: NewVote<'_>) -> Result<Cast, CastError> {
 /// The judge's call on slots (x, y) of a match from its verdict's ranks
 /// (a lower rank is better; equal ranks or none: a tie).
 pub fn judge_call(verdict: Option<&serde_json::Value>, x: i16, y: i16) -> Call {
-    let rank = |s: i16| verdict.and_then(|v| v["ranks"][s.to_string()].as_u64());
-    match (rank(x), rank(y)) {
+    let rank = |s: i16| verdict.and_then(|v| v["ranks"][s.to_string()].as_i64());
+    call_of_ranks(rank(x), rank(y))
+}
+
+/// The judge's call from the two slots' ranks.
+pub fn call_of_ranks(x: Option<i64>, y: Option<i64>) -> Call {
+    match (x, y) {
         (Some(a), Some(b)) if a < b => Call::First,
         (Some(a), Some(b)) if a > b => Call::Second,
         _ => Call::Tie,
     }
+}
+
+/// The SQL of the judge's ranks of a vote's two slots (lower slot first),
+/// read from the verdict in place (not the whole verdict per row).
+macro_rules! vote_ranks {
+    () => {
+        "(vd.verdict->'ranks'->>(least(v.slot_a, v.slot_b)::text))::int8 as rank_x,
+         (vd.verdict->'ranks'->>(greatest(v.slot_a, v.slot_b)::text))::int8 as rank_y"
+    };
 }
 
 /// Re-reads the counted votes on slots (x, y) of a match and makes its
@@ -639,9 +653,10 @@ pub const AUDIT_WINDOW: i64 = 20_000;
 /// The counted votes of a Space's audit share (the latest
 /// [`AUDIT_WINDOW`]), as the audit reads them.
 pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>, sqlx::Error> {
-    let rows = sqlx::query(
-        "select v.match_id, v.voter_id, v.slot_a, v.slot_b, v.choice, vd.verdict,
-                ax.name as agent_x, ay.name as agent_y,
+    let rows = sqlx::query(concat!(
+        "select v.match_id, v.voter_id, v.slot_a, v.slot_b, v.choice, ",
+        vote_ranks!(),
+        ", ax.name as agent_x, ay.name as agent_y,
                 coalesce(s.gold_total, 0) as gold_total, coalesce(s.gold_right, 0) as gold_right,
                 coalesce(s.flagged, false) as flagged
          from votes v
@@ -652,8 +667,8 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
          join agents ax on ax.id = mx.agent_id
          join agents ay on ay.id = my.agent_id
          where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
-         order by v.cast_at desc limit $2",
-    )
+         order by v.cast_at desc limit $2"
+    ))
     .bind(space)
     .bind(AUDIT_WINDOW)
     .fetch_all(pool)
@@ -672,30 +687,74 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
             let (a, b): (i16, i16) = (r.get("slot_a"), r.get("slot_b"));
             let call = Choice::parse(r.get::<&str, _>("choice")).ok()?.call()?;
             let human = if a < b { call } else { call.flipped() };
-            let verdict: Option<serde_json::Value> = r.get("verdict");
             Some(AuditVote {
                 match_id: r.get("match_id"),
                 voter: r.get("voter_id"),
                 agents: (r.get("agent_x"), r.get("agent_y")),
                 human,
-                judge: judge_call(verdict.as_ref(), a.min(b), a.max(b)),
+                judge: call_of_ranks(r.get("rank_x"), r.get("rank_y")),
             })
         })
         .collect())
 }
 
+/// The Space page's card from counts in SQL (the audit share's counted
+/// votes, the latest [`AUDIT_WINDOW`], as `audit_votes` selects them and
+/// `Standing::counts` keeps them): the 3×3 confusion and the human–human
+/// pairs. A test holds it to `domain::votes::audit` over `audit_votes`.
+pub async fn audit_summary(pool: &PgPool, space: SpaceId) -> Result<votes::Summary, sqlx::Error> {
+    let rows: Vec<(uuid::Uuid, i32, i32)> = sqlx::query_as(concat!(
+        "with v as (
+             select v.match_id,
+                    case when v.choice in ('tie', 'bad') then 2
+                         when (v.choice = 'a') = (v.slot_a < v.slot_b) then 0 else 1 end as human, ",
+        vote_ranks!(),
+        " from votes v
+             left join voters s on s.user_id = v.voter_id
+             left join verdicts vd on vd.match_id = v.match_id
+             where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
+               and v.choice <> 'skip' and not coalesce(s.flagged, false)
+               and (coalesce(s.gold_total, 0) < $3
+                    or (coalesce(s.gold_right, 0) + 1)::float8 / (coalesce(s.gold_total, 0) + 2) >= $4)
+             order by v.cast_at desc limit $2
+         )
+         select match_id, human,
+                case when rank_x < rank_y then 0 when rank_x > rank_y then 1 else 2 end::int4 as judge
+         from v"
+    ))
+    .bind(space)
+    .bind(AUDIT_WINDOW)
+    .bind(votes::GOLD_MIN)
+    .bind(votes::MIN_RELIABILITY)
+    .fetch_all(pool)
+    .await?;
+    let mut confusion = [[0u64; 3]; 3];
+    let mut per_match: std::collections::HashMap<uuid::Uuid, [u64; 3]> = std::collections::HashMap::new();
+    for (m, human, judge) in rows {
+        let (h, j) = (human.clamp(0, 2) as usize, judge.clamp(0, 2) as usize);
+        confusion[h][j] += 1;
+        per_match.entry(m).or_default()[h] += 1;
+    }
+    let pairs = |n: u64| n * n.saturating_sub(1) / 2;
+    let hh_agree: u64 = per_match.values().map(|c| c.iter().map(|n| pairs(*n)).sum::<u64>()).sum();
+    let hh_total: u64 = per_match.values().map(|c| pairs(c.iter().sum())).sum();
+    Ok(votes::summary(&confusion, hh_agree, hh_total))
+}
+
 /// The votes of the last `days` days the outlier test reads (skips, gold
 /// and reasoned votes left out), at most `limit`, newest first.
 pub async fn vote_facts(pool: &PgPool, days: i32, limit: i64) -> Result<Vec<VoteFact>, sqlx::Error> {
-    let rows = sqlx::query(
-        "select v.voter_id, v.match_id, v.slot_a, v.slot_b, v.choice, vd.verdict, mx.agent_id as ax, my.agent_id as ay
+    let rows = sqlx::query(concat!(
+        "select v.voter_id, v.match_id, v.slot_a, v.slot_b, v.choice, ",
+        vote_ranks!(),
+        ", mx.agent_id as ax, my.agent_id as ay
          from votes v
          left join verdicts vd on vd.match_id = v.match_id
          join match_agents mx on mx.match_id = v.match_id and mx.slot = least(v.slot_a, v.slot_b)
          join match_agents my on my.match_id = v.match_id and my.slot = greatest(v.slot_a, v.slot_b)
          where v.cast_at > now() - make_interval(days => $1) and v.reason is null and v.decoy_match_id is null
-         order by v.cast_at desc limit $2",
-    )
+         order by v.cast_at desc limit $2"
+    ))
     .bind(days)
     .bind(limit)
     .fetch_all(pool)
@@ -705,13 +764,12 @@ pub async fn vote_facts(pool: &PgPool, days: i32, limit: i64) -> Result<Vec<Vote
         .filter_map(|r| {
             let (a, b): (i16, i16) = (r.get("slot_a"), r.get("slot_b"));
             let call = Choice::parse(r.get::<&str, _>("choice")).ok()?.call()?;
-            let verdict: Option<serde_json::Value> = r.get("verdict");
             Some(VoteFact {
                 voter: r.get("voter_id"),
                 match_id: r.get("match_id"),
                 agents: (r.get("ax"), r.get("ay")),
                 human: if a < b { call } else { call.flipped() },
-                judge: judge_call(verdict.as_ref(), a.min(b), a.max(b)),
+                judge: call_of_ranks(r.get("rank_x"), r.get("rank_y")),
             })
         })
         .collect())

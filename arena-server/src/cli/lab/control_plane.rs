@@ -72,6 +72,9 @@ mode = "none"
 
 [pairs]
 min_margin = 0.1
+
+[votes]
+criterion = "Which answer is right?"
 "#
     )
 }

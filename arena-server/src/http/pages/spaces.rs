@@ -204,7 +204,7 @@ pub async fn page(
         None => Vec::new(),
     };
     let people = if space.votes.open {
-        let audit = crate::http::handlers::votes::audit_of(&state, row.id).await?;
+        let audit = crate::store::votes::audit_summary(&state.db, row.id).await?;
         Some(PeopleCard {
             criterion: space.votes.criterion.clone(),
             votes: audit.votes,
