@@ -487,12 +487,12 @@ pub const AUDIT_SHARE_PCT: u8 = 30;
 
 // ---------------------------------------------------------------- the audit
 
-/// One counted vote as the audit reads it: the match, the voter, the two
-/// agents (lower slot first), the voter's call and the judge's on them.
+/// One counted vote as the audit reads it: the match, the two agents
+/// (lower slot first), the voter's call and the judge's on them (who voted
+/// does not enter the audit).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditVote {
     pub match_id: uuid::Uuid,
-    pub voter: uuid::Uuid,
     pub agents: (String, String),
     pub human: Call,
     pub judge: Call,
@@ -1083,13 +1083,7 @@ mod tests {
         let mut push = |human: Call, judge: Call, n: usize, votes: &mut Vec<AuditVote>| {
             for _ in 0..n {
                 id += 1;
-                votes.push(AuditVote {
-                    match_id: m(id),
-                    voter: m(1000 + id),
-                    agents: ("x".into(), "y".into()),
-                    human,
-                    judge,
-                });
+                votes.push(AuditVote { match_id: m(id), agents: ("x".into(), "y".into()), human, judge });
             }
         };
         push(Call::First, Call::First, 20, &mut votes);
@@ -1120,27 +1114,9 @@ mod tests {
 
         // Two voters on one match, with ties: human–human pairs counted.
         let tied = vec![
-            AuditVote {
-                match_id: m(1),
-                voter: m(2),
-                agents: ("x".into(), "y".into()),
-                human: Call::Tie,
-                judge: Call::Tie,
-            },
-            AuditVote {
-                match_id: m(1),
-                voter: m(3),
-                agents: ("x".into(), "y".into()),
-                human: Call::Tie,
-                judge: Call::Tie,
-            },
-            AuditVote {
-                match_id: m(1),
-                voter: m(4),
-                agents: ("x".into(), "y".into()),
-                human: Call::First,
-                judge: Call::Tie,
-            },
+            AuditVote { match_id: m(1), agents: ("x".into(), "y".into()), human: Call::Tie, judge: Call::Tie },
+            AuditVote { match_id: m(1), agents: ("x".into(), "y".into()), human: Call::Tie, judge: Call::Tie },
+            AuditVote { match_id: m(1), agents: ("x".into(), "y".into()), human: Call::First, judge: Call::Tie },
         ];
         let t = audit(&tied);
         assert_eq!((t.human_human.k, t.human_human.n), (1, 3));

@@ -653,49 +653,51 @@ pub const AUDIT_WINDOW: i64 = 20_000;
 /// The counted votes of a Space's audit share (the latest
 /// [`AUDIT_WINDOW`]), as the audit reads them.
 pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "select v.match_id, v.voter_id, v.slot_a, v.slot_b, v.choice, ",
-        vote_ranks!(),
-        ", ax.name as agent_x, ay.name as agent_y,
-                coalesce(s.gold_total, 0) as gold_total, coalesce(s.gold_right, 0) as gold_right,
-                coalesce(s.flagged, false) as flagged
-         from votes v
-         left join voters s on s.user_id = v.voter_id
-         left join verdicts vd on vd.match_id = v.match_id
-         join match_agents mx on mx.match_id = v.match_id and mx.slot = least(v.slot_a, v.slot_b)
-         join match_agents my on my.match_id = v.match_id and my.slot = greatest(v.slot_a, v.slot_b)
+    // Counted per match, pair of slots and call in SQL; the verdict (a
+    // document of kilobytes) and the agents' names are read once per group.
+    let rows: Vec<(uuid::Uuid, String, String, Option<i64>, Option<i64>, i32, i64)> = sqlx::query_as(
+        "with v as (
+             select v.match_id, least(v.slot_a, v.slot_b) as x, greatest(v.slot_a, v.slot_b) as y,
+                    case when v.choice in ('tie', 'bad') then 2
+                         when (v.choice = 'a') = (v.slot_a < v.slot_b) then 0 else 1 end as human
+             from votes v
+             left join voters s on s.user_id = v.voter_id
+             where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
+               and v.choice <> 'skip' and not coalesce(s.flagged, false)
+               and (coalesce(s.gold_total, 0) < $3
+                    or (coalesce(s.gold_right, 0) + 1)::float8 / (coalesce(s.gold_total, 0) + 2) >= $4)
+             order by v.cast_at desc limit $2
+         ), g as (
+             select match_id, x, y, human, count(*) as n from v group by 1, 2, 3, 4
+         )
+         select g.match_id, ax.name, ay.name,
+                (vd.verdict->'ranks'->>(g.x::text))::int8, (vd.verdict->'ranks'->>(g.y::text))::int8,
+                g.human::int4, g.n
+         from g
+         left join verdicts vd on vd.match_id = g.match_id
+         join match_agents mx on mx.match_id = g.match_id and mx.slot = g.x
+         join match_agents my on my.match_id = g.match_id and my.slot = g.y
          join agents ax on ax.id = mx.agent_id
          join agents ay on ay.id = my.agent_id
-         where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
-         order by v.cast_at desc limit $2"
-    ))
+         order by g.match_id, g.x, g.y, g.human",
+    )
     .bind(space)
     .bind(AUDIT_WINDOW)
+    .bind(votes::GOLD_MIN)
+    .bind(votes::MIN_RELIABILITY)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let standing = Standing {
-                gold_total: r.get("gold_total"),
-                gold_right: r.get("gold_right"),
-                flagged: r.get("flagged"),
-            };
-            if !standing.counts() {
-                return None;
-            }
-            let (a, b): (i16, i16) = (r.get("slot_a"), r.get("slot_b"));
-            let call = Choice::parse(r.get::<&str, _>("choice")).ok()?.call()?;
-            let human = if a < b { call } else { call.flipped() };
-            Some(AuditVote {
-                match_id: r.get("match_id"),
-                voter: r.get("voter_id"),
-                agents: (r.get("agent_x"), r.get("agent_y")),
-                human,
-                judge: call_of_ranks(r.get("rank_x"), r.get("rank_y")),
-            })
-        })
-        .collect())
+    let mut out = Vec::new();
+    for (match_id, agent_x, agent_y, rank_x, rank_y, human, n) in rows {
+        let human = match human {
+            0 => Call::First,
+            1 => Call::Second,
+            _ => Call::Tie,
+        };
+        let vote = AuditVote { match_id, agents: (agent_x, agent_y), human, judge: call_of_ranks(rank_x, rank_y) };
+        out.extend(std::iter::repeat_n(vote, n.max(0) as usize));
+    }
+    Ok(out)
 }
 
 /// The Space page's card from counts in SQL (the audit share's counted
@@ -703,25 +705,30 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
 /// `Standing::counts` keeps them): the 3×3 confusion and the human–human
 /// pairs. A test holds it to `domain::votes::audit` over `audit_votes`.
 pub async fn audit_summary(pool: &PgPool, space: SpaceId) -> Result<votes::Summary, sqlx::Error> {
-    let rows: Vec<(uuid::Uuid, i32, i32)> = sqlx::query_as(concat!(
+    // Counted per match, pair of slots and call first; the verdict is read
+    // once per group.
+    let rows: Vec<(uuid::Uuid, i32, i32, i64)> = sqlx::query_as(
         "with v as (
-             select v.match_id,
+             select v.match_id, least(v.slot_a, v.slot_b) as x, greatest(v.slot_a, v.slot_b) as y,
                     case when v.choice in ('tie', 'bad') then 2
-                         when (v.choice = 'a') = (v.slot_a < v.slot_b) then 0 else 1 end as human, ",
-        vote_ranks!(),
-        " from votes v
+                         when (v.choice = 'a') = (v.slot_a < v.slot_b) then 0 else 1 end as human
+             from votes v
              left join voters s on s.user_id = v.voter_id
-             left join verdicts vd on vd.match_id = v.match_id
              where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
                and v.choice <> 'skip' and not coalesce(s.flagged, false)
                and (coalesce(s.gold_total, 0) < $3
                     or (coalesce(s.gold_right, 0) + 1)::float8 / (coalesce(s.gold_total, 0) + 2) >= $4)
              order by v.cast_at desc limit $2
+         ), g as (
+             select match_id, x, y, human, count(*) as n from v group by 1, 2, 3, 4
          )
-         select match_id, human,
-                case when rank_x < rank_y then 0 when rank_x > rank_y then 1 else 2 end::int4 as judge
-         from v"
-    ))
+         select g.match_id, g.human,
+                case when (vd.verdict->'ranks'->>(g.x::text))::int8 < (vd.verdict->'ranks'->>(g.y::text))::int8 then 0
+                     when (vd.verdict->'ranks'->>(g.x::text))::int8 > (vd.verdict->'ranks'->>(g.y::text))::int8 then 1
+                     else 2 end::int4 as judge,
+                g.n
+         from g left join verdicts vd on vd.match_id = g.match_id",
+    )
     .bind(space)
     .bind(AUDIT_WINDOW)
     .bind(votes::GOLD_MIN)
@@ -730,10 +737,10 @@ pub async fn audit_summary(pool: &PgPool, space: SpaceId) -> Result<votes::Summa
     .await?;
     let mut confusion = [[0u64; 3]; 3];
     let mut per_match: std::collections::HashMap<uuid::Uuid, [u64; 3]> = std::collections::HashMap::new();
-    for (m, human, judge) in rows {
-        let (h, j) = (human.clamp(0, 2) as usize, judge.clamp(0, 2) as usize);
-        confusion[h][j] += 1;
-        per_match.entry(m).or_default()[h] += 1;
+    for (m, human, judge, n) in rows {
+        let (h, j, n) = (human.clamp(0, 2) as usize, judge.clamp(0, 2) as usize, n.max(0) as u64);
+        confusion[h][j] += n;
+        per_match.entry(m).or_default()[h] += n;
     }
     let pairs = |n: u64| n * n.saturating_sub(1) / 2;
     let hh_agree: u64 = per_match.values().map(|c| c.iter().map(|n| pairs(*n)).sum::<u64>()).sum();

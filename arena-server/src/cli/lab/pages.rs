@@ -235,5 +235,7 @@ async fn synthetic_votes(db: &sqlx::PgPool, voters: usize) -> anyhow::Result<usi
     .bind(space)
     .execute(db)
     .await?;
+    // As a live database would have them: the planner's statistics.
+    sqlx::query("analyze votes").execute(db).await?;
     Ok(ids.len())
 }
