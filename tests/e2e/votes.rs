@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// A quick Space that takes votes.
 pub fn voting_space(name: &str) -> String {
-    format!("{}\n[votes]\ncriterion = \"Which answer is right?\"\n", quick_space(name, 2, 2))
+    format!("{}\n[votes]\ncriterion = \"Which answer is right?\"\nprice_per_pair = 3\n", quick_space(name, 2, 2))
 }
 
 /// A league of two players (ada, bob) with `settled` settled matches in a
@@ -261,6 +261,18 @@ async fn battles_hide_who_answered_and_each_ballot_counts_once() {
     let (status, n) = nell.get("/data/count?label_source=human").await;
     assert_eq!(status, 200, "{n}");
     assert_eq!(n["pairs"], human, "{n}");
+    // Human pairs are priced apart (3 credits each; the Space's other
+    // pairs are free) and never read free.
+    assert_eq!(n["price"], 3 * human, "{n}");
+    let (_, verifier_n) = nell.get("/data/count?label_source=verifier").await;
+    assert_eq!(verifier_n["price"], 0, "{verifier_n}");
+    let free = nell.client.get(arena.url("/data/pairs?label_source=human")).send().await.unwrap();
+    assert_eq!(free.status(), 200);
+    assert_eq!(free.text().await.unwrap().lines().count(), 0, "priced human pairs are not streamed free");
+    let space_pairs = nell.client.get(arena.url("/spaces/quick/pairs?limit=1000")).send().await.unwrap();
+    let lines = space_pairs.text().await.unwrap().lines().count() as i64;
+    let judged = count(&arena, "select count(*) from pairs where label_source <> 'human' and not overruled").await;
+    assert_eq!(lines, judged, "the Space's free pairs hold no human pair");
     let (_, verified_n) = nell.get("/data/count?label_source=human&human_verified=true").await;
     assert_eq!(verified_n["pairs"], verified);
     let (status, body) = nell.get("/data/count?label_source=crowd").await;
