@@ -10,9 +10,10 @@
 //! Why the bits match. The engine feeds a prompt in chunks of
 //! [`PREFILL_CHUNK`] tokens and then one token per step; the matmul kernels
 //! give every row the same bits whatever rows sit beside it and however
-//! many threads run (tested per kernel path), and attention over fewer
-//! than [`crate::model::GEMM_MIN_ROWS`] new rows is computed row by row,
-//! each row over its own visible positions, exactly as a decode step does.
+//! many threads run (tested per kernel path), and attention is computed
+//! row by row, each row over its own visible positions, exactly as a
+//! decode step does (so a prefix taken from the engine's prefix cache has
+//! the bits it would have had).
 //! So the replay prefills the prompt in the engine's chunks and then feeds
 //! the completion [`REPLAY_ROWS`] tokens at a time with every row's logits
 //! kept: a decode step per row, in one forward per chunk.
@@ -24,10 +25,9 @@ use crate::model::{Logits, SeqStep};
 use crate::sampling::{Sampler, SamplingParams, log_prob};
 use serde::{Deserialize, Serialize};
 
-/// Completion tokens fed per replay forward: below the row count where
-/// attention switches to GEMMs (whose sums are ordered differently).
+/// Completion tokens fed per replay forward (every row's logits are kept,
+/// so this bounds the logits held at once).
 pub const REPLAY_ROWS: usize = 16;
-const _: () = assert!(REPLAY_ROWS < crate::model::GEMM_MIN_ROWS);
 
 /// What a worker says it generated.
 #[derive(Debug, Clone)]

@@ -11,11 +11,12 @@ use crate::error::{Result, RuntimeError};
 use crate::gguf::{Gguf, ModelConfig};
 use crate::lora::{Adapter, AdapterCache, AdapterError, Limits};
 use crate::model::{KvCache, Logits, Model, SeqStep};
+use crate::prefix::{PrefixCache, PrefixStats};
 use crate::sampling::{Sampler, SamplingParams, log_prob};
 use crate::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Prompt tokens fed per sequence per step: a long prompt is prefilled in
@@ -99,6 +100,29 @@ pub struct Runtime {
     /// With [`Backend::Cuda`], the GPU copy that generation runs on (the CPU
     /// model still serves scoring and training).
     gpu: Option<CandleModel>,
+    /// Keys and values of prompts (and finished sequences) already computed
+    /// on the CPU path ([`crate::prefix`]).
+    prefix: Mutex<PrefixCache>,
+}
+
+/// The prefix cache's default budget.
+pub const PREFIX_CACHE_BYTES: usize = 256 << 20;
+
+/// The environment variable that sets the prefix cache's budget in MiB
+/// (0 turns it off).
+pub const PREFIX_CACHE_VAR: &str = "ARENA_PREFIX_CACHE_MB";
+
+/// The budget `ARENA_PREFIX_CACHE_MB` asks for, else the default.
+fn prefix_budget() -> Result<usize> {
+    match std::env::var(PREFIX_CACHE_VAR) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(|mb| mb.checked_mul(1 << 20))
+            .ok_or_else(|| RuntimeError::Request(format!("{PREFIX_CACHE_VAR}={v}: not a number of MiB"))),
+        _ => Ok(PREFIX_CACHE_BYTES),
+    }
 }
 
 impl Runtime {
@@ -157,7 +181,70 @@ impl Runtime {
             path: path.to_owned(),
             end_of_turn,
             gpu: None,
+            prefix: Mutex::new(PrefixCache::new(prefix_budget()?)),
         })
+    }
+
+    /// Sets the prefix cache's memory budget in bytes (0 turns it off).
+    pub fn set_prefix_budget(&self, bytes: usize) {
+        self.prefix_cache().set_budget(bytes);
+    }
+
+    /// The prefix cache's budget in bytes.
+    pub fn prefix_budget(&self) -> usize {
+        self.prefix_cache().budget()
+    }
+
+    /// The prefix cache's counters.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix_cache().stats()
+    }
+
+    fn prefix_cache(&self) -> std::sync::MutexGuard<'_, PrefixCache> {
+        self.prefix.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts `a` from the longest cached head of its prompt, if that is
+    /// longer than what it has: the prompt's last token is always fed, for
+    /// the logits of the first new token.
+    fn reuse_prefix(&self, a: &mut Active) {
+        if a.gpu.is_some() {
+            return;
+        }
+        let have = a.prompt_len - a.pending.len();
+        let limit = a.prompt_len - 1;
+        if have >= limit {
+            return;
+        }
+        if let Some(cache) = self.prefix_cache().lookup(a.adapter.as_ref(), &a.context[..a.prompt_len], limit)
+            && cache.len() > have
+        {
+            a.pending = a.context[cache.len()..a.prompt_len].to_vec();
+            a.cache = cache;
+        }
+    }
+
+    /// How many prompt tokens `a` would skip if it waited for `b`, still
+    /// prefilling the same weights, to finish its prompt.
+    fn gain_from_waiting(&self, a: &Active, b: &Active) -> usize {
+        if a.gpu.is_some() || b.prefill.is_some() || !same_weights(a, b) || self.prefix_cache().budget() == 0 {
+            return 0;
+        }
+        let prompt = &a.context[..a.prompt_len];
+        let limit = a.prompt_len - 1;
+        let have =
+            (a.prompt_len - a.pending.len()).max(self.prefix_cache().reusable(a.adapter.as_ref(), prompt, limit));
+        let shared = crate::prefix::shared_len(prompt, &b.context[..b.prompt_len]);
+        shared.min(limit).saturating_sub(have)
+    }
+
+    /// A finished sequence's keys and values go to the prefix cache (a next
+    /// message of the conversation, or a next turn, starts with them).
+    fn retire(&self, a: Active) {
+        if a.gpu.is_none() {
+            let tokens = a.context;
+            self.prefix_cache().insert(a.adapter.as_ref(), &tokens, a.cache);
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -202,9 +289,13 @@ impl Runtime {
     /// Runs one request to completion on the calling thread.
     pub fn generate(&self, request: Request) -> Result<Completion> {
         let mut active = vec![self.start(request)?];
+        self.reuse_prefix(&mut active[0]);
         loop {
             self.step(&mut active)?;
             if let Some(done) = active[0].finished.take() {
+                if let Some(a) = active.pop() {
+                    self.retire(a);
+                }
                 return Ok(done);
             }
         }
@@ -459,7 +550,7 @@ impl Runtime {
             Some(model) => Some(model.new_seq(adapter.as_deref())?),
             None => None,
         };
-        Ok(Active {
+        let active = Active {
             gpu,
             cache: self.model.new_cache(),
             pending: prompt.clone(),
@@ -473,7 +564,8 @@ impl Runtime {
             started: Instant::now(),
             prefill: None,
             finished: None,
-        })
+        };
+        Ok(active)
     }
 
     /// One batched forward over every active sequence; samples a token for
@@ -516,6 +608,10 @@ impl Runtime {
             }
             if a.prefill.is_none() {
                 a.prefill = Some(a.started.elapsed());
+                if a.gpu.is_none() {
+                    // The prompt's keys and values, for requests that share its head.
+                    self.prefix_cache().insert(a.adapter.as_ref(), &a.context, a.cache.head(a.cache.len()));
+                }
             }
             let raw = a.logprobs.is_some().then(|| logits.clone());
             let temperature = a.sampler.params().temperature;
@@ -567,6 +663,14 @@ impl Runtime {
             prefill: a.prefill.unwrap_or_default(),
             total: a.started.elapsed(),
         }))
+    }
+}
+
+fn same_weights(a: &Active, b: &Active) -> bool {
+    match (&a.adapter, &b.adapter) {
+        (None, None) => true,
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
     }
 }
 
@@ -700,20 +804,44 @@ impl Streamed {
     }
 }
 
+/// Where a sequence's completion and text go.
+type Outlet = (Reply, Option<Streamed>);
+
+/// A new sequence waits (parked, outside the batch) while a sequence of the
+/// same weights is still prefilling at least this many more of its prompt's
+/// tokens: it then starts from that prompt's cached keys and values. This
+/// is what makes a GRPO group's samples of one prompt, or a burst of
+/// requests from one agent, compute their shared head once.
+const PARK_MIN_GAIN: usize = 16;
+
 fn run_engine(runtime: &Runtime, rx: &Receiver<Job>, max_batch: usize) {
     let mut active: Vec<Active> = Vec::new();
-    let mut replies: Vec<(Reply, Option<Streamed>)> = Vec::new();
+    let mut outlets: Vec<Outlet> = Vec::new();
+    let mut parked: Vec<(Active, Outlet)> = Vec::new();
     loop {
+        // Parked sequences whose leader has finished its prompt join the
+        // batch, starting from the cache.
+        let mut i = 0;
+        while i < parked.len() {
+            if active.iter().any(|b| runtime.gain_from_waiting(&parked[i].0, b) >= PARK_MIN_GAIN) {
+                i += 1;
+            } else {
+                let (mut a, outlet) = parked.swap_remove(i);
+                runtime.reuse_prefix(&mut a);
+                active.push(a);
+                outlets.push(outlet);
+            }
+        }
         if active.is_empty() {
             // Idle: block until work arrives (or every handle is dropped).
             match rx.recv() {
-                Ok(job) => admit(runtime, job, &mut active, &mut replies),
+                Ok(job) => admit(runtime, job, &mut active, &mut outlets, &mut parked),
                 Err(_) => return,
             }
         }
-        while active.len() < max_batch {
+        while active.len() + parked.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => admit(runtime, job, &mut active, &mut replies),
+                Ok(job) => admit(runtime, job, &mut active, &mut outlets, &mut parked),
                 Err(_) => break,
             }
         }
@@ -723,7 +851,7 @@ fn run_engine(runtime: &Runtime, rx: &Receiver<Job>, max_batch: usize) {
         if let Err(err) = runtime.step(&mut active) {
             // A failed step fails every sequence in it, each with the cause.
             let message = err.to_string();
-            for (reply, _) in replies.drain(..) {
+            for (reply, _) in outlets.drain(..) {
                 let _ = reply.send(Err(RuntimeError::Request(format!("generation failed: {message}"))));
             }
             active.clear();
@@ -732,14 +860,15 @@ fn run_engine(runtime: &Runtime, rx: &Receiver<Job>, max_batch: usize) {
         let mut i = 0;
         while i < active.len() {
             if let Some(done) = active[i].finished.take() {
-                active.swap_remove(i);
-                let (reply, stream) = replies.swap_remove(i);
+                let a = active.swap_remove(i);
+                let (reply, stream) = outlets.swap_remove(i);
                 if let Some(mut stream) = stream {
                     stream.send(&done.text, true);
                 }
                 let _ = reply.send(Ok(done));
+                runtime.retire(a);
             } else {
-                if let Some(stream) = replies[i].1.as_mut() {
+                if let Some(stream) = outlets[i].1.as_mut() {
                     stream.send(&active[i].text, false);
                 }
                 i += 1;
@@ -752,13 +881,21 @@ fn admit(
     runtime: &Runtime,
     (request, reply, stream): Job,
     active: &mut Vec<Active>,
-    replies: &mut Vec<(Reply, Option<Streamed>)>,
+    outlets: &mut Vec<Outlet>,
+    parked: &mut Vec<(Active, Outlet)>,
 ) {
     let hold = request.params.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
     match runtime.start(request) {
         Ok(a) => {
-            active.push(a);
-            replies.push((reply, stream.map(|to| Streamed { to, sent: 0, hold })));
+            let outlet = (reply, stream.map(|to| Streamed { to, sent: 0, hold }));
+            if active.iter().any(|b| runtime.gain_from_waiting(&a, b) >= PARK_MIN_GAIN) {
+                parked.push((a, outlet));
+            } else {
+                let mut a = a;
+                runtime.reuse_prefix(&mut a);
+                active.push(a);
+                outlets.push(outlet);
+            }
         }
         Err(err) => {
             let _ = reply.send(Err(err));

@@ -17,6 +17,7 @@ pub mod lora;
 pub mod model;
 pub mod model_file;
 pub mod pool;
+pub mod prefix;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;

@@ -29,11 +29,6 @@ pub(crate) struct Layer {
     pub(crate) w_down: QMatrix,
 }
 
-/// A sequence feeding at least this many tokens in one step (a prompt
-/// chunk) gets its attention as two GEMMs per head (`Q·Kᵀ`, `P·V`); decode
-/// rows use dot products. The choice depends only on the sequence's own
-/// chunk, so its arithmetic does not depend on its batch-mates.
-pub const GEMM_MIN_ROWS: usize = 32;
 /// Which threads run a step's parallel loops: decode steps (at most
 /// [`DECODE_ROWS`] rows) use our spin-then-sleep [`Pool`]; prompt steps
 /// use rayon, whose split of long, arithmetic-bound loops measured ~8%
@@ -106,6 +101,31 @@ impl KvCache {
 
     pub fn bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+
+    /// A copy of the first `len` positions (all of them if `len` is more).
+    pub fn head(&self, len: usize) -> KvCache {
+        let len = len.min(self.len);
+        let per = |layer: &Vec<f32>| layer.len().checked_div(self.len).unwrap_or(0) * len;
+        KvCache {
+            k: self.k.iter().map(|l| l[..per(l)].to_vec()).collect(),
+            v: self.v.iter().map(|l| l[..per(l)].to_vec()).collect(),
+            len,
+        }
+    }
+
+    /// Appends `len` positions of made-up keys and values.
+    #[cfg(test)]
+    pub(crate) fn push_for_tests(&mut self, len: usize, kv_dim: usize) {
+        for (i, layer) in self.k.iter_mut().chain(self.v.iter_mut()).enumerate() {
+            layer.extend((0..len * kv_dim).map(|j| (i * 7 + j) as f32));
+        }
+        self.len += len;
+    }
+
+    /// Gives back memory held beyond the positions in the cache.
+    pub fn shrink(&mut self) {
+        self.k.iter_mut().chain(self.v.iter_mut()).for_each(Vec::shrink_to_fit);
     }
 }
 
@@ -485,110 +505,45 @@ impl Model {
         let keys = &cache.k[layer];
         let values = &cache.v[layer];
         let scale = 1.0 / (hd as f32).sqrt();
-        if new >= GEMM_MIN_ROWS {
-            // A prompt chunk: per head, S = Q·Kᵀ and O = P·V as GEMMs.
-            let total = start + new;
-            let heads: Vec<std::sync::Mutex<Vec<f32>>> = (0..c.n_heads).map(|_| Default::default()).collect();
-            par.run(c.n_heads, &|h| {
-                *heads[h].lock().unwrap_or_else(|e| e.into_inner()) = {
-                    let g = h / group;
-                    let mut scores = vec![0f32; new * total];
-                    // SAFETY: Q rows are qkv_dim apart with the head at
-                    // h·hd; K and V rows kv_dim apart with the group at
-                    // g·hd; `scores` is new × total; all within bounds.
-                    unsafe {
-                        gemm::gemm(
-                            new,
-                            total,
-                            hd,
-                            scores.as_mut_ptr(),
-                            1,
-                            total as isize,
-                            false,
-                            qkv.as_ptr().add(h * hd),
-                            1,
-                            qkv_dim as isize,
-                            keys.as_ptr().add(g * hd),
-                            kv_dim as isize,
-                            1,
-                            0.0,
-                            scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    for (i, row) in scores.chunks_exact_mut(total).enumerate() {
-                        softmax_prefix(row, start + i + 1);
-                    }
-                    let mut o = vec![0f32; new * hd];
-                    // SAFETY: as above; `o` is new × hd.
-                    unsafe {
-                        gemm::gemm(
-                            new,
-                            hd,
-                            total,
-                            o.as_mut_ptr(),
-                            1,
-                            hd as isize,
-                            false,
-                            scores.as_ptr(),
-                            1,
-                            total as isize,
-                            values.as_ptr().add(g * hd),
-                            1,
-                            kv_dim as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    o
-                };
-            });
-            for (h, o) in heads.into_iter().enumerate() {
-                let o = o.into_inner().unwrap_or_else(|e| e.into_inner());
-                for (i, row) in o.chunks_exact(hd).enumerate() {
-                    out[i * q_dim + h * hd..i * q_dim + (h + 1) * hd].copy_from_slice(row);
-                }
-            }
-            return;
-        }
-        if split_heads && new == 1 && start + 1 >= SPLIT_HEADS_MIN_POSITIONS {
-            let visible = start + 1;
-            let q_row = &qkv[..q_dim];
-            assert_eq!(out.len(), c.n_heads * hd);
+        // Every row is one `head_attention` over its own visible positions,
+        // whatever else this step feeds: a position's bits depend only on
+        // the tokens up to it, never on how the prompt was chunked, what
+        // was cached, or the batch (the prefix cache and the audit's
+        // replay rely on it). A prompt chunk, or one row over a long cache,
+        // spreads its heads over the threads.
+        let by_heads = new > 1 || (split_heads && start + 1 >= SPLIT_HEADS_MIN_POSITIONS);
+        if by_heads {
+            assert_eq!(out.len(), new * q_dim);
             let out_ptr = SendPtr(out.as_mut_ptr());
+            let qkv = &*qkv;
             par.run(c.n_heads, &|h| {
-                let q = &q_row[h * hd..(h + 1) * hd];
-                // SAFETY: head h writes only its own hd values of `out`,
-                // within bounds by the assert; the loop joins before `out`
-                // is used again.
-                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * hd), hd) };
-                head_attention(q, keys, values, (h / group) * hd, kv_dim, scale, &mut vec![0.0; visible], o);
+                let mut scores = vec![0f32; start + new];
+                for i in 0..new {
+                    let q = &qkv[i * qkv_dim + h * hd..i * qkv_dim + (h + 1) * hd];
+                    // SAFETY: head h of row i writes only its own hd values
+                    // of `out`, within bounds by the assert; the loop joins
+                    // before `out` is used again.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * q_dim + h * hd), hd) };
+                    let visible = start + i + 1;
+                    head_attention(q, keys, values, (h / group) * hd, kv_dim, scale, &mut scores[..visible], o);
+                }
             });
             return;
         }
-        let mut scores = Vec::new();
-        for (i, (row, out)) in qkv.chunks_exact(qkv_dim).zip(out.chunks_exact_mut(q_dim)).enumerate() {
-            scores.resize(start + i + 1, 0.0);
-            for h in 0..c.n_heads {
-                let q = &row[h * hd..(h + 1) * hd];
-                head_attention(
-                    q,
-                    keys,
-                    values,
-                    (h / group) * hd,
-                    kv_dim,
-                    scale,
-                    &mut scores,
-                    &mut out[h * hd..(h + 1) * hd],
-                );
-            }
+        // One decode row over a short cache: its heads in turn.
+        let mut scores = vec![0f32; start + 1];
+        for h in 0..c.n_heads {
+            let q = &qkv[h * hd..(h + 1) * hd];
+            head_attention(
+                q,
+                keys,
+                values,
+                (h / group) * hd,
+                kv_dim,
+                scale,
+                &mut scores,
+                &mut out[h * hd..(h + 1) * hd],
+            );
         }
     }
 

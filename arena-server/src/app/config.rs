@@ -195,6 +195,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("ARENA_WORKER_TOKEN", "the API token (scope work) `arena worker` and `arena lab cheat-worker` use"),
     ("ARENA_THREADS", "threads of the model's kernels (default: all cores; --threads overrides)"),
     ("ARENA_KERNELS", "the model's kernel path: auto (the best the CPU has), scalar, avx2 or avx512"),
+    ("ARENA_PREFIX_CACHE_MB", "the runtime's prefix cache budget in MiB (default 256; 0 turns it off)"),
     ("ARENA_NEW_PASSWORD", "the password `arena user create` sets (else read from stdin)"),
     ("ARENA_FUZZ_SECONDS", "the fuzz tests' time per target (default: 300 inputs each)"),
     ("ARENA_FUZZ_SEED", "the fuzz tests' seed"),

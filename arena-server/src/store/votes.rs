@@ -650,12 +650,16 @@ pub async fn report(
 /// stays bounded).
 pub const AUDIT_WINDOW: i64 = 20_000;
 
+/// One group of the audit's count: match, agents' names, the slots' ranks
+/// in the verdict, the people's call and how many made it.
+type AuditRow = (uuid::Uuid, String, String, Option<i64>, Option<i64>, i32, i64);
+
 /// The counted votes of a Space's audit share (the latest
 /// [`AUDIT_WINDOW`]), as the audit reads them.
 pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>, sqlx::Error> {
     // Counted per match, pair of slots and call in SQL; the verdict (a
     // document of kilobytes) and the agents' names are read once per group.
-    let rows: Vec<(uuid::Uuid, String, String, Option<i64>, Option<i64>, i32, i64)> = sqlx::query_as(
+    let rows: Vec<AuditRow> = sqlx::query_as(
         "with v as (
              select v.match_id, least(v.slot_a, v.slot_b) as x, greatest(v.slot_a, v.slot_b) as y,
                     case when v.choice in ('tie', 'bad') then 2

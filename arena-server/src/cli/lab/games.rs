@@ -394,7 +394,8 @@ pub async fn bench(args: &GamesBenchArgs, settings: &Settings) -> anyhow::Result
     }
     let model = model_path(&ModelArgs { model: None, device: DeviceArg::Cpu, threads: None }, settings)?;
     let runtime = Arc::new(Runtime::load(&model, threads)?);
-    let engine = Engine::start(runtime, EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
+    let budget = runtime.prefix_budget().max(agent_runtime::engine::PREFIX_CACHE_BYTES);
+    let engine = Engine::start(runtime.clone(), EngineConfig { max_batch: 64, queue_capacity: 1 << 16 });
     let table = Table { engine, referee: Arc::new(referee.clone()), max_tokens: referee.turns.max_tokens as usize };
     let players = [Player::default(), Player::default()];
     let prompts: Vec<String> = loaded.prompts.iter().cycle().take(games).map(|p| p.prompt.clone()).collect();
@@ -405,27 +406,56 @@ pub async fn bench(args: &GamesBenchArgs, settings: &Settings) -> anyhow::Result
             table.finish(prompt, players, start, 1.0, 1000 + k as u64).await
         }
     };
-    // Warm-up: one game.
+    // Warm-up: one game (cache off, so the runs below start alike).
+    runtime.set_prefix_budget(0);
     play(0).await?;
-    let started = Instant::now();
-    let together = join_all((0..games).map(play)).await.into_iter().collect::<anyhow::Result<Vec<State>>>()?;
-    let together_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let mut alone = Vec::new();
-    for k in 0..games {
-        alone.push(play(k).await?);
-    }
-    let alone_s = started.elapsed().as_secs_f64();
     let turns = |states: &[State]| states.iter().map(|s| s.transcript.len()).sum::<usize>();
-    let (t1, t2) = (turns(&together), turns(&alone));
     println!(
         "{} — {games} two-seat games, the base model in both seats, temperature 1, {threads} threads{}",
         space.display(),
         if !forfeit { ", illegal moves pass the turn (no forfeit)" } else { "" }
     );
-    println!("{games} at once:    {t1} turns in {together_s:.1} s = {:.2} turns/s", t1 as f64 / together_s);
-    println!("one at a time: {t2} turns in {alone_s:.1} s = {:.2} turns/s", t2 as f64 / alone_s);
-    println!("(the same seeds; each game's turns are the same either way: {})", if t1 == t2 { "yes" } else { "no" });
+    let mut runs: Vec<(String, Vec<State>, f64)> = Vec::new();
+    for cache in [false, true] {
+        let label = if cache { "prefix cache on " } else { "prefix cache off" };
+        runtime.set_prefix_budget(if cache { budget } else { 0 });
+        let before = runtime.prefix_stats();
+        let started = Instant::now();
+        let together = join_all((0..games).map(play)).await.into_iter().collect::<anyhow::Result<Vec<State>>>()?;
+        let together_s = started.elapsed().as_secs_f64();
+        let mid = runtime.prefix_stats();
+        // Each one-at-a-time run starts from an empty cache too.
+        runtime.set_prefix_budget(0);
+        runtime.set_prefix_budget(if cache { budget } else { 0 });
+        let started = Instant::now();
+        let mut alone = Vec::new();
+        for k in 0..games {
+            alone.push(play(k).await?);
+        }
+        let alone_s = started.elapsed().as_secs_f64();
+        let (t1, t2) = (turns(&together), turns(&alone));
+        let share = |a: agent_runtime::prefix::PrefixStats, b: agent_runtime::prefix::PrefixStats| {
+            let reused = (b.reused_tokens - a.reused_tokens) as f64;
+            let fed = (b.fed_tokens - a.fed_tokens) as f64;
+            if reused + fed > 0.0 { 100.0 * reused / (reused + fed) } else { 0.0 }
+        };
+        println!(
+            "{label}: {games} at once {t1} turns in {together_s:.1} s = {:.2} turns/s (prompt tokens reused {:.0}%); \
+             one at a time {t2} turns in {alone_s:.1} s = {:.2} turns/s (reused {:.0}%); ratio {:.2}",
+            t1 as f64 / together_s,
+            share(before, mid),
+            t2 as f64 / alone_s,
+            share(mid, runtime.prefix_stats()),
+            (t1 as f64 / together_s) / (t2 as f64 / alone_s),
+        );
+        runs.push((label.to_owned(), together, together_s));
+        runs.push((label.to_owned(), alone, alone_s));
+    }
+    let same = runs.windows(2).all(|w| turns(&w[0].1) == turns(&w[1].1));
+    println!("(the same seeds; every run's games have the same turns: {})", if same { "yes" } else { "no" });
+    if let [(_, _, off), _, (_, _, on), _] = &runs[..] {
+        println!("{games} at once, cache on vs off: {:.2}x", off / on);
+    }
     Ok(())
 }
 
