@@ -67,6 +67,9 @@ const DECODE_ROWS: usize = 16;
 /// heads take).
 const SPLIT_HEADS_MIN_POSITIONS: usize = 64;
 
+/// Rows of a prompt chunk one attention job takes (per head).
+const ATTENTION_ROWS: usize = 16;
+
 pub use crate::gguf::Target;
 
 /// One sequence's keys and values, per layer, position-major.
@@ -513,16 +516,22 @@ impl Model {
         // spreads its heads over the threads.
         let by_heads = new > 1 || (split_heads && start + 1 >= SPLIT_HEADS_MIN_POSITIONS);
         if by_heads {
+            // Jobs of (head, block of rows): later rows see more positions,
+            // so small blocks keep the threads evenly loaded.
+            let blocks = new.div_ceil(ATTENTION_ROWS);
             assert_eq!(out.len(), new * q_dim);
             let out_ptr = SendPtr(out.as_mut_ptr());
             let qkv = &*qkv;
-            par.run(c.n_heads, &|h| {
-                let mut scores = vec![0f32; start + new];
-                for i in 0..new {
+            par.run(c.n_heads * blocks, &|job| {
+                let (h, block) = (job % c.n_heads, job / c.n_heads);
+                let rows = block * ATTENTION_ROWS..((block + 1) * ATTENTION_ROWS).min(new);
+                let mut scores = vec![0f32; start + rows.end];
+                for i in rows {
                     let q = &qkv[i * qkv_dim + h * hd..i * qkv_dim + (h + 1) * hd];
                     // SAFETY: head h of row i writes only its own hd values
-                    // of `out`, within bounds by the assert; the loop joins
-                    // before `out` is used again.
+                    // of `out`, within bounds by the assert; each (head,
+                    // row) belongs to one job; the loop joins before `out`
+                    // is used again.
                     let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * q_dim + h * hd), hd) };
                     let visible = start + i + 1;
                     head_attention(q, keys, values, (h / group) * hd, kv_dim, scale, &mut scores[..visible], o);
@@ -782,44 +791,7 @@ impl SendPtr {
     }
 }
 
-/// One head of one decode row: `out = softmax(q·Kᵀ·scale)·V` over the
-/// first `scores.len()` cached positions, K and V read at column `at` of
-/// rows `kv_dim` apart.
-#[allow(clippy::too_many_arguments)]
-fn head_attention(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    at: usize,
-    kv_dim: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    for (j, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &keys[j * kv_dim + at..j * kv_dim + at + hd]) * scale;
-    }
-    let visible = scores.len();
-    softmax_prefix(scores, visible);
-    out.fill(0.0);
-    for (j, &s) in scores.iter().enumerate() {
-        axpy(s, &values[j * kv_dim + at..j * kv_dim + at + hd], out);
-    }
-}
-
-/// Softmax over `row[..visible]`; the rest (future positions) becomes 0.
-pub(crate) fn softmax_prefix(row: &mut [f32], visible: usize) {
-    let max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut total = 0f32;
-    for s in &mut row[..visible] {
-        *s = (*s - max).exp();
-        total += *s;
-    }
-    let inv = 1.0 / total;
-    row[..visible].iter_mut().for_each(|s| *s *= inv);
-    row[visible..].fill(0.0);
-}
+pub(crate) use crate::quant::{head_attention, softmax_prefix};
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], dim: usize) {
     for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {

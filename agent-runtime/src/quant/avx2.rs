@@ -11,6 +11,7 @@ use std::arch::x86_64::*;
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 pub(crate) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
     let (px, py) = (x.as_ptr(), y.as_mut_ptr());
@@ -278,6 +279,7 @@ pub(super) unsafe fn rows(
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -357,4 +359,35 @@ pub(crate) unsafe fn up_block<const W: usize>(coef: &[f32], bt: &[half::f16], lo
     for (k, d) in dst.iter_mut().enumerate().skip(c) {
         *d = coef.iter().enumerate().fold(*d, |acc, (j, &cj)| cj.mul_add(bt[j * W + lo + k].to_f32(), acc));
     }
+}
+
+/// [`super::head_attention`] with [`dot`] and [`axpy`] inlined.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn head_attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    at: usize,
+    kv_dim: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    // SAFETY: this function's features are the kernels' own.
+    super::attend(
+        q,
+        keys,
+        values,
+        at,
+        kv_dim,
+        scale,
+        scores,
+        out,
+        |a, b| unsafe { dot(a, b) },
+        |a, x, y| unsafe { axpy(a, x, y) },
+    );
 }

@@ -485,6 +485,75 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     scalar::axpy(a, x, y);
 }
 
+/// One head of one attention row: `out = softmax(q·Kᵀ·scale)·V` over the
+/// first `scores.len()` cached positions, K and V read at column `at` of
+/// rows `kv_dim` apart. Every row of every step (decode and prompt chunks)
+/// goes through here, so a position's bits depend only on the positions
+/// before it. Each score is [`dot`]'s and each value row is added with
+/// [`axpy`]'s arithmetic, the kernels inlined into one loop.
+#[allow(clippy::too_many_arguments)]
+pub fn head_attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    at: usize,
+    kv_dim: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the features were detected at run time.
+            unsafe { avx2::head_attention(q, keys, values, at, kv_dim, scale, scores, out) };
+            return;
+        }
+    }
+    attend(q, keys, values, at, kv_dim, scale, scores, out, scalar::dot, scalar::axpy);
+}
+
+/// [`head_attention`]'s loop with its dot product and `y += a·x`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    at: usize,
+    kv_dim: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(f32, &[f32], &mut [f32]),
+) {
+    let hd = q.len();
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &keys[j * kv_dim + at..j * kv_dim + at + hd]) * scale;
+    }
+    let visible = scores.len();
+    softmax_prefix(scores, visible);
+    out.fill(0.0);
+    for (j, &s) in scores.iter().enumerate() {
+        axpy(s, &values[j * kv_dim + at..j * kv_dim + at + hd], out);
+    }
+}
+
+/// Softmax over `row[..visible]`; the rest (future positions) becomes 0.
+#[inline(always)]
+pub fn softmax_prefix(row: &mut [f32], visible: usize) {
+    let max = row[..visible].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut total = 0f32;
+    for s in &mut row[..visible] {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    let inv = 1.0 / total;
+    row[..visible].iter_mut().for_each(|s| *s *= inv);
+    row[visible..].fill(0.0);
+}
+
 /// Dot product (AVX2 + FMA when the CPU has them; the result depends only
 /// on the two slices, never on where they sit in a batch).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -545,13 +614,15 @@ impl Kernels {
 
     /// The numeric recipe a path computes: weights in Q4/Q8 blocks, the
     /// activations quantized to int16 per block, integer dot products, f32
-    /// scales, fused f32 accumulation in the path's own order. Two runs
-    /// that name the same recipe produce the same bits.
+    /// scales, fused f32 accumulation in the path's own order; attention
+    /// row by row (`v2`: every row, prompt chunks included; `v1` computed
+    /// prompt chunks of 32 rows or more with GEMMs). Two runs that name the
+    /// same recipe produce the same bits.
     pub fn recipe(self) -> &'static str {
         match self {
-            Kernels::Scalar => "q4q8-i16act-scalar-v1",
-            Kernels::Avx2 => "q4q8-i16act-avx2-v1",
-            Kernels::Avx512 => "q4q8-i16act-avx512-v1",
+            Kernels::Scalar => "q4q8-i16act-scalar-v2",
+            Kernels::Avx2 => "q4q8-i16act-avx2-v2",
+            Kernels::Avx512 => "q4q8-i16act-avx512-v2",
         }
     }
 

@@ -437,7 +437,7 @@ mod tests {
                 adapter_sha256: None,
                 template_sha256: "b".repeat(64),
                 runtime_version: "0.1.0".into(),
-                recipe: "q4q8-i16act-avx2-v1".into(),
+                recipe: "q4q8-i16act-avx2-v2".into(),
                 params: SamplingParams { max_new_tokens: 4, ..Default::default() },
                 prompt_sha256: tokens_sha256(&[1, 2, 3]),
             },

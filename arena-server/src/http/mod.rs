@@ -301,7 +301,7 @@ pub const API: &[ApiRoute] = &[
         Scope(Work),
         "Register an open runtime worker and lock its stake (ed25519 public key, model sha256, recipe, device, max batch)",
         Some(
-            r#"{"name": "box-1", "public_key": "…64 hex…", "model_sha256": "…", "runtime_version": "0.1.0", "recipe": "q4q8-i16act-avx2-v1", "device": "cpu", "max_batch": 8, "stake": 500}"#
+            r#"{"name": "box-1", "public_key": "…64 hex…", "model_sha256": "…", "runtime_version": "0.1.0", "recipe": "q4q8-i16act-avx2-v2", "device": "cpu", "max_batch": 8, "stake": 500}"#
         )
     ),
     route!(
