@@ -190,6 +190,11 @@ impl Runtime {
         self.prefix_cache().set_budget(bytes);
     }
 
+    /// Empties the prefix cache (its budget and counters stay).
+    pub fn clear_prefix_cache(&self) {
+        self.prefix_cache().clear();
+    }
+
     /// The prefix cache's budget in bytes.
     pub fn prefix_budget(&self) -> usize {
         self.prefix_cache().budget()
@@ -227,13 +232,19 @@ impl Runtime {
     /// How many prompt tokens `a` would skip if it waited for `b`, still
     /// prefilling the same weights, to finish its prompt.
     fn gain_from_waiting(&self, a: &Active, b: &Active) -> usize {
-        if a.gpu.is_some() || b.prefill.is_some() || !same_weights(a, b) || self.prefix_cache().budget() == 0 {
+        if a.gpu.is_some()
+            || b.prefill.is_some()
+            || !crate::prefix::same_adapter(a.adapter.as_ref(), b.adapter.as_ref())
+        {
             return 0;
         }
         let prompt = &a.context[..a.prompt_len];
         let limit = a.prompt_len - 1;
-        let have =
-            (a.prompt_len - a.pending.len()).max(self.prefix_cache().reusable(a.adapter.as_ref(), prompt, limit));
+        let cache = self.prefix_cache();
+        if cache.budget() == 0 {
+            return 0;
+        }
+        let have = (a.prompt_len - a.pending.len()).max(cache.reusable(a.adapter.as_ref(), prompt, limit));
         let shared = crate::prefix::shared_len(prompt, &b.context[..b.prompt_len]);
         shared.min(limit).saturating_sub(have)
     }
@@ -550,7 +561,7 @@ impl Runtime {
             Some(model) => Some(model.new_seq(adapter.as_deref())?),
             None => None,
         };
-        let active = Active {
+        Ok(Active {
             gpu,
             cache: self.model.new_cache(),
             pending: prompt.clone(),
@@ -564,8 +575,7 @@ impl Runtime {
             started: Instant::now(),
             prefill: None,
             finished: None,
-        };
-        Ok(active)
+        })
     }
 
     /// One batched forward over every active sequence; samples a token for
@@ -663,14 +673,6 @@ impl Runtime {
             prefill: a.prefill.unwrap_or_default(),
             total: a.started.elapsed(),
         }))
-    }
-}
-
-fn same_weights(a: &Active, b: &Active) -> bool {
-    match (&a.adapter, &b.adapter) {
-        (None, None) => true,
-        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-        _ => false,
     }
 }
 

@@ -59,7 +59,8 @@ pub struct PrefixCache {
     stats: PrefixStats,
 }
 
-fn same_adapter(a: Option<&Arc<Adapter>>, b: Option<&Arc<Adapter>>) -> bool {
+/// Whether two sequences run under the same weights (one adapter `Arc`).
+pub(crate) fn same_adapter(a: Option<&Arc<Adapter>>, b: Option<&Arc<Adapter>>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -86,6 +87,12 @@ impl PrefixCache {
     pub fn set_budget(&mut self, budget: usize) {
         self.budget = budget;
         self.evict(0);
+    }
+
+    /// Drops every entry.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
     }
 
     pub fn stats(&self) -> PrefixStats {

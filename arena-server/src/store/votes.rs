@@ -650,17 +650,13 @@ pub async fn report(
 /// stays bounded).
 pub const AUDIT_WINDOW: i64 = 20_000;
 
-/// One group of the audit's count: match, agents' names, the slots' ranks
-/// in the verdict, the people's call and how many made it.
-type AuditRow = (uuid::Uuid, String, String, Option<i64>, Option<i64>, i32, i64);
-
-/// The counted votes of a Space's audit share (the latest
-/// [`AUDIT_WINDOW`]), as the audit reads them.
-pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>, sqlx::Error> {
-    // Counted per match, pair of slots and call in SQL; the verdict (a
-    // document of kilobytes) and the agents' names are read once per group.
-    let rows: Vec<AuditRow> = sqlx::query_as(
-        "with v as (
+/// The counted votes of a Space's audit share (`$1` the Space, the latest
+/// `$2`, voters with fewer than `$3` gold checks or a reliability of at
+/// least `$4`), grouped `g(match_id, x, y, human, n)`: the pair of slots in
+/// order and the people's call on it (0 the first, 1 the second, 2 a tie
+/// or both bad). Both the audit and the Space page's card read these, so
+/// they count the same votes.
+const COUNTED_GROUPS: &str = "with v as (
              select v.match_id, least(v.slot_a, v.slot_b) as x, greatest(v.slot_a, v.slot_b) as y,
                     case when v.choice in ('tie', 'bad') then 2
                          when (v.choice = 'a') = (v.slot_a < v.slot_b) then 0 else 1 end as human
@@ -673,7 +669,19 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
              order by v.cast_at desc limit $2
          ), g as (
              select match_id, x, y, human, count(*) as n from v group by 1, 2, 3, 4
-         )
+         )";
+
+/// One group of the audit's count: match, agents' names, the slots' ranks
+/// in the verdict, the people's call and how many made it.
+type AuditRow = (uuid::Uuid, String, String, Option<i64>, Option<i64>, i32, i64);
+
+/// The counted votes of a Space's audit share (the latest
+/// [`AUDIT_WINDOW`]), as the audit reads them.
+pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>, sqlx::Error> {
+    // Counted per match, pair of slots and call in SQL; the verdict (a
+    // document of kilobytes) and the agents' names are read once per group.
+    let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+        "{COUNTED_GROUPS}
          select g.match_id, ax.name, ay.name,
                 (vd.verdict->'ranks'->>(g.x::text))::int8, (vd.verdict->'ranks'->>(g.y::text))::int8,
                 g.human::int4, g.n
@@ -683,8 +691,8 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
          join match_agents my on my.match_id = g.match_id and my.slot = g.y
          join agents ax on ax.id = mx.agent_id
          join agents ay on ay.id = my.agent_id
-         order by g.match_id, g.x, g.y, g.human",
-    )
+         order by g.match_id, g.x, g.y, g.human"
+    ))
     .bind(space)
     .bind(AUDIT_WINDOW)
     .bind(votes::GOLD_MIN)
@@ -711,28 +719,15 @@ pub async fn audit_votes(pool: &PgPool, space: SpaceId) -> Result<Vec<AuditVote>
 pub async fn audit_summary(pool: &PgPool, space: SpaceId) -> Result<votes::Summary, sqlx::Error> {
     // Counted per match, pair of slots and call first; the verdict is read
     // once per group.
-    let rows: Vec<(uuid::Uuid, i32, i32, i64)> = sqlx::query_as(
-        "with v as (
-             select v.match_id, least(v.slot_a, v.slot_b) as x, greatest(v.slot_a, v.slot_b) as y,
-                    case when v.choice in ('tie', 'bad') then 2
-                         when (v.choice = 'a') = (v.slot_a < v.slot_b) then 0 else 1 end as human
-             from votes v
-             left join voters s on s.user_id = v.voter_id
-             where v.space_id = $1 and v.reason is null and v.decoy_match_id is null and v.audit_share
-               and v.choice <> 'skip' and not coalesce(s.flagged, false)
-               and (coalesce(s.gold_total, 0) < $3
-                    or (coalesce(s.gold_right, 0) + 1)::float8 / (coalesce(s.gold_total, 0) + 2) >= $4)
-             order by v.cast_at desc limit $2
-         ), g as (
-             select match_id, x, y, human, count(*) as n from v group by 1, 2, 3, 4
-         )
+    let rows: Vec<(uuid::Uuid, i32, i32, i64)> = sqlx::query_as(&format!(
+        "{COUNTED_GROUPS}
          select g.match_id, g.human,
                 case when (vd.verdict->'ranks'->>(g.x::text))::int8 < (vd.verdict->'ranks'->>(g.y::text))::int8 then 0
                      when (vd.verdict->'ranks'->>(g.x::text))::int8 > (vd.verdict->'ranks'->>(g.y::text))::int8 then 1
                      else 2 end::int4 as judge,
                 g.n
-         from g left join verdicts vd on vd.match_id = g.match_id",
-    )
+         from g left join verdicts vd on vd.match_id = g.match_id"
+    ))
     .bind(space)
     .bind(AUDIT_WINDOW)
     .bind(votes::GOLD_MIN)

@@ -425,8 +425,7 @@ pub async fn bench(args: &GamesBenchArgs, settings: &Settings) -> anyhow::Result
         let together_s = started.elapsed().as_secs_f64();
         let mid = runtime.prefix_stats();
         // Each one-at-a-time run starts from an empty cache too.
-        runtime.set_prefix_budget(0);
-        runtime.set_prefix_budget(if cache { budget } else { 0 });
+        runtime.clear_prefix_cache();
         let started = Instant::now();
         let mut alone = Vec::new();
         for k in 0..games {
